@@ -1,0 +1,102 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+let strict: [SwiftSetting] = [
+    .swiftLanguageMode(.v6),
+    .enableUpcomingFeature("ExistentialAny"),
+    .enableUpcomingFeature("MemberImportVisibility"),
+]
+
+let package = Package(
+    name: "lacquer",
+    products: [
+        .executable(name: "lacquer", targets: ["lacquer"]),
+        .executable(name: "fixture-origin", targets: ["fixture-origin"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+    ],
+    targets: [
+        .systemLibrary(name: "CSQLite", pkgConfig: "sqlite3", providers: [.apt(["libsqlite3-dev"])]),
+        .target(
+            name: "CachePolicy",
+            dependencies: [.product(name: "NIOHTTP1", package: "swift-nio")],
+            swiftSettings: strict
+        ),
+        .target(
+            name: "CacheStore",
+            dependencies: [
+                "CachePolicy", "CSQLite",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ],
+            swiftSettings: strict
+        ),
+        .target(name: "VCL", dependencies: ["CachePolicy"], swiftSettings: strict),
+        .target(
+            name: "LacquerServer",
+            dependencies: [
+                "CachePolicy", "CacheStore", "VCL",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: strict
+        ),
+        .executableTarget(
+            name: "lacquer",
+            dependencies: [
+                "LacquerServer", "FixtureOrigin",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ],
+            swiftSettings: strict
+        ),
+        // The fixture origin depends on NIO only, never on Lacquer modules.
+        .target(
+            name: "FixtureOrigin",
+            dependencies: [
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ],
+            path: "fixtures/FixtureOrigin",
+            swiftSettings: strict
+        ),
+        .executableTarget(
+            name: "fixture-origin",
+            dependencies: ["FixtureOrigin", .product(name: "NIOPosix", package: "swift-nio")],
+            path: "fixtures/fixture-origin",
+            swiftSettings: strict
+        ),
+        .target(
+            name: "LacquerTesting",
+            dependencies: [
+                "LacquerServer", "FixtureOrigin",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ],
+            swiftSettings: strict
+        ),
+        .testTarget(name: "CachePolicyTests", dependencies: ["CachePolicy"], swiftSettings: strict),
+        .testTarget(name: "CacheStoreTests", dependencies: ["CacheStore"], swiftSettings: strict),
+        .testTarget(
+            name: "LacquerServerTests",
+            dependencies: [
+                "LacquerServer", "LacquerTesting", "FixtureOrigin", "CacheStore",
+                .product(name: "NIOCore", package: "swift-nio"),
+            ],
+            swiftSettings: strict
+        ),
+    ]
+)
