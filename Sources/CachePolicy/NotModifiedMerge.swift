@@ -1,0 +1,43 @@
+import NIOHTTP1
+
+/// Freshening a stored response with a 304 (RFC 9111 §3.2, §4.3.4).
+///
+/// A 304 carries the current metadata of the representation the cache already has; the cache
+/// keeps its body and takes the new header fields, so `Cache-Control`, `Expires`, `Date`, `ETag`
+/// and the rest follow the origin. Fields that describe the stored *bytes* are kept: a 304 has no
+/// body, so its framing fields (or a mistaken `Content-Length: 0`) must never replace the stored
+/// ones, or the stored body would be delivered with the wrong length (RFC 9110 §15.4.5,
+/// RFC 9111 §3.2 excludes fields the cache does not store).
+public enum NotModifiedMerge {
+    /// Names (lowercased) whose stored values are kept whatever the 304 says.
+    public static let preservedFields: Set<String> = [
+        "content-length", "content-encoding", "transfer-encoding", "content-range",
+    ]
+
+    /// Stored headers updated with those of a 304: every field in the 304 replaces all stored
+    /// lines of that name (keeping the 304's order when it has several), except
+    /// ``preservedFields`` and hop-by-hop fields (``HopByHop``, including those the 304's
+    /// `Connection` names), which keep their stored values.
+    /// - Parameters:
+    ///   - stored: the stored response's header fields.
+    ///   - notModified: the 304's header fields.
+    public static func merge(stored: HTTPHeaders, notModified: HTTPHeaders) -> HTTPHeaders {
+        var skipped = Self.preservedFields.union(HopByHop.fieldNames)
+        for line in notModified["connection"] {
+            for token in line.split(separator: ",") {
+                skipped.insert(token.trimmingOWS().lowercased())
+            }
+        }
+        var result = stored
+        var replaced: Set<String> = []
+        for (name, value) in notModified {
+            let lowered = name.lowercased()
+            guard !skipped.contains(lowered) else { continue }
+            if replaced.insert(lowered).inserted {
+                result.remove(name: lowered)
+            }
+            result.add(name: name, value: value)
+        }
+        return result
+    }
+}

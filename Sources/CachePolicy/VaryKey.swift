@@ -1,0 +1,136 @@
+import NIOHTTP1
+
+/// Secondary cache keys from `Vary` (RFC 9111 §4.1).
+///
+/// A stored response can only answer requests whose "selecting header fields" match those of the
+/// request that produced it. §4.1 allows normalising the values before comparing them ("by
+/// adding or removing whitespace where allowed ... combining multiple header fields"); we do
+/// that so that trivially different requests share a variant, which keeps the variant count per
+/// key (capped at 32, HARDENING.md §7) low. Accept-Encoding gets a stronger normalisation
+/// because the proxy only ever serves gzip or identity.
+public enum VaryKey {
+    /// Lowercased, de-duplicated, sorted field names the response's `Vary` lists; `[]` when there
+    /// is no `Vary`; `nil` when `Vary` contains `*` (no request can match, §4.1).
+    public static func fieldNames(_ responseHeaders: HTTPHeaders) -> [String]? {
+        var names: [String] = []
+        for line in responseHeaders["vary"] {
+            for member in line.split(separator: ",") {
+                let name = member.trimmingOWS()
+                if name == "*" { return nil }
+                if name.isEmpty { continue }
+                names.append(name.lowercased())
+            }
+        }
+        return Array(Set(names)).sorted()
+    }
+
+    /// A canonical string of the request's values for `names` (pass ``fieldNames(_:)``'s result).
+    ///
+    /// Per name: all field lines combined with `,`; whitespace around commas and at the ends
+    /// removed; inner runs of whitespace collapsed to one space. Accept-Encoding becomes `gzip` if
+    /// gzip (or `x-gzip`, or `*` without gzip excluded) is accepted with q > 0, otherwise
+    /// `identity`; an absent or empty Accept-Encoding is `identity` too, since that is what such
+    /// a client is served. For every other field an absent header is distinct from an empty one.
+    ///
+    /// The result is unambiguous: each entry is `name`, then `=` and the value or `!` for absent,
+    /// then a newline; backslash and line breaks (and `=`, `!` in names) are escaped, so no
+    /// name or value can forge the boundary of another entry.
+    public static func variant(names: [String], requestHeaders: HTTPHeaders) -> String {
+        var result = ""
+        for name in names {
+            let lowered = name.lowercased()
+            Self.appendEscaped(lowered, isName: true, to: &result)
+            let lines = requestHeaders[lowered]
+            if lowered == "accept-encoding" {
+                result += "=" + (Self.acceptsGzip(lines) ? "gzip" : "identity")
+            } else if lines.isEmpty {
+                result += "!"
+            } else {
+                result += "="
+                Self.appendEscaped(Self.normalise(lines.joined(separator: ",")), isName: false, to: &result)
+            }
+            result += "\n"
+        }
+        return result
+    }
+
+    /// Whitespace normalisation of one combined field value (RFC 9111 §4.1).
+    static func normalise(_ value: String) -> String {
+        var output: [UInt8] = []
+        output.reserveCapacity(value.utf8.count)
+        var pendingSpace = false
+        for byte in value.utf8 {
+            switch byte {
+            case UInt8(ascii: " "), UInt8(ascii: "\t"):
+                pendingSpace = true
+            case UInt8(ascii: ","):
+                // Whitespace before a comma is dropped, and so is any that follows it.
+                output.append(byte)
+                pendingSpace = false
+            default:
+                if pendingSpace, let last = output.last, last != UInt8(ascii: ",") {
+                    output.append(UInt8(ascii: " "))
+                }
+                pendingSpace = false
+                output.append(byte)
+            }
+        }
+        return String(decoding: output, as: UTF8.self)
+    }
+
+    /// Whether an Accept-Encoding (RFC 9110 §12.5.3) accepts gzip with q > 0.
+    static func acceptsGzip(_ lines: [String]) -> Bool {
+        var gzip: Double?
+        var star: Double?
+        for line in lines {
+            for member in line.split(separator: ",") {
+                let parts = member.split(separator: ";")
+                guard let coding = parts.first?.trimmingOWS().lowercased(), !coding.isEmpty else { continue }
+                var quality = 1.0
+                for parameter in parts.dropFirst() {
+                    let pair = parameter.split(separator: "=", maxSplits: 1)
+                    guard pair.count == 2, pair[0].trimmingOWS().lowercased() == "q" else { continue }
+                    // An unreadable weight is taken as 0: "not acceptable" is the safe reading.
+                    quality = Self.qvalue(pair[1].trimmingOWS()) ?? 0
+                }
+                switch coding {
+                case "gzip", "x-gzip": gzip = max(gzip ?? 0, quality)
+                case "*": star = max(star ?? 0, quality)
+                default: break
+                }
+            }
+        }
+        if let gzip { return gzip > 0 }
+        return (star ?? 0) > 0
+    }
+
+    /// `qvalue = ( "0" [ "." 0*3DIGIT ] ) / ( "1" [ "." 0*3("0") ] )` (RFC 9110 §12.4.2).
+    static func qvalue(_ text: Substring) -> Double? {
+        let bytes = Array(text.utf8)
+        guard let first = bytes.first, first == UInt8(ascii: "0") || first == UInt8(ascii: "1") else { return nil }
+        guard bytes.count > 1 else { return first == UInt8(ascii: "1") ? 1 : 0 }
+        guard bytes[1] == UInt8(ascii: "."), bytes.count <= 5 else { return nil }
+        var fraction = 0.0
+        var scale = 0.1
+        for byte in bytes[2...] {
+            guard byte >= UInt8(ascii: "0"), byte <= UInt8(ascii: "9") else { return nil }
+            fraction += Double(byte - UInt8(ascii: "0")) * scale
+            scale /= 10
+        }
+        if first == UInt8(ascii: "1") { return fraction == 0 ? 1 : nil }
+        return fraction
+    }
+
+    /// Escapes backslash and line breaks, and in names also `=` and `!`, which end a name.
+    private static func appendEscaped(_ text: String, isName: Bool, to result: inout String) {
+        for scalar in text.unicodeScalars {
+            switch scalar {
+            case "\\": result += "\\\\"
+            case "\n": result += "\\n"
+            case "\r": result += "\\r"
+            case "=" where isName, "!" where isName: result += "\\" + String(scalar)
+            default: result.unicodeScalars.append(scalar)
+            }
+        }
+    }
+}
