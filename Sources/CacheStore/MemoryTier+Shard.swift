@@ -1,0 +1,225 @@
+extension MemoryTier {
+    /// What a shard's LRU slot holds: the object and what it was charged, fixed at insert so
+    /// that the byte count stays exact whatever `cost` would compute later.
+    struct Entry: Sendable {
+        let object: StoredObject
+        let cost: Int
+        /// `object.expiresEntirely`, kept inline so the expiry walk does not chase pointers.
+        let expires: Double
+
+        init(_ object: StoredObject) {
+            self.object = object
+            self.cost = object.cost
+            self.expires = object.expiresEntirely
+        }
+    }
+
+    /// One shard's state: an LRU list of entries, a map from key to that key's slots, the byte
+    /// count and the counters. A plain value that decides everything and does nothing else;
+    /// `MemoryTier` holds it in a `Mutex` and calls exactly one method per lock hold.
+    ///
+    /// Invariants (checked by `consistencyProblem()`): every slot in `map` is occupied and its
+    /// object has that key; every occupied slot is in `map` exactly once; a key's variants are
+    /// distinct and at most `maxVariantsPerKey`; `counters.bytes` is the sum of the entries'
+    /// costs and never above `budget`.
+    struct Shard: Sendable {
+        let budget: Int
+        private var lru = LRUList<Entry>()
+        /// Each key's slots, its most recently used variant first.
+        private var map: [CacheKey: VariantSlots] = [:]
+        /// `objects` and `bytes` are kept current; `capacityBytes` is this shard's budget.
+        private(set) var counters: MemoryTierStats
+
+        init(budget: Int) {
+            self.budget = budget
+            self.counters = MemoryTierStats(capacityBytes: budget)
+        }
+
+        mutating func variants(for key: CacheKey) -> [StoredObject] {
+            guard let slots = self.map[key] else {
+                self.counters.misses += 1
+                return []
+            }
+            self.counters.hits += 1
+            var objects: [StoredObject] = []
+            objects.reserveCapacity(slots.count)
+            slots.forEach { objects.append(self.lru[$0].object) }
+            return objects
+        }
+
+        mutating func touch(_ object: StoredObject) {
+            guard let slot = self.slot(of: object) else {
+                return
+            }
+            self.lru.moveToFront(slot)
+            self.map[object.key]?.moveToFront(slot)
+        }
+
+        /// Stores `entry` at the front (its cost must be at most `budget`).
+        ///
+        /// - Returns: the replaced and evicted objects, for the caller to release after unlocking.
+        mutating func insert(_ entry: Entry) -> [StoredObject] {
+            precondition(entry.cost <= self.budget, "MemoryTier: admitted an object larger than a shard")
+            let key = entry.object.key
+            var released: [StoredObject] = []
+            // Decide first, in a scope of its own, so the copy of the key's slots is gone
+            // before `removeSlot` changes them (no copy-on-write of the slot array).
+            var displaced: (slot: Int, isEviction: Bool)?
+            if let slots = self.map[key] {
+                let variant = entry.object.variant
+                if let same = slots.first(where: { self.lru[$0].object.variant == variant }) {
+                    // A newer copy of the same variant: a replacement, not an eviction.
+                    displaced = (same, false)
+                } else if slots.count >= MemoryTier.maxVariantsPerKey {
+                    displaced = (slots.last, true)
+                }
+            }
+            if let displaced {
+                released.append(self.removeSlot(displaced.slot))
+                if displaced.isEviction {
+                    self.counters.evictions += 1
+                }
+            }
+            // `cost <= budget`, so this stops at the latest when the shard is empty.
+            while self.counters.bytes + entry.cost > self.budget, let victim = self.lru.last {
+                released.append(self.removeSlot(victim))
+                self.counters.evictions += 1
+            }
+            let slot = self.lru.pushFront(entry)
+            // Optional chaining yields nil when the key has no slots yet: start its list.
+            if self.map[key]?.prepend(slot) == nil {
+                self.map[key] = VariantSlots(slot)
+            }
+            self.counters.bytes += entry.cost
+            self.counters.objects += 1
+            self.counters.inserts += 1
+            return released
+        }
+
+        /// Removes every variant under `key`, most recently used first.
+        mutating func removeAll(key: CacheKey) -> [StoredObject] {
+            guard let slots = self.map.removeValue(forKey: key) else {
+                return []
+            }
+            var removed: [StoredObject] = []
+            removed.reserveCapacity(slots.count)
+            slots.forEach { slot in
+                let entry = self.lru.remove(slot)
+                self.counters.bytes -= entry.cost
+                self.counters.objects -= 1
+                removed.append(entry.object)
+            }
+            return removed
+        }
+
+        /// Removes this very object if it is stored; returns whether it was.
+        mutating func remove(_ object: StoredObject) -> Bool {
+            guard let slot = self.slot(of: object) else {
+                return false
+            }
+            self.removeSlot(slot)
+            return true
+        }
+
+        /// Examines at most `limit` slots from `start` on, moving expired objects into `removed`.
+        ///
+        /// - Returns: the slot to continue from, or `nil` when the walk is past the last slot.
+        mutating func removeExpired(
+            now: Double,
+            from start: Int,
+            limit: Int,
+            into removed: inout [StoredObject]
+        ) -> Int? {
+            guard start < self.lru.slotCount else {
+                return nil
+            }
+            let end = min(start + limit, self.lru.slotCount)
+            for slot in start..<end {
+                if let entry = self.lru.element(at: slot), entry.expires < now {
+                    removed.append(self.removeSlot(slot))
+                    self.counters.expired += 1
+                }
+            }
+            return end
+        }
+
+        /// Copies the objects of at most `limit` slots from `start` on into `objects`.
+        ///
+        /// - Returns: the slot to continue from, or `nil` when the walk is past the last slot.
+        func snapshot(from start: Int, limit: Int, into objects: inout [StoredObject]) -> Int? {
+            guard start < self.lru.slotCount else {
+                return nil
+            }
+            let end = min(start + limit, self.lru.slotCount)
+            for slot in start..<end {
+                if let entry = self.lru.element(at: slot) {
+                    objects.append(entry.object)
+                }
+            }
+            return end
+        }
+
+        /// The slot holding this very object, if any.
+        private func slot(of object: StoredObject) -> Int? {
+            self.map[object.key]?.first(where: { self.lru[$0].object === object })
+        }
+
+        /// Unlinks a slot from the LRU and from its key, and uncharges it.
+        @discardableResult
+        private mutating func removeSlot(_ slot: Int) -> StoredObject {
+            let entry = self.lru.remove(slot)
+            let key = entry.object.key
+            switch self.map[key]?.remove(slot) {
+            case .some(true):
+                break
+            case .some(false):
+                // That was the key's last variant.
+                self.map[key] = nil
+            case .none:
+                assertionFailure("MemoryTier: slot \(slot) missing from its key's list")
+            }
+            self.counters.bytes -= entry.cost
+            self.counters.objects -= 1
+            return entry.object
+        }
+
+        func consistencyProblem() -> String? {
+            if let problem = self.lru.consistencyProblem() {
+                return "LRU list: \(problem)"
+            }
+            var mapped = 0
+            for (key, slots) in self.map {
+                guard slots.count <= MemoryTier.maxVariantsPerKey else {
+                    return "\(key) has \(slots.count) variants"
+                }
+                var variants = Set<String>()
+                for slot in slots.slots {
+                    guard let entry = self.lru.element(at: slot) else {
+                        return "\(key) lists free slot \(slot)"
+                    }
+                    guard entry.object.key == key else {
+                        return "\(key) lists slot \(slot) of \(entry.object.key)"
+                    }
+                    guard variants.insert(entry.object.variant).inserted else {
+                        return "\(key) holds variant \"\(entry.object.variant)\" twice"
+                    }
+                    mapped += 1
+                }
+            }
+            guard mapped == self.lru.count, self.counters.objects == self.lru.count else {
+                return "map lists \(mapped) slots, LRU holds \(self.lru.count), count says \(self.counters.objects)"
+            }
+            var bytes = 0
+            for slot in self.lru.slotsFromFront {
+                bytes += self.lru[slot].cost
+            }
+            guard bytes == self.counters.bytes else {
+                return "bytes is \(self.counters.bytes), entries cost \(bytes)"
+            }
+            guard bytes <= self.budget else {
+                return "\(bytes) bytes stored, budget \(self.budget)"
+            }
+            return nil
+        }
+    }
+}
