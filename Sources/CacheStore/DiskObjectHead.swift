@@ -1,0 +1,171 @@
+import NIOCore
+import NIOHTTP1
+
+/// The metadata of one object in the disk tier: everything a `StoredObject` has except its body,
+/// read from the index alone (a lookup never touches a body file).
+///
+/// Pass it to `DiskTier.openBody(_:)` to stream the body or `DiskTier.load(_:)` to read it whole;
+/// both verify the length and each block's CRC32C against `blockChecksums` before returning bytes.
+public struct DiskObjectHead: Sendable {
+    public let key: CacheKey
+    public let variant: String
+    public let varyNames: [String]
+    public let status: Int
+    public let reason: String
+    public let headers: HTTPHeaders
+    public let requestTime: Double
+    public let responseTime: Double
+    public let origin: Double
+    public let ttl: Double
+    public let grace: Double
+    public let keep: Double
+    public let mustRevalidate: Bool
+    /// The body length in bytes, as the index recorded it when the body was written.
+    public let bodyLength: Int64
+    /// The body file's id: it names `bodies/ab/cd/<id>` and is the index row's primary key.
+    /// Ids are never reused while a tier is open, so a head can never reach another object's body.
+    public let fileID: Int64
+    /// The CRC32C of each 64 KiB block of the body (the last block may be shorter).
+    public let blockChecksums: [UInt32]
+    /// When the object was last used (seconds since the epoch), as the index knows it.
+    public let lastAccess: Double
+    /// The bytes this object is charged against the disk tier's capacity.
+    public let size: Int64
+
+    /// The instant after which the object is of no use at all and may be dropped.
+    public var expiresEntirely: Double {
+        self.origin + self.ttl + self.grace + self.keep
+    }
+
+    /// The object with `body` attached (the caller has read and verified it).
+    public func storedObject(body: ByteBuffer) -> StoredObject {
+        StoredObject(
+            key: self.key,
+            variant: self.variant,
+            varyNames: self.varyNames,
+            status: self.status,
+            reason: self.reason,
+            headers: self.headers,
+            body: body,
+            requestTime: self.requestTime,
+            responseTime: self.responseTime,
+            origin: self.origin,
+            ttl: self.ttl,
+            grace: self.grace,
+            keep: self.keep,
+            mustRevalidate: self.mustRevalidate
+        )
+    }
+
+    /// The columns `init(row:)` reads, in order.
+    static let columns = """
+        id, key, variant, vary_names, status, reason, headers, body_length, checksums, request_time, \
+        response_time, origin, ttl, grace, keep, must_revalidate, last_access, size
+        """
+
+    /// Decodes an index row selected with `columns`; nil if the row is malformed (it is then dropped).
+    init?(row: SQLiteStatement) {
+        let keyBytes = row.blob(1)
+        let parts = keyBytes.split(separator: 0, omittingEmptySubsequences: false).map {
+            String(decoding: $0, as: UTF8.self)
+        }
+        guard let headers = HeaderCodec.decode(row.blob(6)) else { return nil }
+        let checksumBytes = row.blob(8)
+        let bodyLength = row.int64(7)
+        guard bodyLength >= 0, checksumBytes.count == BodyFile.blockCount(length: bodyLength) * 4 else { return nil }
+        var checksums: [UInt32] = []
+        checksums.reserveCapacity(checksumBytes.count / 4)
+        checksumBytes.withUnsafeBytes { raw in
+            for index in stride(from: 0, to: raw.count, by: 4) {
+                checksums.append(UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: index, as: UInt32.self)))
+            }
+        }
+        let varyNames = row.text(3)
+        self.fileID = row.int64(0)
+        self.key = CacheKey(parts: keyBytes.isEmpty ? [] : parts)
+        self.variant = row.text(2)
+        self.varyNames = varyNames.isEmpty ? [] : varyNames.split(separator: ",").map(String.init)
+        self.status = Int(row.int64(4))
+        self.reason = row.text(5)
+        self.headers = headers
+        self.bodyLength = bodyLength
+        self.blockChecksums = checksums
+        self.requestTime = row.double(9)
+        self.responseTime = row.double(10)
+        self.origin = row.double(11)
+        self.ttl = row.double(12)
+        self.grace = row.double(13)
+        self.keep = row.double(14)
+        self.mustRevalidate = row.int64(15) != 0
+        self.lastAccess = row.double(16)
+        self.size = row.int64(17)
+    }
+}
+
+/// The on-disk form of response headers: a little-endian UInt32 field count, then for each
+/// field a UInt32 length + name bytes and a UInt32 length + value bytes. Length-prefixed, so
+/// any byte may appear in a value; decoding re-checks the response limits of HARDENING §3.
+enum HeaderCodec {
+    static let maxFields = 100
+    static let maxFieldBytes = 8 * 1024
+    static let maxTotalBytes = 32 * 1024
+
+    static func encode(_ headers: HTTPHeaders) -> [UInt8] {
+        var bytes: [UInt8] = []
+        self.append(UInt32(headers.count), to: &bytes)
+        for (name, value) in headers {
+            self.append(UInt32(name.utf8.count), to: &bytes)
+            bytes.append(contentsOf: name.utf8)
+            self.append(UInt32(value.utf8.count), to: &bytes)
+            bytes.append(contentsOf: value.utf8)
+        }
+        return bytes
+    }
+
+    /// True if `headers` fit the limits a load from disk enforces (so a stored object can be read back).
+    static func withinLimits(_ headers: HTTPHeaders) -> Bool {
+        guard headers.count <= self.maxFields else { return false }
+        var total = 0
+        for (name, value) in headers {
+            let field = name.utf8.count + value.utf8.count
+            guard field <= self.maxFieldBytes else { return false }
+            total += field
+        }
+        return total <= self.maxTotalBytes
+    }
+
+    static func decode(_ bytes: [UInt8]) -> HTTPHeaders? {
+        var offset = 0
+        func readUInt32() -> Int? {
+            guard bytes.count - offset >= 4 else { return nil }
+            let value = bytes.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: offset, as: UInt32.self) }
+            offset += 4
+            return Int(UInt32(littleEndian: value))
+        }
+        func readString() -> String? {
+            guard let length = readUInt32(), length <= self.maxFieldBytes, bytes.count - offset >= length else {
+                return nil
+            }
+            defer { offset += length }
+            return String(decoding: bytes[offset..<(offset + length)], as: UTF8.self)
+        }
+        guard let count = readUInt32(), count <= self.maxFields else { return nil }
+        var fields: [(String, String)] = []
+        fields.reserveCapacity(count)
+        var total = 0
+        for _ in 0..<count {
+            guard let name = readString(), let value = readString() else { return nil }
+            total += name.utf8.count + value.utf8.count
+            guard name.utf8.count + value.utf8.count <= self.maxFieldBytes, total <= self.maxTotalBytes else {
+                return nil
+            }
+            fields.append((name, value))
+        }
+        guard offset == bytes.count else { return nil }
+        return HTTPHeaders(fields)
+    }
+
+    private static func append(_ value: UInt32, to bytes: inout [UInt8]) {
+        withUnsafeBytes(of: value.littleEndian) { bytes.append(contentsOf: $0) }
+    }
+}

@@ -1,0 +1,251 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+import NIOCore
+import Synchronization
+
+/// Storing, finding and reading objects.
+extension DiskTier {
+    /// Most variants kept under one key (HARDENING §7); storing one more evicts the least recently used.
+    static let maxVariantsPerKey = 32
+
+    /// Stores `object`, replacing the stored copy of the same key and variant.
+    ///
+    /// Order: body → temp file → (fsync) → rename → commit the row (which replaces the old one)
+    /// → unlink the old body → evict if over capacity.
+    ///
+    /// - Parameters:
+    ///   - object: the complete object.
+    ///   - now: the time recorded as its last access.
+    /// - Returns: false if the object was refused: its body is over `maxObjectBytes`, it alone would
+    ///   exceed the capacity, or its headers exceed the limits a later load enforces.
+    /// - Throws: `.diskFull` (below the free-space floor, or ENOSPC; nothing is left behind),
+    ///   `.ioFailed`, `.sqlite`, `.closed`.
+    @discardableResult
+    public func store(_ object: StoredObject, now: Double = DiskTier.wallClock()) throws -> Bool {
+        let bodyLength = Int64(object.body.readableBytes)
+        let keyBytes = Array(object.key.canonical.utf8)
+        let headerBytes = HeaderCodec.encode(object.headers)
+        let size = Self.chargedSize(bodyLength: bodyLength, metadataBytes: keyBytes.count + headerBytes.count + object.variant.utf8.count + object.reason.utf8.count)
+        guard bodyLength <= self.configuration.maxObjectBytes, size <= self.configuration.capacityBytes,
+            HeaderCodec.withinLimits(object.headers)
+        else {
+            try self.withWriter { state, _ in state.counters.refused += 1 }
+            return false
+        }
+
+        if self.configuration.freeSpaceFloor > 0,
+            let free = BodyFile.freeFraction(self.directory, reserving: bodyLength),
+            free < self.configuration.freeSpaceFloor
+        {
+            try self.withWriter { state, _ in
+                state.diskFull = true
+                state.counters.writeErrors += 1
+            }
+            throw CacheStoreError.diskFull(path: self.directory)
+        }
+
+        let id = try self.withWriter { state, _ in
+            let id = state.nextFileID
+            state.nextFileID += 1
+            state.inFlight.insert(id)
+            return id
+        }
+        let checksums: [UInt32]
+        do {
+            checksums = try BodyFile.write(
+                object.body,
+                tempPath: self.directory + "/" + BodyFile.tempRelativePath(id),
+                finalPath: self.bodyPath(id),
+                directory: self.directory,
+                sync: self.configuration.fsync == .always
+            )
+        } catch {
+            try? self.withWriter { state, _ in
+                state.inFlight.remove(id)
+                state.counters.writeErrors += 1
+                if case .diskFull = error as? CacheStoreError { state.diskFull = true }
+            }
+            throw error
+        }
+
+        var checksumBytes: [UInt8] = []
+        checksumBytes.reserveCapacity(checksums.count * 4)
+        for checksum in checksums {
+            withUnsafeBytes(of: checksum.littleEndian) { checksumBytes.append(contentsOf: $0) }
+        }
+        let digest = Int64(bitPattern: object.key.digest)
+        let values: [SQLiteValue] = [
+            .integer(id), .blob(keyBytes), .integer(digest), .text(object.variant),
+            .text(object.varyNames.joined(separator: ",")), .integer(Int64(object.status)), .text(object.reason),
+            .blob(headerBytes), .integer(bodyLength), .blob(checksumBytes), .real(object.requestTime),
+            .real(object.responseTime), .real(object.origin), .real(object.ttl), .real(object.grace),
+            .real(object.keep), .integer(object.mustRevalidate ? 1 : 0), .real(object.expiresEntirely),
+            .real(now), .integer(size),
+        ]
+
+        let outcome: Result<(replaced: [Int64], overCapacity: Bool), any Error> = self.writer.withLock { state in
+            defer { state.inFlight.remove(id) }
+            guard let db = state.db else { return .failure(CacheStoreError.closed(path: self.directory)) }
+            return Result {
+                var replaced: [Int64] = []
+                try db.transaction("store object") {
+                    try db.query(
+                        "SELECT id FROM objects WHERE digest = ? AND key = ? AND variant = ?",
+                        [.integer(digest), .blob(keyBytes), .text(object.variant)]
+                    ) { replaced.append($0.int64(0)) }
+                    for old in replaced {
+                        try db.run("DELETE FROM objects WHERE id = ?", [.integer(old)])
+                    }
+                    try db.run(DiskIndexSchema.insertObject, values)
+                    // Keep at most `maxVariantsPerKey` variants: drop the least recently used beyond that.
+                    var surplus: [Int64] = []
+                    try db.query(
+                        "SELECT id FROM objects WHERE digest = ? AND key = ? ORDER BY last_access DESC, id DESC LIMIT -1 OFFSET ?",
+                        [.integer(digest), .blob(keyBytes), .integer(Int64(Self.maxVariantsPerKey))]
+                    ) { surplus.append($0.int64(0)) }
+                    for old in surplus {
+                        try db.run("DELETE FROM objects WHERE id = ?", [.integer(old)])
+                    }
+                    state.counters.evictions += surplus.count
+                    replaced += surplus
+                }
+                state.counters.inserts += 1
+                state.diskFull = false
+                try self.refreshTotals(&state, db)
+                return (replaced, state.bytes > self.configuration.capacityBytes)
+            }
+        }
+        switch outcome {
+        case .success(let result):
+            self.unlinkBodies(result.replaced)
+            if result.overCapacity {
+                _ = try self.evict()
+            }
+            return true
+        case .failure(let error):
+            // The row was not committed: the new body is an orphan, remove it now.
+            self.unlinkBodies([id])
+            try? self.withWriter { state, _ in state.counters.writeErrors += 1 }
+            throw self.flagIfCorrupt(error)
+        }
+    }
+
+    /// Every stored variant of `key`, metadata only (no body file is touched).
+    ///
+    /// Counts a hit when at least one variant is found, a miss otherwise. Rows that cannot be
+    /// decoded are dropped (and counted in `checksumFailures`).
+    public func lookup(_ key: CacheKey) throws -> [DiskObjectHead] {
+        let keyBytes = Array(key.canonical.utf8)
+        var malformed: [Int64] = []
+        let result: Result<[DiskObjectHead], any Error> = self.reader.withLock { connection in
+            guard let connection else { return .failure(CacheStoreError.closed(path: self.directory)) }
+            return Result {
+                var heads: [DiskObjectHead] = []
+                try connection.query(
+                    "SELECT \(DiskObjectHead.columns) FROM objects WHERE digest = ? AND key = ? ORDER BY id",
+                    [.integer(Int64(bitPattern: key.digest)), .blob(keyBytes)]
+                ) { row in
+                    if let head = DiskObjectHead(row: row) {
+                        heads.append(head)
+                    } else {
+                        malformed.append(row.int64(0))
+                    }
+                }
+                return heads
+            }
+        }
+        if !malformed.isEmpty {
+            try self.drop(malformed, missing: false)
+        }
+        let heads = try result.mapError(self.flagIfCorrupt).get()
+        if heads.isEmpty {
+            self.misses.add(1, ordering: .relaxed)
+        } else {
+            self.hits.add(1, ordering: .relaxed)
+        }
+        return heads
+    }
+
+    /// Opens `head`'s body for streaming. The file's length is checked here; each block's
+    /// checksum as it is read.
+    ///
+    /// - Throws: `.bodyMissing` (no file or a short one) / `.bodyChecksumMismatch` (a long one):
+    ///   the row and file are then dropped and counted. `.ioFailed` on other open errors.
+    public func openBody(_ head: DiskObjectHead, allocator: ByteBufferAllocator = ByteBufferAllocator()) throws
+        -> DiskBodyReader
+    {
+        let path = self.bodyPath(head.fileID)
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        if fd < 0 {
+            let code = errno
+            guard code == ENOENT else {
+                throw CacheStoreError.ioFailed(operation: "open body", path: path, reason: BodyFile.describe(code))
+            }
+            try self.bodyFailed(head, .bodyMissing(key: head.key.description, path: path))
+        }
+        var info = stat()
+        if fstat(fd, &info) != 0 || Int64(info.st_size) != head.bodyLength {
+            Glibc.close(fd)
+            let short = Int64(info.st_size) < head.bodyLength
+            try self.bodyFailed(
+                head,
+                short ? .bodyMissing(key: head.key.description, path: path)
+                    : .bodyChecksumMismatch(key: head.key.description, path: path)
+            )
+        }
+        return DiskBodyReader(head: head, path: path, fd: fd, allocator: allocator) { [weak self] error in
+            try? self?.drop([head.fileID], missing: { if case .bodyMissing = error { true } else { false } }())
+        }
+    }
+
+    /// Reads `head`'s whole body (verified) and returns the object, e.g. to promote it into memory.
+    public func load(_ head: DiskObjectHead, allocator: ByteBufferAllocator = ByteBufferAllocator()) throws
+        -> StoredObject
+    {
+        let reader = try self.openBody(head, allocator: allocator)
+        return head.storedObject(body: try reader.readAll())
+    }
+
+    /// Drops the object and throws `error`.
+    private func bodyFailed(_ head: DiskObjectHead, _ error: CacheStoreError) throws -> Never {
+        let missing: Bool
+        if case .bodyMissing = error { missing = true } else { missing = false }
+        try self.drop([head.fileID], missing: missing)
+        throw error
+    }
+
+    /// Deletes rows that failed verification and their files; counts those that were still there
+    /// (a row already removed by a purge or eviction racing the read is not a failure).
+    func drop(_ ids: [Int64], missing: Bool) throws {
+        let dropped = try self.withWriter { state, db in
+            var dropped: [Int64] = []
+            try db.transaction("drop damaged objects") {
+                for id in ids where try db.run("DELETE FROM objects WHERE id = ?", [.integer(id)]) > 0 {
+                    dropped.append(id)
+                }
+            }
+            state.counters.checksumFailures += dropped.count
+            if missing { state.counters.missingBodies += dropped.count }
+            try self.refreshTotals(&state, db)
+            return dropped
+        }
+        self.unlinkBodies(dropped)
+    }
+
+    /// Re-reads the totals the triggers maintain (one row).
+    func refreshTotals(_ state: inout WriterState, _ db: SQLiteConnection) throws {
+        try db.query("SELECT objects, bytes FROM totals WHERE id = 0") { row in
+            state.objects = row.int64(0)
+            state.bytes = row.int64(1)
+        }
+    }
+
+    /// What an object is charged against capacity: its body rounded up to whole 4 KiB filesystem
+    /// blocks, its metadata bytes and `rowOverhead`.
+    static func chargedSize(bodyLength: Int64, metadataBytes: Int) -> Int64 {
+        ((bodyLength + 4095) / 4096) * 4096 + Int64(metadataBytes) + self.rowOverhead
+    }
+}

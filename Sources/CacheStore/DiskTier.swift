@@ -1,0 +1,300 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+import NIOCore
+import Synchronization
+
+/// The disk tier: objects that outlive the memory tier and a restart (Varnish's file stevedore,
+/// with a persistent index).
+///
+/// Bodies are files under `<directory>/bodies/`, metadata rows in a SQLite index
+/// (`<directory>/index.sqlite`, WAL). The API is synchronous and thread safe; the server calls
+/// it from an `NIOThreadPool`, never from an event loop.
+///
+/// Guarantees:
+/// - **Crash consistency.** `store` writes the body to a temp file, fsyncs it if the policy says so,
+///   renames it into place and only then commits the index row. A crash leaves the old state or the
+///   new, never a row pointing at a partial body; leftovers are files without rows, which
+///   `sweepOrphans()` removes in the background.
+/// - **Verified reads.** Every body carries a CRC32C per 64 KiB block; readers check the length and
+///   each block before returning its bytes, and drop the object on a mismatch.
+/// - **Purges stick.** `remove(key:)` / `remove(_:)` commit with `synchronous=FULL`.
+/// - **Fast start-up.** Opening reads the schema, one totals row and `MAX(id)`, whatever the
+///   number of objects; it never lists the body directories.
+/// - **One owner.** `flock(LOCK_EX|LOCK_NB)` on `lacquer.lock` keeps a second tier, in this
+///   process or another, off the directory until `close()`.
+///
+/// Concurrency: one writer connection behind `writer` (one writer at a time, as SQLite allows
+/// anyway) and a separate read connection behind `reader`. In WAL mode a reader sees the last
+/// commit without waiting for the writer, so a lookup on the request path is never queued behind an
+/// eviction batch, an expiry sweep or a FULL-synced purge commit. Body I/O (writing temp files,
+/// reading blocks, unlinking) happens outside both locks except where ordering needs it.
+///
+/// Lifecycle of an object: `store` (tmp → rename → row) → `lookup` (row → `DiskObjectHead`) →
+/// `openBody`/`load` (verified bytes) and `touch` (LRU) → gone by `remove`, `removeExpired`,
+/// `evict`, replacement by a newer copy of the same variant, or an integrity failure on read.
+public final class DiskTier: Sendable {
+    /// When body files are fsynced before their row is committed.
+    public enum FsyncPolicy: Sendable, Equatable {
+        /// Never: a process crash loses nothing (the page cache survives), a power loss may leave
+        /// a row whose body is incomplete, which the checksum catches on read (the object is then
+        /// dropped and fetched again). The default: a cache can refetch, and fsync per object is costly.
+        case none
+        /// fsync the body and its directory before the row is committed: rows survive a power
+        /// loss with their bodies intact, at the cost of one or two fsyncs per stored object.
+        case always
+    }
+
+    public struct Configuration: Sendable {
+        /// The cache directory; created (with parents) if missing.
+        public var directory: String
+        /// The most bytes (bodies rounded up to 4 KiB, plus metadata) the tier keeps before evicting LRU objects.
+        public var capacityBytes: Int64
+        /// Objects with larger bodies are refused (`store` returns false).
+        public var maxObjectBytes: Int64
+        /// Body fsync policy; index commits are `synchronous=NORMAL`, purges always `FULL`.
+        public var fsync: FsyncPolicy
+        /// Stop writing when less than this fraction of the filesystem would stay free (0 turns it off).
+        public var freeSpaceFloor: Double
+
+        public init(
+            directory: String,
+            capacityBytes: Int64 = 1 << 30,
+            maxObjectBytes: Int64 = 1 << 30,
+            fsync: FsyncPolicy = .none,
+            freeSpaceFloor: Double = 0.10
+        ) {
+            self.directory = directory
+            self.capacityBytes = capacityBytes
+            self.maxObjectBytes = maxObjectBytes
+            self.fsync = fsync
+            self.freeSpaceFloor = freeSpaceFloor
+        }
+    }
+
+    /// Bookkeeping bytes charged per object on top of its body and metadata.
+    public static let rowOverhead: Int64 = 256
+
+    public let configuration: Configuration
+    /// What start-up had to do about the index (quarantine, rebuild), one message each; empty normally.
+    public let startupWarnings: [String]
+    /// The cache directory, without a trailing slash.
+    public let directory: String
+
+    struct Counters {
+        var inserts = 0
+        var evictions = 0
+        var expired = 0
+        var purged = 0
+        var checksumFailures = 0
+        var missingBodies = 0
+        var writeErrors = 0
+        var refused = 0
+    }
+
+    struct WriterState {
+        var db: SQLiteConnection?
+        var lockFD: Int32
+        /// Ids only grow while the tier is open, so a `DiskObjectHead` can never reach another body.
+        var nextFileID: Int64
+        /// Ids whose temp or body file is being written and has no row yet (the sweep must spare them).
+        var inFlight: Set<Int64> = []
+        /// LRU touches not yet written: id → last access.
+        var pendingTouches: [Int64: Double] = [:]
+        var objects: Int64 = 0
+        var bytes: Int64 = 0
+        var counters = Counters()
+        var diskFull = false
+    }
+
+    let writer: Mutex<WriterState>
+    let reader: Mutex<SQLiteConnection?>
+    let hits = Atomic<Int>(0)
+    let misses = Atomic<Int>(0)
+
+    /// Opens (or creates) the disk tier in `configuration.directory`.
+    ///
+    /// - Throws: `.directoryNotWritable` if the directory cannot be created or written,
+    ///   `.directoryLocked` if another tier holds it, `.sqlite` / `.indexCorrupt` if the index can
+    ///   neither be opened nor moved aside.
+    public init(configuration: Configuration) throws {
+        var directory = configuration.directory
+        while directory.count > 1 && directory.hasSuffix("/") { directory.removeLast() }
+        self.configuration = configuration
+        self.directory = directory
+
+        try BodyFile.makeDirectories(directory)
+        for sub in ["bodies", "tmp"] {
+            try BodyFile.makeDirectories(directory + "/" + sub)
+        }
+        let lockPath = directory + "/lacquer.lock"
+        let lockFD = open(lockPath, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
+        guard lockFD >= 0 else {
+            throw CacheStoreError.directoryNotWritable(path: directory, reason: "cannot create '\(lockPath)': \(BodyFile.describe(errno))")
+        }
+        guard flock(lockFD, LOCK_EX | LOCK_NB) == 0 else {
+            let code = errno
+            Glibc.close(lockFD)
+            if code == EWOULDBLOCK { throw CacheStoreError.directoryLocked(path: directory) }
+            throw CacheStoreError.directoryNotWritable(path: directory, reason: "cannot lock '\(lockPath)': \(BodyFile.describe(code))")
+        }
+        // The lock file names its holder, for an operator looking at the directory.
+        let pid = Array("\(getpid())\n".utf8)
+        _ = ftruncate(lockFD, 0)
+        _ = pid.withUnsafeBytes { pwrite(lockFD, $0.baseAddress, $0.count, 0) }
+        guard access(directory, W_OK) == 0 else {
+            Glibc.close(lockFD)
+            throw CacheStoreError.directoryNotWritable(path: directory, reason: BodyFile.describe(errno))
+        }
+
+        var warnings: [String] = []
+        let db: SQLiteConnection
+        let readDB: SQLiteConnection
+        var state = WriterState(db: nil, lockFD: lockFD, nextFileID: 1)
+        do {
+            db = try DiskIndexSchema.openWriter(directory: directory, warnings: &warnings)
+            try db.query("SELECT objects, bytes FROM totals WHERE id = 0") { row in
+                state.objects = row.int64(0)
+                state.bytes = row.int64(1)
+            }
+            state.nextFileID = (try db.scalar("SELECT MAX(id) FROM objects") ?? 0) + 1
+            readDB = try SQLiteConnection(path: directory + "/" + DiskIndexSchema.fileName, create: false)
+            try readDB.execute(DiskIndexSchema.connectionPragmas + "PRAGMA query_only = ON;", operation: "configure reader")
+        } catch {
+            Glibc.close(lockFD)
+            if let error = error as? CacheStoreError, error.isIndexCorruption {
+                throw CacheStoreError.indexCorrupt(path: directory + "/" + DiskIndexSchema.fileName, reason: error.description)
+            }
+            throw error
+        }
+        state.db = db
+        self.startupWarnings = warnings
+        self.writer = Mutex(state)
+        self.reader = Mutex(readDB)
+    }
+
+    deinit {
+        self.close()
+    }
+
+    /// Flushes pending LRU touches, checkpoints the WAL, closes the index and releases the lock.
+    /// Idempotent; every later call throws `.closed`.
+    public func close() {
+        self.reader.withLock { connection in
+            connection?.close()
+            connection = nil
+        }
+        self.writer.withLock { state in
+            guard let db = state.db else { return }
+            try? self.flushTouches(&state, db)
+            try? db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            db.close()
+            state.db = nil
+            Glibc.close(state.lockFD)
+            state.lockFD = -1
+        }
+    }
+
+    /// Counters and totals.
+    public var stats: DiskTierStats {
+        self.writer.withLock { state in
+            DiskTierStats(
+                objects: state.objects,
+                bytes: state.bytes,
+                capacityBytes: self.configuration.capacityBytes,
+                inserts: state.counters.inserts,
+                hits: self.hits.load(ordering: .relaxed),
+                misses: self.misses.load(ordering: .relaxed),
+                evictions: state.counters.evictions,
+                expired: state.counters.expired,
+                purged: state.counters.purged,
+                checksumFailures: state.counters.checksumFailures,
+                missingBodies: state.counters.missingBodies,
+                writeErrors: state.counters.writeErrors,
+                refused: state.counters.refused,
+                diskFull: state.diskFull
+            )
+        }
+    }
+
+    /// The current wall-clock time in seconds since the epoch.
+    public static func wallClock() -> Double {
+        var spec = timespec()
+        clock_gettime(CLOCK_REALTIME, &spec)
+        return Double(spec.tv_sec) + Double(spec.tv_nsec) / 1e9
+    }
+
+    func bodyPath(_ id: Int64) -> String {
+        self.directory + "/" + BodyFile.relativePath(id)
+    }
+
+    /// Runs `body` with the writer connection; throws `.closed` after `close()`.
+    func withWriter<T: Sendable>(_ body: @Sendable (inout WriterState, SQLiteConnection) throws -> T) throws -> T {
+        let result: Result<T, any Error> = self.writer.withLock { state in
+            guard let db = state.db else { return .failure(CacheStoreError.closed(path: self.directory)) }
+            return Result { try body(&state, db) }
+        }
+        return try result.mapError(self.flagIfCorrupt).get()
+    }
+
+    /// Turns an SQLite corruption error found while running into `.indexCorrupt`, and leaves a
+    /// flag file so that the next start quarantines the index (start-up alone only notices a
+    /// damaged header, not a damaged page deep in the file).
+    @Sendable
+    func flagIfCorrupt(_ error: any Error) -> any Error {
+        guard let error = error as? CacheStoreError, error.isIndexCorruption else { return error }
+        let reason = error.description
+        let flag = self.directory + "/" + DiskIndexSchema.corruptionFlagName
+        let fd = open(flag, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        if fd >= 0 {
+            let bytes = Array(reason.utf8)
+            _ = bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+            Glibc.close(fd)
+        }
+        return CacheStoreError.indexCorrupt(
+            path: self.directory + "/" + DiskIndexSchema.fileName,
+            reason: reason + "; found while running, the index is quarantined at the next start"
+        )
+    }
+
+    /// Deletes the files of removed rows (after their commit).
+    func unlinkBodies(_ ids: [Int64]) {
+        for id in ids {
+            unlink(self.bodyPath(id))
+        }
+    }
+}
+
+/// Counters and totals of a disk tier (`DiskTier.stats`).
+public struct DiskTierStats: Sendable, Equatable {
+    /// Objects in the index.
+    public var objects: Int64
+    /// Bytes charged against capacity (bodies rounded up to 4 KiB, plus metadata and a fixed overhead).
+    public var bytes: Int64
+    public var capacityBytes: Int64
+    /// Objects stored (including replacements).
+    public var inserts: Int
+    /// Lookups that found at least one variant.
+    public var hits: Int
+    /// Lookups that found nothing.
+    public var misses: Int
+    /// Objects evicted to stay within capacity (LRU, or beyond 32 variants of one key).
+    public var evictions: Int
+    /// Objects removed by `removeExpired`.
+    public var expired: Int
+    /// Objects removed by `remove(key:)` / `remove(_:)`.
+    public var purged: Int
+    /// Objects dropped because their body failed verification (checksum, length, missing file) or
+    /// their row could not be decoded.
+    public var checksumFailures: Int
+    /// Of `checksumFailures`, those whose body file was missing or short.
+    public var missingBodies: Int
+    /// `store` calls that failed on I/O (including a full disk).
+    public var writeErrors: Int
+    /// `store` calls refused for size (over `maxObjectBytes`, capacity or header limits).
+    public var refused: Int
+    /// True while the filesystem is below the free-space floor (or the last write hit ENOSPC).
+    public var diskFull: Bool
+}

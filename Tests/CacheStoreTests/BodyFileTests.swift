@@ -1,0 +1,96 @@
+import Foundation
+import NIOCore
+import NIOHTTP1
+import Testing
+
+@testable import CacheStore
+
+@Suite("BodyFile, CRC32C, HeaderCodec")
+struct BodyFileTests {
+    @Test("CRC32C check value and incremental updates")
+    func crc32c() {
+        #expect(CRC32C.checksum(Array("123456789".utf8)) == 0xE306_9283)
+        #expect(CRC32C.checksum([UInt8]()) == 0)
+        #expect(CRC32C.checksum([UInt8](repeating: 0, count: 32)) == 0x8A91_36AA)
+        let data = diskTestBytes(100_003, seed: 5)
+        let whole = CRC32C.checksum(data)
+        let split = data.withUnsafeBytes { raw in
+            CRC32C.update(CRC32C.checksum(UnsafeRawBufferPointer(rebasing: raw[0..<777])), UnsafeRawBufferPointer(rebasing: raw[777...]))
+        }
+        #expect(whole == split)
+        // Slicing-by-8 agrees with the bytewise path on unaligned tails.
+        for length in 0..<20 {
+            let prefix = Array(data.prefix(length))
+            var crc: UInt32 = 0
+            for byte in prefix { crc = [byte].withUnsafeBytes { CRC32C.update(crc, $0) } }
+            #expect(crc == CRC32C.checksum(prefix))
+        }
+    }
+
+    @Test("file names and shard directories")
+    func paths() {
+        #expect(BodyFile.relativePath(0x1234) == "bodies/34/12/0000000000001234")
+        #expect(BodyFile.tempRelativePath(255) == "tmp/00000000000000ff.tmp")
+        #expect(BodyFile.id(fromFileName: "0000000000001234") == 0x1234)
+        #expect(BodyFile.id(fromFileName: "00000000000000ff.tmp") == 255)
+        #expect(BodyFile.id(fromFileName: "README") == nil)
+        #expect(BodyFile.blockCount(length: 0) == 0)
+        #expect(BodyFile.blockCount(length: 65_536) == 1)
+        #expect(BodyFile.blockCount(length: 65_537) == 2)
+    }
+
+    @Test("ENOSPC while writing maps to diskFull")
+    func enospcIsDiskFull() throws {
+        let fd = open("/dev/full", O_WRONLY)
+        try #require(fd >= 0)
+        defer { close(fd) }
+        let bytes = [UInt8](repeating: 1, count: 4096)
+        #expect(throws: CacheStoreError.diskFull(path: "/cache")) {
+            try bytes.withUnsafeBytes { try BodyFile.writeAll(fd: fd, $0, path: "/dev/full", directory: "/cache") }
+        }
+    }
+
+    @Test("a failed write leaves no temp file")
+    func failedWriteCleansUp() throws {
+        let dir = NSTemporaryDirectory() + "lacquer-body-" + UUID().uuidString
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        // The final path's parent is a regular file: the rename fails after the temp file was written.
+        try Data("x".utf8).write(to: URL(fileURLWithPath: dir + "/blocker"))
+        #expect(throws: CacheStoreError.self) {
+            try BodyFile.write(
+                ByteBuffer(bytes: [1, 2, 3]),
+                tempPath: dir + "/body.tmp",
+                finalPath: dir + "/blocker/body",
+                directory: dir,
+                sync: true
+            )
+        }
+        #expect(!FileManager.default.fileExists(atPath: dir + "/body.tmp"))
+        let checksums = try BodyFile.write(
+            ByteBuffer(bytes: diskTestBytes(70_000, seed: 2)),
+            tempPath: dir + "/body.tmp",
+            finalPath: dir + "/sub/dir/body",
+            directory: dir,
+            sync: true
+        )
+        #expect(checksums.count == 2)
+        #expect(!FileManager.default.fileExists(atPath: dir + "/body.tmp"))
+        #expect(FileManager.default.fileExists(atPath: dir + "/sub/dir/body"))
+    }
+
+    @Test("header encoding round-trips and re-checks the response limits")
+    func headerCodec() {
+        let headers = HTTPHeaders([("Content-Type", "text/html"), ("X-Bin", "a\u{0}b,c"), ("X-Empty", "")])
+        let decoded = HeaderCodec.decode(HeaderCodec.encode(headers))
+        #expect(decoded.map { Array($0.map { [$0.name, $0.value] }) } == Array(headers.map { [$0.name, $0.value] }))
+        #expect(HeaderCodec.decode([1, 2]) == nil)
+        #expect(HeaderCodec.decode(HeaderCodec.encode(headers) + [0]) == nil)
+        let tooMany = HTTPHeaders((0...100).map { ("X-\($0)", "v") })
+        #expect(!HeaderCodec.withinLimits(tooMany))
+        #expect(HeaderCodec.decode(HeaderCodec.encode(tooMany)) == nil)
+        let tooLong = HTTPHeaders([("X-Long", String(repeating: "a", count: 9000))])
+        #expect(!HeaderCodec.withinLimits(tooLong))
+        #expect(HeaderCodec.decode(HeaderCodec.encode(tooLong)) == nil)
+    }
+}

@@ -1,0 +1,382 @@
+import Dispatch
+import Foundation
+import NIOCore
+import NIOHTTP1
+import Testing
+
+@testable import CacheStore
+
+/// A fresh directory under the system temp dir, removed when the test ends.
+struct DiskTestDirectory: ~Copyable {
+    let path: String
+
+    init() throws {
+        self.path = NSTemporaryDirectory() + "lacquer-disk-" + UUID().uuidString
+    }
+
+    deinit {
+        try? FileManager.default.removeItem(atPath: self.path)
+    }
+}
+
+func diskTestObject(
+    host: String = "example.com",
+    target: String = "/a",
+    variant: String = "",
+    body: [UInt8] = Array("hello, disk".utf8),
+    ttl: Double = 300,
+    origin: Double = 1_000
+) -> StoredObject {
+    StoredObject(
+        key: CacheKey(host: host, target: target),
+        variant: variant,
+        varyNames: variant.isEmpty ? [] : ["accept-encoding"],
+        status: 200,
+        reason: "OK",
+        headers: HTTPHeaders([("Content-Type", "text/plain"), ("Date", "Mon, 01 Jan 2024 00:00:00 GMT"), ("X-Multi", "a"), ("X-Multi", "b")]),
+        body: ByteBuffer(bytes: body),
+        requestTime: origin - 0.5,
+        responseTime: origin,
+        origin: origin,
+        ttl: ttl,
+        grace: 10,
+        keep: 20,
+        mustRevalidate: true
+    )
+}
+
+func diskTestBytes(_ count: Int, seed: UInt64) -> [UInt8] {
+    var state = seed
+    return (0..<count).map { _ in
+        state = state &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
+        return UInt8(truncatingIfNeeded: state >> 33)
+    }
+}
+
+func diskTestReadAll(_ reader: DiskBodyReader, maxBytes: Int = 65_536) throws -> [UInt8] {
+    var bytes: [UInt8] = []
+    while let chunk = try reader.next(maxBytes: maxBytes) {
+        #expect(chunk.readableBytes <= maxBytes)
+        bytes += chunk.readableBytesView
+    }
+    return bytes
+}
+
+func diskTestFileExists(_ path: String) -> Bool {
+    FileManager.default.fileExists(atPath: path)
+}
+
+@Suite("DiskTier")
+struct DiskTierTests {
+    func configuration(_ dir: borrowing DiskTestDirectory, capacity: Int64 = 1 << 30) -> DiskTier.Configuration {
+        DiskTier.Configuration(directory: dir.path, capacityBytes: capacity, freeSpaceFloor: 0)
+    }
+
+    @Test("store → lookup → body is byte-identical", arguments: [11, 300 * 1024, 65_536, 0])
+    func storeLookupRead(size: Int) throws {
+        let dir = try DiskTestDirectory()
+        let tier = try DiskTier(configuration: self.configuration(dir))
+        defer { tier.close() }
+        let body = diskTestBytes(size, seed: UInt64(size))
+        let object = diskTestObject(body: body)
+        #expect(try tier.store(object, now: 5_000))
+
+        let heads = try tier.lookup(object.key)
+        try #require(heads.count == 1)
+        let head = heads[0]
+        #expect(head.key == object.key)
+        #expect(head.status == 200 && head.reason == "OK" && head.mustRevalidate)
+        #expect(head.headers[canonicalForm: "x-multi"] == ["a", "b"])
+        #expect(Array(head.headers.map { $0.name }) == ["Content-Type", "Date", "X-Multi", "X-Multi"])
+        #expect(head.bodyLength == Int64(size))
+        #expect(head.blockChecksums.count == (size + 65_535) / 65_536)
+        #expect(head.lastAccess == 5_000)
+        #expect(head.expiresEntirely == object.expiresEntirely)
+
+        #expect(try diskTestReadAll(tier.openBody(head)) == body)
+        #expect(try diskTestReadAll(tier.openBody(head), maxBytes: 10_000) == body)
+        let loaded = try tier.load(head)
+        #expect(Array(loaded.body.readableBytesView) == body)
+        #expect(loaded.ttl == 300 && loaded.grace == 10 && loaded.keep == 20 && loaded.origin == 1_000)
+        #expect(tier.stats.objects == 1 && tier.stats.inserts == 1 && tier.stats.hits == 1)
+        #expect(try tier.lookup(CacheKey(host: "example.com", target: "/other")).isEmpty)
+        #expect(tier.stats.misses == 1)
+    }
+
+    @Test("variants live under one key; replacing a variant deletes the old body after the commit")
+    func variantsAndReplacement() throws {
+        let dir = try DiskTestDirectory()
+        let tier = try DiskTier(configuration: self.configuration(dir))
+        defer { tier.close() }
+        try tier.store(diskTestObject(variant: "gzip", body: Array("zipped".utf8)))
+        try tier.store(diskTestObject(variant: "identity", body: Array("plain".utf8)))
+        let first = try tier.lookup(diskTestObject().key)
+        #expect(Set(first.map(\.variant)) == ["gzip", "identity"])
+        let oldGzip = try #require(first.first { $0.variant == "gzip" })
+
+        try tier.store(diskTestObject(variant: "gzip", body: Array("zipped v2".utf8)))
+        let second = try tier.lookup(diskTestObject().key)
+        #expect(second.count == 2)
+        let newGzip = try #require(second.first { $0.variant == "gzip" })
+        #expect(newGzip.fileID != oldGzip.fileID)
+        #expect(!diskTestFileExists(tier.bodyPath(oldGzip.fileID)))
+        #expect(String(buffer: try tier.load(newGzip).body) == "zipped v2")
+        #expect(tier.stats.objects == 2)
+    }
+
+    @Test("a new tier on the same directory keeps the objects")
+    func reopenKeepsObjects() throws {
+        let dir = try DiskTestDirectory()
+        let body = diskTestBytes(200_000, seed: 7)
+        do {
+            let tier = try DiskTier(configuration: self.configuration(dir))
+            try tier.store(diskTestObject(body: body))
+            try tier.store(diskTestObject(target: "/b"))
+            tier.close()
+        }
+        let tier = try DiskTier(configuration: self.configuration(dir))
+        defer { tier.close() }
+        #expect(tier.startupWarnings.isEmpty)
+        #expect(tier.stats.objects == 2)
+        let head = try #require(try tier.lookup(diskTestObject().key).first)
+        #expect(Array(try tier.load(head).body.readableBytesView) == body)
+        // Ids keep growing after a reopen: a new object never reuses a live file id.
+        try tier.store(diskTestObject(target: "/c"))
+        let newHead = try #require(try tier.lookup(diskTestObject(target: "/c").key).first)
+        #expect(newHead.fileID > head.fileID)
+    }
+
+    @Test("one corrupted byte → checksum mismatch before the bad block is returned; row and file dropped")
+    func corruptedBodyIsDetected() throws {
+        let dir = try DiskTestDirectory()
+        let tier = try DiskTier(configuration: self.configuration(dir))
+        defer { tier.close() }
+        let body = diskTestBytes(300 * 1024, seed: 3)
+        try tier.store(diskTestObject(body: body))
+        let head = try #require(try tier.lookup(diskTestObject().key).first)
+        let path = tier.bodyPath(head.fileID)
+
+        // Flip one byte in the second block.
+        let handle = try #require(FileHandle(forUpdatingAtPath: path))
+        try handle.seek(toOffset: 70_000)
+        let original = try #require(try handle.read(upToCount: 1))
+        try handle.seek(toOffset: 70_000)
+        try handle.write(contentsOf: Data([original[0] ^ 0x01]))
+        try handle.close()
+
+        let reader = try tier.openBody(head)
+        let first = try #require(try reader.next())
+        #expect(Array(first.readableBytesView) == Array(body[0..<65_536]))
+        #expect(throws: CacheStoreError.bodyChecksumMismatch(key: head.key.description, path: path)) {
+            try reader.next()
+        }
+        #expect(try tier.lookup(diskTestObject().key).isEmpty)
+        #expect(!diskTestFileExists(path))
+        #expect(tier.stats.checksumFailures == 1)
+        #expect(tier.stats.objects == 0)
+        // load() applies the same checks (the row is gone, so the open finds no file now).
+        #expect(throws: CacheStoreError.self) { try tier.load(head) }
+    }
+
+    @Test("a deleted body file → bodyMissing, row dropped")
+    func missingBodyIsDetected() throws {
+        let dir = try DiskTestDirectory()
+        let tier = try DiskTier(configuration: self.configuration(dir))
+        defer { tier.close() }
+        try tier.store(diskTestObject())
+        let head = try #require(try tier.lookup(diskTestObject().key).first)
+        try FileManager.default.removeItem(atPath: tier.bodyPath(head.fileID))
+        #expect(throws: CacheStoreError.bodyMissing(key: head.key.description, path: tier.bodyPath(head.fileID))) {
+            try tier.load(head)
+        }
+        #expect(try tier.lookup(diskTestObject().key).isEmpty)
+        #expect(tier.stats.checksumFailures == 1 && tier.stats.missingBodies == 1)
+    }
+
+    @Test("a truncated body file → bodyMissing at open")
+    func truncatedBodyIsDetected() throws {
+        let dir = try DiskTestDirectory()
+        let tier = try DiskTier(configuration: self.configuration(dir))
+        defer { tier.close() }
+        try tier.store(diskTestObject(body: diskTestBytes(100_000, seed: 1)))
+        let head = try #require(try tier.lookup(diskTestObject().key).first)
+        #expect(truncate(tier.bodyPath(head.fileID), 50_000) == 0)
+        #expect(throws: CacheStoreError.bodyMissing(key: head.key.description, path: tier.bodyPath(head.fileID))) {
+            try tier.openBody(head)
+        }
+        #expect(tier.stats.objects == 0)
+    }
+
+    @Test("crash debris (truncated temp file, body without row) is ignored at start and swept later")
+    func orphansAreSwept() throws {
+        let dir = try DiskTestDirectory()
+        var live: DiskObjectHead
+        do {
+            let tier = try DiskTier(configuration: self.configuration(dir))
+            try tier.store(diskTestObject())
+            live = try #require(try tier.lookup(diskTestObject().key).first)
+            tier.close()
+        }
+        // What a crash mid-store leaves: a partial temp file and a renamed body whose row never committed.
+        let tempPath = dir.path + "/" + BodyFile.tempRelativePath(live.fileID + 5)
+        let orphanPath = dir.path + "/" + BodyFile.relativePath(live.fileID + 6)
+        try Data(repeating: 7, count: 1000).write(to: URL(fileURLWithPath: tempPath))
+        try FileManager.default.createDirectory(
+            atPath: (orphanPath as NSString).deletingLastPathComponent,
+            withIntermediateDirectories: true
+        )
+        try Data(repeating: 8, count: 500).write(to: URL(fileURLWithPath: orphanPath))
+        let foreign = dir.path + "/bodies/README"
+        try Data("not ours".utf8).write(to: URL(fileURLWithPath: foreign))
+
+        let tier = try DiskTier(configuration: self.configuration(dir))
+        defer { tier.close() }
+        #expect(tier.stats.objects == 1)
+        #expect(diskTestFileExists(tempPath) && diskTestFileExists(orphanPath))
+        try tier.store(diskTestObject(target: "/new"))
+        #expect(try tier.sweepOrphans() == 2)
+        #expect(!diskTestFileExists(tempPath) && !diskTestFileExists(orphanPath))
+        #expect(diskTestFileExists(foreign))
+        for target in ["/a", "/new"] {
+            let head = try #require(try tier.lookup(diskTestObject(target: target).key).first)
+            #expect(try tier.load(head).body.readableBytes > 0)
+        }
+        #expect(try tier.sweepOrphans() == 0)
+    }
+
+    @Test("a purge survives a reopen")
+    func purgeSurvivesReopen() throws {
+        let dir = try DiskTestDirectory()
+        do {
+            let tier = try DiskTier(configuration: self.configuration(dir))
+            try tier.store(diskTestObject(variant: "gzip"))
+            try tier.store(diskTestObject(variant: "identity"))
+            try tier.store(diskTestObject(target: "/keep"))
+            let heads = try tier.lookup(diskTestObject().key)
+            #expect(try tier.remove(key: diskTestObject().key) == 2)
+            for head in heads { #expect(!diskTestFileExists(tier.bodyPath(head.fileID))) }
+            #expect(tier.stats.purged == 2)
+            tier.close()
+        }
+        let tier = try DiskTier(configuration: self.configuration(dir))
+        defer { tier.close() }
+        #expect(try tier.lookup(diskTestObject().key).isEmpty)
+        let kept = try #require(try tier.lookup(diskTestObject(target: "/keep").key).first)
+        #expect(try tier.remove(kept))
+        #expect(try !tier.remove(kept))
+        #expect(tier.stats.objects == 0 && tier.stats.bytes == 0)
+    }
+
+    @Test("over capacity, the least recently used objects are evicted with their files")
+    func lruEviction() throws {
+        let dir = try DiskTestDirectory()
+        let probe = try DiskTier(configuration: self.configuration(dir))
+        try probe.store(diskTestObject(target: "/a", body: diskTestBytes(4000, seed: 1)))
+        let size = try #require(try probe.lookup(diskTestObject(target: "/a").key).first).size
+        try probe.remove(key: diskTestObject(target: "/a").key)
+        probe.close()
+
+        let tier = try DiskTier(configuration: self.configuration(dir, capacity: size * 3 + size / 2))
+        defer { tier.close() }
+        for (index, target) in ["/a", "/b", "/c"].enumerated() {
+            try tier.store(diskTestObject(target: target, body: diskTestBytes(4000, seed: 1)), now: 1_000 + Double(index))
+        }
+        let headA = try #require(try tier.lookup(diskTestObject(target: "/a").key).first)
+        let headB = try #require(try tier.lookup(diskTestObject(target: "/b").key).first)
+        try tier.touch(headA, now: 1_030)  // within 60 s: skipped
+        try tier.touch(headA, now: 2_000)  // recorded: /a is now the most recently used
+        try tier.store(diskTestObject(target: "/d", body: diskTestBytes(4000, seed: 1)), now: 2_001)
+
+        #expect(tier.stats.evictions == 1)
+        #expect(try tier.lookup(diskTestObject(target: "/b").key).isEmpty)
+        #expect(!diskTestFileExists(tier.bodyPath(headB.fileID)))
+        for target in ["/a", "/c", "/d"] {
+            #expect(try tier.lookup(diskTestObject(target: target).key).count == 1)
+        }
+        #expect(tier.stats.bytes <= tier.configuration.capacityBytes)
+        #expect(try tier.evict() == 0)
+    }
+
+    @Test("objects over maxObjectBytes are refused")
+    func oversizedObjectIsRefused() throws {
+        let dir = try DiskTestDirectory()
+        var configuration = self.configuration(dir)
+        configuration.maxObjectBytes = 1000
+        let tier = try DiskTier(configuration: configuration)
+        defer { tier.close() }
+        #expect(try !tier.store(diskTestObject(body: diskTestBytes(1001, seed: 1))))
+        #expect(try tier.store(diskTestObject(body: diskTestBytes(1000, seed: 1))))
+        #expect(tier.stats.refused == 1 && tier.stats.objects == 1)
+    }
+
+    @Test("below the free-space floor, store throws diskFull and leaves nothing behind")
+    func freeSpaceFloor() throws {
+        let dir = try DiskTestDirectory()
+        var configuration = self.configuration(dir)
+        configuration.freeSpaceFloor = 1.0  // no filesystem has 100 % free
+        let tier = try DiskTier(configuration: configuration)
+        defer { tier.close() }
+        #expect(throws: CacheStoreError.diskFull(path: dir.path)) { try tier.store(diskTestObject()) }
+        #expect(tier.stats.diskFull && tier.stats.writeErrors == 1 && tier.stats.objects == 0)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: dir.path + "/tmp").isEmpty)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: dir.path + "/bodies").isEmpty)
+        #expect(CacheStoreError.diskFull(path: dir.path).description.contains("full"))
+    }
+
+    @Test("removeExpired drops rows past origin + ttl + grace + keep, with their files")
+    func expiry() throws {
+        let dir = try DiskTestDirectory()
+        let tier = try DiskTier(configuration: self.configuration(dir))
+        defer { tier.close() }
+        for index in 0..<(DiskTier.maintenanceBatch + 10) {
+            try tier.store(diskTestObject(target: "/old/\(index)", ttl: 60, origin: 1_000))
+        }
+        try tier.store(diskTestObject(target: "/fresh", ttl: 3_600, origin: 1_000))
+        let old = try #require(try tier.lookup(diskTestObject(target: "/old/0").key).first)
+        // 1_000 + 60 + 10 + 20 = 1_090: nothing is past it at 1_089.
+        #expect(try tier.removeExpired(now: 1_089) == 0)
+        #expect(try tier.removeExpired(now: 1_091) == DiskTier.maintenanceBatch + 10)
+        #expect(tier.stats.objects == 1 && tier.stats.expired == DiskTier.maintenanceBatch + 10)
+        #expect(!diskTestFileExists(tier.bodyPath(old.fileID)))
+        #expect(try tier.lookup(diskTestObject(target: "/fresh").key).count == 1)
+    }
+
+    @Test("a second tier on the same directory fails with directoryLocked until the first closes")
+    func lockFile() throws {
+        let dir = try DiskTestDirectory()
+        let first = try DiskTier(configuration: self.configuration(dir))
+        #expect(throws: CacheStoreError.directoryLocked(path: dir.path)) {
+            _ = try DiskTier(configuration: self.configuration(dir))
+        }
+        #expect(CacheStoreError.directoryLocked(path: dir.path).description.contains("another Lacquer"))
+        first.close()
+        #expect(throws: CacheStoreError.closed(path: dir.path)) { try first.lookup(diskTestObject().key) }
+        let second = try DiskTier(configuration: self.configuration(dir))
+        second.close()
+    }
+
+    @Test("a directory that cannot be created → directoryNotWritable")
+    func unwritableDirectory() throws {
+        let dir = try DiskTestDirectory()
+        try FileManager.default.createDirectory(atPath: dir.path, withIntermediateDirectories: true)
+        // A path under a regular file fails for every user, root included.
+        let file = dir.path + "/plain-file"
+        try Data("x".utf8).write(to: URL(fileURLWithPath: file))
+        #expect {
+            _ = try DiskTier(configuration: DiskTier.Configuration(directory: file + "/cache"))
+        } throws: { error in
+            guard case .directoryNotWritable(let path, let reason) = error as? CacheStoreError else { return false }
+            return path == file + "/cache" && reason.contains("not a directory")
+        }
+        // chmod 0500 blocks everyone except root (tests may run as root: then this part is skipped).
+        if getuid() != 0 {
+            let readOnly = dir.path + "/read-only"
+            try FileManager.default.createDirectory(atPath: readOnly, withIntermediateDirectories: true)
+            chmod(readOnly, 0o500)
+            defer { chmod(readOnly, 0o700) }
+            #expect(throws: CacheStoreError.self) {
+                _ = try DiskTier(configuration: DiskTier.Configuration(directory: readOnly + "/cache"))
+            }
+        }
+    }
+}
