@@ -1,0 +1,45 @@
+import FixtureOrigin
+import LacquerServer
+import Logging
+import NIOCore
+
+/// Starts a fixture origin and a Lacquer in front of it on 127.0.0.1 port 0, runs `body`,
+/// then shuts both down (also when `body` throws).
+public func withLacquer<T>(
+    configure: (inout ServerConfiguration) -> Void = { _ in },
+    clock: (@Sendable () -> Double)? = nil,
+    _ body: (_ lacquer: LacquerServer, _ port: Int, _ origin: FixtureOrigin) async throws -> T
+) async throws -> T {
+    let origin = try await FixtureOrigin.start(host: "127.0.0.1", port: 0)
+    var configuration = ServerConfiguration()
+    configuration.listen = [HostAndPort(host: "127.0.0.1", port: 0)]
+    configuration.admin = HostAndPort(host: "127.0.0.1", port: 0)
+    configuration.threads = 2
+    configuration.backends = [BackendConfiguration(name: "origin", host: "127.0.0.1", port: origin.port)]
+    configure(&configuration)
+    var logger = Logger(label: "lacquer-test")
+    logger.logLevel = .critical
+    let server =
+        if let clock {
+            LacquerServer(configuration: configuration, logger: logger, clock: clock)
+        } else {
+            LacquerServer(configuration: configuration, logger: logger)
+        }
+    do {
+        try await server.start()
+    } catch {
+        try? await origin.shutdown()
+        throw error
+    }
+    let port = server.listeningAddresses.first?.port ?? 0
+    do {
+        let result = try await body(server, port, origin)
+        try? await server.shutdown()
+        try? await origin.shutdown()
+        return result
+    } catch {
+        try? await server.shutdown()
+        try? await origin.shutdown()
+        throw error
+    }
+}
