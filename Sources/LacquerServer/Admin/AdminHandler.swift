@@ -1,0 +1,100 @@
+import NIOCore
+import NIOHTTP1
+
+/// The admin listener: `/health`, `/stats` (JSON) and `/metrics` (Prometheus text format).
+/// Bound to loopback by default; it exposes counters, never cached content.
+final class AdminHandler: ChannelInboundHandler {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias OutboundOut = HTTPServerResponsePart
+
+    let stats: @Sendable () -> StatsSnapshot
+    private var head: HTTPRequestHead?
+
+    init(stats: @escaping @Sendable () -> StatsSnapshot) {
+        self.stats = stats
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch self.unwrapInboundIn(data) {
+        case .head(let head):
+            self.head = head
+        case .body:
+            break
+        case .end:
+            guard let head = self.head else { return }
+            self.head = nil
+            self.respond(to: head, context: context)
+        }
+    }
+
+    private func respond(to head: HTTPRequestHead, context: ChannelHandlerContext) {
+        let path = head.uri.split(separator: "?", maxSplits: 1).first.map(String.init) ?? head.uri
+        let status: HTTPResponseStatus
+        let contentType: String
+        let body: String
+        switch (head.method, path) {
+        case (.GET, "/health"), (.HEAD, "/health"):
+            (status, contentType, body) = (.ok, "text/plain; charset=utf-8", "ok\n")
+        case (.GET, "/stats"), (.HEAD, "/stats"):
+            (status, contentType, body) = (.ok, "application/json", self.stats().json())
+        case (.GET, "/metrics"), (.HEAD, "/metrics"):
+            (status, contentType, body) = (.ok, "text/plain; version=0.0.4", self.stats().prometheus())
+        case (_, "/health"), (_, "/stats"), (_, "/metrics"):
+            (status, contentType, body) = (.methodNotAllowed, "text/plain; charset=utf-8", "405 Method Not Allowed\n")
+        default:
+            (status, contentType, body) = (
+                .notFound, "text/plain; charset=utf-8", "404 Not Found: try /health, /stats or /metrics\n"
+            )
+        }
+        var buffer = context.channel.allocator.buffer(capacity: body.utf8.count)
+        buffer.writeString(body)
+        var headers = HTTPHeaders()
+        headers.add(name: "Content-Type", value: contentType)
+        headers.add(name: "Content-Length", value: String(buffer.readableBytes))
+        headers.add(name: "Cache-Control", value: "no-store")
+        if !head.isKeepAlive {
+            headers.add(name: "Connection", value: "close")
+        }
+        context.write(self.wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: status, headers: headers))), promise: nil)
+        if head.method != .HEAD {
+            context.write(self.wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
+        }
+        let channel = context.channel
+        let done = context.eventLoop.makePromise(of: Void.self)
+        context.writeAndFlush(self.wrapOutboundOut(.end(nil)), promise: done)
+        if !head.isKeepAlive {
+            done.futureResult.whenComplete { _ in channel.close(promise: nil) }
+        }
+    }
+}
+
+/// Everything `/stats` and `/metrics` report, taken at one instant.
+public struct StatsSnapshot: Sendable {
+    public var uptimeSeconds: Double
+    public var counters: [(name: String, value: Int)]
+    public var memory: [(name: String, value: Int)]
+    public var connections: Int
+
+    /// `{"uptime_seconds":…, "connections":…, "counters":{…}, "memory":{…}}`
+    public func json() -> String {
+        func object(_ pairs: [(name: String, value: Int)]) -> String {
+            "{" + pairs.map { "\"\($0.name)\":\($0.value)" }.joined(separator: ",") + "}"
+        }
+        let uptime = (self.uptimeSeconds * 1000).rounded() / 1000
+        return "{\"uptime_seconds\":\(uptime),\"connections\":\(self.connections),"
+            + "\"counters\":\(object(self.counters)),\"memory\":\(object(self.memory))}\n"
+    }
+
+    /// Prometheus text exposition: every counter as `lacquer_<name>_total`, tier figures as gauges.
+    public func prometheus() -> String {
+        var out = ""
+        for (name, value) in self.counters {
+            out += "# TYPE lacquer_\(name)_total counter\nlacquer_\(name)_total \(value)\n"
+        }
+        for (name, value) in self.memory {
+            out += "# TYPE lacquer_memory_\(name) gauge\nlacquer_memory_\(name) \(value)\n"
+        }
+        out += "# TYPE lacquer_connections gauge\nlacquer_connections \(self.connections)\n"
+        return out
+    }
+}

@@ -1,0 +1,38 @@
+/// Why a backend exchange failed; the flow maps each kind to a status (502/504) and a counter.
+public enum BackendError: Error, Equatable, Sendable, CustomStringConvertible {
+    case connectFailed(String)
+    case connectTimeout
+    case queueTimeout
+    case firstByteTimeout
+    case betweenBytesTimeout
+    /// The connection closed before a complete response head arrived.
+    case closedBeforeHead
+    /// The connection closed (or was reset) after the head, in the middle of the body.
+    case closedMidBody
+    /// The response was not valid HTTP/1 (or exceeded the response header limits).
+    case framing(String)
+    case noBackend
+
+    public var description: String {
+        switch self {
+        case .connectFailed(let why): "connection to backend failed: \(why)"
+        case .connectTimeout: "connection to backend timed out"
+        case .queueTimeout: "no backend connection became free in time"
+        case .firstByteTimeout: "backend did not answer in time (first byte timeout)"
+        case .betweenBytesTimeout: "backend stalled mid-response (between bytes timeout)"
+        case .closedBeforeHead: "backend closed the connection without a response"
+        case .closedMidBody: "backend closed the connection mid-body"
+        case .framing(let why): "invalid response from backend: \(why)"
+        case .noBackend: "no backend is configured"
+        }
+    }
+
+    /// Timeouts answer 504, everything else 502 (nginx's mapping).
+    var status: Int {
+        switch self {
+        case .connectTimeout, .queueTimeout, .firstByteTimeout, .betweenBytesTimeout: 504
+        case .noBackend: 503
+        default: 502
+        }
+    }
+}

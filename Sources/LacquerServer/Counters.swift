@@ -1,0 +1,88 @@
+import Synchronization
+
+/// A named event counter, Varnish style (`client_req_400`, `fetch_failed`, `sess_dropped`).
+/// Every rejection and fault class has one, so tests assert counts as well as responses.
+public enum Counter: Int, CaseIterable, Sendable {
+    case sessConn, sessDropped, sessClosedIdle, sessClosedTimeout
+    case clientReq, clientReq400, clientReq413, clientReq414, clientReq431, clientReq501, clientReqAbsoluteForm
+    case cacheHit, cacheMiss, cacheExpired, cacheBypass, cacheHitForMiss
+    case purgeOK, purgeMiss, purgeDenied
+    case invalidations
+    case backendReq, backendConn, backendReuse, backendRetry, backendClose
+    case fetchFailed, fetchConnectFailed, fetchTimeout, fetchFramingError, fetchTooLargeHeaders
+    case objectsStored, objectsNotStoredUncacheable, objectsNotStoredTooLarge
+    case synth502, synth503, synth504
+    case clientGoneMidResponse
+
+    /// The metric name, e.g. `client_req_400`.
+    public var name: String {
+        switch self {
+        case .sessConn: "sess_conn"
+        case .sessDropped: "sess_dropped"
+        case .sessClosedIdle: "sess_closed_idle"
+        case .sessClosedTimeout: "sess_closed_timeout"
+        case .clientReq: "client_req"
+        case .clientReq400: "client_req_400"
+        case .clientReq413: "client_req_413"
+        case .clientReq414: "client_req_414"
+        case .clientReq431: "client_req_431"
+        case .clientReq501: "client_req_501"
+        case .clientReqAbsoluteForm: "client_req_absolute_form"
+        case .cacheHit: "cache_hit"
+        case .cacheMiss: "cache_miss"
+        case .cacheExpired: "cache_expired"
+        case .cacheBypass: "cache_bypass"
+        case .cacheHitForMiss: "cache_hitmiss"
+        case .purgeOK: "purge_ok"
+        case .purgeMiss: "purge_miss"
+        case .purgeDenied: "purge_denied"
+        case .invalidations: "invalidations"
+        case .backendReq: "backend_req"
+        case .backendConn: "backend_conn"
+        case .backendReuse: "backend_reuse"
+        case .backendRetry: "backend_retry"
+        case .backendClose: "backend_close"
+        case .fetchFailed: "fetch_failed"
+        case .fetchConnectFailed: "fetch_connect_failed"
+        case .fetchTimeout: "fetch_timeout"
+        case .fetchFramingError: "fetch_framing_error"
+        case .fetchTooLargeHeaders: "fetch_too_large_headers"
+        case .objectsStored: "objects_stored"
+        case .objectsNotStoredUncacheable: "objects_not_stored_uncacheable"
+        case .objectsNotStoredTooLarge: "objects_not_stored_too_large"
+        case .synth502: "synth_502"
+        case .synth503: "synth_503"
+        case .synth504: "synth_504"
+        case .clientGoneMidResponse: "client_gone_mid_response"
+        }
+    }
+}
+
+/// Lock-free process-wide counters (relaxed atomics: counts, not synchronisation).
+public final class Counters: Sendable {
+    private let storage: InlineArray<64, Atomic<Int>>
+
+    public init() {
+        precondition(Counter.allCases.count <= 64)
+        self.storage = InlineArray { _ in Atomic<Int>(0) }
+    }
+
+    @inlinable
+    public func increment(_ counter: Counter, by amount: Int = 1) {
+        self.add(counter.rawValue, amount)
+    }
+
+    @usableFromInline
+    func add(_ index: Int, _ amount: Int) {
+        self.storage[index].wrappingAdd(amount, ordering: .relaxed)
+    }
+
+    public subscript(_ counter: Counter) -> Int {
+        self.storage[counter.rawValue].load(ordering: .relaxed)
+    }
+
+    /// Every counter with its name, in declaration order.
+    public var snapshot: [(name: String, value: Int)] {
+        Counter.allCases.map { ($0.name, self[$0]) }
+    }
+}

@@ -1,0 +1,209 @@
+import CachePolicy
+import CacheStore
+import NIOCore
+import NIOHTTP1
+
+/// What `vcl_recv` decided.
+enum RecvDecision: Equatable {
+    case lookup
+    case pass(reason: String)
+    case purge
+    case synth(status: Int, reason: String)
+}
+
+/// What the lookup found (Varnish's `HSH_Lookup` result, RFC 9111 §4 applied).
+enum LookupOutcome {
+    /// A fresh object the request accepts.
+    case hit(StoredObject)
+    /// A stale object the request accepts stale (request `max-stale`).
+    case staleHit(StoredObject)
+    /// An object exists but must be refetched or revalidated; `fwd` says why.
+    case refresh(StoredObject, fwd: CacheStatusValue.Forward)
+    /// Nothing usable is stored.
+    case miss(fwd: CacheStatusValue.Forward)
+}
+
+/// What `vcl_backend_response` decided about a fetched response.
+struct BackendResponseDecision: Equatable {
+    var storable: Bool
+    var reason: String?
+    var ttl: Double
+    var grace: Double
+    var keep: Double
+    var mustRevalidate: Bool
+    var origin: Double
+}
+
+/// The built-in behaviour at each step of the request flow: RFC 9111's rules plus Varnish's
+/// `builtin.vcl` defaults. A loaded VCL-like configuration overrides single decisions; these
+/// are the answers when it says nothing.
+enum BuiltinPolicy {
+    /// `vcl_recv`: PURGE is handled by the cache, GET/HEAD are looked up, other methods and
+    /// requests carrying a Cookie are passed (Varnish's builtin), and only-if-cached is honoured later.
+    static func recv(method: HTTPMethod, headers: HTTPHeaders) -> RecvDecision {
+        switch method {
+        case .GET, .HEAD:
+            if headers.contains(name: "cookie") {
+                return .pass(reason: "cookie")
+            }
+            return .lookup
+        case .PURGE:
+            return .purge
+        case .CONNECT:
+            return .synth(status: 405, reason: "CONNECT is not supported")
+        case .TRACE:
+            return .synth(status: 405, reason: "TRACE is not supported")
+        default:
+            return .pass(reason: "method")
+        }
+    }
+
+    /// `vcl_hash`: the raw target and the normalised host.
+    static func hash(target: String, host: String) -> CacheKey {
+        CacheKey(host: host, target: target)
+    }
+
+    /// The request's own cache directives; `Pragma: no-cache` counts only when Cache-Control is absent.
+    static func requestCacheControl(_ headers: HTTPHeaders) -> CacheControl {
+        var cc = CacheControl(headers: headers)
+        if !headers.contains(name: "cache-control") {
+            for value in headers["pragma"] where value.lowercased().contains("no-cache") {
+                cc.noCache = true
+            }
+        }
+        return cc
+    }
+
+    /// Picks the stored variant that matches the request and decides whether it may be used
+    /// (RFC 9111 §4, §4.1, §5.2.1).
+    static func lookup(
+        variants: [StoredObject],
+        requestHeaders: HTTPHeaders,
+        requestCacheControl cc: CacheControl,
+        now: Double
+    ) -> LookupOutcome {
+        if variants.isEmpty {
+            return .miss(fwd: .uriMiss)
+        }
+        var best: StoredObject?
+        for object in variants where VaryKey.variant(names: object.varyNames, requestHeaders: requestHeaders) == object.variant {
+            if best == nil || object.responseTime > best!.responseTime {
+                best = object
+            }
+        }
+        guard let object = best else {
+            return .miss(fwd: .varyMiss)
+        }
+        let remaining = object.remainingTTL(at: now)
+        let age = object.age(at: now)
+        if cc.noCache {
+            return .refresh(object, fwd: .request)
+        }
+        if let maxAge = cc.maxAge, age > Double(maxAge) {
+            return .refresh(object, fwd: .request)
+        }
+        if remaining > 0 {
+            if let minFresh = cc.minFresh, remaining < Double(minFresh) {
+                return .refresh(object, fwd: .request)
+            }
+            return .hit(object)
+        }
+        // Stale: the request may accept it (max-stale) unless the response forbids it.
+        if let maxStale = cc.maxStale, !object.mustRevalidate {
+            switch maxStale {
+            case .any:
+                return .staleHit(object)
+            case .seconds(let limit) where -remaining <= Double(limit):
+                return .staleHit(object)
+            default:
+                break
+            }
+        }
+        return .refresh(object, fwd: .stale)
+    }
+
+    /// `vcl_backend_response`: storability and TTL, grace and keep of a fetched response.
+    static func backendResponse(
+        method: String,
+        requestHeaders: HTTPHeaders,
+        requestCacheControl: CacheControl,
+        status: Int,
+        responseHeaders: HTTPHeaders,
+        requestTime: Double,
+        responseTime: Double,
+        configuration: ServerConfiguration
+    ) -> BackendResponseDecision {
+        let cc = CacheControl(headers: responseHeaders)
+        let cia = AgeCalculation.correctedInitialAge(
+            ageHeader: AgeCalculation.ageHeader(responseHeaders),
+            dateHeader: responseHeaders.first(name: "date").flatMap { HTTPDate.parse($0) },
+            requestTime: requestTime,
+            responseTime: responseTime
+        )
+        let origin = responseTime - cia
+        var decision = BackendResponseDecision(
+            storable: false, reason: nil, ttl: 0, grace: 0, keep: 0,
+            mustRevalidate: false, origin: origin
+        )
+        switch Storability.evaluate(
+            method: method,
+            requestHeaders: requestHeaders,
+            requestCacheControl: requestCacheControl,
+            status: status,
+            responseHeaders: responseHeaders,
+            responseCacheControl: cc
+        ) {
+        case .storable:
+            break
+        case .notStorable(let reason):
+            decision.reason = reason
+            return decision
+        }
+        let lifetime = Freshness.lifetime(
+            status: status, headers: responseHeaders, cacheControl: cc, responseTime: responseTime
+        )
+        var ttl = lifetime.seconds
+        if cc.noCache && cc.noCacheFields.isEmpty {
+            ttl = 0
+        }
+        if status >= 400 {
+            ttl = min(ttl, configuration.errorStatusTTLCap)
+        }
+        let hasValidators = responseHeaders.contains(name: "etag") || responseHeaders.contains(name: "last-modified")
+        if ttl <= 0 && !hasValidators {
+            decision.reason = "no-freshness"
+            return decision
+        }
+        decision.storable = true
+        decision.ttl = max(0, ttl)
+        decision.mustRevalidate =
+            cc.mustRevalidate || cc.proxyRevalidate || cc.sMaxAge != nil || (cc.noCache && cc.noCacheFields.isEmpty)
+        if decision.mustRevalidate {
+            decision.grace = 0
+        } else if let swr = cc.staleWhileRevalidate {
+            decision.grace = Double(swr)
+        } else {
+            decision.grace = configuration.defaultGrace
+        }
+        var keep = configuration.defaultKeep
+        if let sie = cc.staleIfError, !decision.mustRevalidate {
+            keep = max(keep, Double(sie) - decision.grace)
+        }
+        if hasValidators {
+            // Keep validatable objects a while longer so a stale copy can be revalidated with a 304.
+            keep = max(keep, min(max(decision.ttl, 60), 3600))
+        }
+        decision.keep = keep
+        return decision
+    }
+
+    /// Whether a method is "unsafe" (RFC 9110 §9.2.1) and a non-error answer invalidates stored responses.
+    static func invalidates(method: HTTPMethod) -> Bool {
+        switch method {
+        case .GET, .HEAD, .OPTIONS, .TRACE, .PURGE:
+            return false
+        default:
+            return true
+        }
+    }
+}

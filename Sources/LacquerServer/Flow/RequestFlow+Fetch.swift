@@ -1,0 +1,299 @@
+import CachePolicy
+import CacheStore
+import Logging
+import NIOCore
+import NIOHTTP1
+
+/// The fetch half of the flow: `vcl_backend_fetch`, `vcl_backend_response`, streaming the body
+/// to the client (at the client's pace) while keeping a copy to store, and the error paths.
+extension RequestFlow: BackendExchangeDelegate {
+    /// `vcl_miss` / `vcl_pass` → `vcl_backend_fetch`.
+    func fetch(_ mode: Mode) {
+        self.mode = mode
+        guard let pool = self.server.nextPool(on: self.client.eventLoop) else {
+            return self.synth(status: 503, reason: BackendError.noBackend.description)
+        }
+        let isFill: Bool
+        if case .fill = mode { isFill = true } else { isFill = false }
+        // A HEAD miss fetches the whole object with GET, as Varnish does, so it can be stored.
+        let method: HTTPMethod = isFill ? .GET : self.head.method
+        let request = BackendRequest.make(
+            client: self.head, method: method, isFill: isFill, body: self.body,
+            clientAddress: self.client.peer?.ipAddress, xid: self.xid, viaName: self.server.configuration.viaName)
+        self.counters.increment(.backendReq)
+        self.requestTime = self.server.clock()
+        let firstByteTimeout = pool.backend.firstByteTimeout
+        let betweenBytesTimeout = pool.backend.betweenBytesTimeout
+        let loopBound = NIOLoopBound(self, eventLoop: self.client.eventLoop)
+        pool.acquire().whenComplete { result in
+            let flow = loopBound.value
+            switch result {
+            case .success(let lease):
+                if flow.clientIsGone && !isFill {
+                    // Nobody will read a pass response: give the connection back unused.
+                    lease.connection.abandon()
+                    return
+                }
+                flow.lease = lease
+                lease.connection.startExchange(
+                    head: request, body: flow.body, delegate: flow,
+                    firstByteTimeout: firstByteTimeout,
+                    betweenBytesTimeout: betweenBytesTimeout)
+            case .failure(let error):
+                flow.backendFailed(error as? BackendError ?? .connectFailed("\(error)"), beforeHead: true)
+            }
+        }
+    }
+
+    // MARK: BackendExchangeDelegate
+
+    /// `vcl_backend_response`, then the head goes to the client.
+    func backendResponseHead(_ head: HTTPResponseHead) {
+        self.responseTime = self.server.clock()
+        self.backendHead = head
+        let status = Int(head.status.code)
+        var headers = head.headers
+        HopByHop.strip(&headers)
+        if !headers.contains(name: "date") {
+            headers.add(name: "Date", value: HTTPDate.format(Int64(self.responseTime)))
+        }
+        self.expectedLength = headers.first(name: "content-length").flatMap(Int.init)
+        let clientIsHead = self.head.method == .HEAD
+        var xStatus: XCacheStatus
+        var cacheStatus = CacheStatusValue(fwdStatus: status)
+        var ageHeader: String?
+
+        switch self.mode {
+        case .fill(let key, let stale, let fwd):
+            xStatus = stale == nil ? .miss : .expired
+            cacheStatus.fwd = fwd
+            var decision = BuiltinPolicy.backendResponse(
+                method: "GET", requestHeaders: self.head.headers, requestCacheControl: self.requestCacheControl,
+                status: status, responseHeaders: headers, requestTime: self.requestTime,
+                responseTime: self.responseTime, configuration: self.server.configuration)
+            if decision.storable {
+                if let names = VaryKey.fieldNames(headers) {
+                    self.varyNames = names
+                } else {
+                    decision.storable = false
+                    decision.reason = "vary-star"
+                }
+            }
+            self.storeLimit = self.server.memory.admissionLimit
+            if decision.storable, let length = self.expectedLength, length > self.storeLimit {
+                decision.storable = false
+                decision.reason = "too-large"
+                self.counters.increment(.objectsNotStoredTooLarge)
+            }
+            if decision.storable {
+                var stored = headers
+                stored.remove(name: "age")
+                self.storedHeaders = stored
+                self.accumulated = self.client.allocator.buffer(capacity: self.expectedLength ?? 0)
+                cacheStatus.stored = true
+                cacheStatus.ttl = Int(decision.ttl - (self.responseTime - decision.origin))
+            } else {
+                self.counters.increment(.objectsNotStoredUncacheable)
+                cacheStatus.detail = decision.reason
+                if stale != nil {
+                    // The new answer is not storable: the old object must not be served any more.
+                    _ = self.server.memory.remove(key: key)
+                }
+            }
+            ageHeader = String(Int(max(0, self.responseTime - decision.origin)))
+            self.decision = decision
+        case .pass(let fwd, let detail):
+            xStatus = .bypass
+            cacheStatus.fwd = fwd
+            cacheStatus.detail = detail
+            if BuiltinPolicy.invalidates(method: self.head.method), (200..<400).contains(status) {
+                self.invalidateAfterUnsafeMethod(responseHeaders: headers)
+            }
+        }
+
+        // Response framing towards the client is ours (HARDENING.md §6).
+        var out = headers
+        if let ageHeader {
+            out.replaceOrAdd(name: "Age", value: ageHeader)
+        }
+        self.addViaAndStatus(&out, xStatus: xStatus, cacheStatus: cacheStatus)
+        let hasBody = Self.statusHasBody(status) && self.head.method != .HEAD
+        let requestWasHeadAsGet = clientIsHead
+        self.closeAfter = self.client.mustCloseAfter(self.head)
+        if Self.statusHasBody(status) {
+            if self.expectedLength == nil {
+                if requestWasHeadAsGet {
+                    // Unknown length and no body to send: say nothing about framing.
+                } else if self.head.version.minor >= 1 {
+                    out.add(name: "Transfer-Encoding", value: "chunked")
+                } else {
+                    self.closeAfter = true  // HTTP/1.0 client: close-delimited
+                }
+            }
+        }
+        if self.closeAfter {
+            out.replaceOrAdd(name: "Connection", value: "close")
+        }
+        self.sendBody = hasBody
+        if !self.clientIsGone {
+            self.client.writeHead(HTTPResponseHead(version: .http1_1, status: head.status, headers: out))
+        }
+        if case .fill = self.mode, clientIsHead, self.accumulated == nil, Self.statusHasBody(status),
+            self.expectedLength != 0
+        {
+            // A HEAD answered from a body we will neither send nor store: end now and drop the connection.
+            self.lease?.connection.abandon()
+            self.lease = nil
+            self.finish(close: self.closeAfter)
+        }
+    }
+
+    func backendResponseBody(_ buffer: ByteBuffer) {
+        self.bodyBytes += buffer.readableBytes
+        if self.accumulated != nil {
+            if self.accumulated!.readableBytes + buffer.readableBytes > self.storeLimit {
+                self.accumulated = nil
+                self.counters.increment(.objectsNotStoredTooLarge)
+            } else {
+                self.accumulated!.writeImmutableBuffer(buffer)
+            }
+        }
+        if self.sendBody && !self.clientIsGone {
+            self.client.writeBody(buffer)
+            if !self.client.isWritable {
+                self.lease?.connection.pause()
+            }
+        } else if self.accumulated == nil && self.clientIsGone {
+            // Nobody reads and nothing is stored: stop the transfer.
+            self.lease?.connection.abandon()
+            self.lease = nil
+        }
+    }
+
+    func backendResponseEnd() {
+        self.lease = nil
+        if let expected = self.expectedLength, expected != self.bodyBytes {
+            // The decoder enforces Content-Length; this is a guard against a short close-delimited body.
+            self.accumulated = nil
+        }
+        if case .fill(let key, _, _) = self.mode, let decision = self.decision, decision.storable,
+            let body = self.accumulated, let backendHead = self.backendHead
+        {
+            var headers = self.storedHeaders
+            if Self.statusHasBody(Int(backendHead.status.code)) {
+                headers.replaceOrAdd(name: "Content-Length", value: String(body.readableBytes))
+            }
+            let object = StoredObject(
+                key: key,
+                variant: VaryKey.variant(names: self.varyNames, requestHeaders: self.head.headers),
+                varyNames: self.varyNames,
+                status: Int(backendHead.status.code),
+                reason: backendHead.status.reasonPhrase,
+                headers: headers,
+                body: body,
+                requestTime: self.requestTime,
+                responseTime: self.responseTime,
+                origin: decision.origin,
+                ttl: decision.ttl,
+                grace: decision.grace,
+                keep: decision.keep,
+                mustRevalidate: decision.mustRevalidate)
+            if self.server.memory.insert(object) {
+                self.counters.increment(.objectsStored)
+            } else {
+                self.counters.increment(.objectsNotStoredTooLarge)
+            }
+        }
+        self.accumulated = nil
+        self.finish(close: self.closeAfter)
+    }
+
+    func backendFailed(_ error: BackendError, beforeHead: Bool) {
+        self.lease = nil
+        if beforeHead, error == .closedBeforeHead, !self.retried, self.isIdempotent {
+            // A reused keep-alive connection the origin had closed: retry once on another.
+            self.retried = true
+            self.counters.increment(.backendRetry)
+            return self.fetch(self.mode)
+        }
+        self.counters.increment(.fetchFailed)
+        switch error {
+        case .connectFailed, .connectTimeout: self.counters.increment(.fetchConnectFailed)
+        case .firstByteTimeout, .betweenBytesTimeout, .queueTimeout: self.counters.increment(.fetchTimeout)
+        case .framing: self.counters.increment(.fetchFramingError)
+        default: break
+        }
+        self.server.logger.warning(
+            "backend fetch failed",
+            metadata: ["xid": "\(self.xid)", "url": "\(self.head.uri)", "error": "\(error)"])
+        self.accumulated = nil
+        if beforeHead || self.backendHead == nil {
+            if self.clientIsGone { return }
+            self.synth(status: error.status, reason: error.description)
+        } else {
+            // The head is out: the only honest signal left is to cut the connection.
+            self.finished = true
+            if !self.clientIsGone {
+                self.client.abort(self)
+            }
+        }
+    }
+
+    // MARK: Client events
+
+    func clientWritable() {
+        self.lease?.connection.resume()
+    }
+
+    func clientGone() {
+        self.clientIsGone = true
+        self.counters.increment(.clientGoneMidResponse)
+        // A fill keeps going so the object gets stored; a pass has no one left to serve.
+        if self.accumulated == nil {
+            self.lease?.connection.abandon()
+            self.lease = nil
+        } else {
+            self.lease?.connection.resume()
+        }
+    }
+
+    private var isIdempotent: Bool {
+        switch self.head.method {
+        case .GET, .HEAD, .OPTIONS, .PUT, .DELETE, .TRACE: true
+        default: false
+        }
+    }
+
+    /// RFC 9111 §4.4: a non-error answer to an unsafe method invalidates the target URI and the
+    /// same-origin Location / Content-Location URIs.
+    private func invalidateAfterUnsafeMethod(responseHeaders: HTTPHeaders) {
+        var targets = [self.head.uri]
+        for name in ["location", "content-location"] {
+            if let value = responseHeaders.first(name: name), let target = self.sameOriginTarget(value) {
+                targets.append(target)
+            }
+        }
+        for target in targets {
+            let removed = self.server.memory.remove(key: BuiltinPolicy.hash(target: target, host: self.host))
+            if !removed.isEmpty {
+                self.counters.increment(.invalidations, by: removed.count)
+            }
+        }
+    }
+
+    /// The origin-form target of a same-origin URI reference, or nil for another origin.
+    private func sameOriginTarget(_ reference: String) -> String? {
+        if reference.hasPrefix("/") && !reference.hasPrefix("//") {
+            return reference
+        }
+        let lower = reference.lowercased()
+        guard lower.hasPrefix("http://") else { return nil }
+        let rest = reference.dropFirst("http://".count)
+        let authorityEnd = rest.firstIndex(where: { $0 == "/" || $0 == "?" }) ?? rest.endIndex
+        guard let authority = RequestValidation.normaliseHost(String(rest[..<authorityEnd])), authority == self.host else {
+            return nil
+        }
+        let path = rest[authorityEnd...]
+        return path.isEmpty ? "/" : (path.hasPrefix("?") ? "/" + path : String(path))
+    }
+}

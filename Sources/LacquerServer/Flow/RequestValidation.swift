@@ -1,0 +1,109 @@
+import NIOHTTP1
+
+/// A request rejected before it reaches the flow: the status to answer and why.
+struct RequestRejection: Error, Equatable {
+    var status: Int
+    var reason: String
+    var counter: Counter
+}
+
+/// Strict request checks (HARDENING.md §1, §2, §7), run on every request head before `vcl_recv`.
+///
+/// The HTTP/1 parser has already rejected malformed syntax, conflicting Content-Length /
+/// Transfer-Encoding and bad chunking (400 + close); these checks add the limits that sit
+/// below common origin limits (so a request we accept is one the origin accepts: the HHO
+/// defence), a single valid Host, and origin-form targets only (we are not an open proxy).
+enum RequestValidation {
+    /// Validates `head` and returns the normalised host (lowercased, default port stripped).
+    static func validate(_ head: HTTPRequestHead, limits: Limits) throws(RequestRejection) -> String {
+        let methodName = head.method.rawValue
+        if methodName.utf8.count > limits.methodBytes {
+            throw RequestRejection(status: 501, reason: "Method too long", counter: .clientReq501)
+        }
+        if head.version.major != 1 {
+            throw RequestRejection(status: 505, reason: "HTTP version not supported", counter: .clientReq400)
+        }
+        let uri = head.uri
+        if uri.utf8.count > limits.requestLineBytes {
+            throw RequestRejection(status: 414, reason: "Request-target too long", counter: .clientReq414)
+        }
+        if head.headers.count > limits.headerFieldCount {
+            throw RequestRejection(status: 431, reason: "Too many header fields", counter: .clientReq431)
+        }
+        var total = 0
+        for (name, value) in head.headers {
+            let size = name.utf8.count + value.utf8.count + 2
+            if size > limits.headerFieldBytes {
+                throw RequestRejection(status: 431, reason: "Header field \(name) too large", counter: .clientReq431)
+            }
+            total += size
+        }
+        if total > limits.headerTotalBytes {
+            throw RequestRejection(status: 431, reason: "Request header section too large", counter: .clientReq431)
+        }
+        guard uri.utf8.first == UInt8(ascii: "/") else {
+            if uri.lowercased().hasPrefix("http://") || uri.lowercased().hasPrefix("https://") {
+                throw RequestRejection(
+                    status: 400, reason: "Absolute-form request-target not accepted (not a forward proxy)",
+                    counter: .clientReqAbsoluteForm)
+            }
+            throw RequestRejection(status: 400, reason: "Request-target must be origin-form", counter: .clientReq400)
+        }
+        for byte in uri.utf8 where byte <= 0x20 || byte >= 0x7F || byte == UInt8(ascii: "#") {
+            throw RequestRejection(status: 400, reason: "Invalid character in request-target", counter: .clientReq400)
+        }
+        let hosts = head.headers["host"]
+        if hosts.count > 1 {
+            throw RequestRejection(status: 400, reason: "Multiple Host header fields", counter: .clientReq400)
+        }
+        guard let host = hosts.first else {
+            if head.version.minor >= 1 {
+                throw RequestRejection(status: 400, reason: "Missing Host header field", counter: .clientReq400)
+            }
+            return ""
+        }
+        guard let normalised = normaliseHost(host) else {
+            throw RequestRejection(status: 400, reason: "Invalid Host header field", counter: .clientReq400)
+        }
+        return normalised
+    }
+
+    /// Lowercases, strips `:80`, rejects anything that is not `reg-name / IPv4 / [IPv6]` + optional port.
+    static func normaliseHost(_ value: String) -> String? {
+        let host = value.lowercased()
+        if host.isEmpty { return nil }
+        var name = Substring(host)
+        var port: Substring?
+        if host.hasPrefix("[") {
+            guard let close = host.firstIndex(of: "]") else { return nil }
+            name = host[...close]
+            let rest = host[host.index(after: close)...]
+            if !rest.isEmpty {
+                guard rest.hasPrefix(":") else { return nil }
+                port = rest.dropFirst()
+            }
+            for c in name.utf8.dropFirst().dropLast() {
+                let ok = (c >= 0x30 && c <= 0x39) || (c >= 0x61 && c <= 0x66) || c == 0x3A || c == 0x2E
+                if !ok { return nil }
+            }
+        } else {
+            if let colon = host.firstIndex(of: ":") {
+                name = host[..<colon]
+                port = host[host.index(after: colon)...]
+            }
+            if name.isEmpty { return nil }
+            for c in name.utf8 {
+                let ok =
+                    (c >= 0x30 && c <= 0x39) || (c >= 0x61 && c <= 0x7A) || c == 0x2D || c == 0x2E || c == 0x5F
+                    || c == 0x7E
+                if !ok { return nil }
+            }
+        }
+        if let port {
+            if port.isEmpty || port.count > 5 || !port.utf8.allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }) { return nil }
+            if port == "80" { return String(name) }
+            return String(name) + ":" + port
+        }
+        return String(name)
+    }
+}

@@ -1,0 +1,18 @@
+/// Errors that stop Lacquer from starting or running, with a message an operator can act on.
+public enum LacquerServerError: Error, CustomStringConvertible, Equatable {
+    case bindFailed(address: String, reason: String)
+    case noBackend
+    case alreadyStarted
+
+    public var description: String {
+        switch self {
+        case .bindFailed(let address, let reason):
+            "cannot listen on \(address): \(reason)"
+                + (reason.lowercased().contains("in use") ? " (is another Lacquer or server already using this port?)" : "")
+        case .noBackend:
+            "no backend configured: pass --backend http://HOST:PORT (or --demo to try the built-in demo origin)"
+        case .alreadyStarted:
+            "the server was already started"
+        }
+    }
+}

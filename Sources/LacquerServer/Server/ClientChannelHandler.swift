@@ -1,0 +1,304 @@
+import NIOCore
+import NIOHTTP1
+
+/// Notes the first bytes of each request so the header timeout (10 s from the first byte)
+/// can replace the keep-alive idle timeout. Sits before the HTTP decoder.
+final class FirstByteObserver: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = ByteBuffer
+    typealias InboundOut = ByteBuffer
+    var onBytes: (() -> Void)?
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        self.onBytes?()
+        context.fireChannelRead(data)
+    }
+}
+
+/// One client connection: validates each request head, buffers a bounded request body, runs
+/// one `RequestFlow` per request, and enforces the client limits and timeouts of HARDENING.md §2/§4.
+///
+/// `HTTPServerPipelineHandler` (before us) holds pipelined requests back until the previous
+/// response's `.end` is written, so at most one flow runs per connection at a time.
+///
+/// States: idle (keep-alive timer) → head received (body timer) → processing (flow owns the
+/// response) → idle … ; `closing` after any response that ends the connection.
+final class ClientChannelHandler: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias OutboundOut = HTTPServerResponsePart
+
+    private enum State {
+        case idle
+        case receiving(head: HTTPRequestHead, host: String, body: ByteBuffer?)
+        /// A request we already answered (e.g. 413) whose remaining body we skip.
+        case discarding(bytes: Int)
+        case processing(RequestFlow)
+        case closing
+    }
+
+    let server: ServerContext
+    private var state: State = .idle
+    private var context: ChannelHandlerContext?
+    private var timer: Scheduled<Void>?
+    private var requestsServed = 0
+    private var sawFirstByte = false
+    private(set) var peer: SocketAddress?
+
+    init(server: ServerContext) {
+        self.server = server
+    }
+
+    var eventLoop: any EventLoop { self.context!.eventLoop }
+    var allocator: ByteBufferAllocator { self.context?.channel.allocator ?? ByteBufferAllocator() }
+    var isWritable: Bool { self.context?.channel.isWritable ?? false }
+    var isActive: Bool { self.context?.channel.isActive ?? false }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+        self.peer = context.channel.remoteAddress
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        self.cancelTimer()
+        self.context = nil
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        self.server.counters.increment(.sessConn)
+        self.armIdleTimer()
+        context.fireChannelActive()
+    }
+
+    /// Called by `FirstByteObserver`: a new request started arriving.
+    func bytesArrived() {
+        guard !self.sawFirstByte, case .idle = self.state else { return }
+        self.sawFirstByte = true
+        self.arm(self.server.configuration.clientTimeouts.header, counter: .sessClosedTimeout)
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch self.unwrapInboundIn(data) {
+        case .head(let head):
+            self.receivedHead(head, context: context)
+        case .body(let buffer):
+            self.receivedBody(buffer, context: context)
+        case .end:
+            self.receivedEnd(context: context)
+        }
+    }
+
+    private func receivedHead(_ head: HTTPRequestHead, context: ChannelHandlerContext) {
+        guard case .idle = self.state else {
+            if case .closing = self.state { return }
+            return self.closeNow()
+        }
+        self.server.counters.increment(.clientReq)
+        let limits = self.server.configuration.limits
+        let host: String
+        do {
+            host = try RequestValidation.validate(head, limits: limits)
+        } catch {
+            self.server.counters.increment(error.counter)
+            self.state = .closing
+            self.writeSynthetic(status: error.status, reason: error.reason, close: true, headRequest: head.method == .HEAD)
+            return
+        }
+        if let length = head.headers.first(name: "content-length").flatMap(Int.init), length > limits.requestBodyBytes {
+            self.server.counters.increment(.clientReq413)
+            self.state = .closing
+            self.writeSynthetic(status: 413, reason: "Request body larger than \(limits.requestBodyBytes) bytes", close: true, headRequest: false)
+            return
+        }
+        if let expect = head.headers.first(name: "expect") {
+            guard expect.lowercased() == "100-continue" else {
+                self.state = .closing
+                self.writeSynthetic(status: 417, reason: "Unsupported Expect value", close: true, headRequest: false)
+                return
+            }
+            if head.version.minor >= 1 {
+                context.writeAndFlush(
+                    self.wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .continue))), promise: nil)
+            }
+        }
+        self.state = .receiving(head: head, host: host, body: nil)
+        self.arm(self.server.configuration.clientTimeouts.bodyIdle, counter: .sessClosedTimeout)
+    }
+
+    private func receivedBody(_ buffer: ByteBuffer, context: ChannelHandlerContext) {
+        switch self.state {
+        case .receiving(let head, let host, var body):
+            let limit = self.server.configuration.limits.requestBodyBytes
+            if (body?.readableBytes ?? 0) + buffer.readableBytes > limit {
+                self.server.counters.increment(.clientReq413)
+                self.state = .closing
+                self.writeSynthetic(status: 413, reason: "Request body larger than \(limit) bytes", close: true, headRequest: false)
+                return
+            }
+            self.state = .idle  // avoid a copy-on-write of `body` while we append
+            if body == nil {
+                body = buffer
+            } else {
+                var b = body!
+                b.writeImmutableBuffer(buffer)
+                body = b
+            }
+            self.state = .receiving(head: head, host: host, body: body)
+            self.arm(self.server.configuration.clientTimeouts.bodyIdle, counter: .sessClosedTimeout)
+        case .discarding(let bytes):
+            let total = bytes + buffer.readableBytes
+            if total > self.server.configuration.limits.drainBytes {
+                self.closeNow()
+            } else {
+                self.state = .discarding(bytes: total)
+            }
+        case .closing:
+            break
+        case .idle, .processing:
+            self.closeNow()
+        }
+    }
+
+    private func receivedEnd(context: ChannelHandlerContext) {
+        switch self.state {
+        case .receiving(let head, let host, let body):
+            self.cancelTimer()
+            let flow = RequestFlow(server: self.server, client: self, head: head, host: host, body: body)
+            self.state = .processing(flow)
+            flow.start()
+        case .discarding:
+            self.state = .idle
+            self.armIdleTimer()
+        case .closing:
+            break
+        case .idle, .processing:
+            self.closeNow()
+        }
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if case .processing(let flow) = self.state, context.channel.isWritable {
+            flow.clientWritable()
+        }
+        context.fireChannelWritabilityChanged()
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        self.cancelTimer()
+        if case .processing(let flow) = self.state {
+            self.state = .closing
+            flow.clientGone()
+        }
+        self.state = .closing
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        if let parserError = error as? HTTPParserError {
+            switch self.state {
+            case .idle, .receiving, .discarding:
+                let status = parserError == .headerOverflow ? 431 : 400
+                self.server.counters.increment(status == 431 ? .clientReq431 : .clientReq400)
+                self.state = .closing
+                self.writeSynthetic(status: status, reason: "Malformed request (\(parserError))", close: true, headRequest: false)
+            case .processing(let flow):
+                self.state = .closing
+                flow.clientGone()
+                self.closeNow()
+            case .closing:
+                self.closeNow()
+            }
+            return
+        }
+        self.closeNow()
+    }
+
+    // MARK: - Writing, called by the flow
+
+    func writeHead(_ head: HTTPResponseHead) {
+        self.context?.write(self.wrapOutboundOut(.head(head)), promise: nil)
+    }
+
+    func writeBody(_ buffer: ByteBuffer) {
+        guard let context = self.context else { return }
+        context.writeAndFlush(self.wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
+    }
+
+    /// Ends the current response; `close` ends the connection after it is flushed.
+    func finishResponse(_ flow: RequestFlow, close: Bool) {
+        guard let context = self.context else { return }
+        guard case .processing(let current) = self.state, current === flow else { return }
+        self.requestsServed += 1
+        let mustClose = close || self.requestsServed >= self.server.configuration.limits.requestsPerConnection
+        if mustClose {
+            self.state = .closing
+            let channel = context.channel
+            let done = context.eventLoop.makePromise(of: Void.self)
+            context.writeAndFlush(self.wrapOutboundOut(.end(nil)), promise: done)
+            done.futureResult.whenComplete { _ in channel.close(promise: nil) }
+        } else {
+            self.state = .idle
+            context.writeAndFlush(self.wrapOutboundOut(.end(nil)), promise: nil)
+            self.armIdleTimer()
+        }
+    }
+
+    /// Whether the connection must close after this response (limits reached or client asked).
+    func mustCloseAfter(_ head: HTTPRequestHead) -> Bool {
+        !head.isKeepAlive || self.requestsServed + 1 >= self.server.configuration.limits.requestsPerConnection
+    }
+
+    /// Tears the connection down: the client sees a truncated response, never a corrupt one.
+    func abort(_ flow: RequestFlow) {
+        guard case .processing(let current) = self.state, current === flow else { return }
+        self.state = .closing
+        self.closeNow()
+    }
+
+    // MARK: - Helpers
+
+    private func writeSynthetic(status: Int, reason: String, close: Bool, headRequest: Bool) {
+        guard let context = self.context else { return }
+        let response = Synthetic.response(
+            status: status, reason: reason, now: self.server.clock(), close: close, cacheName: self.server.configuration.cacheName)
+        context.write(self.wrapOutboundOut(.head(response.head)), promise: nil)
+        if !headRequest {
+            context.write(self.wrapOutboundOut(.body(.byteBuffer(response.body))), promise: nil)
+        }
+        let channel = context.channel
+        let done = context.eventLoop.makePromise(of: Void.self)
+        context.writeAndFlush(self.wrapOutboundOut(.end(nil)), promise: done)
+        if close {
+            done.futureResult.whenComplete { _ in channel.close(promise: nil) }
+        }
+    }
+
+    private func armIdleTimer() {
+        self.sawFirstByte = false
+        self.arm(self.server.configuration.clientTimeouts.idle, counter: .sessClosedIdle)
+    }
+
+    private func arm(_ timeout: TimeAmount, counter: Counter) {
+        self.cancelTimer()
+        guard let context = self.context else { return }
+        let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
+        self.timer = context.eventLoop.scheduleTask(in: timeout) {
+            let handler = bound.value
+            switch handler.state {
+            case .processing:
+                return  // the flow has its own (backend) timeouts
+            default:
+                handler.server.counters.increment(counter)
+                handler.closeNow()
+            }
+        }
+    }
+
+    private func cancelTimer() {
+        self.timer?.cancel()
+        self.timer = nil
+    }
+
+    private func closeNow() {
+        self.cancelTimer()
+        self.context?.close(promise: nil)
+    }
+}

@@ -1,0 +1,212 @@
+import CacheStore
+import Logging
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+import ServiceLifecycle
+import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The Lacquer cache as a `Service`: binds the client and admin listeners, serves until
+/// graceful shutdown, then closes listeners and backend connections.
+///
+/// Tests start it directly on port 0 and read the bound addresses back; the `lacquer`
+/// executable runs it in a `ServiceGroup` that turns SIGTERM/SIGINT into graceful shutdown.
+public final class LacquerServer: Service, Sendable {
+    public let configuration: ServerConfiguration
+    public let counters: Counters
+    public let memory: MemoryTier
+    private let logger: Logger
+    private let clock: @Sendable () -> Double
+    private let startedAt: Double
+    private let state = Mutex<RunState>(RunState())
+
+    private struct RunState {
+        var group: MultiThreadedEventLoopGroup?
+        var channels: [any Channel] = []
+        var listening: [SocketAddress] = []
+        var admin: SocketAddress?
+        var context: ServerContext?
+    }
+
+    public init(
+        configuration: ServerConfiguration,
+        logger: Logger = Logger(label: "lacquer"),
+        clock: @escaping @Sendable () -> Double = LacquerServer.wallClock
+    ) {
+        self.configuration = configuration
+        self.logger = logger
+        self.clock = clock
+        self.counters = Counters()
+        self.memory = MemoryTier(capacityBytes: configuration.memoryBytes, maxObjectBytes: configuration.memoryMaxObjectBytes)
+        self.startedAt = clock()
+    }
+
+    /// Seconds since the Unix epoch from the system's real-time clock.
+    @Sendable public static func wallClock() -> Double {
+        var ts = timespec()
+        clock_gettime(CLOCK_REALTIME, &ts)
+        return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
+    }
+
+    /// The addresses the client listeners are bound to (after `start()`).
+    public var listeningAddresses: [SocketAddress] { self.state.withLock { $0.listening } }
+    /// The admin listener's address (after `start()`), if enabled.
+    public var adminAddress: SocketAddress? { self.state.withLock { $0.admin } }
+
+    /// Binds every listener. Throws `LacquerServerError.bindFailed` naming the address.
+    public func start() async throws {
+        guard !self.configuration.backends.isEmpty else { throw LacquerServerError.noBackend }
+        let threads = self.configuration.threads > 0 ? self.configuration.threads : System.coreCount
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: threads)
+        let loops = Array(group.makeIterator())
+        let context = ServerContext(
+            configuration: self.configuration, memory: self.memory, counters: self.counters,
+            logger: self.logger, clock: self.clock, eventLoops: loops)
+        try self.state.withLock { state in
+            guard state.group == nil else { throw LacquerServerError.alreadyStarted }
+            state.group = group
+            state.context = context
+        }
+        do {
+            for address in self.configuration.listen {
+                let channel = try await self.bindClientListener(address, group: group, context: context)
+                self.state.withLock {
+                    $0.channels.append(channel)
+                    if let local = channel.localAddress { $0.listening.append(local) }
+                }
+                self.logger.info("listening on \(LacquerServer.describe(channel.localAddress))")
+            }
+            if let admin = self.configuration.admin {
+                let channel = try await self.bindAdminListener(admin, group: group)
+                self.state.withLock {
+                    $0.channels.append(channel)
+                    $0.admin = channel.localAddress
+                }
+                self.logger.info("admin listening on \(LacquerServer.describe(channel.localAddress))")
+            }
+        } catch {
+            try? await self.shutdown()
+            throw error
+        }
+    }
+
+    /// `127.0.0.1:6081` / `[::1]:6081`.
+    static func describe(_ address: SocketAddress?) -> String {
+        guard let address, let ip = address.ipAddress, let port = address.port else { return "?" }
+        return ip.contains(":") ? "[\(ip)]:\(port)" : "\(ip):\(port)"
+    }
+
+    /// Runs until graceful shutdown (SIGTERM in a `ServiceGroup`) or cancellation.
+    public func run() async throws {
+        if self.state.withLock({ $0.group == nil }) {
+            try await self.start()
+        }
+        try? await gracefulShutdown()
+        try await self.shutdown()
+    }
+
+    /// Closes the listeners and backend pools and stops the event loops.
+    public func shutdown() async throws {
+        let (channels, group, context) = self.state.withLock { state in
+            let result = (state.channels, state.group, state.context)
+            state.channels = []
+            state.group = nil
+            state.context = nil
+            return result
+        }
+        for channel in channels {
+            try? await channel.close()
+        }
+        context?.shutdownPools()
+        try await group?.shutdownGracefully()
+    }
+
+    /// Counters, connections and memory-tier figures, as `/stats` shows them.
+    public var stats: StatsSnapshot {
+        let memory = self.memory.stats
+        let connections = self.state.withLock { $0.context?.openConnections.load(ordering: .relaxed) ?? 0 }
+        return StatsSnapshot(
+            uptimeSeconds: self.clock() - self.startedAt,
+            counters: self.counters.snapshot,
+            memory: [
+                ("objects", memory.objects), ("bytes", memory.bytes), ("capacity_bytes", memory.capacityBytes),
+                ("inserts", memory.inserts), ("evictions", memory.evictions), ("hits", memory.hits),
+                ("misses", memory.misses), ("rejected_too_large", memory.rejectedTooLarge),
+            ],
+            connections: connections)
+    }
+
+    private func bindClientListener(_ address: HostAndPort, group: MultiThreadedEventLoopGroup, context: ServerContext) async throws -> any Channel {
+        let limits = self.configuration.limits
+        // Generous parser limits; the exact HARDENING limits (414/431) are checked on the parsed head.
+        let decoderLimits = {
+            var configuration = NIOHTTPDecoderLimitConfiguration()
+            configuration.maxHeaderFieldSize = max(limits.requestLineBytes, limits.headerFieldBytes) * 2
+            configuration.maxHeaderListSize = limits.headerTotalBytes * 2
+            configuration.maxHeaderFieldCount = limits.headerFieldCount * 2
+            return configuration
+        }()
+        let bootstrap = ServerBootstrap(group: group)
+            .serverChannelOption(.backlog, value: 1024)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            .childChannelOption(.maxMessagesPerRead, value: 16)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    let open = context.openConnections.wrappingAdd(1, ordering: .relaxed).newValue
+                    channel.closeFuture.whenComplete { _ in
+                        context.openConnections.wrappingSubtract(1, ordering: .relaxed)
+                    }
+                    if open > limits.maxConnections {
+                        context.counters.increment(.sessDropped)
+                        channel.close(promise: nil)
+                        return
+                    }
+                    let handler = ClientChannelHandler(server: context)
+                    let observer = FirstByteObserver()
+                    let sync = channel.pipeline.syncOperations
+                    try sync.addHandler(observer)
+                    try sync.addHandler(HTTPResponseEncoder(configuration: .noFramingHeaders))
+                    try sync.addHandler(
+                        ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .dropBytes, informationalResponseStrategy: .drop, limitConfiguration: decoderLimits)))
+                    try sync.addHandler(HTTPServerPipelineHandler())
+                    try sync.addHandler(handler)
+                    let bound = NIOLoopBound(handler, eventLoop: channel.eventLoop)
+                    observer.onBytes = { bound.value.bytesArrived() }
+                }
+            }
+        do {
+            return try await bootstrap.bind(host: address.host, port: address.port).get()
+        } catch {
+            throw LacquerServerError.bindFailed(address: address.description, reason: BackendPool.describe(error))
+        }
+    }
+
+    private func bindAdminListener(_ address: HostAndPort, group: MultiThreadedEventLoopGroup) async throws -> any Channel {
+        let bootstrap = ServerBootstrap(group: group)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelInitializer { channel in
+                channel.pipeline.configureHTTPServerPipeline(withErrorHandling: true).flatMapThrowing {
+                    try channel.pipeline.syncOperations.addHandler(AdminHandler(stats: { [self] in self.stats }))
+                }
+            }
+        do {
+            return try await bootstrap.bind(host: address.host, port: address.port).get()
+        } catch {
+            throw LacquerServerError.bindFailed(address: "admin " + address.description, reason: BackendPool.describe(error))
+        }
+    }
+}
+
+extension HTTPResponseEncoder.Configuration {
+    /// We set Content-Length / Transfer-Encoding ourselves (a HEAD response must not get a chunked terminator).
+    static var noFramingHeaders: Self {
+        var configuration = Self()
+        configuration.automaticallySetFramingHeaders = false
+        return configuration
+    }
+}

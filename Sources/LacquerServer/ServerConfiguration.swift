@@ -1,0 +1,139 @@
+import NIOCore
+
+/// Everything a running Lacquer needs to know, with the safe defaults of HARDENING.md.
+///
+/// The command line (and later the VCL-like config) fills this in; tests build it directly.
+/// Every number here is a default an operator can change.
+public struct ServerConfiguration: Sendable {
+    /// Where clients connect. Port 0 means any free port; `LacquerServer.boundAddresses` tells which.
+    public var listen: [HostAndPort] = [HostAndPort(host: "127.0.0.1", port: 6081)]
+    /// The admin listener (`/health`, `/stats`, `/metrics`); nil disables it.
+    public var admin: HostAndPort? = HostAndPort(host: "127.0.0.1", port: 6082)
+    /// Origins, used round-robin.
+    public var backends: [BackendConfiguration] = []
+    /// Memory tier budget in bytes (head + body + bookkeeping).
+    public var memoryBytes: Int = 256 << 20
+    /// Largest object the memory tier admits.
+    public var memoryMaxObjectBytes: Int = 1 << 20
+    /// Disk tier folder.
+    public var storageDirectory: String = "./lacquer-cache"
+    /// Who may PURGE (matched on the TCP peer address).
+    public var purgeACL: ACL = .loopback
+    /// Seconds a stale object may be served while it is refreshed, when the response says nothing.
+    public var defaultGrace: Double = 10
+    /// Seconds an object is kept after grace, for revalidation.
+    public var defaultKeep: Double = 0
+    /// Cap on the TTL of responses with status >= 400 (CPDoS defence).
+    public var errorStatusTTLCap: Double = 10
+    /// How long an uncacheable answer is remembered (Varnish's hit-for-miss).
+    public var hitForMissTTL: Double = 120
+    /// Event loop threads; 0 means one per core.
+    public var threads: Int = 0
+    public var limits: Limits = Limits()
+    public var clientTimeouts: ClientTimeouts = ClientTimeouts()
+    /// The cache's name in `Cache-Status` (RFC 9211).
+    public var cacheName: String = "Lacquer"
+    /// The pseudonym in `Via` (RFC 9110 §7.6.3).
+    public var viaName: String = "lacquer"
+
+    public init() {}
+}
+
+/// A listen or admin address.
+public struct HostAndPort: Sendable, Hashable, CustomStringConvertible {
+    public var host: String
+    public var port: Int
+    public init(host: String, port: Int) {
+        self.host = host
+        self.port = port
+    }
+
+    /// Parses `HOST:PORT`, `[v6]:PORT` or `:PORT` (all interfaces). Nil when malformed.
+    public static func parse(_ text: String) -> HostAndPort? {
+        var host: Substring
+        var portText: Substring
+        if text.hasPrefix("[") {
+            guard let close = text.firstIndex(of: "]") else { return nil }
+            host = text[text.index(after: text.startIndex)..<close]
+            let rest = text[text.index(after: close)...]
+            guard rest.hasPrefix(":") else { return nil }
+            portText = rest.dropFirst()
+        } else {
+            guard let colon = text.lastIndex(of: ":") else { return nil }
+            host = text[..<colon]
+            portText = text[text.index(after: colon)...]
+            if host.contains(":") { return nil }
+        }
+        if host.isEmpty { host = "0.0.0.0" }
+        guard let port = Int(portText), (0...65535).contains(port), !portText.hasPrefix("+") else { return nil }
+        return HostAndPort(host: String(host), port: port)
+    }
+
+    public var description: String {
+        self.host.contains(":") ? "[\(self.host)]:\(self.port)" : "\(self.host):\(self.port)"
+    }
+}
+
+/// One origin server.
+public struct BackendConfiguration: Sendable, Hashable {
+    public var name: String
+    public var host: String
+    public var port: Int
+    public var connectTimeout: TimeAmount = .milliseconds(3500)
+    public var firstByteTimeout: TimeAmount = .seconds(60)
+    public var betweenBytesTimeout: TimeAmount = .seconds(60)
+    /// Pooled keep-alive connections are closed after this long unused.
+    public var idleTimeout: TimeAmount = .seconds(60)
+    /// Connections open at once to this backend, over all event loops.
+    public var maxConnections: Int = 200
+    /// How long a request waits for a free connection when the pool is full.
+    public var queueTimeout: TimeAmount = .seconds(10)
+
+    public init(name: String, host: String, port: Int) {
+        self.name = name
+        self.host = host
+        self.port = port
+    }
+
+    /// Parses `http://host[:port]` (a path is not allowed: the backend gets the client's target).
+    public static func parse(url: String, name: String) -> BackendConfiguration? {
+        guard url.hasPrefix("http://") else { return nil }
+        var rest = Substring(url.dropFirst("http://".count))
+        if rest.hasSuffix("/") { rest = rest.dropLast() }
+        guard !rest.isEmpty, !rest.contains("/"), !rest.contains("@") else { return nil }
+        if let hp = HostAndPort.parse(String(rest)) {
+            guard hp.port > 0 else { return nil }
+            return BackendConfiguration(name: name, host: hp.host, port: hp.port)
+        }
+        guard !rest.contains(":") else { return nil }
+        return BackendConfiguration(name: name, host: String(rest), port: 80)
+    }
+}
+
+/// Request and response limits (HARDENING.md §2, §3).
+public struct Limits: Sendable {
+    public var requestLineBytes = 8 * 1024
+    public var headerFieldBytes = 8 * 1024
+    public var headerTotalBytes = 32 * 1024
+    public var headerFieldCount = 100
+    public var methodBytes = 32
+    public var requestBodyBytes = 10 * 1024 * 1024
+    /// A body we do not forward (e.g. on a GET we answer from cache) is drained up to this, else we close.
+    public var drainBytes = 64 * 1024
+    public var requestsPerConnection = 1000
+    public var maxConnections = 10_000
+    public init() {}
+}
+
+/// Client-side timeouts (HARDENING.md §4).
+public struct ClientTimeouts: Sendable {
+    /// From the first byte of a request to its complete head.
+    public var header: TimeAmount = .seconds(10)
+    /// Keep-alive idle time between requests.
+    public var idle: TimeAmount = .seconds(5)
+    /// Between reads of a request body.
+    public var bodyIdle: TimeAmount = .seconds(10)
+    /// Sending a response: longest time without progress.
+    public var sendIdle: TimeAmount = .seconds(60)
+    public init() {}
+}

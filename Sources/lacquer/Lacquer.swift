@@ -1,0 +1,159 @@
+import ArgumentParser
+import FixtureOrigin
+import LacquerServer
+import Logging
+import NIOCore
+import ServiceLifecycle
+import UnixSignals
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `lacquer`: a caching HTTP accelerator in front of a slow origin.
+@main
+struct Lacquer: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "lacquer",
+        abstract: "A caching HTTP accelerator (reverse proxy cache) in front of a slow origin.",
+        discussion: """
+            Every response carries X-Cache-Status (HIT, MISS, EXPIRED, STALE, UPDATING, REVALIDATED, BYPASS)
+            and an RFC 9211 Cache-Status. PURGE /path from an address in --purge-acl removes the object.
+            Sizes accept bytes or units: 512KiB, 64MB (decimal), 1GiB, 256M (binary).
+            """
+    )
+
+    @Option(name: .customLong("listen"), help: ArgumentHelp("Address to serve clients on (repeatable; port 0 = any free port).", valueName: "HOST:PORT"))
+    var listen: [String] = []
+
+    @Option(name: .customLong("backend"), help: ArgumentHelp("Origin server URL (repeatable: round-robin).", valueName: "URL"))
+    var backend: [String] = []
+
+    @Option(name: .customLong("memory"), help: ArgumentHelp("Memory tier size.", valueName: "SIZE"))
+    var memory: String = "256MiB"
+
+    @Option(name: .customLong("storage-dir"), help: ArgumentHelp("Disk tier folder.", valueName: "DIR"))
+    var storageDir: String = "./lacquer-cache"
+
+    @Option(name: .customLong("admin"), help: ArgumentHelp("Admin listener for /health, /stats and /metrics ('off' disables it).", valueName: "HOST:PORT"))
+    var admin: String = "127.0.0.1:6082"
+
+    @Option(name: .customLong("purge-acl"), help: ArgumentHelp("Address or prefix allowed to PURGE (repeatable; default 127.0.0.1 and ::1).", valueName: "ADDR[/BITS]"))
+    var purgeACL: [String] = []
+
+    @Option(name: .customLong("grace"), help: ArgumentHelp("Seconds a stale object may be served while refreshing, when the origin says nothing.", valueName: "SECONDS"))
+    var grace: Double = 10
+
+    @Option(name: .customLong("threads"), help: ArgumentHelp("Event loop threads (0 = one per core).", valueName: "N"))
+    var threads: Int = 0
+
+    @Option(name: .customLong("log-level"), help: ArgumentHelp("trace, debug, info, notice, warning, error or critical.", valueName: "LEVEL"))
+    var logLevel: String = "info"
+
+    @Flag(name: .customLong("demo"), help: "Start in front of a built-in slow demo origin and print curl commands to try.")
+    var demo = false
+
+    func validate() throws {
+        for value in self.listen where HostAndPort.parse(value) == nil {
+            throw ValidationError("--listen '\(value)' is not HOST:PORT (e.g. 127.0.0.1:6081, [::1]:6081, :6081)")
+        }
+        for (index, value) in self.backend.enumerated() where BackendConfiguration.parse(url: value, name: "b\(index)") == nil {
+            throw ValidationError("--backend '\(value)' is not an http://HOST[:PORT] URL (no path, no https)")
+        }
+        if ByteSize.parse(self.memory) == nil {
+            throw ValidationError("--memory '\(self.memory)' is not a size (e.g. 268435456, 512KiB, 64MB, 1GiB)")
+        }
+        if self.admin != "off" && HostAndPort.parse(self.admin) == nil {
+            throw ValidationError("--admin '\(self.admin)' is not HOST:PORT or 'off'")
+        }
+        for value in self.purgeACL {
+            do {
+                _ = try ACL.parseEntry(value)
+            } catch {
+                throw ValidationError("--purge-acl: \(error.description)")
+            }
+        }
+        if !(self.grace >= 0 && self.grace.isFinite) {
+            throw ValidationError("--grace must be a number of seconds >= 0")
+        }
+        if self.threads < 0 || self.threads > 1024 {
+            throw ValidationError("--threads must be between 0 and 1024")
+        }
+        if Logger.Level(rawValue: self.logLevel) == nil {
+            throw ValidationError("--log-level '\(self.logLevel)' is not one of trace, debug, info, notice, warning, error, critical")
+        }
+        if self.backend.isEmpty && !self.demo {
+            throw ValidationError("no backend: pass --backend http://HOST:PORT, or --demo to try a built-in demo origin")
+        }
+        if !self.storageDir.isEmpty, self.storageDir.contains("\0") {
+            throw ValidationError("--storage-dir is not a valid path")
+        }
+    }
+
+    func run() async throws {
+        let level = Logger.Level(rawValue: self.logLevel) ?? .info
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
+        let logger = Logger(label: "lacquer")
+
+        var configuration = ServerConfiguration()
+        if !self.listen.isEmpty {
+            configuration.listen = self.listen.compactMap(HostAndPort.parse)
+        }
+        configuration.backends = self.backend.enumerated().compactMap { BackendConfiguration.parse(url: $0.element, name: "b\($0.offset)") }
+        configuration.memoryBytes = ByteSize.parse(self.memory) ?? configuration.memoryBytes
+        configuration.storageDirectory = self.storageDir
+        configuration.admin = self.admin == "off" ? nil : HostAndPort.parse(self.admin)
+        if !self.purgeACL.isEmpty {
+            configuration.purgeACL = ACL(entries: self.purgeACL.compactMap { try? ACL.parseEntry($0) })
+        }
+        configuration.defaultGrace = self.grace
+        configuration.threads = self.threads
+
+        var demoOrigin: FixtureOrigin?
+        if self.demo {
+            let origin = try await FixtureOrigin.start(host: "127.0.0.1", port: 0)
+            demoOrigin = origin
+            if configuration.backends.isEmpty {
+                configuration.backends = [BackendConfiguration(name: "demo", host: "127.0.0.1", port: origin.port)]
+            }
+        }
+
+        let server = LacquerServer(configuration: configuration, logger: logger)
+        do {
+            try await server.start()
+        } catch let error as LacquerServerError {
+            try? await demoOrigin?.shutdown()
+            printError("lacquer: \(error.description)")
+            throw ExitCode(1)
+        }
+        if self.demo, let address = server.listeningAddresses.first, let port = address.port {
+            let host = address.ipAddress.map { $0.contains(":") ? "[\($0)]" : $0 } ?? "127.0.0.1"
+            let url = "http://\(host):\(port)/delay/1000/hello?cc=max-age%3D60&body=Hello+from+the+slow+demo+origin"
+            print("""
+                Lacquer demo: a cache on \(host):\(port) in front of a demo origin that takes 1 s per answer.
+                Run this twice; the first is a MISS (slow), the second a HIT (instant):
+
+                  curl -s -o /dev/null -D - '\(url)' | grep -iE 'x-cache-status|^age'
+                  curl -s -o /dev/null -D - '\(url)' | grep -iE 'x-cache-status|^age'
+
+                Purge it with:  curl -X PURGE '\(url)'
+                Press Ctrl-C to stop.
+                """)
+        }
+        let group = ServiceGroup(
+            configuration: .init(services: [.init(service: server)], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        try await group.run()
+        try? await demoOrigin?.shutdown()
+    }
+}
+
+func printError(_ message: String) {
+    var line = message + "\n"
+    line.withUTF8 { buffer in
+        _ = write(2, buffer.baseAddress, buffer.count)
+    }
+}

@@ -1,0 +1,133 @@
+import FixtureOrigin
+import Foundation
+import LacquerTesting
+import Testing
+
+/// The real `lacquer` binary, as a user runs it: flags, exit codes, messages, serving, SIGTERM.
+@Suite("lacquer command line", .serialized, .timeLimit(.minutes(2)))
+struct CommandLineTests {
+    /// The `lacquer` executable SwiftPM built next to the test bundle.
+    static var binary: URL {
+        let bundleDir = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+        let candidates = [bundleDir, bundleDir.deletingLastPathComponent()].map { $0.appendingPathComponent("lacquer") }
+        return candidates.first { FileManager.default.isExecutableFile(atPath: $0.path) } ?? candidates[0]
+    }
+
+    struct Finished {
+        var status: Int32
+        var stdout: String
+        var stderr: String
+    }
+
+    /// Runs lacquer to completion (bounded: killed after `timeout` seconds).
+    func run(_ arguments: [String], timeout: Double = 20) throws -> Finished {
+        let process = Process()
+        process.executableURL = Self.binary
+        process.arguments = arguments
+        let out = Pipe()
+        let err = Pipe()
+        process.standardOutput = out
+        process.standardError = err
+        try process.run()
+        let deadline = Date().addingTimeInterval(timeout)
+        while process.isRunning && Date() < deadline {
+            Thread.sleep(forTimeInterval: 0.02)
+        }
+        if process.isRunning {
+            process.terminate()
+            Issue.record("lacquer \(arguments) did not exit within \(timeout) s")
+        }
+        process.waitUntilExit()
+        return Finished(
+            status: process.terminationStatus,
+            stdout: String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self),
+            stderr: String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self))
+    }
+
+    @Test("the binary exists where SwiftPM built it")
+    func binaryBuilt() {
+        #expect(FileManager.default.isExecutableFile(atPath: Self.binary.path), "\(Self.binary.path)")
+    }
+
+    @Test(
+        "a bad flag or value prints one clear line and the usage, and exits 64",
+        arguments: [
+            (["--memory", "12XB", "--backend", "http://127.0.0.1:1"], "--memory '12XB'"),
+            (["--backend", "https://origin"], "--backend 'https://origin'"),
+            (["--listen", "nowhere", "--backend", "http://127.0.0.1:1"], "--listen 'nowhere'"),
+            (["--purge-acl", "10.0.0.0/40", "--backend", "http://127.0.0.1:1"], "prefix length 40"),
+            (["--no-such-flag", "--backend", "http://127.0.0.1:1"], "--no-such-flag"),
+            ([], "no backend"),
+        ])
+    func badFlag(arguments: [String], message: String) throws {
+        let result = try run(arguments)
+        #expect(result.status == 64)
+        #expect(result.stderr.contains(message), "\(result.stderr)")
+        #expect(result.stderr.contains("Usage: lacquer"), "\(result.stderr)")
+    }
+
+    @Test("--help documents every flag")
+    func help() throws {
+        let result = try run(["--help"])
+        #expect(result.status == 0)
+        for flag in ["--listen", "--backend", "--memory", "--storage-dir", "--admin", "--purge-acl", "--demo"] {
+            #expect(result.stdout.contains(flag), "\(flag) missing from --help")
+        }
+    }
+
+    @Test("serves MISS then HIT, logs its bound address for port 0, and exits cleanly on SIGTERM")
+    func servesAndStops() async throws {
+        let origin = try await FixtureOrigin.start()
+        defer { Task { try? await origin.shutdown() } }
+        let process = Process()
+        process.executableURL = Self.binary
+        process.arguments = ["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--backend", origin.baseURL, "--threads", "1"]
+        let err = Pipe()
+        process.standardError = err
+        process.standardOutput = Pipe()
+        try process.run()
+        defer { if process.isRunning { process.terminate() } }
+        let port = try Self.waitForListening(err.fileHandleForReading, timeout: 20)
+        let first = try httpGet(port: port, "/cli?cc=max-age%3D60")
+        let second = try httpGet(port: port, "/cli?cc=max-age%3D60")
+        #expect(first.header("X-Cache-Status") == "MISS")
+        #expect(second.header("X-Cache-Status") == "HIT")
+        #expect(origin.requestCount(path: "/cli") == 1)
+        kill(process.processIdentifier, SIGTERM)
+        let deadline = Date().addingTimeInterval(15)
+        while process.isRunning && Date() < deadline { try await Task.sleep(for: .milliseconds(20)) }
+        #expect(!process.isRunning)
+        if !process.isRunning { #expect(process.terminationStatus == 0) }
+    }
+
+    @Test("a port in use is named in the error and the exit status is non-zero")
+    func portInUse() async throws {
+        try await withLacquer { _, port, origin async throws in
+            let result = try run(["--listen", "127.0.0.1:\(port)", "--admin", "off", "--backend", origin.baseURL])
+            #expect(result.status != 0)
+            #expect(result.stderr.contains("cannot listen on 127.0.0.1:\(port)"), "\(result.stderr)")
+        }
+    }
+
+    /// Reads stderr until the "listening on HOST:PORT" line; returns the port.
+    static func waitForListening(_ handle: FileHandle, timeout: Double) throws -> Int {
+        let deadline = Date().addingTimeInterval(timeout)
+        var text = ""
+        while Date() < deadline {
+            let data = handle.availableData
+            if data.isEmpty { break }
+            text += String(decoding: data, as: UTF8.self)
+            for line in text.split(separator: "\n") where line.contains("listening on") && !line.contains("admin") {
+                if let portText = line.split(separator: ":").last, let port = Int(portText.trimmingCharacters(in: .whitespaces)) {
+                    return port
+                }
+            }
+        }
+        throw CLIError(message: "lacquer never logged its address; stderr: \(text)")
+    }
+
+    struct CLIError: Error, CustomStringConvertible {
+        var message: String
+        var description: String { self.message }
+    }
+}
