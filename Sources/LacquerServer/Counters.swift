@@ -13,6 +13,7 @@ public enum Counter: Int, CaseIterable, Sendable {
     case objectsStored, objectsNotStoredUncacheable, objectsNotStoredTooLarge
     case synth502, synth503, synth504
     case clientGoneMidResponse
+    case diskHit, diskPromotions, diskStored, diskWriteDropped, diskWriteErrors, diskReadErrors
 
     /// The metric name, e.g. `client_req_400`.
     public var name: String {
@@ -54,6 +55,12 @@ public enum Counter: Int, CaseIterable, Sendable {
         case .synth503: "synth_503"
         case .synth504: "synth_504"
         case .clientGoneMidResponse: "client_gone_mid_response"
+        case .diskHit: "disk_hit"
+        case .diskPromotions: "disk_promotions"
+        case .diskStored: "disk_stored"
+        case .diskWriteDropped: "disk_write_dropped"
+        case .diskWriteErrors: "disk_write_errors"
+        case .diskReadErrors: "disk_read_errors"
         }
     }
 }

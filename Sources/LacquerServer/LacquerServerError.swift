@@ -3,6 +3,7 @@ public enum LacquerServerError: Error, CustomStringConvertible, Equatable {
     case bindFailed(address: String, reason: String)
     case noBackend
     case alreadyStarted
+    case storageLocked(String)
 
     public var description: String {
         switch self {
@@ -13,6 +14,8 @@ public enum LacquerServerError: Error, CustomStringConvertible, Equatable {
             "no backend configured: pass --backend http://HOST:PORT (or --demo to try the built-in demo origin)"
         case .alreadyStarted:
             "the server was already started"
+        case .storageLocked(let message):
+            message
         }
     }
 }

@@ -17,6 +17,14 @@ public struct ServerConfiguration: Sendable {
     public var memoryMaxObjectBytes: Int = 1 << 20
     /// Disk tier folder.
     public var storageDirectory: String = "./lacquer-cache"
+    /// Disk tier budget in bytes; 0 disables the disk tier (memory only).
+    public var diskBytes: Int64 = 1 << 30
+    /// Largest body a fetch buffers to hand to the disk tier (bigger ones stream through unstored).
+    public var diskMaxBufferedObjectBytes: Int = 32 << 20
+    /// Body bytes queued for the disk writer at most; beyond it writes are dropped and counted.
+    public var diskMaxQueuedBytes: Int = 64 << 20
+    /// Seconds between expiry sweeps and disk evictions.
+    public var maintenanceInterval: Double = 30
     /// Who may PURGE (matched on the TCP peer address).
     public var purgeACL: ACL = .loopback
     /// Seconds a stale object may be served while it is refreshed, when the response says nothing.

@@ -1,10 +1,20 @@
 import FixtureOrigin
+import Foundation
 import LacquerServer
 import Logging
 import NIOCore
 
-/// Starts a fixture origin and a Lacquer in front of it on 127.0.0.1 port 0, runs `body`,
-/// then shuts both down (also when `body` throws).
+/// A fresh, empty folder under the system's temporary directory.
+public func makeTemporaryDirectory(_ prefix: String = "lacquer-test") throws -> String {
+    let path = FileManager.default.temporaryDirectory
+        .appendingPathComponent("\(prefix)-\(UUID().uuidString)").path
+    try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+    return path
+}
+
+/// Starts a fixture origin and a Lacquer in front of it on 127.0.0.1 port 0 (with its disk tier
+/// in a fresh temporary folder unless `configure` picks one), runs `body`, then shuts both down
+/// (also when `body` throws) and removes the temporary folder.
 public func withLacquer<T>(
     configure: (inout ServerConfiguration) -> Void = { _ in },
     clock: (@Sendable () -> Double)? = nil,
@@ -16,6 +26,9 @@ public func withLacquer<T>(
     configuration.admin = HostAndPort(host: "127.0.0.1", port: 0)
     configuration.threads = 2
     configuration.backends = [BackendConfiguration(name: "origin", host: "127.0.0.1", port: origin.port)]
+    let storage = try makeTemporaryDirectory()
+    defer { try? FileManager.default.removeItem(atPath: storage) }
+    configuration.storageDirectory = storage
     configure(&configuration)
     var logger = Logger(label: "lacquer-test")
     logger.logLevel = .critical

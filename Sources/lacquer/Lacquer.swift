@@ -35,6 +35,9 @@ struct Lacquer: AsyncParsableCommand {
     @Option(name: .customLong("storage-dir"), help: ArgumentHelp("Disk tier folder.", valueName: "DIR"))
     var storageDir: String = "./lacquer-cache"
 
+    @Option(name: .customLong("disk-size"), help: ArgumentHelp("Disk tier size (0 = memory only).", valueName: "SIZE"))
+    var diskSize: String = "1GiB"
+
     @Option(name: .customLong("admin"), help: ArgumentHelp("Admin listener for /health, /stats and /metrics ('off' disables it).", valueName: "HOST:PORT"))
     var admin: String = "127.0.0.1:6082"
 
@@ -62,6 +65,9 @@ struct Lacquer: AsyncParsableCommand {
         }
         if ByteSize.parse(self.memory) == nil {
             throw ValidationError("--memory '\(self.memory)' is not a size (e.g. 268435456, 512KiB, 64MB, 1GiB)")
+        }
+        if ByteSize.parse(self.diskSize) == nil {
+            throw ValidationError("--disk-size '\(self.diskSize)' is not a size (e.g. 0, 512MiB, 10GB, 1GiB)")
         }
         if self.admin != "off" && HostAndPort.parse(self.admin) == nil {
             throw ValidationError("--admin '\(self.admin)' is not HOST:PORT or 'off'")
@@ -106,6 +112,7 @@ struct Lacquer: AsyncParsableCommand {
         configuration.backends = self.backend.enumerated().compactMap { BackendConfiguration.parse(url: $0.element, name: "b\($0.offset)") }
         configuration.memoryBytes = ByteSize.parse(self.memory) ?? configuration.memoryBytes
         configuration.storageDirectory = self.storageDir
+        configuration.diskBytes = Int64(ByteSize.parse(self.diskSize) ?? 0)
         configuration.admin = self.admin == "off" ? nil : HostAndPort.parse(self.admin)
         if !self.purgeACL.isEmpty {
             configuration.purgeACL = ACL(entries: self.purgeACL.compactMap { try? ACL.parseEntry($0) })

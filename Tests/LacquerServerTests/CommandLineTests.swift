@@ -81,7 +81,12 @@ struct CommandLineTests {
         defer { Task { try? await origin.shutdown() } }
         let process = Process()
         process.executableURL = Self.binary
-        process.arguments = ["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--backend", origin.baseURL, "--threads", "1"]
+        let storage = try makeTemporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: storage) }
+        process.arguments = [
+            "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--backend", origin.baseURL, "--threads", "1",
+            "--storage-dir", storage,
+        ]
         let err = Pipe()
         process.standardError = err
         process.standardOutput = Pipe()
@@ -103,7 +108,11 @@ struct CommandLineTests {
     @Test("a port in use is named in the error and the exit status is non-zero")
     func portInUse() async throws {
         try await withLacquer { _, port, origin async throws in
-            let result = try run(["--listen", "127.0.0.1:\(port)", "--admin", "off", "--backend", origin.baseURL])
+            let storage = try makeTemporaryDirectory()
+            defer { try? FileManager.default.removeItem(atPath: storage) }
+            let result = try run([
+                "--listen", "127.0.0.1:\(port)", "--admin", "off", "--backend", origin.baseURL, "--storage-dir", storage,
+            ])
             #expect(result.status != 0)
             #expect(result.stderr.contains("cannot listen on 127.0.0.1:\(port)"), "\(result.stderr)")
         }

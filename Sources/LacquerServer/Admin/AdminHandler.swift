@@ -73,6 +73,8 @@ public struct StatsSnapshot: Sendable {
     public var uptimeSeconds: Double
     public var counters: [(name: String, value: Int)]
     public var memory: [(name: String, value: Int)]
+    /// Empty when the disk tier is off.
+    public var disk: [(name: String, value: Int)]
     public var connections: Int
 
     /// `{"uptime_seconds":…, "connections":…, "counters":{…}, "memory":{…}}`
@@ -82,7 +84,8 @@ public struct StatsSnapshot: Sendable {
         }
         let uptime = (self.uptimeSeconds * 1000).rounded() / 1000
         return "{\"uptime_seconds\":\(uptime),\"connections\":\(self.connections),"
-            + "\"counters\":\(object(self.counters)),\"memory\":\(object(self.memory))}\n"
+            + "\"counters\":\(object(self.counters)),\"memory\":\(object(self.memory)),"
+            + "\"disk\":\(self.disk.isEmpty ? "null" : object(self.disk))}\n"
     }
 
     /// Prometheus text exposition: every counter as `lacquer_<name>_total`, tier figures as gauges.
@@ -93,6 +96,9 @@ public struct StatsSnapshot: Sendable {
         }
         for (name, value) in self.memory {
             out += "# TYPE lacquer_memory_\(name) gauge\nlacquer_memory_\(name) \(value)\n"
+        }
+        for (name, value) in self.disk {
+            out += "# TYPE lacquer_disk_\(name) gauge\nlacquer_disk_\(name) \(value)\n"
         }
         out += "# TYPE lacquer_connections gauge\nlacquer_connections \(self.connections)\n"
         return out

@@ -11,17 +11,31 @@ enum RecvDecision: Equatable {
     case synth(status: Int, reason: String)
 }
 
-/// What the lookup found (Varnish's `HSH_Lookup` result, RFC 9111 §4 applied).
-enum LookupOutcome {
+/// What the lookup found (Varnish's `HSH_Lookup` result, RFC 9111 §4 applied), for a memory
+/// object or a disk head alike.
+enum LookupOutcome<Candidate: CacheCandidate> {
     /// A fresh object the request accepts.
-    case hit(StoredObject)
+    case hit(Candidate)
     /// A stale object the request accepts stale (request `max-stale`).
-    case staleHit(StoredObject)
+    case staleHit(Candidate)
     /// An object exists but must be refetched or revalidated; `fwd` says why.
-    case refresh(StoredObject, fwd: CacheStatusValue.Forward)
+    case refresh(Candidate, fwd: CacheStatusValue.Forward)
     /// Nothing usable is stored.
     case miss(fwd: CacheStatusValue.Forward)
 }
+
+/// What the lookup needs to know of a stored response, wherever it is stored.
+protocol CacheCandidate {
+    var variant: String { get }
+    var varyNames: [String] { get }
+    var responseTime: Double { get }
+    var origin: Double { get }
+    var ttl: Double { get }
+    var mustRevalidate: Bool { get }
+}
+
+extension StoredObject: CacheCandidate {}
+extension DiskObjectHead: CacheCandidate {}
 
 /// What `vcl_backend_response` decided about a fetched response.
 struct BackendResponseDecision: Equatable {
@@ -76,16 +90,16 @@ enum BuiltinPolicy {
 
     /// Picks the stored variant that matches the request and decides whether it may be used
     /// (RFC 9111 §4, §4.1, §5.2.1).
-    static func lookup(
-        variants: [StoredObject],
+    static func lookup<Candidate: CacheCandidate>(
+        variants: [Candidate],
         requestHeaders: HTTPHeaders,
         requestCacheControl cc: CacheControl,
         now: Double
-    ) -> LookupOutcome {
+    ) -> LookupOutcome<Candidate> {
         if variants.isEmpty {
             return .miss(fwd: .uriMiss)
         }
-        var best: StoredObject?
+        var best: Candidate?
         for object in variants where VaryKey.variant(names: object.varyNames, requestHeaders: requestHeaders) == object.variant {
             if best == nil || object.responseTime > best!.responseTime {
                 best = object
@@ -94,8 +108,8 @@ enum BuiltinPolicy {
         guard let object = best else {
             return .miss(fwd: .varyMiss)
         }
-        let remaining = object.remainingTTL(at: now)
-        let age = object.age(at: now)
+        let remaining = object.origin + object.ttl - now
+        let age = max(0, now - object.origin)
         if cc.noCache {
             return .refresh(object, fwd: .request)
         }

@@ -79,7 +79,10 @@ extension RequestFlow: BackendExchangeDelegate {
                     decision.reason = "vary-star"
                 }
             }
-            self.storeLimit = self.server.memory.admissionLimit
+            self.storeLimit =
+                self.server.disk == nil
+                ? self.server.memory.admissionLimit
+                : max(self.server.memory.admissionLimit, self.server.configuration.diskMaxBufferedObjectBytes)
             if decision.storable, let length = self.expectedLength, length > self.storeLimit {
                 decision.storable = false
                 decision.reason = "too-large"
@@ -97,7 +100,7 @@ extension RequestFlow: BackendExchangeDelegate {
                 cacheStatus.detail = decision.reason
                 if stale != nil {
                     // The new answer is not storable: the old object must not be served any more.
-                    _ = self.server.memory.remove(key: key)
+                    _ = self.invalidate(key)
                 }
             }
             ageHeader = String(Int(max(0, self.responseTime - decision.origin)))
@@ -198,7 +201,9 @@ extension RequestFlow: BackendExchangeDelegate {
                 grace: decision.grace,
                 keep: decision.keep,
                 mustRevalidate: decision.mustRevalidate)
-            if self.server.memory.insert(object) {
+            let inMemory = self.server.memory.insert(object)
+            let toDisk = self.server.disk?.store(object) ?? false
+            if inMemory || toDisk {
                 self.counters.increment(.objectsStored)
             } else {
                 self.counters.increment(.objectsNotStoredTooLarge)
@@ -242,12 +247,19 @@ extension RequestFlow: BackendExchangeDelegate {
     // MARK: Client events
 
     func clientWritable() {
+        if self.resumeDiskIfPaused() { return }
         self.lease?.connection.resume()
     }
 
     func clientGone() {
         self.clientIsGone = true
         self.counters.increment(.clientGoneMidResponse)
+        if self.diskReadPaused, let reader = self.diskReader {
+            // No read is in flight while paused; otherwise the pump closes it when the read returns.
+            reader.close()
+            self.diskReader = nil
+            self.diskReadPaused = false
+        }
         // A fill keeps going so the object gets stored; a pass has no one left to serve.
         if self.accumulated == nil {
             self.lease?.connection.abandon()
@@ -274,9 +286,9 @@ extension RequestFlow: BackendExchangeDelegate {
             }
         }
         for target in targets {
-            let removed = self.server.memory.remove(key: BuiltinPolicy.hash(target: target, host: self.host))
-            if !removed.isEmpty {
-                self.counters.increment(.invalidations, by: removed.count)
+            let removed = self.invalidate(BuiltinPolicy.hash(target: target, host: self.host))
+            if removed > 0 {
+                self.counters.increment(.invalidations, by: removed)
             }
         }
     }

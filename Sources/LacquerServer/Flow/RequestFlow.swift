@@ -18,8 +18,8 @@ import NIOHTTP1
 /// connection it uses, so it needs no locks. The fetch side is in `RequestFlow+Fetch.swift`.
 final class RequestFlow {
     enum Mode {
-        /// A cache-filling fetch; `stale` is the object being replaced, if any.
-        case fill(key: CacheKey, stale: StoredObject?, fwd: CacheStatusValue.Forward)
+        /// A cache-filling fetch; `stale` is the stored copy being replaced, if any.
+        case fill(key: CacheKey, stale: StaleCopy?, fwd: CacheStatusValue.Forward)
         /// Not stored; `fwd` is `method` or `bypass`.
         case pass(fwd: CacheStatusValue.Forward, detail: String)
     }
@@ -48,6 +48,9 @@ final class RequestFlow {
     var closeAfter = false
     var clientIsGone = false
     var finished = false
+    /// A disk body being streamed to the client, if any.
+    var diskReader: DiskBodyReader?
+    var diskReadPaused = false
     var bodyBytes = 0
     var expectedLength: Int?
 
@@ -79,7 +82,7 @@ final class RequestFlow {
         }
     }
 
-    /// `vcl_hash` + lookup + `vcl_hit` / `vcl_miss`.
+    /// `vcl_hash` + lookup + `vcl_hit` / `vcl_miss`: the memory tier first, then the disk tier.
     private func lookup() {
         let key = BuiltinPolicy.hash(target: self.head.uri, host: self.host)
         let now = self.server.clock()
@@ -98,65 +101,148 @@ final class RequestFlow {
             let status = CacheStatusValue(hit: true, ttl: Int(object.remainingTTL(at: now).rounded(.down)), detail: "max-stale")
             self.deliver(object, xStatus: .stale, cacheStatus: status, now: now)
         case .refresh(let object, let fwd):
-            if self.requestCacheControl.onlyIfCached {
-                return self.synth(status: 504, reason: "only-if-cached and no fresh stored response")
-            }
-            self.counters.increment(.cacheExpired)
-            self.fetch(.fill(key: key, stale: object, fwd: fwd))
+            self.refresh(key: key, stale: .memory(object), fwd: fwd)
         case .miss(let fwd):
-            if self.requestCacheControl.onlyIfCached {
-                return self.synth(status: 504, reason: "only-if-cached and nothing stored")
+            if let disk = self.server.disk {
+                self.lookupDisk(key: key, disk: disk, memoryFwd: fwd)
+            } else {
+                self.miss(key: key, fwd: fwd)
             }
-            self.counters.increment(.cacheMiss)
-            self.fetch(.fill(key: key, stale: nil, fwd: fwd))
         }
+    }
+
+    /// The disk tier's answer to a memory miss: promote small objects, stream large ones.
+    private func lookupDisk(key: CacheKey, disk: DiskStorage, memoryFwd: CacheStatusValue.Forward) {
+        let loopBound = NIOLoopBound(self, eventLoop: self.client.eventLoop)
+        disk.lookup(key, on: self.client.eventLoop).whenComplete { result in
+            let flow = loopBound.value
+            guard !flow.clientIsGone else { return }
+            let heads: [DiskObjectHead]
+            switch result {
+            case .success(let found):
+                heads = found
+            case .failure(let error):
+                disk.noteReadFailure(error, key: key)
+                heads = []
+            }
+            let now = flow.server.clock()
+            let outcome = BuiltinPolicy.lookup(
+                variants: heads, requestHeaders: flow.head.headers,
+                requestCacheControl: flow.requestCacheControl, now: now)
+            switch outcome {
+            case .hit(let head):
+                flow.counters.increment(.cacheHit)
+                flow.deliverFromDisk(head, disk: disk, xStatus: .hit, detail: nil)
+            case .staleHit(let head):
+                flow.counters.increment(.cacheHit)
+                flow.deliverFromDisk(head, disk: disk, xStatus: .stale, detail: "max-stale")
+            case .refresh(let head, let fwd):
+                flow.refresh(key: key, stale: .disk(head), fwd: fwd)
+            case .miss(let fwd):
+                flow.miss(key: key, fwd: memoryFwd == .varyMiss ? .varyMiss : fwd)
+            }
+        }
+    }
+
+    private func refresh(key: CacheKey, stale: StaleCopy, fwd: CacheStatusValue.Forward) {
+        if self.requestCacheControl.onlyIfCached {
+            return self.synth(status: 504, reason: "only-if-cached and no fresh stored response")
+        }
+        self.counters.increment(.cacheExpired)
+        self.fetch(.fill(key: key, stale: stale, fwd: fwd))
+    }
+
+    func miss(key: CacheKey, fwd: CacheStatusValue.Forward) {
+        if self.requestCacheControl.onlyIfCached {
+            return self.synth(status: 504, reason: "only-if-cached and nothing stored")
+        }
+        self.counters.increment(.cacheMiss)
+        self.fetch(.fill(key: key, stale: nil, fwd: fwd))
     }
 
     /// `vcl_deliver` for a stored object: stored head + Age, Via and the cache status fields.
     func deliver(_ object: StoredObject, xStatus: XCacheStatus, cacheStatus: CacheStatusValue, now: Double) {
-        var headers = object.headers
+        let sendBody = self.writeStoredHead(
+            status: object.status, reason: object.reason, storedHeaders: object.headers,
+            bodyLength: object.body.readableBytes, age: object.age(at: now),
+            xStatus: xStatus, cacheStatus: cacheStatus)
+        if sendBody && object.body.readableBytes > 0 {
+            self.client.writeBody(object.body)
+        }
+        self.finish(close: self.closeAfter)
+    }
+
+    /// Writes the head of a stored response (or a 304 for a matching conditional request).
+    /// Returns whether the body should follow.
+    func writeStoredHead(
+        status: Int, reason: String, storedHeaders: HTTPHeaders, bodyLength: Int, age: Double,
+        xStatus: XCacheStatus, cacheStatus: CacheStatusValue
+    ) -> Bool {
+        var headers = storedHeaders
         headers.reserveCapacity(headers.count + 5)
-        headers.add(name: "Age", value: String(Int(object.age(at: now))))
+        headers.add(name: "Age", value: String(Int(age)))
         self.addViaAndStatus(&headers, xStatus: xStatus, cacheStatus: cacheStatus)
-        let close = self.client.mustCloseAfter(self.head)
-        if close {
+        self.closeAfter = self.client.mustCloseAfter(self.head)
+        if self.closeAfter {
             headers.replaceOrAdd(name: "Connection", value: "close")
         }
-        if object.status == 200,
+        if status == 200,
             ConditionalRequest.isNotModified(
-                method: self.head.method.rawValue, requestHeaders: self.head.headers, storedHeaders: object.headers)
+                method: self.head.method.rawValue, requestHeaders: self.head.headers, storedHeaders: storedHeaders)
         {
             headers.remove(name: "content-length")
             self.client.writeHead(HTTPResponseHead(version: .http1_1, status: .notModified, headers: headers))
-            self.finish(close: close)
-            return
+            return false
         }
-        let hasBody = Self.statusHasBody(object.status)
+        let hasBody = Self.statusHasBody(status)
         if hasBody {
-            headers.replaceOrAdd(name: "Content-Length", value: String(object.body.readableBytes))
+            headers.replaceOrAdd(name: "Content-Length", value: String(bodyLength))
         }
-        self.client.writeHead(HTTPResponseHead(version: .http1_1, status: HTTPResponseStatus(statusCode: object.status, reasonPhrase: object.reason), headers: headers))
-        if hasBody && self.head.method != .HEAD && object.body.readableBytes > 0 {
-            self.client.writeBody(object.body)
-        }
-        self.finish(close: close)
+        self.client.writeHead(
+            HTTPResponseHead(
+                version: .http1_1, status: HTTPResponseStatus(statusCode: status, reasonPhrase: reason), headers: headers))
+        return hasBody && self.head.method != .HEAD
     }
 
-    /// PURGE: allowed only from the purge ACL; removes every variant under the request's key.
+    /// PURGE: allowed only from the purge ACL; removes every variant under the request's key from
+    /// both tiers, and answers only once the disk removal is committed (durable).
     private func purge() {
         guard self.server.configuration.purgeACL.allows(self.client.peer) else {
             self.counters.increment(.purgeDenied)
             return self.synth(status: 403, reason: "PURGE is not allowed from this address")
         }
         let key = BuiltinPolicy.hash(target: self.head.uri, host: self.host)
-        let removed = self.server.memory.remove(key: key)
-        if removed.isEmpty {
+        let inMemory = self.server.memory.remove(key: key).count
+        guard let disk = self.server.disk else {
+            return self.purged(count: inMemory)
+        }
+        let loopBound = NIOLoopBound(self, eventLoop: self.client.eventLoop)
+        disk.remove(key, now: self.server.clock(), on: self.client.eventLoop).whenComplete { result in
+            let flow = loopBound.value
+            switch result {
+            case .success(let onDisk):
+                flow.purged(count: max(inMemory, onDisk))
+            case .failure(let error):
+                flow.synth(status: 503, reason: "Purge could not be committed to the disk tier: \(error)")
+            }
+        }
+    }
+
+    private func purged(count: Int) {
+        if count == 0 {
             self.counters.increment(.purgeMiss)
             self.synth(status: 404, reason: "Not in cache", body: "404 Not in cache: \(self.head.uri)\n")
         } else {
             self.counters.increment(.purgeOK)
-            self.synth(status: 200, reason: "Purged", body: "200 Purged \(removed.count) object(s): \(self.head.uri)\n")
+            self.synth(status: 200, reason: "Purged", body: "200 Purged \(count) object(s): \(self.head.uri)\n")
         }
+    }
+
+    /// Removes `key` from both tiers without waiting for the disk (its tombstone takes effect at once).
+    func invalidate(_ key: CacheKey) -> Int {
+        let removed = self.server.memory.remove(key: key).count
+        _ = self.server.disk?.remove(key, now: self.server.clock(), on: self.client.eventLoop)
+        return removed
     }
 
     /// `vcl_synth`: a response of our own.

@@ -30,6 +30,8 @@ public final class LacquerServer: Service, Sendable {
         var listening: [SocketAddress] = []
         var admin: SocketAddress?
         var context: ServerContext?
+        var disk: DiskStorage?
+        var maintenance: RepeatedTask?
     }
 
     public init(
@@ -60,16 +62,31 @@ public final class LacquerServer: Service, Sendable {
     /// Binds every listener. Throws `LacquerServerError.bindFailed` naming the address.
     public func start() async throws {
         guard !self.configuration.backends.isEmpty else { throw LacquerServerError.noBackend }
+        guard self.state.withLock({ $0.group == nil }) else { throw LacquerServerError.alreadyStarted }
+        let disk = try self.openDiskTier()
         let threads = self.configuration.threads > 0 ? self.configuration.threads : System.coreCount
         let group = MultiThreadedEventLoopGroup(numberOfThreads: threads)
         let loops = Array(group.makeIterator())
         let context = ServerContext(
-            configuration: self.configuration, memory: self.memory, counters: self.counters,
+            configuration: self.configuration, memory: self.memory, disk: disk, counters: self.counters,
             logger: self.logger, clock: self.clock, eventLoops: loops)
-        try self.state.withLock { state in
-            guard state.group == nil else { throw LacquerServerError.alreadyStarted }
+        let memory = self.memory
+        let clock = self.clock
+        let interval = TimeAmount.milliseconds(Int64(max(0.05, self.configuration.maintenanceInterval) * 1000))
+        let maintenance = group.next().scheduleRepeatedTask(initialDelay: interval, delay: interval) { _ in
+            let now = clock()
+            memory.removeExpired(now: now)
+            disk?.maintain(now: now)
+        }
+        if let disk {
+            // Crash debris is swept in the background, never on the start-up path.
+            group.next().scheduleTask(in: .seconds(5)) { disk.sweepOrphans() }
+        }
+        self.state.withLock { state in
             state.group = group
             state.context = context
+            state.disk = disk
+            state.maintenance = maintenance
         }
         do {
             for address in self.configuration.listen {
@@ -109,26 +126,74 @@ public final class LacquerServer: Service, Sendable {
         try await self.shutdown()
     }
 
-    /// Closes the listeners and backend pools and stops the event loops.
+    /// Closes the listeners and backend pools, lets queued disk writes finish (bounded), closes
+    /// the disk tier (releasing its directory lock) and stops the event loops.
     public func shutdown() async throws {
-        let (channels, group, context) = self.state.withLock { state in
-            let result = (state.channels, state.group, state.context)
+        let (channels, group, context, disk, maintenance) = self.state.withLock { state in
+            let result = (state.channels, state.group, state.context, state.disk, state.maintenance)
             state.channels = []
             state.group = nil
             state.context = nil
+            state.disk = nil
+            state.maintenance = nil
             return result
         }
+        maintenance?.cancel()
         for channel in channels {
             try? await channel.close()
         }
         context?.shutdownPools()
+        await disk?.shutdown()
         try await group?.shutdownGracefully()
+    }
+
+    /// Opens the disk tier. A directory another Lacquer holds stops start-up; any other problem
+    /// (unwritable folder, …) is logged loudly and Lacquer runs memory-only rather than crash-looping.
+    private func openDiskTier() throws -> DiskStorage? {
+        guard self.configuration.diskBytes > 0, !self.configuration.storageDirectory.isEmpty else { return nil }
+        let tierConfiguration = DiskTier.Configuration(
+            directory: self.configuration.storageDirectory,
+            capacityBytes: self.configuration.diskBytes)
+        do {
+            let tier = try DiskTier(configuration: tierConfiguration)
+            for warning in tier.startupWarnings {
+                self.logger.warning("disk tier: \(warning)")
+            }
+            self.logger.info(
+                "disk tier open",
+                metadata: ["directory": "\(tier.directory)", "objects": "\(tier.stats.objects)", "bytes": "\(tier.stats.bytes)"])
+            return DiskStorage(
+                tier: tier, counters: self.counters, logger: self.logger,
+                maxQueuedBytes: self.configuration.diskMaxQueuedBytes)
+        } catch let error as CacheStoreError {
+            if case .directoryLocked = error {
+                throw LacquerServerError.storageLocked(error.description)
+            }
+            self.logger.error("disk tier disabled, running memory-only: \(error.description)")
+            self.counters.increment(.diskWriteErrors)
+            return nil
+        }
+    }
+
+    /// The disk tier's figures, when it is enabled.
+    public var diskStats: DiskTierStats? {
+        self.state.withLock { $0.disk?.tier.stats }
     }
 
     /// Counters, connections and memory-tier figures, as `/stats` shows them.
     public var stats: StatsSnapshot {
         let memory = self.memory.stats
         let connections = self.state.withLock { $0.context?.openConnections.load(ordering: .relaxed) ?? 0 }
+        var diskFigures: [(name: String, value: Int)] = []
+        if let disk = self.diskStats {
+            diskFigures = [
+                ("objects", Int(disk.objects)), ("bytes", Int(disk.bytes)), ("capacity_bytes", Int(disk.capacityBytes)),
+                ("inserts", disk.inserts), ("hits", disk.hits), ("misses", disk.misses), ("evictions", disk.evictions),
+                ("expired", disk.expired), ("purged", disk.purged), ("checksum_failures", disk.checksumFailures),
+                ("missing_bodies", disk.missingBodies), ("write_errors", disk.writeErrors), ("refused", disk.refused),
+                ("disk_full", disk.diskFull ? 1 : 0),
+            ]
+        }
         return StatsSnapshot(
             uptimeSeconds: self.clock() - self.startedAt,
             counters: self.counters.snapshot,
@@ -137,6 +202,7 @@ public final class LacquerServer: Service, Sendable {
                 ("inserts", memory.inserts), ("evictions", memory.evictions), ("hits", memory.hits),
                 ("misses", memory.misses), ("rejected_too_large", memory.rejectedTooLarge),
             ],
+            disk: diskFigures,
             connections: connections)
     }
 

@@ -8,6 +8,8 @@ import Synchronization
 final class ServerContext: Sendable {
     let configuration: ServerConfiguration
     let memory: MemoryTier
+    /// The disk tier, when enabled and opened.
+    let disk: DiskStorage?
     let counters: Counters
     let logger: Logger
     /// Seconds since the epoch; injectable so tests can move time.
@@ -19,6 +21,7 @@ final class ServerContext: Sendable {
     init(
         configuration: ServerConfiguration,
         memory: MemoryTier,
+        disk: DiskStorage?,
         counters: Counters,
         logger: Logger,
         clock: @escaping @Sendable () -> Double,
@@ -26,6 +29,7 @@ final class ServerContext: Sendable {
     ) {
         self.configuration = configuration
         self.memory = memory
+        self.disk = disk
         self.counters = counters
         self.logger = logger
         self.clock = clock

@@ -1,0 +1,119 @@
+import CachePolicy
+import CacheStore
+import NIOCore
+import NIOHTTP1
+
+/// A stored copy that a fetch replaces (or, later, revalidates), from either tier.
+enum StaleCopy {
+    case memory(StoredObject)
+    case disk(DiskObjectHead)
+
+    var headers: HTTPHeaders {
+        switch self {
+        case .memory(let object): object.headers
+        case .disk(let head): head.headers
+        }
+    }
+}
+
+/// Disk hits: small objects are loaded whole (checksums verified) and promoted into the memory
+/// tier; large ones stream from their body file chunk by chunk at the client's pace, each chunk
+/// verified before it is sent. A checksum failure before the head is out becomes a miss; after
+/// it, the connection is cut, so a client never receives a corrupt body as a complete 200.
+extension RequestFlow {
+    func deliverFromDisk(_ head: DiskObjectHead, disk: DiskStorage, xStatus: XCacheStatus, detail: String?) {
+        self.counters.increment(.diskHit)
+        disk.touch(head)
+        let loopBound = NIOLoopBound(self, eventLoop: self.client.eventLoop)
+        if head.bodyLength <= Int64(self.server.memory.admissionLimit) {
+            disk.load(head, on: self.client.eventLoop).whenComplete { result in
+                let flow = loopBound.value
+                switch result {
+                case .success(let object):
+                    if flow.server.memory.insert(object) {
+                        flow.counters.increment(.diskPromotions)
+                    }
+                    guard !flow.clientIsGone else { return }
+                    let now = flow.server.clock()
+                    let status = CacheStatusValue(
+                        hit: true, ttl: Int(object.remainingTTL(at: now).rounded(.down)), detail: detail ?? "disk")
+                    flow.deliver(object, xStatus: xStatus, cacheStatus: status, now: now)
+                case .failure(let error):
+                    disk.noteReadFailure(error, key: head.key)
+                    guard !flow.clientIsGone else { return }
+                    flow.miss(key: head.key, fwd: .miss)
+                }
+            }
+            return
+        }
+        disk.openBody(head, on: self.client.eventLoop).whenComplete { result in
+            let flow = loopBound.value
+            switch result {
+            case .success(let reader):
+                guard !flow.clientIsGone else { return reader.close() }
+                let now = flow.server.clock()
+                let status = CacheStatusValue(
+                    hit: true, ttl: Int((head.origin + head.ttl - now).rounded(.down)), detail: detail ?? "disk")
+                let sendBody = flow.writeStoredHead(
+                    status: head.status, reason: head.reason, storedHeaders: head.headers,
+                    bodyLength: Int(head.bodyLength), age: max(0, now - head.origin),
+                    xStatus: xStatus, cacheStatus: status)
+                guard sendBody, head.bodyLength > 0 else {
+                    reader.close()
+                    return flow.finish(close: flow.closeAfter)
+                }
+                flow.diskReader = reader
+                flow.pumpDisk(disk)
+            case .failure(let error):
+                disk.noteReadFailure(error, key: head.key)
+                guard !flow.clientIsGone else { return }
+                flow.miss(key: head.key, fwd: .miss)
+            }
+        }
+    }
+
+    /// Reads the next chunk and writes it; pauses while the client cannot take more.
+    func pumpDisk(_ disk: DiskStorage) {
+        guard let reader = self.diskReader else { return }
+        if self.clientIsGone {
+            reader.close()
+            self.diskReader = nil
+            return
+        }
+        guard self.client.isWritable else {
+            self.diskReadPaused = true
+            return
+        }
+        let loopBound = NIOLoopBound(self, eventLoop: self.client.eventLoop)
+        disk.read(reader, on: self.client.eventLoop).whenComplete { result in
+            let flow = loopBound.value
+            switch result {
+            case .success(.some(let chunk)):
+                if !flow.clientIsGone {
+                    flow.client.writeBody(chunk)
+                }
+                flow.pumpDisk(disk)
+            case .success(.none):
+                reader.close()
+                flow.diskReader = nil
+                flow.finish(close: flow.closeAfter)
+            case .failure(let error):
+                reader.close()
+                flow.diskReader = nil
+                disk.noteReadFailure(error, key: reader.head.key)
+                flow.finished = true
+                if !flow.clientIsGone {
+                    flow.client.abort(flow)
+                }
+            }
+        }
+    }
+
+    /// The client can take more: resume whichever source feeds it.
+    func resumeDiskIfPaused() -> Bool {
+        guard self.diskReadPaused, let disk = self.server.disk else { return false }
+        self.diskReadPaused = false
+        self.pumpDisk(disk)
+        return true
+    }
+}

@@ -1,0 +1,183 @@
+import CacheStore
+import Logging
+import NIOCore
+import NIOPosix
+import Synchronization
+
+/// Runs the disk tier off the event loops and keeps its answers consistent with PURGE.
+///
+/// `DiskTier` is a synchronous, thread-safe store; this driver decides *where* its work runs
+/// (async-http-client's split of deciding from doing I/O):
+/// - mutations (store, remove, maintenance) run on ONE writer thread, in submission order, so a
+///   purge submitted after a store always lands after it;
+/// - lookups and body reads run on a small reader pool;
+/// - a purge or invalidation first records a tombstone (key → time), so until its disk commit is
+///   done, lookups ignore disk copies stored before it: the purge wins even mid-flight.
+/// Stores are write-behind (the client never waits for the disk) with a bound on the bytes
+/// queued; beyond it a write is dropped and counted, never buffered without limit.
+final class DiskStorage: Sendable {
+    let tier: DiskTier
+    private let writer: NIOThreadPool
+    private let readers: NIOThreadPool
+    private let counters: Counters
+    private let logger: Logger
+    private let maxQueuedBytes: Int
+    private let queuedBytes = Atomic<Int>(0)
+    private let pendingWrites = Atomic<Int>(0)
+    private let tombstones = Mutex<[CacheKey: Double]>([:])
+
+    init(tier: DiskTier, counters: Counters, logger: Logger, maxQueuedBytes: Int = 64 << 20) {
+        self.tier = tier
+        self.counters = counters
+        self.logger = logger
+        self.maxQueuedBytes = maxQueuedBytes
+        self.writer = NIOThreadPool(numberOfThreads: 1)
+        self.readers = NIOThreadPool(numberOfThreads: 2)
+        self.writer.start()
+        self.readers.start()
+    }
+
+    // MARK: Reads
+
+    /// Every variant stored on disk under `key`, minus those a pending purge removed.
+    func lookup(_ key: CacheKey, on eventLoop: any EventLoop) -> EventLoopFuture<[DiskObjectHead]> {
+        let cutoff = self.tombstones.withLock { $0[key] }
+        return self.readers.runIfActive(eventLoop: eventLoop) { [tier] in
+            let heads = try tier.lookup(key)
+            guard let cutoff else { return heads }
+            return heads.filter { $0.responseTime > cutoff }
+        }
+    }
+
+    /// The whole object (checksums verified), for promotion into memory.
+    func load(_ head: DiskObjectHead, on eventLoop: any EventLoop) -> EventLoopFuture<StoredObject> {
+        self.readers.runIfActive(eventLoop: eventLoop) { [tier] in
+            try tier.load(head)
+        }
+    }
+
+    func openBody(_ head: DiskObjectHead, on eventLoop: any EventLoop) -> EventLoopFuture<DiskBodyReader> {
+        self.readers.runIfActive(eventLoop: eventLoop) { [tier] in
+            try tier.openBody(head)
+        }
+    }
+
+    /// The next verified chunk of a body, nil at the end.
+    func read(_ reader: DiskBodyReader, on eventLoop: any EventLoop) -> EventLoopFuture<ByteBuffer?> {
+        self.readers.runIfActive(eventLoop: eventLoop) {
+            try reader.next(maxBytes: 256 * 1024)
+        }
+    }
+
+    /// Marks a disk hit as used (LRU), off the request path.
+    func touch(_ head: DiskObjectHead) {
+        self.writer.submit { [tier] state in
+            guard case .active = state else { return }
+            try? tier.touch(head)
+        }
+    }
+
+    // MARK: Writes
+
+    /// Queues `object` for the disk (write-behind). Returns false if the queue was full.
+    @discardableResult
+    func store(_ object: StoredObject) -> Bool {
+        let size = object.body.readableBytes
+        let queued = self.queuedBytes.wrappingAdd(size, ordering: .relaxed).newValue
+        if queued > self.maxQueuedBytes {
+            self.queuedBytes.wrappingSubtract(size, ordering: .relaxed)
+            self.counters.increment(.diskWriteDropped)
+            return false
+        }
+        self.pendingWrites.wrappingAdd(1, ordering: .relaxed)
+        self.writer.submit { [self] state in
+            defer {
+                self.queuedBytes.wrappingSubtract(size, ordering: .relaxed)
+                self.pendingWrites.wrappingSubtract(1, ordering: .relaxed)
+            }
+            guard case .active = state else { return }
+            if let cutoff = self.tombstones.withLock({ $0[object.key] }), object.responseTime <= cutoff {
+                return  // purged while it waited
+            }
+            do {
+                if try self.tier.store(object) {
+                    self.counters.increment(.diskStored)
+                }
+            } catch {
+                self.counters.increment(.diskWriteErrors)
+                self.logger.warning("disk tier write failed", metadata: ["key": "\(object.key)", "error": "\(error)"])
+            }
+        }
+        return true
+    }
+
+    /// Removes every variant of `key` from disk (a durable purge: the commit is fully synced).
+    /// Lookups ignore older disk copies from now on, even before the commit.
+    func remove(_ key: CacheKey, now: Double, on eventLoop: any EventLoop) -> EventLoopFuture<Int> {
+        self.tombstones.withLock { $0[key] = max($0[key] ?? 0, now) }
+        let promise = eventLoop.makePromise(of: Int.self)
+        self.writer.submit { [self] state in
+            guard case .active = state else {
+                return promise.fail(CacheStoreError.closed(path: self.tier.directory))
+            }
+            do {
+                let removed = try self.tier.remove(key: key)
+                promise.succeed(removed)
+            } catch {
+                self.counters.increment(.diskWriteErrors)
+                promise.fail(error)
+            }
+            self.tombstones.withLock { tombstones in
+                if let t = tombstones[key], t <= now { tombstones[key] = nil }
+            }
+        }
+        return promise.futureResult
+    }
+
+    /// Drops a row whose body failed its checksum or went missing (the tier already did; count it).
+    func noteReadFailure(_ error: any Error, key: CacheKey) {
+        self.counters.increment(.diskReadErrors)
+        self.logger.warning("disk tier object dropped", metadata: ["key": "\(key)", "error": "\(error)"])
+    }
+
+    // MARK: Maintenance and shutdown
+
+    /// Expiry sweep and LRU eviction, on the writer thread.
+    func maintain(now: Double) {
+        self.writer.submit { [tier, logger] state in
+            guard case .active = state else { return }
+            do {
+                try tier.removeExpired(now: now)
+                try tier.evict()
+            } catch {
+                logger.warning("disk tier maintenance failed", metadata: ["error": "\(error)"])
+            }
+        }
+    }
+
+    /// Deletes body files without a row (crash debris). Never on the start-up path.
+    func sweepOrphans() {
+        self.writer.submit { [tier, logger] state in
+            guard case .active = state else { return }
+            do {
+                let swept = try tier.sweepOrphans()
+                if swept > 0 { logger.info("swept \(swept) orphaned body file(s) from the disk tier") }
+            } catch {
+                logger.warning("disk tier orphan sweep failed", metadata: ["error": "\(error)"])
+            }
+        }
+    }
+
+    var pendingWriteCount: Int { self.pendingWrites.load(ordering: .relaxed) }
+
+    /// Waits (bounded) for queued writes, then closes the tier and its threads.
+    func shutdown(drainTimeout: Double = 10) async {
+        let deadline = ContinuousClock.now.advanced(by: .milliseconds(Int(drainTimeout * 1000)))
+        while self.pendingWriteCount > 0 && ContinuousClock.now < deadline {
+            try? await Task.sleep(for: .milliseconds(10))
+        }
+        try? await self.writer.runIfActive { [tier] in tier.close() }
+        try? await self.writer.shutdownGracefully()
+        try? await self.readers.shutdownGracefully()
+    }
+}

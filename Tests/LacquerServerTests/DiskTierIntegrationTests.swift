@@ -1,0 +1,211 @@
+import CacheStore
+import FixtureOrigin
+import Foundation
+import LacquerServer
+import LacquerTesting
+import Logging
+import NIOCore
+import Testing
+
+/// The disk tier behind the server: write-behind, disk hits, promotion, restart, purge durability,
+/// corruption, and the directory lock — over real sockets against the fixture origin.
+@Suite("Disk tier integration", .serialized, .timeLimit(.minutes(3)))
+struct DiskTierIntegrationTests {
+    /// Waits (bounded) until the disk writer has stored `count` objects.
+    func waitForDiskWrites(_ lacquer: LacquerServer, count: Int) async throws {
+        for _ in 0..<500 where lacquer.counters[.diskStored] < count {
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        #expect(lacquer.counters[.diskStored] >= count, "disk writes did not complete")
+    }
+
+    func expectedBytes(_ n: Int) -> [UInt8] {
+        (0..<n).map { UInt8(ascii: "a") + UInt8($0 % 26) }
+    }
+
+    func server(storage: String, originPort: Int, configure: (inout ServerConfiguration) -> Void = { _ in }) -> LacquerServer {
+        var configuration = ServerConfiguration()
+        configuration.listen = [HostAndPort(host: "127.0.0.1", port: 0)]
+        configuration.admin = nil
+        configuration.threads = 1
+        configuration.backends = [BackendConfiguration(name: "o", host: "127.0.0.1", port: originPort)]
+        configuration.storageDirectory = storage
+        configure(&configuration)
+        var logger = Logger(label: "test")
+        logger.logLevel = .critical
+        return LacquerServer(configuration: configuration, logger: logger)
+    }
+
+    @Test("an object evicted from memory is a HIT from disk, then promoted back into memory")
+    func diskHitAndPromotion() async throws {
+        try await withLacquer { lacquer, port, origin in
+            let target = "/bytes/2000?cc=max-age%3D60"
+            #expect(try httpGet(port: port, target).header("X-Cache-Status") == "MISS")
+            try await waitForDiskWrites(lacquer, count: 1)
+            lacquer.memory.removeAll { _ in true }
+            let fromDisk = try httpGet(port: port, target)
+            #expect(fromDisk.header("X-Cache-Status") == "HIT")
+            #expect(fromDisk.header("Cache-Status")?.contains("detail=disk") == true)
+            #expect(fromDisk.body == expectedBytes(2000))
+            #expect(lacquer.counters[.diskPromotions] == 1)
+            let fromMemory = try httpGet(port: port, target)
+            #expect(fromMemory.header("X-Cache-Status") == "HIT")
+            #expect(fromMemory.header("Cache-Status")?.contains("detail=disk") == false)
+            #expect(origin.requestCount(path: "/bytes/2000") == 1)
+        }
+    }
+
+    @Test("an object too large for memory streams from disk, byte-identical")
+    func largeObjectFromDisk() async throws {
+        try await withLacquer { lacquer, port, origin in
+            let size = 3 << 20
+            let target = "/bytes/\(size)?cc=max-age%3D60"
+            let first = try httpGet(port: port, target, timeout: 30)
+            #expect(first.body.count == size)
+            try await waitForDiskWrites(lacquer, count: 1)
+            #expect(lacquer.memory.stats.objects == 0)
+            let second = try httpGet(port: port, target, timeout: 30)
+            #expect(second.header("X-Cache-Status") == "HIT")
+            #expect(second.header("Content-Length") == String(size))
+            #expect(second.body == expectedBytes(size))
+            let head = try httpGet(port: port, target, method: "HEAD")
+            #expect(head.header("X-Cache-Status") == "HIT")
+            #expect(head.body.isEmpty)
+            #expect(origin.requestCount(path: "/bytes/\(size)") == 1)
+        }
+    }
+
+    @Test("a restart on the same directory serves every stored fresh object as a HIT, with the right Age")
+    func restartKeepsObjects() async throws {
+        let storage = try makeTemporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: storage) }
+        let origin = try await FixtureOrigin.start()
+        let first = server(storage: storage, originPort: origin.port)
+        try await first.start()
+        let port1 = try #require(first.listeningAddresses.first?.port)
+        for i in 0..<20 {
+            #expect(try httpGet(port: port1, "/r\(i)?cc=max-age%3D600&size=\(100 + i)").header("X-Cache-Status") == "MISS")
+        }
+        try await first.shutdown()  // drains queued disk writes
+        #expect(first.counters[.diskStored] == 20)
+        try await Task.sleep(for: .milliseconds(1100))
+
+        let second = server(storage: storage, originPort: origin.port)
+        try await second.start()
+        let port2 = try #require(second.listeningAddresses.first?.port)
+        for i in 0..<20 {
+            let response = try httpGet(port: port2, "/r\(i)?cc=max-age%3D600&size=\(100 + i)")
+            #expect(response.header("X-Cache-Status") == "HIT")
+            #expect(response.body == expectedBytes(100 + i))
+            #expect((Int(response.header("Age") ?? "") ?? 0) >= 1)
+        }
+        #expect(origin.requestCount() == 20)
+        try await second.shutdown()
+        try await origin.shutdown()
+    }
+
+    @Test("a PURGE is durable: the object does not come back after a restart")
+    func purgeIsDurable() async throws {
+        let storage = try makeTemporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: storage) }
+        let origin = try await FixtureOrigin.start()
+        let first = server(storage: storage, originPort: origin.port)
+        try await first.start()
+        let port1 = try #require(first.listeningAddresses.first?.port)
+        _ = try httpGet(port: port1, "/gone?cc=max-age%3D600")
+        _ = try httpGet(port: port1, "/kept?cc=max-age%3D600")
+        try await waitForDiskWrites(first, count: 2)
+        #expect(try httpGet(port: port1, "/gone?cc=max-age%3D600", method: "PURGE").status == 200)
+        try await first.shutdown()
+
+        let second = server(storage: storage, originPort: origin.port)
+        try await second.start()
+        let port2 = try #require(second.listeningAddresses.first?.port)
+        #expect(try httpGet(port: port2, "/gone?cc=max-age%3D600").header("X-Cache-Status") == "MISS")
+        #expect(try httpGet(port: port2, "/kept?cc=max-age%3D600").header("X-Cache-Status") == "HIT")
+        try await second.shutdown()
+        try await origin.shutdown()
+    }
+
+    @Test("a PURGE right after a store wins over the queued disk write")
+    func purgeWinsOverQueuedWrite() async throws {
+        try await withLacquer { lacquer, port, _ in
+            let client = try RawHTTPClient(port: port)
+            defer { client.close() }
+            _ = try client.request("GET", "/race?cc=max-age%3D600")
+            #expect(try client.request("PURGE", "/race?cc=max-age%3D600").status == 200)
+            lacquer.memory.removeAll { _ in true }
+            #expect(try httpGet(port: port, "/race?cc=max-age%3D600").header("X-Cache-Status") == "MISS")
+        }
+    }
+
+    @Test("a corrupted body file is never served: it is a miss, refetched, dropped and counted")
+    func corruptBodyIsAMiss() async throws {
+        try await withLacquer { lacquer, port, origin in
+            let target = "/bytes/5000?cc=max-age%3D600"
+            _ = try httpGet(port: port, target)
+            try await waitForDiskWrites(lacquer, count: 1)
+            // Flip one byte in every body file.
+            let storage = lacquer.configuration.storageDirectory
+            let enumerator = FileManager.default.enumerator(atPath: storage + "/bodies")
+            var corrupted = 0
+            while let relative = enumerator?.nextObject() as? String {
+                let path = storage + "/bodies/" + relative
+                var isDirectory: ObjCBool = false
+                guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory), !isDirectory.boolValue else { continue }
+                var data = try Data(contentsOf: URL(fileURLWithPath: path))
+                guard data.count > 100 else { continue }
+                data[100] ^= 0xFF
+                try data.write(to: URL(fileURLWithPath: path))
+                corrupted += 1
+            }
+            #expect(corrupted == 1)
+            lacquer.memory.removeAll { _ in true }
+            let response = try httpGet(port: port, target)
+            #expect(response.status == 200)
+            #expect(response.header("X-Cache-Status") == "MISS")
+            #expect(response.body == expectedBytes(5000))
+            #expect(origin.requestCount(path: "/bytes/5000") == 2)
+            #expect(lacquer.counters[.diskReadErrors] == 1)
+            #expect((lacquer.diskStats?.checksumFailures ?? 0) == 1)
+        }
+    }
+
+    @Test("a second Lacquer on the same directory refuses to start, naming the lock")
+    func directoryLock() async throws {
+        try await withLacquer { lacquer, _, origin in
+            let second = server(storage: lacquer.configuration.storageDirectory, originPort: origin.port)
+            do {
+                try await second.start()
+                try await second.shutdown()
+                Issue.record("second server started on a locked directory")
+            } catch let error as LacquerServerError {
+                #expect(error.description.contains("in use by another Lacquer"))
+            }
+        }
+    }
+
+    @Test("a storage directory that cannot be created leaves Lacquer running memory-only")
+    func unwritableDirectoryRunsMemoryOnly() async throws {
+        let file = try makeTemporaryDirectory() + "/a-file"
+        #expect(FileManager.default.createFile(atPath: file, contents: Data("x".utf8)))
+        try await withLacquer(configure: { $0.storageDirectory = file + "/cache" }) { lacquer, port, _ in
+            #expect(lacquer.diskStats == nil)
+            _ = try httpGet(port: port, "/m?cc=max-age%3D60")
+            #expect(try httpGet(port: port, "/m?cc=max-age%3D60").header("X-Cache-Status") == "HIT")
+        }
+    }
+
+    @Test("/stats reports both tiers")
+    func statsReportTiers() async throws {
+        try await withLacquer { lacquer, port, _ in
+            _ = try httpGet(port: port, "/st?cc=max-age%3D60")
+            try await waitForDiskWrites(lacquer, count: 1)
+            let adminPort = try #require(lacquer.adminAddress?.port)
+            let stats = try httpGet(port: adminPort, "/stats").bodyString
+            #expect(stats.contains("\"disk\":{\"objects\":1"))
+            #expect(stats.contains("\"checksum_failures\":0"))
+            #expect(stats.contains("\"disk_stored\":1"))
+        }
+    }
+}
