@@ -1,0 +1,126 @@
+import FixtureOrigin
+import Foundation
+import LacquerTesting
+import Synchronization
+import Testing
+
+/// `kill -9` in the middle of heavy write load, then a restart on the same directory: every
+/// object served afterwards is byte-identical to what the origin sent (the real binary, a real SIGKILL).
+@Suite("Crash safety", .serialized, .timeLimit(.minutes(3)))
+struct CrashSafetyTests {
+    func expectedBytes(_ n: Int) -> [UInt8] {
+        (0..<n).map { UInt8(ascii: "a") + UInt8($0 % 26) }
+    }
+
+    func size(of i: Int) -> Int { 500 + (i * 7919) % 200_000 }
+
+    func target(_ i: Int) -> String { "/bytes/\(size(of: i))?cc=max-age%3D3600&k=\(i)" }
+
+    /// Starts the binary; returns the process and its client and admin ports.
+    func startLacquer(storage: String, originURL: String) throws -> (Process, Int, Int) {
+        let process = Process()
+        process.executableURL = CommandLineTests.binary
+        process.arguments = [
+            "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--backend", originURL, "--threads", "2",
+            "--storage-dir", storage,
+        ]
+        let err = Pipe()
+        process.standardError = err
+        process.standardOutput = Pipe()
+        try process.run()
+        let (port, admin) = try Self.waitForPorts(err.fileHandleForReading, timeout: 20)
+        return (process, port, admin)
+    }
+
+    @Test("after kill -9 under write load, a restart serves only byte-identical objects")
+    func killNineUnderLoad() async throws {
+        let storage = try makeTemporaryDirectory("lacquer-crash")
+        defer { try? FileManager.default.removeItem(atPath: storage) }
+        let origin = try await FixtureOrigin.start()
+        defer { Task { try? await origin.shutdown() } }
+
+        let (first, port, admin) = try startLacquer(storage: storage, originURL: origin.baseURL)
+        defer { if first.isRunning { first.terminate() } }
+        let state = LoadState()
+        // Four clients fetch distinct objects as fast as they can (bounded: 400 each).
+        let load = Task {
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for worker in 0..<4 {
+                    group.addTask {
+                        try await runBlocking {
+                            for n in 0..<400 where !state.stop.load(ordering: .relaxed) {
+                                let i = worker * 1000 + n
+                                state.requested.withLock { _ = $0.insert(i) }
+                                _ = try? httpGet(port: port, self.target(i), timeout: 5)
+                            }
+                        }
+                    }
+                }
+                try await group.waitForAll()
+            }
+        }
+        // Kill once the disk tier has committed a fair number of objects, mid-load.
+        var stored = 0
+        for _ in 0..<1000 where stored < 40 {
+            try await Task.sleep(for: .milliseconds(20))
+            let stats = (try? httpGet(port: admin, "/stats").bodyString) ?? ""
+            if let range = stats.range(of: "\"disk_stored\":") {
+                stored = Int(stats[range.upperBound...].prefix(while: { $0.isNumber })) ?? 0
+            }
+        }
+        #expect(stored >= 40, "the disk tier never stored enough objects to make the test meaningful")
+        kill(first.processIdentifier, SIGKILL)
+        first.waitUntilExit()
+        state.stop.store(true, ordering: .relaxed)
+        _ = try? await load.value
+        #expect(first.terminationReason == .uncaughtSignal)
+
+        let (second, port2, _) = try startLacquer(storage: storage, originURL: origin.baseURL)
+        defer { if second.isRunning { second.terminate() } }
+        let indices = state.requested.withLock { Array($0) }.sorted()
+        let before = origin.requestCount()
+        var hits = 0
+        var corrupt = 0
+        for i in indices {
+            let response = try httpGet(port: port2, target(i), timeout: 10)
+            #expect(response.status == 200)
+            if response.body != expectedBytes(size(of: i)) {
+                corrupt += 1
+            }
+            if response.header("X-Cache-Status") == "HIT" {
+                hits += 1
+            }
+        }
+        #expect(corrupt == 0, "\(corrupt) responses were not byte-identical to the origin's")
+        #expect(hits >= 1, "no object survived the crash")
+        #expect(origin.requestCount() - before == indices.count - hits)
+        second.terminate()
+        second.waitUntilExit()
+    }
+
+    final class LoadState: Sendable {
+        let requested = Mutex<Set<Int>>([])
+        let stop = Atomic<Bool>(false)
+    }
+
+    /// Reads stderr until both "listening on" lines appear.
+    static func waitForPorts(_ handle: FileHandle, timeout: Double) throws -> (Int, Int) {
+        let deadline = Date().addingTimeInterval(timeout)
+        var text = ""
+        var client: Int?
+        var admin: Int?
+        while Date() < deadline && (client == nil || admin == nil) {
+            let data = handle.availableData
+            if data.isEmpty { break }
+            text += String(decoding: data, as: UTF8.self)
+            for line in text.split(separator: "\n") where line.contains("listening on") {
+                let port = line.split(separator: ":").last.flatMap { Int($0.trimmingCharacters(in: .whitespaces)) }
+                if line.contains("admin") { admin = port } else { client = port }
+            }
+        }
+        guard let client, let admin else {
+            throw CommandLineTests.CLIError(message: "lacquer never logged its addresses; stderr: \(text)")
+        }
+        return (client, admin)
+    }
+}
