@@ -5,7 +5,7 @@ import Synchronization
 public enum Counter: Int, CaseIterable, Sendable {
     case sessConn, sessDropped, sessClosedIdle, sessClosedTimeout
     case clientReq, clientReq400, clientReq413, clientReq414, clientReq431, clientReq501, clientReqAbsoluteForm
-    case cacheHit, cacheMiss, cacheExpired, cacheBypass, cacheHitForMiss
+    case cacheHit, cacheMiss, cacheExpired, cacheBypass, cacheHitForMiss, cacheRevalidated
     case purgeOK, purgeMiss, purgeDenied
     case invalidations
     case backendReq, backendConn, backendReuse, backendRetry, backendClose
@@ -34,6 +34,7 @@ public enum Counter: Int, CaseIterable, Sendable {
         case .cacheExpired: "cache_expired"
         case .cacheBypass: "cache_bypass"
         case .cacheHitForMiss: "cache_hitmiss"
+        case .cacheRevalidated: "cache_revalidated"
         case .purgeOK: "purge_ok"
         case .purgeMiss: "purge_miss"
         case .purgeDenied: "purge_denied"

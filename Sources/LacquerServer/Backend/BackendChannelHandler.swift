@@ -33,7 +33,9 @@ final class BackendChannelHandler: ChannelDuplexHandler {
 
     private(set) var state: State = .idle
     private var context: ChannelHandlerContext?
-    private weak var delegate: (any BackendExchangeDelegate)?
+    /// Held strongly for the length of an exchange (released on end, failure or abandon): a fill
+    /// must finish and be stored even after the client that started it has gone.
+    private var delegate: (any BackendExchangeDelegate)?
     private var timer: Scheduled<Void>?
     private var firstByteTimeout: TimeAmount = .seconds(60)
     private var betweenBytesTimeout: TimeAmount = .seconds(60)

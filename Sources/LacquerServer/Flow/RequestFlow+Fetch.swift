@@ -17,9 +17,21 @@ extension RequestFlow: BackendExchangeDelegate {
         if case .fill = mode { isFill = true } else { isFill = false }
         // A HEAD miss fetches the whole object with GET, as Varnish does, so it can be stored.
         let method: HTTPMethod = isFill ? .GET : self.head.method
-        let request = BackendRequest.make(
+        var request = BackendRequest.make(
             client: self.head, method: method, isFill: isFill, body: self.body,
             clientAddress: self.client.peer?.ipAddress, xid: self.xid, viaName: self.server.configuration.viaName)
+        if case .fill(_, let stale?, _) = mode {
+            // Revalidate the stored copy rather than refetch it (RFC 9111 §4.3.1).
+            if let etag = stale.headers.first(name: "etag") {
+                request.headers.replaceOrAdd(name: "If-None-Match", value: etag)
+                self.sentConditional = true
+            }
+            if let lastModified = stale.headers.first(name: "last-modified") {
+                request.headers.replaceOrAdd(name: "If-Modified-Since", value: lastModified)
+                self.sentConditional = true
+            }
+        }
+        let backendRequest = request
         self.counters.increment(.backendReq)
         self.requestTime = self.server.clock()
         let firstByteTimeout = pool.backend.firstByteTimeout
@@ -36,7 +48,7 @@ extension RequestFlow: BackendExchangeDelegate {
                 }
                 flow.lease = lease
                 lease.connection.startExchange(
-                    head: request, body: flow.body, delegate: flow,
+                    head: backendRequest, body: flow.body, delegate: flow,
                     firstByteTimeout: firstByteTimeout,
                     betweenBytesTimeout: betweenBytesTimeout)
             case .failure(let error):
@@ -58,6 +70,11 @@ extension RequestFlow: BackendExchangeDelegate {
             headers.add(name: "Date", value: HTTPDate.format(Int64(self.responseTime)))
         }
         self.expectedLength = headers.first(name: "content-length").flatMap(Int.init)
+        if status == 304, self.sentConditional, case .fill(let key, let stale?, let fwd) = self.mode {
+            // The stored copy is still good: finish the exchange, then serve the updated copy.
+            self.revalidation = Revalidation(key: key, stale: stale, fwd: fwd, notModifiedHeaders: headers)
+            return
+        }
         let clientIsHead = self.head.method == .HEAD
         var xStatus: XCacheStatus
         var cacheStatus = CacheStatusValue(fwdStatus: status)
@@ -138,6 +155,24 @@ extension RequestFlow: BackendExchangeDelegate {
             out.replaceOrAdd(name: "Connection", value: "close")
         }
         self.sendBody = hasBody
+        if case .fill = self.mode, status == 200,
+            ConditionalRequest.isNotModified(
+                method: self.head.method.rawValue, requestHeaders: self.head.headers, storedHeaders: headers)
+        {
+            // The client's own validator matches the fresh answer: 304 to it, keep filling the cache.
+            out.remove(name: "content-length")
+            out.remove(name: "transfer-encoding")
+            if !self.clientIsGone {
+                self.client.writeHead(HTTPResponseHead(version: .http1_1, status: .notModified, headers: out))
+            }
+            self.sendBody = false
+            self.finish(close: self.closeAfter)
+            if self.accumulated == nil {
+                self.lease?.connection.abandon()
+                self.lease = nil
+            }
+            return
+        }
         if !self.clientIsGone {
             self.client.writeHead(HTTPResponseHead(version: .http1_1, status: head.status, headers: out))
         }
@@ -175,6 +210,10 @@ extension RequestFlow: BackendExchangeDelegate {
 
     func backendResponseEnd() {
         self.lease = nil
+        if let revalidation = self.revalidation {
+            self.revalidation = nil
+            return self.completeRevalidation(revalidation)
+        }
         if let expected = self.expectedLength, expected != self.bodyBytes {
             // The decoder enforces Content-Length; this is a guard against a short close-delimited body.
             self.accumulated = nil

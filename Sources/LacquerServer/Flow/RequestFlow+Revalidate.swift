@@ -1,0 +1,87 @@
+import CachePolicy
+import CacheStore
+import NIOCore
+import NIOHTTP1
+
+/// A 304 answer to a conditional fill: the stale copy it confirms, and the 304's fields.
+struct Revalidation {
+    var key: CacheKey
+    var stale: StaleCopy
+    var fwd: CacheStatusValue.Forward
+    var notModifiedHeaders: HTTPHeaders
+}
+
+/// Revalidation (RFC 9111 §4.3.3, §4.3.4): the stored copy's header fields are updated with the
+/// 304's (except the ones that describe the stored body), freshness is recomputed from the merged
+/// fields, the updated object replaces the old one in both tiers, and the client gets it as
+/// REVALIDATED (or a 304 of its own when its validators match).
+extension RequestFlow {
+    func completeRevalidation(_ revalidation: Revalidation) {
+        switch revalidation.stale {
+        case .memory(let object):
+            self.serveRevalidated(revalidation, status: object.status, reason: object.reason, body: object.body)
+        case .disk(let head):
+            guard let disk = self.server.disk else {
+                return self.refetchWithoutValidators(revalidation)
+            }
+            let loopBound = NIOLoopBound(self, eventLoop: self.client.eventLoop)
+            disk.load(head, on: self.client.eventLoop).whenComplete { result in
+                let flow = loopBound.value
+                switch result {
+                case .success(let object):
+                    flow.serveRevalidated(revalidation, status: object.status, reason: object.reason, body: object.body)
+                case .failure(let error):
+                    disk.noteReadFailure(error, key: head.key)
+                    flow.refetchWithoutValidators(revalidation)
+                }
+            }
+        }
+    }
+
+    /// The stored body is gone (checksum failure): fetch the object afresh.
+    private func refetchWithoutValidators(_ revalidation: Revalidation) {
+        guard !self.clientIsGone else { return }
+        self.sentConditional = false
+        self.fetch(.fill(key: revalidation.key, stale: nil, fwd: revalidation.fwd))
+    }
+
+    private func serveRevalidated(_ revalidation: Revalidation, status: Int, reason: String, body: ByteBuffer) {
+        var merged = NotModifiedMerge.merge(stored: revalidation.stale.headers, notModified: revalidation.notModifiedHeaders)
+        merged.remove(name: "age")
+        let decision = BuiltinPolicy.backendResponse(
+            method: "GET", requestHeaders: self.head.headers, requestCacheControl: self.requestCacheControl,
+            status: status, responseHeaders: merged, requestTime: self.requestTime,
+            responseTime: self.responseTime, configuration: self.server.configuration)
+        let varyNames = VaryKey.fieldNames(merged) ?? []
+        let object = StoredObject(
+            key: revalidation.key,
+            variant: VaryKey.variant(names: varyNames, requestHeaders: self.head.headers),
+            varyNames: varyNames,
+            status: status,
+            reason: reason,
+            headers: merged,
+            body: body,
+            requestTime: self.requestTime,
+            responseTime: self.responseTime,
+            origin: decision.origin,
+            ttl: decision.ttl,
+            grace: decision.grace,
+            keep: decision.keep,
+            mustRevalidate: decision.mustRevalidate)
+        var cacheStatus = CacheStatusValue(fwd: revalidation.fwd, fwdStatus: 304)
+        if decision.storable && VaryKey.fieldNames(merged) != nil {
+            _ = self.server.memory.insert(object)
+            self.server.disk?.store(object)
+            cacheStatus.stored = true
+            cacheStatus.ttl = Int((object.remainingTTL(at: self.responseTime)).rounded(.down))
+            self.counters.increment(.objectsStored)
+        } else {
+            // The 304 made the response unstorable (e.g. `no-store` now): serve it once, drop the old copy.
+            _ = self.invalidate(revalidation.key)
+            cacheStatus.detail = decision.reason
+        }
+        self.counters.increment(.cacheRevalidated)
+        guard !self.clientIsGone else { return }
+        self.deliver(object, xStatus: .revalidated, cacheStatus: cacheStatus, now: self.server.clock())
+    }
+}

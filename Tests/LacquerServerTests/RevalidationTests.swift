@@ -1,0 +1,125 @@
+import FixtureOrigin
+import LacquerServer
+import LacquerTesting
+import Testing
+
+/// Validation (RFC 9111 §4.3): stale copies with validators are revalidated with a conditional
+/// request, a 304 updates the stored header fields and is served as REVALIDATED, and clients'
+/// own conditionals are answered 304 from the cache.
+@Suite("Revalidation", .serialized, .timeLimit(.minutes(2)))
+struct RevalidationTests {
+    @Test("a stale object with an ETag is revalidated with If-None-Match; a 304 serves it as REVALIDATED")
+    func etagRevalidation() async throws {
+        let clock = TestClock()
+        try await withLacquer(clock: clock.now) { lacquer, port, origin async throws in
+            let target = "/rv?cc=max-age%3D10&etag=v1&nodate=1"
+            let first = try httpGet(port: port, target)
+            #expect(first.header("X-Cache-Status") == "MISS")
+            clock.advance(30)
+            let second = try httpGet(port: port, target)
+            #expect(second.status == 200)
+            #expect(second.header("X-Cache-Status") == "REVALIDATED")
+            #expect(second.header("Cache-Status")?.contains("fwd=stale; fwd-status=304") == true)
+            #expect(second.body == first.body)
+            #expect(second.header("Content-Length") == String(first.body.count))
+            // The 304's fields replace the stored ones (the origin counts its answers).
+            #expect(second.header("X-Origin-Count") == "2")
+            let sent = origin.requests(path: "/rv").last
+            #expect(sent?.header("If-None-Match") == "\"v1\"")
+            // Freshness restarts from the 304.
+            #expect(try httpGet(port: port, target).header("X-Cache-Status") == "HIT")
+            #expect(origin.requestCount(path: "/rv") == 2)
+            #expect(lacquer.counters[.cacheRevalidated] == 1)
+        }
+    }
+
+    @Test("a stale object with only Last-Modified is revalidated with If-Modified-Since")
+    func lastModifiedRevalidation() async throws {
+        let clock = TestClock()
+        try await withLacquer(clock: clock.now) { _, port, origin async throws in
+            let target = "/lm?cc=max-age%3D10&lm=-3600&nodate=1"
+            _ = try httpGet(port: port, target)
+            clock.advance(30)
+            let second = try httpGet(port: port, target)
+            #expect(second.header("X-Cache-Status") == "REVALIDATED")
+            #expect(origin.requests(path: "/lm").last?.header("If-Modified-Since") != nil)
+        }
+    }
+
+    @Test("a changed object (200 to the conditional request) replaces the stored one")
+    func changedObjectReplaces() async throws {
+        let clock = TestClock()
+        try await withLacquer(clock: clock.now) { _, port, origin async throws in
+            // The origin sends an ETag it does not honour in conditionals: it always answers 200.
+            let target = "/chg?cc=max-age%3D10&nodate=1&h=ETag%3A%22zz%22"
+            _ = try httpGet(port: port, target)
+            clock.advance(30)
+            let refreshed = try httpGet(port: port, target)
+            #expect(refreshed.status == 200)
+            #expect(refreshed.header("X-Cache-Status") == "EXPIRED")
+            #expect(refreshed.header("X-Origin-Count") == "2")
+            #expect(origin.requests(path: "/chg").last?.header("If-None-Match") == "\"zz\"")
+            let hit = try httpGet(port: port, target)
+            #expect(hit.header("X-Cache-Status") == "HIT")
+            #expect(hit.header("X-Origin-Count") == "2")
+        }
+    }
+
+    @Test("request Cache-Control max-age=0 forces revalidation (fwd=request)")
+    func requestMaxAgeZero() async throws {
+        try await withLacquer { _, port, _ async throws in
+            let target = "/rq?cc=max-age%3D600&etag=x"
+            _ = try httpGet(port: port, target)
+            let forced = try httpGet(port: port, target, headers: [("Cache-Control", "max-age=0")])
+            #expect(forced.header("X-Cache-Status") == "REVALIDATED")
+            #expect(forced.header("Cache-Status")?.contains("fwd=request") == true)
+        }
+    }
+
+    @Test("a no-cache response is stored but revalidated on every use")
+    func noCacheAlwaysRevalidates() async throws {
+        try await withLacquer { _, port, origin async throws in
+            let target = "/nc?cc=no-cache&etag=n"
+            #expect(try httpGet(port: port, target).header("X-Cache-Status") == "MISS")
+            #expect(try httpGet(port: port, target).header("X-Cache-Status") == "REVALIDATED")
+            #expect(try httpGet(port: port, target).header("X-Cache-Status") == "REVALIDATED")
+            #expect(origin.requestCount(path: "/nc") == 3)
+        }
+    }
+
+    @Test("a client's If-None-Match is answered 304 from a fresh stored object, for GET and HEAD")
+    func clientConditionalOnHit() async throws {
+        try await withLacquer { _, port, _ async throws in
+            let target = "/cond?cc=max-age%3D600&etag=abc"
+            _ = try httpGet(port: port, target)
+            let get = try httpGet(port: port, target, headers: [("If-None-Match", "W/\"abc\"")])
+            #expect(get.status == 304)
+            #expect(get.header("X-Cache-Status") == "HIT")
+            #expect(get.header("ETag") == "\"abc\"")
+            #expect(get.body.isEmpty)
+            let head = try httpGet(port: port, target, method: "HEAD", headers: [("If-None-Match", "\"abc\"")])
+            #expect(head.status == 304)
+            let other = try httpGet(port: port, target, headers: [("If-None-Match", "\"zzz\"")])
+            #expect(other.status == 200)
+        }
+    }
+
+    @Test("a client's conditional on a miss gets 304, and the full object is still stored")
+    func clientConditionalOnMiss() async throws {
+        try await withLacquer { lacquer, port, origin async throws in
+            let target = "/condmiss?cc=max-age%3D600&etag=m1"
+            let first = try httpGet(port: port, target, headers: [("If-None-Match", "\"m1\"")])
+            #expect(first.status == 304)
+            #expect(first.header("X-Cache-Status") == "MISS")
+            #expect(origin.requests(path: "/condmiss").first?.header("If-None-Match") == nil)
+            // The 304 leaves before the fill completes; without coalescing, wait for the store.
+            for _ in 0..<200 where lacquer.counters[.objectsStored] < 1 {
+                try await Task.sleep(for: .milliseconds(5))
+            }
+            let full = try httpGet(port: port, target)
+            #expect(full.status == 200)
+            #expect(full.header("X-Cache-Status") == "HIT")
+            #expect(full.bodyString == "ok /condmiss\n")
+        }
+    }
+}
