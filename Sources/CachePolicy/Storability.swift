@@ -4,7 +4,7 @@ import NIOHTTP1
 public enum StorabilityDecision: Sendable, Equatable {
     case storable
     /// A short machine-friendly reason, usable as a metric label or `Cache-Status` detail:
-    /// `method`, `no-store`, `surrogate-no-store`, `status`, `partial`, `vary-star`, `set-cookie`,
+    /// `method`, `no-store`, `status`, `partial`, `vary-star`, `set-cookie`,
     /// `private`, `authorization`, `no-freshness`.
     case notStorable(reason: String)
 }
@@ -34,7 +34,8 @@ public enum Storability {
     ///    methods are case-sensitive (RFC 9110 §9.1);
     /// 2. `no-store` in the request (§5.2.1.5) or the response (§5.2.2.5) (`no-store`), unless the
     ///    response also has `must-understand` and a status we understand (§5.2.2.3);
-    /// 3. `Surrogate-Control: no-store` (`surrogate-no-store`), the CDN-targeted equivalent;
+    /// 3. (targeted fields: pass `TargetedCacheControl.effective(...)` as `responseCacheControl`, so
+    ///    a `CDN-Cache-Control` or `Surrogate-Control: no-store` aimed at this cache decides; RFC 9213)
     /// 4. status: 1xx, 304 and unknown codes (`status`), 206 (`partial`);
     /// 5. `Vary: *` (`vary-star`): no later request can ever match it (§4.1);
     /// 6. `Set-Cookie` in the response (`set-cookie`): one user's session must not reach another;
@@ -68,12 +69,6 @@ public enum Storability {
         if responseCacheControl.noStore, !(responseCacheControl.mustUnderstand && understood) {
             return .notStorable(reason: "no-store")
         }
-        if responseHeaders.contains(name: "surrogate-control"),
-            CacheControl(headers: responseHeaders, name: "surrogate-control").noStore
-        {
-            return .notStorable(reason: "surrogate-no-store")
-        }
-
         if status == 206 { return .notStorable(reason: "partial") }
         guard understood else { return .notStorable(reason: "status") }
 

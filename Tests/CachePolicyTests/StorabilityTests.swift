@@ -17,13 +17,15 @@ struct StorabilityCase: Sendable, CustomTestStringConvertible {
     func evaluate() -> StorabilityDecision {
         let requestHeaders = HTTPHeaders(self.request)
         let responseHeaders = HTTPHeaders(self.response)
+        // As the server does: the targeted field aimed at this cache (RFC 9213) decides.
+        let targeted = TargetedCacheControl.effective(responseHeaders: responseHeaders)
         return Storability.evaluate(
             method: self.method,
             requestHeaders: requestHeaders,
             requestCacheControl: CacheControl(headers: requestHeaders),
             status: self.status,
-            responseHeaders: responseHeaders,
-            responseCacheControl: CacheControl(headers: responseHeaders)
+            responseHeaders: TargetedCacheControl.freshnessHeaders(responseHeaders, source: targeted.source),
+            responseCacheControl: targeted.cacheControl
         )
     }
 }
@@ -43,7 +45,14 @@ struct StorabilityTests {
               response: [("Cache-Control", "max-age=60, no-store, must-understand")], expected: .notStorable(reason: "no-store")),
         .init(label: "Surrogate-Control no-store",
               response: [("Cache-Control", "max-age=60"), ("Surrogate-Control", "no-store")],
-              expected: .notStorable(reason: "surrogate-no-store")),
+              expected: .notStorable(reason: "no-store")),
+        .init(label: "Surrogate-Control no-store aimed at another cache",
+              response: [("Cache-Control", "max-age=60"), ("Surrogate-Control", "no-store;othercdn")], expected: .storable),
+        .init(label: "CDN-Cache-Control beats Surrogate-Control and Cache-Control (RFC 9213 §2.1)",
+              response: [("Cache-Control", "no-store"), ("CDN-Cache-Control", "max-age=60"), ("Surrogate-Control", "no-store")],
+              expected: .storable),
+        .init(label: "CDN-Cache-Control no-store beats a storable Cache-Control",
+              response: [("Cache-Control", "max-age=60"), ("CDN-Cache-Control", "no-store")], expected: .notStorable(reason: "no-store")),
         .init(label: "Surrogate-Control max-age only",
               response: [("Cache-Control", "max-age=60"), ("Surrogate-Control", "max-age=600")], expected: .storable),
         .init(label: "bare private", response: [("Cache-Control", "private, max-age=60")], expected: .notStorable(reason: "private")),

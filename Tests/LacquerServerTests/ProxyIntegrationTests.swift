@@ -352,3 +352,54 @@ struct ProxyIntegrationTests {
         }
     }
 }
+
+/// Targeted cache-control fields (RFC 9213) and field-qualified directives over real sockets.
+@Suite("Targeted cache control", .serialized, .timeLimit(.minutes(2)))
+struct TargetedCacheControlIntegrationTests {
+    @Test("CDN-Cache-Control overrides Cache-Control for Lacquer and is passed on")
+    func cdnCacheControl() async throws {
+        try await withLacquer { _, port, origin async throws in
+            let target = "/cdn?cc=no-store&h=CDN-Cache-Control%3Amax-age%3D60"
+            let first = try httpGet(port: port, target)
+            #expect(first.header("CDN-Cache-Control") == "max-age=60")
+            #expect(first.header("Cache-Control") == "no-store")
+            #expect(try httpGet(port: port, target).header("X-Cache-Status") == "HIT")
+            #expect(origin.requestCount(path: "/cdn") == 1)
+        }
+    }
+
+    @Test("Lacquer-Cache-Control is aimed only at Lacquer: it decides, and clients never see it")
+    func ownTargetedField() async throws {
+        try await withLacquer { _, port, _ async throws in
+            let target = "/own?cc=max-age%3D0&h=Lacquer-Cache-Control%3Amax-age%3D60"
+            let first = try httpGet(port: port, target)
+            #expect(first.header("Lacquer-Cache-Control") == nil)
+            let second = try httpGet(port: port, target)
+            #expect(second.header("X-Cache-Status") == "HIT")
+            #expect(second.header("Lacquer-Cache-Control") == nil)
+        }
+    }
+
+    @Test("Surrogate-Control no-store keeps the response out of the cache and is not forwarded")
+    func surrogateNoStore() async throws {
+        try await withLacquer { _, port, origin async throws in
+            let target = "/sur?cc=max-age%3D60&h=Surrogate-Control%3Ano-store"
+            let first = try httpGet(port: port, target)
+            #expect(first.header("Surrogate-Control") == nil)
+            _ = try httpGet(port: port, target)
+            #expect(origin.requestCount(path: "/sur") == 2)
+        }
+    }
+
+    @Test("private=\"field\" stores the response without that field (RFC 9111 §5.2.2.7)")
+    func qualifiedPrivate() async throws {
+        try await withLacquer { _, port, _ async throws in
+            let target = "/qp?cc=max-age%3D60%2C+private%3D%22X-User%22&h=X-User%3Aalice"
+            let first = try httpGet(port: port, target)
+            #expect(first.header("X-User") == "alice")
+            let second = try httpGet(port: port, target)
+            #expect(second.header("X-Cache-Status") == "HIT")
+            #expect(second.header("X-User") == nil)
+        }
+    }
+}

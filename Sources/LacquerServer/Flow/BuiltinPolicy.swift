@@ -46,6 +46,8 @@ struct BackendResponseDecision: Equatable {
     var keep: Double
     var mustRevalidate: Bool
     var origin: Double
+    /// Fields a shared cache must not store (`private="…"`, `no-cache="…"`; RFC 9111 §5.2.2.4, §5.2.2.7).
+    var omittedFields: [String] = []
 }
 
 /// The built-in behaviour at each step of the request flow: RFC 9111's rules plus Varnish's
@@ -147,7 +149,11 @@ enum BuiltinPolicy {
         responseTime: Double,
         configuration: ServerConfiguration
     ) -> BackendResponseDecision {
-        let cc = CacheControl(headers: responseHeaders)
+        // A field aimed at this cache (Lacquer-/CDN-Cache-Control, Surrogate-Control) overrides
+        // Cache-Control and Expires for our decisions (RFC 9213 §2.1).
+        let targeted = TargetedCacheControl.effective(responseHeaders: responseHeaders)
+        let cc = targeted.cacheControl
+        let freshnessHeaders = TargetedCacheControl.freshnessHeaders(responseHeaders, source: targeted.source)
         let cia = AgeCalculation.correctedInitialAge(
             ageHeader: AgeCalculation.ageHeader(responseHeaders),
             dateHeader: responseHeaders.first(name: "date").flatMap { HTTPDate.parse($0) },
@@ -164,7 +170,7 @@ enum BuiltinPolicy {
             requestHeaders: requestHeaders,
             requestCacheControl: requestCacheControl,
             status: status,
-            responseHeaders: responseHeaders,
+            responseHeaders: freshnessHeaders,
             responseCacheControl: cc
         ) {
         case .storable:
@@ -174,7 +180,7 @@ enum BuiltinPolicy {
             return decision
         }
         let lifetime = Freshness.lifetime(
-            status: status, headers: responseHeaders, cacheControl: cc, responseTime: responseTime
+            status: status, headers: freshnessHeaders, cacheControl: cc, responseTime: responseTime
         )
         var ttl = lifetime.seconds
         if cc.noCache && cc.noCacheFields.isEmpty {
@@ -189,6 +195,7 @@ enum BuiltinPolicy {
             return decision
         }
         decision.storable = true
+        decision.omittedFields = Storability.fieldsToOmit(cc)
         decision.ttl = max(0, ttl)
         decision.mustRevalidate =
             cc.mustRevalidate || cc.proxyRevalidate || cc.sMaxAge != nil || (cc.noCache && cc.noCacheFields.isEmpty)

@@ -108,6 +108,9 @@ extension RequestFlow: BackendExchangeDelegate {
             if decision.storable {
                 var stored = headers
                 stored.remove(name: "age")
+                for name in decision.omittedFields {
+                    stored.remove(name: name)
+                }
                 self.storedHeaders = stored
                 self.accumulated = self.client.allocator.buffer(capacity: self.expectedLength ?? 0)
                 cacheStatus.stored = true
@@ -131,6 +134,11 @@ extension RequestFlow: BackendExchangeDelegate {
             }
         }
 
+        // Fields aimed only at this cache stop here (RFC 9213 §2.1, Edge Architecture).
+        for name in TargetedCacheControl.fieldsToStripBeforeForwarding() {
+            headers.remove(name: name)
+            self.storedHeaders.remove(name: name)
+        }
         // Response framing towards the client is ours (HARDENING.md §6).
         var out = headers
         if let ageHeader {

@@ -48,10 +48,16 @@ extension RequestFlow {
     private func serveRevalidated(_ revalidation: Revalidation, status: Int, reason: String, body: ByteBuffer) {
         var merged = NotModifiedMerge.merge(stored: revalidation.stale.headers, notModified: revalidation.notModifiedHeaders)
         merged.remove(name: "age")
+        for name in TargetedCacheControl.fieldsToStripBeforeForwarding() {
+            merged.remove(name: name)
+        }
         let decision = BuiltinPolicy.backendResponse(
             method: "GET", requestHeaders: self.head.headers, requestCacheControl: self.requestCacheControl,
             status: status, responseHeaders: merged, requestTime: self.requestTime,
             responseTime: self.responseTime, configuration: self.server.configuration)
+        for name in decision.omittedFields {
+            merged.remove(name: name)
+        }
         let varyNames = VaryKey.fieldNames(merged) ?? []
         let object = StoredObject(
             key: revalidation.key,
