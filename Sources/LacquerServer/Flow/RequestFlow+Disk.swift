@@ -54,14 +54,20 @@ extension RequestFlow {
                 let now = flow.server.clock()
                 let status = CacheStatusValue(
                     hit: true, ttl: Int((head.origin + head.ttl - now).rounded(.down)), detail: detail ?? "disk")
-                let sendBody = flow.writeStoredHead(
+                let plan = flow.writeStoredHead(
                     status: head.status, reason: head.reason, storedHeaders: head.headers,
                     bodyLength: Int(head.bodyLength), age: max(0, now - head.origin),
-                    xStatus: xStatus, cacheStatus: status)
-                guard sendBody, head.bodyLength > 0 else {
+                    xStatus: xStatus, cacheStatus: status, allowMultipart: false)
+                switch plan {
+                case .full where head.bodyLength > 0:
+                    flow.diskWindow = 0..<Int(head.bodyLength)
+                case .single(let range):
+                    flow.diskWindow = range.lowerBound..<(range.upperBound + 1)
+                default:
                     reader.close()
                     return flow.finish(close: flow.closeAfter)
                 }
+                flow.diskPosition = 0
                 flow.diskReader = reader
                 flow.pumpDisk(disk)
             case .failure(let error):
@@ -89,8 +95,21 @@ extension RequestFlow {
             let flow = loopBound.value
             switch result {
             case .success(.some(let chunk)):
-                if !flow.clientIsGone {
-                    flow.client.writeBody(chunk)
+                // Only the part of the chunk inside the requested window goes out.
+                let start = flow.diskPosition
+                flow.diskPosition += chunk.readableBytes
+                let window = flow.diskWindow
+                let from = max(window.lowerBound, start)
+                let to = min(window.upperBound, flow.diskPosition)
+                if from < to, !flow.clientIsGone,
+                    let part = chunk.getSlice(at: chunk.readerIndex + (from - start), length: to - from)
+                {
+                    flow.client.writeBody(part)
+                }
+                if flow.diskPosition >= window.upperBound {
+                    reader.close()
+                    flow.diskReader = nil
+                    return flow.finish(close: flow.closeAfter)
                 }
                 flow.pumpDisk(disk)
             case .success(.none):

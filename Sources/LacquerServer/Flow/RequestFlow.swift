@@ -55,6 +55,9 @@ final class RequestFlow {
     /// A disk body being streamed to the client, if any.
     var diskReader: DiskBodyReader?
     var diskReadPaused = false
+    /// The byte window of the disk body to send (a single range, or all of it), and how far we read.
+    var diskWindow: Range<Int> = 0..<0
+    var diskPosition = 0
     var bodyBytes = 0
     var expectedLength: Int?
 
@@ -166,24 +169,54 @@ final class RequestFlow {
 
     /// `vcl_deliver` for a stored object: stored head + Age, Via and the cache status fields.
     func deliver(_ object: StoredObject, xStatus: XCacheStatus, cacheStatus: CacheStatusValue, now: Double) {
-        let sendBody = self.writeStoredHead(
+        let plan = self.writeStoredHead(
             status: object.status, reason: object.reason, storedHeaders: object.headers,
             bodyLength: object.body.readableBytes, age: object.age(at: now),
-            xStatus: xStatus, cacheStatus: cacheStatus)
-        if sendBody && object.body.readableBytes > 0 {
-            self.client.writeBody(object.body)
+            xStatus: xStatus, cacheStatus: cacheStatus, allowMultipart: true)
+        switch plan {
+        case .none:
+            break
+        case .full:
+            if object.body.readableBytes > 0 {
+                self.client.writeBody(object.body)
+            }
+        case .single(let range):
+            if let slice = object.body.getSlice(at: object.body.readerIndex + range.lowerBound, length: range.count) {
+                self.client.writeBody(slice)
+            }
+        case .multipart(let boundary, let contentType, let ranges):
+            var out = ByteBuffer()
+            for range in ranges {
+                out.writeString(
+                    Multipart.partHeader(
+                        boundary: boundary, contentType: contentType, range: range, length: object.body.readableBytes))
+                if var slice = object.body.getSlice(at: object.body.readerIndex + range.lowerBound, length: range.count) {
+                    out.writeBuffer(&slice)
+                }
+            }
+            out.writeString(Multipart.closing(boundary: boundary))
+            self.client.writeBody(out)
         }
         self.finish(close: self.closeAfter)
     }
 
-    /// Writes the head of a stored response (or a 304 for a matching conditional request).
-    /// Returns whether the body should follow.
+    /// What follows a stored response's head.
+    enum BodyPlan: Equatable {
+        case none
+        case full
+        case single(ClosedRange<Int>)
+        case multipart(boundary: String, contentType: String?, ranges: [ClosedRange<Int>])
+    }
+
+    /// Writes the head of a stored response: a 304 for a matching conditional request (RFC 9110
+    /// §13.2.2), a 206 / 416 for a Range request (RFC 9110 §14), else the stored status.
+    /// Returns what the body must be.
     func writeStoredHead(
         status: Int, reason: String, storedHeaders: HTTPHeaders, bodyLength: Int, age: Double,
-        xStatus: XCacheStatus, cacheStatus: CacheStatusValue
-    ) -> Bool {
+        xStatus: XCacheStatus, cacheStatus: CacheStatusValue, allowMultipart: Bool
+    ) -> BodyPlan {
         var headers = storedHeaders
-        headers.reserveCapacity(headers.count + 5)
+        headers.reserveCapacity(headers.count + 6)
         headers.add(name: "Age", value: String(Int(age)))
         self.addViaAndStatus(&headers, xStatus: xStatus, cacheStatus: cacheStatus)
         self.closeAfter = self.client.mustCloseAfter(self.head)
@@ -196,16 +229,54 @@ final class RequestFlow {
         {
             headers.remove(name: "content-length")
             self.client.writeHead(HTTPResponseHead(version: .http1_1, status: .notModified, headers: headers))
-            return false
+            return .none
         }
-        let hasBody = Self.statusHasBody(status)
-        if hasBody {
-            headers.replaceOrAdd(name: "Content-Length", value: String(bodyLength))
+        guard Self.statusHasBody(status) else {
+            self.client.writeHead(
+                HTTPResponseHead(
+                    version: .http1_1, status: HTTPResponseStatus(statusCode: status, reasonPhrase: reason), headers: headers))
+            return .none
         }
-        self.client.writeHead(
-            HTTPResponseHead(
-                version: .http1_1, status: HTTPResponseStatus(statusCode: status, reasonPhrase: reason), headers: headers))
-        return hasBody && self.head.method != .HEAD
+        var outStatus = HTTPResponseStatus(statusCode: status, reasonPhrase: reason)
+        var plan = BodyPlan.full
+        if status == 200 {
+            headers.replaceOrAdd(name: "Accept-Ranges", value: "bytes")
+            var decision = RangeRequest.evaluate(
+                rangeHeader: self.head.headers.first(name: "range"), ifRange: self.head.headers.first(name: "if-range"),
+                method: self.head.method.rawValue, storedStatus: status, storedHeaders: storedHeaders, length: bodyLength)
+            if case .multiple = decision, !allowMultipart {
+                decision = .full  // a server may ignore Range (RFC 9110 §14.2); large disk bodies stream whole
+            }
+            switch decision {
+            case .full:
+                break
+            case .single(let range):
+                outStatus = .partialContent
+                headers.replaceOrAdd(name: "Content-Range", value: RangeRequest.contentRange(range, length: bodyLength))
+                plan = .single(range)
+            case .multiple(let ranges):
+                outStatus = .partialContent
+                let boundary = Multipart.boundary(seed: self.xid)
+                let contentType = headers.first(name: "content-type")
+                headers.replaceOrAdd(name: "Content-Type", value: Multipart.contentType(boundary: boundary))
+                plan = .multipart(boundary: boundary, contentType: contentType, ranges: ranges)
+            case .unsatisfiable:
+                headers.replaceOrAdd(name: "Content-Range", value: RangeRequest.unsatisfiedContentRange(length: bodyLength))
+                headers.replaceOrAdd(name: "Content-Length", value: "0")
+                self.client.writeHead(HTTPResponseHead(version: .http1_1, status: .rangeNotSatisfiable, headers: headers))
+                return .none
+            }
+        }
+        let length: Int
+        switch plan {
+        case .single(let range): length = range.count
+        case .multipart(let boundary, let contentType, let ranges):
+            length = Multipart.totalLength(boundary: boundary, contentType: contentType, ranges: ranges, length: bodyLength)
+        default: length = bodyLength
+        }
+        headers.replaceOrAdd(name: "Content-Length", value: String(length))
+        self.client.writeHead(HTTPResponseHead(version: .http1_1, status: outStatus, headers: headers))
+        return self.head.method == .HEAD ? .none : plan
     }
 
     /// PURGE: allowed only from the purge ACL; removes every variant under the request's key from
