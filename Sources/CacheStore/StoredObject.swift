@@ -74,6 +74,14 @@ public final class StoredObject: Sendable {
         self.mustRevalidate = mustRevalidate
     }
 
+    /// A copy with other header fields and body (e.g. a transformed coding); everything else kept.
+    public func replacing(headers: HTTPHeaders, body: ByteBuffer) -> StoredObject {
+        StoredObject(
+            key: self.key, variant: self.variant, varyNames: self.varyNames, status: self.status, reason: self.reason,
+            headers: headers, body: body, requestTime: self.requestTime, responseTime: self.responseTime,
+            origin: self.origin, ttl: self.ttl, grace: self.grace, keep: self.keep, mustRevalidate: self.mustRevalidate)
+    }
+
     /// The age in seconds at `now` (never negative).
     @inlinable
     public func age(at now: Double) -> Double {

@@ -13,6 +13,7 @@ public enum Counter: Int, CaseIterable, Sendable {
     case objectsStored, objectsNotStoredUncacheable, objectsNotStoredTooLarge
     case synth502, synth503, synth504
     case clientGoneMidResponse
+    case gunzipped, gzippedOnStore, gzipCorrupt
     case diskHit, diskPromotions, diskStored, diskWriteDropped, diskWriteErrors, diskReadErrors
 
     /// The metric name, e.g. `client_req_400`.
@@ -56,6 +57,9 @@ public enum Counter: Int, CaseIterable, Sendable {
         case .synth503: "synth_503"
         case .synth504: "synth_504"
         case .clientGoneMidResponse: "client_gone_mid_response"
+        case .gunzipped: "gunzipped"
+        case .gzippedOnStore: "gzipped_on_store"
+        case .gzipCorrupt: "gzip_corrupt"
         case .diskHit: "disk_hit"
         case .diskPromotions: "disk_promotions"
         case .diskStored: "disk_stored"

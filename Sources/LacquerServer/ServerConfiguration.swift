@@ -35,6 +35,8 @@ public struct ServerConfiguration: Sendable {
     public var errorStatusTTLCap: Double = 10
     /// How long an uncacheable answer is remembered (Varnish's hit-for-miss).
     public var hitForMissTTL: Double = 120
+    /// Gzip compressible, uncompressed responses once when storing them (one copy serves all).
+    public var gzipOnStore: Bool = false
     /// Event loop threads; 0 means one per core.
     public var threads: Int = 0
     public var limits: Limits = Limits()

@@ -53,6 +53,9 @@ struct Lacquer: AsyncParsableCommand {
     @Option(name: .customLong("log-level"), help: ArgumentHelp("trace, debug, info, notice, warning, error or critical.", valueName: "LEVEL"))
     var logLevel: String = "info"
 
+    @Flag(name: .customLong("gzip-on-store"), help: "Gzip compressible uncompressed responses once when storing them; clients that do not accept gzip get them gunzipped.")
+    var gzipOnStore = false
+
     @Flag(name: .customLong("demo"), help: "Start in front of a built-in slow demo origin and print curl commands to try.")
     var demo = false
 
@@ -118,6 +121,7 @@ struct Lacquer: AsyncParsableCommand {
             configuration.purgeACL = ACL(entries: self.purgeACL.compactMap { try? ACL.parseEntry($0) })
         }
         configuration.defaultGrace = self.grace
+        configuration.gzipOnStore = self.gzipOnStore
         configuration.threads = self.threads
 
         var demoOrigin: FixtureOrigin?

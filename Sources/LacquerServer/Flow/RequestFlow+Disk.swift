@@ -46,6 +46,11 @@ extension RequestFlow {
             }
             return
         }
+        if BodyTransform.needsGunzip(storedHeaders: head.headers, requestHeaders: self.head.headers) {
+            // A large gzip body for a client that cannot take gzip: fetch a fresh answer for it.
+            self.counters.increment(.cacheBypass)
+            return self.fetch(.pass(fwd: .request, detail: "gunzip-too-large"))
+        }
         disk.openBody(head, on: self.client.eventLoop).whenComplete { result in
             let flow = loopBound.value
             switch result {

@@ -227,17 +227,31 @@ extension RequestFlow: BackendExchangeDelegate {
             self.accumulated = nil
         }
         if case .fill(let key, _, _) = self.mode, let decision = self.decision, decision.storable,
-            let body = self.accumulated, let backendHead = self.backendHead
+            var body = self.accumulated, let backendHead = self.backendHead
         {
             var headers = self.storedHeaders
-            if Self.statusHasBody(Int(backendHead.status.code)) {
+            let status = Int(backendHead.status.code)
+            if Self.statusHasBody(status) {
                 headers.replaceOrAdd(name: "Content-Length", value: String(body.readableBytes))
+            }
+            if self.server.configuration.gzipOnStore, body.readableBytes <= self.server.memory.admissionLimit,
+                let (gzHeaders, gzBody) = BodyTransform.gzipForStore(status: status, headers: headers, body: body)
+            {
+                headers = gzHeaders
+                body = gzBody
+                self.counters.increment(.gzippedOnStore)
+            }
+            // A gzip copy serves every client (gunzipped on the fly when needed), so Accept-Encoding
+            // does not split it into variants.
+            var matchNames = self.varyNames
+            if BodyTransform.isGzip(headers) {
+                matchNames.removeAll { $0 == "accept-encoding" }
             }
             let object = StoredObject(
                 key: key,
-                variant: VaryKey.variant(names: self.varyNames, requestHeaders: self.head.headers),
-                varyNames: self.varyNames,
-                status: Int(backendHead.status.code),
+                variant: VaryKey.variant(names: matchNames, requestHeaders: self.head.headers),
+                varyNames: matchNames,
+                status: status,
                 reason: backendHead.status.reasonPhrase,
                 headers: headers,
                 body: body,

@@ -168,7 +168,19 @@ final class RequestFlow {
     }
 
     /// `vcl_deliver` for a stored object: stored head + Age, Via and the cache status fields.
-    func deliver(_ object: StoredObject, xStatus: XCacheStatus, cacheStatus: CacheStatusValue, now: Double) {
+    func deliver(_ stored: StoredObject, xStatus: XCacheStatus, cacheStatus: CacheStatusValue, now: Double) {
+        var object = stored
+        if BodyTransform.needsGunzip(storedHeaders: stored.headers, requestHeaders: self.head.headers) {
+            if let (headers, body) = BodyTransform.gunzip(
+                headers: stored.headers, body: stored.body, maxOutputBytes: self.server.configuration.diskMaxBufferedObjectBytes)
+            {
+                self.counters.increment(.gunzipped)
+                object = stored.replacing(headers: headers, body: body)
+            } else {
+                // Corrupt gzip from the origin: passed through unchanged, never a crash.
+                self.counters.increment(.gzipCorrupt)
+            }
+        }
         let plan = self.writeStoredHead(
             status: object.status, reason: object.reason, storedHeaders: object.headers,
             bodyLength: object.body.readableBytes, age: object.age(at: now),
