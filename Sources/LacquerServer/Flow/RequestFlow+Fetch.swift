@@ -202,6 +202,9 @@ extension RequestFlow: BackendExchangeDelegate {
                 self.counters.increment(.objectsNotStoredTooLarge)
             } else {
                 self.accumulated!.writeImmutableBuffer(buffer)
+                if let expected = self.expectedLength, self.accumulated!.readableBytes == expected {
+                    self.storeAccumulated()
+                }
             }
         }
         if self.sendBody && !self.clientIsGone {
@@ -226,6 +229,17 @@ extension RequestFlow: BackendExchangeDelegate {
             // The decoder enforces Content-Length; this is a guard against a short close-delimited body.
             self.accumulated = nil
         }
+        self.storeAccumulated()
+        self.accumulated = nil
+        self.finish(close: self.closeAfter)
+    }
+
+    /// Stores the complete body (once): at the end of the response, or as soon as the last byte a
+    /// Content-Length announced has arrived, before that byte goes to the client, so a client
+    /// that already holds the whole response never finds the object missing.
+    func storeAccumulated() {
+        guard !self.storeDone else { return }
+        self.storeDone = true
         if case .fill(let key, _, _) = self.mode, let decision = self.decision, decision.storable,
             var body = self.accumulated, let backendHead = self.backendHead
         {
@@ -270,8 +284,6 @@ extension RequestFlow: BackendExchangeDelegate {
                 self.counters.increment(.objectsNotStoredTooLarge)
             }
         }
-        self.accumulated = nil
-        self.finish(close: self.closeAfter)
     }
 
     func backendFailed(_ error: BackendError, beforeHead: Bool) {

@@ -36,6 +36,7 @@ final class RequestFlow {
     var mode: Mode = .pass(fwd: .bypass, detail: "")
     var lease: BackendPool.Lease?
     var retried = false
+    var storeDone = false
     /// Whether the backend request carried our validators (a 304 then refers to the stale copy).
     var sentConditional = false
     /// Set when the backend answered 304 to our conditional fill.
