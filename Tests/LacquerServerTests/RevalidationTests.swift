@@ -123,3 +123,51 @@ struct RevalidationTests {
         }
     }
 }
+
+/// Interim responses and bodiless statuses (RFC 9110 §15.2, §15.3.5, §15.4.5).
+@Suite("Interim and bodiless responses", .serialized, .timeLimit(.minutes(2)))
+struct InterimResponseTests {
+    @Test("a 103 Early Hints from the origin reaches the client before the final response")
+    func earlyHints() async throws {
+        try await withLacquer { _, port, _ async throws in
+            let client = try RawHTTPClient(port: port)
+            defer { client.close() }
+            try client.send("GET /hints?status=103&h=Link%3A%3C%2Fs.css%3E HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            let response = try client.readResponse()
+            #expect(response.status == 200)
+            #expect(response.interimResponses.map(\.status) == [103])
+        }
+    }
+
+    @Test("Expect: 100-continue gets a 100 before the body is sent, and the POST goes through")
+    func expectContinue() async throws {
+        try await withLacquer { _, port, origin async throws in
+            let client = try RawHTTPClient(port: port)
+            defer { client.close() }
+            try client.send("POST /up HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
+            let interim = try client.readResponse(returnInterim: true)
+            #expect(interim.status == 100)
+            try client.send("hello")
+            let final = try client.readResponse()
+            #expect(final.status == 200)
+            #expect(origin.requests(path: "/up").first?.bodyLength == 5)
+        }
+    }
+
+    @Test("204 and 304 carry no body, even from the cache")
+    func bodiless() async throws {
+        try await withLacquer { _, port, _ async throws in
+            let client = try RawHTTPClient(port: port)
+            defer { client.close() }
+            let first = try client.request("GET", "/nobody?status=204&cc=max-age%3D60")
+            #expect(first.status == 204)
+            #expect(first.body.isEmpty)
+            let second = try client.request("GET", "/nobody?status=204&cc=max-age%3D60")
+            #expect(second.status == 204)
+            #expect(second.header("X-Cache-Status") == "HIT")
+            #expect(second.header("Content-Length") == nil)
+            // The connection is still in step: a following request gets its own answer.
+            #expect(try client.request("GET", "/after").bodyString == "ok /after\n")
+        }
+    }
+}

@@ -4,6 +4,8 @@ import NIOHTTP1
 /// What a backend exchange reports to whoever waits for the response (the fetch).
 /// All calls arrive on the connection's event loop.
 protocol BackendExchangeDelegate: AnyObject {
+    /// An interim (1xx) response, e.g. 103 Early Hints; the final response follows.
+    func backendInterimResponse(_ head: HTTPResponseHead)
     func backendResponseHead(_ head: HTTPResponseHead)
     func backendResponseBody(_ buffer: ByteBuffer)
     /// The response is complete; `reusable` says whether the connection went back to the pool.
@@ -126,8 +128,10 @@ final class BackendChannelHandler: ChannelDuplexHandler {
             guard self.state == .awaitingHead else {
                 return self.fail(.framing("unsolicited response"), context: context)
             }
-            if head.status.code < 200 && head.status.code != 101 {
-                // Interim (1xx) responses are dropped by the decoder configuration; ignore any that arrive.
+            if head.status.code < 200 {
+                if head.status.code != 101 {
+                    self.delegate?.backendInterimResponse(head)
+                }
                 return
             }
             var bytes = 0

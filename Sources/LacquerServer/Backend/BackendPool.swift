@@ -123,7 +123,7 @@ final class BackendPool {
                         ByteToMessageHandler(
                             HTTPResponseDecoder(
                                 leftOverBytesStrategy: .dropBytes,
-                                informationalResponseStrategy: .drop,
+                                informationalResponseStrategy: .forward,
                                 limitConfiguration: decoderLimits
                             )
                         )

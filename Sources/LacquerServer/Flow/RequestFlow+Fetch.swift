@@ -59,6 +59,15 @@ extension RequestFlow: BackendExchangeDelegate {
 
     // MARK: BackendExchangeDelegate
 
+    /// 1xx answers pass through to HTTP/1.1 clients (RFC 9110 §15.2); hop-by-hop fields stripped.
+    func backendInterimResponse(_ head: HTTPResponseHead) {
+        guard !self.clientIsGone, !self.finished, self.head.version.minor >= 1, head.status != .continue else { return }
+        var headers = head.headers
+        HopByHop.strip(&headers)
+        self.client.writeHead(HTTPResponseHead(version: .http1_1, status: head.status, headers: headers))
+        self.client.flush()
+    }
+
     /// `vcl_backend_response`, then the head goes to the client.
     func backendResponseHead(_ head: HTTPResponseHead) {
         self.responseTime = self.server.clock()

@@ -217,6 +217,10 @@ final class ClientChannelHandler: ChannelInboundHandler, RemovableChannelHandler
         self.context?.write(self.wrapOutboundOut(.head(head)), promise: nil)
     }
 
+    func flush() {
+        self.context?.flush()
+    }
+
     func writeBody(_ buffer: ByteBuffer) {
         guard let context = self.context else { return }
         context.writeAndFlush(self.wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
