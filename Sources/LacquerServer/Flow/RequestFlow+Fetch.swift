@@ -91,7 +91,8 @@ extension RequestFlow: BackendExchangeDelegate {
 
         switch self.mode {
         case .fill(let key, let stale, let fwd):
-            xStatus = stale == nil ? .miss : .expired
+            // EXPIRED only when the stored copy had gone stale; a refetch the request demanded is a MISS.
+            xStatus = (stale != nil && fwd == .stale) ? .expired : .miss
             cacheStatus.fwd = fwd
             var decision = BuiltinPolicy.backendResponse(
                 method: "GET", requestHeaders: self.head.headers, requestCacheControl: self.requestCacheControl,
