@@ -36,11 +36,12 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
-        // The VCL target joins the build when the language lands (Sources/VCL is being written).
+        .systemLibrary(name: "CPCRE2", pkgConfig: "libpcre2-8", providers: [.apt(["libpcre2-dev"])]),
+        .target(name: "VCL", dependencies: ["CachePolicy", "CPCRE2"], swiftSettings: strict),
         .target(
             name: "LacquerServer",
             dependencies: [
-                "CachePolicy", "CacheStore",
+                "CachePolicy", "CacheStore", "VCL",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -92,6 +93,7 @@ let package = Package(
         ),
         .testTarget(name: "CachePolicyTests", dependencies: ["CachePolicy"], swiftSettings: strict),
         .testTarget(name: "CacheStoreTests", dependencies: ["CacheStore"], swiftSettings: strict),
+        .testTarget(name: "VCLTests", dependencies: ["VCL"], swiftSettings: strict),
         .testTarget(
             name: "LacquerServerTests",
             dependencies: [
