@@ -10,10 +10,11 @@ public enum Counter: Int, CaseIterable, Sendable {
     case invalidations
     case backendReq, backendConn, backendReuse, backendRetry, backendClose
     case fetchFailed, fetchConnectFailed, fetchTimeout, fetchFramingError, fetchTooLargeHeaders
-    case objectsStored, objectsNotStoredUncacheable, objectsNotStoredTooLarge
+    case objectsStored, objectsNotStoredUncacheable, objectsNotStoredTooLarge, objectsNotStoredPurged
     case synth502, synth503, synth504
     case clientGoneMidResponse
     case gunzipped, gzippedOnStore, gzipCorrupt
+    case coalescedWaiters, backgroundRefreshes, staleServed, updatingServed, waiterTimeouts
     case diskHit, diskPromotions, diskStored, diskWriteDropped, diskWriteErrors, diskReadErrors
 
     /// The metric name, e.g. `client_req_400`.
@@ -53,10 +54,16 @@ public enum Counter: Int, CaseIterable, Sendable {
         case .objectsStored: "objects_stored"
         case .objectsNotStoredUncacheable: "objects_not_stored_uncacheable"
         case .objectsNotStoredTooLarge: "objects_not_stored_too_large"
+        case .objectsNotStoredPurged: "objects_not_stored_purged"
         case .synth502: "synth_502"
         case .synth503: "synth_503"
         case .synth504: "synth_504"
         case .clientGoneMidResponse: "client_gone_mid_response"
+        case .coalescedWaiters: "coalesced_waiters"
+        case .backgroundRefreshes: "background_refreshes"
+        case .staleServed: "stale_served"
+        case .updatingServed: "updating_served"
+        case .waiterTimeouts: "waiter_timeouts"
         case .gunzipped: "gunzipped"
         case .gzippedOnStore: "gzipped_on_store"
         case .gzipCorrupt: "gzip_corrupt"

@@ -28,7 +28,12 @@ public struct ServerConfiguration: Sendable {
     /// Who may PURGE (matched on the TCP peer address).
     public var purgeACL: ACL = .loopback
     /// Seconds a stale object may be served while it is refreshed, when the response says nothing.
-    public var defaultGrace: Double = 10
+    /// 0 by default: RFC 9111 §4.2.4 allows stale answers only with permission
+    /// (stale-while-revalidate from the origin, or this setting as the operator's out-of-band one).
+    public var defaultGrace: Double = 0
+    /// Seconds past expiry a stored object may stand in for a failed origin when the response
+    /// carries no stale-if-error (RFC 5861 §4); 0 by default for the same reason as `defaultGrace`.
+    public var defaultStaleIfError: Double = 0
     /// Seconds an object is kept after grace, for revalidation.
     public var defaultKeep: Double = 0
     /// Cap on the TTL of responses with status >= 400 (CPDoS defence).

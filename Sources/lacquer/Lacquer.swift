@@ -44,8 +44,11 @@ struct Lacquer: AsyncParsableCommand {
     @Option(name: .customLong("purge-acl"), help: ArgumentHelp("Address or prefix allowed to PURGE (repeatable; default 127.0.0.1 and ::1).", valueName: "ADDR[/BITS]"))
     var purgeACL: [String] = []
 
-    @Option(name: .customLong("grace"), help: ArgumentHelp("Seconds a stale object may be served while refreshing, when the origin says nothing.", valueName: "SECONDS"))
-    var grace: Double = 10
+    @Option(name: .customLong("grace"), help: ArgumentHelp("Seconds an expired object may be served (UPDATING) while one background fetch refreshes it, when the origin sends no stale-while-revalidate.", valueName: "SECONDS"))
+    var grace: Double = 0
+
+    @Option(name: .customLong("stale-if-error"), help: ArgumentHelp("Seconds past expiry an object may be served (STALE) when the origin fails, when the origin sends no stale-if-error.", valueName: "SECONDS"))
+    var staleIfError: Double = 0
 
     @Option(name: .customLong("threads"), help: ArgumentHelp("Event loop threads (0 = one per core).", valueName: "N"))
     var threads: Int = 0
@@ -85,6 +88,9 @@ struct Lacquer: AsyncParsableCommand {
         if !(self.grace >= 0 && self.grace.isFinite) {
             throw ValidationError("--grace must be a number of seconds >= 0")
         }
+        if !(self.staleIfError >= 0 && self.staleIfError.isFinite) {
+            throw ValidationError("--stale-if-error must be a number of seconds >= 0")
+        }
         if self.threads < 0 || self.threads > 1024 {
             throw ValidationError("--threads must be between 0 and 1024")
         }
@@ -121,6 +127,7 @@ struct Lacquer: AsyncParsableCommand {
             configuration.purgeACL = ACL(entries: self.purgeACL.compactMap { try? ACL.parseEntry($0) })
         }
         configuration.defaultGrace = self.grace
+        configuration.defaultStaleIfError = self.staleIfError
         configuration.gzipOnStore = self.gzipOnStore
         configuration.threads = self.threads
 

@@ -207,8 +207,9 @@ enum BuiltinPolicy {
             decision.grace = configuration.defaultGrace
         }
         var keep = configuration.defaultKeep
-        if let sie = cc.staleIfError, !decision.mustRevalidate {
-            keep = max(keep, Double(sie) - decision.grace)
+        if !decision.mustRevalidate {
+            let sie = max(Double(cc.staleIfError ?? 0), configuration.defaultStaleIfError)
+            keep = max(keep, sie - decision.grace)
         }
         if hasValidators {
             // Keep validatable objects a while longer so a stale copy can be revalidated with a 304.

@@ -84,6 +84,15 @@ extension RequestFlow: BackendExchangeDelegate {
             self.revalidation = Revalidation(key: key, stale: stale, fwd: fwd, notModifiedHeaders: headers)
             return
         }
+        if status >= 500, case .fill(_, let stale?, _) = self.mode,
+            stale.usableOnError(at: self.responseTime, defaultWindow: self.server.configuration.defaultStaleIfError)
+        {
+            // Stale-if-error: the origin answers with a server error, a stale copy is allowed.
+            self.lease?.connection.abandon()
+            self.lease = nil
+            self.releaseBusy(.failed(.framing("origin answered \(status)")))
+            return self.serveStaleOnError(stale, error: .framing("origin answered \(status)"))
+        }
         let clientIsHead = self.head.method == .HEAD
         var xStatus: XCacheStatus
         var cacheStatus = CacheStatusValue(fwdStatus: status)
@@ -121,16 +130,34 @@ extension RequestFlow: BackendExchangeDelegate {
                 for name in decision.omittedFields {
                     stored.remove(name: name)
                 }
+                for name in TargetedCacheControl.fieldsToStripBeforeForwarding() {
+                    stored.remove(name: name)
+                }
                 self.storedHeaders = stored
                 self.accumulated = self.client.allocator.buffer(capacity: self.expectedLength ?? 0)
                 cacheStatus.stored = true
                 cacheStatus.ttl = Int(decision.ttl - (self.responseTime - decision.origin))
+                // Waiters may start streaming now.
+                self.busy?.publishHead(
+                    BusyFetch.Head(
+                        status: status, reason: head.status.reasonPhrase, headers: stored, varyNames: self.varyNames,
+                        variant: VaryKey.variant(names: self.varyNames, requestHeaders: self.head.headers),
+                        origin: decision.origin, ttl: decision.ttl, expectedLength: self.expectedLength))
             } else {
                 self.counters.increment(.objectsNotStoredUncacheable)
                 cacheStatus.detail = decision.reason
                 if stale != nil {
                     // The new answer is not storable: the old object must not be served any more.
                     _ = self.invalidate(key)
+                }
+                if status < 500 {
+                    // Hit-for-miss: later requests go to the origin in parallel, not one behind
+                    // another. Not for server errors: a failing origin keeps getting one fetch at a time.
+                    let now = self.server.clock()
+                    self.server.coalescer.markHitForMiss(key, until: now + self.server.configuration.hitForMissTTL, now: now)
+                    self.releaseBusy(.uncacheable)
+                } else {
+                    self.releaseBusy(.failed(.framing("origin answered \(status)")))
                 }
             }
             ageHeader = String(Int(max(0, self.responseTime - decision.origin)))
@@ -206,6 +233,7 @@ extension RequestFlow: BackendExchangeDelegate {
 
     func backendResponseBody(_ buffer: ByteBuffer) {
         self.bodyBytes += buffer.readableBytes
+        self.busy?.publishChunk(buffer)
         if self.accumulated != nil {
             if self.accumulated!.readableBytes + buffer.readableBytes > self.storeLimit {
                 self.accumulated = nil
@@ -241,6 +269,7 @@ extension RequestFlow: BackendExchangeDelegate {
         }
         self.storeAccumulated()
         self.accumulated = nil
+        self.releaseBusy(.complete)
         self.finish(close: self.closeAfter)
     }
 
@@ -286,6 +315,12 @@ extension RequestFlow: BackendExchangeDelegate {
                 grace: decision.grace,
                 keep: decision.keep,
                 mustRevalidate: decision.mustRevalidate)
+            if self.server.coalescer.purgedSince(key, self.requestTime) {
+                // A PURGE arrived while this fetch was in flight: it wins; the answer is not stored.
+                self.counters.increment(.objectsNotStoredPurged)
+                return
+            }
+            self.server.coalescer.clearHitForMiss(key)
             let inMemory = self.server.memory.insert(object)
             let toDisk = self.server.disk?.store(object) ?? false
             if inMemory || toDisk {
@@ -303,6 +338,13 @@ extension RequestFlow: BackendExchangeDelegate {
             self.retried = true
             self.counters.increment(.backendRetry)
             return self.fetch(self.mode)
+        }
+        self.releaseBusy(.failed(error))
+        if beforeHead || self.backendHead == nil, case .fill(_, let stale?, _) = self.mode,
+            stale.usableOnError(at: self.server.clock(), defaultWindow: self.server.configuration.defaultStaleIfError)
+        {
+            self.counters.increment(.fetchFailed)
+            return self.serveStaleOnError(stale, error: error)
         }
         self.counters.increment(.fetchFailed)
         switch error {
@@ -331,11 +373,19 @@ extension RequestFlow: BackendExchangeDelegate {
 
     func clientWritable() {
         if self.resumeDiskIfPaused() { return }
+        if self.waitStreaming {
+            return self.pumpWait()
+        }
         self.lease?.connection.resume()
     }
 
     func clientGone() {
         self.clientIsGone = true
+        if let busy = self.waitingOn {
+            busy.unsubscribe(self.waitID)
+            self.waitingOn = nil
+            self.waitTimer?.cancel()
+        }
         self.counters.increment(.clientGoneMidResponse)
         if self.diskReadPaused, let reader = self.diskReader {
             // No read is in flight while paused; otherwise the pump closes it when the read returns.
@@ -343,8 +393,9 @@ extension RequestFlow: BackendExchangeDelegate {
             self.diskReader = nil
             self.diskReadPaused = false
         }
-        // A fill keeps going so the object gets stored; a pass has no one left to serve.
-        if self.accumulated == nil {
+        // A fill keeps going so the object gets stored and its waiters get it (before the head
+        // arrives this flow still leads the busy fetch); a pass has no one left to serve.
+        if self.accumulated == nil && self.busy == nil {
             self.lease?.connection.abandon()
             self.lease = nil
         } else {

@@ -17,6 +17,11 @@ struct Revalidation {
 /// REVALIDATED (or a 304 of its own when its validators match).
 extension RequestFlow {
     func completeRevalidation(_ revalidation: Revalidation) {
+        guard NotModifiedMerge.selects(stored: revalidation.stale.headers, notModified: revalidation.notModifiedHeaders) else {
+            // A 304 for another representation than the one stored (RFC 9111 §4.3.4): it
+            // updates nothing; fetch the object afresh.
+            return self.refetchWithoutValidators(revalidation)
+        }
         switch revalidation.stale {
         case .memory(let object):
             self.serveRevalidated(revalidation, status: object.status, reason: object.reason, body: object.body)
@@ -75,7 +80,9 @@ extension RequestFlow {
             keep: decision.keep,
             mustRevalidate: decision.mustRevalidate)
         var cacheStatus = CacheStatusValue(fwd: revalidation.fwd, fwdStatus: 304)
-        if decision.storable && VaryKey.fieldNames(merged) != nil {
+        if decision.storable && VaryKey.fieldNames(merged) != nil
+            && !self.server.coalescer.purgedSince(revalidation.key, self.requestTime)
+        {
             _ = self.server.memory.insert(object)
             self.server.disk?.store(object)
             cacheStatus.stored = true
@@ -87,6 +94,8 @@ extension RequestFlow {
             cacheStatus.detail = decision.reason
         }
         self.counters.increment(.cacheRevalidated)
+        // Waiters look up again and find the updated object.
+        self.releaseBusy(.retryLookup)
         guard !self.clientIsGone else { return }
         self.deliver(object, xStatus: .revalidated, cacheStatus: cacheStatus, now: self.server.clock())
     }

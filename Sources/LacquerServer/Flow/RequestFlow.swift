@@ -25,7 +25,9 @@ final class RequestFlow {
     }
 
     let server: ServerContext
-    unowned let client: ClientChannelHandler
+    /// Held strongly: a fill outlives its client; the cycle with a connection handler ends
+    /// when the handler moves on to its next request or the backend exchange ends.
+    let client: any FlowClient
     let head: HTTPRequestHead
     let host: String
     let body: ByteBuffer?
@@ -37,6 +39,16 @@ final class RequestFlow {
     var lease: BackendPool.Lease?
     var retried = false
     var storeDone = false
+    /// The busy fetch this flow leads (it must be released on every exit path).
+    var busy: BusyFetch?
+    /// The busy fetch this flow waits on, and where it is in its body.
+    var waitingOn: BusyFetch?
+    var waitID = 0
+    var waitIndex = 0
+    var waitStreaming = false
+    var waitTimer: Scheduled<Void>?
+    var waitStale: StaleCopy?
+    var lookupRetries = 0
     /// Whether the backend request carried our validators (a 304 then refers to the stale copy).
     var sentConditional = false
     /// Set when the backend answered 304 to our conditional fill.
@@ -62,7 +74,7 @@ final class RequestFlow {
     var bodyBytes = 0
     var expectedLength: Int?
 
-    init(server: ServerContext, client: ClientChannelHandler, head: HTTPRequestHead, host: String, body: ByteBuffer?) {
+    init(server: ServerContext, client: any FlowClient, head: HTTPRequestHead, host: String, body: ByteBuffer?) {
         self.server = server
         self.client = client
         self.head = head
@@ -73,6 +85,13 @@ final class RequestFlow {
     }
 
     var counters: Counters { self.server.counters }
+
+    deinit {
+        // Safety net: a busy fetch is never left claimed, whatever path ended this flow.
+        if let busy = self.busy {
+            self.server.coalescer.release(busy, outcome: .failed(.closedMidBody))
+        }
+    }
 
     /// `vcl_recv`.
     func start() {
@@ -91,7 +110,7 @@ final class RequestFlow {
     }
 
     /// `vcl_hash` + lookup + `vcl_hit` / `vcl_miss`: the memory tier first, then the disk tier.
-    private func lookup() {
+    func lookup() {
         let key = BuiltinPolicy.hash(target: self.head.uri, host: self.host)
         let now = self.server.clock()
         let variants = self.server.memory.variants(for: key)
@@ -109,6 +128,14 @@ final class RequestFlow {
             let status = CacheStatusValue(hit: true, ttl: Int(object.remainingTTL(at: now).rounded(.down)), detail: "max-stale")
             self.deliver(object, xStatus: .stale, cacheStatus: status, now: now)
         case .refresh(let object, let fwd):
+            if fwd == .stale, StaleCopy.memory(object).usableWhileRevalidating(at: now) {
+                // Grace / stale-while-revalidate: answer now, refresh once in the background.
+                self.counters.increment(.updatingServed)
+                self.startBackgroundRefresh(key: key, stale: .memory(object))
+                let status = CacheStatusValue(
+                    hit: true, ttl: Int(object.remainingTTL(at: now).rounded(.down)), detail: "stale-while-revalidate")
+                return self.deliver(object, xStatus: .updating, cacheStatus: status, now: now)
+            }
             self.refresh(key: key, stale: .memory(object), fwd: fwd)
         case .miss(let fwd):
             if let disk = self.server.disk {
@@ -145,6 +172,11 @@ final class RequestFlow {
                 flow.counters.increment(.cacheHit)
                 flow.deliverFromDisk(head, disk: disk, xStatus: .stale, detail: "max-stale")
             case .refresh(let head, let fwd):
+                if fwd == .stale, StaleCopy.disk(head).usableWhileRevalidating(at: now) {
+                    flow.counters.increment(.updatingServed)
+                    flow.startBackgroundRefresh(key: key, stale: .disk(head))
+                    return flow.deliverFromDisk(head, disk: disk, xStatus: .updating, detail: "stale-while-revalidate")
+                }
                 flow.refresh(key: key, stale: .disk(head), fwd: fwd)
             case .miss(let fwd):
                 flow.miss(key: key, fwd: memoryFwd == .varyMiss ? .varyMiss : fwd)
@@ -157,7 +189,7 @@ final class RequestFlow {
             return self.synth(status: 504, reason: "only-if-cached and no fresh stored response")
         }
         self.counters.increment(.cacheExpired)
-        self.fetch(.fill(key: key, stale: stale, fwd: fwd))
+        self.coalescedFetch(key: key, stale: stale, fwd: fwd)
     }
 
     func miss(key: CacheKey, fwd: CacheStatusValue.Forward) {
@@ -165,7 +197,7 @@ final class RequestFlow {
             return self.synth(status: 504, reason: "only-if-cached and nothing stored")
         }
         self.counters.increment(.cacheMiss)
-        self.fetch(.fill(key: key, stale: nil, fwd: fwd))
+        self.coalescedFetch(key: key, stale: nil, fwd: fwd)
     }
 
     /// `vcl_deliver` for a stored object: stored head + Age, Via and the cache status fields.
@@ -300,6 +332,7 @@ final class RequestFlow {
             return self.synth(status: 403, reason: "PURGE is not allowed from this address")
         }
         let key = BuiltinPolicy.hash(target: self.head.uri, host: self.host)
+        self.server.coalescer.markPurged(key, at: self.server.clock())
         let inMemory = self.server.memory.remove(key: key).count
         guard let disk = self.server.disk else {
             return self.purged(count: inMemory)
@@ -328,6 +361,7 @@ final class RequestFlow {
 
     /// Removes `key` from both tiers without waiting for the disk (its tombstone takes effect at once).
     func invalidate(_ key: CacheKey) -> Int {
+        self.server.coalescer.markPurged(key, at: self.server.clock())
         let removed = self.server.memory.remove(key: key).count
         _ = self.server.disk?.remove(key, now: self.server.clock(), on: self.client.eventLoop)
         return removed

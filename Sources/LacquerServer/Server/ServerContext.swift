@@ -11,6 +11,8 @@ final class ServerContext: Sendable {
     /// The disk tier, when enabled and opened.
     let disk: DiskStorage?
     let counters: Counters
+    /// At most one fill per key; waiters share it (and hit-for-miss marks).
+    let coalescer: FetchCoalescer
     let logger: Logger
     /// Seconds since the epoch; injectable so tests can move time.
     let clock: @Sendable () -> Double
@@ -31,6 +33,7 @@ final class ServerContext: Sendable {
         self.memory = memory
         self.disk = disk
         self.counters = counters
+        self.coalescer = FetchCoalescer(maxBytesPerFetch: configuration.diskMaxQueuedBytes)
         self.logger = logger
         self.clock = clock
         var loops: [ObjectIdentifier: LoopState] = [:]

@@ -1,0 +1,42 @@
+import NIOCore
+import NIOHTTP1
+
+/// Where a flow's response goes: a client connection, or nowhere (a background refresh).
+/// All calls happen on `eventLoop`.
+protocol FlowClient: AnyObject {
+    var eventLoop: any EventLoop { get }
+    var allocator: ByteBufferAllocator { get }
+    var isWritable: Bool { get }
+    var peer: SocketAddress? { get }
+    func writeHead(_ head: HTTPResponseHead)
+    func writeBody(_ buffer: ByteBuffer)
+    func flush()
+    /// Ends the response; `close` ends the connection after it.
+    func finishResponse(_ flow: RequestFlow, close: Bool)
+    /// Cuts the connection (a truncated response is the only honest signal once the head is out).
+    func abort(_ flow: RequestFlow)
+    /// Whether the connection must close after the response to `head`.
+    func mustCloseAfter(_ head: HTTPRequestHead) -> Bool
+}
+
+extension ClientChannelHandler: FlowClient {}
+
+/// The client of a background fetch (stale-while-revalidate, grace): it has no one to answer,
+/// so the fetch runs at the origin's pace and only fills the cache.
+final class BackgroundClient: FlowClient {
+    let eventLoop: any EventLoop
+    let allocator = ByteBufferAllocator()
+    let isWritable = true
+    let peer: SocketAddress? = nil
+
+    init(eventLoop: any EventLoop) {
+        self.eventLoop = eventLoop
+    }
+
+    func writeHead(_ head: HTTPResponseHead) {}
+    func writeBody(_ buffer: ByteBuffer) {}
+    func flush() {}
+    func finishResponse(_ flow: RequestFlow, close: Bool) {}
+    func abort(_ flow: RequestFlow) {}
+    func mustCloseAfter(_ head: HTTPRequestHead) -> Bool { false }
+}
