@@ -14,6 +14,33 @@ public enum NotModifiedMerge {
         "content-length", "content-encoding", "transfer-encoding", "content-range",
     ]
 
+    /// Whether a 304 may update the stored response (RFC 9111 §4.3.4): a strong ETag in the 304
+    /// must equal the stored strong ETag; a weak one must match it weakly; with no ETag, a
+    /// Last-Modified in both must be the same. A 304 that selects nothing updates nothing.
+    public static func selects(stored: HTTPHeaders, notModified: HTTPHeaders) -> Bool {
+        if let tagLine = notModified["etag"].first {
+            let tag = Substring(tagLine).trimmingOWS()
+            guard let storedLine = stored["etag"].first else { return false }
+            let storedTag = Substring(storedLine).trimmingOWS()
+            let isWeak = tag.hasPrefix("W/")
+            if !isWeak {
+                return !storedTag.hasPrefix("W/") && storedTag == tag
+            }
+            return Self.opaque(tag) == Self.opaque(storedTag)
+        }
+        if let modified = notModified["last-modified"].first,
+            let storedModified = stored["last-modified"].first,
+            let new = HTTPDate.parse(modified), let old = HTTPDate.parse(storedModified)
+        {
+            return new == old
+        }
+        return true
+    }
+
+    private static func opaque(_ tag: Substring) -> Substring {
+        tag.hasPrefix("W/") ? tag.dropFirst(2) : tag
+    }
+
     /// Stored headers updated with those of a 304: every field in the 304 replaces all stored
     /// lines of that name (keeping the 304's order when it has several), except
     /// ``preservedFields`` and hop-by-hop fields (``HopByHop``, including those the 304's

@@ -90,6 +90,19 @@ struct HardeningTests {
         }
     }
 
+    @Test("an unknown method in a well-formed request line gets 501; a malformed method token, 400")
+    func unknownMethod() async throws {
+        try await withLacquer { _, port, origin async throws in
+            let unknown = try rejects("FROB /x HTTP/1.1\r\nHost: x\r\n\r\n", port: port)
+            #expect(unknown.status == 501)
+            #expect(unknown.header("Connection") == "close")
+            #expect(try rejects("FR{B /x HTTP/1.1\r\nHost: x\r\n\r\n", port: port).status == 400)
+            #expect(try rejects("FROB x HTTP/1.1\r\nHost: x\r\n\r\n", port: port).status == 400)
+            #expect(try rejects("FROB /x HTTP/one\r\nHost: x\r\n\r\n", port: port).status == 400)
+            #expect(origin.requestCount() == 0)
+        }
+    }
+
     @Test("a request body over the limit is refused with 413 before it is read")
     func bodyTooLarge() async throws {
         try await withLacquer(configure: { $0.limits.requestBodyBytes = 1000 }) { lacquer, port, origin in

@@ -7,10 +7,55 @@ final class FirstByteObserver: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = ByteBuffer
     typealias InboundOut = ByteBuffer
     var onBytes: (() -> Void)?
+    /// The first bytes of the latest read (at most ``prefixLimit``), copied into storage
+    /// allocated once: enough to tell an unknown method from a malformed request line when the
+    /// parser rejects the method.
+    private(set) var prefix: [UInt8] = []
+    static let prefixLimit = 256
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         self.onBytes?()
+        let buffer = self.unwrapInboundIn(data)
+        let count = min(buffer.readableBytes, Self.prefixLimit)
+        if self.prefix.capacity < Self.prefixLimit {
+            self.prefix.reserveCapacity(Self.prefixLimit)
+        }
+        self.prefix.removeAll(keepingCapacity: true)
+        buffer.withUnsafeReadableBytes { bytes in
+            self.prefix.append(contentsOf: bytes.prefix(count))
+        }
         context.fireChannelRead(data)
+    }
+
+    /// Whether `bytes` start like a well-formed request line (RFC 9112 §3: token SP target SP
+    /// HTTP-version) whose method the parser merely does not know: 501, not 400.
+    static func looksLikeUnknownMethod(_ bytes: [UInt8]) -> Bool {
+        guard let space = bytes.firstIndex(of: UInt8(ascii: " ")), space > 0 else { return false }
+        guard bytes[..<space].allSatisfy(Self.isTokenChar) else { return false }
+        let afterMethod = bytes[(space + 1)...]
+        let lineEnd = afterMethod.firstIndex(of: UInt8(ascii: "\n"))
+        var line = lineEnd.map { afterMethod[..<$0] } ?? afterMethod
+        if line.last == UInt8(ascii: "\r") { line = line.dropLast() }
+        guard let first = line.first, first == UInt8(ascii: "/") || first == UInt8(ascii: "*") else { return false }
+        let parts = line.split(separator: UInt8(ascii: " "), omittingEmptySubsequences: false)
+        if lineEnd == nil {
+            // Cut off inside the target: judge what arrived.
+            return parts.count <= 2 && !parts[0].contains(where: { $0 < 0x21 || $0 == 0x7F })
+        }
+        guard parts.count == 2, !parts[0].contains(where: { $0 < 0x21 || $0 == 0x7F }) else { return false }
+        let version = Array(parts[1])
+        return version.count == 8 && version.starts(with: Array("HTTP/".utf8))
+            && (0x30...0x39).contains(version[5]) && version[6] == UInt8(ascii: ".")
+            && (0x30...0x39).contains(version[7])
+    }
+
+    private static func isTokenChar(_ byte: UInt8) -> Bool {
+        switch byte {
+        case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "0")...UInt8(ascii: "9"):
+            return true
+        default:
+            return Array("!#$%&'*+-.^_`|~".utf8).contains(byte)
+        }
     }
 }
 
@@ -42,6 +87,9 @@ final class ClientChannelHandler: ChannelInboundHandler, RemovableChannelHandler
     private var requestsServed = 0
     private var sawFirstByte = false
     private(set) var peer: SocketAddress?
+
+    /// The byte observer before the decoder (for classifying parser errors).
+    weak var observer: FirstByteObserver?
 
     init(server: ServerContext) {
         self.server = server
@@ -195,10 +243,20 @@ final class ClientChannelHandler: ChannelInboundHandler, RemovableChannelHandler
         if let parserError = error as? HTTPParserError {
             switch self.state {
             case .idle, .receiving, .discarding:
-                let status = parserError == .headerOverflow ? 431 : 400
-                self.server.counters.increment(status == 431 ? .clientReq431 : .clientReq400)
                 self.state = .closing
-                self.writeSynthetic(status: status, reason: "Malformed request (\(parserError))", close: true, headRequest: false)
+                switch parserError {
+                case .headerOverflow:
+                    self.server.counters.increment(.clientReq431)
+                    self.writeSynthetic(status: 431, reason: "Malformed request (\(parserError))", close: true, headRequest: false)
+                case .invalidMethod where FirstByteObserver.looksLikeUnknownMethod(self.observer?.prefix ?? []):
+                    // A well-formed request line with a method the parser does not know:
+                    // RFC 9110 §9.1 says 501, not a framing error.
+                    self.server.counters.increment(.clientReq400)
+                    self.writeSynthetic(status: 501, reason: "Method not implemented", close: true, headRequest: false)
+                default:
+                    self.server.counters.increment(.clientReq400)
+                    self.writeSynthetic(status: 400, reason: "Malformed request (\(parserError))", close: true, headRequest: false)
+                }
             case .processing(let flow):
                 self.state = .closing
                 flow.clientGone()

@@ -234,6 +234,7 @@ public final class LacquerServer: Service, Sendable {
                     }
                     let handler = ClientChannelHandler(server: context)
                     let observer = FirstByteObserver()
+                    handler.observer = observer
                     let sync = channel.pipeline.syncOperations
                     try sync.addHandler(observer)
                     try sync.addHandler(HTTPResponseEncoder(configuration: .noFramingHeaders))
