@@ -42,3 +42,43 @@ stat_value() { # stat_value ADMIN_PORT NAME
 }
 
 rss_kib() { grep VmRSS "/proc/$1/status" | awk '{print $2}'; }
+
+# --- Helpers added for Benchmarks/run.sh (nothing above changed) ------------------------------
+
+# build_release_scratch SCRATCH_DIR -> builds lacquer and fixture-origin (release) into
+# SCRATCH_DIR instead of .build, so a benchmark never races an engineer's build; prints the bin path.
+build_release_scratch() {
+  swift build -c release --scratch-path "$1" --product lacquer >&2
+  swift build -c release --scratch-path "$1" --product fixture-origin >&2
+  swift build -c release --scratch-path "$1" --show-bin-path
+}
+
+# median VALUES... -> the median (mean of the two middle values for an even count); "" if none.
+median() {
+  { printf '%s\n' "$@" | grep -E '^-?[0-9.]+$' || true; } | sort -g | awk '{v[NR]=$1} END {
+    if (NR == 0) { print ""; exit }
+    if (NR % 2) printf "%g\n", v[(NR + 1) / 2]; else printf "%g\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
+
+# free_port -> a TCP port on 127.0.0.1 that no socket uses right now, below the ephemeral range
+# (so that the many outgoing connections of a benchmark cannot take it before it is bound).
+free_port() {
+  local p low
+  low=$(awk '{print $1}' /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
+  [ "$low" -gt 11000 ] || low=32768
+  for _ in $(seq 1 200); do
+    p=$((10000 + RANDOM % (low - 10000)))
+    if ! ss -Hatn "( sport = :$p )" 2>/dev/null | grep -q .; then echo "$p"; return 0; fi
+  done
+  echo "no free port found" >&2; return 1
+}
+
+# pss_kib PIDS... -> summed proportional set size (shared pages counted once across the PIDs).
+pss_kib() {
+  local total=0 v
+  for pid in "$@"; do
+    v=$(awk '/^Pss:/ {print $2}' "/proc/$pid/smaps_rollup" 2>/dev/null || echo 0)
+    total=$((total + ${v:-0}))
+  done
+  echo "$total"
+}
