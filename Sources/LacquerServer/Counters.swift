@@ -16,6 +16,8 @@ public enum Counter: Int, CaseIterable, Sendable {
     case gunzipped, gzippedOnStore, gzipCorrupt
     case coalescedWaiters, backgroundRefreshes, staleServed, updatingServed, waiterTimeouts
     case diskHit, diskPromotions, diskStored, diskWriteDropped, diskWriteErrors, diskReadErrors
+    case vclFailures, restarts, vclReloads, vclReloadFailures
+    case bansAdded, bansRefused, bannedObjects
 
     /// The metric name, e.g. `client_req_400`.
     public var name: String {
@@ -73,6 +75,13 @@ public enum Counter: Int, CaseIterable, Sendable {
         case .diskWriteDropped: "disk_write_dropped"
         case .diskWriteErrors: "disk_write_errors"
         case .diskReadErrors: "disk_read_errors"
+        case .vclFailures: "vcl_fail"
+        case .restarts: "req_restarts"
+        case .vclReloads: "vcl_reloads"
+        case .vclReloadFailures: "vcl_reload_failures"
+        case .bansAdded: "bans_added"
+        case .bansRefused: "bans_refused"
+        case .bannedObjects: "bans_obj_killed"
         }
     }
 }

@@ -1,4 +1,5 @@
 import NIOCore
+import VCL
 
 /// Everything a running Lacquer needs to know, with the safe defaults of HARDENING.md.
 ///
@@ -11,6 +12,10 @@ public struct ServerConfiguration: Sendable {
     public var admin: HostAndPort? = HostAndPort(host: "127.0.0.1", port: 6082)
     /// Origins, used round-robin.
     public var backends: [BackendConfiguration] = []
+    /// The configuration file (`--config`), reloaded by SIGHUP and `POST /reload`.
+    public var vclPath: String?
+    /// The compiled configuration; nil runs builtin.vcl alone (compiled at start-up with `purgeACL`).
+    public var vcl: CompiledVCL?
     /// Memory tier budget in bytes (head + body + bookkeeping).
     public var memoryBytes: Int = 256 << 20
     /// Largest object the memory tier admits.
@@ -103,6 +108,8 @@ public struct BackendConfiguration: Sendable, Hashable {
     public var maxConnections: Int = 200
     /// How long a request waits for a free connection when the pool is full.
     public var queueTimeout: TimeAmount = .seconds(10)
+    /// Host header sent when the client's request has none (VCL `.host_header`).
+    public var hostHeader: String?
 
     public init(name: String, host: String, port: Int) {
         self.name = name

@@ -13,11 +13,15 @@ public struct CompiledVCL: Sendable {
 
     private let entries: [[Instruction]?]
     let subs: [[Instruction]]
+    /// Built-in subs that a source other than builtin.vcl defines (the rest run builtin.vcl's
+    /// code alone, whose effect the server may apply without evaluating it).
+    public let userDefined: Set<VCLSubroutine>
 
     init(
         backends: [VCLBackend], probes: [VCLProbe], acls: [VCLACL], directors: [VCLDirector],
-        entries: [VCLSubroutine: [Instruction]], subs: [[Instruction]]
+        entries: [VCLSubroutine: [Instruction]], userDefined: Set<VCLSubroutine>, subs: [[Instruction]]
     ) {
+        self.userDefined = userDefined
         self.backends = backends
         self.probes = probes
         self.acls = acls

@@ -6,7 +6,24 @@ public struct VCLACL: Sendable, Hashable {
         public var network: [UInt8]
         public var prefixLength: Int
         public var negated: Bool
+
+        /// An entry; bits of `network` past `prefixLength` are cleared.
+        public init(network: [UInt8], prefixLength: Int, negated: Bool = false) {
+            self.network = VCLACL.mask(network, bits: prefixLength)
+            self.prefixLength = prefixLength
+            self.negated = negated
+        }
     }
+
+    /// The name under which the server's purge ACL (`--purge-acl`) is visible to VCL; builtin.vcl
+    /// checks PURGE requests against it. A file that declares an ACL of this name replaces it.
+    public static let purgeACLName = "purge_acl"
+
+    /// `purge_acl` with 127.0.0.1 and ::1, the default when nothing else is given.
+    public static let loopbackPurge = VCLACL(name: purgeACLName, entries: [
+        Entry(network: [127, 0, 0, 1], prefixLength: 32),
+        Entry(network: Array(repeating: 0, count: 15) + [1], prefixLength: 128),
+    ])
 
     public var name: String
     public var entries: [Entry]

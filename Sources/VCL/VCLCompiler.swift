@@ -20,9 +20,12 @@ public enum VCLCompiler {
     /// Compiles `sources` (concatenated in order) and, unless `appendBuiltin` is false, builtin.vcl
     /// after them, so each built-in sub the user leaves without `return` continues into the
     /// built-in behaviour. Throws all syntax and semantic errors found (up to `maxErrors`).
+    /// - Parameter predefinedACLs: ACLs the server provides (e.g. `purge_acl` from `--purge-acl`);
+    ///   a source that declares an ACL of the same name replaces it.
     public static func compile(
         _ sources: [VCLSource],
-        appendBuiltin: Bool = true
+        appendBuiltin: Bool = true,
+        predefinedACLs: [VCLACL] = [VCLACL.loopbackPurge]
     ) throws(VCLCompileErrors) -> CompiledVCL {
         let all = appendBuiltin ? sources + [VCLSource.builtin] : sources
         let files = all.map { SourceFile(name: $0.name, text: $0.text) }
@@ -36,6 +39,7 @@ public enum VCLCompiler {
         }
         guard sink.isEmpty else { throw VCLCompileErrors(sink.diagnostics) }
         var checker = Checker(sink: sink)
+        checker.predefinedACLs = predefinedACLs
         guard let compiled = checker.check(program) else { throw VCLCompileErrors(checker.sink.diagnostics) }
         return compiled
     }

@@ -32,6 +32,11 @@ protocol CacheCandidate {
     var origin: Double { get }
     var ttl: Double { get }
     var mustRevalidate: Bool { get }
+    var status: Int { get }
+    var reason: String { get }
+    var headers: HTTPHeaders { get }
+    var grace: Double { get }
+    var keep: Double { get }
 }
 
 extension StoredObject: CacheCandidate {}

@@ -8,6 +8,7 @@ protocol FlowClient: AnyObject {
     var allocator: ByteBufferAllocator { get }
     var isWritable: Bool { get }
     var peer: SocketAddress? { get }
+    var local: SocketAddress? { get }
     func writeHead(_ head: HTTPResponseHead)
     func writeBody(_ buffer: ByteBuffer)
     func flush()
@@ -27,10 +28,13 @@ final class BackgroundClient: FlowClient {
     let eventLoop: any EventLoop
     let allocator = ByteBufferAllocator()
     let isWritable = true
-    let peer: SocketAddress? = nil
+    let peer: SocketAddress?
+    let local: SocketAddress?
 
-    init(eventLoop: any EventLoop) {
+    init(eventLoop: any EventLoop, peer: SocketAddress? = nil, local: SocketAddress? = nil) {
         self.eventLoop = eventLoop
+        self.peer = peer
+        self.local = local
     }
 
     func writeHead(_ head: HTTPResponseHead) {}

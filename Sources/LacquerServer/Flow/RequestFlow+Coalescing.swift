@@ -157,7 +157,7 @@ extension RequestFlow {
         if self.closeAfter {
             headers.replaceOrAdd(name: "Connection", value: "close")
         }
-        self.client.writeHead(
+        self.emitHead(
             HTTPResponseHead(
                 version: .http1_1, status: HTTPResponseStatus(statusCode: head.status, reasonPhrase: head.reason),
                 headers: headers))
@@ -176,7 +176,7 @@ extension RequestFlow {
         }
         let (chunks, outcome) = busy.chunks(from: self.waitIndex)
         for chunk in chunks {
-            self.client.writeBody(chunk)
+            self.emitBody(chunk)
             self.waitIndex += 1
             if !self.client.isWritable {
                 return  // resumed by `clientWritable`
@@ -206,9 +206,11 @@ extension RequestFlow {
         head.headers.remove(name: "cache-control")
         head.headers.remove(name: "pragma")
         let refresh = RequestFlow(
-            server: self.server, client: BackgroundClient(eventLoop: self.client.eventLoop), head: head,
+            server: self.server, client: BackgroundClient(eventLoop: self.client.eventLoop, peer: self.client.peer, local: self.client.local), head: head,
             host: self.host, body: nil)
         refresh.busy = busy
+        refresh.ctx.backendHint = self.ctx.backendHint
+        refresh.ctx.bereqBackend = self.ctx.bereqBackend
         refresh.fetch(.fill(key: key, stale: stale, fwd: .stale))
     }
 

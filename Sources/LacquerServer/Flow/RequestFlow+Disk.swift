@@ -137,7 +137,7 @@ extension RequestFlow {
                 if from < to, !flow.clientIsGone,
                     let part = chunk.getSlice(at: chunk.readerIndex + (from - start), length: to - from)
                 {
-                    flow.client.writeBody(part)
+                    flow.emitBody(part)
                 }
                 if flow.diskPosition >= window.upperBound {
                     reader.close()

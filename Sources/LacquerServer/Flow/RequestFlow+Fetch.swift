@@ -10,7 +10,14 @@ extension RequestFlow: BackendExchangeDelegate {
     /// `vcl_miss` / `vcl_pass` → `vcl_backend_fetch`.
     func fetch(_ mode: Mode) {
         self.mode = mode
-        guard let pool = self.server.nextPool(on: self.client.eventLoop) else {
+        let backendRef = self.ctx.bereqBackend ?? self.ctx.backendHint
+        guard let pool = self.server.pool(for: backendRef, vcl: self.vcl, key: self.head.uri, on: self.client.eventLoop) else {
+            self.releaseBusy(.failed(.noBackend))
+            if case .fill(_, let stale?, _) = mode,
+                stale.usableOnError(at: self.server.clock(), defaultWindow: self.server.configuration.defaultStaleIfError)
+            {
+                return self.serveStaleOnError(stale, error: .noBackend)
+            }
             return self.synth(status: 503, reason: BackendError.noBackend.description)
         }
         let isFill: Bool
@@ -31,11 +38,21 @@ extension RequestFlow: BackendExchangeDelegate {
                 self.sentConditional = true
             }
         }
+        if request.headers.first(name: "host") == nil, let hostHeader = pool.backend.hostHeader {
+            request.headers.add(name: "Host", value: hostHeader)
+        }
+        self.ctx.connectTimeout = Double(pool.backend.connectTimeout.nanoseconds) / 1e9
+        self.ctx.firstByteTimeout = Double(pool.backend.firstByteTimeout.nanoseconds) / 1e9
+        self.ctx.betweenBytesTimeout = Double(pool.backend.betweenBytesTimeout.nanoseconds) / 1e9
+        guard self.runBackendFetch(&request) else {
+            self.releaseBusy(.failed(.noBackend))
+            return
+        }
         let backendRequest = request
         self.counters.increment(.backendReq)
         self.requestTime = self.server.clock()
-        let firstByteTimeout = pool.backend.firstByteTimeout
-        let betweenBytesTimeout = pool.backend.betweenBytesTimeout
+        let firstByteTimeout = TimeAmount.nanoseconds(Int64(self.ctx.firstByteTimeout * 1e9))
+        let betweenBytesTimeout = TimeAmount.nanoseconds(Int64(self.ctx.betweenBytesTimeout * 1e9))
         let loopBound = NIOLoopBound(self, eventLoop: self.client.eventLoop)
         pool.acquire().whenComplete { result in
             let flow = loopBound.value
@@ -72,7 +89,8 @@ extension RequestFlow: BackendExchangeDelegate {
     func backendResponseHead(_ head: HTTPResponseHead) {
         self.responseTime = self.server.clock()
         self.backendHead = head
-        let status = Int(head.status.code)
+        var status = Int(head.status.code)
+        var reasonPhrase = head.status.reasonPhrase
         var headers = head.headers
         HopByHop.strip(&headers)
         if !headers.contains(name: "date") {
@@ -107,6 +125,28 @@ extension RequestFlow: BackendExchangeDelegate {
                 method: "GET", requestHeaders: self.head.headers, requestCacheControl: self.requestCacheControl,
                 status: status, responseHeaders: headers, requestTime: self.requestTime,
                 responseTime: self.responseTime, configuration: self.server.configuration)
+            switch self.runBackendResponse(status: &status, reason: &reasonPhrase, headers: &headers, decision: &decision) {
+            case .deliver:
+                break
+            case .retry where self.ctx.bereqRetries < Self.maxRetries:
+                self.ctx.bereqRetries += 1
+                self.lease?.connection.abandon()
+                self.lease = nil
+                self.backendHead = nil
+                return self.fetch(self.mode)
+            case .retry, .abandon:
+                self.lease?.connection.abandon()
+                self.lease = nil
+                self.backendHead = nil
+                self.releaseBusy(.failed(.framing("abandoned by VCL")))
+                return self.synth(status: 503, reason: "Backend response abandoned by VCL")
+            }
+            if status != Int(head.status.code) || reasonPhrase != head.status.reasonPhrase {
+                self.backendHead = HTTPResponseHead(
+                    version: head.version, status: HTTPResponseStatus(statusCode: status, reasonPhrase: reasonPhrase),
+                    headers: head.headers)
+                cacheStatus.fwdStatus = Int(head.status.code)
+            }
             if decision.storable {
                 if let names = VaryKey.fieldNames(headers) {
                     self.varyNames = names
@@ -140,7 +180,7 @@ extension RequestFlow: BackendExchangeDelegate {
                 // Waiters may start streaming now.
                 self.busy?.publishHead(
                     BusyFetch.Head(
-                        status: status, reason: head.status.reasonPhrase, headers: stored, varyNames: self.varyNames,
+                        status: status, reason: reasonPhrase, headers: stored, varyNames: self.varyNames,
                         variant: VaryKey.variant(names: self.varyNames, requestHeaders: self.head.headers),
                         origin: decision.origin, ttl: decision.ttl, expectedLength: self.expectedLength))
             } else {
@@ -208,7 +248,7 @@ extension RequestFlow: BackendExchangeDelegate {
             out.remove(name: "content-length")
             out.remove(name: "transfer-encoding")
             if !self.clientIsGone {
-                self.client.writeHead(HTTPResponseHead(version: .http1_1, status: .notModified, headers: out))
+                self.emitHead(HTTPResponseHead(version: .http1_1, status: .notModified, headers: out))
             }
             self.sendBody = false
             self.finish(close: self.closeAfter)
@@ -219,7 +259,9 @@ extension RequestFlow: BackendExchangeDelegate {
             return
         }
         if !self.clientIsGone {
-            self.client.writeHead(HTTPResponseHead(version: .http1_1, status: head.status, headers: out))
+            self.emitHead(
+                HTTPResponseHead(
+                    version: .http1_1, status: HTTPResponseStatus(statusCode: status, reasonPhrase: reasonPhrase), headers: out))
         }
         if case .fill = self.mode, clientIsHead, self.accumulated == nil, Self.statusHasBody(status),
             self.expectedLength != 0
@@ -246,7 +288,7 @@ extension RequestFlow: BackendExchangeDelegate {
             }
         }
         if self.sendBody && !self.clientIsGone {
-            self.client.writeBody(buffer)
+            self.emitBody(buffer)
             if !self.client.isWritable {
                 self.lease?.connection.pause()
             }
@@ -359,7 +401,7 @@ extension RequestFlow: BackendExchangeDelegate {
         self.accumulated = nil
         if beforeHead || self.backendHead == nil {
             if self.clientIsGone { return }
-            self.synth(status: error.status, reason: error.description)
+            self.backendErrorResponse(error)
         } else {
             // The head is out: the only honest signal left is to cut the connection.
             self.finished = true

@@ -2,6 +2,7 @@ import CachePolicy
 import CacheStore
 import NIOCore
 import NIOHTTP1
+import VCL
 
 /// One client request's trip through Varnish's states:
 ///
@@ -28,11 +29,19 @@ final class RequestFlow {
     /// Held strongly: a fill outlives its client; the cycle with a connection handler ends
     /// when the handler moves on to its next request or the backend exchange ends.
     let client: any FlowClient
-    let head: HTTPRequestHead
-    let host: String
+    /// The request as VCL left it after vcl_recv.
+    var head: HTTPRequestHead
+    var host: String
     let body: ByteBuffer?
     let xid: UInt64
-    let requestCacheControl: CacheControl
+    var requestCacheControl: CacheControl
+    /// The configuration this request started with (a reload does not change it mid-request).
+    let vcl: CompiledVCL
+    /// What VCL reads and writes for this request.
+    var ctx: FlowContext
+    /// Set when vcl_deliver replaced the response being delivered.
+    var bodySuppressed = false
+    var inSynth = false
 
     // Fetch state (see RequestFlow+Fetch.swift).
     var mode: Mode = .pass(fwd: .bypass, detail: "")
@@ -77,11 +86,19 @@ final class RequestFlow {
     init(server: ServerContext, client: any FlowClient, head: HTTPRequestHead, host: String, body: ByteBuffer?) {
         self.server = server
         self.client = client
+        var head = head
+        if !host.isEmpty, head.headers.first(name: "host") != host {
+            // The normalised host (lowercased, default port dropped) is what VCL and the backend see.
+            head.headers.replaceOrAdd(name: "Host", value: host)
+        }
         self.head = head
         self.host = host
         self.body = body
-        self.xid = server.nextXID()
+        let xid = server.nextXID()
+        self.xid = xid
         self.requestCacheControl = BuiltinPolicy.requestCacheControl(head.headers)
+        self.vcl = server.vcl
+        self.ctx = FlowContext(head: head, xid: xid, peer: client.peer, local: client.local)
     }
 
     var counters: Counters { self.server.counters }
@@ -93,30 +110,61 @@ final class RequestFlow {
         }
     }
 
-    /// `vcl_recv`.
+    /// `vcl_recv` (see RequestFlow+VCL.swift).
     func start() {
-        switch BuiltinPolicy.recv(method: self.head.method, headers: self.head.headers) {
-        case .lookup:
-            self.lookup()
-        case .pass(let reason):
-            self.counters.increment(.cacheBypass)
-            let fwd: CacheStatusValue.Forward = reason == "method" ? .method : .bypass
-            self.fetch(.pass(fwd: fwd, detail: reason))
-        case .purge:
-            self.purge()
-        case .synth(let status, let reason):
-            self.synth(status: status, reason: reason)
-        }
+        self.recv()
+    }
+
+    /// Whether a ban added after `object` was stored covers it (tested against this request).
+    func isBanned(_ object: some CacheCandidate) -> Bool {
+        if self.server.bans.isEmpty { return false }
+        let url = self.head.uri
+        let requestHeaders = self.head.headers
+        let objectHeaders = object.headers
+        return self.server.bans.covers(
+            storedAt: object.responseTime,
+            subject: VCLBan.Subject(
+                url: url, requestHeader: { requestHeaders.first(name: $0) }, status: object.status,
+                objectHeader: { objectHeaders.first(name: $0) }))
     }
 
     /// `vcl_hash` + lookup + `vcl_hit` / `vcl_miss`: the memory tier first, then the disk tier.
     func lookup() {
-        let key = BuiltinPolicy.hash(target: self.head.uri, host: self.host)
+        guard let key = self.computeKey() else { return }
+        if self.ctx.hashAlwaysMiss {
+            return self.miss(key: key, fwd: .miss)
+        }
         let now = self.server.clock()
-        let variants = self.server.memory.variants(for: key)
+        var variants = self.server.memory.variants(for: key)
+        if !self.server.bans.isEmpty, variants.contains(where: { self.isBanned($0) }) {
+            self.counters.increment(.bannedObjects)
+            _ = self.invalidate(key)
+            variants = []
+        }
         let outcome = BuiltinPolicy.lookup(
             variants: variants, requestHeaders: self.head.headers,
             requestCacheControl: self.requestCacheControl, now: now)
+        switch outcome {
+        case .hit(let object), .staleHit(let object), .refresh(let object, _):
+            let wouldRefetch: Bool
+            if case .refresh = outcome { wouldRefetch = true } else { wouldRefetch = false }
+            switch self.runHit(object, now: now, lookupWouldRefetch: wouldRefetch) {
+            case .proceed: break
+            case .deliverStale:
+                self.counters.increment(.updatingServed)
+                self.startBackgroundRefresh(key: key, stale: .memory(object))
+                let status = CacheStatusValue(hit: true, ttl: Int(object.remainingTTL(at: now).rounded(.down)), detail: "vcl")
+                return self.deliver(object, xStatus: .updating, cacheStatus: status, now: now)
+            case .miss:
+                return self.miss(key: key, fwd: .miss, stale: .memory(object))
+            case .pass:
+                return self.passThrough(fwd: .bypass, detail: "vcl")
+            case .handled:
+                return
+            }
+        case .miss:
+            break
+        }
         switch outcome {
         case .hit(let object):
             self.counters.increment(.cacheHit)
@@ -152,7 +200,7 @@ final class RequestFlow {
         disk.lookup(key, on: self.client.eventLoop).whenComplete { result in
             let flow = loopBound.value
             guard !flow.clientIsGone else { return }
-            let heads: [DiskObjectHead]
+            var heads: [DiskObjectHead]
             switch result {
             case .success(let found):
                 heads = found
@@ -160,10 +208,35 @@ final class RequestFlow {
                 disk.noteReadFailure(error, key: key)
                 heads = []
             }
+            if !flow.server.bans.isEmpty, heads.contains(where: { flow.isBanned($0) }) {
+                flow.counters.increment(.bannedObjects)
+                _ = flow.invalidate(key)
+                heads = []
+            }
             let now = flow.server.clock()
             let outcome = BuiltinPolicy.lookup(
                 variants: heads, requestHeaders: flow.head.headers,
                 requestCacheControl: flow.requestCacheControl, now: now)
+            switch outcome {
+            case .hit(let head), .staleHit(let head), .refresh(let head, _):
+                let wouldRefetch: Bool
+                if case .refresh = outcome { wouldRefetch = true } else { wouldRefetch = false }
+                switch flow.runHit(head, now: now, lookupWouldRefetch: wouldRefetch) {
+                case .proceed: break
+                case .deliverStale:
+                    flow.counters.increment(.updatingServed)
+                    flow.startBackgroundRefresh(key: key, stale: .disk(head))
+                    return flow.deliverFromDisk(head, disk: disk, xStatus: .updating, detail: "vcl")
+                case .miss:
+                    return flow.miss(key: key, fwd: .miss, stale: .disk(head))
+                case .pass:
+                    return flow.passThrough(fwd: .bypass, detail: "vcl")
+                case .handled:
+                    return
+                }
+            case .miss:
+                break
+            }
             switch outcome {
             case .hit(let head):
                 flow.counters.increment(.cacheHit)
@@ -188,16 +261,18 @@ final class RequestFlow {
         if self.requestCacheControl.onlyIfCached {
             return self.synth(status: 504, reason: "only-if-cached and no fresh stored response")
         }
+        guard self.runMiss() else { return }
         self.counters.increment(.cacheExpired)
         self.coalescedFetch(key: key, stale: stale, fwd: fwd)
     }
 
-    func miss(key: CacheKey, fwd: CacheStatusValue.Forward) {
+    func miss(key: CacheKey, fwd: CacheStatusValue.Forward, stale: StaleCopy? = nil) {
         if self.requestCacheControl.onlyIfCached {
             return self.synth(status: 504, reason: "only-if-cached and nothing stored")
         }
+        guard self.runMiss() else { return }
         self.counters.increment(.cacheMiss)
-        self.coalescedFetch(key: key, stale: nil, fwd: fwd)
+        self.coalescedFetch(key: key, stale: stale, fwd: fwd)
     }
 
     /// `vcl_deliver` for a stored object: stored head + Age, Via and the cache status fields.
@@ -223,11 +298,11 @@ final class RequestFlow {
             break
         case .full:
             if object.body.readableBytes > 0 {
-                self.client.writeBody(object.body)
+                self.emitBody(object.body)
             }
         case .single(let range):
             if let slice = object.body.getSlice(at: object.body.readerIndex + range.lowerBound, length: range.count) {
-                self.client.writeBody(slice)
+                self.emitBody(slice)
             }
         case .multipart(let boundary, let contentType, let ranges):
             var out = ByteBuffer()
@@ -240,7 +315,7 @@ final class RequestFlow {
                 }
             }
             out.writeString(Multipart.closing(boundary: boundary))
-            self.client.writeBody(out)
+            self.emitBody(out)
         }
         self.finish(close: self.closeAfter)
     }
@@ -273,11 +348,11 @@ final class RequestFlow {
                 method: self.head.method.rawValue, requestHeaders: self.head.headers, storedHeaders: storedHeaders)
         {
             headers.remove(name: "content-length")
-            self.client.writeHead(HTTPResponseHead(version: .http1_1, status: .notModified, headers: headers))
+            self.emitHead(HTTPResponseHead(version: .http1_1, status: .notModified, headers: headers))
             return .none
         }
         guard Self.statusHasBody(status) else {
-            self.client.writeHead(
+            self.emitHead(
                 HTTPResponseHead(
                     version: .http1_1, status: HTTPResponseStatus(statusCode: status, reasonPhrase: reason), headers: headers))
             return .none
@@ -308,7 +383,7 @@ final class RequestFlow {
             case .unsatisfiable:
                 headers.replaceOrAdd(name: "Content-Range", value: RangeRequest.unsatisfiedContentRange(length: bodyLength))
                 headers.replaceOrAdd(name: "Content-Length", value: "0")
-                self.client.writeHead(HTTPResponseHead(version: .http1_1, status: .rangeNotSatisfiable, headers: headers))
+                self.emitHead(HTTPResponseHead(version: .http1_1, status: .rangeNotSatisfiable, headers: headers))
                 return .none
             }
         }
@@ -320,18 +395,14 @@ final class RequestFlow {
         default: length = bodyLength
         }
         headers.replaceOrAdd(name: "Content-Length", value: String(length))
-        self.client.writeHead(HTTPResponseHead(version: .http1_1, status: outStatus, headers: headers))
+        self.emitHead(HTTPResponseHead(version: .http1_1, status: outStatus, headers: headers))
         return self.head.method == .HEAD ? .none : plan
     }
 
-    /// PURGE: allowed only from the purge ACL; removes every variant under the request's key from
+    /// `return (purge)` from vcl_recv (builtin.vcl allows it from `purge_acl`); removes every variant under the request's key from
     /// both tiers, and answers only once the disk removal is committed (durable).
-    private func purge() {
-        guard self.server.configuration.purgeACL.allows(self.client.peer) else {
-            self.counters.increment(.purgeDenied)
-            return self.synth(status: 403, reason: "PURGE is not allowed from this address")
-        }
-        let key = BuiltinPolicy.hash(target: self.head.uri, host: self.host)
+    func purge() {
+        guard let key = self.computeKey() else { return }
         self.server.coalescer.markPurged(key, at: self.server.clock())
         let inMemory = self.server.memory.remove(key: key).count
         guard let disk = self.server.disk else {
@@ -367,12 +438,31 @@ final class RequestFlow {
         return removed
     }
 
-    /// `vcl_synth`: a response of our own.
-    func synth(status: Int, reason: String, body: String? = nil) {
+    /// builtin.vcl's vcl_synth, natively: a short text response of our own.
+    func nativeSynth(status: Int, reason: String, body: String?) {
+        self.writeSynthetic(status: status, reason: reason, extraHeaders: nil, body: body)
+    }
+
+    /// Writes a synthetic response; `extraHeaders` (from VCL's resp.http / beresp.http) replace
+    /// the defaults of the same name.
+    func writeSynthetic(status: Int, reason: String, extraHeaders: HTTPHeaders?, body: String?) {
+        guard !self.finished, !self.clientIsGone else { return }
         let close = self.client.mustCloseAfter(self.head)
-        let response = Synthetic.response(
+        var response = Synthetic.response(
             status: status, reason: reason, now: self.server.clock(), close: close,
             cacheName: self.server.configuration.cacheName, body: body)
+        if let extraHeaders {
+            if reason != response.head.status.reasonPhrase, !reason.isEmpty,
+                !reason.utf8.contains(where: { $0 < 0x20 || $0 == 0x7F })
+            {
+                response.head.status = HTTPResponseStatus(statusCode: status, reasonPhrase: reason)
+            }
+            for (name, value) in extraHeaders {
+                let lowered = name.lowercased()
+                guard lowered != "content-length", lowered != "transfer-encoding", lowered != "connection" else { continue }
+                response.head.headers.replaceOrAdd(name: name, value: value)
+            }
+        }
         switch status {
         case 502: self.counters.increment(.synth502)
         case 503: self.counters.increment(.synth503)

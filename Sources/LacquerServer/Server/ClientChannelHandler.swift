@@ -87,6 +87,7 @@ final class ClientChannelHandler: ChannelInboundHandler, RemovableChannelHandler
     private var requestsServed = 0
     private var sawFirstByte = false
     private(set) var peer: SocketAddress?
+    private(set) var local: SocketAddress?
 
     /// The byte observer before the decoder (for classifying parser errors).
     weak var observer: FirstByteObserver?
@@ -103,6 +104,7 @@ final class ClientChannelHandler: ChannelInboundHandler, RemovableChannelHandler
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
         self.peer = context.channel.remoteAddress
+        self.local = context.channel.localAddress
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
@@ -251,7 +253,7 @@ final class ClientChannelHandler: ChannelInboundHandler, RemovableChannelHandler
                 case .invalidMethod where FirstByteObserver.looksLikeUnknownMethod(self.observer?.prefix ?? []):
                     // A well-formed request line with a method the parser does not know:
                     // RFC 9110 §9.1 says 501, not a framing error.
-                    self.server.counters.increment(.clientReq400)
+                    self.server.counters.increment(.clientReq501)
                     self.writeSynthetic(status: 501, reason: "Method not implemented", close: true, headRequest: false)
                 default:
                     self.server.counters.increment(.clientReq400)

@@ -33,6 +33,8 @@ struct Checker {
     var backends: [String: VCLBackend] = [:]
     var probes: [String: VCLProbe] = [:]
     var acls: [String: VCLACL] = [:]
+    /// ACLs the server provides, visible unless a source declares one of the same name.
+    var predefinedACLs: [VCLACL] = []
     var directorOrder: [String] = []
     var directors: [String: VCLDirector] = [:]
     var units: [Unit] = []
@@ -59,6 +61,9 @@ struct Checker {
             default: break
             }
         }
+        for acl in self.predefinedACLs where self.acls[acl.name] == nil && self.definedAt[acl.name] == nil {
+            self.acls[acl.name] = acl
+        }
         self.collectDirectors()
         for i in self.units.indices {
             self.currentUnit = i
@@ -67,8 +72,12 @@ struct Checker {
         self.checkCallGraph()
         guard self.sink.isEmpty else { return nil }
         var entries: [VCLSubroutine: [Instruction]] = [:]
+        var userDefined: Set<VCLSubroutine> = []
         for u in self.units {
-            if let role = u.role { entries[role, default: []] += u.body }
+            if let role = u.role {
+                entries[role, default: []] += u.body
+                if u.name.location.file != VCLSource.builtin.name { userDefined.insert(role) }
+            }
         }
         return CompiledVCL(
             backends: self.backendOrder.compactMap { self.backends[$0] },
@@ -76,6 +85,7 @@ struct Checker {
             acls: self.acls.values.sorted { $0.name < $1.name },
             directors: self.directorOrder.compactMap { self.directors[$0] },
             entries: entries,
+            userDefined: userDefined,
             subs: self.units.map(\.body)
         )
     }

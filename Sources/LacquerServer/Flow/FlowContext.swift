@@ -1,0 +1,267 @@
+import Foundation
+import CachePolicy
+import NIOCore
+import NIOHTTP1
+import VCL
+
+/// What VCL sees of one request and may change: the views of ARCHITECTURE.md's `FlowContext`.
+///
+/// One value per request, owned by its `RequestFlow` and passed `inout` to each sub, so the
+/// evaluator works on plain fields (no locks, no boxing). The flow reads the changes back after
+/// each sub: the request head after `vcl_recv`, the hash after `vcl_hash`, the backend request
+/// after `vcl_backend_fetch`, the response's fate after `vcl_backend_response`, and the
+/// response head after `vcl_deliver` / `vcl_synth`.
+struct FlowContext: VCLContext {
+    // req.*
+    var reqMethod: String
+    var reqURL: String
+    var reqProto: String
+    var reqHeaders: HTTPHeaders
+    var restarts = 0
+    var xid: UInt64
+    var backendHint: VCLBackendRef?
+    var hashAlwaysMiss = false
+    var hashIgnoreBusy = false
+    var clientIP: VCLIP
+    var serverIP: VCLIP
+    // vcl_hash
+    var hashParts: [String] = []
+    // obj.* (read-only; set on a hit)
+    var objStatus = 0
+    var objReason = ""
+    var objHeaders = HTTPHeaders()
+    var objTTL = 0.0
+    var objGrace = 0.0
+    var objKeep = 0.0
+    var objAge = 0.0
+    var objHits = 0
+    // resp.*
+    var respStatus = 0
+    var respReason = ""
+    var respHeaders = HTTPHeaders()
+    // bereq.*
+    var bereqMethod = ""
+    var bereqURL = ""
+    var bereqProto = "HTTP/1.1"
+    var bereqHeaders = HTTPHeaders()
+    var bereqRetries = 0
+    var bereqBackend: VCLBackendRef?
+    var bereqUncacheable = false
+    var connectTimeout = 0.0
+    var firstByteTimeout = 0.0
+    var betweenBytesTimeout = 0.0
+    // beresp.*
+    var berespStatus = 0
+    var berespReason = ""
+    var berespHeaders = HTTPHeaders()
+    var berespTTL = 0.0
+    var berespGrace = 0.0
+    var berespKeep = 0.0
+    var berespAge = 0.0
+    var berespUncacheable = false
+    var doGzip = false
+    var doGunzip = false
+    var doStream = true
+    // side effects
+    var syntheticBody: String?
+    var bans: [String] = []
+    var logLines: [String] = []
+
+    init(head: HTTPRequestHead, xid: UInt64, peer: SocketAddress?, local: SocketAddress?) {
+        self.reqMethod = head.method.rawValue
+        self.reqURL = head.uri
+        self.reqProto = "HTTP/\(head.version.major).\(head.version.minor)"
+        self.reqHeaders = head.headers
+        self.xid = xid
+        self.clientIP = Self.vclIP(peer)
+        self.serverIP = Self.vclIP(local)
+    }
+
+    static func vclIP(_ address: SocketAddress?) -> VCLIP {
+        guard let address, let text = address.ipAddress, let ip = VCLIP(parsing: text) else {
+            return VCLIP(bytes: [0, 0, 0, 0], text: "0.0.0.0")
+        }
+        return ip
+    }
+
+    // MARK: VCLContext
+
+    func header(_ scope: HeaderScope, _ name: String) -> String? {
+        let values = self.headers(scope)[name]
+        guard let first = values.first else { return nil }
+        // Several lines of one field read as one value, as Varnish joins them.
+        return values.count == 1 ? first : values.joined(separator: ", ")
+    }
+
+    mutating func setHeader(_ scope: HeaderScope, _ name: String, _ value: String) {
+        self.withHeaders(scope) { $0.replaceOrAdd(name: name, value: value) }
+    }
+
+    mutating func unsetHeader(_ scope: HeaderScope, _ name: String) {
+        self.withHeaders(scope) { $0.remove(name: name) }
+    }
+
+    private func headers(_ scope: HeaderScope) -> HTTPHeaders {
+        switch scope {
+        case .req: self.reqHeaders
+        case .bereq: self.bereqHeaders
+        case .beresp: self.berespHeaders
+        case .obj: self.objHeaders
+        case .resp: self.respHeaders
+        }
+    }
+
+    private mutating func withHeaders(_ scope: HeaderScope, _ body: (inout HTTPHeaders) -> Void) {
+        switch scope {
+        case .req: body(&self.reqHeaders)
+        case .bereq: body(&self.bereqHeaders)
+        case .beresp: body(&self.berespHeaders)
+        case .obj: break  // read-only (the checker refuses writes)
+        case .resp: body(&self.respHeaders)
+        }
+    }
+
+    func string(_ variable: VCLStringVariable) -> String? {
+        switch variable {
+        case .reqMethod: self.reqMethod
+        case .reqURL: self.reqURL
+        case .reqProto: self.reqProto
+        case .reqXid: String(self.xid)
+        case .bereqMethod: self.bereqMethod
+        case .bereqURL: self.bereqURL
+        case .bereqProto: self.bereqProto
+        case .bereqXid: String(self.xid)
+        case .berespReason: self.berespReason
+        case .berespProto: "HTTP/1.1"
+        case .objReason: self.objReason
+        case .objProto: "HTTP/1.1"
+        case .respReason: self.respReason
+        case .respProto: "HTTP/1.1"
+        case .clientIdentity: self.clientIP.text
+        case .serverHostname, .serverIdentity: FlowContext.hostname
+        }
+    }
+
+    mutating func setString(_ variable: VCLStringVariable, _ value: String) {
+        switch variable {
+        case .reqMethod: self.reqMethod = value
+        case .reqURL: self.reqURL = value
+        case .bereqMethod: self.bereqMethod = value
+        case .bereqURL: self.bereqURL = value
+        case .berespReason: self.berespReason = value
+        case .respReason: self.respReason = value
+        default: break  // read-only (the checker refuses writes)
+        }
+    }
+
+    func int(_ variable: VCLIntVariable) -> Int {
+        switch variable {
+        case .reqRestarts: self.restarts
+        case .bereqRetries: self.bereqRetries
+        case .berespStatus: self.berespStatus
+        case .objStatus: self.objStatus
+        case .objHits: self.objHits
+        case .respStatus: self.respStatus
+        }
+    }
+
+    mutating func setInt(_ variable: VCLIntVariable, _ value: Int) {
+        switch variable {
+        case .berespStatus: self.berespStatus = value
+        case .respStatus: self.respStatus = value
+        default: break
+        }
+    }
+
+    func duration(_ variable: VCLDurationVariable) -> Double {
+        switch variable {
+        case .reqTTL: 0
+        case .berespTTL: self.berespTTL
+        case .berespGrace: self.berespGrace
+        case .berespKeep: self.berespKeep
+        case .berespAge: self.berespAge
+        case .objTTL: self.objTTL
+        case .objGrace: self.objGrace
+        case .objKeep: self.objKeep
+        case .objAge: self.objAge
+        case .bereqConnectTimeout: self.connectTimeout
+        case .bereqFirstByteTimeout: self.firstByteTimeout
+        case .bereqBetweenBytesTimeout: self.betweenBytesTimeout
+        }
+    }
+
+    mutating func setDuration(_ variable: VCLDurationVariable, _ seconds: Double) {
+        switch variable {
+        case .berespTTL: self.berespTTL = seconds
+        case .berespGrace: self.berespGrace = max(0, seconds)
+        case .berespKeep: self.berespKeep = max(0, seconds)
+        case .bereqConnectTimeout: self.connectTimeout = max(0, seconds)
+        case .bereqFirstByteTimeout: self.firstByteTimeout = max(0, seconds)
+        case .bereqBetweenBytesTimeout: self.betweenBytesTimeout = max(0, seconds)
+        default: break
+        }
+    }
+
+    func bool(_ variable: VCLBoolVariable) -> Bool {
+        switch variable {
+        case .reqHashAlwaysMiss: self.hashAlwaysMiss
+        case .reqHashIgnoreBusy: self.hashIgnoreBusy
+        case .reqCanGzip: ContentCoding.acceptsGzip(self.reqHeaders)
+        case .bereqUncacheable: self.bereqUncacheable
+        case .berespUncacheable: self.berespUncacheable
+        case .berespDoGzip: self.doGzip
+        case .berespDoGunzip: self.doGunzip
+        case .berespDoStream: self.doStream
+        case .berespDoESI: false
+        }
+    }
+
+    mutating func setBool(_ variable: VCLBoolVariable, _ value: Bool) {
+        switch variable {
+        case .reqHashAlwaysMiss: self.hashAlwaysMiss = value
+        case .reqHashIgnoreBusy: self.hashIgnoreBusy = value
+        case .berespUncacheable:
+            // As in Varnish, an object once marked uncacheable stays so.
+            self.berespUncacheable = self.berespUncacheable || value
+        case .berespDoGzip: self.doGzip = value
+        case .berespDoGunzip: self.doGunzip = value
+        case .berespDoStream: self.doStream = value
+        default: break
+        }
+    }
+
+    func ip(_ variable: VCLIPVariable) -> VCLIP {
+        switch variable {
+        case .clientIP, .remoteIP: self.clientIP
+        case .serverIP, .localIP: self.serverIP
+        }
+    }
+
+    func backend(_ variable: VCLBackendVariable) -> VCLBackendRef? {
+        switch variable {
+        case .reqBackendHint: self.backendHint
+        case .bereqBackend, .berespBackend: self.bereqBackend ?? self.backendHint
+        }
+    }
+
+    mutating func setBackend(_ variable: VCLBackendVariable, _ value: VCLBackendRef) {
+        switch variable {
+        case .reqBackendHint: self.backendHint = value
+        case .bereqBackend: self.bereqBackend = value
+        case .berespBackend: break
+        }
+    }
+
+    mutating func hashData(_ s: String) { self.hashParts.append(s) }
+    mutating func ban(_ expression: String) { self.bans.append(expression) }
+    mutating func synthetic(_ body: String) { self.syntheticBody = body }
+    mutating func log(_ s: String) { self.logLines.append(s) }
+
+    /// The host name `server.hostname` reads.
+    static let hostname: String = {
+        var buffer = [CChar](repeating: 0, count: 256)
+        guard gethostname(&buffer, buffer.count) == 0 else { return "localhost" }
+        let bytes = buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }
+        return String(decoding: bytes, as: UTF8.self)
+    }()
+}
