@@ -54,7 +54,7 @@ let package = Package(
         .executableTarget(
             name: "lacquer",
             dependencies: [
-                "LacquerServer", "FixtureOrigin",
+                "LacquerServer", "FixtureOrigin", "VCL",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -84,7 +84,7 @@ let package = Package(
         .target(
             name: "LacquerTesting",
             dependencies: [
-                "LacquerServer", "FixtureOrigin",
+                "LacquerServer", "FixtureOrigin", "VCL",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),

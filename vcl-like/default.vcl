@@ -17,22 +17,27 @@ sub vcl_recv {
         # HTTP/2 connection preface over HTTP/1: not supported.
         return (synth(405));
     }
-    if (req.method != "GET" &&
-      req.method != "HEAD" &&
-      req.method != "PUT" &&
-      req.method != "POST" &&
-      req.method != "TRACE" &&
-      req.method != "OPTIONS" &&
-      req.method != "DELETE") {
-        # Not an RFC 7231 method (or CONNECT): hand the connection to the backend.
-        return (pipe);
+    if (req.method == "CONNECT" || req.method == "TRACE") {
+        # Lacquer is not a forward proxy, and TRACE would echo credentials back.
+        return (synth(405, req.method + " is not supported"));
+    }
+    if (req.method == "PURGE") {
+        # purge_acl holds the --purge-acl addresses (loopback by default); declare your own
+        # "acl purge_acl { ... }" to replace it.
+        if (!client.ip ~ purge_acl) {
+            return (synth(403, "PURGE is not allowed from this address"));
+        }
+        return (purge);
     }
     if (req.method != "GET" && req.method != "HEAD") {
-        # Only GET and HEAD are cached by default.
+        # Only GET and HEAD are cached; other methods go to the backend (an unsafe method's
+        # success invalidates what is stored for its URL, RFC 9111 section 4.4).
         return (pass);
     }
-    if (req.http.Authorization || req.http.Cookie) {
-        # Personalised requests are not cacheable by default.
+    if (req.http.Cookie) {
+        # Personalised requests are not cacheable by default. Unlike Varnish, a request with
+        # Authorization is looked up: RFC 9111 section 3.5 lets the response decide (public,
+        # s-maxage, must-revalidate), and a stored response is only reused under those rules.
         return (pass);
     }
     return (hash);
@@ -82,22 +87,8 @@ sub vcl_deliver {
 }
 
 sub vcl_synth {
-    set resp.http.Content-Type = "text/html; charset=utf-8";
-    set resp.http.Retry-After = "5";
-    synthetic({"<!DOCTYPE html>
-<html>
-  <head>
-    <title>"} + resp.status + " " + resp.reason + {"</title>
-  </head>
-  <body>
-    <h1>Error "} + resp.status + " " + resp.reason + {"</h1>
-    <p>"} + resp.reason + {"</p>
-    <h3>Guru Meditation:</h3>
-    <p>XID: "} + req.xid + {"</p>
-    <hr>
-    <p>Lacquer cache server</p>
-  </body>
-</html>
+    set resp.http.Content-Type = "text/plain; charset=utf-8";
+    synthetic(resp.status + " " + resp.reason + {"
 "});
     return (deliver);
 }
@@ -107,36 +98,15 @@ sub vcl_backend_fetch {
 }
 
 sub vcl_backend_response {
-    if (beresp.ttl <= 0s ||
-      beresp.http.Set-Cookie ||
-      beresp.http.Surrogate-control ~ "no-store" ||
-      (!beresp.http.Surrogate-Control &&
-        beresp.http.Cache-Control ~ "no-cache|no-store|private") ||
-      beresp.http.Vary == "*") {
-        # Remember "hit-for-pass" for the next 2 minutes.
-        set beresp.ttl = 120s;
-        set beresp.uncacheable = true;
-    }
+    # beresp.ttl, beresp.grace, beresp.keep and beresp.uncacheable already hold RFC 9111's
+    # verdict (Cache-Control, Expires, Set-Cookie, Vary: *, private, no-store, Authorization),
+    # so nothing is second-guessed here. An uncacheable answer is remembered as hit-for-miss.
     return (deliver);
 }
 
 sub vcl_backend_error {
-    set beresp.http.Content-Type = "text/html; charset=utf-8";
-    set beresp.http.Retry-After = "5";
-    synthetic({"<!DOCTYPE html>
-<html>
-  <head>
-    <title>"} + beresp.status + " " + beresp.reason + {"</title>
-  </head>
-  <body>
-    <h1>Error "} + beresp.status + " " + beresp.reason + {"</h1>
-    <p>"} + beresp.reason + {"</p>
-    <h3>Guru Meditation:</h3>
-    <p>XID: "} + bereq.xid + {"</p>
-    <hr>
-    <p>Lacquer cache server</p>
-  </body>
-</html>
+    set beresp.http.Content-Type = "text/plain; charset=utf-8";
+    synthetic(beresp.status + " " + beresp.reason + {"
 "});
     return (deliver);
 }

@@ -536,11 +536,12 @@ public func httpGet(
     method: String = "GET",
     headers: [(String, String)] = [],
     host: String = "127.0.0.1",
-    timeout: Double = 10
+    timeout: Double = 10,
+    body: String? = nil
 ) throws -> RawHTTPResponse {
     let client = try RawHTTPClient(host: host, port: port, timeout: timeout)
     defer { client.close() }
-    return try client.request(method, target, headers: headers)
+    return try client.request(method, target, headers: headers, body: body.map { Array($0.utf8) })
 }
 
 /// Runs blocking `body` (e.g. `RawHTTPClient` calls) on a thread of its own and awaits it, so

@@ -4,6 +4,7 @@ import LacquerServer
 import Logging
 import NIOCore
 import ServiceLifecycle
+import VCL
 import UnixSignals
 
 #if canImport(Glibc)
@@ -26,8 +27,14 @@ struct Lacquer: AsyncParsableCommand {
     @Option(name: .customLong("listen"), help: ArgumentHelp("Address to serve clients on (repeatable; port 0 = any free port).", valueName: "HOST:PORT"))
     var listen: [String] = []
 
-    @Option(name: .customLong("backend"), help: ArgumentHelp("Origin server URL (repeatable: round-robin).", valueName: "URL"))
+    @Option(name: .customLong("backend"), help: ArgumentHelp("Origin server URL (repeatable: round-robin). Not with a --config that declares backends.", valueName: "URL"))
     var backend: [String] = []
+
+    @Option(name: .customLong("config"), help: ArgumentHelp("VCL-like configuration file (see vcl-like/README.md); builtin.vcl is appended. Reloaded on SIGHUP or POST /reload.", valueName: "FILE"))
+    var config: String?
+
+    @Option(name: .customLong("check-config"), help: ArgumentHelp("Check a configuration file, print its errors (file:line:col) and exit: 0 when it is valid.", valueName: "FILE"))
+    var checkConfig: String?
 
     @Option(name: .customLong("memory"), help: ArgumentHelp("Memory tier size.", valueName: "SIZE"))
     var memory: String = "256MiB"
@@ -97,7 +104,7 @@ struct Lacquer: AsyncParsableCommand {
         if Logger.Level(rawValue: self.logLevel) == nil {
             throw ValidationError("--log-level '\(self.logLevel)' is not one of trace, debug, info, notice, warning, error, critical")
         }
-        if self.backend.isEmpty && !self.demo {
+        if self.backend.isEmpty && !self.demo && self.config == nil && self.checkConfig == nil {
             throw ValidationError("no backend: pass --backend http://HOST:PORT, or --demo to try a built-in demo origin")
         }
         if !self.storageDir.isEmpty, self.storageDir.contains("\0") {
@@ -105,7 +112,22 @@ struct Lacquer: AsyncParsableCommand {
         }
     }
 
+    func purgeACLValue() -> ACL {
+        self.purgeACL.isEmpty ? .loopback : ACL(entries: self.purgeACL.compactMap { try? ACL.parseEntry($0) })
+    }
+
     func run() async throws {
+        if let path = self.checkConfig {
+            do {
+                let vcl = try VCLLoader.load(path: path, purgeACL: self.purgeACLValue())
+                let subs = vcl.userDefined.map(\.rawValue).sorted().joined(separator: ", ")
+                print("\(path): OK (\(vcl.backends.count) backend(s), \(vcl.directors.count) director(s), subs: \(subs.isEmpty ? "builtin only" : subs))")
+                return
+            } catch {
+                printError(error.description)
+                throw ExitCode(1)
+            }
+        }
         let level = Logger.Level(rawValue: self.logLevel) ?? .info
         LoggingSystem.bootstrap { label in
             var handler = StreamLogHandler.standardError(label: label)
@@ -130,6 +152,27 @@ struct Lacquer: AsyncParsableCommand {
         configuration.defaultStaleIfError = self.staleIfError
         configuration.gzipOnStore = self.gzipOnStore
         configuration.threads = self.threads
+        if let path = self.config {
+            let vcl: CompiledVCL
+            do {
+                vcl = try VCLLoader.load(path: path, purgeACL: configuration.purgeACL)
+            } catch {
+                printError(error.description)
+                throw ExitCode(1)
+            }
+            configuration.vcl = vcl
+            configuration.vclPath = path
+            if !vcl.backends.isEmpty {
+                guard self.backend.isEmpty else {
+                    printError("lacquer: \(path) declares backends; do not also pass --backend")
+                    throw ExitCode(64)
+                }
+                configuration.backends = VCLLoader.backendConfigurations(vcl)
+            } else if configuration.backends.isEmpty && !self.demo {
+                printError("lacquer: no backend: \(path) declares none and no --backend was given")
+                throw ExitCode(64)
+            }
+        }
 
         var demoOrigin: FixtureOrigin?
         if self.demo {
@@ -164,6 +207,14 @@ struct Lacquer: AsyncParsableCommand {
         }
         let group = ServiceGroup(
             configuration: .init(services: [.init(service: server)], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        // SIGHUP reloads the configuration file (the result is logged by the server).
+        let reloads = Task {
+            for await _ in await UnixSignalsSequence(trapping: .sighup) {
+                let result = server.reload()
+                if !result.ok { printError("lacquer: \(result.message)") }
+            }
+        }
+        defer { reloads.cancel() }
         try await group.run()
         try? await demoOrigin?.shutdown()
     }

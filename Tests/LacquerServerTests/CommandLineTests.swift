@@ -105,6 +105,77 @@ struct CommandLineTests {
         if !process.isRunning { #expect(process.terminationStatus == 0) }
     }
 
+    @Test("--check-config: a valid file exits 0; errors print file:line:col, the line, a caret, and exit 1")
+    func checkConfig() throws {
+        let directory = try makeTemporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let good = directory + "/good.vcl"
+        try "vcl 4.1;\nbackend app { .host = \"127.0.0.1\"; .port = \"8080\"; }\nsub vcl_recv { if (req.url ~ \"^/admin\") { return (pass); } }\n"
+            .write(toFile: good, atomically: true, encoding: .utf8)
+        let ok = try run(["--check-config", good])
+        #expect(ok.status == 0)
+        #expect(ok.stdout.contains("OK"))
+        let bad = directory + "/bad.vcl"
+        try "vcl 4.1;\nsub vcl_recv {\n    set req.http.X = req.nosuch;\n}\n".write(toFile: bad, atomically: true, encoding: .utf8)
+        let failed = try run(["--check-config", bad])
+        #expect(failed.status == 1)
+        #expect(failed.stderr.contains("bad.vcl:3:"), "\(failed.stderr)")
+        #expect(failed.stderr.contains("^"))
+        let missing = try run(["--check-config", directory + "/none.vcl"])
+        #expect(missing.status == 1)
+        #expect(missing.stderr.contains("none.vcl: cannot read the file"), "\(missing.stderr)")
+        let broken = try run(["--config", bad, "--listen", "127.0.0.1:0", "--admin", "off"])
+        #expect(broken.status == 1)
+        #expect(broken.stderr.contains("bad.vcl:3:"))
+    }
+
+    @Test("--config runs the file's backends and subs; SIGHUP reloads it, a broken edit leaves the old one running")
+    func configAndSIGHUP() async throws {
+        let origin = try await FixtureOrigin.start()
+        defer { Task { try? await origin.shutdown() } }
+        let directory = try makeTemporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let path = directory + "/site.vcl"
+        func write(_ version: String) throws {
+            try """
+                vcl 4.1;
+                backend origin { .host = "127.0.0.1"; .port = "\(origin.port)"; }
+                sub vcl_deliver { set resp.http.X-Config = "\(version)"; }
+                """.write(toFile: path, atomically: true, encoding: .utf8)
+        }
+        try write("one")
+        let process = Process()
+        process.executableURL = Self.binary
+        process.arguments = [
+            "--listen", "127.0.0.1:0", "--admin", "off", "--config", path, "--threads", "1", "--storage-dir", directory + "/cache",
+        ]
+        let err = Pipe()
+        process.standardError = err
+        process.standardOutput = Pipe()
+        try process.run()
+        defer { if process.isRunning { process.terminate() } }
+        let port = try Self.waitForListening(err.fileHandleForReading, timeout: 20)
+        #expect(try httpGet(port: port, "/c").header("X-Config") == "one")
+        try write("two")
+        kill(process.processIdentifier, SIGHUP)
+        var seen = ""
+        for _ in 0..<100 {
+            seen = try httpGet(port: port, "/c").header("X-Config") ?? ""
+            if seen == "two" { break }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        #expect(seen == "two")
+        try "vcl 4.1;\nsub vcl_deliver { set resp.http.X-Config = ; }\n".write(toFile: path, atomically: true, encoding: .utf8)
+        kill(process.processIdentifier, SIGHUP)
+        try await Task.sleep(for: .milliseconds(300))
+        #expect(process.isRunning)
+        #expect(try httpGet(port: port, "/c").header("X-Config") == "two")
+        kill(process.processIdentifier, SIGTERM)
+        let deadline = Date().addingTimeInterval(15)
+        while process.isRunning && Date() < deadline { try await Task.sleep(for: .milliseconds(20)) }
+        #expect(!process.isRunning)
+    }
+
     @Test("a port in use is named in the error and the exit status is non-zero")
     func portInUse() async throws {
         try await withLacquer { _, port, origin async throws in

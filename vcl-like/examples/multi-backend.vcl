@@ -53,20 +53,22 @@ sub vcl_recv {
         set req.backend_hint = statics.backend(req.url);
     } elseif (req.http.X-Canary == "1") {
         set req.backend_hint = canary.backend();
-    } elseif (req.restarts > 0) {
-        set req.backend_hint = safe.backend();
     } else {
         set req.backend_hint = apps.backend();
     }
 }
 
-sub vcl_backend_response {
-    set beresp.http.X-Backend = beresp.backend;
+sub vcl_backend_fetch {
+    if (bereq.retries > 0) {
+        # The first answer was a server error: try again through the fallback director.
+        set bereq.backend = safe.backend();
+    }
 }
 
-sub vcl_deliver {
-    if (resp.status >= 500 && req.restarts == 0) {
-        std.log("restarting " + req.url + " after " + resp.status);
-        return (restart);
+sub vcl_backend_response {
+    if (beresp.status >= 500 && bereq.retries == 0) {
+        std.log("retrying " + bereq.url + " after " + beresp.status);
+        return (retry);
     }
+    set beresp.http.X-Backend = beresp.backend;
 }

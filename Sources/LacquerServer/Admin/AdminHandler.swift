@@ -1,25 +1,43 @@
+import Foundation
 import NIOCore
 import NIOHTTP1
 
-/// The admin listener: `/health`, `/stats` (JSON) and `/metrics` (Prometheus text format).
+/// The admin listener: `/health`, `/stats` (JSON), `/metrics` (Prometheus text format),
+/// `POST /reload` (reload the configuration file) and `POST /ban` (body: a ban expression).
 /// Bound to loopback by default; it exposes counters, never cached content.
 final class AdminHandler: ChannelInboundHandler {
     typealias InboundIn = HTTPServerRequestPart
     typealias OutboundOut = HTTPServerResponsePart
 
-    let stats: @Sendable () -> StatsSnapshot
-    private var head: HTTPRequestHead?
+    /// What the admin endpoints act on.
+    struct Actions: Sendable {
+        var stats: @Sendable () -> StatsSnapshot
+        var reload: @Sendable () -> LacquerServer.ReloadResult
+        var ban: @Sendable (String) -> String?
+    }
 
-    init(stats: @escaping @Sendable () -> StatsSnapshot) {
-        self.stats = stats
+    let actions: Actions
+    private var head: HTTPRequestHead?
+    private var body = ""
+    private var bodyTooLarge = false
+    static let maxBodyBytes = 64 * 1024
+
+    init(actions: Actions) {
+        self.actions = actions
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         switch self.unwrapInboundIn(data) {
         case .head(let head):
             self.head = head
-        case .body:
-            break
+            self.body = ""
+            self.bodyTooLarge = false
+        case .body(let buffer):
+            if self.body.utf8.count + buffer.readableBytes > Self.maxBodyBytes {
+                self.bodyTooLarge = true
+            } else {
+                self.body += String(buffer: buffer)
+            }
         case .end:
             guard let head = self.head else { return }
             self.head = nil
@@ -32,18 +50,35 @@ final class AdminHandler: ChannelInboundHandler {
         let status: HTTPResponseStatus
         let contentType: String
         let body: String
+        let text = "text/plain; charset=utf-8"
         switch (head.method, path) {
         case (.GET, "/health"), (.HEAD, "/health"):
-            (status, contentType, body) = (.ok, "text/plain; charset=utf-8", "ok\n")
+            (status, contentType, body) = (.ok, text, "ok\n")
         case (.GET, "/stats"), (.HEAD, "/stats"):
-            (status, contentType, body) = (.ok, "application/json", self.stats().json())
+            (status, contentType, body) = (.ok, "application/json", self.actions.stats().json())
         case (.GET, "/metrics"), (.HEAD, "/metrics"):
-            (status, contentType, body) = (.ok, "text/plain; version=0.0.4", self.stats().prometheus())
+            (status, contentType, body) = (.ok, "text/plain; version=0.0.4", self.actions.stats().prometheus())
+        case (.POST, "/reload"):
+            let result = self.actions.reload()
+            (status, contentType, body) = (result.ok ? .ok : .unprocessableEntity, text, result.message + "\n")
+        case (.POST, "/ban"):
+            let expression = self.body.trimmingCharacters(in: .whitespacesAndNewlines)
+            if self.bodyTooLarge {
+                (status, contentType, body) = (.payloadTooLarge, text, "413 ban expression too long\n")
+            } else if expression.isEmpty {
+                (status, contentType, body) = (.badRequest, text, "400 send the ban expression as the body, e.g. req.url ~ ^/news\n")
+            } else if let error = self.actions.ban(expression) {
+                (status, contentType, body) = (.badRequest, text, "400 \(error)\n")
+            } else {
+                (status, contentType, body) = (.ok, text, "ban added: \(expression)\n")
+            }
+        case (_, "/reload"), (_, "/ban"):
+            (status, contentType, body) = (.methodNotAllowed, text, "405 Method Not Allowed (use POST)\n")
         case (_, "/health"), (_, "/stats"), (_, "/metrics"):
             (status, contentType, body) = (.methodNotAllowed, "text/plain; charset=utf-8", "405 Method Not Allowed\n")
         default:
             (status, contentType, body) = (
-                .notFound, "text/plain; charset=utf-8", "404 Not Found: try /health, /stats or /metrics\n"
+                .notFound, "text/plain; charset=utf-8", "404 Not Found: try /health, /stats, /metrics, POST /reload or POST /ban\n"
             )
         }
         var buffer = context.channel.allocator.buffer(capacity: body.utf8.count)

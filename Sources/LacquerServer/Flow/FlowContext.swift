@@ -50,6 +50,8 @@ struct FlowContext: VCLContext {
     var connectTimeout = 0.0
     var firstByteTimeout = 0.0
     var betweenBytesTimeout = 0.0
+    /// The backend the fetch went to (`beresp.backend`).
+    var fetchedFrom: String?
     // beresp.*
     var berespStatus = 0
     var berespReason = ""
@@ -240,7 +242,8 @@ struct FlowContext: VCLContext {
     func backend(_ variable: VCLBackendVariable) -> VCLBackendRef? {
         switch variable {
         case .reqBackendHint: self.backendHint
-        case .bereqBackend, .berespBackend: self.bereqBackend ?? self.backendHint
+        case .bereqBackend: self.bereqBackend ?? self.backendHint
+        case .berespBackend: self.fetchedFrom.map { .backend($0) } ?? self.bereqBackend ?? self.backendHint
         }
     }
 

@@ -50,6 +50,7 @@ enum StaleCopy {
 /// it, the connection is cut, so a client never receives a corrupt body as a complete 200.
 extension RequestFlow {
     func deliverFromDisk(_ head: DiskObjectHead, disk: DiskStorage, xStatus: XCacheStatus, detail: String?) {
+        self.ctx.objHits = 1
         self.counters.increment(.diskHit)
         disk.touch(head)
         let loopBound = NIOLoopBound(self, eventLoop: self.client.eventLoop)

@@ -10,16 +10,6 @@ extension RequestFlow: BackendExchangeDelegate {
     /// `vcl_miss` / `vcl_pass` → `vcl_backend_fetch`.
     func fetch(_ mode: Mode) {
         self.mode = mode
-        let backendRef = self.ctx.bereqBackend ?? self.ctx.backendHint
-        guard let pool = self.server.pool(for: backendRef, vcl: self.vcl, key: self.head.uri, on: self.client.eventLoop) else {
-            self.releaseBusy(.failed(.noBackend))
-            if case .fill(_, let stale?, _) = mode,
-                stale.usableOnError(at: self.server.clock(), defaultWindow: self.server.configuration.defaultStaleIfError)
-            {
-                return self.serveStaleOnError(stale, error: .noBackend)
-            }
-            return self.synth(status: 503, reason: BackendError.noBackend.description)
-        }
         let isFill: Bool
         if case .fill = mode { isFill = true } else { isFill = false }
         // A HEAD miss fetches the whole object with GET, as Varnish does, so it can be stored.
@@ -38,15 +28,33 @@ extension RequestFlow: BackendExchangeDelegate {
                 self.sentConditional = true
             }
         }
-        if request.headers.first(name: "host") == nil, let hostHeader = pool.backend.hostHeader {
-            request.headers.add(name: "Host", value: hostHeader)
-        }
-        self.ctx.connectTimeout = Double(pool.backend.connectTimeout.nanoseconds) / 1e9
-        self.ctx.firstByteTimeout = Double(pool.backend.firstByteTimeout.nanoseconds) / 1e9
-        self.ctx.betweenBytesTimeout = Double(pool.backend.betweenBytesTimeout.nanoseconds) / 1e9
+        // Timeouts VCL leaves alone (negative) come from the backend picked below.
+        self.ctx.connectTimeout = -1
+        self.ctx.firstByteTimeout = -1
+        self.ctx.betweenBytesTimeout = -1
         guard self.runBackendFetch(&request) else {
             self.releaseBusy(.failed(.noBackend))
             return
+        }
+        let backendRef = self.ctx.bereqBackend ?? self.ctx.backendHint
+        guard let pool = self.server.pool(for: backendRef, vcl: self.vcl, key: self.head.uri, on: self.client.eventLoop) else {
+            self.releaseBusy(.failed(.noBackend))
+            if case .fill(_, let stale?, _) = mode,
+                stale.usableOnError(at: self.server.clock(), defaultWindow: self.server.configuration.defaultStaleIfError)
+            {
+                return self.serveStaleOnError(stale, error: .noBackend)
+            }
+            return self.backendErrorResponse(.noBackend)
+        }
+        self.ctx.fetchedFrom = pool.backend.name
+        if request.headers.first(name: "host") == nil, let hostHeader = pool.backend.hostHeader {
+            request.headers.add(name: "Host", value: hostHeader)
+        }
+        if self.ctx.firstByteTimeout < 0 {
+            self.ctx.firstByteTimeout = Double(pool.backend.firstByteTimeout.nanoseconds) / 1e9
+        }
+        if self.ctx.betweenBytesTimeout < 0 {
+            self.ctx.betweenBytesTimeout = Double(pool.backend.betweenBytesTimeout.nanoseconds) / 1e9
         }
         let backendRequest = request
         self.counters.increment(.backendReq)

@@ -277,6 +277,7 @@ final class RequestFlow {
 
     /// `vcl_deliver` for a stored object: stored head + Age, Via and the cache status fields.
     func deliver(_ stored: StoredObject, xStatus: XCacheStatus, cacheStatus: CacheStatusValue, now: Double) {
+        self.ctx.objHits = 1  // obj.hits: 0 on a fetch, at least 1 when delivering a stored object
         var object = stored
         if BodyTransform.needsGunzip(storedHeaders: stored.headers, requestHeaders: self.head.headers) {
             if let (headers, body) = BodyTransform.gunzip(

@@ -5,6 +5,7 @@ import NIOHTTP1
 import NIOPosix
 import ServiceLifecycle
 import Synchronization
+import VCL
 
 #if canImport(Glibc)
 import Glibc
@@ -58,6 +59,64 @@ public final class LacquerServer: Service, Sendable {
     public var listeningAddresses: [SocketAddress] { self.state.withLock { $0.listening } }
     /// The admin listener's address (after `start()`), if enabled.
     public var adminAddress: SocketAddress? { self.state.withLock { $0.admin } }
+
+    /// What a reload did: the configuration in use afterwards is the new one only when `ok`.
+    public struct ReloadResult: Sendable {
+        public var ok: Bool
+        public var message: String
+    }
+
+    /// Reloads `--config` (SIGHUP, `POST /reload`): the file is read and checked; on any error
+    /// the running configuration stays and the error is returned. Requests in flight finish with
+    /// the configuration they started with; new ones get the new one. No connection is touched.
+    public func reload() -> ReloadResult {
+        guard let path = self.configuration.vclPath else {
+            return ReloadResult(ok: false, message: "nothing to reload: Lacquer was started without --config")
+        }
+        guard let context = self.state.withLock({ $0.context }) else {
+            return ReloadResult(ok: false, message: "not running")
+        }
+        let compiled: CompiledVCL
+        do {
+            compiled = try VCLLoader.load(path: path, purgeACL: self.configuration.purgeACL)
+        } catch {
+            self.counters.increment(.vclReloadFailures)
+            self.logger.error("reload failed; the running configuration stays", metadata: ["error": "\(error.description)"])
+            return ReloadResult(ok: false, message: "reload failed; the running configuration stays:\n\(error.description)")
+        }
+        let running = context.vcl
+        if !running.backends.isEmpty || !compiled.backends.isEmpty {
+            let old = VCLLoader.backendConfigurations(running)
+            let new = VCLLoader.backendConfigurations(compiled)
+            if old != new {
+                self.counters.increment(.vclReloadFailures)
+                let message = "reload refused; the running configuration stays: the backend declarations changed (backends are set at start-up; restart Lacquer to change them)"
+                self.logger.error("\(message)")
+                return ReloadResult(ok: false, message: message)
+            }
+        }
+        context.replaceVCL(compiled)
+        self.counters.increment(.vclReloads)
+        self.logger.notice("configuration reloaded", metadata: ["file": "\(path)"])
+        return ReloadResult(ok: true, message: "reloaded \(path)")
+    }
+
+    /// Adds a ban (`POST /ban`); returns why the expression was refused, or nil.
+    public func ban(_ expression: String) -> String? {
+        guard let context = self.state.withLock({ $0.context }) else { return "not running" }
+        do {
+            let ban = try VCLBan.parse(expression)
+            guard context.bans.add(ban, now: self.clock()) else {
+                self.counters.increment(.bansRefused)
+                return "too many bans (\(context.bans.limit))"
+            }
+            self.counters.increment(.bansAdded)
+            return nil
+        } catch {
+            self.counters.increment(.bansRefused)
+            return error.description
+        }
+    }
 
     /// Binds every listener. Throws `LacquerServerError.bindFailed` naming the address.
     public func start() async throws {
@@ -258,7 +317,12 @@ public final class LacquerServer: Service, Sendable {
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelInitializer { channel in
                 channel.pipeline.configureHTTPServerPipeline(withErrorHandling: true).flatMapThrowing {
-                    try channel.pipeline.syncOperations.addHandler(AdminHandler(stats: { [self] in self.stats }))
+                    try channel.pipeline.syncOperations.addHandler(
+                        AdminHandler(
+                            actions: AdminHandler.Actions(
+                                stats: { [self] in self.stats },
+                                reload: { [self] in self.reload() },
+                                ban: { [self] in self.ban($0) })))
                 }
             }
         do {
