@@ -64,6 +64,17 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        // Microbenchmarks of the hit path's pieces (not a test; `swift run -c release lacquer-microbench`).
+        .executableTarget(
+            name: "lacquer-microbench",
+            dependencies: [
+                "LacquerServer", "VCL", "CachePolicy", "CacheStore",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ],
+            path: "Benchmarks/Microbenchmarks",
+            swiftSettings: strict
+        ),
         // The fixture origin depends on NIO only, never on Lacquer modules.
         .target(
             name: "FixtureOrigin",

@@ -11,7 +11,7 @@ import VCL
 /// each sub: the request head after `vcl_recv`, the hash after `vcl_hash`, the backend request
 /// after `vcl_backend_fetch`, the response's fate after `vcl_backend_response`, and the
 /// response head after `vcl_deliver` / `vcl_synth`.
-struct FlowContext: VCLContext {
+public struct FlowContext: VCLContext {
     // req.*
     var reqMethod: String
     var reqURL: String
@@ -22,10 +22,13 @@ struct FlowContext: VCLContext {
     var backendHint: VCLBackendRef?
     var hashAlwaysMiss = false
     var hashIgnoreBusy = false
-    var clientIP: VCLIP
-    var serverIP: VCLIP
+    /// The connection's addresses; turned into VCL IPs only when VCL reads them.
+    let peer: SocketAddress?
+    let local: SocketAddress?
+    var clientIP: VCLIP { Self.vclIP(self.peer) }
+    var serverIP: VCLIP { Self.vclIP(self.local) }
     // vcl_hash
-    var hashParts: [String] = []
+    public internal(set) var hashParts: [String] = []
     // obj.* (read-only; set on a hit)
     var objStatus = 0
     var objReason = ""
@@ -69,14 +72,14 @@ struct FlowContext: VCLContext {
     var bans: [String] = []
     var logLines: [String] = []
 
-    init(head: HTTPRequestHead, xid: UInt64, peer: SocketAddress?, local: SocketAddress?) {
+    public init(head: HTTPRequestHead, xid: UInt64, peer: SocketAddress?, local: SocketAddress?) {
         self.reqMethod = head.method.rawValue
         self.reqURL = head.uri
         self.reqProto = "HTTP/\(head.version.major).\(head.version.minor)"
         self.reqHeaders = head.headers
         self.xid = xid
-        self.clientIP = Self.vclIP(peer)
-        self.serverIP = Self.vclIP(local)
+        self.peer = peer
+        self.local = local
     }
 
     static func vclIP(_ address: SocketAddress?) -> VCLIP {
@@ -88,18 +91,24 @@ struct FlowContext: VCLContext {
 
     // MARK: VCLContext
 
-    func header(_ scope: HeaderScope, _ name: String) -> String? {
-        let values = self.headers(scope)[name]
-        guard let first = values.first else { return nil }
-        // Several lines of one field read as one value, as Varnish joins them.
-        return values.count == 1 ? first : values.joined(separator: ", ")
+    public func header(_ scope: HeaderScope, _ name: String) -> String? {
+        let headers = self.headers(scope)
+        guard let first = headers.first(name: name) else { return nil }
+        // Several lines of one field read as one value, as Varnish joins them (rare: only then
+        // is the array built).
+        var lines = 0
+        for (fieldName, _) in headers where fieldName.utf8.count == name.utf8.count && fieldName.lowercased() == name.lowercased() {
+            lines += 1
+            if lines > 1 { return headers[name].joined(separator: ", ") }
+        }
+        return first
     }
 
-    mutating func setHeader(_ scope: HeaderScope, _ name: String, _ value: String) {
+    public mutating func setHeader(_ scope: HeaderScope, _ name: String, _ value: String) {
         self.withHeaders(scope) { $0.replaceOrAdd(name: name, value: value) }
     }
 
-    mutating func unsetHeader(_ scope: HeaderScope, _ name: String) {
+    public mutating func unsetHeader(_ scope: HeaderScope, _ name: String) {
         self.withHeaders(scope) { $0.remove(name: name) }
     }
 
@@ -123,7 +132,7 @@ struct FlowContext: VCLContext {
         }
     }
 
-    func string(_ variable: VCLStringVariable) -> String? {
+    public func string(_ variable: VCLStringVariable) -> String? {
         switch variable {
         case .reqMethod: self.reqMethod
         case .reqURL: self.reqURL
@@ -144,7 +153,7 @@ struct FlowContext: VCLContext {
         }
     }
 
-    mutating func setString(_ variable: VCLStringVariable, _ value: String) {
+    public mutating func setString(_ variable: VCLStringVariable, _ value: String) {
         switch variable {
         case .reqMethod: self.reqMethod = value
         case .reqURL: self.reqURL = value
@@ -156,7 +165,7 @@ struct FlowContext: VCLContext {
         }
     }
 
-    func int(_ variable: VCLIntVariable) -> Int {
+    public func int(_ variable: VCLIntVariable) -> Int {
         switch variable {
         case .reqRestarts: self.restarts
         case .bereqRetries: self.bereqRetries
@@ -167,7 +176,7 @@ struct FlowContext: VCLContext {
         }
     }
 
-    mutating func setInt(_ variable: VCLIntVariable, _ value: Int) {
+    public mutating func setInt(_ variable: VCLIntVariable, _ value: Int) {
         switch variable {
         case .berespStatus: self.berespStatus = value
         case .respStatus: self.respStatus = value
@@ -175,7 +184,7 @@ struct FlowContext: VCLContext {
         }
     }
 
-    func duration(_ variable: VCLDurationVariable) -> Double {
+    public func duration(_ variable: VCLDurationVariable) -> Double {
         switch variable {
         case .reqTTL: 0
         case .berespTTL: self.berespTTL
@@ -192,7 +201,7 @@ struct FlowContext: VCLContext {
         }
     }
 
-    mutating func setDuration(_ variable: VCLDurationVariable, _ seconds: Double) {
+    public mutating func setDuration(_ variable: VCLDurationVariable, _ seconds: Double) {
         switch variable {
         case .berespTTL: self.berespTTL = seconds
         case .berespGrace: self.berespGrace = max(0, seconds)
@@ -204,7 +213,7 @@ struct FlowContext: VCLContext {
         }
     }
 
-    func bool(_ variable: VCLBoolVariable) -> Bool {
+    public func bool(_ variable: VCLBoolVariable) -> Bool {
         switch variable {
         case .reqHashAlwaysMiss: self.hashAlwaysMiss
         case .reqHashIgnoreBusy: self.hashIgnoreBusy
@@ -218,7 +227,7 @@ struct FlowContext: VCLContext {
         }
     }
 
-    mutating func setBool(_ variable: VCLBoolVariable, _ value: Bool) {
+    public mutating func setBool(_ variable: VCLBoolVariable, _ value: Bool) {
         switch variable {
         case .reqHashAlwaysMiss: self.hashAlwaysMiss = value
         case .reqHashIgnoreBusy: self.hashIgnoreBusy = value
@@ -232,14 +241,14 @@ struct FlowContext: VCLContext {
         }
     }
 
-    func ip(_ variable: VCLIPVariable) -> VCLIP {
+    public func ip(_ variable: VCLIPVariable) -> VCLIP {
         switch variable {
         case .clientIP, .remoteIP: self.clientIP
         case .serverIP, .localIP: self.serverIP
         }
     }
 
-    func backend(_ variable: VCLBackendVariable) -> VCLBackendRef? {
+    public func backend(_ variable: VCLBackendVariable) -> VCLBackendRef? {
         switch variable {
         case .reqBackendHint: self.backendHint
         case .bereqBackend: self.bereqBackend ?? self.backendHint
@@ -247,7 +256,7 @@ struct FlowContext: VCLContext {
         }
     }
 
-    mutating func setBackend(_ variable: VCLBackendVariable, _ value: VCLBackendRef) {
+    public mutating func setBackend(_ variable: VCLBackendVariable, _ value: VCLBackendRef) {
         switch variable {
         case .reqBackendHint: self.backendHint = value
         case .bereqBackend: self.bereqBackend = value
@@ -255,10 +264,10 @@ struct FlowContext: VCLContext {
         }
     }
 
-    mutating func hashData(_ s: String) { self.hashParts.append(s) }
-    mutating func ban(_ expression: String) { self.bans.append(expression) }
-    mutating func synthetic(_ body: String) { self.syntheticBody = body }
-    mutating func log(_ s: String) { self.logLines.append(s) }
+    public mutating func hashData(_ s: String) { self.hashParts.append(s) }
+    public mutating func ban(_ expression: String) { self.bans.append(expression) }
+    public mutating func synthetic(_ body: String) { self.syntheticBody = body }
+    public mutating func log(_ s: String) { self.logLines.append(s) }
 
     /// The host name `server.hostname` reads.
     static let hostname: String = {

@@ -1,0 +1,123 @@
+import CachePolicy
+import CacheStore
+import Foundation
+import LacquerServer
+import NIOCore
+import NIOHTTP1
+import VCL
+
+// Microbenchmarks for the hot pieces of a cache hit (issue #7), in one process, each reported
+// as nanoseconds per operation (median of 5 runs) and as a ratio to a baseline measured in the
+// same run: hashing a 20-byte String with the standard library's Hasher. Build with -c release:
+//   swift run -c release lacquer-microbench
+
+@inline(never) func blackHole<T>(_ value: T) { withExtendedLifetime(value) {} }
+
+func measure(_ name: String, iterations: Int, _ body: () -> Void) -> Double {
+    var runs: [Double] = []
+    for _ in 0..<5 {
+        let start = DispatchTime.now().uptimeNanoseconds
+        for _ in 0..<iterations { body() }
+        let end = DispatchTime.now().uptimeNanoseconds
+        runs.append(Double(end - start) / Double(iterations))
+    }
+    runs.sort()
+    let median = runs[2]
+    print(name.padding(toLength: 52, withPad: " ", startingAt: 0) + String(format: "%10.1f ns/op", median))
+    return median
+}
+
+var head = HTTPRequestHead(version: .http1_1, method: .GET, uri: "/static/app.css?v=42")
+head.headers.add(name: "Host", value: "www.example.com")
+head.headers.add(name: "User-Agent", value: "Mozilla/5.0 (X11; Linux x86_64) Gecko/20100101 Firefox/120.0")
+head.headers.add(name: "Accept", value: "text/css,*/*;q=0.1")
+head.headers.add(name: "Accept-Encoding", value: "gzip, deflate, br")
+let peer = try SocketAddress(ipAddress: "192.0.2.10", port: 50000)
+let local = try SocketAddress(ipAddress: "127.0.0.1", port: 6081)
+let builtin = VCLLoader.builtin(purgeACL: .loopback)
+
+print("Lacquer microbenchmarks (\(ProcessInfo.processInfo.activeProcessorCount) cores)")
+// Baseline: hashing a 20-byte string with the standard library's Hasher (a known, small cost).
+let baselineText = "/static/app.css?v=42"
+let baseline = measure("baseline: Hasher over a 20-byte String", iterations: 2_000_000) {
+    var hasher = Hasher()
+    hasher.combine(baselineText)
+    blackHole(hasher.finalize())
+}
+
+let recvHash = measure("builtin vcl_recv + vcl_hash (one request)", iterations: 200_000) {
+    var ctx = FlowContext(head: head, xid: 1, peer: peer, local: local)
+    let a = try? builtin.run(.recv, context: &ctx)
+    let b = try? builtin.run(.hash, context: &ctx)
+    blackHole((a, b, ctx.hashParts))
+}
+let contextOnly = measure("  of which: FlowContext creation", iterations: 200_000) {
+    let ctx = FlowContext(head: head, xid: 1, peer: peer, local: local)
+    blackHole(ctx)
+}
+
+let key = measure("CacheKey (target, host) + FNV-1a digest", iterations: 1_000_000) {
+    blackHole(CacheKey(host: "www.example.com", target: "/static/app.css?v=42").digest)
+}
+
+var responseHeaders = HTTPHeaders()
+responseHeaders.add(name: "Cache-Control", value: "public, max-age=3600, s-maxage=7200, stale-while-revalidate=60, stale-if-error=86400")
+let cc = measure("Cache-Control parse (5 directives)", iterations: 500_000) {
+    blackHole(CacheControl(headers: responseHeaders))
+}
+
+let memory = MemoryTier(capacityBytes: 256 << 20)
+var storedKeys: [CacheKey] = []
+for i in 0..<10_000 {
+    let k = CacheKey(host: "h", target: "/o/\(i)")
+    storedKeys.append(k)
+    var body = ByteBuffer()
+    body.writeRepeatingByte(0x61, count: 1024)
+    _ = memory.insert(
+        StoredObject(
+            key: k, variant: "", varyNames: [], status: 200, reason: "OK", headers: responseHeaders, body: body,
+            requestTime: 0, responseTime: 0, origin: 0, ttl: 1e9, grace: 0, keep: 0, mustRevalidate: false))
+}
+let stored = storedKeys
+var index = 0
+let lookup = measure("MemoryTier lookup + touch (10k objects, 1 thread)", iterations: 1_000_000) {
+    index = (index &+ 7919) % stored.count
+    let found = memory.variants(for: stored[index])
+    if let first = found.first { memory.touch(first) }
+    blackHole(found)
+}
+let twoThreads: Double = {
+    let iterations = 1_000_000
+    let start = DispatchTime.now().uptimeNanoseconds
+    DispatchQueue.concurrentPerform(iterations: 2) { thread in
+        var i = thread * 4999
+        for _ in 0..<iterations {
+            i = (i &+ 7919) % stored.count
+            let found = memory.variants(for: stored[i])
+            if let first = found.first { memory.touch(first) }
+            blackHole(found)
+        }
+    }
+    let perOp = Double(DispatchTime.now().uptimeNanoseconds - start) / Double(2 * iterations)
+    print("MemoryTier lookup + touch, 2 threads".padding(toLength: 52, withPad: " ", startingAt: 0) + String(format: "%10.1f ns/op (wall time / total ops)", perOp))
+    return perOp
+}()
+
+let serialise = measure("response head: copy stored headers, add 4 fields", iterations: 500_000) {
+    var h = responseHeaders
+    h.add(name: "Age", value: "12")
+    h.add(name: "Via", value: "1.1 lacquer")
+    h.add(name: "X-Cache-Status", value: "HIT")
+    h.add(name: "Cache-Status", value: "Lacquer; hit; ttl=3588")
+    blackHole(h)
+}
+
+print("")
+print("ratios to the baseline (Hasher over 20 bytes, \(String(format: "%.1f", baseline)) ns):")
+for (name, value) in [
+    ("builtin VCL per request", recvHash), ("FlowContext creation", contextOnly), ("cache key", key),
+    ("Cache-Control parse", cc), ("memory lookup", lookup), ("memory lookup, 2 threads", twoThreads),
+    ("head serialisation", serialise),
+] {
+    print("  " + name.padding(toLength: 34, withPad: " ", startingAt: 0) + String(format: "%8.1fx", value / baseline))
+}
