@@ -57,6 +57,9 @@ struct Lacquer: AsyncParsableCommand {
     @Option(name: .customLong("stale-if-error"), help: ArgumentHelp("Seconds past expiry an object may be served (STALE) when the origin fails, when the origin sends no stale-if-error.", valueName: "SECONDS"))
     var staleIfError: Double = 0
 
+    @OptionGroup(title: "Health probes")
+    var probe: ProbeOptions
+
     @Option(name: .customLong("threads"), help: ArgumentHelp("Event loop threads (0 = one per core).", valueName: "N"))
     var threads: Int = 0
 
@@ -183,6 +186,11 @@ struct Lacquer: AsyncParsableCommand {
             }
         }
 
+        if let probe = self.probe.configuration {
+            for index in configuration.backends.indices {
+                configuration.backends[index].probe = probe
+            }
+        }
         let server = LacquerServer(configuration: configuration, logger: logger)
         do {
             try await server.start()
