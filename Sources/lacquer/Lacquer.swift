@@ -57,9 +57,6 @@ struct Lacquer: AsyncParsableCommand {
     @Option(name: .customLong("stale-if-error"), help: ArgumentHelp("Seconds past expiry an object may be served (STALE) when the origin fails, when the origin sends no stale-if-error.", valueName: "SECONDS"))
     var staleIfError: Double = 0
 
-    @OptionGroup(title: "Health probes")
-    var probe: ProbeOptions
-
     @Option(name: .customLong("threads"), help: ArgumentHelp("Event loop threads (0 = one per core).", valueName: "N"))
     var threads: Int = 0
 
@@ -71,6 +68,9 @@ struct Lacquer: AsyncParsableCommand {
 
     @Flag(name: .customLong("demo"), help: "Start in front of a built-in slow demo origin and print curl commands to try.")
     var demo = false
+
+    @OptionGroup(title: "Health probes")
+    var probe: ProbeOptions
 
     func validate() throws {
         for value in self.listen where HostAndPort.parse(value) == nil {
