@@ -44,7 +44,7 @@ final class HealthProbe: Sendable {
         self.eventLoop = eventLoop
         self.logger = logger
         self.requestBytes = Array(Self.request(for: probe, backend: backend).utf8)
-        self.state = NIOLoopBoundBox(State(), eventLoop: eventLoop)
+        self.state = NIOLoopBoundBox.makeBoxSendingValue(State(), eventLoop: eventLoop)
     }
 
     /// The bytes a probe sends: the raw `request` lines, or a GET for `url` with the backend's Host.
