@@ -187,7 +187,7 @@ struct Lacquer: AsyncParsableCommand {
         }
 
         if let probe = self.probe.configuration {
-            for index in configuration.backends.indices {
+            for index in configuration.backends.indices where configuration.backends[index].probe == nil {
                 configuration.backends[index].probe = probe
             }
         }

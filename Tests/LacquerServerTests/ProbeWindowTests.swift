@@ -1,3 +1,5 @@
+import Foundation
+import LacquerTesting
 import NIOCore
 import Testing
 
@@ -94,6 +96,9 @@ struct ProbeWindowTests {
         #expect(text.hasSuffix("\r\n\r\n"))
         let plain = HealthProbe.request(for: ProbeConfiguration(), backend: BackendConfiguration(name: "b", host: "::1", port: 80))
         #expect(plain.contains("Host: [::1]\r\n"))
+        var named = backend
+        named.hostHeader = "www.example.com"
+        #expect(HealthProbe.request(for: ProbeConfiguration(), backend: named).contains("Host: www.example.com\r\n"))
         var raw = ProbeConfiguration()
         raw.request = ["HEAD /ping HTTP/1.1", "Host: example.com", "Connection: close"]
         #expect(
@@ -112,5 +117,29 @@ struct ProbeWindowTests {
         ])
     func statusLine(line: String, expected: ProbeResult) {
         #expect(ProbeResponseHandler.evaluate(statusLine: Array(line.utf8)[...], expected: 200) == expected)
+    }
+
+    @Test("a VCL backend's probe becomes the backend's probe settings")
+    func fromVCL() throws {
+        let directory = try makeTemporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let path = directory + "/probe.vcl"
+        try """
+        vcl 4.1;
+        probe healthz { .url = "/healthz"; .interval = 0.5s; .timeout = 250ms; .window = 5; .threshold = 4; .initial = 4; .expected_response = 204; }
+        backend web { .host = "127.0.0.1"; .port = "8080"; .probe = healthz; }
+        backend raw { .host = "127.0.0.1"; .port = "8081"; .probe = { .request = "HEAD / HTTP/1.1" "Host: x" "Connection: close"; } }
+        """.write(toFile: path, atomically: true, encoding: .utf8)
+        let vcl = try VCLLoader.load(path: path, purgeACL: .loopback)
+        let backends = VCLLoader.backendConfigurations(vcl)
+        let web = try #require(backends.first { $0.name == "web" }?.probe)
+        #expect(web.url == "/healthz")
+        #expect(web.interval == .milliseconds(500))
+        #expect(web.timeout == .milliseconds(250))
+        #expect(web.window == 5 && web.threshold == 4 && web.initialGood == 4)
+        #expect(web.expectedResponse == 204)
+        try web.validate()
+        let raw = try #require(backends.first { $0.name == "raw" }?.probe)
+        #expect(raw.request == ["HEAD / HTTP/1.1", "Host: x", "Connection: close"])
     }
 }

@@ -47,13 +47,14 @@ final class HealthProbe: Sendable {
         self.state = NIOLoopBoundBox.makeBoxSendingValue(State(), eventLoop: eventLoop)
     }
 
-    /// The bytes a probe sends: the raw `request` lines, or a GET for `url` with the backend's Host.
+    /// The bytes a probe sends: the raw `request` lines, or a GET for `url` with the backend's
+    /// Host (its `hostHeader` when it has one, as Varnish's `.host_header`).
     static func request(for probe: ProbeConfiguration, backend: BackendConfiguration) -> String {
         if let lines = probe.request {
             return lines.joined(separator: "\r\n") + "\r\n\r\n"
         }
         let host = backend.host.contains(":") ? "[\(backend.host)]" : backend.host
-        let authority = backend.port == 80 ? host : "\(host):\(backend.port)"
+        let authority = backend.hostHeader ?? (backend.port == 80 ? host : "\(host):\(backend.port)")
         return "GET \(probe.url) HTTP/1.1\r\nHost: \(authority)\r\nConnection: close\r\n"
             + "User-Agent: lacquer-probe\r\nAccept: */*\r\n\r\n"
     }
