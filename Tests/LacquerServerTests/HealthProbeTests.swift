@@ -246,6 +246,65 @@ struct HealthProbeTests {
         }
     }
 
+    @Test("a VCL fallback director over probed backends uses the first healthy one; none healthy → 503")
+    func vclDirectorSkipsSick() async throws {
+        let second = try await FixtureOrigin.start()
+        let directory = try makeTemporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        do {
+            try await withLacquer(configure: { configuration in
+                let path = directory + "/director.vcl"
+                let text = """
+                    vcl 4.1;
+                    import directors;
+                    probe fast { .url = "/health"; .interval = 0.05s; .timeout = 2s; .window = 3; .threshold = 2; }
+                    backend one { .host = "127.0.0.1"; .port = "\(configuration.backends[0].port)"; .probe = fast; }
+                    backend two { .host = "127.0.0.1"; .port = "\(second.port)"; .probe = fast; }
+                    sub vcl_init {
+                        new safe = directors.fallback();
+                        safe.add_backend(one);
+                        safe.add_backend(two);
+                    }
+                    sub vcl_recv {
+                        set req.backend_hint = safe.backend();
+                    }
+                    """
+                guard (try? text.write(toFile: path, atomically: true, encoding: .utf8)) != nil,
+                    let vcl = try? VCLLoader.load(path: path, purgeACL: .loopback)
+                else {
+                    Issue.record("the director VCL did not load")
+                    return
+                }
+                configuration.vcl = vcl
+                configuration.backends = VCLLoader.backendConfigurations(vcl)
+            }) { lacquer, port, origin async throws in
+                try await waitUntil("both backends are healthy") {
+                    lacquer.backendSnapshots.count == 2 && lacquer.backendSnapshots.allSatisfy(\.healthy)
+                }
+                for index in 0..<4 {
+                    #expect(try httpGet(port: port, "/first/\(index)?cc=no-store").status == 200)
+                }
+                #expect(count(origin, prefix: "first") == 4)
+                origin.health = .status(500)
+                try await waitUntil("backend one is sick") { backend(lacquer, "one")?.healthy == false }
+                for index in 0..<4 {
+                    #expect(try httpGet(port: port, "/then/\(index)?cc=no-store").status == 200)
+                }
+                #expect(count(second, prefix: "then") == 4)
+                #expect(count(origin, prefix: "then") == 0)
+                second.health = .status(503)
+                try await waitUntil("backend two is sick") { backend(lacquer, "two")?.healthy == false }
+                let none = try httpGet(port: port, "/none?cc=no-store")
+                #expect(none.status == 503)
+                #expect(none.bodyString.contains("no healthy backend"))
+            }
+        } catch {
+            try? await second.shutdown()
+            throw error
+        }
+        try await second.shutdown()
+    }
+
     @Test("an invalid probe stops start-up with a message naming the backend")
     func invalidProbe() async throws {
         var probe = ProbeConfiguration(url: "/health")
