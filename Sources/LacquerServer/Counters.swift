@@ -8,7 +8,7 @@ public enum Counter: Int, CaseIterable, Sendable {
     case cacheHit, cacheMiss, cacheExpired, cacheBypass, cacheHitForMiss, cacheRevalidated
     case purgeOK, purgeMiss, purgeDenied
     case invalidations
-    case backendReq, backendConn, backendReuse, backendRetry, backendClose
+    case backendReq, backendConn, backendReuse, backendRetry, backendClose, backendUnhealthy
     case fetchFailed, fetchConnectFailed, fetchTimeout, fetchFramingError, fetchTooLargeHeaders
     case objectsStored, objectsNotStoredUncacheable, objectsNotStoredTooLarge, objectsNotStoredPurged
     case synth502, synth503, synth504
@@ -48,6 +48,7 @@ public enum Counter: Int, CaseIterable, Sendable {
         case .backendReuse: "backend_reuse"
         case .backendRetry: "backend_retry"
         case .backendClose: "backend_close"
+        case .backendUnhealthy: "backend_unhealthy"
         case .fetchFailed: "fetch_failed"
         case .fetchConnectFailed: "fetch_connect_failed"
         case .fetchTimeout: "fetch_timeout"

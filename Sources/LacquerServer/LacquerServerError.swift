@@ -4,6 +4,8 @@ public enum LacquerServerError: Error, CustomStringConvertible, Equatable {
     case noBackend
     case alreadyStarted
     case storageLocked(String)
+    /// A backend's probe settings are out of range.
+    case invalidProbe(backend: String, reason: String)
 
     public var description: String {
         switch self {
@@ -16,6 +18,8 @@ public enum LacquerServerError: Error, CustomStringConvertible, Equatable {
             "the server was already started"
         case .storageLocked(let message):
             message
+        case .invalidProbe(let backend, let reason):
+            "backend \(backend): \(reason)"
         }
     }
 }

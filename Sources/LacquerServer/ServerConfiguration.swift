@@ -10,7 +10,7 @@ public struct ServerConfiguration: Sendable {
     public var listen: [HostAndPort] = [HostAndPort(host: "127.0.0.1", port: 6081)]
     /// The admin listener (`/health`, `/stats`, `/metrics`); nil disables it.
     public var admin: HostAndPort? = HostAndPort(host: "127.0.0.1", port: 6082)
-    /// Origins, used round-robin.
+    /// Origins, used round-robin (skipping those whose probe says they are sick).
     public var backends: [BackendConfiguration] = []
     /// The configuration file (`--config`), reloaded by SIGHUP and `POST /reload`.
     public var vclPath: String?
@@ -110,6 +110,8 @@ public struct BackendConfiguration: Sendable, Hashable {
     public var queueTimeout: TimeAmount = .seconds(10)
     /// Host header sent when the client's request has none (VCL `.host_header`).
     public var hostHeader: String?
+    /// Health checks; nil means the backend is always considered healthy.
+    public var probe: ProbeConfiguration?
 
     public init(name: String, host: String, port: Int) {
         self.name = name

@@ -69,6 +69,9 @@ struct Lacquer: AsyncParsableCommand {
     @Flag(name: .customLong("demo"), help: "Start in front of a built-in slow demo origin and print curl commands to try.")
     var demo = false
 
+    @OptionGroup(title: "Health probes")
+    var probe: ProbeOptions
+
     func validate() throws {
         for value in self.listen where HostAndPort.parse(value) == nil {
             throw ValidationError("--listen '\(value)' is not HOST:PORT (e.g. 127.0.0.1:6081, [::1]:6081, :6081)")
@@ -183,6 +186,11 @@ struct Lacquer: AsyncParsableCommand {
             }
         }
 
+        if let probe = self.probe.configuration {
+            for index in configuration.backends.indices where configuration.backends[index].probe == nil {
+                configuration.backends[index].probe = probe
+            }
+        }
         let server = LacquerServer(configuration: configuration, logger: logger)
         do {
             try await server.start()

@@ -111,16 +111,58 @@ public struct StatsSnapshot: Sendable {
     /// Empty when the disk tier is off.
     public var disk: [(name: String, value: Int)]
     public var connections: Int
+    /// One entry per configured backend, in configuration order.
+    public var backends: [BackendSnapshot] = []
 
-    /// `{"uptime_seconds":…, "connections":…, "counters":{…}, "memory":{…}}`
+    /// `{"uptime_seconds":…, "connections":…, "counters":{…}, "memory":{…}, "disk":{…}|null,
+    /// "backends":[{"name":…, "address":…, "healthy":…, "probe":{…}|null, …}]}`
     public func json() -> String {
-        func object(_ pairs: [(name: String, value: Int)]) -> String {
-            "{" + pairs.map { "\"\($0.name)\":\($0.value)" }.joined(separator: ",") + "}"
-        }
         let uptime = (self.uptimeSeconds * 1000).rounded() / 1000
         return "{\"uptime_seconds\":\(uptime),\"connections\":\(self.connections),"
-            + "\"counters\":\(object(self.counters)),\"memory\":\(object(self.memory)),"
-            + "\"disk\":\(self.disk.isEmpty ? "null" : object(self.disk))}\n"
+            + "\"counters\":\(Self.object(self.counters)),\"memory\":\(Self.object(self.memory)),"
+            + "\"disk\":\(self.disk.isEmpty ? "null" : Self.object(self.disk)),"
+            + "\"backends\":[\(self.backends.map(Self.json).joined(separator: ","))]}\n"
+    }
+
+    private static func object(_ pairs: [(name: String, value: Int)]) -> String {
+        "{" + pairs.map { "\"\($0.name)\":\($0.value)" }.joined(separator: ",") + "}"
+    }
+
+    private static func json(_ backend: BackendSnapshot) -> String {
+        let probe =
+            backend.probe.map { probe in
+                "{\"good\":\(probe.good),\"window\":\(probe.window),\"threshold\":\(probe.threshold),"
+                    + "\"last\":\(probe.last.map(jsonString) ?? "null"),\"changes\":\(probe.changes)}"
+            } ?? "null"
+        return "{\"name\":\(jsonString(backend.name)),\"address\":\(jsonString(backend.address)),"
+            + "\"healthy\":\(backend.healthy),\"probe\":\(probe),"
+            + "\"connections\":{\"open\":\(backend.openConnections),\"idle\":\(backend.idleConnections)},"
+            + "\"queued\":\(backend.queued),\"requests\":\(backend.requests),"
+            + "\"failures\":\(object(backend.failures))}"
+    }
+
+    /// A JSON string literal (RFC 8259 §7 escapes).
+    static func jsonString(_ text: String) -> String {
+        var out = "\""
+        for scalar in text.unicodeScalars {
+            switch scalar {
+            case "\"": out += "\\\""
+            case "\\": out += "\\\\"
+            case "\n": out += "\\n"
+            case "\r": out += "\\r"
+            case "\t": out += "\\t"
+            case _ where scalar.value < 0x20:
+                let hex = String(scalar.value, radix: 16)
+                out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
+            default: out.unicodeScalars.append(scalar)
+            }
+        }
+        return out + "\""
+    }
+
+    /// A Prometheus label value (quotes, backslashes and newlines escaped).
+    private static func label(_ text: String) -> String {
+        text.replacing("\\", with: "\\\\").replacing("\"", with: "\\\"").replacing("\n", with: "\\n")
     }
 
     /// Prometheus text exposition: every counter as `lacquer_<name>_total`, tier figures as gauges.
@@ -136,6 +178,22 @@ public struct StatsSnapshot: Sendable {
             out += "# TYPE lacquer_disk_\(name) gauge\nlacquer_disk_\(name) \(value)\n"
         }
         out += "# TYPE lacquer_connections gauge\nlacquer_connections \(self.connections)\n"
+        if !self.backends.isEmpty {
+            out += "# TYPE lacquer_backend_healthy gauge\n"
+            for backend in self.backends {
+                out += "lacquer_backend_healthy{backend=\"\(Self.label(backend.name))\"} \(backend.healthy ? 1 : 0)\n"
+            }
+            out += "# TYPE lacquer_backend_requests_total counter\n"
+            for backend in self.backends {
+                out += "lacquer_backend_requests_total{backend=\"\(Self.label(backend.name))\"} \(backend.requests)\n"
+            }
+            out += "# TYPE lacquer_backend_failures_total counter\n"
+            for backend in self.backends {
+                for (kind, value) in backend.failures {
+                    out += "lacquer_backend_failures_total{backend=\"\(Self.label(backend.name))\",kind=\"\(kind)\"} \(value)\n"
+                }
+            }
+        }
         return out
     }
 }

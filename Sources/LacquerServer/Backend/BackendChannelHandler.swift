@@ -53,10 +53,13 @@ final class BackendChannelHandler: ChannelDuplexHandler {
     private(set) var exchanges = 0
     let maxResponseHeaderBytes: Int
     let maxResponseHeaderFields: Int
+    /// Where failed exchanges are counted per kind (nil in handler tests).
+    let stats: BackendStats?
 
-    init(maxResponseHeaderBytes: Int, maxResponseHeaderFields: Int) {
+    init(maxResponseHeaderBytes: Int, maxResponseHeaderFields: Int, stats: BackendStats? = nil) {
         self.maxResponseHeaderBytes = maxResponseHeaderBytes
         self.maxResponseHeaderFields = maxResponseHeaderFields
+        self.stats = stats
     }
 
     var isUsable: Bool {
@@ -225,6 +228,9 @@ final class BackendChannelHandler: ChannelDuplexHandler {
     private func failDelegate(_ error: BackendError, beforeHead: Bool) {
         let delegate = self.delegate
         self.delegate = nil
+        if delegate != nil {
+            self.stats?.countFailure(error)
+        }
         delegate?.backendFailed(error, beforeHead: beforeHead)
     }
 

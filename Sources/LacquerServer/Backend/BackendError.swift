@@ -12,6 +12,8 @@ public enum BackendError: Error, Equatable, Sendable, CustomStringConvertible {
     /// The response was not valid HTTP/1 (or exceeded the response header limits).
     case framing(String)
     case noBackend
+    /// Every backend has a probe that currently says it is sick (Varnish's "no healthy backend").
+    case allBackendsSick
 
     public var description: String {
         switch self {
@@ -24,6 +26,7 @@ public enum BackendError: Error, Equatable, Sendable, CustomStringConvertible {
         case .closedMidBody: "backend closed the connection mid-body"
         case .framing(let why): "invalid response from backend: \(why)"
         case .noBackend: "no backend is configured"
+        case .allBackendsSick: "no healthy backend (the health probes of every backend that could serve this request are failing)"
         }
     }
 
@@ -31,7 +34,7 @@ public enum BackendError: Error, Equatable, Sendable, CustomStringConvertible {
     var status: Int {
         switch self {
         case .connectTimeout, .queueTimeout, .firstByteTimeout, .betweenBytesTimeout: 504
-        case .noBackend: 503
+        case .noBackend, .allBackendsSick: 503
         default: 502
         }
     }

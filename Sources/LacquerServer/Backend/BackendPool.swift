@@ -1,6 +1,7 @@
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import Synchronization
 
 /// Keep-alive connections to one backend from one event loop.
 ///
@@ -29,18 +30,40 @@ final class BackendPool {
     let backend: BackendConfiguration
     let eventLoop: any EventLoop
     let maxConnections: Int
+    /// This backend's health and figures, shared with its pools on the other loops.
+    let stats: BackendStats
     private let counters: Counters
     private let limits: Limits
-    private var open = 0
-    private var idle: [(handler: BackendChannelHandler, timer: Scheduled<Void>)] = []
-    private var waiters = CircularBuffer<Waiter>()
+    // The shared gauges follow these (one relaxed add per change).
+    private var open = 0 {
+        didSet { self.stats.openConnections.wrappingAdd(self.open - oldValue, ordering: .relaxed) }
+    }
+    // (No `oldValue` on the collections: reading it would copy them on every change.)
+    private var idle: [(handler: BackendChannelHandler, timer: Scheduled<Void>)] = [] {
+        didSet {
+            self.stats.idleConnections.wrappingAdd(self.idle.count - self.reportedIdle, ordering: .relaxed)
+            self.reportedIdle = self.idle.count
+        }
+    }
+    private var waiters = CircularBuffer<Waiter>() {
+        didSet {
+            self.stats.queued.wrappingAdd(self.waiters.count - self.reportedQueued, ordering: .relaxed)
+            self.reportedQueued = self.waiters.count
+        }
+    }
+    private var reportedIdle = 0
+    private var reportedQueued = 0
     private var nextWaiterID = 0
     private var isShutdown = false
 
-    init(backend: BackendConfiguration, eventLoop: any EventLoop, maxConnections: Int, counters: Counters, limits: Limits) {
+    init(
+        backend: BackendConfiguration, eventLoop: any EventLoop, maxConnections: Int, stats: BackendStats,
+        counters: Counters, limits: Limits
+    ) {
         self.backend = backend
         self.eventLoop = eventLoop
         self.maxConnections = max(1, maxConnections)
+        self.stats = stats
         self.counters = counters
         self.limits = limits
     }
@@ -54,6 +77,7 @@ final class BackendPool {
         if self.isShutdown {
             return self.eventLoop.makeFailedFuture(BackendError.connectFailed("shutting down"))
         }
+        self.stats.countRequest()
         while let (handler, timer) = self.idle.popLast() {
             timer.cancel()
             if handler.isUsable {
@@ -92,6 +116,7 @@ final class BackendPool {
     private func waiterTimedOut(_ id: Int) {
         guard let index = self.waiters.firstIndex(where: { $0.id == id }) else { return }
         let waiter = self.waiters.remove(at: index)
+        self.stats.countFailure(.queueTimeout)
         waiter.promise.fail(BackendError.queueTimeout)
     }
 
@@ -99,6 +124,7 @@ final class BackendPool {
         self.open += 1
         self.counters.increment(.backendConn)
         let limits = self.limits
+        let stats = self.stats
         let loopBound = NIOLoopBound(self, eventLoop: self.eventLoop)
         let decoderLimits = {
             var configuration = NIOHTTPDecoderLimitConfiguration()
@@ -115,7 +141,8 @@ final class BackendPool {
                 channel.eventLoop.makeCompletedFuture {
                     let handler = BackendChannelHandler(
                         maxResponseHeaderBytes: limits.headerTotalBytes,
-                        maxResponseHeaderFields: limits.headerFieldCount
+                        maxResponseHeaderFields: limits.headerFieldCount,
+                        stats: stats
                     )
                     let sync = channel.pipeline.syncOperations
                     try sync.addHandler(HTTPRequestEncoder())
@@ -144,10 +171,14 @@ final class BackendPool {
             let pool = loopBound.value
             pool.open -= 1
             pool.serveWaitersAfterClose()
+            let failure: BackendError
             if let error = error as? ChannelError, case .connectTimeout = error {
-                throw BackendError.connectTimeout
+                failure = .connectTimeout
+            } else {
+                failure = .connectFailed(BackendPool.describe(error))
             }
-            throw BackendError.connectFailed(BackendPool.describe(error))
+            stats.countFailure(failure)
+            throw failure
         }
     }
 

@@ -37,14 +37,19 @@ extension RequestFlow: BackendExchangeDelegate {
             return
         }
         let backendRef = self.ctx.bereqBackend ?? self.ctx.backendHint
-        guard let pool = self.server.pool(for: backendRef, vcl: self.vcl, key: self.head.uri, on: self.client.eventLoop) else {
-            self.releaseBusy(.failed(.noBackend))
+        let pool: BackendPool
+        switch self.server.pool(for: backendRef, vcl: self.vcl, key: self.head.uri, on: self.client.eventLoop) {
+        case .success(let chosen):
+            pool = chosen
+        case .failure(let error):
+            // No backend, or none healthy: a stale-if-error copy if there is one, else 503.
+            self.releaseBusy(.failed(error))
             if case .fill(_, let stale?, _) = mode,
                 stale.usableOnError(at: self.server.clock(), defaultWindow: self.server.configuration.defaultStaleIfError)
             {
-                return self.serveStaleOnError(stale, error: .noBackend)
+                return self.serveStaleOnError(stale, error: error)
             }
-            return self.backendErrorResponse(.noBackend)
+            return self.backendErrorResponse(error)
         }
         self.ctx.fetchedFrom = pool.backend.name
         if request.headers.first(name: "host") == nil, let hostHeader = pool.backend.hostHeader {

@@ -122,6 +122,13 @@ public final class LacquerServer: Service, Sendable {
     public func start() async throws {
         guard !self.configuration.backends.isEmpty else { throw LacquerServerError.noBackend }
         guard self.state.withLock({ $0.group == nil }) else { throw LacquerServerError.alreadyStarted }
+        for backend in self.configuration.backends {
+            do {
+                try backend.probe?.validate()
+            } catch {
+                throw LacquerServerError.invalidProbe(backend: backend.name, reason: error.description)
+            }
+        }
         let disk = try self.openDiskTier()
         let threads = self.configuration.threads > 0 ? self.configuration.threads : System.coreCount
         let group = MultiThreadedEventLoopGroup(numberOfThreads: threads)
@@ -147,6 +154,7 @@ public final class LacquerServer: Service, Sendable {
             state.disk = disk
             state.maintenance = maintenance
         }
+        context.startProbes()
         do {
             for address in self.configuration.listen {
                 let channel = try await self.bindClientListener(address, group: group, context: context)
@@ -201,6 +209,7 @@ public final class LacquerServer: Service, Sendable {
         for channel in channels {
             try? await channel.close()
         }
+        await context?.stopProbes()
         context?.shutdownPools()
         await disk?.shutdown()
         try await group?.shutdownGracefully()
@@ -239,6 +248,12 @@ public final class LacquerServer: Service, Sendable {
         self.state.withLock { $0.disk?.tier.stats }
     }
 
+    /// Each backend's health, connections and failures (empty before `start()` and after shutdown).
+    public var backendSnapshots: [BackendSnapshot] {
+        let stats = self.state.withLock { $0.context?.backendStats ?? [] }
+        return stats.map(\.snapshot)
+    }
+
     /// Counters, connections and memory-tier figures, as `/stats` shows them.
     public var stats: StatsSnapshot {
         let memory = self.memory.stats
@@ -262,7 +277,8 @@ public final class LacquerServer: Service, Sendable {
                 ("misses", memory.misses), ("rejected_too_large", memory.rejectedTooLarge),
             ],
             disk: diskFigures,
-            connections: connections)
+            connections: connections,
+            backends: self.backendSnapshots)
     }
 
     private func bindClientListener(_ address: HostAndPort, group: MultiThreadedEventLoopGroup, context: ServerContext) async throws -> any Channel {

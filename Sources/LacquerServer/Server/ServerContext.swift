@@ -18,6 +18,10 @@ final class ServerContext: Sendable {
     /// Seconds since the epoch; injectable so tests can move time.
     let clock: @Sendable () -> Double
     private let loops: [ObjectIdentifier: LoopState]
+    /// Each backend's health and figures, in configuration order (shared by its pools on every loop).
+    let backendStats: [BackendStats]
+    /// One health probe per backend that has one, each on one event loop.
+    let probes: [HealthProbe]
     private let xid = Atomic<UInt64>(1000)
     let openConnections = Atomic<Int>(0)
     /// The configuration requests start with; a reload swaps it, requests in flight keep theirs.
@@ -43,14 +47,27 @@ final class ServerContext: Sendable {
         self.currentVCL = Mutex(configuration.vcl ?? VCLLoader.builtin(purgeACL: configuration.purgeACL))
         self.logger = logger
         self.clock = clock
+        let backendStats = configuration.backends.map(BackendStats.init(backend:))
+        self.backendStats = backendStats
+        var probes: [HealthProbe] = []
+        for (index, backend) in configuration.backends.enumerated() {
+            guard let probe = backend.probe, !eventLoops.isEmpty else { continue }
+            probes.append(
+                HealthProbe(
+                    backend: backend, probe: probe, stats: backendStats[index],
+                    eventLoop: eventLoops[index % eventLoops.count], logger: logger))
+        }
+        self.probes = probes
         var loops: [ObjectIdentifier: LoopState] = [:]
         let perLoop = eventLoops.isEmpty ? 1 : eventLoops.count
         for loop in eventLoops {
-            let pools = configuration.backends.map { backend in
-                BackendPool(
+            let pools = configuration.backends.indices.map { index in
+                let backend = configuration.backends[index]
+                return BackendPool(
                     backend: backend,
                     eventLoop: loop,
                     maxConnections: max(1, backend.maxConnections / perLoop),
+                    stats: backendStats[index],
                     counters: counters,
                     limits: configuration.limits
                 )
@@ -65,13 +82,38 @@ final class ServerContext: Sendable {
         self.xid.wrappingAdd(1, ordering: .relaxed).newValue
     }
 
-    /// The next backend pool for a request on `eventLoop` (round-robin over the backends).
-    func nextPool(on eventLoop: any EventLoop) -> BackendPool? {
-        guard let state = self.loops[ObjectIdentifier(eventLoop)], !state.pools.isEmpty else { return nil }
+    /// The next backend pool for a request on `eventLoop`: round-robin over the backends,
+    /// skipping those whose probe says they are sick (Varnish's round_robin director).
+    /// Fails with `.allBackendsSick` when none is healthy.
+    func nextPool(on eventLoop: any EventLoop) -> Result<BackendPool, BackendError> {
+        guard let state = self.loops[ObjectIdentifier(eventLoop)], !state.pools.isEmpty else {
+            return .failure(.noBackend)
+        }
         state.eventLoop.assertInEventLoop()
-        let pool = state.pools[state.next % state.pools.count]
-        state.next &+= 1
-        return pool
+        let count = state.pools.count
+        for step in 0..<count {
+            let index = (state.next + step) % count
+            let pool = state.pools[index]
+            if self.isHealthy(pool) {
+                state.next = (index + 1) % count
+                return .success(pool)
+            }
+        }
+        state.next = (state.next + 1) % count
+        self.counters.increment(.backendUnhealthy)
+        return .failure(.allBackendsSick)
+    }
+
+    /// Starts every health probe (the first round of each runs at once).
+    func startProbes() {
+        for probe in self.probes { probe.start() }
+    }
+
+    /// Stops every health probe; completes when their connections are closed.
+    func stopProbes() async {
+        for probe in self.probes {
+            try? await probe.stop().get()
+        }
     }
 
     /// The configuration a new request runs with.
@@ -87,21 +129,39 @@ final class ServerContext: Sendable {
 
     /// The pool for a request: the backend or director VCL named (`req.backend_hint`,
     /// `bereq.backend`), else the first declared backend when a configuration declares them
-    /// (Varnish's default), else round-robin over the `--backend` list.
-    func pool(for ref: VCLBackendRef?, vcl: CompiledVCL, key: String, on eventLoop: any EventLoop) -> BackendPool? {
-        guard let state = self.loops[ObjectIdentifier(eventLoop)], !state.pools.isEmpty else { return nil }
+    /// (Varnish's default), else round-robin over the `--backend` list. Sick backends are
+    /// never chosen: `.allBackendsSick` when nothing healthy is left, `.noBackend` when the
+    /// name is unknown.
+    func pool(
+        for ref: VCLBackendRef?, vcl: CompiledVCL, key: String, on eventLoop: any EventLoop
+    ) -> Result<BackendPool, BackendError> {
+        guard let state = self.loops[ObjectIdentifier(eventLoop)], !state.pools.isEmpty else { return .failure(.noBackend) }
         switch ref {
         case nil:
             if !vcl.backends.isEmpty, let first = vcl.backends.first {
-                return state.pools.first { $0.backend.name == first.name }
+                return self.ifHealthy(state.pools.first { $0.backend.name == first.name })
             }
             return self.nextPool(on: eventLoop)
         case .backend(let name):
-            return state.pools.first { $0.backend.name == name }
+            return self.ifHealthy(state.pools.first { $0.backend.name == name })
         case .director(let name, let hashKey):
-            guard let director = vcl.director(named: name) else { return nil }
-            return self.pick(director, key: hashKey ?? key, state: state, vcl: vcl, depth: 0)
+            guard let director = vcl.director(named: name) else { return .failure(.noBackend) }
+            guard let pool = self.pick(director, key: hashKey ?? key, state: state, vcl: vcl, depth: 0) else {
+                self.counters.increment(.backendUnhealthy)
+                return .failure(.allBackendsSick)
+            }
+            return .success(pool)
         }
+    }
+
+    /// A backend named directly: usable only while healthy.
+    private func ifHealthy(_ pool: BackendPool?) -> Result<BackendPool, BackendError> {
+        guard let pool else { return .failure(.noBackend) }
+        guard self.isHealthy(pool) else {
+            self.counters.increment(.backendUnhealthy)
+            return .failure(.allBackendsSick)
+        }
+        return .success(pool)
     }
 
     private func pick(_ director: VCLDirector, key: String, state: LoopState, vcl: CompiledVCL, depth: Int) -> BackendPool? {
@@ -148,7 +208,7 @@ final class ServerContext: Sendable {
 
     /// Whether the director may pick this backend (health probes decide; no probe, healthy).
     func isHealthy(_ pool: BackendPool) -> Bool {
-        true
+        pool.stats.isHealthy
     }
 
     /// Closes every idle backend connection (on each pool's own loop).

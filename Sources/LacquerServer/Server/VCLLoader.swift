@@ -59,8 +59,27 @@ public enum VCLLoader {
             if let t = declared.betweenBytesTimeout { backend.betweenBytesTimeout = .nanoseconds(Int64(t * 1e9)) }
             if let n = declared.maxConnections { backend.maxConnections = n }
             backend.hostHeader = declared.hostHeader
+            backend.probe = declared.probe.map(Self.probeConfiguration)
             return backend
         }
+    }
+
+    /// A VCL `probe` as the server's probe settings (seconds become time amounts; a raw
+    /// `.request` is split back into its lines).
+    public static func probeConfiguration(_ declared: VCLProbe) -> ProbeConfiguration {
+        var probe = ProbeConfiguration(url: declared.url)
+        if let raw = declared.request {
+            var lines = raw.components(separatedBy: "\r\n")
+            while lines.last == "" { lines.removeLast() }
+            probe.request = lines
+        }
+        probe.expectedResponse = declared.expectedResponse
+        probe.interval = .nanoseconds(Int64((min(declared.interval, 86_400) * 1e9).rounded()))
+        probe.timeout = .nanoseconds(Int64((min(declared.timeout, 86_400) * 1e9).rounded()))
+        probe.window = declared.window
+        probe.threshold = declared.threshold
+        probe.initial = declared.initial
+        return probe
     }
 
     private static func reason(_ error: any Error) -> String {
