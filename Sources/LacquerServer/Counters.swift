@@ -89,10 +89,10 @@ public enum Counter: Int, CaseIterable, Sendable {
 
 /// Lock-free process-wide counters (relaxed atomics: counts, not synchronisation).
 public final class Counters: Sendable {
-    private let storage: InlineArray<64, Atomic<Int>>
+    private let storage: InlineArray<96, Atomic<Int>>
 
     public init() {
-        precondition(Counter.allCases.count <= 64)
+        precondition(Counter.allCases.count <= 96)
         self.storage = InlineArray { _ in Atomic<Int>(0) }
     }
 
