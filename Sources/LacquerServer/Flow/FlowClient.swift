@@ -11,6 +11,9 @@ protocol FlowClient: AnyObject {
     var local: SocketAddress? { get }
     func writeHead(_ head: HTTPResponseHead)
     func writeBody(_ buffer: ByteBuffer)
+    /// Body bytes the end of the response follows immediately: written without a flush of
+    /// their own, so head, body and end leave in one write.
+    func writeFinalBody(_ buffer: ByteBuffer)
     func flush()
     /// Ends the response; `close` ends the connection after it.
     func finishResponse(_ flow: RequestFlow, close: Bool)
@@ -39,6 +42,7 @@ final class BackgroundClient: FlowClient {
 
     func writeHead(_ head: HTTPResponseHead) {}
     func writeBody(_ buffer: ByteBuffer) {}
+    func writeFinalBody(_ buffer: ByteBuffer) {}
     func flush() {}
     func finishResponse(_ flow: RequestFlow, close: Bool) {}
     func abort(_ flow: RequestFlow) {}

@@ -344,6 +344,12 @@ extension RequestFlow {
         self.client.writeBody(buffer)
     }
 
+    /// Writes the last body bytes of a response whose end follows at once (one flush).
+    func emitFinalBody(_ buffer: ByteBuffer) {
+        guard !self.bodySuppressed else { return }
+        self.client.writeFinalBody(buffer)
+    }
+
     // MARK: vcl_synth
 
     /// A response of our own, through vcl_synth when the configuration defines it.

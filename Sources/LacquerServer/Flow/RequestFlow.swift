@@ -299,11 +299,11 @@ final class RequestFlow {
             break
         case .full:
             if object.body.readableBytes > 0 {
-                self.emitBody(object.body)
+                self.emitFinalBody(object.body)
             }
         case .single(let range):
             if let slice = object.body.getSlice(at: object.body.readerIndex + range.lowerBound, length: range.count) {
-                self.emitBody(slice)
+                self.emitFinalBody(slice)
             }
         case .multipart(let boundary, let contentType, let ranges):
             var out = ByteBuffer()
@@ -316,7 +316,7 @@ final class RequestFlow {
                 }
             }
             out.writeString(Multipart.closing(boundary: boundary))
-            self.emitBody(out)
+            self.emitFinalBody(out)
         }
         self.finish(close: self.closeAfter)
     }

@@ -84,6 +84,9 @@ final class ClientChannelHandler: ChannelInboundHandler, RemovableChannelHandler
     private var state: State = .idle
     private var context: ChannelHandlerContext?
     private var timer: Scheduled<Void>?
+    private var deadline = NIODeadline.distantFuture
+    private var deadlineCounter = Counter.sessClosedIdle
+    private var deadlineArmed = false
     private var requestsServed = 0
     private var sawFirstByte = false
     private(set) var peer: SocketAddress?
@@ -108,7 +111,7 @@ final class ClientChannelHandler: ChannelInboundHandler, RemovableChannelHandler
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
-        self.cancelTimer()
+        self.dropTimer()
         self.context = nil
     }
 
@@ -232,7 +235,7 @@ final class ClientChannelHandler: ChannelInboundHandler, RemovableChannelHandler
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        self.cancelTimer()
+        self.dropTimer()
         if case .processing(let flow) = self.state {
             self.state = .closing
             flow.clientGone()
@@ -284,6 +287,11 @@ final class ClientChannelHandler: ChannelInboundHandler, RemovableChannelHandler
     func writeBody(_ buffer: ByteBuffer) {
         guard let context = self.context else { return }
         context.writeAndFlush(self.wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
+    }
+
+    /// Writes body bytes that the end of the response follows at once (one flush for both).
+    func writeFinalBody(_ buffer: ByteBuffer) {
+        self.context?.write(self.wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
     }
 
     /// Ends the current response; `close` ends the connection after it is flushed.
@@ -340,29 +348,52 @@ final class ClientChannelHandler: ChannelInboundHandler, RemovableChannelHandler
         self.arm(self.server.configuration.clientTimeouts.idle, counter: .sessClosedIdle)
     }
 
+    /// Sets the connection's one deadline. Timers are lazy (as Varnish's session timeouts): at
+    /// most one task is scheduled per connection, and moving the deadline is only a store; when
+    /// the task fires early (the deadline moved later) it reschedules itself once. This keeps the
+    /// three deadline changes of every request off the event loop's timer queue.
     private func arm(_ timeout: TimeAmount, counter: Counter) {
-        self.cancelTimer()
-        guard let context = self.context else { return }
-        let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
-        self.timer = context.eventLoop.scheduleTask(in: timeout) {
-            let handler = bound.value
-            switch handler.state {
-            case .processing:
-                return  // the flow has its own (backend) timeouts
-            default:
-                handler.server.counters.increment(counter)
-                handler.closeNow()
-            }
+        self.deadline = .now() + timeout
+        self.deadlineCounter = counter
+        self.deadlineArmed = true
+        if self.timer == nil {
+            self.scheduleTimer(at: self.deadline)
         }
     }
 
+    private func scheduleTimer(at deadline: NIODeadline) {
+        guard let context = self.context else { return }
+        let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
+        self.timer = context.eventLoop.scheduleTask(deadline: deadline) {
+            bound.value.timerFired()
+        }
+    }
+
+    private func timerFired() {
+        self.timer = nil
+        guard self.deadlineArmed else { return }
+        if case .processing = self.state {
+            return  // the flow has its own (backend) timeouts; the next arm schedules again
+        }
+        if NIODeadline.now() < self.deadline {
+            return self.scheduleTimer(at: self.deadline)
+        }
+        self.server.counters.increment(self.deadlineCounter)
+        self.closeNow()
+    }
+
     private func cancelTimer() {
+        self.deadlineArmed = false
+    }
+
+    private func dropTimer() {
+        self.deadlineArmed = false
         self.timer?.cancel()
         self.timer = nil
     }
 
     private func closeNow() {
-        self.cancelTimer()
+        self.dropTimer()
         self.context?.close(promise: nil)
     }
 }
