@@ -12,7 +12,7 @@ public enum Counter: Int, CaseIterable, Sendable {
     case fetchFailed, fetchConnectFailed, fetchTimeout, fetchFramingError, fetchTooLargeHeaders
     case objectsStored, objectsNotStoredUncacheable, objectsNotStoredTooLarge, objectsNotStoredPurged
     case synth502, synth503, synth504
-    case clientGoneMidResponse
+    case clientGoneMidResponse, clientGoneMidUpload
     case gunzipped, gzippedOnStore, gzipCorrupt
     case coalescedWaiters, backgroundRefreshes, staleServed, updatingServed, waiterTimeouts
     case diskHit, diskPromotions, diskStored, diskWriteDropped, diskWriteErrors, diskReadErrors
@@ -62,6 +62,7 @@ public enum Counter: Int, CaseIterable, Sendable {
         case .synth503: "synth_503"
         case .synth504: "synth_504"
         case .clientGoneMidResponse: "client_gone_mid_response"
+        case .clientGoneMidUpload: "client_gone_mid_upload"
         case .coalescedWaiters: "coalesced_waiters"
         case .backgroundRefreshes: "background_refreshes"
         case .staleServed: "stale_served"

@@ -141,7 +141,9 @@ public struct Limits: Sendable {
     public var headerTotalBytes = 32 * 1024
     public var headerFieldCount = 100
     public var methodBytes = 32
-    public var requestBodyBytes = 10 * 1024 * 1024
+    /// Request bodies stream to the backend (a few reads in memory), so the cap can be large,
+    /// like nginx's `client_max_body_size`; above it → 413.
+    public var requestBodyBytes = 1024 * 1024 * 1024
     /// A body we do not forward (e.g. on a GET we answer from cache) is drained up to this, else we close.
     public var drainBytes = 64 * 1024
     public var requestsPerConnection = 1000

@@ -42,6 +42,9 @@ struct Lacquer: AsyncParsableCommand {
     @Option(name: .customLong("storage-dir"), help: ArgumentHelp("Disk tier folder.", valueName: "DIR"))
     var storageDir: String = "./lacquer-cache"
 
+    @Option(name: .customLong("max-request-body"), help: ArgumentHelp("Largest request body accepted (413 above it); bodies stream to the origin.", valueName: "SIZE"))
+    var maxRequestBody: String = "1GiB"
+
     @Option(name: .customLong("disk-size"), help: ArgumentHelp("Disk tier size (0 = memory only).", valueName: "SIZE"))
     var diskSize: String = "1GiB"
 
@@ -78,6 +81,9 @@ struct Lacquer: AsyncParsableCommand {
         }
         for (index, value) in self.backend.enumerated() where BackendConfiguration.parse(url: value, name: "b\(index)") == nil {
             throw ValidationError("--backend '\(value)' is not an http://HOST[:PORT] URL (no path, no https)")
+        }
+        if ByteSize.parse(self.maxRequestBody) == nil {
+            throw ValidationError("--max-request-body '\(self.maxRequestBody)' is not a size (e.g. 10MiB, 1GiB)")
         }
         if ByteSize.parse(self.memory) == nil {
             throw ValidationError("--memory '\(self.memory)' is not a size (e.g. 268435456, 512KiB, 64MB, 1GiB)")
@@ -145,6 +151,7 @@ struct Lacquer: AsyncParsableCommand {
         }
         configuration.backends = self.backend.enumerated().compactMap { BackendConfiguration.parse(url: $0.element, name: "b\($0.offset)") }
         configuration.memoryBytes = ByteSize.parse(self.memory) ?? configuration.memoryBytes
+        configuration.limits.requestBodyBytes = ByteSize.parse(self.maxRequestBody) ?? configuration.limits.requestBodyBytes
         configuration.storageDirectory = self.storageDir
         configuration.diskBytes = Int64(ByteSize.parse(self.diskSize) ?? 0)
         configuration.admin = self.admin == "off" ? nil : HostAndPort.parse(self.admin)

@@ -13,15 +13,26 @@ protocol BackendExchangeDelegate: AnyObject {
     func backendFailed(_ error: BackendError, beforeHead: Bool)
 }
 
+/// The request body of one exchange.
+enum OutgoingBody {
+    case none
+    /// Complete, sent at once (small bodies the flow keeps for a retry).
+    case buffered(ByteBuffer)
+    /// Streamed as the client sends it, at the pace the backend takes it.
+    case streamed(RequestBodyStream)
+}
+
 /// Drives one backend connection: one request/response exchange at a time, demand-driven reads
 /// (the consumer's pace — NIO backpressure, so a slow client never makes us buffer a whole body),
 /// first-byte and between-bytes timeouts.
 ///
 /// Lifecycle: idle (in the pool, one read outstanding to notice a close) → awaitingHead (request
-/// written, first-byte timer) → body (between-bytes timer) → idle again on `.end` if the response
+/// written — a streamed request body may still be going out, and the first-byte timer starts
+/// once it is all written; while the backend does not take it, the between-bytes timeout
+/// applies) → body (between-bytes timer) → idle again on `.end` if the response
 /// allows keep-alive, else closed. Any error, early close or unsolicited data closes the channel:
 /// a connection is never reused after an error or a partial body (HARDENING.md §5).
-final class BackendChannelHandler: ChannelDuplexHandler {
+final class BackendChannelHandler: ChannelDuplexHandler, RequestBodySink {
     typealias InboundIn = HTTPClientResponsePart
     typealias OutboundIn = HTTPClientRequestPart
     typealias OutboundOut = HTTPClientRequestPart
@@ -45,6 +56,10 @@ final class BackendChannelHandler: ChannelDuplexHandler {
     private var paused = false
     private var keepAlive = true
     private var isHeadRequest = false
+    /// The request body still being streamed out, if any.
+    private var upload: RequestBodyStream?
+    /// Runs while a streamed request body is blocked on a non-writable channel.
+    private var sendTimer: Scheduled<Void>?
     /// Called when an exchange ends with the connection still usable.
     var onIdle: ((BackendChannelHandler) -> Void)?
     /// Called once when the channel closes.
@@ -82,7 +97,7 @@ final class BackendChannelHandler: ChannelDuplexHandler {
     /// Sends a request; the response is reported to `delegate`.
     func startExchange(
         head: HTTPRequestHead,
-        body: ByteBuffer?,
+        body: OutgoingBody,
         delegate: any BackendExchangeDelegate,
         firstByteTimeout: TimeAmount,
         betweenBytesTimeout: TimeAmount
@@ -99,12 +114,92 @@ final class BackendChannelHandler: ChannelDuplexHandler {
         self.firstByteTimeout = firstByteTimeout
         self.betweenBytesTimeout = betweenBytesTimeout
         context.write(self.wrapOutboundOut(.head(head)), promise: nil)
-        if let body, body.readableBytes > 0 {
-            context.write(self.wrapOutboundOut(.body(.byteBuffer(body))), promise: nil)
+        switch body {
+        case .none:
+            context.writeAndFlush(self.wrapOutboundOut(.end(nil)), promise: nil)
+            self.arm(firstByteTimeout, error: .firstByteTimeout)
+        case .buffered(let buffer):
+            if buffer.readableBytes > 0 {
+                context.write(self.wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
+            }
+            context.writeAndFlush(self.wrapOutboundOut(.end(nil)), promise: nil)
+            self.arm(firstByteTimeout, error: .firstByteTimeout)
+        case .streamed(let stream):
+            context.flush()
+            self.upload = stream
+            self.issueRead()  // an early answer or a close must be noticed while uploading
+            stream.attach(self)
+            return
         }
-        context.writeAndFlush(self.wrapOutboundOut(.end(nil)), promise: nil)
-        self.arm(firstByteTimeout, error: .firstByteTimeout)
         self.issueRead()
+    }
+
+    // MARK: RequestBodySink
+
+    var canTakeBody: Bool {
+        self.upload != nil && self.context?.channel.isWritable == true
+    }
+
+    func writeRequestBody(_ buffer: ByteBuffer) {
+        guard self.upload != nil, let context = self.context else { return }
+        context.writeAndFlush(self.wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
+        if !context.channel.isWritable {
+            self.armSendTimer()
+        }
+    }
+
+    func endRequestBody() {
+        guard self.upload != nil, let context = self.context else { return }
+        self.upload = nil
+        self.cancelSendTimer()
+        context.writeAndFlush(self.wrapOutboundOut(.end(nil)), promise: nil)
+        if self.state == .awaitingHead {
+            self.arm(self.firstByteTimeout, error: .firstByteTimeout)
+        }
+    }
+
+    func abortRequestBody() {
+        guard self.upload != nil else { return }
+        self.upload = nil
+        self.abandon()
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if let upload = self.upload {
+            if context.channel.isWritable {
+                self.cancelSendTimer()
+                upload.sinkWritable()
+            } else {
+                self.armSendTimer()
+            }
+        }
+        context.fireChannelWritabilityChanged()
+    }
+
+    /// The backend stopped taking the request body: as long as the between-bytes timeout, then fail.
+    private func armSendTimer() {
+        guard self.sendTimer == nil, let context = self.context else { return }
+        let loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
+        self.sendTimer = context.eventLoop.scheduleTask(in: self.betweenBytesTimeout) {
+            let handler = loopBound.value
+            handler.sendTimer = nil
+            guard let context = handler.context, handler.upload != nil else { return }
+            handler.fail(.betweenBytesTimeout, context: context)
+        }
+    }
+
+    private func cancelSendTimer() {
+        self.sendTimer?.cancel()
+        self.sendTimer = nil
+    }
+
+    /// The exchange no longer sends its request body (it ended, failed or was abandoned).
+    private func stopUpload() {
+        self.cancelSendTimer()
+        if let upload = self.upload {
+            self.upload = nil
+            upload.detach()
+        }
     }
 
     /// The consumer cannot take more now: stop reading from the socket (TCP backpressure).
@@ -122,6 +217,7 @@ final class BackendChannelHandler: ChannelDuplexHandler {
     /// Abandons the exchange and closes the connection (e.g. a pass whose client went away).
     func abandon() {
         self.delegate = nil
+        self.stopUpload()
         self.closeChannel()
     }
 
@@ -161,6 +257,12 @@ final class BackendChannelHandler: ChannelDuplexHandler {
             self.exchanges += 1
             let delegate = self.delegate
             self.delegate = nil
+            if self.upload != nil {
+                // Answered before the request body was all sent: the backend may not have read
+                // the rest, so the connection cannot carry another exchange.
+                self.keepAlive = false
+                self.stopUpload()
+            }
             if self.keepAlive && context.channel.isActive {
                 self.state = .idle
                 self.paused = false
@@ -192,6 +294,7 @@ final class BackendChannelHandler: ChannelDuplexHandler {
         self.state = .closed
         self.timer?.cancel()
         self.timer = nil
+        self.stopUpload()
         switch previous {
         case .awaitingHead:
             self.failDelegate(.closedBeforeHead, beforeHead: true)
@@ -219,6 +322,7 @@ final class BackendChannelHandler: ChannelDuplexHandler {
         self.state = .closed
         self.timer?.cancel()
         self.timer = nil
+        self.stopUpload()
         if previous == .awaitingHead || previous == .body {
             self.failDelegate(error, beforeHead: previous == .awaitingHead)
         }

@@ -22,7 +22,7 @@ enum BackendRequest {
         client: HTTPRequestHead,
         method: HTTPMethod,
         isFill: Bool,
-        body: ByteBuffer?,
+        bodyFraming: RequestBodyStream.Framing?,
         clientAddress: String?,
         xid: UInt64,
         viaName: String
@@ -54,10 +54,16 @@ enum BackendRequest {
         headers.remove(name: "via")
         headers.add(name: "Via", value: via.isEmpty ? "1.1 \(viaName)" : via + ", 1.1 \(viaName)")
         headers.add(name: "X-Lacquer-Xid", value: String(xid))
-        if let body, body.readableBytes > 0 {
-            headers.add(name: "Content-Length", value: String(body.readableBytes))
-        } else if method == .POST || method == .PUT || method == .PATCH {
+        // The body keeps the client's framing: a length stays a length, chunked stays chunked.
+        switch bodyFraming {
+        case .length(let length):
+            headers.add(name: "Content-Length", value: String(length))
+        case .chunked:
+            headers.add(name: "Transfer-Encoding", value: "chunked")
+        case nil where method == .POST || method == .PUT || method == .PATCH:
             headers.add(name: "Content-Length", value: "0")
+        case nil:
+            break
         }
         return HTTPRequestHead(version: .http1_1, method: method, uri: client.uri, headers: headers)
     }

@@ -14,8 +14,10 @@ extension RequestFlow: BackendExchangeDelegate {
         if case .fill = mode { isFill = true } else { isFill = false }
         // A HEAD miss fetches the whole object with GET, as Varnish does, so it can be stored.
         let method: HTTPMethod = isFill ? .GET : self.head.method
+        // A fill is a GET: the request body is not sent (Varnish's builtin vcl_backend_fetch).
+        let requestBody = isFill ? nil : self.requestBody
         var request = BackendRequest.make(
-            client: self.head, method: method, isFill: isFill, body: self.body,
+            client: self.head, method: method, isFill: isFill, bodyFraming: requestBody?.framing,
             clientAddress: self.client.peer?.ipAddress, xid: self.xid, viaName: self.server.configuration.viaName)
         if case .fill(_, let stale?, _) = mode {
             // Revalidate the stored copy rather than refetch it (RFC 9111 §4.3.1).
@@ -78,13 +80,35 @@ extension RequestFlow: BackendExchangeDelegate {
                 }
                 flow.lease = lease
                 lease.connection.startExchange(
-                    head: backendRequest, body: flow.body, delegate: flow,
+                    head: backendRequest, body: flow.outgoingBody(isFill ? nil : flow.requestBody), delegate: flow,
                     firstByteTimeout: firstByteTimeout,
                     betweenBytesTimeout: betweenBytesTimeout)
             case .failure(let error):
                 flow.backendFailed(error as? BackendError ?? .connectFailed("\(error)"), beforeHead: true)
             }
         }
+    }
+
+    /// What the exchange sends: the kept copy of a small complete body (replayable), or the
+    /// body streamed as it arrives (never replayed).
+    func outgoingBody(_ stream: RequestBodyStream?) -> OutgoingBody {
+        guard let stream else { return .none }
+        if let replay = self.replayBody {
+            return .buffered(replay)
+        }
+        if let whole = stream.takeComplete() {
+            self.replayBody = whole
+            return .buffered(whole)
+        }
+        self.bodyStreamed = true
+        return .streamed(stream)
+    }
+
+    /// Whether a fetch that failed with `error` is sent again on another connection: once, for
+    /// a reused connection the origin had closed (`closedBeforeHead`), an idempotent method, and
+    /// a request body that can be sent again (none, or the kept copy — never a streamed one).
+    static func mayRetry(error: BackendError, alreadyRetried: Bool, idempotent: Bool, bodyStreamed: Bool) -> Bool {
+        error == .closedBeforeHead && !alreadyRetried && idempotent && !bodyStreamed
     }
 
     // MARK: BackendExchangeDelegate
@@ -141,7 +165,7 @@ extension RequestFlow: BackendExchangeDelegate {
             switch self.runBackendResponse(status: &status, reason: &reasonPhrase, headers: &headers, decision: &decision) {
             case .deliver:
                 break
-            case .retry where self.ctx.bereqRetries < Self.maxRetries:
+            case .retry where self.ctx.bereqRetries < Self.maxRetries && !self.bodyStreamed:
                 self.ctx.bereqRetries += 1
                 self.lease?.connection.abandon()
                 self.lease = nil
@@ -388,7 +412,10 @@ extension RequestFlow: BackendExchangeDelegate {
 
     func backendFailed(_ error: BackendError, beforeHead: Bool) {
         self.lease = nil
-        if beforeHead, error == .closedBeforeHead, !self.retried, self.isIdempotent {
+        if beforeHead,
+            Self.mayRetry(
+                error: error, alreadyRetried: self.retried, idempotent: self.isIdempotent, bodyStreamed: self.bodyStreamed)
+        {
             // A reused keep-alive connection the origin had closed: retry once on another.
             self.retried = true
             self.counters.increment(.backendRetry)
@@ -435,13 +462,20 @@ extension RequestFlow: BackendExchangeDelegate {
     }
 
     func clientGone() {
+        self.counters.increment(.clientGoneMidResponse)
+        self.abandonRequest()
+    }
+
+    /// Nothing more is written to the client (it left, or the connection answered the request
+    /// itself, e.g. a 413 mid-body); a fill keeps going for the cache's sake.
+    func abandonRequest() {
+        guard !self.clientIsGone else { return }
         self.clientIsGone = true
         if let busy = self.waitingOn {
             busy.unsubscribe(self.waitID)
             self.waitingOn = nil
             self.waitTimer?.cancel()
         }
-        self.counters.increment(.clientGoneMidResponse)
         if self.diskReadPaused, let reader = self.diskReader {
             // No read is in flight while paused; otherwise the pump closes it when the read returns.
             reader.close()

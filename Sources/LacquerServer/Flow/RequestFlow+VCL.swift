@@ -394,7 +394,7 @@ extension RequestFlow {
         self.ctx.syntheticBody = nil
         guard let action = self.runSub(.backendError) else { return }
         switch action {
-        case .retry where self.ctx.bereqRetries < Self.maxRetries:
+        case .retry where self.ctx.bereqRetries < Self.maxRetries && !self.bodyStreamed:
             self.ctx.bereqRetries += 1
             self.fetch(self.mode)
         case .abandon, .retry:

@@ -32,7 +32,13 @@ final class RequestFlow {
     /// The request as VCL left it after vcl_recv.
     var head: HTTPRequestHead
     var host: String
-    let body: ByteBuffer?
+    /// The request body, streamed from the client as it arrives (nil: no body).
+    let requestBody: RequestBodyStream?
+    /// The whole body when it was small and complete before the backend connection was
+    /// obtained: kept so the fetch may be sent again.
+    var replayBody: ByteBuffer?
+    /// Set once the body started streaming to a backend: the fetch cannot be sent again.
+    var bodyStreamed = false
     let xid: UInt64
     var requestCacheControl: CacheControl
     /// The configuration this request started with (a reload does not change it mid-request).
@@ -83,7 +89,7 @@ final class RequestFlow {
     var bodyBytes = 0
     var expectedLength: Int?
 
-    init(server: ServerContext, client: any FlowClient, head: HTTPRequestHead, host: String, body: ByteBuffer?) {
+    init(server: ServerContext, client: any FlowClient, head: HTTPRequestHead, host: String, body: RequestBodyStream?) {
         self.server = server
         self.client = client
         var head = head
@@ -93,7 +99,7 @@ final class RequestFlow {
         }
         self.head = head
         self.host = host
-        self.body = body
+        self.requestBody = body
         let xid = server.nextXID()
         self.xid = xid
         self.requestCacheControl = BuiltinPolicy.requestCacheControl(head.headers)

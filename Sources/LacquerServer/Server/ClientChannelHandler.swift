@@ -59,22 +59,31 @@ final class FirstByteObserver: ChannelInboundHandler, RemovableChannelHandler {
     }
 }
 
-/// One client connection: validates each request head, buffers a bounded request body, runs
-/// one `RequestFlow` per request, and enforces the client limits and timeouts of HARDENING.md §2/§4.
+/// One client connection: validates each request head, runs one `RequestFlow` per request,
+/// streams request bodies to it, and enforces the client limits and timeouts of HARDENING.md §2/§4.
 ///
 /// `HTTPServerPipelineHandler` (before us) holds pipelined requests back until the previous
 /// response's `.end` is written, so at most one flow runs per connection at a time.
 ///
-/// States: idle (keep-alive timer) → head received (body timer) → processing (flow owns the
-/// response) → idle … ; `closing` after any response that ends the connection.
-final class ClientChannelHandler: ChannelInboundHandler, RemovableChannelHandler {
+/// A request with a body starts its flow as soon as its head is valid; the body's parts go to a
+/// `RequestBodyStream` as they arrive, and the stream stops our reads from the socket (we
+/// swallow `read()`) while the backend does not keep up, so an upload of any size holds only
+/// a few reads in memory. A response that ends before the request body does leaves the rest
+/// to be drained (at most `drainBytes`) or the connection closed.
+///
+/// States: idle (keep-alive timer) → head received (no body: until `.end`) → processing (flow
+/// owns the response; body timer while a body arrives) → idle, or discarding the rest of a body
+/// → idle … ; `closing` after any response that ends the connection.
+final class ClientChannelHandler: ChannelDuplexHandler, RemovableChannelHandler, RequestBodySource {
     typealias InboundIn = HTTPServerRequestPart
+    typealias OutboundIn = HTTPServerResponsePart
     typealias OutboundOut = HTTPServerResponsePart
 
     private enum State {
         case idle
-        case receiving(head: HTTPRequestHead, host: String, body: ByteBuffer?)
-        /// A request we already answered (e.g. 413) whose remaining body we skip.
+        /// A request without a body, until its `.end`.
+        case receiving(head: HTTPRequestHead, host: String)
+        /// A request we already answered whose remaining body we skip.
         case discarding(bytes: Int)
         case processing(RequestFlow)
         case closing
@@ -89,6 +98,13 @@ final class ClientChannelHandler: ChannelInboundHandler, RemovableChannelHandler
     private var deadlineArmed = false
     private var requestsServed = 0
     private var sawFirstByte = false
+    /// The body of the request being processed, while it is still arriving.
+    private var upload: RequestBodyStream?
+    /// Set while the upload's backend does not keep up: `read()` is held back.
+    private var readingPaused = false
+    private var readPending = false
+    /// Whether the current request's final response head was written.
+    private var responseStarted = false
     private(set) var peer: SocketAddress?
     private(set) var local: SocketAddress?
 
@@ -172,30 +188,57 @@ final class ClientChannelHandler: ChannelInboundHandler, RemovableChannelHandler
                     self.wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .continue))), promise: nil)
             }
         }
-        self.state = .receiving(head: head, host: host, body: nil)
+        self.responseStarted = false
+        guard let framing = Self.bodyFraming(head) else {
+            self.state = .receiving(head: head, host: host)
+            self.arm(self.server.configuration.clientTimeouts.bodyIdle, counter: .sessClosedTimeout)
+            return
+        }
+        // A body: the flow starts now and the body streams to it.
+        let upload = RequestBodyStream(framing: framing, source: self)
+        self.upload = upload
+        let flow = RequestFlow(server: self.server, client: self, head: head, host: host, body: upload)
+        self.state = .processing(flow)
         self.arm(self.server.configuration.clientTimeouts.bodyIdle, counter: .sessClosedTimeout)
+        flow.start()
+    }
+
+    /// How the request's body is framed, or nil when it has none (RFC 9112 §6.3: a request
+    /// without Content-Length or Transfer-Encoding, HTTP/1.0 included, has no body).
+    static func bodyFraming(_ head: HTTPRequestHead) -> RequestBodyStream.Framing? {
+        if head.headers.contains(name: "transfer-encoding") {
+            return .chunked
+        }
+        if let length = head.headers.first(name: "content-length").flatMap(Int.init), length > 0 {
+            return .length(length)
+        }
+        return nil
     }
 
     private func receivedBody(_ buffer: ByteBuffer, context: ChannelHandlerContext) {
         switch self.state {
-        case .receiving(let head, let host, var body):
+        case .processing(let flow):
+            guard let upload = self.upload else { return self.closeNow() }
             let limit = self.server.configuration.limits.requestBodyBytes
-            if (body?.readableBytes ?? 0) + buffer.readableBytes > limit {
+            if upload.received + buffer.readableBytes > limit {
+                // A chunked body (a Content-Length over the limit was refused at the head).
                 self.server.counters.increment(.clientReq413)
+                self.upload = nil
+                upload.abort()
                 self.state = .closing
-                self.writeSynthetic(status: 413, reason: "Request body larger than \(limit) bytes", close: true, headRequest: false)
+                flow.abandonRequest()
+                if self.responseStarted {
+                    self.closeNow()
+                } else {
+                    self.writeSynthetic(
+                        status: 413, reason: "Request body larger than \(limit) bytes", close: true, headRequest: false)
+                }
                 return
             }
-            self.state = .idle  // avoid a copy-on-write of `body` while we append
-            if body == nil {
-                body = buffer
-            } else {
-                var b = body!
-                b.writeImmutableBuffer(buffer)
-                body = b
+            upload.append(buffer)
+            if !self.readingPaused, self.upload != nil {
+                self.arm(self.server.configuration.clientTimeouts.bodyIdle, counter: .sessClosedTimeout)
             }
-            self.state = .receiving(head: head, host: host, body: body)
-            self.arm(self.server.configuration.clientTimeouts.bodyIdle, counter: .sessClosedTimeout)
         case .discarding(let bytes):
             let total = bytes + buffer.readableBytes
             if total > self.server.configuration.limits.drainBytes {
@@ -205,26 +248,71 @@ final class ClientChannelHandler: ChannelInboundHandler, RemovableChannelHandler
             }
         case .closing:
             break
-        case .idle, .processing:
+        case .idle, .receiving:
             self.closeNow()
         }
     }
 
     private func receivedEnd(context: ChannelHandlerContext) {
         switch self.state {
-        case .receiving(let head, let host, let body):
+        case .receiving(let head, let host):
             self.cancelTimer()
-            let flow = RequestFlow(server: self.server, client: self, head: head, host: host, body: body)
+            let flow = RequestFlow(server: self.server, client: self, head: head, host: host, body: nil)
             self.state = .processing(flow)
             flow.start()
+        case .processing:
+            guard let upload = self.upload else { return self.closeNow() }
+            self.upload = nil
+            self.cancelTimer()
+            self.resumeReading()
+            upload.end()
         case .discarding:
             self.state = .idle
             self.armIdleTimer()
         case .closing:
             break
-        case .idle, .processing:
+        case .idle:
             self.closeNow()
         }
+    }
+
+    // MARK: - Request body backpressure
+
+    func pauseReading() {
+        guard !self.readingPaused else { return }
+        self.readingPaused = true
+        // The client is not stalling: we are holding it back. No body timer meanwhile.
+        if self.upload != nil { self.cancelTimer() }
+    }
+
+    func resumeReading() {
+        guard self.readingPaused else { return }
+        self.readingPaused = false
+        if self.upload != nil {
+            self.arm(self.server.configuration.clientTimeouts.bodyIdle, counter: .sessClosedTimeout)
+        }
+        if self.readPending {
+            self.readPending = false
+            self.context?.read()
+        }
+    }
+
+    func read(context: ChannelHandlerContext) {
+        if self.readingPaused {
+            self.readPending = true
+            return
+        }
+        context.read()
+    }
+
+    /// Whether what is left of the current request body may be drained after the response
+    /// (a known remainder within `drainBytes`) rather than the connection closed.
+    private var bodyLeftIsDrainable: Bool {
+        guard let upload = self.upload else { return true }
+        if case .length(let length) = upload.framing {
+            return length - upload.received <= self.server.configuration.limits.drainBytes
+        }
+        return false
     }
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
@@ -236,6 +324,12 @@ final class ClientChannelHandler: ChannelInboundHandler, RemovableChannelHandler
 
     func channelInactive(context: ChannelHandlerContext) {
         self.dropTimer()
+        if let upload = self.upload {
+            // Gone mid-upload: the backend exchange is abandoned (its connection closed, not reused).
+            self.upload = nil
+            self.server.counters.increment(.clientGoneMidUpload)
+            upload.abort()
+        }
         if case .processing(let flow) = self.state {
             self.state = .closing
             flow.clientGone()
@@ -264,6 +358,20 @@ final class ClientChannelHandler: ChannelInboundHandler, RemovableChannelHandler
                 }
             case .processing(let flow):
                 self.state = .closing
+                if let upload = self.upload, parserError == .invalidEOFState {
+                    // The client closed mid-upload (the decoder saw EOF inside the body).
+                    self.upload = nil
+                    self.server.counters.increment(.clientGoneMidUpload)
+                    upload.abort()
+                } else if let upload = self.upload, !self.responseStarted {
+                    // A malformed body (bad chunking): refused like a malformed head.
+                    self.upload = nil
+                    upload.abort()
+                    flow.abandonRequest()
+                    self.server.counters.increment(.clientReq400)
+                    self.writeSynthetic(status: 400, reason: "Malformed request (\(parserError))", close: true, headRequest: false)
+                    return
+                }
                 flow.clientGone()
                 self.closeNow()
             case .closing:
@@ -277,6 +385,7 @@ final class ClientChannelHandler: ChannelInboundHandler, RemovableChannelHandler
     // MARK: - Writing, called by the flow
 
     func writeHead(_ head: HTTPResponseHead) {
+        if head.status.code >= 200 { self.responseStarted = true }
         self.context?.write(self.wrapOutboundOut(.head(head)), promise: nil)
     }
 
@@ -299,13 +408,25 @@ final class ClientChannelHandler: ChannelInboundHandler, RemovableChannelHandler
         guard let context = self.context else { return }
         guard case .processing(let current) = self.state, current === flow else { return }
         self.requestsServed += 1
-        let mustClose = close || self.requestsServed >= self.server.configuration.limits.requestsPerConnection
+        var mustClose = close || self.requestsServed >= self.server.configuration.limits.requestsPerConnection
+        let bodyLeft = self.upload
+        if let bodyLeft {
+            // Answered before the request body ended: the exchange wants no more of it.
+            mustClose = mustClose || !self.bodyLeftIsDrainable
+            self.upload = nil
+            bodyLeft.detach()
+        }
         if mustClose {
             self.state = .closing
             let channel = context.channel
             let done = context.eventLoop.makePromise(of: Void.self)
             context.writeAndFlush(self.wrapOutboundOut(.end(nil)), promise: done)
             done.futureResult.whenComplete { _ in channel.close(promise: nil) }
+        } else if bodyLeft != nil {
+            self.state = .discarding(bytes: 0)
+            context.writeAndFlush(self.wrapOutboundOut(.end(nil)), promise: nil)
+            self.resumeReading()
+            self.arm(self.server.configuration.clientTimeouts.bodyIdle, counter: .sessClosedTimeout)
         } else {
             self.state = .idle
             context.writeAndFlush(self.wrapOutboundOut(.end(nil)), promise: nil)
@@ -316,12 +437,17 @@ final class ClientChannelHandler: ChannelInboundHandler, RemovableChannelHandler
     /// Whether the connection must close after this response (limits reached or client asked).
     func mustCloseAfter(_ head: HTTPRequestHead) -> Bool {
         !head.isKeepAlive || self.requestsServed + 1 >= self.server.configuration.limits.requestsPerConnection
+            || !self.bodyLeftIsDrainable
     }
 
     /// Tears the connection down: the client sees a truncated response, never a corrupt one.
     func abort(_ flow: RequestFlow) {
         guard case .processing(let current) = self.state, current === flow else { return }
         self.state = .closing
+        if let upload = self.upload {
+            self.upload = nil
+            upload.abort()
+        }
         self.closeNow()
     }
 
@@ -372,12 +498,14 @@ final class ClientChannelHandler: ChannelInboundHandler, RemovableChannelHandler
     private func timerFired() {
         self.timer = nil
         guard self.deadlineArmed else { return }
-        if case .processing = self.state {
+        if case .processing = self.state, self.upload == nil {
             return  // the flow has its own (backend) timeouts; the next arm schedules again
         }
         if NIODeadline.now() < self.deadline {
             return self.scheduleTimer(at: self.deadline)
         }
+        // Includes a request body that stopped arriving mid-upload: the connection closes,
+        // which abandons the backend exchange.
         self.server.counters.increment(self.deadlineCounter)
         self.closeNow()
     }
