@@ -143,7 +143,7 @@ public struct Limits: Sendable {
     public var methodBytes = 32
     /// Request bodies stream to the backend (a few reads in memory), so the cap can be large,
     /// like nginx's `client_max_body_size`; above it → 413.
-    public var requestBodyBytes = 1024 * 1024 * 1024
+    public var requestBodyBytes = 10 * 1024 * 1024
     /// A body we do not forward (e.g. on a GET we answer from cache) is drained up to this, else we close.
     public var drainBytes = 64 * 1024
     public var requestsPerConnection = 1000
@@ -159,6 +159,8 @@ public struct ClientTimeouts: Sendable {
     public var idle: TimeAmount = .seconds(5)
     /// Between reads of a request body.
     public var bodyIdle: TimeAmount = .seconds(10)
+    /// A whole request body, from its head on (HARDENING.md §4).
+    public var bodyTotal: TimeAmount = .seconds(120)
     /// Sending a response: longest time without progress.
     public var sendIdle: TimeAmount = .seconds(60)
     public init() {}

@@ -43,7 +43,7 @@ struct Lacquer: AsyncParsableCommand {
     var storageDir: String = "./lacquer-cache"
 
     @Option(name: .customLong("max-request-body"), help: ArgumentHelp("Largest request body accepted (413 above it); bodies stream to the origin.", valueName: "SIZE"))
-    var maxRequestBody: String = "1GiB"
+    var maxRequestBody: String = "10MiB"
 
     @Option(name: .customLong("disk-size"), help: ArgumentHelp("Disk tier size (0 = memory only).", valueName: "SIZE"))
     var diskSize: String = "1GiB"

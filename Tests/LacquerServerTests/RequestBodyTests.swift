@@ -39,9 +39,9 @@ struct RequestBodyTests {
         return condition()
     }
 
-    @Test("a 50 MiB POST reaches the origin whole: byte count and checksum match")
+    @Test("a 50 MiB POST (limit raised from the 10 MiB default) reaches the origin whole: byte count and checksum match")
     func largeUpload() async throws {
-        try await withLacquer { lacquer, port, origin in
+        try await withLacquer(configure: { $0.limits.requestBodyBytes = 64 << 20 }) { lacquer, port, origin in
             let chunkSize = 1024 * 1024
             let chunks = 50
             let result = try await runBlocking { () throws -> (RawHTTPResponse, UInt64) in
@@ -221,6 +221,38 @@ struct RequestBodyTests {
             let backendClosed = try await runBlocking { Self.eventually { origin.openConnections == 0 } }
             #expect(backendClosed)
             #expect(origin.requestCount(path: "/upload") == 0)
+        }
+    }
+
+    @Test("a body that keeps trickling in still has to be complete within the total body timeout")
+    func tricklingUpload() async throws {
+        try await withLacquer(configure: {
+            $0.clientTimeouts.bodyIdle = .seconds(5)
+            $0.clientTimeouts.bodyTotal = .milliseconds(600)
+        }) { lacquer, port, _ in
+            let client = try RawHTTPClient(port: port, timeout: 10)
+            defer { client.close() }
+            let sent = try await runBlocking { () throws -> Int in
+                try client.send("POST /upload HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100000\r\n\r\n")
+                var sent = 0
+                // One byte every 50 ms: never idle for long, but never done; at most 100 sends.
+                for index in 0..<100 {
+                    do {
+                        try client.send(bytes: [UInt8(index & 0x7F)])
+                    } catch {
+                        break
+                    }
+                    sent += 1
+                    Thread.sleep(forTimeInterval: 0.05)
+                    if client.isClosedByPeer { break }
+                }
+                _ = try? client.readToEOF()
+                return sent
+            }
+            #expect(client.isClosedByPeer)
+            #expect(sent > 0)
+            // The idle timeout (5 s) never ran out between bytes: only the total one can have fired.
+            #expect(lacquer.counters[.sessClosedTimeout] == 1)
         }
     }
 

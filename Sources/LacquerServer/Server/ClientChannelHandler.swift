@@ -96,6 +96,8 @@ final class ClientChannelHandler: ChannelDuplexHandler, RemovableChannelHandler,
     private var deadline = NIODeadline.distantFuture
     private var deadlineCounter = Counter.sessClosedIdle
     private var deadlineArmed = false
+    /// When the current request's body must be complete (set when its head arrives).
+    private var bodyDeadline: NIODeadline?
     private var requestsServed = 0
     private var sawFirstByte = false
     /// The body of the request being processed, while it is still arriving.
@@ -191,7 +193,7 @@ final class ClientChannelHandler: ChannelDuplexHandler, RemovableChannelHandler,
         self.responseStarted = false
         guard let framing = Self.bodyFraming(head) else {
             self.state = .receiving(head: head, host: host)
-            self.arm(self.server.configuration.clientTimeouts.bodyIdle, counter: .sessClosedTimeout)
+            self.armBodyTimer()
             return
         }
         // A body: the flow starts now and the body streams to it.
@@ -199,7 +201,7 @@ final class ClientChannelHandler: ChannelDuplexHandler, RemovableChannelHandler,
         self.upload = upload
         let flow = RequestFlow(server: self.server, client: self, head: head, host: host, body: upload)
         self.state = .processing(flow)
-        self.arm(self.server.configuration.clientTimeouts.bodyIdle, counter: .sessClosedTimeout)
+        self.armBodyTimer()
         flow.start()
     }
 
@@ -237,7 +239,7 @@ final class ClientChannelHandler: ChannelDuplexHandler, RemovableChannelHandler,
             }
             upload.append(buffer)
             if !self.readingPaused, self.upload != nil {
-                self.arm(self.server.configuration.clientTimeouts.bodyIdle, counter: .sessClosedTimeout)
+                self.armBodyTimer()
             }
         case .discarding(let bytes):
             let total = bytes + buffer.readableBytes
@@ -289,7 +291,7 @@ final class ClientChannelHandler: ChannelDuplexHandler, RemovableChannelHandler,
         guard self.readingPaused else { return }
         self.readingPaused = false
         if self.upload != nil {
-            self.arm(self.server.configuration.clientTimeouts.bodyIdle, counter: .sessClosedTimeout)
+            self.armBodyTimer()
         }
         if self.readPending {
             self.readPending = false
@@ -426,7 +428,7 @@ final class ClientChannelHandler: ChannelDuplexHandler, RemovableChannelHandler,
             self.state = .discarding(bytes: 0)
             context.writeAndFlush(self.wrapOutboundOut(.end(nil)), promise: nil)
             self.resumeReading()
-            self.arm(self.server.configuration.clientTimeouts.bodyIdle, counter: .sessClosedTimeout)
+            self.armBodyTimer()
         } else {
             self.state = .idle
             context.writeAndFlush(self.wrapOutboundOut(.end(nil)), promise: nil)
@@ -469,7 +471,16 @@ final class ClientChannelHandler: ChannelDuplexHandler, RemovableChannelHandler,
         }
     }
 
+    /// The request-body timer: the next read within `bodyIdle`, the whole body within `bodyTotal`.
+    private func armBodyTimer() {
+        let timeouts = self.server.configuration.clientTimeouts
+        let total = self.bodyDeadline ?? (.now() + timeouts.bodyTotal)
+        self.bodyDeadline = total
+        self.armDeadline(min(.now() + timeouts.bodyIdle, total), counter: .sessClosedTimeout)
+    }
+
     private func armIdleTimer() {
+        self.bodyDeadline = nil
         self.sawFirstByte = false
         self.arm(self.server.configuration.clientTimeouts.idle, counter: .sessClosedIdle)
     }
@@ -479,7 +490,11 @@ final class ClientChannelHandler: ChannelDuplexHandler, RemovableChannelHandler,
     /// the task fires early (the deadline moved later) it reschedules itself once. This keeps the
     /// three deadline changes of every request off the event loop's timer queue.
     private func arm(_ timeout: TimeAmount, counter: Counter) {
-        self.deadline = .now() + timeout
+        self.armDeadline(.now() + timeout, counter: counter)
+    }
+
+    private func armDeadline(_ deadline: NIODeadline, counter: Counter) {
+        self.deadline = deadline
         self.deadlineCounter = counter
         self.deadlineArmed = true
         if self.timer == nil {
