@@ -57,6 +57,9 @@ struct Lacquer: AsyncParsableCommand {
     @Option(name: .customLong("grace"), help: ArgumentHelp("Seconds an expired object may be served (UPDATING) while one background fetch refreshes it, when the origin sends no stale-while-revalidate.", valueName: "SECONDS"))
     var grace: Double = 0
 
+    @Option(name: .customLong("hit-for-miss"), help: ArgumentHelp("Seconds an uncacheable answer is remembered, so later requests for it go to the origin in parallel instead of waiting on each other (Varnish's hit-for-miss).", valueName: "SECONDS"))
+    var hitForMiss: Double = 120
+
     @Option(name: .customLong("stale-if-error"), help: ArgumentHelp("Seconds past expiry an object may be served (STALE) when the origin fails, when the origin sends no stale-if-error.", valueName: "SECONDS"))
     var staleIfError: Double = 0
 
@@ -103,6 +106,9 @@ struct Lacquer: AsyncParsableCommand {
         }
         if !(self.grace >= 0 && self.grace.isFinite) {
             throw ValidationError("--grace must be a number of seconds >= 0")
+        }
+        if !(self.hitForMiss >= 0 && self.hitForMiss.isFinite) {
+            throw ValidationError("--hit-for-miss must be a number of seconds >= 0")
         }
         if !(self.staleIfError >= 0 && self.staleIfError.isFinite) {
             throw ValidationError("--stale-if-error must be a number of seconds >= 0")
@@ -160,6 +166,7 @@ struct Lacquer: AsyncParsableCommand {
         }
         configuration.defaultGrace = self.grace
         configuration.defaultStaleIfError = self.staleIfError
+        configuration.hitForMissTTL = self.hitForMiss
         configuration.gzipOnStore = self.gzipOnStore
         configuration.threads = self.threads
         if let path = self.config {

@@ -66,6 +66,7 @@ struct CoalescingTests {
             // One behind another would take 10 × 300 ms; released waiters fetch in parallel.
             #expect(elapsed < .milliseconds(2000), "took \(elapsed)")
             #expect(lacquer.counters[.cacheHitForMiss] >= 1)
+            #expect(lacquer.stats.json().contains("\"hit_for_miss_objects\":1"))
             // Later requests go straight to the origin, without waiting on each other.
             let again = try await concurrentGets(port: port, target: target, count: 10)
             #expect(again.allSatisfy { $0.header("X-Cache-Status") == "MISS" })

@@ -58,6 +58,9 @@ struct CommandLineTests {
             (["--purge-acl", "10.0.0.0/40", "--backend", "http://127.0.0.1:1"], "prefix length 40"),
             (["--no-such-flag", "--backend", "http://127.0.0.1:1"], "--no-such-flag"),
             ([], "no backend"),
+            (["--hit-for-miss=-1", "--backend", "http://127.0.0.1:1"], "--hit-for-miss must be"),
+            (["--stale-if-error", "soon", "--backend", "http://127.0.0.1:1"], "--stale-if-error"),
+            (["--max-request-body", "lots", "--backend", "http://127.0.0.1:1"], "--max-request-body 'lots'"),
         ])
     func badFlag(arguments: [String], message: String) throws {
         let result = try run(arguments)
@@ -70,7 +73,10 @@ struct CommandLineTests {
     func help() throws {
         let result = try run(["--help"])
         #expect(result.status == 0)
-        for flag in ["--listen", "--backend", "--memory", "--storage-dir", "--admin", "--purge-acl", "--demo"] {
+        for flag in [
+            "--listen", "--backend", "--memory", "--storage-dir", "--admin", "--purge-acl", "--demo", "--config",
+            "--check-config", "--grace", "--stale-if-error", "--hit-for-miss", "--max-request-body", "--disk-size",
+        ] {
             #expect(result.stdout.contains(flag), "\(flag) missing from --help")
         }
     }

@@ -110,6 +110,8 @@ public struct StatsSnapshot: Sendable {
     public var memory: [(name: String, value: Int)]
     /// Empty when the disk tier is off.
     public var disk: [(name: String, value: Int)]
+    /// Fetches in flight, hit-for-miss keys, active bans.
+    public var fetches: [(name: String, value: Int)] = []
     public var connections: Int
     /// One entry per configured backend, in configuration order.
     public var backends: [BackendSnapshot] = []
@@ -121,6 +123,7 @@ public struct StatsSnapshot: Sendable {
         return "{\"uptime_seconds\":\(uptime),\"connections\":\(self.connections),"
             + "\"counters\":\(Self.object(self.counters)),\"memory\":\(Self.object(self.memory)),"
             + "\"disk\":\(self.disk.isEmpty ? "null" : Self.object(self.disk)),"
+            + "\"fetches\":\(Self.object(self.fetches)),"
             + "\"backends\":[\(self.backends.map(Self.json).joined(separator: ","))]}\n"
     }
 

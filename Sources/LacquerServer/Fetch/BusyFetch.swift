@@ -179,6 +179,13 @@ final class FetchCoalescer: Sendable {
         self.maxBytesPerFetch = maxBytesPerFetch
     }
 
+    /// Fetches in flight and keys currently marked hit-for-miss (for `/stats`).
+    func figures(now: Double) -> (busy: Int, hitForMiss: Int) {
+        self.state.withLock { state in
+            (state.busy.count, state.hitForMiss.values.reduce(0) { $0 + ($1 > now ? 1 : 0) })
+        }
+    }
+
     func join(_ key: CacheKey, now: Double) -> Join {
         self.state.withLock { state in
             if let until = state.hitForMiss[key] {

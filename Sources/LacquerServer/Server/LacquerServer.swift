@@ -255,6 +255,13 @@ public final class LacquerServer: Service, Sendable {
     }
 
     /// Counters, connections and memory-tier figures, as `/stats` shows them.
+    /// Coalescing and invalidation state: fetches in flight, hit-for-miss keys, active bans.
+    private var fetchFigures: [(name: String, value: Int)] {
+        guard let context = self.state.withLock({ $0.context }) else { return [] }
+        let figures = context.coalescer.figures(now: self.clock())
+        return [("in_flight", figures.busy), ("hit_for_miss_objects", figures.hitForMiss), ("bans", context.bans.total)]
+    }
+
     public var stats: StatsSnapshot {
         let memory = self.memory.stats
         let connections = self.state.withLock { $0.context?.openConnections.load(ordering: .relaxed) ?? 0 }
@@ -277,6 +284,7 @@ public final class LacquerServer: Service, Sendable {
                 ("misses", memory.misses), ("rejected_too_large", memory.rejectedTooLarge),
             ],
             disk: diskFigures,
+            fetches: self.fetchFigures,
             connections: connections,
             backends: self.backendSnapshots)
     }
