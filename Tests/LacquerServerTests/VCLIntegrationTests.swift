@@ -193,6 +193,10 @@ struct VCLIntegrationTests {
             #expect(try httpGet(port: port, "/never?cc=max-age%3D60").header("X-Cache-Status") == "MISS")
             #expect(origin.requestCount(path: "/plain") == 1)
             #expect(origin.requestCount(path: "/never") == 2)
+            // Pass fetches go through vcl_backend_response too.
+            let passed = try httpGet(port: port, "/passed", headers: [("Cookie", "session=1")])
+            #expect(passed.header("X-Cache-Status") == "BYPASS")
+            #expect(passed.header("X-Fetched") == "1")
         }
     }
 
@@ -234,19 +238,27 @@ struct VCLIntegrationTests {
             vcl 4.1;
             import std;
             sub vcl_recv {
-                if (req.url ~ "^/bad") { set req.http.X-Bad = "a" + req.http.X-Evil; }
+                if (req.url ~ "^/bad") { set req.http.X-Bad = req.url + {"
+            "}; }
                 if (req.url ~ "^/loop") { return (restart); }
             }
+            sub vcl_synth {
+                set resp.http.X-Synth = "yes";
+            }
             """
-        try await self.withVCL(text) { lacquer, port, _ async throws in
-            // A header value with a CR would split the request: refused at runtime.
-            let bad = try httpGet(port: port, "/bad", headers: [("X-Evil", "x\u{0B}")])
+        try await self.withVCL(text) { lacquer, port, origin async throws in
+            // A header value with a line break would split the request: refused at runtime,
+            // and the request ends in vcl_synth with a 503.
+            let bad = try httpGet(port: port, "/bad")
+            #expect(bad.status == 503)
+            #expect(bad.header("X-Synth") == "yes")
+            #expect(lacquer.counters[.vclFailures] == 1)
+            #expect(origin.requestCount(path: "/bad") == 0)
             let ok = try httpGet(port: port, "/fine?cc=max-age%3D60")
             #expect(ok.status == 200)
             let loop = try httpGet(port: port, "/loop")
             #expect(loop.status == 503)
             #expect(lacquer.counters[.restarts] == 4)
-            _ = bad
         }
     }
 

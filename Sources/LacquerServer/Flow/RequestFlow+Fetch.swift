@@ -243,6 +243,25 @@ extension RequestFlow: BackendExchangeDelegate {
             xStatus = .bypass
             cacheStatus.fwd = fwd
             cacheStatus.detail = detail
+            // vcl_backend_response runs for pass fetches too (beresp is uncacheable there): it
+            // may change the status and header fields, retry or abandon.
+            var passDecision = BackendResponseDecision(
+                storable: false, reason: "pass", ttl: 0, grace: 0, keep: 0, mustRevalidate: false, origin: self.responseTime)
+            switch self.runBackendResponse(status: &status, reason: &reasonPhrase, headers: &headers, decision: &passDecision) {
+            case .deliver:
+                break
+            case .retry where self.ctx.bereqRetries < Self.maxRetries && !self.bodyStreamed:
+                self.ctx.bereqRetries += 1
+                self.lease?.connection.abandon()
+                self.lease = nil
+                self.backendHead = nil
+                return self.fetch(self.mode)
+            case .retry, .abandon:
+                self.lease?.connection.abandon()
+                self.lease = nil
+                self.backendHead = nil
+                return self.synth(status: 503, reason: "Backend response abandoned by VCL")
+            }
             if BuiltinPolicy.invalidates(method: self.head.method), (200..<400).contains(status) {
                 self.invalidateAfterUnsafeMethod(responseHeaders: headers)
             }

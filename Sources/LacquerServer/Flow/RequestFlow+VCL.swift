@@ -28,7 +28,13 @@ extension RequestFlow {
             self.server.logger.warning(
                 "VCL runtime error", metadata: ["xid": "\(self.xid)", "sub": "\(sub.rawValue)", "error": "\(error)"])
             if !self.finished && !self.clientIsGone {
-                self.nativeSynth(status: 503, reason: "VCL failure in \(sub.rawValue)", body: nil)
+                // As in Varnish: the request ends in vcl_synth with a 503 (natively when the
+                // failure was in vcl_synth itself).
+                if sub == .synth {
+                    self.nativeSynth(status: 503, reason: "VCL failure in \(sub.rawValue)", body: nil)
+                } else {
+                    self.synth(status: 503, reason: "VCL failure in \(sub.rawValue)")
+                }
             }
             return nil
         }
@@ -259,7 +265,7 @@ extension RequestFlow {
         self.ctx.berespTTL = decision.storable ? decision.ttl - age : 0
         self.ctx.berespGrace = decision.grace
         self.ctx.berespKeep = decision.keep
-        self.ctx.berespUncacheable = false
+        self.ctx.berespUncacheable = decision.reason == "pass"
         self.ctx.bereqMethod = self.head.method.rawValue
         self.ctx.bereqURL = self.head.uri
         let before = (ttl: self.ctx.berespTTL, grace: self.ctx.berespGrace, keep: self.ctx.berespKeep)
