@@ -262,6 +262,28 @@ struct VCLIntegrationTests {
         }
     }
 
+    @Test("vcl_purge: restart after a purge refetches the object at once (purge-and-warm)")
+    func purgeAndRestart() async throws {
+        let text = """
+            vcl 4.1;
+            sub vcl_purge {
+                set req.method = "GET";
+                return (restart);
+            }
+            """
+        try await self.withVCL(text) { _, port, origin async throws in
+            let target = "/warm?cc=max-age%3D600"
+            _ = try httpGet(port: port, target)
+            let purged = try httpGet(port: port, target, method: "PURGE")
+            // The restarted request is a GET: a fresh copy comes back and is stored.
+            #expect(purged.status == 200)
+            #expect(purged.header("X-Cache-Status") == "MISS")
+            #expect(origin.requestCount(path: "/warm") == 2)
+            #expect(try httpGet(port: port, target).header("X-Cache-Status") == "HIT")
+            #expect(origin.requestCount(path: "/warm") == 2)
+        }
+    }
+
     @Test("bans from VCL and from POST /ban hide matching objects stored before them, and only those")
     func bans() async throws {
         let text = """

@@ -428,11 +428,27 @@ final class RequestFlow {
     }
 
     private func purged(count: Int) {
-        if count == 0 {
+        if count > 0 {
+            self.counters.increment(.purgeOK)
+        } else {
             self.counters.increment(.purgeMiss)
+        }
+        if self.userDefines(.purge) {
+            // vcl_purge decides the answer (e.g. synth, or restart to refetch at once).
+            guard let action = self.runSub(.purge) else { return }
+            self.applyRequestChanges()
+            switch action {
+            case .synth(let status, let reason):
+                return self.synth(status: status, reason: reason ?? Self.standardReason(status))
+            case .restart:
+                return self.restart()
+            default:
+                break
+            }
+        }
+        if count == 0 {
             self.synth(status: 404, reason: "Not in cache", body: "404 Not in cache: \(self.head.uri)\n")
         } else {
-            self.counters.increment(.purgeOK)
             self.synth(status: 200, reason: "Purged", body: "200 Purged \(count) object(s): \(self.head.uri)\n")
         }
     }
