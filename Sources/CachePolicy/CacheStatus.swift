@@ -74,7 +74,7 @@ public struct CacheStatusValue: Sendable, Equatable {
     /// An sf-token when `text` is one (RFC 8941 §3.3.4: `( ALPHA / "*" ) *( tchar / ":" / "/" )`),
     /// otherwise an sf-string (§3.3.3) with `"` and `\` escaped and bytes outside printable ASCII
     /// replaced by `?`, since sf-strings cannot carry them.
-    static func tokenOrString(_ text: String) -> String {
+    public static func tokenOrString(_ text: String) -> String {
         let bytes = Array(text.utf8)
         if let first = bytes.first, Self.isAlpha(first) || first == UInt8(ascii: "*"),
             bytes.dropFirst().allSatisfy({

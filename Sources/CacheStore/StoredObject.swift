@@ -22,10 +22,31 @@ public final class StoredObject: Sendable {
     public let varyNames: [String]
     public let status: Int
     public let reason: String
-    /// The response header fields as stored: hop-by-hop fields removed, no `Age`, `Date` present.
-    public let headers: HTTPHeaders
-    /// The complete response body.
-    public let body: ByteBuffer
+    /// The stored header fields as wire bytes (`name: value\r\n` each) with the body between
+    /// them, in one allocation of exactly this size (a `ByteBuffer` would round it up to a power
+    /// of two):
+    ///
+    /// ```
+    /// [plain fields] [body, when at most `inlineBodyLimit` bytes] [rewritten fields]
+    /// 0              plainFieldsEnd                              bodyEnd
+    /// ```
+    ///
+    /// "Rewritten" fields are those a delivery replaces (`Content-Length`, `Accept-Ranges`,
+    /// `Via`, `Cache-Status`, `X-Cache-Status`); everything else is copied to the client as it
+    /// is, so a plain hit writes the plain fields and the body without parsing anything.
+    let wire: [UInt8]
+    /// Where the plain fields end (and the inline body starts) in `wire`.
+    public let plainFieldsEnd: Int
+    /// Where the inline body ends (and the rewritten fields start) in `wire`.
+    let bodyEnd: Int
+    /// The body, when it is larger than `inlineBodyLimit`: shared by every delivery, never copied.
+    let largeBody: ByteBuffer?
+    /// Whether a plain hit may write the stored fields as they are: a 200 with no `Via`,
+    /// `Cache-Status` or `X-Cache-Status` of its own (a delivery would have to merge those).
+    public let plainDeliverable: Bool
+    /// Whether any `Content-Encoding` value mentions gzip (a client that does not accept it
+    /// needs the stored body transformed).
+    public let mentionsGzip: Bool
     /// When the request that produced this response was sent (RFC 9111 `request_time`).
     public let requestTime: Double
     /// When the response was received (RFC 9111 `response_time`).
@@ -41,6 +62,11 @@ public final class StoredObject: Sendable {
     /// Stale copies must never be served without successful validation
     /// (`must-revalidate`, `proxy-revalidate`, `s-maxage`, or `no-cache`).
     public let mustRevalidate: Bool
+
+    /// Bodies up to this size are kept in the same allocation as the header fields (and copied
+    /// into each response, which costs less than a second buffer and write); larger ones are
+    /// kept as their own shared buffer.
+    public static let inlineBodyLimit = 16 * 1024
 
     public init(
         key: CacheKey,
@@ -63,8 +89,6 @@ public final class StoredObject: Sendable {
         self.varyNames = varyNames
         self.status = status
         self.reason = reason
-        self.headers = headers
-        self.body = body
         self.requestTime = requestTime
         self.responseTime = responseTime
         self.origin = origin
@@ -72,6 +96,160 @@ public final class StoredObject: Sendable {
         self.grace = grace
         self.keep = keep
         self.mustRevalidate = mustRevalidate
+
+        var plainBytes = 0
+        var rewrittenBytes = 0
+        var merged = false
+        var gzip = false
+        for (name, value) in headers {
+            let size = name.utf8.count + value.utf8.count + 4
+            switch Self.fieldKind(name) {
+            case .plain:
+                plainBytes += size
+            case .rewritten:
+                rewrittenBytes += size
+            case .merged:
+                rewrittenBytes += size
+                merged = true
+            case .contentEncoding:
+                plainBytes += size
+                if value.lowercased().contains("gzip") { gzip = true }
+            }
+        }
+        let inline = body.readableBytes <= Self.inlineBodyLimit
+        let bodyBytes = inline ? body.readableBytes : 0
+        let total = plainBytes + bodyBytes + rewrittenBytes
+        self.wire = [UInt8](unsafeUninitializedCapacity: total) { buffer, count in
+            var at = 0
+            for (name, value) in headers where Self.fieldKind(name) != .rewritten && Self.fieldKind(name) != .merged {
+                Self.writeField(name: name, value: value, into: buffer, at: &at)
+            }
+            if inline {
+                body.withUnsafeReadableBytes { bytes in
+                    if let base = bytes.baseAddress, bytes.count > 0 {
+                        UnsafeMutableRawBufferPointer(buffer).baseAddress!.advanced(by: at)
+                            .copyMemory(from: base, byteCount: bytes.count)
+                    }
+                    at += bytes.count
+                }
+            }
+            for (name, value) in headers where Self.fieldKind(name) == .rewritten || Self.fieldKind(name) == .merged {
+                Self.writeField(name: name, value: value, into: buffer, at: &at)
+            }
+            count = at
+        }
+        self.plainFieldsEnd = plainBytes
+        self.bodyEnd = plainBytes + bodyBytes
+        self.largeBody = inline ? nil : body
+        self.plainDeliverable = status == 200 && !merged
+        self.mentionsGzip = gzip
+    }
+
+    private enum FieldKind {
+        case plain, rewritten, merged, contentEncoding
+    }
+
+    private static func fieldKind(_ name: String) -> FieldKind {
+        switch name.utf8.count {
+        case 3 where name.lowercased() == "via", 12 where name.lowercased() == "cache-status",
+            14 where name.lowercased() == "x-cache-status":
+            return .merged
+        case 13 where name.lowercased() == "accept-ranges":
+            return .rewritten
+        case 14 where name.lowercased() == "content-length":
+            return .rewritten
+        case 16 where name.lowercased() == "content-encoding":
+            return .contentEncoding
+        default:
+            return .plain
+        }
+    }
+
+    /// Writes `name: value\r\n`. CR, LF and NUL cannot be part of a field: they become SP
+    /// (RFC 9110 §5.5), so a stored field can never split a response.
+    private static func writeField(
+        name: String, value: String, into buffer: UnsafeMutableBufferPointer<UInt8>, at: inout Int
+    ) {
+        @inline(__always) func put(_ byte: UInt8) {
+            buffer[at] = (byte == 0x0D || byte == 0x0A || byte == 0x00) ? 0x20 : byte
+            at += 1
+        }
+        for byte in name.utf8 { put(byte) }
+        buffer[at] = UInt8(ascii: ":")
+        buffer[at + 1] = UInt8(ascii: " ")
+        at += 2
+        for byte in value.utf8 { put(byte) }
+        buffer[at] = 0x0D
+        buffer[at + 1] = 0x0A
+        at += 2
+    }
+
+    /// The response header fields as stored: hop-by-hop fields removed, no `Age`, `Date` present.
+    /// Parsed from the stored bytes on each call: the hit path does not need it.
+    public var headers: HTTPHeaders {
+        var headers = HTTPHeaders()
+        self.wire.withUnsafeBufferPointer { bytes in
+            Self.parseFields(bytes, from: 0, to: self.plainFieldsEnd, into: &headers)
+            Self.parseFields(bytes, from: self.bodyEnd, to: bytes.count, into: &headers)
+        }
+        return headers
+    }
+
+    private static func parseFields(
+        _ bytes: UnsafeBufferPointer<UInt8>, from start: Int, to end: Int, into headers: inout HTTPHeaders
+    ) {
+        var lineStart = start
+        while lineStart < end {
+            var colon = lineStart
+            while bytes[colon] != UInt8(ascii: ":") { colon += 1 }
+            var lineEnd = colon + 2
+            while bytes[lineEnd] != 0x0D { lineEnd += 1 }
+            let name = String(decoding: UnsafeBufferPointer(rebasing: bytes[lineStart..<colon]), as: UTF8.self)
+            let value = String(decoding: UnsafeBufferPointer(rebasing: bytes[(colon + 2)..<lineEnd]), as: UTF8.self)
+            headers.add(name: name, value: value)
+            lineStart = lineEnd + 2
+        }
+    }
+
+    /// The complete response body (a copy of the stored bytes when they are kept inline).
+    public var body: ByteBuffer {
+        if let largeBody = self.largeBody { return largeBody }
+        var buffer = ByteBuffer()
+        buffer.reserveCapacity(self.bodyEnd - self.plainFieldsEnd)
+        self.wire.withUnsafeBytes { bytes in
+            _ = buffer.writeBytes(UnsafeRawBufferPointer(rebasing: bytes[self.plainFieldsEnd..<self.bodyEnd]))
+        }
+        return buffer
+    }
+
+    /// The body length in bytes.
+    public var bodyLength: Int {
+        self.largeBody?.readableBytes ?? (self.bodyEnd - self.plainFieldsEnd)
+    }
+
+    /// Appends the plain stored fields (each `name: value\r\n`) to `buffer`.
+    public func writePlainFields(into buffer: inout ByteBuffer) {
+        self.writeWire(into: &buffer, from: 0, to: self.plainFieldsEnd)
+    }
+
+    /// Appends the body to `buffer` when it is kept inline; returns the large body otherwise
+    /// (to be written as a buffer of its own).
+    public func writeInlineBody(into buffer: inout ByteBuffer) -> ByteBuffer? {
+        if let largeBody = self.largeBody { return largeBody }
+        self.writeWire(into: &buffer, from: self.plainFieldsEnd, to: self.bodyEnd)
+        return nil
+    }
+
+    /// The bytes of the plain fields, plus the body's when it is kept inline.
+    public var plainBytes: Int {
+        self.largeBody == nil ? self.bodyEnd : self.plainFieldsEnd
+    }
+
+    private func writeWire(into buffer: inout ByteBuffer, from start: Int, to end: Int) {
+        guard end > start else { return }
+        self.wire.withUnsafeBytes { bytes in
+            _ = buffer.writeBytes(UnsafeRawBufferPointer(rebasing: bytes[start..<end]))
+        }
     }
 
     /// A copy with other header fields and body (e.g. a transformed coding); everything else kept.
@@ -99,13 +277,9 @@ public final class StoredObject: Sendable {
         self.origin + self.ttl + self.grace + self.keep
     }
 
-    /// The bytes this object costs in memory: body, header text and a fixed bookkeeping share.
+    /// The bytes this object costs in memory: header fields, body and a fixed bookkeeping share.
     public var cost: Int {
-        var headerBytes = 0
-        for (name, value) in self.headers {
-            headerBytes += name.utf8.count + value.utf8.count + 4
-        }
-        return self.body.readableBytes + headerBytes + self.variant.utf8.count + StoredObject.overhead
+        self.wire.count + (self.largeBody?.readableBytes ?? 0) + self.variant.utf8.count + StoredObject.overhead
     }
 
     /// Fixed per-object bookkeeping charged against the memory budget (object, LRU node, map slot).

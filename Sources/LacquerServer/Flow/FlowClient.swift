@@ -10,6 +10,9 @@ protocol FlowClient: AnyObject {
     var peer: SocketAddress? { get }
     var local: SocketAddress? { get }
     func writeHead(_ head: HTTPResponseHead)
+    /// A final response head already serialised (status line to the empty line), possibly
+    /// with body bytes after it: written as it is.
+    func writePreEncoded(_ bytes: ByteBuffer)
     func writeBody(_ buffer: ByteBuffer)
     /// Body bytes the end of the response follows immediately: written without a flush of
     /// their own, so head, body and end leave in one write.
@@ -41,6 +44,7 @@ final class BackgroundClient: FlowClient {
     }
 
     func writeHead(_ head: HTTPResponseHead) {}
+    func writePreEncoded(_ bytes: ByteBuffer) {}
     func writeBody(_ buffer: ByteBuffer) {}
     func writeFinalBody(_ buffer: ByteBuffer) {}
     func flush() {}

@@ -284,8 +284,11 @@ final class RequestFlow {
     /// `vcl_deliver` for a stored object: stored head + Age, Via and the cache status fields.
     func deliver(_ stored: StoredObject, xStatus: XCacheStatus, cacheStatus: CacheStatusValue, now: Double) {
         self.ctx.objHits = 1  // obj.hits: 0 on a fetch, at least 1 when delivering a stored object
+        if self.deliverPlain(stored, xStatus: xStatus, cacheStatus: cacheStatus, now: now) {
+            return
+        }
         var object = stored
-        if BodyTransform.needsGunzip(storedHeaders: stored.headers, requestHeaders: self.head.headers) {
+        if stored.mentionsGzip, BodyTransform.needsGunzip(storedHeaders: stored.headers, requestHeaders: self.head.headers) {
             if let (headers, body) = BodyTransform.gunzip(
                 headers: stored.headers, body: stored.body, maxOutputBytes: self.server.configuration.diskMaxBufferedObjectBytes)
             {
@@ -325,6 +328,73 @@ final class RequestFlow {
             self.emitFinalBody(out)
         }
         self.finish(close: self.closeAfter)
+    }
+
+    /// The common case of `deliver`, without building a header list: a stored 200 for a GET or
+    /// HEAD with no Range or validators, and no vcl_deliver of the configuration's. The stored
+    /// fields are copied as they are and the fields of this delivery written after them, into one
+    /// buffer with the (inline) body. Returns false, having written nothing, when the request
+    /// needs more than that; `writeStoredHead` then does it all.
+    private func deliverPlain(_ object: StoredObject, xStatus: XCacheStatus, cacheStatus: CacheStatusValue, now: Double) -> Bool {
+        guard object.plainDeliverable, !self.userDefines(.deliver), !self.finished, !self.clientIsGone else { return false }
+        let method = self.head.method
+        guard method == .GET || method == .HEAD else { return false }
+        let requestHeaders = self.head.headers
+        if requestHeaders.contains(name: "range") || requestHeaders.contains(name: "if-none-match")
+            || requestHeaders.contains(name: "if-modified-since")
+        {
+            return false
+        }
+        if object.mentionsGzip, !ContentCoding.acceptsGzip(requestHeaders) {
+            return false
+        }
+        self.closeAfter = self.client.mustCloseAfter(self.head)
+        let withBody = method != .HEAD
+        let server = self.server
+        var buffer = self.client.allocator.buffer(capacity: 256 + (withBody ? object.plainBytes : object.plainFieldsEnd))
+        buffer.writeStaticString("HTTP/1.1 200 ")
+        if object.reason == "OK" {
+            buffer.writeStaticString("OK\r\n")
+        } else {
+            ResponseEncoder.writeText(object.reason, into: &buffer)
+            buffer.writeStaticString("\r\n")
+        }
+        object.writePlainFields(into: &buffer)
+        buffer.writeStaticString("Accept-Ranges: bytes\r\nContent-Length: ")
+        buffer.writeString(String(object.bodyLength))
+        buffer.writeStaticString("\r\nAge: ")
+        buffer.writeString(String(Int(object.age(at: now))))
+        buffer.writeStaticString("\r\n")
+        buffer.writeString(server.viaLine)
+        buffer.writeStaticString("X-Cache-Status: ")
+        buffer.writeString(xStatus.rawValue)
+        buffer.writeStaticString("\r\nCache-Status: ")
+        if cacheStatus.hit, cacheStatus.fwd == nil, cacheStatus.fwdStatus == nil, !cacheStatus.stored,
+            !cacheStatus.collapsed, cacheStatus.detail == nil
+        {
+            buffer.writeString(server.cacheStatusName)
+            buffer.writeStaticString("; hit")
+            if let ttl = cacheStatus.ttl {
+                buffer.writeStaticString("; ttl=")
+                buffer.writeString(String(ttl))
+            }
+        } else {
+            buffer.writeString(cacheStatus.serialized(cacheName: server.configuration.cacheName))
+        }
+        if self.closeAfter {
+            buffer.writeStaticString("\r\nConnection: close")
+        }
+        buffer.writeStaticString("\r\n\r\n")
+        if withBody, let largeBody = object.writeInlineBody(into: &buffer) {
+            self.client.writePreEncoded(buffer)
+            if largeBody.readableBytes > 0 {
+                self.client.writeFinalBody(largeBody)
+            }
+        } else {
+            self.client.writePreEncoded(buffer)
+        }
+        self.finish(close: self.closeAfter)
+        return true
     }
 
     /// What follows a stored response's head.

@@ -112,6 +112,8 @@ final class ClientChannelHandler: ChannelDuplexHandler, RemovableChannelHandler,
 
     /// The byte observer before the decoder (for classifying parser errors).
     weak var observer: FirstByteObserver?
+    /// The response encoder (told which responses answer HEAD and which are pre-encoded).
+    weak var encoder: ResponseEncoder?
 
     init(server: ServerContext) {
         self.server = server
@@ -163,6 +165,7 @@ final class ClientChannelHandler: ChannelDuplexHandler, RemovableChannelHandler,
             return self.closeNow()
         }
         self.server.counters.increment(.clientReq)
+        self.encoder?.respondingToHead = head.method == .HEAD
         let limits = self.server.configuration.limits
         let host: String
         do {
@@ -391,6 +394,17 @@ final class ClientChannelHandler: ChannelDuplexHandler, RemovableChannelHandler,
         self.context?.write(self.wrapOutboundOut(.head(head)), promise: nil)
     }
 
+    /// The placeholder head that carries a pre-encoded response through the pipeline handler.
+    private static let preEncodedPlaceholder = HTTPResponseHead(version: .http1_1, status: .ok)
+
+    func writePreEncoded(_ bytes: ByteBuffer) {
+        guard let context = self.context, let encoder = self.encoder else { return }
+        self.responseStarted = true
+        encoder.expectPreEncodedHead()
+        context.write(self.wrapOutboundOut(.head(Self.preEncodedPlaceholder)), promise: nil)
+        context.write(self.wrapOutboundOut(.body(.byteBuffer(bytes))), promise: nil)
+    }
+
     func flush() {
         self.context?.flush()
     }
@@ -457,6 +471,7 @@ final class ClientChannelHandler: ChannelDuplexHandler, RemovableChannelHandler,
 
     private func writeSynthetic(status: Int, reason: String, close: Bool, headRequest: Bool) {
         guard let context = self.context else { return }
+        self.encoder?.respondingToHead = headRequest
         let response = Synthetic.response(
             status: status, reason: reason, now: self.server.clock(), close: close, cacheName: self.server.configuration.cacheName)
         context.write(self.wrapOutboundOut(.head(response.head)), promise: nil)

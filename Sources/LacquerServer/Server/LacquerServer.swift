@@ -322,7 +322,9 @@ public final class LacquerServer: Service, Sendable {
                     handler.observer = observer
                     let sync = channel.pipeline.syncOperations
                     try sync.addHandler(observer)
-                    try sync.addHandler(HTTPResponseEncoder(configuration: .noFramingHeaders))
+                    let encoder = ResponseEncoder()
+                    handler.encoder = encoder
+                    try sync.addHandler(encoder)
                     try sync.addHandler(
                         ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .dropBytes, informationalResponseStrategy: .drop, limitConfiguration: decoderLimits)))
                     try sync.addHandler(HTTPServerPipelineHandler())
@@ -356,14 +358,5 @@ public final class LacquerServer: Service, Sendable {
         } catch {
             throw LacquerServerError.bindFailed(address: "admin " + address.description, reason: BackendPool.describe(error))
         }
-    }
-}
-
-extension HTTPResponseEncoder.Configuration {
-    /// We set Content-Length / Transfer-Encoding ourselves (a HEAD response must not get a chunked terminator).
-    static var noFramingHeaders: Self {
-        var configuration = Self()
-        configuration.automaticallySetFramingHeaders = false
-        return configuration
     }
 }

@@ -1,3 +1,4 @@
+import CachePolicy
 import CacheStore
 import Logging
 import NIOCore
@@ -29,6 +30,10 @@ final class ServerContext: Sendable {
     /// When the configuration was (re)loaded, and from which file.
     let vclLoads = Atomic<Int>(1)
     let bans = BanList()
+    /// This cache's name as a Cache-Status list member starts (an sf-token or sf-string).
+    let cacheStatusName: String
+    /// `Via: 1.1 <via name>\r\n`, as a plain hit writes it.
+    let viaLine: String
 
     init(
         configuration: ServerConfiguration,
@@ -40,6 +45,8 @@ final class ServerContext: Sendable {
         eventLoops: [any EventLoop]
     ) {
         self.configuration = configuration
+        self.cacheStatusName = CacheStatusValue.tokenOrString(configuration.cacheName)
+        self.viaLine = "Via: 1.1 \(configuration.viaName)\r\n"
         self.memory = memory
         self.disk = disk
         self.counters = counters

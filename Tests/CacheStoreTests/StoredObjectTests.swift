@@ -1,0 +1,99 @@
+import CacheStore
+import NIOCore
+import NIOHTTP1
+import Testing
+
+private func object(
+    status: Int = 200,
+    headers: [(String, String)],
+    body: ByteBuffer = ByteBuffer(string: "hello")
+) -> StoredObject {
+    StoredObject(
+        key: CacheKey(host: "example.test", target: "/o"), variant: "", varyNames: [], status: status,
+        reason: "OK", headers: HTTPHeaders(headers), body: body, requestTime: 0, responseTime: 0, origin: 0,
+        ttl: 60, grace: 0, keep: 0, mustRevalidate: false)
+}
+
+private func fields(_ headers: HTTPHeaders) -> [String] {
+    headers.map { "\($0.name): \($0.value)" }
+}
+
+@Suite("StoredObject")
+struct StoredObjectTests {
+    @Test("header fields come back as stored: duplicates in order, rewritten fields after the others")
+    func headersRoundTrip() {
+        let stored = object(headers: [
+            ("Content-Length", "5"), ("Date", "Tue, 24 Nov 2026 20:00:00 GMT"), ("Set-Cookie", "a=1"),
+            ("Accept-Ranges", "bytes"), ("Set-Cookie", "b=2"), ("ETag", "\"x\""), ("X-Empty", ""),
+        ])
+        #expect(
+            fields(stored.headers) == [
+                "Date: Tue, 24 Nov 2026 20:00:00 GMT", "Set-Cookie: a=1", "Set-Cookie: b=2", "ETag: \"x\"", "X-Empty: ",
+                "Content-Length: 5", "Accept-Ranges: bytes",
+            ])
+        #expect(stored.headers["set-cookie"] == ["a=1", "b=2"])
+        #expect(String(buffer: stored.body) == "hello")
+        #expect(stored.bodyLength == 5)
+    }
+
+    @Test("a plain delivery copies exactly the fields it does not rewrite, then the inline body")
+    func plainFieldsAndInlineBody() {
+        let stored = object(headers: [("Content-Length", "5"), ("Server", "origin"), ("Cache-Control", "max-age=60")])
+        var buffer = ByteBuffer()
+        stored.writePlainFields(into: &buffer)
+        #expect(String(buffer: buffer) == "Server: origin\r\nCache-Control: max-age=60\r\n")
+        #expect(stored.writeInlineBody(into: &buffer) == nil)
+        #expect(String(buffer: buffer) == "Server: origin\r\nCache-Control: max-age=60\r\nhello")
+        #expect(stored.plainBytes == stored.plainFieldsEnd + 5)
+        #expect(stored.plainDeliverable)
+    }
+
+    @Test("a body over the inline limit stays one shared buffer and is not copied into responses")
+    func largeBody() {
+        let large = ByteBuffer(repeating: UInt8(ascii: "z"), count: StoredObject.inlineBodyLimit + 1)
+        let stored = object(headers: [("Server", "origin")], body: large)
+        var buffer = ByteBuffer()
+        #expect(stored.writeInlineBody(into: &buffer) == large)
+        #expect(buffer.readableBytes == 0)
+        #expect(stored.body == large)
+        #expect(stored.bodyLength == large.readableBytes)
+        #expect(stored.plainBytes == stored.plainFieldsEnd)
+        #expect(stored.cost == "Server: origin\r\n".utf8.count + large.readableBytes + StoredObject.overhead)
+    }
+
+    @Test("Via, Cache-Status or X-Cache-Status from upstream, or a status other than 200, need the full delivery")
+    func plainDeliverable() {
+        #expect(!object(headers: [("Via", "1.1 upstream")]).plainDeliverable)
+        #expect(!object(headers: [("cache-status", "upstream; hit")]).plainDeliverable)
+        #expect(!object(headers: [("X-Cache-Status", "HIT")]).plainDeliverable)
+        #expect(!object(status: 404, headers: []).plainDeliverable)
+        #expect(object(headers: [("Vary", "Accept-Encoding")]).plainDeliverable)
+    }
+
+    @Test("gzip in Content-Encoding is noted for the delivery's transform check")
+    func mentionsGzip() {
+        #expect(object(headers: [("Content-Encoding", "GZIP")]).mentionsGzip)
+        #expect(object(headers: [("content-encoding", "br, x-gzip")]).mentionsGzip)
+        #expect(!object(headers: [("Content-Encoding", "br")]).mentionsGzip)
+        #expect(!object(headers: []).mentionsGzip)
+    }
+
+    @Test("CR, LF and NUL in a stored field become spaces: a field can never split a response")
+    func controlBytesNeutralised() {
+        let stored = object(headers: [("X-Bad", "a\r\nInjected: 1\u{0}b"), ("Server", "origin")])
+        #expect(fields(stored.headers) == ["X-Bad: a  Injected: 1 b", "Server: origin"])
+        var buffer = ByteBuffer()
+        stored.writePlainFields(into: &buffer)
+        #expect(String(buffer: buffer) == "X-Bad: a  Injected: 1 b\r\nServer: origin\r\n")
+    }
+
+    @Test("a copy with new fields and body keeps everything else")
+    func replacing() {
+        let stored = object(headers: [("Content-Encoding", "gzip")])
+        let copy = stored.replacing(headers: HTTPHeaders([("Content-Type", "text/plain")]), body: ByteBuffer(string: "xy"))
+        #expect(fields(copy.headers) == ["Content-Type: text/plain"])
+        #expect(String(buffer: copy.body) == "xy")
+        #expect(!copy.mentionsGzip)
+        #expect(copy.key == stored.key && copy.ttl == stored.ttl && copy.status == stored.status)
+    }
+}
