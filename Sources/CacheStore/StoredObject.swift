@@ -20,7 +20,7 @@ public final class StoredObject: Sendable {
     public let variant: String
     /// The lowercased field names the stored response's `Vary` lists (empty when none).
     public let varyNames: [String]
-    public let status: Int
+    public var status: Int { Int(self.statusCode) }
     public let reason: String
     /// The stored header fields as wire bytes (`name: value\r\n` each) with the body between
     /// them, in one allocation of exactly this size (a `ByteBuffer` would round it up to a power
@@ -36,17 +36,13 @@ public final class StoredObject: Sendable {
     /// is, so a plain hit writes the plain fields and the body without parsing anything.
     let wire: [UInt8]
     /// Where the plain fields end (and the inline body starts) in `wire`.
-    public let plainFieldsEnd: Int
+    public var plainFieldsEnd: Int { Int(self.plainEnd) }
+    private let plainEnd: UInt32
     /// Where the inline body ends (and the rewritten fields start) in `wire`.
-    let bodyEnd: Int
+    var bodyEnd: Int { Int(self.inlineBodyEnd) }
+    private let inlineBodyEnd: UInt32
     /// The body, when it is larger than `inlineBodyLimit`: shared by every delivery, never copied.
     let largeBody: ByteBuffer?
-    /// Whether a plain hit may write the stored fields as they are: a 200 with no `Via`,
-    /// `Cache-Status` or `X-Cache-Status` of its own (a delivery would have to merge those).
-    public let plainDeliverable: Bool
-    /// Whether any `Content-Encoding` value mentions gzip (a client that does not accept it
-    /// needs the stored body transformed).
-    public let mentionsGzip: Bool
     /// When the request that produced this response was sent (RFC 9111 `request_time`).
     public let requestTime: Double
     /// When the response was received (RFC 9111 `response_time`).
@@ -62,6 +58,14 @@ public final class StoredObject: Sendable {
     /// Stale copies must never be served without successful validation
     /// (`must-revalidate`, `proxy-revalidate`, `s-maxage`, or `no-cache`).
     public let mustRevalidate: Bool
+    /// Whether a plain hit may write the stored fields as they are: a 200 with no `Via`,
+    /// `Cache-Status` or `X-Cache-Status` of its own (a delivery would have to merge those).
+    public let plainDeliverable: Bool
+    /// Whether any `Content-Encoding` value mentions gzip (a client that does not accept it
+    /// needs the stored body transformed).
+    public let mentionsGzip: Bool
+    /// Kept small and last, with the flags, so the object packs into fewer bytes.
+    private let statusCode: UInt16
 
     /// Bodies up to this size are kept in the same allocation as the header fields (and copied
     /// into each response, which costs less than a second buffer and write); larger ones are
@@ -87,7 +91,7 @@ public final class StoredObject: Sendable {
         self.key = key
         self.variant = variant
         self.varyNames = varyNames
-        self.status = status
+        self.statusCode = UInt16(clamping: status)
         self.reason = reason
         self.requestTime = requestTime
         self.responseTime = responseTime
@@ -103,7 +107,9 @@ public final class StoredObject: Sendable {
         var gzip = false
         for (name, value) in headers {
             let size = name.utf8.count + value.utf8.count + 4
-            switch Self.fieldKind(name) {
+            switch Self.fieldKind(name, status: status) {
+            case .dropped:
+                break
             case .plain:
                 plainBytes += size
             case .rewritten:
@@ -121,8 +127,11 @@ public final class StoredObject: Sendable {
         let total = plainBytes + bodyBytes + rewrittenBytes
         self.wire = [UInt8](unsafeUninitializedCapacity: total) { buffer, count in
             var at = 0
-            for (name, value) in headers where Self.fieldKind(name) != .rewritten && Self.fieldKind(name) != .merged {
-                Self.writeField(name: name, value: value, into: buffer, at: &at)
+            for (name, value) in headers {
+                switch Self.fieldKind(name, status: status) {
+                case .plain, .contentEncoding: Self.writeField(name: name, value: value, into: buffer, at: &at)
+                case .rewritten, .merged, .dropped: break
+                }
             }
             if inline {
                 body.withUnsafeReadableBytes { bytes in
@@ -133,20 +142,35 @@ public final class StoredObject: Sendable {
                     at += bytes.count
                 }
             }
-            for (name, value) in headers where Self.fieldKind(name) == .rewritten || Self.fieldKind(name) == .merged {
-                Self.writeField(name: name, value: value, into: buffer, at: &at)
+            for (name, value) in headers {
+                switch Self.fieldKind(name, status: status) {
+                case .rewritten, .merged: Self.writeField(name: name, value: value, into: buffer, at: &at)
+                case .plain, .contentEncoding, .dropped: break
+                }
             }
             count = at
         }
-        self.plainFieldsEnd = plainBytes
-        self.bodyEnd = plainBytes + bodyBytes
+        self.plainEnd = UInt32(plainBytes)
+        self.inlineBodyEnd = UInt32(plainBytes + bodyBytes)
         self.largeBody = inline ? nil : body
         self.plainDeliverable = status == 200 && !merged
         self.mentionsGzip = gzip
     }
 
     private enum FieldKind {
-        case plain, rewritten, merged, contentEncoding
+        case plain, rewritten, merged, contentEncoding, dropped
+    }
+
+    /// How a stored field is kept. `Content-Length` is not kept at all: a delivery states the
+    /// length of what it sends (as Varnish does). Nor is a 200's `Accept-Ranges`: every
+    /// delivery of a 200 says `bytes`.
+    private static func fieldKind(_ name: String, status: Int) -> FieldKind {
+        switch Self.fieldKind(name) {
+        case .rewritten where name.utf8.count == 14, .rewritten where status == 200:
+            return .dropped
+        case let kind:
+            return kind
+        }
     }
 
     private static func fieldKind(_ name: String) -> FieldKind {
