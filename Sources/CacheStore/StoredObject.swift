@@ -13,7 +13,9 @@ import NIOHTTP1
 /// Lifecycle: created by the fetch once the response is complete and storable → inserted
 /// into the memory tier (and later the disk tier) → served by reference → dropped on purge,
 /// eviction, replacement by a newer variant, or when `origin + ttl + grace + keep` passes.
-public final class StoredObject: Sendable {
+// Sendable: every stored property is immutable after init; the field bytes behind `wireBase`
+// are written once in init, only read afterwards, and freed in deinit.
+public final class StoredObject: @unchecked Sendable {
     public let key: CacheKey
     /// The normalised values of the request headers named by the response's `Vary`
     /// (empty when the response has no Vary). See `CachePolicy.VaryKey`.
@@ -34,7 +36,10 @@ public final class StoredObject: Sendable {
     /// "Rewritten" fields are those a delivery replaces (`Content-Length`, `Accept-Ranges`,
     /// `Via`, `Cache-Status`, `X-Cache-Status`); everything else is copied to the client as it
     /// is, so a plain hit writes the plain fields and the body without parsing anything.
-    let wire: [UInt8]
+    /// (Raw memory rather than an array: no array header, and the allocation is exactly its size.)
+    private let wireBase: UnsafeMutablePointer<UInt8>?
+    private let wireCount: UInt32
+    var wire: UnsafeBufferPointer<UInt8> { UnsafeBufferPointer(start: self.wireBase, count: Int(self.wireCount)) }
     /// Where the plain fields end (and the inline body starts) in `wire`.
     public var plainFieldsEnd: Int { Int(self.plainEnd) }
     private let plainEnd: UInt32
@@ -125,7 +130,9 @@ public final class StoredObject: Sendable {
         let inline = body.readableBytes <= Self.inlineBodyLimit
         let bodyBytes = inline ? body.readableBytes : 0
         let total = plainBytes + bodyBytes + rewrittenBytes
-        self.wire = [UInt8](unsafeUninitializedCapacity: total) { buffer, count in
+        let base = total > 0 ? UnsafeMutablePointer<UInt8>.allocate(capacity: total) : nil
+        do {
+            let buffer = UnsafeMutableBufferPointer(start: base, count: total)
             var at = 0
             for (name, value) in headers {
                 switch Self.fieldKind(name, status: status) {
@@ -148,8 +155,10 @@ public final class StoredObject: Sendable {
                 case .plain, .contentEncoding, .dropped: break
                 }
             }
-            count = at
+            precondition(at == total, "StoredObject: field bytes miscounted")
         }
+        self.wireBase = base
+        self.wireCount = UInt32(total)
         self.plainEnd = UInt32(plainBytes)
         self.inlineBodyEnd = UInt32(plainBytes + bodyBytes)
         self.largeBody = inline ? nil : body
@@ -212,10 +221,9 @@ public final class StoredObject: Sendable {
     /// Parsed from the stored bytes on each call: the hit path does not need it.
     public var headers: HTTPHeaders {
         var headers = HTTPHeaders()
-        self.wire.withUnsafeBufferPointer { bytes in
-            Self.parseFields(bytes, from: 0, to: self.plainFieldsEnd, into: &headers)
-            Self.parseFields(bytes, from: self.bodyEnd, to: bytes.count, into: &headers)
-        }
+        let bytes = self.wire
+        Self.parseFields(bytes, from: 0, to: self.plainFieldsEnd, into: &headers)
+        Self.parseFields(bytes, from: self.bodyEnd, to: bytes.count, into: &headers)
         return headers
     }
 
@@ -240,9 +248,7 @@ public final class StoredObject: Sendable {
         if let largeBody = self.largeBody { return largeBody }
         var buffer = ByteBuffer()
         buffer.reserveCapacity(self.bodyEnd - self.plainFieldsEnd)
-        self.wire.withUnsafeBytes { bytes in
-            _ = buffer.writeBytes(UnsafeRawBufferPointer(rebasing: bytes[self.plainFieldsEnd..<self.bodyEnd]))
-        }
+        buffer.writeBytes(UnsafeRawBufferPointer(rebasing: UnsafeRawBufferPointer(self.wire)[self.plainFieldsEnd..<self.bodyEnd]))
         return buffer
     }
 
@@ -271,9 +277,11 @@ public final class StoredObject: Sendable {
 
     private func writeWire(into buffer: inout ByteBuffer, from start: Int, to end: Int) {
         guard end > start else { return }
-        self.wire.withUnsafeBytes { bytes in
-            _ = buffer.writeBytes(UnsafeRawBufferPointer(rebasing: bytes[start..<end]))
-        }
+        buffer.writeBytes(UnsafeRawBufferPointer(rebasing: UnsafeRawBufferPointer(self.wire)[start..<end]))
+    }
+
+    deinit {
+        self.wireBase?.deallocate()
     }
 
     /// A copy with other header fields and body (e.g. a transformed coding); everything else kept.
@@ -303,7 +311,7 @@ public final class StoredObject: Sendable {
 
     /// The bytes this object costs in memory: header fields, body and a fixed bookkeeping share.
     public var cost: Int {
-        self.wire.count + (self.largeBody?.readableBytes ?? 0) + self.variant.utf8.count + StoredObject.overhead
+        Int(self.wireCount) + (self.largeBody?.readableBytes ?? 0) + self.variant.utf8.count + StoredObject.overhead
     }
 
     /// Fixed per-object bookkeeping charged against the memory budget (object, LRU node, map slot).
