@@ -86,8 +86,12 @@ enum DiskIndexSchema {
     /// Pragmas every connection gets: WAL, NORMAL sync (a commit is durable at the next
     /// checkpoint; a crash loses at most the last commits, never consistency), a busy timeout
     /// so the read connection waits out a checkpoint, and a cap on the WAL left on disk.
+    /// Each connection's page cache is 512 KiB (SQLite's default is 2 MiB): enough for the upper
+    /// levels of the index's B-trees, and the rest comes from the kernel's page cache anyway,
+    /// while the 3 MiB saved are worth about 3,000 more objects in the memory tier.
     static let connectionPragmas = """
         PRAGMA busy_timeout = 5000;
+        PRAGMA cache_size = -512;
         PRAGMA synchronous = NORMAL;
         PRAGMA journal_size_limit = 67108864;
         PRAGMA temp_store = MEMORY;
