@@ -71,5 +71,19 @@ struct ConfigurationParsingTests {
         #expect(RequestValidation.normaliseHost("user@host") == nil)
         #expect(RequestValidation.normaliseHost("host:") == nil)
         #expect(RequestValidation.normaliseHost("") == nil)
+        #expect(RequestValidation.normaliseHost(":8080") == nil)
+        #expect(RequestValidation.normaliseHost("host:123456") == nil)
+        #expect(RequestValidation.normaliseHost("host:080") == "host:080")
+        #expect(RequestValidation.normaliseHost("127.0.0.1:8080") == "127.0.0.1:8080")
+    }
+
+    @Test("A host already in normal form is taken as it is, and only then")
+    func normalHostShortcut() {
+        for normal in ["example.com", "127.0.0.1:8080", "a-b_c~d.e:1", "x:65535", "host:080"] {
+            #expect(RequestValidation.isNormalHost(normal), "\(normal)")
+        }
+        for other in ["Example.com", "example.com:80", "", ":1", "h:", "h:123456", "[::1]", "a b", "h:8a", "h:1:2"] {
+            #expect(!RequestValidation.isNormalHost(other), "\(other)")
+        }
     }
 }

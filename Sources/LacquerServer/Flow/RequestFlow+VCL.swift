@@ -97,8 +97,14 @@ extension RequestFlow {
     // MARK: vcl_recv
 
     func recv() {
-        guard let action = self.runSub(.recv) else { return }
-        self.applyRequestChanges()
+        let action: VCLAction
+        if let builtin = self.builtinRecv() {
+            action = builtin
+        } else {
+            guard let evaluated = self.runSub(.recv) else { return }
+            self.applyRequestChanges()
+            action = evaluated
+        }
         switch action {
         case .hash, .lookup:
             self.lookup()
@@ -121,6 +127,24 @@ extension RequestFlow {
         }
     }
 
+    /// builtin.vcl's vcl_recv taken natively, when the configuration does not define vcl_recv
+    /// and the request is as it arrived (no restart): GET and HEAD are looked up unless they
+    /// carry a Cookie, other methods are passed. nil for the methods whose answer needs the
+    /// VCL (PRI, CONNECT, TRACE, and PURGE with its ACL), which then runs.
+    func builtinRecv() -> VCLAction? {
+        guard self.ctx.restarts == 0, !self.userDefines(.recv) else { return nil }
+        switch self.head.method {
+        case .GET, .HEAD:
+            return self.head.headers.contains(name: "cookie") ? .pass : .hash
+        case .PURGE, .CONNECT, .TRACE:
+            return nil
+        case let method where method.rawValue == "PRI":
+            return nil
+        default:
+            return .pass
+        }
+    }
+
     /// `return (restart)`: the request starts over at vcl_recv with what VCL changed.
     func restart() {
         self.ctx.restarts += 1
@@ -135,6 +159,10 @@ extension RequestFlow {
 
     /// Runs vcl_hash and returns the key from its hash_data() calls.
     func computeKey() -> CacheKey? {
+        if !self.userDefines(.hash), let host = self.head.headers.first(name: "host") {
+            // builtin.vcl's vcl_hash, natively: hash_data(req.url); hash_data(req.http.host).
+            return BuiltinPolicy.hash(target: self.head.uri, host: host)
+        }
         self.ctx.hashParts.removeAll(keepingCapacity: true)
         guard self.runSub(.hash) != nil else { return nil }
         if self.ctx.hashParts.isEmpty {

@@ -70,6 +70,7 @@ enum RequestValidation {
 
     /// Lowercases, strips `:80`, rejects anything that is not `reg-name / IPv4 / [IPv6]` + optional port.
     static func normaliseHost(_ value: String) -> String? {
+        if Self.isNormalHost(value) { return value }
         let host = value.lowercased()
         if host.isEmpty { return nil }
         var name = Substring(host)
@@ -105,5 +106,34 @@ enum RequestValidation {
             return String(name) + ":" + port
         }
         return String(name)
+    }
+
+    /// Whether `value` is already a normal reg-name host: lowercase name characters, then at
+    /// most a port of 1 to 5 digits other than 80 (the common case, taken without copying).
+    static func isNormalHost(_ value: String) -> Bool {
+        var nameLength = 0
+        var portLength = 0
+        var inPort = false
+        var port: UInt32 = 0
+        for c in value.utf8 {
+            if inPort {
+                guard c >= 0x30 && c <= 0x39 else { return false }
+                portLength += 1
+                port = port &* 10 &+ UInt32(c - 0x30)
+            } else if c == 0x3A {
+                inPort = true
+            } else {
+                let ok =
+                    (c >= 0x30 && c <= 0x39) || (c >= 0x61 && c <= 0x7A) || c == 0x2D || c == 0x2E || c == 0x5F
+                    || c == 0x7E
+                guard ok else { return false }
+                nameLength += 1
+            }
+        }
+        guard nameLength > 0 else { return false }
+        if inPort {
+            return portLength >= 1 && portLength <= 5 && !(portLength == 2 && port == 80)
+        }
+        return true
     }
 }
