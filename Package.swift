@@ -113,6 +113,8 @@ let package = Package(
             dependencies: [
                 "LacquerServer", "LacquerTesting", "FixtureOrigin", "CacheStore",
                 .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
             ],
             swiftSettings: strict
         ),
