@@ -10,7 +10,8 @@ import VCL
 /// Subs a configuration does not define run builtin.vcl's code; where that code only returns
 /// the step's default action (vcl_hit's freshness and grace test, which the RFC lookup already
 /// made; vcl_miss, vcl_pass, vcl_deliver, vcl_backend_fetch, vcl_backend_response) the flow
-/// takes that action without evaluating it. vcl_recv and vcl_hash always run.
+/// takes that action without evaluating it. builtin vcl_recv and vcl_hash are taken natively for
+/// the requests whose answer needs no ACL or synthetic response (see `builtinRecv`).
 extension RequestFlow {
     /// How many times a request may restart before it ends in a 503 (Varnish's max_restarts).
     static let maxRestarts = 4
