@@ -60,7 +60,13 @@ public struct CacheStatusValue: Sendable, Equatable {
     /// `Lacquer; hit; ttl=42`. Parameter order: hit, fwd, fwd-status, stored, collapsed, ttl, detail.
     /// - Parameter cacheName: this cache's identifier (§2).
     public func serialized(cacheName: String = "Lacquer") -> String {
-        var result = Self.tokenOrString(cacheName)
+        self.serialized(member: Self.tokenOrString(cacheName))
+    }
+
+    /// The same, for a cache name already made a list member (`tokenOrString`), so a server can
+    /// do that once instead of for every response.
+    public func serialized(member: String) -> String {
+        var result = member
         if self.hit { result += "; hit" }
         if let fwd = self.fwd { result += "; fwd=" + fwd.rawValue }
         if let fwdStatus = self.fwdStatus { result += "; fwd-status=" + String(fwdStatus) }

@@ -110,21 +110,25 @@ public final class StoredObject: @unchecked Sendable {
         var rewrittenBytes = 0
         var merged = false
         var gzip = false
+        var kinds: [FieldKind] = []
+        kinds.reserveCapacity(headers.count)
         for (name, value) in headers {
+            let kind = Self.fieldKind(name, status: status)
+            kinds.append(kind)
             let size = name.utf8.count + value.utf8.count + 4
-            switch Self.fieldKind(name, status: status) {
-            case .dropped:
-                break
+            switch kind {
             case .plain:
                 plainBytes += size
+                if name.utf8.count == 16, name.lowercased() == "content-encoding", value.lowercased().contains("gzip") {
+                    gzip = true
+                }
             case .rewritten:
                 rewrittenBytes += size
             case .merged:
                 rewrittenBytes += size
                 merged = true
-            case .contentEncoding:
-                plainBytes += size
-                if value.lowercased().contains("gzip") { gzip = true }
+            case .dropped:
+                break
             }
         }
         let inline = body.readableBytes <= Self.inlineBodyLimit
@@ -134,11 +138,8 @@ public final class StoredObject: @unchecked Sendable {
         do {
             let buffer = UnsafeMutableBufferPointer(start: base, count: total)
             var at = 0
-            for (name, value) in headers {
-                switch Self.fieldKind(name, status: status) {
-                case .plain, .contentEncoding: Self.writeField(name: name, value: value, into: buffer, at: &at)
-                case .rewritten, .merged, .dropped: break
-                }
+            for (index, (name, value)) in headers.enumerated() where kinds[index] == .plain {
+                Self.writeField(name: name, value: value, into: buffer, at: &at)
             }
             if inline {
                 body.withUnsafeReadableBytes { bytes in
@@ -149,11 +150,8 @@ public final class StoredObject: @unchecked Sendable {
                     at += bytes.count
                 }
             }
-            for (name, value) in headers {
-                switch Self.fieldKind(name, status: status) {
-                case .rewritten, .merged: Self.writeField(name: name, value: value, into: buffer, at: &at)
-                case .plain, .contentEncoding, .dropped: break
-                }
+            for (index, (name, value)) in headers.enumerated() where kinds[index] == .rewritten || kinds[index] == .merged {
+                Self.writeField(name: name, value: value, into: buffer, at: &at)
             }
             precondition(at == total, "StoredObject: field bytes miscounted")
         }
@@ -166,33 +164,23 @@ public final class StoredObject: @unchecked Sendable {
         self.mentionsGzip = gzip
     }
 
+    /// Where a stored field goes: among the fields a plain delivery copies, among those a delivery
+    /// rewrites (kept after the body), or nowhere. `Content-Length` is not kept: a delivery states
+    /// the length of what it sends (as Varnish does). Nor is a 200's `Accept-Ranges`: every
+    /// delivery of a 200 says `bytes`. Via and the cache-status fields are rewritten by merging.
     private enum FieldKind {
-        case plain, rewritten, merged, contentEncoding, dropped
+        case plain, rewritten, merged, dropped
     }
 
-    /// How a stored field is kept. `Content-Length` is not kept at all: a delivery states the
-    /// length of what it sends (as Varnish does). Nor is a 200's `Accept-Ranges`: every
-    /// delivery of a 200 says `bytes`.
     private static func fieldKind(_ name: String, status: Int) -> FieldKind {
-        switch Self.fieldKind(name) {
-        case .rewritten where name.utf8.count == 14, .rewritten where status == 200:
-            return .dropped
-        case let kind:
-            return kind
-        }
-    }
-
-    private static func fieldKind(_ name: String) -> FieldKind {
         switch name.utf8.count {
-        case 3 where name.lowercased() == "via", 12 where name.lowercased() == "cache-status",
-            14 where name.lowercased() == "x-cache-status":
-            return .merged
-        case 13 where name.lowercased() == "accept-ranges":
-            return .rewritten
-        case 14 where name.lowercased() == "content-length":
-            return .rewritten
-        case 16 where name.lowercased() == "content-encoding":
-            return .contentEncoding
+        case 3, 12, 13, 14:
+            switch name.lowercased() {
+            case "via", "cache-status", "x-cache-status": return .merged
+            case "content-length": return .dropped
+            case "accept-ranges": return status == 200 ? .dropped : .rewritten
+            default: return .plain
+            }
         default:
             return .plain
         }

@@ -162,22 +162,8 @@ extension RequestFlow: BackendExchangeDelegate {
                 method: "GET", requestHeaders: self.head.headers, requestCacheControl: self.requestCacheControl,
                 status: status, responseHeaders: headers, requestTime: self.requestTime,
                 responseTime: self.responseTime, configuration: self.server.configuration)
-            switch self.runBackendResponse(status: &status, reason: &reasonPhrase, headers: &headers, decision: &decision) {
-            case .deliver:
-                break
-            case .retry where self.ctx.bereqRetries < Self.maxRetries && !self.bodyStreamed:
-                self.ctx.bereqRetries += 1
-                self.lease?.connection.abandon()
-                self.lease = nil
-                self.backendHead = nil
-                return self.fetch(self.mode)
-            case .retry, .abandon:
-                self.lease?.connection.abandon()
-                self.lease = nil
-                self.backendHead = nil
-                self.releaseBusy(.failed(.framing("abandoned by VCL")))
-                return self.synth(status: 503, reason: "Backend response abandoned by VCL")
-            }
+            let verdict = self.runBackendResponse(status: &status, reason: &reasonPhrase, headers: &headers, decision: &decision)
+            guard self.carryOut(verdict) else { return }
             if status != Int(head.status.code) || reasonPhrase != head.status.reasonPhrase {
                 self.backendHead = HTTPResponseHead(
                     version: head.version, status: HTTPResponseStatus(statusCode: status, reasonPhrase: reasonPhrase),
@@ -247,21 +233,9 @@ extension RequestFlow: BackendExchangeDelegate {
             // may change the status and header fields, retry or abandon.
             var passDecision = BackendResponseDecision(
                 storable: false, reason: "pass", ttl: 0, grace: 0, keep: 0, mustRevalidate: false, origin: self.responseTime)
-            switch self.runBackendResponse(status: &status, reason: &reasonPhrase, headers: &headers, decision: &passDecision) {
-            case .deliver:
-                break
-            case .retry where self.ctx.bereqRetries < Self.maxRetries && !self.bodyStreamed:
-                self.ctx.bereqRetries += 1
-                self.lease?.connection.abandon()
-                self.lease = nil
-                self.backendHead = nil
-                return self.fetch(self.mode)
-            case .retry, .abandon:
-                self.lease?.connection.abandon()
-                self.lease = nil
-                self.backendHead = nil
-                return self.synth(status: 503, reason: "Backend response abandoned by VCL")
-            }
+            let verdict = self.runBackendResponse(
+                status: &status, reason: &reasonPhrase, headers: &headers, decision: &passDecision)
+            guard self.carryOut(verdict) else { return }
             if BuiltinPolicy.invalidates(method: self.head.method), (200..<400).contains(status) {
                 self.invalidateAfterUnsafeMethod(responseHeaders: headers)
             }

@@ -280,6 +280,24 @@ extension RequestFlow {
         case abandon
     }
 
+    /// Carries out vcl_backend_response's retry or abandon (the backend response is dropped and its
+    /// connection closed: refetch, or a 503). Returns true only for `.deliver`.
+    func carryOut(_ verdict: BackendResponseVerdict) -> Bool {
+        if case .deliver = verdict { return true }
+        self.lease?.connection.abandon()
+        self.lease = nil
+        self.backendHead = nil
+        if case .retry = verdict, self.ctx.bereqRetries < Self.maxRetries, !self.bodyStreamed {
+            self.ctx.bereqRetries += 1
+            self.fetch(self.mode)
+            return false
+        }
+        // A no-op for a pass, which leads no busy fetch.
+        self.releaseBusy(.failed(.framing("abandoned by VCL")))
+        self.synth(status: 503, reason: "Backend response abandoned by VCL")
+        return false
+    }
+
     /// Runs vcl_backend_response with beresp.* set from the response and the RFC decision, and
     /// applies what it changed: TTL, grace, keep, uncacheable, status, reason and header fields.
     func runBackendResponse(

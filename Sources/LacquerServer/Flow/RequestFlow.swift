@@ -369,18 +369,7 @@ final class RequestFlow {
         buffer.writeStaticString("X-Cache-Status: ")
         buffer.writeString(xStatus.rawValue)
         buffer.writeStaticString("\r\nCache-Status: ")
-        if cacheStatus.hit, cacheStatus.fwd == nil, cacheStatus.fwdStatus == nil, !cacheStatus.stored,
-            !cacheStatus.collapsed, cacheStatus.detail == nil
-        {
-            buffer.writeString(server.cacheStatusName)
-            buffer.writeStaticString("; hit")
-            if let ttl = cacheStatus.ttl {
-                buffer.writeStaticString("; ttl=")
-                buffer.writeString(String(ttl))
-            }
-        } else {
-            buffer.writeString(cacheStatus.serialized(cacheName: server.configuration.cacheName))
-        }
+        buffer.writeString(cacheStatus.serialized(member: server.cacheStatusName))
         if self.closeAfter {
             buffer.writeStaticString("\r\nConnection: close")
         }
@@ -570,7 +559,6 @@ final class RequestFlow {
     }
 
     func addViaAndStatus(_ headers: inout HTTPHeaders, xStatus: XCacheStatus, cacheStatus: CacheStatusValue) {
-        let name = self.server.configuration.cacheName
         let via = headers["via"].joined(separator: ", ")
         let viaName = self.server.configuration.viaName
         headers.remove(name: "via")
@@ -579,7 +567,7 @@ final class RequestFlow {
         headers.add(name: "X-Cache-Status", value: xStatus.rawValue)
         let upstream = headers["cache-status"]
         headers.remove(name: "cache-status")
-        var value = cacheStatus.serialized(cacheName: name)
+        var value = cacheStatus.serialized(member: self.server.cacheStatusName)
         if !upstream.isEmpty {
             // RFC 9211 §2: the cache nearest the origin comes first; we append ourselves.
             value = upstream.joined(separator: ", ") + ", " + value

@@ -93,11 +93,8 @@ enum RequestValidation {
                 port = host[host.index(after: colon)...]
             }
             if name.isEmpty { return nil }
-            for c in name.utf8 {
-                let ok =
-                    (c >= 0x30 && c <= 0x39) || (c >= 0x61 && c <= 0x7A) || c == 0x2D || c == 0x2E || c == 0x5F
-                    || c == 0x7E
-                if !ok { return nil }
+            for c in name.utf8 where !Self.isLowercaseHostByte(c) {
+                return nil
             }
         }
         if let port {
@@ -123,10 +120,7 @@ enum RequestValidation {
             } else if c == 0x3A {
                 inPort = true
             } else {
-                let ok =
-                    (c >= 0x30 && c <= 0x39) || (c >= 0x61 && c <= 0x7A) || c == 0x2D || c == 0x2E || c == 0x5F
-                    || c == 0x7E
-                guard ok else { return false }
+                guard Self.isLowercaseHostByte(c) else { return false }
                 nameLength += 1
             }
         }
@@ -135,5 +129,10 @@ enum RequestValidation {
             return portLength >= 1 && portLength <= 5 && !(portLength == 2 && port == 80)
         }
         return true
+    }
+
+    /// A byte of a lowercased reg-name host: digit, lowercase letter, `-`, `.`, `_` or `~`.
+    static func isLowercaseHostByte(_ c: UInt8) -> Bool {
+        (c >= 0x30 && c <= 0x39) || (c >= 0x61 && c <= 0x7A) || c == 0x2D || c == 0x2E || c == 0x5F || c == 0x7E
     }
 }

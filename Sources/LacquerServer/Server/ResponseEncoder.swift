@@ -49,12 +49,12 @@ final class ResponseEncoder: ChannelOutboundHandler, RemovableChannelHandler {
                 && head.headers.first(name: "transfer-encoding")?.lowercased() == "chunked"
             context.write(Self.wrapOutboundOut(.byteBuffer(Self.encode(head, allocator: context.channel.allocator))), promise: promise)
         case .body(let part):
+            if self.respondingToHead && !self.preEncoded {
+                // RFC 9112 §6.3: a response to HEAD ends with its head.
+                promise?.succeed(())
+                return
+            }
             if self.preEncoded || !self.isChunked {
-                if self.respondingToHead && !self.preEncoded {
-                    // RFC 9112 §6.3: a response to HEAD ends with its head.
-                    promise?.succeed(())
-                    return
-                }
                 context.write(Self.wrapOutboundOut(part), promise: promise)
                 return
             }
