@@ -6,29 +6,37 @@
 /// `hash_data()` may append further parts. The variants a `Vary` response header selects live
 /// *under* one key (see `StoredObject.variant`), so a purge of a key removes all of them.
 public struct CacheKey: Hashable, Sendable, CustomStringConvertible {
-    /// The hashed parts, in order. `parts[0]` is the target and `parts[1]` the host by default.
-    public let parts: [String]
+    /// The parts joined by NUL (no part contains one: request targets, hosts and VCL strings
+    /// cannot). One string instead of an array of strings: one allocation per cached object, not
+    /// two or three. It is also the disk index's key.
+    public let canonical: String
     /// A stable 64-bit FNV-1a digest of the parts (each part followed by a NUL byte).
     /// Stable across runs and processes, so it may be persisted and used for sharding.
     public let digest: UInt64
 
     public init(parts: [String]) {
-        self.parts = parts
-        self.digest = CacheKey.fnv1a(parts)
+        self.canonical = parts.joined(separator: "\u{0}")
+        self.digest = parts.isEmpty ? CacheKey.fnvOffsetBasis : CacheKey.fnv1a(self.canonical)
     }
 
     /// The default key: request-target and normalised host.
     public init(host: String, target: String) {
-        self.init(parts: [target, host])
+        var canonical = String()
+        canonical.reserveCapacity(target.utf8.count + 1 + host.utf8.count)
+        canonical.append(target)
+        canonical.append("\u{0}")
+        canonical.append(host)
+        self.canonical = canonical
+        self.digest = CacheKey.fnv1a(canonical)
     }
 
-    /// One string that identifies the key exactly (parts joined by NUL); used as the disk index key.
-    public var canonical: String {
-        self.parts.joined(separator: "\u{0}")
+    /// The hashed parts, in order. `parts[0]` is the target and `parts[1]` the host by default.
+    public var parts: [String] {
+        self.canonical.split(separator: "\u{0}", omittingEmptySubsequences: false).map(String.init)
     }
 
     public var description: String {
-        self.parts.joined(separator: " ")
+        String(self.canonical.map { $0 == "\u{0}" ? " " : $0 })
     }
 
     public func hash(into hasher: inout Hasher) {
@@ -36,19 +44,19 @@ public struct CacheKey: Hashable, Sendable, CustomStringConvertible {
     }
 
     public static func == (lhs: CacheKey, rhs: CacheKey) -> Bool {
-        lhs.digest == rhs.digest && lhs.parts == rhs.parts
+        lhs.digest == rhs.digest && lhs.canonical == rhs.canonical
     }
 
-    static func fnv1a(_ parts: [String]) -> UInt64 {
-        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
-        for part in parts {
-            for byte in part.utf8 {
-                hash ^= UInt64(byte)
-                hash &*= 0x0000_0100_0000_01b3
-            }
-            hash ^= 0
+    static let fnvOffsetBasis: UInt64 = 0xcbf2_9ce4_8422_2325
+
+    /// FNV-1a over the canonical bytes and a final NUL: the same bytes as every part followed by NUL.
+    static func fnv1a(_ canonical: String) -> UInt64 {
+        var hash = CacheKey.fnvOffsetBasis
+        for byte in canonical.utf8 {
+            hash ^= UInt64(byte)
             hash &*= 0x0000_0100_0000_01b3
         }
+        hash &*= 0x0000_0100_0000_01b3  // the final NUL: hash ^= 0 changes nothing
         return hash
     }
 }

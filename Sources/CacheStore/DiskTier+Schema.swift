@@ -86,15 +86,22 @@ enum DiskIndexSchema {
     /// Pragmas every connection gets: WAL, NORMAL sync (a commit is durable at the next
     /// checkpoint; a crash loses at most the last commits, never consistency), a busy timeout
     /// so the read connection waits out a checkpoint, and a cap on the WAL left on disk.
-    /// Each connection's page cache is 512 KiB (SQLite's default is 2 MiB): enough for the upper
-    /// levels of the index's B-trees, and the rest comes from the kernel's page cache anyway,
-    /// while the 3 MiB saved are worth about 3,000 more objects in the memory tier.
+    /// The writer's page cache is 256 KiB (SQLite's default is 2 MiB): an insert touches the
+    /// right edge of the row B-tree and one path down each index, and pages it lacks come from
+    /// the kernel's page cache. The reader keeps 512 KiB (`readerPragmas`): the upper levels of
+    /// the indexes every lookup walks. What is saved is memory-tier room for more objects.
     static let connectionPragmas = """
         PRAGMA busy_timeout = 5000;
-        PRAGMA cache_size = -512;
+        PRAGMA cache_size = -256;
         PRAGMA synchronous = NORMAL;
         PRAGMA journal_size_limit = 67108864;
         PRAGMA temp_store = MEMORY;
+        """
+
+    /// The read connection's: the common pragmas, a 512 KiB page cache, and no writes.
+    static let readerPragmas = connectionPragmas + """
+        PRAGMA cache_size = -512;
+        PRAGMA query_only = ON;
         """
 
     /// What start-up found in an existing index file.

@@ -161,7 +161,7 @@ public final class DiskTier: Sendable {
             }
             state.nextFileID = (try db.scalar("SELECT MAX(id) FROM objects") ?? 0) + 1
             readDB = try SQLiteConnection(path: directory + "/" + DiskIndexSchema.fileName, create: false)
-            try readDB.execute(DiskIndexSchema.connectionPragmas + "PRAGMA query_only = ON;", operation: "configure reader")
+            try readDB.execute(DiskIndexSchema.readerPragmas, operation: "configure reader")
         } catch {
             Glibc.close(lockFD)
             if let error = error as? CacheStoreError, error.isIndexCorruption {

@@ -25,6 +25,12 @@ final class DiskStorage: Sendable {
     private let queuedBytes = Atomic<Int>(0)
     private let pendingWrites = Atomic<Int>(0)
     private let tombstones = Mutex<[CacheKey: Double]>([:])
+    private let writeQueue = Mutex(WriteQueue())
+
+    private struct WriteQueue: ~Copyable {
+        var objects: [StoredObject] = []
+        var drainScheduled = false
+    }
 
     init(tier: DiskTier, counters: Counters, logger: Logger, maxQueuedBytes: Int = 64 << 20) {
         self.tier = tier
@@ -80,9 +86,14 @@ final class DiskStorage: Sendable {
     // MARK: Writes
 
     /// Queues `object` for the disk (write-behind). Returns false if the queue was full.
+    ///
+    /// The queue is a plain array of object references drained by one task on the writer thread,
+    /// scheduled when the queue turns non-empty: a burst of fills costs no allocation per object
+    /// (a closure per store did, and its fragments stayed resident after the burst), and the
+    /// drained array is released, not kept at its high-water capacity.
     @discardableResult
     func store(_ object: StoredObject) -> Bool {
-        let size = object.body.readableBytes
+        let size = object.bodyLength
         let queued = self.queuedBytes.wrappingAdd(size, ordering: .relaxed).newValue
         if queued > self.maxQueuedBytes {
             self.queuedBytes.wrappingSubtract(size, ordering: .relaxed)
@@ -90,25 +101,54 @@ final class DiskStorage: Sendable {
             return false
         }
         self.pendingWrites.wrappingAdd(1, ordering: .relaxed)
-        self.writer.submit { [self] state in
-            defer {
-                self.queuedBytes.wrappingSubtract(size, ordering: .relaxed)
-                self.pendingWrites.wrappingSubtract(1, ordering: .relaxed)
-            }
-            guard case .active = state else { return }
-            if let cutoff = self.tombstones.withLock({ $0[object.key] }), object.responseTime <= cutoff {
-                return  // purged while it waited
-            }
-            do {
-                if try self.tier.store(object) {
-                    self.counters.increment(.diskStored)
-                }
-            } catch {
-                self.counters.increment(.diskWriteErrors)
-                self.logger.warning("disk tier write failed", metadata: ["key": "\(object.key)", "error": "\(error)"])
+        // The drain is submitted under the queue's lock, so a store queued before a later
+        // `remove` is written before that remove runs (both go through the writer, in order).
+        self.writeQueue.withLock { queue in
+            queue.objects.append(object)
+            guard !queue.drainScheduled else { return }
+            queue.drainScheduled = true
+            self.writer.submit { [self] state in
+                if case .active = state { self.drainWrites(active: true) } else { self.drainWrites(active: false) }
             }
         }
         return true
+    }
+
+    /// Writes queued objects until the queue is empty (on the writer thread).
+    private func drainWrites(active: Bool) {
+        while true {
+            let batch: [StoredObject] = self.writeQueue.withLock { queue in
+                if queue.objects.isEmpty {
+                    queue.drainScheduled = false
+                    return []
+                }
+                defer { queue.objects = [] }
+                return queue.objects
+            }
+            if batch.isEmpty { return }
+            for object in batch {
+                self.write(object, active: active)
+            }
+        }
+    }
+
+    private func write(_ object: StoredObject, active: Bool) {
+        defer {
+            self.queuedBytes.wrappingSubtract(object.bodyLength, ordering: .relaxed)
+            self.pendingWrites.wrappingSubtract(1, ordering: .relaxed)
+        }
+        guard active else { return }
+        if let cutoff = self.tombstones.withLock({ $0[object.key] }), object.responseTime <= cutoff {
+            return  // purged while it waited
+        }
+        do {
+            if try self.tier.store(object) {
+                self.counters.increment(.diskStored)
+            }
+        } catch {
+            self.counters.increment(.diskWriteErrors)
+            self.logger.warning("disk tier write failed", metadata: ["key": "\(object.key)", "error": "\(error)"])
+        }
     }
 
     /// Removes every variant of `key` from disk (a durable purge: the commit is fully synced).

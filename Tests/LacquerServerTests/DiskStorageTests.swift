@@ -1,0 +1,73 @@
+import CacheStore
+import Foundation
+import LacquerTesting
+import Logging
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+import Testing
+
+@testable import LacquerServer
+
+@Suite("Disk write-behind queue")
+struct DiskStorageTests {
+    private static func object(_ target: String, bytes: Int = 1024, responseTime: Double) -> StoredObject {
+        StoredObject(
+            key: CacheKey(host: "example.com", target: target),
+            variant: "", varyNames: [], status: 200, reason: "OK",
+            headers: HTTPHeaders([("Content-Type", "application/octet-stream")]),
+            body: ByteBuffer(repeating: 0x61, count: bytes),
+            requestTime: responseTime, responseTime: responseTime, origin: responseTime,
+            ttl: 3600, grace: 0, keep: 0, mustRevalidate: false)
+    }
+
+    private static func open(_ directory: String, counters: Counters, maxQueuedBytes: Int = 64 << 20) throws -> DiskStorage {
+        let tier = try DiskTier(configuration: DiskTier.Configuration(directory: directory, capacityBytes: 64 << 20))
+        return DiskStorage(tier: tier, counters: counters, logger: Logger(label: "test"), maxQueuedBytes: maxQueuedBytes)
+    }
+
+    @Test("a burst of stores all reach the disk, and a purge queued after them wins")
+    func burstThenPurge() async throws {
+        let directory = try makeTemporaryDirectory("lacquer-diskq")
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let loop = MultiThreadedEventLoopGroup.singleton.next()
+        let counters = Counters()
+        let storage = try Self.open(directory, counters: counters)
+        let now = Date().timeIntervalSince1970
+        for index in 0..<500 {
+            #expect(storage.store(Self.object("/o\(index)", responseTime: now - 10)))
+        }
+        // An older copy queued before a purge is skipped (the purge's tombstone covers it) ...
+        #expect(storage.store(Self.object("/purged", responseTime: now - 10)))
+        // ... and one the tombstone does not cover is written before the purge runs, then removed.
+        #expect(storage.store(Self.object("/purged", responseTime: now + 10)))
+        let removed = try await storage.remove(CacheKey(host: "example.com", target: "/purged"), now: now, on: loop).get()
+        #expect(removed == 1)
+        #expect(storage.pendingWriteCount == 0)
+        #expect(counters[.diskStored] == 501)
+        #expect(try await storage.lookup(CacheKey(host: "example.com", target: "/o499"), on: loop).get().count == 1)
+        #expect(try await storage.lookup(CacheKey(host: "example.com", target: "/purged"), on: loop).get().isEmpty)
+        await storage.shutdown()
+
+        // They survive a reopen.
+        let reopened = try Self.open(directory, counters: Counters())
+        #expect(reopened.tier.stats.objects == 500)
+        await reopened.shutdown()
+    }
+
+    @Test("a store beyond the queue bound is dropped and counted, never buffered")
+    func queueBound() async throws {
+        let directory = try makeTemporaryDirectory("lacquer-diskq")
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let counters = Counters()
+        let storage = try Self.open(directory, counters: counters, maxQueuedBytes: 4096)
+        #expect(!storage.store(Self.object("/big", bytes: 8192, responseTime: 1_000)))
+        #expect(counters[.diskWriteDropped] == 1)
+        #expect(storage.pendingWriteCount == 0)
+        #expect(storage.store(Self.object("/small", bytes: 100, responseTime: 1_000)))
+        await storage.shutdown()
+        let reopened = try Self.open(directory, counters: Counters())
+        #expect(reopened.tier.stats.objects == 1)
+        await reopened.shutdown()
+    }
+}
