@@ -30,6 +30,27 @@ public struct CacheKey: Hashable, Sendable, CustomStringConvertible {
         self.digest = CacheKey.fnv1a(canonical)
     }
 
+    /// The default key from raw bytes (UTF-8 request-target and normalised host), built in one
+    /// allocation.
+    public init(host: UnsafeRawBufferPointer, target: UnsafeRawBufferPointer) {
+        let canonical = String(unsafeUninitializedCapacity: target.count + 1 + host.count) { out in
+            var index = 0
+            for byte in target {
+                out[index] = byte
+                index += 1
+            }
+            out[index] = 0
+            index += 1
+            for byte in host {
+                out[index] = byte
+                index += 1
+            }
+            return index
+        }
+        self.canonical = canonical
+        self.digest = CacheKey.fnv1a(canonical)
+    }
+
     /// The hashed parts, in order. `parts[0]` is the target and `parts[1]` the host by default.
     public var parts: [String] {
         self.canonical.split(separator: "\u{0}", omittingEmptySubsequences: false).map(String.init)

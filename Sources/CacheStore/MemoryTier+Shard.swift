@@ -47,6 +47,16 @@ extension MemoryTier {
             return objects
         }
 
+        mutating func soleVariant(for key: CacheKey, where accept: (StoredObject) -> Bool) -> StoredObject? {
+            guard let slots = self.map[key], slots.count == 1 else { return nil }
+            let slot = slots.first
+            let object = self.lru[slot].object
+            guard accept(object) else { return nil }
+            self.counters.hits += 1
+            self.lru.moveToFront(slot)
+            return object
+        }
+
         mutating func touch(_ object: StoredObject) {
             guard let slot = self.slot(of: object) else {
                 return

@@ -86,6 +86,13 @@ public final class MemoryTier: Sendable {
         self.shard(for: key).state.withLock { $0.variants(for: key) }
     }
 
+    /// The one object stored under `key`, when there is exactly one and `accept` takes it: then
+    /// it counts a hit and the object becomes the most recently used, all under one lock hold.
+    /// Otherwise nil, counting nothing and touching nothing (`variants(for:)` then decides).
+    public func soleVariant(for key: CacheKey, where accept: (StoredObject) -> Bool) -> StoredObject? {
+        self.shard(for: key).state.withLock { $0.soleVariant(for: key, where: accept) }
+    }
+
     /// Marks `object` most recently used, in its shard and among its key's variants.
     /// A no-op if this very object (compared by identity) is no longer stored.
     public func touch(_ object: StoredObject) {

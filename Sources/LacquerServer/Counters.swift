@@ -5,7 +5,7 @@ import Synchronization
 public enum Counter: Int, CaseIterable, Sendable {
     case sessConn, sessDropped, sessClosedIdle, sessClosedTimeout
     case clientReq, clientReq400, clientReq413, clientReq414, clientReq431, clientReq501, clientReqAbsoluteForm
-    case cacheHit, cacheMiss, cacheExpired, cacheBypass, cacheHitForMiss, cacheRevalidated
+    case cacheHit, cacheHitFast, cacheMiss, cacheExpired, cacheBypass, cacheHitForMiss, cacheRevalidated
     case purgeOK, purgeMiss, purgeDenied
     case invalidations
     case backendReq, backendConn, backendReuse, backendRetry, backendClose, backendUnhealthy
@@ -34,6 +34,7 @@ public enum Counter: Int, CaseIterable, Sendable {
         case .clientReq501: "client_req_501"
         case .clientReqAbsoluteForm: "client_req_absolute_form"
         case .cacheHit: "cache_hit"
+        case .cacheHitFast: "cache_hit_fast"
         case .cacheMiss: "cache_miss"
         case .cacheExpired: "cache_expired"
         case .cacheBypass: "cache_bypass"

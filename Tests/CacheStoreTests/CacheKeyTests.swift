@@ -10,6 +10,11 @@ struct CacheKeyTests {
         #expect(CacheKey(host: "example.com", target: "/index.html?a=1").digest == 0x74bf_24de_9f81_b24a)
         #expect(CacheKey(parts: ["/index.html?a=1", "example.com"]).digest == 0x74bf_24de_9f81_b24a)
         #expect(CacheKey(parts: ["/x", "h", "extra"]).digest == 0xd650_441b_1bd4_afec)
+        let fromBytes = Array("example.com".utf8).withUnsafeBytes { host in
+            Array("/index.html?a=1".utf8).withUnsafeBytes { CacheKey(host: host, target: $0) }
+        }
+        #expect(fromBytes == CacheKey(host: "example.com", target: "/index.html?a=1"))
+        #expect(fromBytes.digest == 0x74bf_24de_9f81_b24a)
         #expect(CacheKey(parts: []).digest == 0xcbf2_9ce4_8422_2325)
         #expect(CacheKey(parts: [""]).digest == 0xaf63_bd4c_8601_b7df)
     }

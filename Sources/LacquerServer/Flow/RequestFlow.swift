@@ -349,38 +349,12 @@ final class RequestFlow {
             return false
         }
         self.closeAfter = self.client.mustCloseAfter(self.head)
-        let withBody = method != .HEAD
-        let server = self.server
-        var buffer = self.client.allocator.buffer(capacity: 256 + (withBody ? object.plainBytes : object.plainFieldsEnd))
-        buffer.writeStaticString("HTTP/1.1 200 ")
-        if object.reason == "OK" {
-            buffer.writeStaticString("OK\r\n")
-        } else {
-            ResponseEncoder.writeText(object.reason, into: &buffer)
-            buffer.writeStaticString("\r\n")
-        }
-        object.writePlainFields(into: &buffer)
-        buffer.writeStaticString("Accept-Ranges: bytes\r\nContent-Length: ")
-        buffer.writeString(String(object.bodyLength))
-        buffer.writeStaticString("\r\nAge: ")
-        buffer.writeString(String(Int(object.age(at: now))))
-        buffer.writeStaticString("\r\n")
-        buffer.writeString(server.viaLine)
-        buffer.writeStaticString("X-Cache-Status: ")
-        buffer.writeString(xStatus.rawValue)
-        buffer.writeStaticString("\r\nCache-Status: ")
-        buffer.writeString(cacheStatus.serialized(member: server.cacheStatusName))
-        if self.closeAfter {
-            buffer.writeStaticString("\r\nConnection: close")
-        }
-        buffer.writeStaticString("\r\n\r\n")
-        if withBody, let largeBody = object.writeInlineBody(into: &buffer) {
-            self.client.writePreEncoded(buffer)
-            if largeBody.readableBytes > 0 {
-                self.client.writeFinalBody(largeBody)
-            }
-        } else {
-            self.client.writePreEncoded(buffer)
+        let (head, largeBody) = PlainHit.encode(
+            object, withBody: method != .HEAD, age: object.age(at: now), xStatus: xStatus, cacheStatus: cacheStatus,
+            close: self.closeAfter, server: self.server, allocator: self.client.allocator)
+        self.client.writePreEncoded(head)
+        if let largeBody {
+            self.client.writeFinalBody(largeBody)
         }
         self.finish(close: self.closeAfter)
         return true

@@ -108,11 +108,16 @@ enum RequestValidation {
     /// Whether `value` is already a normal reg-name host: lowercase name characters, then at
     /// most a port of 1 to 5 digits other than 80 (the common case, taken without copying).
     static func isNormalHost(_ value: String) -> Bool {
+        Self.isNormalHost(value.utf8)
+    }
+
+    /// `isNormalHost` over the bytes of a field value.
+    static func isNormalHost<Bytes: Sequence<UInt8>>(_ value: Bytes) -> Bool {
         var nameLength = 0
         var portLength = 0
         var inPort = false
         var port: UInt32 = 0
-        for c in value.utf8 {
+        for c in value {
             if inPort {
                 guard c >= 0x30 && c <= 0x39 else { return false }
                 portLength += 1

@@ -99,6 +99,9 @@ final class ClientChannelHandler: ChannelDuplexHandler, RemovableChannelHandler,
     /// When the current request's body must be complete (set when its head arrives).
     private var bodyDeadline: NIODeadline?
     private var requestsServed = 0
+    /// Responses completed (or refusals written) for requests that came through the decoder;
+    /// `HitFastLane` compares it with the requests it handed over.
+    private(set) var responsesCompleted = 0
     private var sawFirstByte = false
     /// The body of the request being processed, while it is still arriving.
     private var upload: RequestBodyStream?
@@ -281,6 +284,23 @@ final class ClientChannelHandler: ChannelDuplexHandler, RemovableChannelHandler,
         }
     }
 
+    // MARK: - The fast lane
+
+    /// Whether `HitFastLane` may answer the next request itself: the connection is idle, every
+    /// request it handed to the decoder has been answered, and this is not the connection's
+    /// last request (that one goes through the flow, which adds `Connection: close`).
+    func fastLaneMayAnswer(handedOver: Int) -> Bool {
+        guard case .idle = self.state, handedOver == self.responsesCompleted else { return false }
+        return self.requestsServed + 1 < self.server.configuration.limits.requestsPerConnection
+    }
+
+    /// `HitFastLane` answered a request: count it and go back to waiting for the next one.
+    func fastLaneAnswered() {
+        self.server.counters.increment(.clientReq)
+        self.requestsServed += 1
+        self.armIdleTimer()
+    }
+
     // MARK: - Request body backpressure
 
     func pauseReading() {
@@ -424,6 +444,7 @@ final class ClientChannelHandler: ChannelDuplexHandler, RemovableChannelHandler,
         guard let context = self.context else { return }
         guard case .processing(let current) = self.state, current === flow else { return }
         self.requestsServed += 1
+        self.responsesCompleted += 1
         var mustClose = close || self.requestsServed >= self.server.configuration.limits.requestsPerConnection
         let bodyLeft = self.upload
         if let bodyLeft {
@@ -471,6 +492,7 @@ final class ClientChannelHandler: ChannelDuplexHandler, RemovableChannelHandler,
 
     private func writeSynthetic(status: Int, reason: String, close: Bool, headRequest: Bool) {
         guard let context = self.context else { return }
+        self.responsesCompleted += 1
         self.encoder?.respondingToHead = headRequest
         let response = Synthetic.response(
             status: status, reason: reason, now: self.server.clock(), close: close, cacheName: self.server.configuration.cacheName)

@@ -322,6 +322,7 @@ public final class LacquerServer: Service, Sendable {
                     handler.observer = observer
                     let sync = channel.pipeline.syncOperations
                     try sync.addHandler(observer)
+                    try sync.addHandler(HitFastLane(server: context, connection: handler))
                     let encoder = ResponseEncoder()
                     handler.encoder = encoder
                     try sync.addHandler(encoder)

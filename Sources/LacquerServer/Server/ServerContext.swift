@@ -30,6 +30,9 @@ final class ServerContext: Sendable {
     /// When the configuration was (re)loaded, and from which file.
     let vclLoads = Atomic<Int>(1)
     let bans = BanList()
+    /// Whether the current configuration leaves vcl_recv, vcl_hash, vcl_hit and vcl_deliver to
+    /// builtin.vcl, so `HitFastLane` may answer plain hits without running a flow.
+    private let builtinHitPath: Atomic<Bool>
     /// This cache's name as a Cache-Status list member starts (an sf-token or sf-string).
     let cacheStatusName: String
     /// `Via: 1.1 <via name>\r\n`, as a plain hit writes it.
@@ -51,7 +54,9 @@ final class ServerContext: Sendable {
         self.disk = disk
         self.counters = counters
         self.coalescer = FetchCoalescer(maxBytesPerFetch: configuration.diskMaxQueuedBytes)
-        self.currentVCL = Mutex(configuration.vcl ?? VCLLoader.builtin(purgeACL: configuration.purgeACL))
+        let vcl = configuration.vcl ?? VCLLoader.builtin(purgeACL: configuration.purgeACL)
+        self.currentVCL = Mutex(vcl)
+        self.builtinHitPath = Atomic(Self.leavesHitPathToBuiltin(vcl))
         self.logger = logger
         self.clock = clock
         let backendStats = configuration.backends.map(BackendStats.init(backend:))
@@ -128,9 +133,21 @@ final class ServerContext: Sendable {
         self.currentVCL.withLock { $0 }
     }
 
+    /// Whether plain hits may skip the flow (see `builtinHitPath`).
+    var hitPathIsBuiltin: Bool {
+        self.builtinHitPath.load(ordering: .relaxed)
+    }
+
+    private static func leavesHitPathToBuiltin(_ vcl: CompiledVCL) -> Bool {
+        vcl.userDefined.isDisjoint(with: [.recv, .hash, .hit, .deliver])
+    }
+
     /// Swaps the configuration for new requests (a reload).
     func replaceVCL(_ vcl: CompiledVCL) {
-        self.currentVCL.withLock { $0 = vcl }
+        self.currentVCL.withLock {
+            $0 = vcl
+            self.builtinHitPath.store(Self.leavesHitPathToBuiltin(vcl), ordering: .relaxed)
+        }
         self.vclLoads.wrappingAdd(1, ordering: .relaxed)
     }
 

@@ -1,0 +1,136 @@
+import CachePolicy
+import CacheStore
+import NIOCore
+
+/// Answers the commonest request, a plain GET or HEAD for a fresh stored object without Vary,
+/// straight from the bytes read: no HTTP/1 decoder, pipeline handler, request head or flow.
+/// Everything else goes on to the decoder exactly as before.
+///
+/// It sits before the decoder and reads each request head strictly (`FastRequestHead`):
+/// - a plain request, while the connection has nothing in flight, whose key holds exactly one
+///   object that is fresh, a 200, without Vary or gzip and with nothing to merge (what
+///   `RequestFlow.deliverPlain` writes), and when the configuration leaves vcl_recv, vcl_hash,
+///   vcl_hit and vcl_deliver to builtin.vcl and no ban is active: answered here, with the same
+///   bytes the flow would write;
+/// - any other complete request without a body: handed to the decoder, exactly its bytes, so
+///   the decoder stays at a message boundary; requests behind it go the same way until every
+///   request handed over has been answered, which keeps responses in order;
+/// - anything it does not fully understand (a body, an upgrade, odd syntax, a head past the
+///   limits): the decoder gets all bytes from there on, for the rest of the connection.
+final class HitFastLane: ChannelInboundHandler {
+    typealias InboundIn = ByteBuffer
+    typealias InboundOut = ByteBuffer
+
+    private let server: ServerContext
+    private let connection: ClientChannelHandler
+    private let limits: Limits
+    /// The start of a request whose head is not complete yet.
+    private var pending: ByteBuffer?
+    /// Requests handed to the decoder (compared with the responses the connection completed).
+    private var handedOver = 0
+    /// Set once the decoder has taken over the connection's bytes.
+    private var passthrough = false
+
+    init(server: ServerContext, connection: ClientChannelHandler) {
+        self.server = server
+        self.connection = connection
+        self.limits = server.configuration.limits
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        if self.passthrough {
+            return context.fireChannelRead(data)
+        }
+        var buffer = self.unwrapInboundIn(data)
+        if var pending = self.pending {
+            self.pending = nil
+            pending.writeBuffer(&buffer)
+            buffer = pending
+        }
+        var answered = false
+        reading: while buffer.readableBytes > 0 {
+            let outcome = buffer.withUnsafeReadableBytes { FastRequestHead.classify($0, limits: self.limits) }
+            switch outcome {
+            case .needMore:
+                self.pending = buffer
+                break reading
+            case .unsure:
+                self.passthrough = true
+                if answered { context.flush() }
+                return context.fireChannelRead(self.wrapInboundOut(buffer))
+            case .other(let length):
+                self.handOver(buffer.readSlice(length: length)!, context: context)
+            case .plain(let head):
+                if self.answer(head, in: buffer, context: context) {
+                    buffer.moveReaderIndex(forwardBy: head.length)
+                    answered = true
+                } else {
+                    self.handOver(buffer.readSlice(length: head.length)!, context: context)
+                }
+            }
+            guard context.channel.isActive else { return }
+        }
+        if answered {
+            context.flush()
+            if self.pending != nil {
+                self.connection.bytesArrived()  // the next request started: its header timer runs
+            }
+        }
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        self.giveUpPending(context: context)
+        context.fireChannelInactive()
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if case .inputClosed? = event as? ChannelEvent {
+            self.giveUpPending(context: context)
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    /// Hands a partial head to the decoder (which reports it as it always did) and stops.
+    private func giveUpPending(context: ChannelHandlerContext) {
+        self.passthrough = true
+        if let pending = self.pending {
+            self.pending = nil
+            context.fireChannelRead(self.wrapInboundOut(pending))
+        }
+    }
+
+    private func handOver(_ request: ByteBuffer, context: ChannelHandlerContext) {
+        self.handedOver += 1
+        context.fireChannelRead(self.wrapInboundOut(request))
+    }
+
+    /// Writes the stored response for `head` if the lane may answer it; false (nothing written,
+    /// nothing counted) otherwise.
+    private func answer(_ head: FastRequestHead, in buffer: ByteBuffer, context: ChannelHandlerContext) -> Bool {
+        let server = self.server
+        guard server.hitPathIsBuiltin, server.bans.isEmpty, context.channel.isWritable,
+            self.connection.fastLaneMayAnswer(handedOver: self.handedOver)
+        else { return false }
+        let key = buffer.withUnsafeReadableBytes { bytes in
+            CacheKey(host: UnsafeRawBufferPointer(rebasing: bytes[head.host]), target: UnsafeRawBufferPointer(rebasing: bytes[head.target]))
+        }
+        let now = server.clock()
+        guard
+            let object = server.memory.soleVariant(
+                for: key,
+                where: { $0.plainDeliverable && !$0.mentionsGzip && $0.varyNames.isEmpty && $0.remainingTTL(at: now) > 0 })
+        else { return false }
+        server.counters.increment(.cacheHit)
+        server.counters.increment(.cacheHitFast)
+        let status = CacheStatusValue(hit: true, ttl: Int(object.remainingTTL(at: now).rounded(.down)))
+        let (response, largeBody) = PlainHit.encode(
+            object, withBody: !head.isHead, age: object.age(at: now), xStatus: .hit, cacheStatus: status,
+            close: false, server: server, allocator: context.channel.allocator)
+        context.write(NIOAny(response), promise: nil)
+        if let largeBody {
+            context.write(NIOAny(largeBody), promise: nil)
+        }
+        self.connection.fastLaneAnswered()
+        return true
+    }
+}

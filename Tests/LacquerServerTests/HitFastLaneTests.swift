@@ -1,0 +1,206 @@
+import FixtureOrigin
+import Foundation
+import LacquerServer
+import LacquerTesting
+import NIOCore
+import Testing
+
+/// Plain hits answered before the HTTP decoder (`HitFastLane`): the same bytes as the flow,
+/// responses in request order whatever mix of requests shares a connection, and every case
+/// that needs the flow (VCL, bans, Vary, a body, the connection's last request) left to it.
+@Suite("Hit fast lane", .serialized, .timeLimit(.minutes(2)))
+struct HitFastLaneTests {
+    /// A response's fields without the ones that move with time.
+    private static func stableFields(_ response: RawHTTPResponse) -> [String] {
+        response.headers.filter { !["age", "cache-status"].contains($0.name.lowercased()) }.map { "\($0.name): \($0.value)" }
+    }
+
+    @Test("a plain hit from the lane carries exactly the fields and body the flow writes")
+    func sameBytesAsTheFlow() async throws {
+        try await withLacquer { lacquer, port, origin async throws in
+            let target = "/bytes/300?cc=max-age%3D60&h=X-Extra:1&etag=v1"
+            let miss = try httpGet(port: port, target)
+            #expect(miss.header("X-Cache-Status") == "MISS")
+            let fast = try httpGet(port: port, target)
+            #expect(lacquer.counters[.cacheHitFast] == 1)
+            // A field outside the lane's allow-list sends the same request through the flow.
+            let flow = try httpGet(port: port, target, headers: [("X-Client", "1")])
+            #expect(lacquer.counters[.cacheHitFast] == 1)
+            #expect(lacquer.counters[.cacheHit] == 2)
+            #expect(fast.status == 200 && flow.status == 200)
+            #expect(Self.stableFields(fast) == Self.stableFields(flow))
+            #expect(fast.header("X-Cache-Status") == "HIT")
+            #expect(fast.header("Cache-Status")?.hasPrefix("Lacquer; hit; ttl=") == true)
+            #expect(fast.header("Age") != nil)
+            #expect(fast.body == miss.body)
+            #expect(flow.body == miss.body)
+            #expect(origin.requestCount(path: "/bytes/300") == 1)
+            #expect(lacquer.counters[.clientReq] == 3)
+        }
+    }
+
+    @Test("a hit pipelined behind a slow miss waits for it; hits behind that are answered in order")
+    func orderBehindASlowRequest() async throws {
+        try await withLacquer { lacquer, port, _ async throws in
+            try await runBlocking {
+                _ = try httpGet(port: port, "/bytes/5?cc=max-age%3D60")
+                _ = try httpGet(port: port, "/bytes/6?cc=max-age%3D60")
+                let client = try RawHTTPClient(port: port)
+                defer { client.close() }
+                try client.send(
+                    bytes: RawHTTPClient.serialize("GET", "/bytes/5?cc=max-age%3D60")
+                        + RawHTTPClient.serialize("GET", "/delay/300/slow?cc=max-age%3D60")
+                        + RawHTTPClient.serialize("GET", "/bytes/6?cc=max-age%3D60")
+                        + RawHTTPClient.serialize("HEAD", "/bytes/5?cc=max-age%3D60"))
+                let first = try client.readResponse()
+                let second = try client.readResponse()
+                let third = try client.readResponse()
+                let fourth = try client.readResponse(isHead: true)
+                #expect(first.body.count == 5)
+                #expect(second.header("X-Cache-Status") == "MISS")
+                #expect(second.bodyString == "ok /delay/300/slow\n")
+                #expect(third.body.count == 6)
+                #expect(third.header("X-Cache-Status") == "HIT")
+                #expect(fourth.header("Content-Length") == "5")
+                #expect(fourth.body.isEmpty)
+                // Once the slow request is answered, the lane takes the next hits again.
+                let before = lacquer.counters[.cacheHitFast]
+                let again = try client.request("GET", "/bytes/6?cc=max-age%3D60")
+                #expect(again.body.count == 6)
+                #expect(lacquer.counters[.cacheHitFast] == before + 1)
+            }
+        }
+    }
+
+    @Test("a head that arrives a few bytes at a time is answered once complete")
+    func headInPieces() async throws {
+        try await withLacquer { lacquer, port, _ async throws in
+            try await runBlocking {
+                _ = try httpGet(port: port, "/bytes/7?cc=max-age%3D60")
+                let client = try RawHTTPClient(port: port)
+                defer { client.close() }
+                let bytes = RawHTTPClient.serialize("GET", "/bytes/7?cc=max-age%3D60")
+                var index = 0
+                while index < bytes.count {
+                    let end = min(index + 5, bytes.count)
+                    try client.send(bytes: Array(bytes[index..<end]))
+                    index = end
+                    Thread.sleep(forTimeInterval: 0.002)
+                }
+                let hit = try client.readResponse()
+                #expect(hit.body.count == 7)
+                #expect(hit.header("X-Cache-Status") == "HIT")
+                #expect(lacquer.counters[.cacheHitFast] == 1)
+            }
+        }
+    }
+
+    @Test("a request with a body hands the connection to the decoder; hits after it are still right")
+    func bodyThenHits() async throws {
+        try await withLacquer { lacquer, port, _ async throws in
+            try await runBlocking {
+                _ = try httpGet(port: port, "/bytes/8?cc=max-age%3D60")
+                let client = try RawHTTPClient(port: port)
+                defer { client.close() }
+                #expect(try client.request("GET", "/bytes/8?cc=max-age%3D60").body.count == 8)
+                #expect(lacquer.counters[.cacheHitFast] == 1)
+                // The body is sent in the same write as the next request.
+                try client.send(
+                    bytes: RawHTTPClient.serialize("POST", "/upload?cc=no-store", headers: [("Content-Length", "5")]) + Array("hello".utf8)
+                        + RawHTTPClient.serialize("GET", "/bytes/8?cc=max-age%3D60"))
+                let upload = try client.readResponse()
+                #expect(upload.bodyString.hasPrefix("bytes=5 "))
+                let hit = try client.readResponse()
+                #expect(hit.body.count == 8)
+                #expect(hit.header("X-Cache-Status") == "HIT")
+                #expect(lacquer.counters[.cacheHitFast] == 1)
+                // A new connection gets the lane again.
+                #expect(try httpGet(port: port, "/bytes/8?cc=max-age%3D60").body.count == 8)
+                #expect(lacquer.counters[.cacheHitFast] == 2)
+            }
+        }
+    }
+
+    @Test("malformed bytes after hits are refused by the decoder as before")
+    func malformedAfterHits() async throws {
+        try await withLacquer { lacquer, port, _ async throws in
+            try await runBlocking {
+                _ = try httpGet(port: port, "/bytes/9?cc=max-age%3D60")
+                let client = try RawHTTPClient(port: port)
+                defer { client.close() }
+                #expect(try client.request("GET", "/bytes/9?cc=max-age%3D60").body.count == 9)
+                try client.send("GET /bytes/9 HTTP/1.1\r\nHost : 127.0.0.1\r\n\r\n")
+                let refused = try client.readResponse()
+                #expect(refused.status == 400)
+                #expect(try client.readToEOF().isEmpty)
+                #expect(lacquer.counters[.clientReq400] == 1)
+            }
+        }
+    }
+
+    @Test("the connection's last allowed request goes through the flow, says close and closes")
+    func lastRequestCloses() async throws {
+        try await withLacquer(configure: { $0.limits.requestsPerConnection = 3 }) { lacquer, port, _ async throws in
+            try await runBlocking {
+                _ = try httpGet(port: port, "/bytes/10?cc=max-age%3D60")
+                let client = try RawHTTPClient(port: port)
+                defer { client.close() }
+                for _ in 0..<2 {
+                    let hit = try client.request("GET", "/bytes/10?cc=max-age%3D60")
+                    #expect(hit.header("Connection") == nil)
+                }
+                let last = try client.request("GET", "/bytes/10?cc=max-age%3D60")
+                #expect(last.header("X-Cache-Status") == "HIT")
+                #expect(last.header("Connection") == "close")
+                #expect(try client.readToEOF().isEmpty)
+                #expect(lacquer.counters[.cacheHitFast] == 2)
+            }
+        }
+    }
+
+    @Test("Vary'd, gzip-coded and stale objects are left to the flow, which answers them as before")
+    func objectsTheLaneLeaves() async throws {
+        try await withLacquer { lacquer, port, _ async throws in
+            let varied = "/v?cc=max-age%3D60&vary=Accept-Language"
+            _ = try httpGet(port: port, varied, headers: [("Accept-Language", "fr")])
+            #expect(try httpGet(port: port, varied, headers: [("Accept-Language", "fr")]).header("X-Cache-Status") == "HIT")
+            #expect(try httpGet(port: port, varied, headers: [("Accept-Language", "de")]).header("X-Cache-Status") == "MISS")
+            let gzipped = "/g?cc=max-age%3D60&h=Content-Encoding:gzip&h=X-Note:1"
+            _ = try httpGet(port: port, gzipped, headers: [("Accept-Encoding", "gzip")])
+            #expect(try httpGet(port: port, gzipped, headers: [("Accept-Encoding", "gzip")]).header("X-Cache-Status") == "HIT")
+            let stale = "/s?cc=max-age%3D1,stale-while-revalidate%3D60"
+            _ = try httpGet(port: port, stale)
+            try await Task.sleep(for: .milliseconds(2_100))
+            #expect(try httpGet(port: port, stale).header("X-Cache-Status") == "UPDATING")
+            #expect(lacquer.counters[.cacheHitFast] == 0)
+        }
+    }
+
+    @Test("a ban and a configuration with vcl_deliver (also by reload) turn the lane off for the hits they concern")
+    func bansAndConfiguration() async throws {
+        let directory = try makeTemporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let path = directory + "/site.vcl"
+        try "vcl 4.1;\n".write(toFile: path, atomically: true, encoding: .utf8)
+        try await withLacquer(configure: { configuration in
+            configuration.vclPath = path
+            configuration.vcl = try? VCLLoader.load(path: path, purgeACL: configuration.purgeACL)
+        }) { lacquer, port, origin async throws in
+            let admin = try #require(lacquer.adminAddress?.port)
+            let target = "/b/1?cc=max-age%3D600"
+            _ = try httpGet(port: port, target)
+            #expect(try httpGet(port: port, target).header("X-Cache-Status") == "HIT")
+            #expect(lacquer.counters[.cacheHitFast] == 1)
+            #expect(try httpGet(port: admin, "/ban", method: "POST", body: "req.url ~ ^/b/").status == 200)
+            #expect(try httpGet(port: port, target).header("X-Cache-Status") == "MISS")
+            #expect(origin.requestCount(path: "/b/1") == 2)
+            #expect(lacquer.counters[.cacheHitFast] == 1)
+
+            try "vcl 4.1;\nsub vcl_deliver { set resp.http.X-Config = \"two\"; }\n".write(toFile: path, atomically: true, encoding: .utf8)
+            #expect(try httpGet(port: admin, "/reload", method: "POST").status == 200)
+            let hit = try httpGet(port: port, target)
+            #expect(hit.header("X-Cache-Status") == "HIT")
+            #expect(hit.header("X-Config") == "two")
+        }
+    }
+}
