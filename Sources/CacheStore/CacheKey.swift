@@ -51,6 +51,12 @@ public struct CacheKey: Hashable, Sendable, CustomStringConvertible {
         self.digest = CacheKey.fnv1a(canonical)
     }
 
+    /// A key with a chosen digest: lets tests make two keys whose digests collide.
+    init(canonical: String, digest: UInt64) {
+        self.canonical = canonical
+        self.digest = digest
+    }
+
     /// The hashed parts, in order. `parts[0]` is the target and `parts[1]` the host by default.
     public var parts: [String] {
         self.canonical.split(separator: "\u{0}", omittingEmptySubsequences: false).map(String.init)

@@ -21,14 +21,35 @@ package struct LRUList<Element> {
     /// "No slot": the end of a chain.
     private static var none: Int { -1 }
 
+    /// Links are kept as 32-bit slot numbers: a node of the memory tier is 32 bytes, not 40,
+    /// and the list is bounded by `maxSlots` (far more objects than any memory tier holds).
     fileprivate struct Node {
         /// `nil` exactly when the slot is free.
         var element: Element?
+        private var previousSlot: Int32
+        private var nextSlot: Int32
+
+        init(element: Element?, previous: Int, next: Int) {
+            self.element = element
+            self.previousSlot = Int32(truncatingIfNeeded: previous)
+            self.nextSlot = Int32(truncatingIfNeeded: next)
+        }
+
         /// Towards the front (more recently used); `none` at the front. Unused when free.
-        var previous: Int
+        var previous: Int {
+            get { Int(self.previousSlot) }
+            set { self.previousSlot = Int32(truncatingIfNeeded: newValue) }
+        }
+
         /// Towards the back (less recently used); `none` at the back. When free: the next free slot.
-        var next: Int
+        var next: Int {
+            get { Int(self.nextSlot) }
+            set { self.nextSlot = Int32(truncatingIfNeeded: newValue) }
+        }
     }
+
+    /// The most slots a list has (slot numbers fit in 32 bits).
+    package static var maxSlots: Int { Int(Int32.max) }
 
     private var nodes: [Node] = []
     private var head: Int = LRUList.none
@@ -88,6 +109,7 @@ package struct LRUList<Element> {
             self.nodes[slot] = Node(element: element, previous: LRUList.none, next: self.head)
         } else {
             slot = self.nodes.count
+            precondition(slot < Self.maxSlots, "LRUList: more than \(Self.maxSlots) slots")
             self.nodes.append(Node(element: element, previous: LRUList.none, next: self.head))
         }
         if self.head != LRUList.none {

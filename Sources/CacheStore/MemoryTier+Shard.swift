@@ -25,8 +25,11 @@ extension MemoryTier {
     struct Shard: Sendable {
         let budget: Int
         private var lru = LRUList<Entry>()
-        /// Each key's slots, its most recently used variant first.
-        private var map: [CacheKey: VariantSlots] = [:]
+        /// Each key's slots, its most recently used variant first, under the key's 64-bit
+        /// digest: 8 bytes a bucket instead of the key's 24 (and no string to retain). Should
+        /// two keys ever share a digest, their slots share the list: every use compares the
+        /// stored object's key, so neither ever sees the other's objects.
+        private var map: [UInt64: VariantSlots] = [:]
         /// `objects` and `bytes` are kept current; `capacityBytes` is this shard's budget.
         private(set) var counters: MemoryTierStats
 
@@ -36,22 +39,29 @@ extension MemoryTier {
         }
 
         mutating func variants(for key: CacheKey) -> [StoredObject] {
-            guard let slots = self.map[key] else {
+            guard let slots = self.map[key.digest] else {
                 self.counters.misses += 1
                 return []
             }
-            self.counters.hits += 1
             var objects: [StoredObject] = []
             objects.reserveCapacity(slots.count)
-            slots.forEach { objects.append(self.lru[$0].object) }
+            slots.forEach { slot in
+                let object = self.lru[slot].object
+                if object.key == key { objects.append(object) }
+            }
+            if objects.isEmpty {
+                self.counters.misses += 1
+            } else {
+                self.counters.hits += 1
+            }
             return objects
         }
 
         mutating func soleVariant(for key: CacheKey, where accept: (StoredObject) -> Bool) -> StoredObject? {
-            guard let slots = self.map[key], slots.count == 1 else { return nil }
+            guard let slots = self.map[key.digest], slots.count == 1 else { return nil }
             let slot = slots.first
             let object = self.lru[slot].object
-            guard accept(object) else { return nil }
+            guard object.key == key, accept(object) else { return nil }
             self.counters.hits += 1
             self.lru.moveToFront(slot)
             return object
@@ -62,7 +72,7 @@ extension MemoryTier {
                 return
             }
             self.lru.moveToFront(slot)
-            self.map[object.key]?.moveToFront(slot)
+            self.map[object.key.digest]?.moveToFront(slot)
         }
 
         /// Stores `entry` at the front (its cost must be at most `budget`).
@@ -75,13 +85,23 @@ extension MemoryTier {
             // Decide first, in a scope of its own, so the copy of the key's slots is gone
             // before `removeSlot` changes them (no copy-on-write of the slot array).
             var displaced: (slot: Int, isEviction: Bool)?
-            if let slots = self.map[key] {
+            if let slots = self.map[key.digest] {
                 let variant = entry.object.variant
-                if let same = slots.first(where: { self.lru[$0].object.variant == variant }) {
+                var same: Int?
+                var leastRecent: Int?
+                var variants = 0
+                slots.forEach { slot in
+                    let object = self.lru[slot].object
+                    guard object.key == key else { return }
+                    variants += 1
+                    leastRecent = slot
+                    if same == nil, object.variant == variant { same = slot }
+                }
+                if let same {
                     // A newer copy of the same variant: a replacement, not an eviction.
                     displaced = (same, false)
-                } else if slots.count >= MemoryTier.maxVariantsPerKey {
-                    displaced = (slots.last, true)
+                } else if variants >= MemoryTier.maxVariantsPerKey, let leastRecent {
+                    displaced = (leastRecent, true)
                 }
             }
             if let displaced {
@@ -97,8 +117,8 @@ extension MemoryTier {
             }
             let slot = self.lru.pushFront(entry)
             // Optional chaining yields nil when the key has no slots yet: start its list.
-            if self.map[key]?.prepend(slot) == nil {
-                self.map[key] = VariantSlots(slot)
+            if self.map[key.digest]?.prepend(slot) == nil {
+                self.map[key.digest] = VariantSlots(slot)
             }
             self.counters.bytes += entry.cost
             self.counters.objects += 1
@@ -108,18 +128,15 @@ extension MemoryTier {
 
         /// Removes every variant under `key`, most recently used first.
         mutating func removeAll(key: CacheKey) -> [StoredObject] {
-            guard let slots = self.map.removeValue(forKey: key) else {
+            guard let slots = self.map[key.digest] else {
                 return []
             }
-            var removed: [StoredObject] = []
-            removed.reserveCapacity(slots.count)
+            var matching: [Int] = []
+            matching.reserveCapacity(slots.count)
             slots.forEach { slot in
-                let entry = self.lru.remove(slot)
-                self.counters.bytes -= entry.cost
-                self.counters.objects -= 1
-                removed.append(entry.object)
+                if self.lru[slot].object.key == key { matching.append(slot) }
             }
-            return removed
+            return matching.map { self.removeSlot($0) }
         }
 
         /// Removes this very object if it is stored; returns whether it was.
@@ -171,20 +188,20 @@ extension MemoryTier {
 
         /// The slot holding this very object, if any.
         private func slot(of object: StoredObject) -> Int? {
-            self.map[object.key]?.first(where: { self.lru[$0].object === object })
+            self.map[object.key.digest]?.first(where: { self.lru[$0].object === object })
         }
 
         /// Unlinks a slot from the LRU and from its key, and uncharges it.
         @discardableResult
         private mutating func removeSlot(_ slot: Int) -> StoredObject {
             let entry = self.lru.remove(slot)
-            let key = entry.object.key
-            switch self.map[key]?.remove(slot) {
+            let digest = entry.object.key.digest
+            switch self.map[digest]?.remove(slot) {
             case .some(true):
                 break
             case .some(false):
                 // That was the key's last variant.
-                self.map[key] = nil
+                self.map[digest] = nil
             case .none:
                 assertionFailure("MemoryTier: slot \(slot) missing from its key's list")
             }
@@ -198,20 +215,21 @@ extension MemoryTier {
                 return "LRU list: \(problem)"
             }
             var mapped = 0
-            for (key, slots) in self.map {
-                guard slots.count <= MemoryTier.maxVariantsPerKey else {
-                    return "\(key) has \(slots.count) variants"
-                }
-                var variants = Set<String>()
+            for (digest, slots) in self.map {
+                var variants: [CacheKey: Set<String>] = [:]
                 for slot in slots.slots {
                     guard let entry = self.lru.element(at: slot) else {
-                        return "\(key) lists free slot \(slot)"
+                        return "digest \(digest) lists free slot \(slot)"
                     }
-                    guard entry.object.key == key else {
-                        return "\(key) lists slot \(slot) of \(entry.object.key)"
+                    let key = entry.object.key
+                    guard key.digest == digest else {
+                        return "digest \(digest) lists slot \(slot) of \(key)"
                     }
-                    guard variants.insert(entry.object.variant).inserted else {
+                    guard variants[key, default: []].insert(entry.object.variant).inserted else {
                         return "\(key) holds variant \"\(entry.object.variant)\" twice"
+                    }
+                    guard variants[key]!.count <= MemoryTier.maxVariantsPerKey else {
+                        return "\(key) has more than \(MemoryTier.maxVariantsPerKey) variants"
                     }
                     mapped += 1
                 }

@@ -19,18 +19,41 @@ public final class StoredObject: @unchecked Sendable {
     public let key: CacheKey
     /// The normalised values of the request headers named by the response's `Vary`
     /// (empty when the response has no Vary). See `CachePolicy.VaryKey`.
-    public let variant: String
+    public var variant: String { self.vary?.variant ?? "" }
     /// The lowercased field names the stored response's `Vary` lists (empty when none).
-    public let varyNames: [String]
+    public var varyNames: [String] { self.vary?.names ?? [] }
+    /// Both, for the few objects stored with a Vary (one reference instead of 24 bytes in
+    /// every object).
+    private let vary: Vary?
+
+    private final class Vary: Sendable {
+        let variant: String
+        let names: [String]
+
+        init(variant: String, names: [String]) {
+            self.variant = variant
+            self.names = names
+        }
+    }
     public var status: Int { Int(self.statusCode) }
-    public let reason: String
+    /// The reason phrase, kept at the end of `wire` (a String of its own would cost 16 bytes
+    /// of every object).
+    public var reason: String {
+        String(decoding: UnsafeBufferPointer(rebasing: self.wire[Int(self.rewrittenEnd)...]), as: UTF8.self)
+    }
+    /// Whether the reason phrase is `OK` (compared without building a String).
+    public var reasonIsOK: Bool {
+        let wire = self.wire
+        let start = Int(self.rewrittenEnd)
+        return wire.count - start == 2 && wire[start] == UInt8(ascii: "O") && wire[start + 1] == UInt8(ascii: "K")
+    }
     /// The stored header fields as wire bytes (`name: value\r\n` each) with the body between
     /// them, in one allocation of exactly this size (a `ByteBuffer` would round it up to a power
     /// of two):
     ///
     /// ```
-    /// [plain fields] [body, when at most `inlineBodyLimit` bytes] [rewritten fields]
-    /// 0              plainFieldsEnd                              bodyEnd
+    /// [plain fields] [body, when at most `inlineBodyLimit` bytes] [rewritten fields] [reason phrase]
+    /// 0              plainFieldsEnd                              bodyEnd            rewrittenEnd
     /// ```
     ///
     /// "Rewritten" fields are those a delivery replaces (`Content-Length`, `Accept-Ranges`,
@@ -46,6 +69,8 @@ public final class StoredObject: @unchecked Sendable {
     /// Where the inline body ends (and the rewritten fields start) in `wire`.
     var bodyEnd: Int { Int(self.inlineBodyEnd) }
     private let inlineBodyEnd: UInt32
+    /// Where the rewritten fields end (and the reason phrase starts) in `wire`.
+    private let rewrittenEnd: UInt32
     /// The body, when it is larger than `inlineBodyLimit`: shared by every delivery, never copied.
     let largeBody: ByteBuffer?
     /// When the request that produced this response was sent (RFC 9111 `request_time`).
@@ -94,10 +119,8 @@ public final class StoredObject: @unchecked Sendable {
         mustRevalidate: Bool
     ) {
         self.key = key
-        self.variant = variant
-        self.varyNames = varyNames
+        self.vary = variant.isEmpty && varyNames.isEmpty ? nil : Vary(variant: variant, names: varyNames)
         self.statusCode = UInt16(clamping: status)
-        self.reason = reason
         self.requestTime = requestTime
         self.responseTime = responseTime
         self.origin = origin
@@ -133,7 +156,8 @@ public final class StoredObject: @unchecked Sendable {
         }
         let inline = body.readableBytes <= Self.inlineBodyLimit
         let bodyBytes = inline ? body.readableBytes : 0
-        let total = plainBytes + bodyBytes + rewrittenBytes
+        let reasonBytes = reason.utf8.count
+        let total = plainBytes + bodyBytes + rewrittenBytes + reasonBytes
         let base = total > 0 ? UnsafeMutablePointer<UInt8>.allocate(capacity: total) : nil
         do {
             let buffer = UnsafeMutableBufferPointer(start: base, count: total)
@@ -153,12 +177,17 @@ public final class StoredObject: @unchecked Sendable {
             for (index, (name, value)) in headers.enumerated() where kinds[index] == .rewritten || kinds[index] == .merged {
                 Self.writeField(name: name, value: value, into: buffer, at: &at)
             }
+            for byte in reason.utf8 {
+                buffer[at] = byte
+                at += 1
+            }
             precondition(at == total, "StoredObject: field bytes miscounted")
         }
         self.wireBase = base
         self.wireCount = UInt32(total)
         self.plainEnd = UInt32(plainBytes)
         self.inlineBodyEnd = UInt32(plainBytes + bodyBytes)
+        self.rewrittenEnd = UInt32(plainBytes + bodyBytes + rewrittenBytes)
         self.largeBody = inline ? nil : body
         self.plainDeliverable = status == 200 && !merged
         self.mentionsGzip = gzip
@@ -211,7 +240,7 @@ public final class StoredObject: @unchecked Sendable {
         var headers = HTTPHeaders()
         let bytes = self.wire
         Self.parseFields(bytes, from: 0, to: self.plainFieldsEnd, into: &headers)
-        Self.parseFields(bytes, from: self.bodyEnd, to: bytes.count, into: &headers)
+        Self.parseFields(bytes, from: self.bodyEnd, to: Int(self.rewrittenEnd), into: &headers)
         return headers
     }
 
@@ -299,7 +328,7 @@ public final class StoredObject: @unchecked Sendable {
 
     /// The bytes this object costs in memory: header fields, body and a fixed bookkeeping share.
     public var cost: Int {
-        Int(self.wireCount) + (self.largeBody?.readableBytes ?? 0) + self.variant.utf8.count + StoredObject.overhead
+        Int(self.rewrittenEnd) + (self.largeBody?.readableBytes ?? 0) + self.variant.utf8.count + StoredObject.overhead
     }
 
     /// Fixed per-object bookkeeping charged against the memory budget (object, LRU node, map slot).

@@ -1,4 +1,4 @@
-import CacheStore
+@testable import CacheStore
 import NIOCore
 import NIOHTTP1
 import Testing
@@ -59,6 +59,35 @@ struct MemoryTierTests {
         #expect(stats.hits == 1)
         #expect(stats.misses == 2)
         #expect(stats.evictions == 0)
+        #expect(tier.consistencyProblem() == nil)
+    }
+
+    @Test("two keys whose digests collide never see each other's objects")
+    func digestCollision() {
+        let tier = MemoryTier(capacityBytes: 1 << 20)
+        let first = CacheKey(canonical: "/one\u{0}example.test", digest: 42)
+        let second = CacheKey(canonical: "/two\u{0}example.test", digest: 42)
+        let a = makeObject(first)
+        let b = makeObject(second)
+        let bGzip = makeObject(second, variant: "gzip")
+        tier.insert(a)
+        tier.insert(b)
+        tier.insert(bGzip)
+        #expect(same(tier.variants(for: first), [a]))
+        #expect(same(tier.variants(for: second), [bGzip, b]))
+        // The sole object of `first` is found even though its digest's list holds three.
+        #expect(tier.soleVariant(for: first, where: { _ in true }) == nil)
+        #expect(tier.variants(for: CacheKey(canonical: "/three\u{0}example.test", digest: 42)).isEmpty)
+        // Replacing `first`'s object does not touch `second`'s of the same (empty) variant.
+        let a2 = makeObject(first)
+        tier.insert(a2)
+        #expect(same(tier.variants(for: first), [a2]))
+        #expect(same(tier.variants(for: second), [bGzip, b]))
+        #expect(tier.consistencyProblem() == nil)
+        #expect(same(tier.remove(key: second), [bGzip, b]))
+        #expect(same(tier.variants(for: first), [a2]))
+        #expect(tier.soleVariant(for: first, where: { _ in true }) === a2)
+        #expect(tier.stats.objects == 1)
         #expect(tier.consistencyProblem() == nil)
     }
 

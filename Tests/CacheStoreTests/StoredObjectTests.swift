@@ -35,6 +35,22 @@ struct StoredObjectTests {
         #expect(stored.bodyLength == 5)
     }
 
+    @Test("the reason phrase is kept with the fields, after the rewritten ones, whatever its length")
+    func reasonPhrase() {
+        let headers = HTTPHeaders([("Via", "1.1 up"), ("X-A", "1")])
+        for reason in ["OK", "", "Not Found", "A Reason Phrase Longer Than Fifteen Bytes", "K"] {
+            let stored = StoredObject(
+                key: CacheKey(host: "example.test", target: "/r"), variant: "", varyNames: [], status: 404,
+                reason: reason, headers: headers, body: ByteBuffer(string: "body"), requestTime: 0, responseTime: 0,
+                origin: 0, ttl: 60, grace: 0, keep: 0, mustRevalidate: false)
+            #expect(stored.reason == reason)
+            #expect(stored.reasonIsOK == (reason == "OK"))
+            #expect(fields(stored.headers) == ["X-A: 1", "Via: 1.1 up"])
+            #expect(String(buffer: stored.body) == "body")
+            #expect(stored.replacing(headers: headers, body: ByteBuffer(string: "x")).reason == reason)
+        }
+    }
+
     @Test("fields a delivery rewrites or merges are kept after the others, in their order")
     func rewrittenFieldsKept() {
         let stored = object(

@@ -14,7 +14,7 @@ enum PlainHit {
     ) -> (head: ByteBuffer, largeBody: ByteBuffer?) {
         var buffer = allocator.buffer(capacity: 256 + (withBody ? object.plainBytes : object.plainFieldsEnd))
         buffer.writeStaticString("HTTP/1.1 200 ")
-        if object.reason == "OK" {
+        if object.reasonIsOK {
             buffer.writeStaticString("OK\r\n")
         } else {
             ResponseEncoder.writeText(object.reason, into: &buffer)
