@@ -42,9 +42,13 @@ public final class MemoryTier: Sendable {
     public let capacityBytes: Int
     /// The configured cap on one object's cost, before the per-shard share is applied.
     public let maxObjectBytes: Int
-    /// Largest cost admitted: `min(maxObjectBytes, per-shard budget / 2)`, so that an object
-    /// bigger than a set share of the budget is not kept (it would flush half a shard).
+    /// Largest body admitted: `min(maxObjectBytes, per-shard budget / 2)`, so that an object
+    /// bigger than a set share of the budget is not kept (it would flush half a shard). It is
+    /// the body's length, as a user counts an object's size (and as the flow decides what to
+    /// keep or promote); the object must also cost at most its shard's whole budget.
     public let admissionLimit: Int
+    /// The smallest shard budget.
+    private let shardBudget: Int
     /// The number of shards.
     public var shardCount: Int { self.shards.count }
 
@@ -78,6 +82,7 @@ public final class MemoryTier: Sendable {
             ShardLock(budget: share + (index < remainder ? 1 : 0))
         }
         self.admissionLimit = min(maxObjectBytes, share / 2)
+        self.shardBudget = share
     }
 
     /// Every stored variant under `key`, most recently used first. Counts a hit if there is
@@ -103,12 +108,13 @@ public final class MemoryTier: Sendable {
     /// key and variant. Evicts the shard's least recently used objects until it fits, and the
     /// key's least recently used variant if the key already has `maxVariantsPerKey`.
     ///
-    /// - Returns: `false`, storing and evicting nothing, when `object.cost > admissionLimit`.
+    /// - Returns: `false`, storing and evicting nothing, when the body is longer than
+    ///   `admissionLimit` or the object costs more than a shard's budget.
     @discardableResult
     public func insert(_ object: StoredObject) -> Bool {
         // `cost` walks the headers: compute it (and the expiry) before taking the lock.
         let entry = Entry(object)
-        guard entry.cost <= self.admissionLimit else {
+        guard object.bodyLength <= self.admissionLimit, entry.cost <= self.shardBudget else {
             self.rejectedTooLarge.wrappingAdd(1, ordering: .relaxed)
             return false
         }

@@ -1,3 +1,4 @@
+import CacheStore
 import FixtureOrigin
 import LacquerServer
 import LacquerTesting
@@ -41,6 +42,24 @@ struct PlainDeliveryTests {
             }
             #expect(origin.requestCount(path: "/bytes/40000") == 1)
             #expect(origin.requestCount(path: "/bytes/10") == 1)
+        }
+    }
+
+    @Test("a body of exactly the memory tier's 1 MiB limit is kept in memory and hit from there")
+    func oneMebibyteInMemory() async throws {
+        try await withLacquer { lacquer, port, origin async throws in
+            let target = "/bytes/1048576?cc=max-age%3D60"
+            let miss = try httpGet(port: port, target)
+            #expect(miss.header("X-Cache-Status") == "MISS")
+            for _ in 0..<3 {
+                let hit = try httpGet(port: port, target)
+                #expect(hit.header("X-Cache-Status") == "HIT")
+                #expect(hit.body == miss.body)
+            }
+            #expect(miss.body.count == 1_048_576)
+            #expect(lacquer.counters[.diskHit] == 0)
+            #expect(lacquer.memory.stats.objects == 1)
+            #expect(origin.requestCount(path: "/bytes/1048576") == 1)
         }
     }
 
