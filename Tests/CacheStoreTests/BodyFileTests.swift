@@ -27,6 +27,20 @@ struct BodyFileTests {
         }
     }
 
+    @Test("the CPU's CRC-32C instruction and the tables agree at every length and alignment")
+    func crc32cHardwareMatchesTables() {
+        let data = diskTestBytes(70_000, seed: 9)
+        data.withUnsafeBytes { raw in
+            for start in 0..<9 {
+                for length in [0, 1, 7, 8, 9, 15, 16, 17, 63, 64, 65, 1_000, 65_536] {
+                    let slice = UnsafeRawBufferPointer(rebasing: raw[start..<(start + length)])
+                    #expect(CRC32C.update(0x1234_5678, slice) == CRC32C.updateSoftware(0x1234_5678, slice))
+                }
+            }
+        }
+        #expect(CRC32C.updateSoftware(0, UnsafeRawBufferPointer(start: nil, count: 0)) == 0)
+    }
+
     @Test("file names and shard directories")
     func paths() {
         #expect(BodyFile.relativePath(0x1234) == "bodies/34/12/0000000000001234")
