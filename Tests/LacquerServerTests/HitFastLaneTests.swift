@@ -121,6 +121,34 @@ struct HitFastLaneTests {
         }
     }
 
+    @Test("after a hit from the lane, the idle timeout and then the header timeout still apply")
+    func timeoutsAfterLaneHits() async throws {
+        try await withLacquer(configure: {
+            $0.clientTimeouts.idle = .milliseconds(300)
+            $0.clientTimeouts.header = .milliseconds(300)
+        }) { lacquer, port, _ async throws in
+            try await runBlocking {
+                _ = try httpGet(port: port, "/bytes/4?cc=max-age%3D60")
+                let idle = try RawHTTPClient(port: port, timeout: 5)
+                defer { idle.close() }
+                #expect(try idle.request("GET", "/bytes/4?cc=max-age%3D60").body.count == 4)
+                _ = try idle.readToEOF()
+                #expect(idle.isClosedByPeer)
+
+                // A hit, then the start of another head in the same write: the header timer runs.
+                let stalled = try RawHTTPClient(port: port, timeout: 5)
+                defer { stalled.close() }
+                try stalled.send(bytes: RawHTTPClient.serialize("GET", "/bytes/4?cc=max-age%3D60") + Array("GET /bytes/4 HTTP/1.1\r\nHo".utf8))
+                #expect(try stalled.readResponse().body.count == 4)
+                _ = try stalled.readToEOF()
+                #expect(stalled.isClosedByPeer)
+            }
+            #expect(lacquer.counters[.cacheHitFast] == 2)
+            #expect(lacquer.counters[.sessClosedIdle] == 1)
+            #expect(lacquer.counters[.sessClosedTimeout] == 1)
+        }
+    }
+
     @Test("malformed bytes after hits are refused by the decoder as before")
     func malformedAfterHits() async throws {
         try await withLacquer { lacquer, port, _ async throws in
