@@ -95,6 +95,30 @@ struct HitFastLaneTests {
         }
     }
 
+    @Test("a head still incomplete past 4 KiB goes to the decoder, which answers it")
+    func longTrickledHead() async throws {
+        try await withLacquer { lacquer, port, _ async throws in
+            try await runBlocking {
+                _ = try httpGet(port: port, "/bytes/3?cc=max-age%3D60")
+                let client = try RawHTTPClient(port: port)
+                defer { client.close() }
+                try client.send("GET /bytes/3?cc=max-age%3D60 HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+                Thread.sleep(forTimeInterval: 0.05)
+                for _ in 0..<3 {
+                    try client.send("User-Agent: " + String(repeating: "u", count: 2_000) + "\r\n")
+                    Thread.sleep(forTimeInterval: 0.05)
+                }
+                try client.send("\r\n")
+                let hit = try client.readResponse()
+                #expect(hit.header("X-Cache-Status") == "HIT")
+                #expect(hit.body.count == 3)
+                #expect(lacquer.counters[.cacheHitFast] == 0)
+                #expect(try client.request("GET", "/bytes/3?cc=max-age%3D60").body.count == 3)
+                #expect(lacquer.counters[.cacheHitFast] == 0)
+            }
+        }
+    }
+
     @Test("a request with a body hands the connection to the decoder; hits after it are still right")
     func bodyThenHits() async throws {
         try await withLacquer { lacquer, port, _ async throws in

@@ -21,6 +21,10 @@ final class HitFastLane: ChannelInboundHandler {
     typealias InboundIn = ByteBuffer
     typealias InboundOut = ByteBuffer
 
+    /// The most bytes of an incomplete head the lane keeps (real heads arrive in one read; a
+    /// head still incomplete past this goes to the decoder with the rest of the connection).
+    static let maxPendingHeadBytes = 4096
+
     private let server: ServerContext
     private let connection: ClientChannelHandler
     private let limits: Limits
@@ -52,6 +56,13 @@ final class HitFastLane: ChannelInboundHandler {
             let outcome = buffer.withUnsafeReadableBytes { FastRequestHead.classify($0, limits: self.limits) }
             switch outcome {
             case .needMore:
+                guard buffer.readableBytes <= Self.maxPendingHeadBytes else {
+                    // Each read re-reads the head from its start: past this, a head arriving in
+                    // small pieces costs the decoder's incremental parser less.
+                    self.passthrough = true
+                    if answered { context.flush() }
+                    return context.fireChannelRead(self.wrapInboundOut(buffer))
+                }
                 self.pending = buffer
                 break reading
             case .unsure:
