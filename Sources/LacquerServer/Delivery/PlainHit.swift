@@ -5,12 +5,15 @@ import NIOCore
 /// The bytes of a plain delivery of a stored 200 (see `RequestFlow.deliverPlain` and
 /// `HitFastLane`): the status line, the stored fields as they are, then this delivery's
 /// Accept-Ranges, Content-Length, Age, Via and cache-status fields, and the inline body.
-enum PlainHit {
+package enum PlainHit {
     /// Encodes the response into one buffer; returns it and, when the body is not kept inline,
     /// the body buffer to write after it (shared, never copied).
-    static func encode(
+    /// - Parameters:
+    ///   - viaLine: `Via: 1.1 <name>\r\n` (`ServerContext.viaLine`).
+    ///   - cacheName: this cache's Cache-Status member name (`ServerContext.cacheStatusName`).
+    package static func encode(
         _ object: StoredObject, withBody: Bool, age: Double, xStatus: XCacheStatus, cacheStatus: CacheStatusValue,
-        close: Bool, server: ServerContext, allocator: ByteBufferAllocator
+        close: Bool, viaLine: String, cacheName: String, allocator: ByteBufferAllocator
     ) -> (head: ByteBuffer, largeBody: ByteBuffer?) {
         var buffer = allocator.buffer(capacity: 256 + (withBody ? object.plainBytes : object.plainFieldsEnd))
         buffer.writeStaticString("HTTP/1.1 200 ")
@@ -26,11 +29,11 @@ enum PlainHit {
         buffer.writeStaticString("\r\nAge: ")
         Self.writeDecimal(Int(age), into: &buffer)
         buffer.writeStaticString("\r\n")
-        buffer.writeString(server.viaLine)
+        buffer.writeString(viaLine)
         buffer.writeStaticString("X-Cache-Status: ")
         buffer.writeString(xStatus.rawValue)
         buffer.writeStaticString("\r\nCache-Status: ")
-        buffer.writeString(cacheStatus.serialized(member: server.cacheStatusName))
+        buffer.writeString(cacheStatus.serialized(member: cacheName))
         if close {
             buffer.writeStaticString("\r\nConnection: close")
         }

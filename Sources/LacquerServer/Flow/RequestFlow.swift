@@ -351,7 +351,8 @@ final class RequestFlow {
         self.closeAfter = self.client.mustCloseAfter(self.head)
         let (head, largeBody) = PlainHit.encode(
             object, withBody: method != .HEAD, age: object.age(at: now), xStatus: xStatus, cacheStatus: cacheStatus,
-            close: self.closeAfter, server: self.server, allocator: self.client.allocator)
+            close: self.closeAfter, viaLine: self.server.viaLine, cacheName: self.server.cacheStatusName,
+            allocator: self.client.allocator)
         self.client.writePreEncoded(head)
         if let largeBody {
             self.client.writeFinalBody(largeBody)

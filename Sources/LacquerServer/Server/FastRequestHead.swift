@@ -11,14 +11,14 @@
 /// presence does not change what a stored response looks like (an allow-list: no Range,
 /// validators, Cache-Control, Pragma, Cookie, Authorization or anything a Vary could name is
 /// needed, because the lane only answers objects without Vary).
-struct FastRequestHead {
+package struct FastRequestHead {
     /// The head's length in bytes, up to and including the blank line.
-    var length: Int
-    var isHead: Bool
-    var target: Range<Int>
-    var host: Range<Int>
+    package var length: Int
+    package var isHead: Bool
+    package var target: Range<Int>
+    package var host: Range<Int>
 
-    enum Outcome {
+    package enum Outcome {
         /// No blank line yet, and nothing so far that the strict reading refuses.
         case needMore
         /// Not understood: the decoder takes over the connection's bytes.
@@ -42,7 +42,7 @@ struct FastRequestHead {
     ]
 
     /// Reads the head at the start of `bytes`.
-    static func classify(_ bytes: UnsafeRawBufferPointer, limits: Limits) -> Outcome {
+    package static func classify(_ bytes: UnsafeRawBufferPointer, limits: Limits) -> Outcome {
         let count = bytes.count
         // Past this without a blank line, the decoder gets the bytes (and answers 414 or 431).
         let maxHeadBytes = limits.requestLineBytes + limits.headerTotalBytes + 4 * limits.headerFieldCount + 64

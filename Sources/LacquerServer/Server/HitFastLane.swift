@@ -136,7 +136,8 @@ final class HitFastLane: ChannelInboundHandler {
         let status = CacheStatusValue(hit: true, ttl: Int(object.remainingTTL(at: now).rounded(.down)))
         let (response, largeBody) = PlainHit.encode(
             object, withBody: !head.isHead, age: object.age(at: now), xStatus: .hit, cacheStatus: status,
-            close: false, server: server, allocator: context.channel.allocator)
+            close: false, viaLine: server.viaLine, cacheName: server.cacheStatusName,
+            allocator: context.channel.allocator)
         context.write(NIOAny(response), promise: nil)
         if let largeBody {
             context.write(NIOAny(largeBody), promise: nil)
