@@ -72,6 +72,68 @@ struct HitFastLaneTests {
         }
     }
 
+    @Test("random pipelined mixes of hits, misses, passes, ranges, cookies and slow answers come back in order")
+    func randomPipelinedMixes() async throws {
+        try await withLacquer { lacquer, port, _ async throws in
+            try await runBlocking {
+                _ = try httpGet(port: port, "/bytes/5?cc=max-age%3D60")
+                _ = try httpGet(port: port, "/bytes/900?cc=max-age%3D60")
+                var random = SystemRandomNumberGenerator()
+                let client = try RawHTTPClient(port: port)
+                defer { client.close() }
+                var sent = 0
+                var unique = 0
+                for _ in 0..<60 {
+                    var batch: [UInt8] = []
+                    var expected: [(isHead: Bool, label: String, check: (RawHTTPResponse) -> Bool)] = []
+                    for _ in 0..<Int.random(in: 1...5, using: &random) {
+                        switch Int.random(in: 0..<8, using: &random) {
+                        case 0:
+                            batch += RawHTTPClient.serialize("GET", "/bytes/5?cc=max-age%3D60")
+                            expected.append((false, "hit 5", { $0.status == 200 && $0.body == Array("abcde".utf8) }))
+                        case 1:
+                            batch += RawHTTPClient.serialize("HEAD", "/bytes/900?cc=max-age%3D60")
+                            expected.append((true, "head 900", { $0.status == 200 && $0.header("Content-Length") == "900" && $0.body.isEmpty }))
+                        case 2:
+                            unique += 1
+                            batch += RawHTTPClient.serialize("GET", "/bytes/7?cc=max-age%3D60&u=\(unique)")
+                            expected.append((false, "miss 7", { $0.header("X-Cache-Status") == "MISS" && $0.body.count == 7 }))
+                        case 3:
+                            batch += RawHTTPClient.serialize("GET", "/bytes/11?cc=no-store")
+                            expected.append((false, "pass 11", { $0.status == 200 && $0.body.count == 11 }))
+                        case 4:
+                            batch += RawHTTPClient.serialize("GET", "/bytes/900?cc=max-age%3D60", headers: [("Range", "bytes=0-2")])
+                            expected.append((false, "range", { $0.status == 206 && $0.body == Array("abc".utf8) }))
+                        case 5:
+                            batch += RawHTTPClient.serialize("GET", "/bytes/5?cc=max-age%3D60", headers: [("Cookie", "a=1")])
+                            expected.append((false, "cookie", { $0.status == 200 && $0.body.count == 5 }))
+                        case 6:
+                            batch += RawHTTPClient.serialize("GET", "/delay/20/d?cc=no-store")
+                            expected.append((false, "slow", { $0.bodyString == "ok /delay/20/d\n" }))
+                        default:
+                            batch += RawHTTPClient.serialize("GET", "/bytes/900?cc=max-age%3D60")
+                            expected.append((false, "hit 900", { $0.status == 200 && $0.body.count == 900 }))
+                        }
+                    }
+                    // Sometimes split the batch at a random byte, as TCP may.
+                    let cut = Int.random(in: 0...batch.count, using: &random)
+                    try client.send(bytes: Array(batch[..<cut]))
+                    if cut < batch.count {
+                        Thread.sleep(forTimeInterval: 0.002)
+                        try client.send(bytes: Array(batch[cut...]))
+                    }
+                    for item in expected {
+                        let response = try client.readResponse(isHead: item.isHead)
+                        #expect(item.check(response), "\(item.label): \(response.status) \(response.headers)")
+                        sent += 1
+                    }
+                }
+                #expect(sent > 60)
+            }
+            #expect(lacquer.counters[.cacheHitFast] > 0)
+        }
+    }
+
     @Test("a head that arrives a few bytes at a time is answered once complete")
     func headInPieces() async throws {
         try await withLacquer { lacquer, port, _ async throws in
