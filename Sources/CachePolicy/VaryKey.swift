@@ -79,7 +79,7 @@ public enum VaryKey {
     }
 
     /// Whether an Accept-Encoding (RFC 9110 §12.5.3) accepts gzip with q > 0.
-    static func acceptsGzip(_ lines: [String]) -> Bool {
+    public static func acceptsGzip(_ lines: [String]) -> Bool {
         var gzip: Double?
         var star: Double?
         for line in lines {

@@ -57,14 +57,29 @@ extension MemoryTier {
             return objects
         }
 
-        mutating func soleVariant(for key: CacheKey, where accept: (StoredObject) -> Bool) -> StoredObject? {
-            guard let slots = self.map[key.digest], slots.count == 1 else { return nil }
-            let slot = slots.first
-            let object = self.lru[slot].object
-            guard object.key == key, accept(object) else { return nil }
+        mutating func selectVariant(
+            for key: CacheKey, matching: (StoredObject) -> MemoryTier.VariantMatch, servable: (StoredObject) -> Bool
+        ) -> StoredObject? {
+            guard let slots = self.map[key.digest] else { return nil }
+            var best: (slot: Int, object: StoredObject)?
+            var unknown = false
+            slots.forEach { slot in
+                let object = self.lru[slot].object
+                guard !unknown, object.key == key else { return }
+                switch matching(object) {
+                case .matches:
+                    if best == nil || object.responseTime > best!.object.responseTime { best = (slot, object) }
+                case .differs:
+                    break
+                case .unknown:
+                    unknown = true
+                }
+            }
+            guard !unknown, let best, servable(best.object) else { return nil }
             self.counters.hits += 1
-            self.lru.moveToFront(slot)
-            return object
+            self.lru.moveToFront(best.slot)
+            self.map[key.digest]?.moveToFront(best.slot)
+            return best.object
         }
 
         mutating func touch(_ object: StoredObject) {

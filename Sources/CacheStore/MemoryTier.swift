@@ -91,11 +91,21 @@ public final class MemoryTier: Sendable {
         self.shard(for: key).state.withLock { $0.variants(for: key) }
     }
 
-    /// The one object stored under `key`, when there is exactly one and `accept` takes it: then
-    /// it counts a hit and the object becomes the most recently used, all under one lock hold.
-    /// Otherwise nil, counting nothing and touching nothing (`variants(for:)` then decides).
-    public func soleVariant(for key: CacheKey, where accept: (StoredObject) -> Bool) -> StoredObject? {
-        self.shard(for: key).state.withLock { $0.soleVariant(for: key, where: accept) }
+    /// Whether a stored variant answers a request, as far as a caller can tell.
+    public enum VariantMatch: Sendable {
+        case matches, differs
+        /// The caller cannot tell (a Vary it does not evaluate): no variant is selected.
+        case unknown
+    }
+
+    /// The variant under `key` that a request selects (the newest of those `matching` says match,
+    /// as `BuiltinPolicy.lookup` picks), when `servable` takes it: then it counts a hit and the
+    /// object becomes the most recently used, all under one lock hold. Otherwise nil, counting
+    /// and touching nothing (`variants(for:)` then decides).
+    public func selectVariant(
+        for key: CacheKey, matching: (StoredObject) -> VariantMatch, servable: (StoredObject) -> Bool
+    ) -> StoredObject? {
+        self.shard(for: key).state.withLock { $0.selectVariant(for: key, matching: matching, servable: servable) }
     }
 
     /// Marks `object` most recently used, in its shard and among its key's variants.

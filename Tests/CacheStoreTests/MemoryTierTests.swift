@@ -62,6 +62,34 @@ struct MemoryTierTests {
         #expect(tier.consistencyProblem() == nil)
     }
 
+    @Test("selectVariant picks the newest matching variant, stops at an unknown one, and counts only a served hit")
+    func selectVariant() {
+        let tier = MemoryTier(capacityBytes: 1 << 20)
+        let k = key("/sel")
+        func object(_ variant: String, responseTime: Double) -> StoredObject {
+            StoredObject(
+                key: k, variant: variant, varyNames: variant.isEmpty ? [] : ["accept-encoding"], status: 200, reason: "OK",
+                headers: HTTPHeaders(), body: ByteBuffer(string: variant), requestTime: 0, responseTime: responseTime,
+                origin: 0, ttl: 60, grace: 0, keep: 0, mustRevalidate: false)
+        }
+        let plain = object("", responseTime: 10)
+        let gzip = object("gzip", responseTime: 20)
+        let identity = object("identity", responseTime: 30)
+        tier.insert(plain)
+        tier.insert(gzip)
+        tier.insert(identity)
+        let hitsBefore = tier.stats.hits
+        // Both the unvaried copy and the gzip variant match: the newer one wins.
+        #expect(tier.selectVariant(for: k, matching: { $0.variant == "identity" ? .differs : .matches }, servable: { _ in true }) === gzip)
+        #expect(same(tier.variants(for: k), [gzip, identity, plain]))  // and it became the most recently used
+        #expect(tier.selectVariant(for: k, matching: { _ in .matches }, servable: { _ in false }) == nil)
+        #expect(tier.selectVariant(for: k, matching: { $0 === plain ? .unknown : .matches }, servable: { _ in true }) == nil)
+        #expect(tier.selectVariant(for: k, matching: { _ in .differs }, servable: { _ in true }) == nil)
+        #expect(tier.selectVariant(for: key("/none"), matching: { _ in .matches }, servable: { _ in true }) == nil)
+        #expect(tier.stats.hits == hitsBefore + 2)  // the selection and the variants(for:) above
+        #expect(tier.consistencyProblem() == nil)
+    }
+
     @Test("two keys whose digests collide never see each other's objects")
     func digestCollision() {
         let tier = MemoryTier(capacityBytes: 1 << 20)
@@ -75,8 +103,8 @@ struct MemoryTierTests {
         tier.insert(bGzip)
         #expect(same(tier.variants(for: first), [a]))
         #expect(same(tier.variants(for: second), [bGzip, b]))
-        // The sole object of `first` is found even though its digest's list holds three.
-        #expect(tier.soleVariant(for: first, where: { _ in true }) == nil)
+        // `first`'s object is selected though its digest's list holds three.
+        #expect(tier.selectVariant(for: first, matching: { _ in .matches }, servable: { _ in true }) === a)
         #expect(tier.variants(for: CacheKey(canonical: "/three\u{0}example.test", digest: 42)).isEmpty)
         // Replacing `first`'s object does not touch `second`'s of the same (empty) variant.
         let a2 = makeObject(first)
@@ -86,7 +114,7 @@ struct MemoryTierTests {
         #expect(tier.consistencyProblem() == nil)
         #expect(same(tier.remove(key: second), [bGzip, b]))
         #expect(same(tier.variants(for: first), [a2]))
-        #expect(tier.soleVariant(for: first, where: { _ in true }) === a2)
+        #expect(tier.selectVariant(for: first, matching: { _ in .matches }, servable: { _ in true }) === a2)
         #expect(tier.stats.objects == 1)
         #expect(tier.consistencyProblem() == nil)
     }

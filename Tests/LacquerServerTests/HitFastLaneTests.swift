@@ -272,7 +272,7 @@ struct HitFastLaneTests {
         }
     }
 
-    @Test("Vary'd, gzip-coded and stale objects are left to the flow, which answers them as before")
+    @Test("Vary on other fields, gzip for a client without gzip, and stale objects are left to the flow")
     func objectsTheLaneLeaves() async throws {
         try await withLacquer { lacquer, port, _ async throws in
             let varied = "/v?cc=max-age%3D60&vary=Accept-Language"
@@ -281,12 +281,46 @@ struct HitFastLaneTests {
             #expect(try httpGet(port: port, varied, headers: [("Accept-Language", "de")]).header("X-Cache-Status") == "MISS")
             let gzipped = "/g?cc=max-age%3D60&h=Content-Encoding:gzip&h=X-Note:1"
             _ = try httpGet(port: port, gzipped, headers: [("Accept-Encoding", "gzip")])
-            #expect(try httpGet(port: port, gzipped, headers: [("Accept-Encoding", "gzip")]).header("X-Cache-Status") == "HIT")
+            let forIdentity = try httpGet(port: port, gzipped, headers: [("Accept-Encoding", "identity")])
+            #expect(forIdentity.header("X-Cache-Status") == "HIT")
+            #expect(lacquer.counters[.gzipCorrupt] == 1)  // the flow tried to gunzip the fixture's "gzip"
             let stale = "/s?cc=max-age%3D1,stale-while-revalidate%3D60"
             _ = try httpGet(port: port, stale)
             try await Task.sleep(for: .milliseconds(2_100))
             #expect(try httpGet(port: port, stale).header("X-Cache-Status") == "UPDATING")
             #expect(lacquer.counters[.cacheHitFast] == 0)
+        }
+    }
+
+    @Test("Vary: Accept-Encoding selects the variant as the flow does; gzip goes as it is to a client that takes it")
+    func acceptEncodingVariants() async throws {
+        try await withLacquer { lacquer, port, origin async throws in
+            let target = "/ae?cc=max-age%3D60&vary=Accept-Encoding"
+            let gzip = [("Accept-Encoding", "gzip, deflate, br")]
+            #expect(try httpGet(port: port, target, headers: gzip).header("X-Cache-Status") == "MISS")
+            #expect(try httpGet(port: port, target, headers: [("Accept-Encoding", "br;q=1, GZIP;q=0.5")]).header("X-Cache-Status") == "HIT")
+            #expect(lacquer.counters[.cacheHitFast] == 1)
+            // No Accept-Encoding, or gzip refused: the identity variant, not stored yet.
+            #expect(try httpGet(port: port, target).header("X-Cache-Status") == "MISS")
+            #expect(lacquer.counters[.cacheHitFast] == 1)
+            #expect(try httpGet(port: port, target).header("X-Cache-Status") == "HIT")
+            let refused = try httpGet(port: port, target, headers: [("Accept-Encoding", "gzip;q=0, br")])
+            #expect(refused.header("X-Cache-Status") == "HIT")
+            #expect(refused.header("Vary") == "Accept-Encoding")
+            #expect(lacquer.counters[.cacheHitFast] == 3)
+            #expect(origin.requestCount(path: "/ae") == 2)
+
+            // A gzip-coded object without Vary goes as it is to a client that takes gzip.
+            let coded = "/gz?cc=max-age%3D60&h=Content-Encoding:gzip"
+            _ = try httpGet(port: port, coded, headers: gzip)
+            let hit = try httpGet(port: port, coded, headers: gzip)
+            #expect(hit.header("X-Cache-Status") == "HIT")
+            #expect(hit.header("Content-Encoding") == "gzip")
+            #expect(lacquer.counters[.cacheHitFast] == 4)
+            // Two Accept-Encoding lines: the flow combines them.
+            let twoLines = try httpGet(port: port, coded, headers: [("Accept-Encoding", "br"), ("Accept-Encoding", "gzip")])
+            #expect(twoLines.header("X-Cache-Status") == "HIT")
+            #expect(lacquer.counters[.cacheHitFast] == 4)
         }
     }
 

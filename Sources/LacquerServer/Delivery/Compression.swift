@@ -248,9 +248,14 @@ enum ContentCoding {
     /// `Accept-Encoding` field the answer is no: §12.5.3 lets a server assume any coding then,
     /// but plenty of scripted clients omit it without decoding gzip, and Varnish gunzips for them too.
     static func acceptsGzip(_ requestHeaders: HTTPHeaders) -> Bool {
+        Self.acceptsGzip(lines: requestHeaders["accept-encoding"])
+    }
+
+    /// `acceptsGzip` over the Accept-Encoding field lines themselves.
+    static func acceptsGzip(lines: [String]) -> Bool {
         var gzipWeight: Int?
         var anyWeight: Int?
-        for line in requestHeaders["accept-encoding"] {
+        for line in lines {
             for member in line.split(separator: ",") {
                 let parts = member.split(separator: ";", omittingEmptySubsequences: false)
                 let coding = Self.trimmed(parts[0]).lowercased()

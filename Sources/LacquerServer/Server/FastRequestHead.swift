@@ -6,17 +6,20 @@
 /// connection's bytes from there on, and answers as it always did.
 ///
 /// What makes a request plain: method GET or HEAD, `HTTP/1.1`, an origin-form target of
-/// visible ASCII without `#`, exactly one Host already in normal form, `Connection` absent or
-/// `keep-alive`, the limits of `RequestValidation` respected, and every other field one whose
-/// presence does not change what a stored response looks like (an allow-list: no Range,
-/// validators, Cache-Control, Pragma, Cookie, Authorization or anything a Vary could name is
-/// needed, because the lane only answers objects without Vary).
+/// visible ASCII without `#`, exactly one Host already in normal form, at most one
+/// Accept-Encoding (the lane evaluates `Vary: Accept-Encoding` and gzip itself), `Connection`
+/// absent or `keep-alive`, the limits of `RequestValidation` respected, and every other field one
+/// whose presence does not change what a stored response looks like (an allow-list: no Range,
+/// validators, Cache-Control, Pragma, Cookie or Authorization; the lane leaves any Vary on the
+/// allowed fields to the flow).
 package struct FastRequestHead {
     /// The head's length in bytes, up to and including the blank line.
     package var length: Int
     package var isHead: Bool
     package var target: Range<Int>
     package var host: Range<Int>
+    /// The value of the request's one Accept-Encoding field, if it has one.
+    package var acceptEncoding: Range<Int>?
 
     package enum Outcome {
         /// No blank line yet, and nothing so far that the strict reading refuses.
@@ -33,10 +36,11 @@ package struct FastRequestHead {
     private static let sp: UInt8 = 0x20
     private static let htab: UInt8 = 0x09
 
-    /// Fields a plain request may carry (lowercase). None of them changes the stored response
-    /// the lane writes for an object without Vary.
+    /// Fields a plain request may carry besides Host, Accept-Encoding and Connection (lowercase).
+    /// None of them changes the stored response the lane writes (a Vary naming one sends the
+    /// request to the flow).
     private static let harmlessFields: [StaticString] = [
-        "user-agent", "accept", "accept-language", "accept-encoding", "referer", "dnt",
+        "user-agent", "accept", "accept-language", "referer", "dnt",
         "upgrade-insecure-requests", "sec-fetch-site", "sec-fetch-mode", "sec-fetch-dest", "sec-fetch-user",
         "sec-ch-ua", "sec-ch-ua-mobile", "sec-ch-ua-platform", "priority",
     ]
@@ -86,6 +90,8 @@ package struct FastRequestHead {
             && targetEnd - targetStart <= limits.requestLineBytes && methodEnd <= limits.methodBytes
         var host = 0..<0
         var hostCount = 0
+        var acceptEncoding: Range<Int>?
+        var acceptEncodingCount = 0
         var fieldCount = 0
         var totalBytes = 0
         // field-line = field-name ":" OWS field-value OWS CRLF (RFC 9112 §5)
@@ -132,16 +138,21 @@ package struct FastRequestHead {
             } else if Self.equalsLowercase(bytes, name, "host") {
                 hostCount += 1
                 host = value
+            } else if Self.equalsLowercase(bytes, name, "accept-encoding") {
+                acceptEncodingCount += 1
+                acceptEncoding = value
             } else if Self.equalsLowercase(bytes, name, "connection") {
                 plain = Self.equalsLowercase(bytes, value, "keep-alive")
             } else if !Self.harmlessFields.contains(where: { Self.equalsLowercase(bytes, name, $0) }) {
                 plain = false
             }
         }
-        plain = plain && hostCount == 1 && fieldCount <= limits.headerFieldCount && totalBytes <= limits.headerTotalBytes
+        plain = plain && hostCount == 1 && acceptEncodingCount <= 1 && fieldCount <= limits.headerFieldCount && totalBytes <= limits.headerTotalBytes
             && RequestValidation.isNormalHost(UnsafeRawBufferPointer(rebasing: bytes[host]))
         guard plain else { return .other(length: index) }
-        return .plain(FastRequestHead(length: index, isHead: isHead, target: targetStart..<targetEnd, host: host))
+        return .plain(
+            FastRequestHead(
+                length: index, isHead: isHead, target: targetStart..<targetEnd, host: host, acceptEncoding: acceptEncoding))
     }
 
     /// Whether the bytes after `HTTP/1.` so far can still become `0` or `1` and CRLF.

@@ -1,17 +1,20 @@
 import CachePolicy
 import CacheStore
 import NIOCore
+import NIOHTTP1
 
-/// Answers the commonest request, a plain GET or HEAD for a fresh stored object without Vary,
-/// straight from the bytes read: no HTTP/1 decoder, pipeline handler, request head or flow.
+/// Answers the commonest request, a plain GET or HEAD for a fresh stored object (without Vary,
+/// or with `Vary: Accept-Encoding`), straight from the bytes read: no HTTP/1 decoder, pipeline
+/// handler, request head or flow.
 /// Everything else goes on to the decoder exactly as before.
 ///
 /// It sits before the decoder and reads each request head strictly (`FastRequestHead`):
-/// - a plain request, while the connection has nothing in flight, whose key holds exactly one
-///   object that is fresh, a 200, without Vary or gzip and with nothing to merge (what
-///   `RequestFlow.deliverPlain` writes), and when the configuration leaves vcl_recv, vcl_hash,
-///   vcl_hit and vcl_deliver to builtin.vcl and no ban is active: answered here, with the same
-///   bytes the flow would write;
+/// - a plain request, while the connection has nothing in flight, whose key's variant for it
+///   (chosen as `BuiltinPolicy.lookup` chooses, when every variant varies on nothing or on
+///   Accept-Encoding only) is fresh, a 200 with nothing to merge, and not gzip for a client
+///   that does not take gzip (what `RequestFlow.deliverPlain` writes), and when the
+///   configuration leaves vcl_recv, vcl_hash, vcl_hit and vcl_deliver to builtin.vcl and no ban
+///   is active: answered here, with the same bytes the flow would write;
 /// - any other complete request without a body: handed to the decoder, exactly its bytes, so
 ///   the decoder stays at a message boundary; requests behind it go the same way until every
 ///   request handed over has been answered, which keeps responses in order;
@@ -34,6 +37,11 @@ final class HitFastLane: ChannelInboundHandler {
     private var handedOver = 0
     /// Set once the decoder has taken over the connection's bytes.
     private var passthrough = false
+
+    /// The variants `Vary: Accept-Encoding` gives (see `VaryKey.variant`).
+    private static let gzipVariant = VaryKey.variant(
+        names: ["accept-encoding"], requestHeaders: HTTPHeaders([("accept-encoding", "gzip")]))
+    private static let identityVariant = VaryKey.variant(names: ["accept-encoding"], requestHeaders: HTTPHeaders())
 
     init(server: ServerContext, connection: ClientChannelHandler) {
         self.server = server
@@ -125,11 +133,30 @@ final class HitFastLane: ChannelInboundHandler {
         let key = buffer.withUnsafeReadableBytes { bytes in
             CacheKey(host: UnsafeRawBufferPointer(rebasing: bytes[head.host]), target: UnsafeRawBufferPointer(rebasing: bytes[head.target]))
         }
+        // What the request's Accept-Encoding selects (Vary) and allows (a gzip body as it is),
+        // read as the flow reads it; no Accept-Encoding selects identity and allows no gzip.
+        var selectsGzip = false
+        var allowsGzip = false
+        if let range = head.acceptEncoding {
+            let lines = [buffer.withUnsafeReadableBytes { String(decoding: UnsafeRawBufferPointer(rebasing: $0[range]), as: UTF8.self) }]
+            selectsGzip = VaryKey.acceptsGzip(lines)
+            allowsGzip = ContentCoding.acceptsGzip(lines: lines)
+        }
+        let selectedVariant = selectsGzip ? Self.gzipVariant : Self.identityVariant
         let now = server.clock()
         guard
-            let object = server.memory.soleVariant(
+            let object = server.memory.selectVariant(
                 for: key,
-                where: { $0.plainDeliverable && !$0.mentionsGzip && $0.varyNames.isEmpty && $0.remainingTTL(at: now) > 0 })
+                matching: { object in
+                    let names = object.varyNames
+                    if names.isEmpty { return .matches }
+                    // A Vary on anything but Accept-Encoding is the flow's to evaluate.
+                    guard names.count == 1, names[0] == "accept-encoding" else { return .unknown }
+                    return object.variant == selectedVariant ? .matches : .differs
+                },
+                servable: { object in
+                    object.plainDeliverable && (allowsGzip || !object.mentionsGzip) && object.remainingTTL(at: now) > 0
+                })
         else { return false }
         server.counters.increment(.cacheHit)
         server.counters.increment(.cacheHitFast)
