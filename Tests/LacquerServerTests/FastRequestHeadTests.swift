@@ -69,6 +69,8 @@ struct FastRequestHeadTests {
             "GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
             "GET / HTTP/1.1\r\nHost: A.example\r\n\r\n",
             "GET / HTTP/1.1\r\nHost: a:80\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a \r\n\r\n",  // the decoder keeps the space; the flow refuses it
+            "GET / HTTP/1.1\r\nHost: a\t\r\n\r\n",
             "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
             "GET / HTTP/1.1\r\n\r\n",
             "GET /a#b HTTP/1.1\r\nHost: a\r\n\r\n",

@@ -138,6 +138,9 @@ package struct FastRequestHead {
             } else if Self.equalsLowercase(bytes, name, "host") {
                 hostCount += 1
                 host = value
+                // The decoder keeps trailing whitespace in the value, and the flow then refuses
+                // the Host: such a request is the flow's.
+                if valueEnd != index - 2 { plain = false }
             } else if Self.equalsLowercase(bytes, name, "accept-encoding") {
                 acceptEncodingCount += 1
                 acceptEncoding = value
