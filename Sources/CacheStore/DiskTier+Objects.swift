@@ -25,12 +25,15 @@ extension DiskTier {
     ///   `.ioFailed`, `.sqlite`, `.closed`.
     @discardableResult
     public func store(_ object: StoredObject, now: Double = DiskTier.wallClock()) throws -> Bool {
-        let bodyLength = Int64(object.body.readableBytes)
+        // Both are computed from the object's stored bytes on each access: take them once.
+        let headers = object.headers
+        let body = object.body
+        let bodyLength = Int64(body.readableBytes)
         let keyBytes = Array(object.key.canonical.utf8)
-        let headerBytes = HeaderCodec.encode(object.headers)
+        let headerBytes = HeaderCodec.encode(headers)
         let size = Self.chargedSize(bodyLength: bodyLength, metadataBytes: keyBytes.count + headerBytes.count + object.variant.utf8.count + object.reason.utf8.count)
         guard bodyLength <= self.configuration.maxObjectBytes, size <= self.configuration.capacityBytes,
-            HeaderCodec.withinLimits(object.headers)
+            HeaderCodec.withinLimits(headers)
         else {
             try self.withWriter { state, _ in state.counters.refused += 1 }
             return false
@@ -56,7 +59,7 @@ extension DiskTier {
         let checksums: [UInt32]
         do {
             checksums = try BodyFile.write(
-                object.body,
+                body,
                 tempPath: self.directory + "/" + BodyFile.tempRelativePath(id),
                 finalPath: self.bodyPath(id),
                 directory: self.directory,

@@ -1,3 +1,4 @@
+import FixtureOrigin
 import Foundation
 
 #if canImport(Glibc)
@@ -254,18 +255,13 @@ public final class RawHTTPClient: @unchecked Sendable {
         bytes.withUnsafeBytes { fnv1a($0, seed: seed) }
     }
 
-    /// 64-bit FNV-1a over raw bytes, continuing from `seed`.
-    // Optimised even in debug builds: a gigabyte is hashed in seconds, not minutes.
-    @_optimize(speed)
+    /// 64-bit FNV-1a over raw bytes, continuing from `seed` (the fixture origin's, which its
+    /// `/upload` answers with).
     public static func fnv1a(_ bytes: UnsafeRawBufferPointer, seed: UInt64 = fnvOffsetBasis) -> UInt64 {
-        var hash = seed
-        for byte in bytes {
-            hash = (hash ^ UInt64(byte)) &* 0x100_0000_01b3
-        }
-        return hash
+        FixtureOrigin.fnv1a(bytes, seed: seed)
     }
 
-    public static let fnvOffsetBasis: UInt64 = 0xcbf2_9ce4_8422_2325
+    public static let fnvOffsetBasis = FixtureOrigin.fnvOffsetBasis
 
     private enum BodyCollector {
         case store([UInt8])

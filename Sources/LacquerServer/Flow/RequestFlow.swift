@@ -288,30 +288,35 @@ final class RequestFlow {
             return
         }
         var object = stored
-        if stored.mentionsGzip, BodyTransform.needsGunzip(storedHeaders: stored.headers, requestHeaders: self.head.headers) {
-            if let (headers, body) = BodyTransform.gunzip(
-                headers: stored.headers, body: stored.body, maxOutputBytes: self.server.configuration.diskMaxBufferedObjectBytes)
+        // Parsed and copied once: both are computed from the stored bytes on each access.
+        var storedHeaders = stored.headers
+        var body = stored.body
+        if stored.mentionsGzip, BodyTransform.needsGunzip(storedHeaders: storedHeaders, requestHeaders: self.head.headers) {
+            if let (headers, gunzipped) = BodyTransform.gunzip(
+                headers: storedHeaders, body: body, maxOutputBytes: self.server.configuration.diskMaxBufferedObjectBytes)
             {
                 self.counters.increment(.gunzipped)
-                object = stored.replacing(headers: headers, body: body)
+                object = stored.replacing(headers: headers, body: gunzipped)
+                storedHeaders = object.headers
+                body = object.body
             } else {
                 // Corrupt gzip from the origin: passed through unchanged, never a crash.
                 self.counters.increment(.gzipCorrupt)
             }
         }
         let plan = self.writeStoredHead(
-            status: object.status, reason: object.reason, storedHeaders: object.headers,
-            bodyLength: object.body.readableBytes, age: object.age(at: now),
+            status: object.status, reason: object.reason, storedHeaders: storedHeaders,
+            bodyLength: body.readableBytes, age: object.age(at: now),
             xStatus: xStatus, cacheStatus: cacheStatus, allowMultipart: true)
         switch plan {
         case .none:
             break
         case .full:
-            if object.body.readableBytes > 0 {
-                self.emitFinalBody(object.body)
+            if body.readableBytes > 0 {
+                self.emitFinalBody(body)
             }
         case .single(let range):
-            if let slice = object.body.getSlice(at: object.body.readerIndex + range.lowerBound, length: range.count) {
+            if let slice = body.getSlice(at: body.readerIndex + range.lowerBound, length: range.count) {
                 self.emitFinalBody(slice)
             }
         case .multipart(let boundary, let contentType, let ranges):
@@ -319,8 +324,8 @@ final class RequestFlow {
             for range in ranges {
                 out.writeString(
                     Multipart.partHeader(
-                        boundary: boundary, contentType: contentType, range: range, length: object.body.readableBytes))
-                if var slice = object.body.getSlice(at: object.body.readerIndex + range.lowerBound, length: range.count) {
+                        boundary: boundary, contentType: contentType, range: range, length: body.readableBytes))
+                if var slice = body.getSlice(at: body.readerIndex + range.lowerBound, length: range.count) {
                     out.writeBuffer(&slice)
                 }
             }

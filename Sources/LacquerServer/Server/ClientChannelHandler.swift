@@ -31,7 +31,7 @@ final class FirstByteObserver: ChannelInboundHandler, RemovableChannelHandler {
     /// HTTP-version) whose method the parser merely does not know: 501, not 400.
     static func looksLikeUnknownMethod(_ bytes: [UInt8]) -> Bool {
         guard let space = bytes.firstIndex(of: UInt8(ascii: " ")), space > 0 else { return false }
-        guard bytes[..<space].allSatisfy(Self.isTokenChar) else { return false }
+        guard bytes[..<space].allSatisfy(FastRequestHead.isTokenByte) else { return false }
         let afterMethod = bytes[(space + 1)...]
         let lineEnd = afterMethod.firstIndex(of: UInt8(ascii: "\n"))
         var line = lineEnd.map { afterMethod[..<$0] } ?? afterMethod
@@ -47,15 +47,6 @@ final class FirstByteObserver: ChannelInboundHandler, RemovableChannelHandler {
         return version.count == 8 && version.starts(with: Array("HTTP/".utf8))
             && (0x30...0x39).contains(version[5]) && version[6] == UInt8(ascii: ".")
             && (0x30...0x39).contains(version[7])
-    }
-
-    private static func isTokenChar(_ byte: UInt8) -> Bool {
-        switch byte {
-        case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "0")...UInt8(ascii: "9"):
-            return true
-        default:
-            return Array("!#$%&'*+-.^_`|~".utf8).contains(byte)
-        }
     }
 }
 

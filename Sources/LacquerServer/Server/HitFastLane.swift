@@ -67,16 +67,12 @@ final class HitFastLane: ChannelInboundHandler {
                 guard buffer.readableBytes <= Self.maxPendingHeadBytes else {
                     // Each read re-reads the head from its start: past this, a head arriving in
                     // small pieces costs the decoder's incremental parser less.
-                    self.passthrough = true
-                    if answered { context.flush() }
-                    return context.fireChannelRead(self.wrapInboundOut(buffer))
+                    return self.leaveToDecoder(buffer, flushing: answered, context: context)
                 }
                 self.pending = buffer
                 break reading
             case .unsure:
-                self.passthrough = true
-                if answered { context.flush() }
-                return context.fireChannelRead(self.wrapInboundOut(buffer))
+                return self.leaveToDecoder(buffer, flushing: answered, context: context)
             case .other(let length):
                 self.handOver(buffer.readSlice(length: length)!, context: context)
             case .plain(let head):
@@ -111,11 +107,19 @@ final class HitFastLane: ChannelInboundHandler {
 
     /// Hands a partial head to the decoder (which reports it as it always did) and stops.
     private func giveUpPending(context: ChannelHandlerContext) {
-        self.passthrough = true
-        if let pending = self.pending {
-            self.pending = nil
-            context.fireChannelRead(self.wrapInboundOut(pending))
+        guard let pending = self.pending else {
+            self.passthrough = true
+            return
         }
+        self.pending = nil
+        self.leaveToDecoder(pending, flushing: false, context: context)
+    }
+
+    /// Gives the decoder `rest` and every later byte of the connection.
+    private func leaveToDecoder(_ rest: ByteBuffer, flushing: Bool, context: ChannelHandlerContext) {
+        self.passthrough = true
+        if flushing { context.flush() }
+        context.fireChannelRead(self.wrapInboundOut(rest))
     }
 
     private func handOver(_ request: ByteBuffer, context: ChannelHandlerContext) {

@@ -107,9 +107,7 @@ final class DiskStorage: Sendable {
             queue.objects.append(object)
             guard !queue.drainScheduled else { return }
             queue.drainScheduled = true
-            self.writer.submit { [self] state in
-                if case .active = state { self.drainWrites(active: true) } else { self.drainWrites(active: false) }
-            }
+            self.writer.submit { [self] state in self.drainWrites(active: state == .active) }
         }
         return true
     }
