@@ -53,8 +53,7 @@ final class BusyFetch: Sendable {
 
     private struct State {
         var head: Head?
-        var chunks: [ByteBuffer] = []
-        var bytes = 0
+        var body = BusyBody()
         var outcome: Outcome?
         var subscribers: [Subscriber] = []
         var nextID = 0
@@ -93,10 +92,12 @@ final class BusyFetch: Sendable {
     var head: Head? { self.state.withLock { $0.head } }
     var waiterCount: Int { self.state.withLock { $0.subscribers.count } }
 
-    /// Chunks from `index` on, and the outcome if the fetch is over.
-    func chunks(from index: Int) -> (chunks: ArraySlice<ByteBuffer>, outcome: Outcome?) {
+    /// The body bytes from byte `offset` to what has arrived so far (slices, no copy), and the
+    /// outcome if the fetch is over. A waiter that reads everything it is given, advancing its
+    /// offset by the bytes it took, reads the body exactly once whatever the chunking.
+    func body(from offset: Int) -> (parts: [ByteBuffer], outcome: Outcome?) {
         self.state.withLock { state in
-            (index < state.chunks.count ? state.chunks[index...] : [], state.outcome)
+            (state.body.slices(from: offset), state.outcome)
         }
     }
 
@@ -115,12 +116,11 @@ final class BusyFetch: Sendable {
         var failed = false
         let subscribers = self.state.withLock { state -> [Subscriber] in
             guard state.outcome == nil, state.head != nil else { return [] }
-            state.bytes += buffer.readableBytes
-            if state.bytes > self.maxBytes {
+            if state.body.count + buffer.readableBytes > self.maxBytes {
                 failed = true
                 return []
             }
-            state.chunks.append(buffer)
+            state.body.append(buffer)
             return state.subscribers
         }
         if failed {
@@ -138,7 +138,7 @@ final class BusyFetch: Sendable {
             let subscribers = state.subscribers
             state.subscribers = []
             if outcome != .complete {
-                state.chunks = []
+                state.body.removeAll()
             }
             return subscribers
         }

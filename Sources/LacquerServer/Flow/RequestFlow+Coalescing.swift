@@ -38,13 +38,13 @@ extension RequestFlow {
         self.waitingOn = busy
         self.waitStale = stale
         self.mode = .fill(key: key, stale: stale, fwd: fwd)
-        let loopBound = NIOLoopBound(self, eventLoop: self.client.eventLoop)
-        let subscription = busy.subscribe(on: self.client.eventLoop) { event in
+        let loopBound = NIOLoopBound(self, eventLoop: self.eventLoop)
+        let subscription = busy.subscribe(on: self.eventLoop) { event in
             loopBound.value.busyEvent(event)
         }
         self.waitID = subscription.id
         let timeout = self.server.configuration.backends.first?.firstByteTimeout ?? .seconds(60)
-        self.waitTimer = self.client.eventLoop.scheduleTask(in: timeout) {
+        self.waitTimer = self.eventLoop.scheduleTask(in: timeout) {
             loopBound.value.waitTimedOut()
         }
         if let outcome = subscription.outcome {
@@ -169,30 +169,47 @@ extension RequestFlow {
     }
 
     /// Writes what the leader has received so far; ends when the leader is done.
+    ///
+    /// Not re-entrant: writing a part may flush, and a flush that drains the socket reports the
+    /// connection writable again from inside the write (`clientWritable` → here). Such a call only
+    /// marks that the pump must look again; the offset is advanced before each write, so every
+    /// byte goes out exactly once and in order.
     func pumpWait() {
-        guard let busy = self.waitingOn, self.waitStreaming, !self.finished else { return }
-        if self.clientIsGone {
-            return self.stopWaiting()
+        if self.waitPumping {
+            self.waitPumpAgain = true
+            return
         }
-        let (chunks, outcome) = busy.chunks(from: self.waitIndex)
-        for chunk in chunks {
-            self.emitBody(chunk)
-            self.waitIndex += 1
-            if !self.client.isWritable {
-                return  // resumed by `clientWritable`
+        self.waitPumping = true
+        defer { self.waitPumping = false }
+        repeat {
+            self.waitPumpAgain = false
+            guard let busy = self.waitingOn, self.waitStreaming, !self.finished else { return }
+            if self.clientIsGone {
+                return self.stopWaiting()
             }
-        }
-        if chunks.isEmpty, let outcome {
-            self.stopWaiting()
-            if case .complete = outcome {
-                self.finish(close: self.closeAfter)
-            } else {
-                self.finished = true
-                if !self.clientIsGone { self.client.abort(self) }
+            let (parts, outcome) = busy.body(from: self.waitOffset)
+            for part in parts {
+                self.waitOffset += part.readableBytes
+                self.emitBody(part)
+                if self.clientIsGone || self.finished { return }
+                if !self.client.isWritable {
+                    return  // resumed by `clientWritable`
+                }
             }
-        } else if outcome != nil {
-            self.pumpWait()
-        }
+            if parts.isEmpty, let outcome {
+                self.stopWaiting()
+                if case .complete = outcome {
+                    self.finish(close: self.closeAfter)
+                } else {
+                    // The fill failed mid-body: cut the connection so the client sees a
+                    // truncated response, never a clean end.
+                    self.finished = true
+                    if !self.clientIsGone { self.client.abort(self) }
+                }
+                return
+            }
+            if outcome != nil { self.waitPumpAgain = true }
+        } while self.waitPumpAgain
     }
 
     // MARK: Background refresh and stale answers
@@ -206,7 +223,7 @@ extension RequestFlow {
         head.headers.remove(name: "cache-control")
         head.headers.remove(name: "pragma")
         let refresh = RequestFlow(
-            server: self.server, client: BackgroundClient(eventLoop: self.client.eventLoop, peer: self.client.peer, local: self.client.local), head: head,
+            server: self.server, client: BackgroundClient(eventLoop: self.eventLoop, peer: self.client.peer, local: self.client.local), head: head,
             host: self.host, body: nil)
         refresh.busy = busy
         refresh.ctx.backendHint = self.ctx.backendHint

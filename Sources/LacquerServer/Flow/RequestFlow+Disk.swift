@@ -53,9 +53,9 @@ extension RequestFlow {
         self.ctx.objHits = 1
         self.counters.increment(.diskHit)
         disk.touch(head)
-        let loopBound = NIOLoopBound(self, eventLoop: self.client.eventLoop)
+        let loopBound = NIOLoopBound(self, eventLoop: self.eventLoop)
         if head.bodyLength <= Int64(self.server.memory.admissionLimit) {
-            disk.load(head, on: self.client.eventLoop).whenComplete { result in
+            disk.load(head, on: self.eventLoop).whenComplete { result in
                 let flow = loopBound.value
                 switch result {
                 case .success(let object):
@@ -80,7 +80,7 @@ extension RequestFlow {
             self.counters.increment(.cacheBypass)
             return self.fetch(.pass(fwd: .request, detail: "gunzip-too-large"))
         }
-        disk.openBody(head, on: self.client.eventLoop).whenComplete { result in
+        disk.openBody(head, on: self.eventLoop).whenComplete { result in
             let flow = loopBound.value
             switch result {
             case .success(let reader):
@@ -124,8 +124,8 @@ extension RequestFlow {
             self.diskReadPaused = true
             return
         }
-        let loopBound = NIOLoopBound(self, eventLoop: self.client.eventLoop)
-        disk.read(reader, on: self.client.eventLoop).whenComplete { result in
+        let loopBound = NIOLoopBound(self, eventLoop: self.eventLoop)
+        disk.read(reader, on: self.eventLoop).whenComplete { result in
             let flow = loopBound.value
             switch result {
             case .success(.some(let chunk)):

@@ -40,7 +40,7 @@ extension RequestFlow: BackendExchangeDelegate {
         }
         let backendRef = self.ctx.bereqBackend ?? self.ctx.backendHint
         let pool: BackendPool
-        switch self.server.pool(for: backendRef, vcl: self.vcl, key: self.head.uri, on: self.client.eventLoop) {
+        switch self.server.pool(for: backendRef, vcl: self.vcl, key: self.head.uri, on: self.eventLoop) {
         case .success(let chosen):
             pool = chosen
         case .failure(let error):
@@ -68,7 +68,7 @@ extension RequestFlow: BackendExchangeDelegate {
         self.requestTime = self.server.clock()
         let firstByteTimeout = TimeAmount.nanoseconds(Int64(self.ctx.firstByteTimeout * 1e9))
         let betweenBytesTimeout = TimeAmount.nanoseconds(Int64(self.ctx.betweenBytesTimeout * 1e9))
-        let loopBound = NIOLoopBound(self, eventLoop: self.client.eventLoop)
+        let loopBound = NIOLoopBound(self, eventLoop: self.eventLoop)
         pool.acquire().whenComplete { result in
             let flow = loopBound.value
             switch result {
@@ -322,10 +322,11 @@ extension RequestFlow: BackendExchangeDelegate {
             if !self.client.isWritable {
                 self.lease?.connection.pause()
             }
-        } else if self.accumulated == nil && self.clientIsGone {
-            // Nobody reads and nothing is stored: stop the transfer.
+        } else if self.accumulated == nil && self.clientIsGone && (self.busy?.waiterCount ?? 0) == 0 {
+            // Nobody reads, nobody waits and nothing is stored: stop the transfer.
             self.lease?.connection.abandon()
             self.lease = nil
+            self.releaseBusy(.failed(.closedMidBody))
         }
     }
 

@@ -29,8 +29,8 @@ extension RequestFlow {
             guard let disk = self.server.disk else {
                 return self.refetchWithoutValidators(revalidation)
             }
-            let loopBound = NIOLoopBound(self, eventLoop: self.client.eventLoop)
-            disk.load(head, on: self.client.eventLoop).whenComplete { result in
+            let loopBound = NIOLoopBound(self, eventLoop: self.eventLoop)
+            disk.load(head, on: self.eventLoop).whenComplete { result in
                 let flow = loopBound.value
                 switch result {
                 case .success(let object):

@@ -29,6 +29,10 @@ final class RequestFlow {
     /// Held strongly: a fill outlives its client; the cycle with a connection handler ends
     /// when the handler moves on to its next request or the backend exchange ends.
     let client: any FlowClient
+    /// The client connection's event loop, captured when the flow starts: every callback of
+    /// the flow (disk, backend, waiting list, timers) runs here, whether or not the client is
+    /// still connected.
+    let eventLoop: any EventLoop
     /// The request as VCL left it after vcl_recv.
     var head: HTTPRequestHead
     var host: String
@@ -59,7 +63,12 @@ final class RequestFlow {
     /// The busy fetch this flow waits on, and where it is in its body.
     var waitingOn: BusyFetch?
     var waitID = 0
-    var waitIndex = 0
+    /// How many body bytes of the busy fetch this waiter has written.
+    var waitOffset = 0
+    /// Set while `pumpWait` writes: a write can make the connection writable again at once and
+    /// call back into the pump, which then only asks the running pump to look again.
+    var waitPumping = false
+    var waitPumpAgain = false
     var waitStreaming = false
     var waitTimer: Scheduled<Void>?
     var waitStale: StaleCopy?
@@ -92,6 +101,7 @@ final class RequestFlow {
     init(server: ServerContext, client: any FlowClient, head: HTTPRequestHead, host: String, body: RequestBodyStream?) {
         self.server = server
         self.client = client
+        self.eventLoop = client.eventLoop
         var head = head
         if !host.isEmpty, head.headers.first(name: "host") != host {
             // The normalised host (lowercased, default port dropped) is what VCL and the backend see.
@@ -202,8 +212,8 @@ final class RequestFlow {
 
     /// The disk tier's answer to a memory miss: promote small objects, stream large ones.
     private func lookupDisk(key: CacheKey, disk: DiskStorage, memoryFwd: CacheStatusValue.Forward) {
-        let loopBound = NIOLoopBound(self, eventLoop: self.client.eventLoop)
-        disk.lookup(key, on: self.client.eventLoop).whenComplete { result in
+        let loopBound = NIOLoopBound(self, eventLoop: self.eventLoop)
+        disk.lookup(key, on: self.eventLoop).whenComplete { result in
             let flow = loopBound.value
             guard !flow.clientIsGone else { return }
             var heads: [DiskObjectHead]
@@ -454,8 +464,8 @@ final class RequestFlow {
         guard let disk = self.server.disk else {
             return self.purged(count: inMemory)
         }
-        let loopBound = NIOLoopBound(self, eventLoop: self.client.eventLoop)
-        disk.remove(key, now: self.server.clock(), on: self.client.eventLoop).whenComplete { result in
+        let loopBound = NIOLoopBound(self, eventLoop: self.eventLoop)
+        disk.remove(key, now: self.server.clock(), on: self.eventLoop).whenComplete { result in
             let flow = loopBound.value
             switch result {
             case .success(let onDisk):
@@ -496,7 +506,7 @@ final class RequestFlow {
     func invalidate(_ key: CacheKey) -> Int {
         self.server.coalescer.markPurged(key, at: self.server.clock())
         let removed = self.server.memory.remove(key: key).count
-        _ = self.server.disk?.remove(key, now: self.server.clock(), on: self.client.eventLoop)
+        _ = self.server.disk?.remove(key, now: self.server.clock(), on: self.eventLoop)
         return removed
     }
 

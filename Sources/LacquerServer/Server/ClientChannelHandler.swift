@@ -109,11 +109,15 @@ final class ClientChannelHandler: ChannelDuplexHandler, RemovableChannelHandler,
     /// The response encoder (told which responses answer HEAD and which are pre-encoded).
     weak var encoder: ResponseEncoder?
 
-    init(server: ServerContext) {
+    /// The connection's event loop, captured once: a flow may ask for it after the handler was
+    /// removed from its pipeline (the client left), so it never depends on the context.
+    let eventLoop: any EventLoop
+
+    init(server: ServerContext, eventLoop: any EventLoop) {
         self.server = server
+        self.eventLoop = eventLoop
     }
 
-    var eventLoop: any EventLoop { self.context!.eventLoop }
     var allocator: ByteBufferAllocator { self.context?.channel.allocator ?? ByteBufferAllocator() }
     var isWritable: Bool { self.context?.channel.isWritable ?? false }
     var isActive: Bool { self.context?.channel.isActive ?? false }

@@ -317,7 +317,7 @@ public final class LacquerServer: Service, Sendable {
                         channel.close(promise: nil)
                         return
                     }
-                    let handler = ClientChannelHandler(server: context)
+                    let handler = ClientChannelHandler(server: context, eventLoop: channel.eventLoop)
                     let observer = FirstByteObserver()
                     handler.observer = observer
                     let sync = channel.pipeline.syncOperations
