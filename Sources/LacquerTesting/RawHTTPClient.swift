@@ -148,6 +148,39 @@ public final class RawHTTPClient: @unchecked Sendable {
         }
     }
 
+    /// Closes with a TCP reset (SO_LINGER 0) instead of a FIN: the peer sees ECONNRESET.
+    public func reset() {
+        guard self.fd >= 0 else { return }
+        var linger = Glibc.linger(l_onoff: 1, l_linger: 0)
+        _ = setsockopt(self.fd, SOL_SOCKET, SO_LINGER, &linger, socklen_t(MemoryLayout<Glibc.linger>.size))
+        self.close()
+    }
+
+    /// Half-closes: sends a FIN (no more requests) while responses can still be read.
+    public func shutdownWrite() {
+        guard self.fd >= 0 else { return }
+        _ = Glibc.shutdown(self.fd, Int32(SHUT_WR))
+    }
+
+    /// Reads one response head (status line and fields) and nothing of its body.
+    public func readResponseHead() throws -> RawHTTPResponse {
+        try self.readHead()
+    }
+
+    /// Reads up to `count` bytes of whatever follows (body bytes, say); fewer at EOF.
+    public func readBytes(_ count: Int) throws -> [UInt8] {
+        var result: [UInt8] = []
+        while result.count < count {
+            if self.readIndex == self.writeIndex {
+                if try !self.fill() { break }
+            }
+            let take = Swift.min(self.writeIndex - self.readIndex, count - result.count)
+            result.append(contentsOf: UnsafeRawBufferPointer(rebasing: self.buffered.prefix(take)))
+            self.readIndex += take
+        }
+        return result
+    }
+
     // MARK: - Sending
 
     /// Sends `raw` as UTF-8 bytes, exactly as given (write the `\r\n`s yourself).
