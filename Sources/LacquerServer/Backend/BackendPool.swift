@@ -72,7 +72,9 @@ final class BackendPool {
     var idleConnections: Int { self.idle.count }
 
     /// A connection for one exchange: an idle one, a new one, or the next to become free.
-    func acquire() -> EventLoopFuture<Lease> {
+    /// - Parameter connectTimeout: for a new connection, instead of the backend's (VCL's
+    ///   `bereq.connect_timeout`).
+    func acquire(connectTimeout: TimeAmount? = nil) -> EventLoopFuture<Lease> {
         self.eventLoop.preconditionInEventLoop()
         if self.isShutdown {
             return self.eventLoop.makeFailedFuture(BackendError.connectFailed("shutting down"))
@@ -86,7 +88,9 @@ final class BackendPool {
             }
         }
         if self.open < self.maxConnections {
-            return self.connect().map { Lease(connection: $0, reused: false) }
+            return self.connect(timeout: connectTimeout ?? self.backend.connectTimeout).map {
+                Lease(connection: $0, reused: false)
+            }
         }
         let promise = self.eventLoop.makePromise(of: Lease.self)
         let id = self.nextWaiterID
@@ -120,7 +124,7 @@ final class BackendPool {
         waiter.promise.fail(BackendError.queueTimeout)
     }
 
-    private func connect() -> EventLoopFuture<BackendChannelHandler> {
+    private func connect(timeout: TimeAmount) -> EventLoopFuture<BackendChannelHandler> {
         self.open += 1
         self.counters.increment(.backendConn)
         let limits = self.limits
@@ -134,7 +138,7 @@ final class BackendPool {
             return configuration
         }()
         let future = ClientBootstrap(group: self.eventLoop)
-            .connectTimeout(self.backend.connectTimeout)
+            .connectTimeout(timeout)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .channelOption(.autoRead, value: false)
             .channelInitializer { channel in
@@ -218,7 +222,7 @@ final class BackendPool {
     private func serveWaitersAfterClose() {
         guard !self.isShutdown, self.open < self.maxConnections, let waiter = self.waiters.popFirst() else { return }
         waiter.timer.cancel()
-        self.connect().map { Lease(connection: $0, reused: false) }.cascade(to: waiter.promise)
+        self.connect(timeout: self.backend.connectTimeout).map { Lease(connection: $0, reused: false) }.cascade(to: waiter.promise)
     }
 
     static func describe(_ error: any Error) -> String {

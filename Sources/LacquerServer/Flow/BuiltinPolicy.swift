@@ -101,7 +101,8 @@ enum BuiltinPolicy {
         variants: [Candidate],
         requestHeaders: HTTPHeaders,
         requestCacheControl cc: CacheControl,
-        now: Double
+        now: Double,
+        ttlCap: Double? = nil
     ) -> LookupOutcome<Candidate> {
         if variants.isEmpty {
             return .miss(fwd: .uriMiss)
@@ -115,7 +116,9 @@ enum BuiltinPolicy {
         guard let object = best else {
             return .miss(fwd: .varyMiss)
         }
-        let remaining = object.origin + object.ttl - now
+        // VCL's req.ttl caps the stored TTL for this lookup (Varnish's EXP_Ttl).
+        let ttl = ttlCap.map { min(object.ttl, max(0, $0)) } ?? object.ttl
+        let remaining = object.origin + ttl - now
         let age = max(0, now - object.origin)
         if cc.noCache {
             return .refresh(object, fwd: .request)

@@ -22,6 +22,8 @@ public struct FlowContext: VCLContext {
     var backendHint: VCLBackendRef?
     var hashAlwaysMiss = false
     var hashIgnoreBusy = false
+    /// VCL's req.ttl: an upper limit on the stored TTL for this request's lookups; nil when unset.
+    var reqTTL: Double?
     /// The connection's addresses; turned into VCL IPs only when VCL reads them.
     let peer: SocketAddress?
     let local: SocketAddress?
@@ -66,7 +68,6 @@ public struct FlowContext: VCLContext {
     var berespUncacheable = false
     var doGzip = false
     var doGunzip = false
-    var doStream = true
     // side effects
     var syntheticBody: String?
     var bans: [String] = []
@@ -186,7 +187,7 @@ public struct FlowContext: VCLContext {
 
     public func duration(_ variable: VCLDurationVariable) -> Double {
         switch variable {
-        case .reqTTL: 0
+        case .reqTTL: self.reqTTL ?? -1
         case .berespTTL: self.berespTTL
         case .berespGrace: self.berespGrace
         case .berespKeep: self.berespKeep
@@ -203,6 +204,7 @@ public struct FlowContext: VCLContext {
 
     public mutating func setDuration(_ variable: VCLDurationVariable, _ seconds: Double) {
         switch variable {
+        case .reqTTL: self.reqTTL = seconds
         case .berespTTL: self.berespTTL = seconds
         case .berespGrace: self.berespGrace = max(0, seconds)
         case .berespKeep: self.berespKeep = max(0, seconds)
@@ -222,7 +224,7 @@ public struct FlowContext: VCLContext {
         case .berespUncacheable: self.berespUncacheable
         case .berespDoGzip: self.doGzip
         case .berespDoGunzip: self.doGunzip
-        case .berespDoStream: self.doStream
+        case .berespDoStream: true
         case .berespDoESI: false
         }
     }
@@ -236,7 +238,7 @@ public struct FlowContext: VCLContext {
             self.berespUncacheable = self.berespUncacheable || value
         case .berespDoGzip: self.doGzip = value
         case .berespDoGunzip: self.doGunzip = value
-        case .berespDoStream: self.doStream = value
+        case .berespDoStream, .berespDoESI: break  // refused at compile time
         default: break
         }
     }

@@ -12,6 +12,11 @@ import NIOHTTP1
 extension RequestFlow {
     /// `vcl_miss` with coalescing.
     func coalescedFetch(key: CacheKey, stale: StaleCopy?, fwd: CacheStatusValue.Forward) {
+        if self.ctx.hashIgnoreBusy {
+            // req.hash_ignore_busy: do not wait on a fetch already running for the key; fetch
+            // (and store) our own, as Varnish's lookup does when told to ignore busy objects.
+            return self.fetch(.fill(key: key, stale: stale, fwd: fwd))
+        }
         switch self.server.coalescer.join(key, now: self.server.clock()) {
         case .leader(let busy):
             self.busy = busy

@@ -69,7 +69,9 @@ extension RequestFlow: BackendExchangeDelegate {
         let firstByteTimeout = TimeAmount.nanoseconds(Int64(self.ctx.firstByteTimeout * 1e9))
         let betweenBytesTimeout = TimeAmount.nanoseconds(Int64(self.ctx.betweenBytesTimeout * 1e9))
         let loopBound = NIOLoopBound(self, eventLoop: self.eventLoop)
-        pool.acquire().whenComplete { result in
+        // bereq.connect_timeout, when vcl_backend_fetch set it, for a new connection.
+        let connectTimeout = self.ctx.connectTimeout >= 0 ? TimeAmount.nanoseconds(Int64(self.ctx.connectTimeout * 1e9)) : nil
+        pool.acquire(connectTimeout: connectTimeout).whenComplete { result in
             let flow = loopBound.value
             switch result {
             case .success(let lease):
@@ -360,9 +362,22 @@ extension RequestFlow: BackendExchangeDelegate {
             if Self.statusHasBody(status) {
                 headers.replaceOrAdd(name: "Content-Length", value: String(body.readableBytes))
             }
-            if self.server.configuration.gzipOnStore, body.readableBytes <= self.server.memory.admissionLimit,
+            if self.ctx.doGunzip, BodyTransform.isGzip(headers),
+                let (plainHeaders, plainBody) = BodyTransform.gunzip(
+                    headers: headers, body: body, maxOutputBytes: self.server.configuration.diskMaxBufferedObjectBytes)
+            {
+                // beresp.do_gunzip: stored (and later delivered) without its gzip coding. The
+                // stored copy varies on what the origin said, nothing more.
+                headers = plainHeaders
+                headers.remove(name: "vary")
+                for value in self.storedHeaders["vary"] { headers.add(name: "Vary", value: value) }
+                body = plainBody
+                self.counters.increment(.gunzipped)
+            } else if self.server.configuration.gzipOnStore || self.ctx.doGzip, !self.ctx.doGunzip,
+                body.readableBytes <= self.server.memory.admissionLimit,
                 let (gzHeaders, gzBody) = BodyTransform.gzipForStore(status: status, headers: headers, body: body)
             {
+                // --gzip-on-store or beresp.do_gzip.
                 headers = gzHeaders
                 body = gzBody
                 self.counters.increment(.gzippedOnStore)

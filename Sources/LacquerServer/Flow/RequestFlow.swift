@@ -159,7 +159,7 @@ final class RequestFlow {
         }
         let outcome = BuiltinPolicy.lookup(
             variants: variants, requestHeaders: self.head.headers,
-            requestCacheControl: self.requestCacheControl, now: now)
+            requestCacheControl: self.requestCacheControl, now: now, ttlCap: self.ctx.reqTTL)
         switch outcome {
         case .hit(let object), .staleHit(let object), .refresh(let object, _):
             let wouldRefetch: Bool
@@ -232,7 +232,7 @@ final class RequestFlow {
             let now = flow.server.clock()
             let outcome = BuiltinPolicy.lookup(
                 variants: heads, requestHeaders: flow.head.headers,
-                requestCacheControl: flow.requestCacheControl, now: now)
+                requestCacheControl: flow.requestCacheControl, now: now, ttlCap: flow.ctx.reqTTL)
             switch outcome {
             case .hit(let head), .staleHit(let head), .refresh(let head, _):
                 let wouldRefetch: Bool

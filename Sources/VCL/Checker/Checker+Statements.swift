@@ -80,6 +80,11 @@ extension Checker {
                             hint: "it can be read in: \(Checker.describe(info.readable))")
             return nil
         }
+        if let reason = info.unsupportedWrite {
+            self.sink.error("'\(target.text)' cannot be set in Lacquer", at: target.location, length: target.length,
+                            hint: reason)
+            return nil
+        }
         self.use(info.writable, at: target.location, length: target.length,
                  hint: "\(target.text) can be set in: \(Checker.describe(info.writable))") {
             "'\(target.text)' cannot be set in \($0.rawValue)"

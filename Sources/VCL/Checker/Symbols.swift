@@ -53,6 +53,9 @@ struct VariableInfo: Sendable {
     var writable: SubSet
     /// Where `unset` is allowed (headers only).
     var unsettable: SubSet
+    /// Why setting it is refused although Varnish allows it: Lacquer does not do what it asks,
+    /// and a silent no-op would mislead.
+    var unsupportedWrite: String? = nil
 }
 
 enum Symbols {
@@ -106,7 +109,10 @@ enum Symbols {
         add("beresp.do_gzip", .bool, .bool(.berespDoGzip), read: beRW, write: beRW)
         add("beresp.do_gunzip", .bool, .bool(.berespDoGunzip), read: beRW, write: beRW)
         add("beresp.do_stream", .bool, .bool(.berespDoStream), read: beRW, write: beRW)
+        t["beresp.do_stream"]?.unsupportedWrite =
+            "Lacquer always streams a response to its client as it arrives; remove the line"
         add("beresp.do_esi", .bool, .bool(.berespDoESI), read: beRW, write: beRW)
+        t["beresp.do_esi"]?.unsupportedWrite = "Lacquer does not process Edge Side Includes"
         add("beresp.backend", .backend, .backend(.berespBackend), read: beRW)
         add("obj.status", .int, .int(.objStatus), read: SubSet(.hit))
         add("obj.reason", .string, .string(.objReason), read: SubSet(.hit))
