@@ -230,16 +230,6 @@ extension DirectiveScanner.Directive {
     }
 }
 
-extension Substring {
-    /// Drops leading and trailing SP / HTAB (RFC 9110 §5.6.3 OWS).
-    func trimmingOWS() -> Substring {
-        var result = self
-        while let first = result.first, first == " " || first == "\t" { result.removeFirst() }
-        while let last = result.last, last == " " || last == "\t" { result.removeLast() }
-        return result
-    }
-}
-
 /// Splits a `#cache-directive` list into lowercased names and unquoted values, honouring
 /// quoted strings (a comma inside quotes does not end a directive) and backslash escapes.
 struct DirectiveScanner {

@@ -42,7 +42,7 @@ public enum VaryKey {
             Self.appendEscaped(lowered, isName: true, to: &result)
             let lines = requestHeaders[lowered]
             if lowered == "accept-encoding" {
-                result += "=" + (Self.acceptsGzip(lines) ? "gzip" : "identity")
+                result += "=" + (AcceptEncoding.acceptsGzip(lines: lines) ? "gzip" : "identity")
             } else if lines.isEmpty {
                 result += "!"
             } else {
@@ -76,49 +76,6 @@ public enum VaryKey {
             }
         }
         return String(decoding: output, as: UTF8.self)
-    }
-
-    /// Whether an Accept-Encoding (RFC 9110 §12.5.3) accepts gzip with q > 0.
-    public static func acceptsGzip(_ lines: [String]) -> Bool {
-        var gzip: Double?
-        var star: Double?
-        for line in lines {
-            for member in line.split(separator: ",") {
-                let parts = member.split(separator: ";")
-                guard let coding = parts.first?.trimmingOWS().lowercased(), !coding.isEmpty else { continue }
-                var quality = 1.0
-                for parameter in parts.dropFirst() {
-                    let pair = parameter.split(separator: "=", maxSplits: 1)
-                    guard pair.count == 2, pair[0].trimmingOWS().lowercased() == "q" else { continue }
-                    // An unreadable weight is taken as 0: "not acceptable" is the safe reading.
-                    quality = Self.qvalue(pair[1].trimmingOWS()) ?? 0
-                }
-                switch coding {
-                case "gzip", "x-gzip": gzip = max(gzip ?? 0, quality)
-                case "*": star = max(star ?? 0, quality)
-                default: break
-                }
-            }
-        }
-        if let gzip { return gzip > 0 }
-        return (star ?? 0) > 0
-    }
-
-    /// `qvalue = ( "0" [ "." 0*3DIGIT ] ) / ( "1" [ "." 0*3("0") ] )` (RFC 9110 §12.4.2).
-    static func qvalue(_ text: Substring) -> Double? {
-        let bytes = Array(text.utf8)
-        guard let first = bytes.first, first == UInt8(ascii: "0") || first == UInt8(ascii: "1") else { return nil }
-        guard bytes.count > 1 else { return first == UInt8(ascii: "1") ? 1 : 0 }
-        guard bytes[1] == UInt8(ascii: "."), bytes.count <= 5 else { return nil }
-        var fraction = 0.0
-        var scale = 0.1
-        for byte in bytes[2...] {
-            guard byte >= UInt8(ascii: "0"), byte <= UInt8(ascii: "9") else { return nil }
-            fraction += Double(byte - UInt8(ascii: "0")) * scale
-            scale /= 10
-        }
-        if first == UInt8(ascii: "1") { return fraction == 0 ? 1 : nil }
-        return fraction
     }
 
     /// Escapes backslash and line breaks, and in names also `=` and `!`, which end a name.

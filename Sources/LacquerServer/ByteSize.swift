@@ -1,3 +1,4 @@
+import CachePolicy
 /// Parses sizes as operators write them: `1048576`, `512KiB`, `64MB`, `1GiB`, `2G`, `10k`.
 ///
 /// `KB`, `MB`, `GB`, `TB` are decimal (powers of 1000, as the SI says); `KiB`, `MiB`, … and the
@@ -5,7 +6,7 @@
 /// `B` may follow a number. Case-insensitive. Overflow and fractions are rejected.
 public enum ByteSize {
     public static func parse(_ text: String) -> Int? {
-        let trimmed = text.trimmingSpaces()
+        let trimmed = text.trimmingOWS()
         let digits = trimmed.prefix(while: { $0.isASCII && $0.isNumber })
         guard !digits.isEmpty, let value = Int(digits) else { return nil }
         let unit = trimmed.dropFirst(digits.count).lowercased()
@@ -27,11 +28,3 @@ public enum ByteSize {
     }
 }
 
-extension String {
-    func trimmingSpaces() -> Substring {
-        var s = Substring(self)
-        while let f = s.first, f == " " || f == "\t" { s = s.dropFirst() }
-        while let l = s.last, l == " " || l == "\t" { s = s.dropLast() }
-        return s
-    }
-}

@@ -107,13 +107,22 @@ struct VaryKeyTests {
         #expect(VaryKey.variant(names: [], requestHeaders: headers(("Accept", "x"))) == "")
     }
 
-    @Test("qvalue grammar (RFC 9110 §12.4.2)", arguments: [("1", 1.0), ("1.000", 1.0), ("0.5", 0.5), ("0", 0.0), ("0.", 0.0)] as [(String, Double)])
-    func qvalues(text: String, expected: Double) {
-        #expect(VaryKey.qvalue(text[...]) == expected)
+    @Test("qvalue grammar (RFC 9110 §12.4.2), in thousandths", arguments: [("1", 1000), ("1.000", 1000), ("0.5", 500), ("0", 0), ("0.", 0), ("0.001", 1)] as [(String, Int)])
+    func qvalues(text: String, expected: Int) {
+        #expect(QValue.parse(text) == expected)
     }
 
     @Test("Invalid qvalues are rejected (RFC 9110 §12.4.2)", arguments: ["1.001", "2", "0.1234", ".5", "", "0,5", "-0"])
     func invalidQvalues(text: String) {
-        #expect(VaryKey.qvalue(text[...]) == nil)
+        #expect(QValue.parse(text) == nil)
+    }
+
+    @Test("The Vary key's Accept-Encoding reading is delivery's: gzip exactly when the client takes gzip", arguments: [
+        "gzip;q=abc, *", "*;q=abc", "gzip;q=0, *", "*, gzip;q=0.001", "x-gzip", "br", "", "gzip;q=1.0000", "GZIP ; Q=0.5",
+    ])
+    func varyAgreesWithDelivery(value: String) {
+        let fields = headers(("Accept-Encoding", value))
+        let variant = VaryKey.variant(names: ["accept-encoding"], requestHeaders: fields)
+        #expect(variant == (AcceptEncoding.acceptsGzip(fields) ? "accept-encoding=gzip\n" : "accept-encoding=identity\n"))
     }
 }

@@ -354,12 +354,13 @@ struct CompressionTests {
             ("gzip;q=0, *;q=0.5", false),
             ("gzip;q=0.5, *;q=0", true),
             ("x-gzip;q=0, gzip", true),  // the better of the two aliases
-            ("gzip;q=1.001", false),  // invalid weights make the member ignored
+            ("gzip;q=1.001", false),  // an unreadable weight counts as 0
             ("gzip;q=2", false),
             ("gzip;q=", false),
             ("gzip;q=0.5000", false),
             ("gzip;q=abc, br", false),
-            ("gzip;q=abc, *", true),
+            ("gzip;q=abc, *", false),  // …and, as an explicit gzip member, hides the wildcard
+            ("*;q=abc", false),
             ("gzipx, xgzip", false),
             (",, gzip ,", true),
         ]

@@ -3,6 +3,7 @@ import Glibc
 #elseif canImport(Musl)
 import Musl
 #endif
+import CachePolicy
 import NIOCore
 
 /// An access list of address prefixes, matched on the TCP peer (never on a header).
@@ -32,7 +33,7 @@ public struct ACL: Sendable, Equatable, CustomStringConvertible {
 
     /// Parses `ADDR[/BITS]` (optionally prefixed by `!`). Throws a message naming what is wrong.
     public static func parseEntry(_ text: String) throws(ACLParseError) -> Entry {
-        var spec = Substring(text.trimmingSpaces())
+        var spec = Substring(text.trimmingOWS())
         var negated = false
         if spec.hasPrefix("!") {
             negated = true

@@ -18,7 +18,7 @@ enum BodyTransform {
 
     /// The lowercased, trimmed members of a comma-separated field value.
     static func tokens(_ value: String) -> [String] {
-        value.split(separator: ",").map { String($0).trimmingSpaces().lowercased() }
+        value.split(separator: ",").map { String($0).trimmingOWS().lowercased() }
     }
 
     static func forbidsTransform(_ headers: HTTPHeaders) -> Bool {

@@ -1,3 +1,4 @@
+import CachePolicy
 import CompressNIO
 import NIOCore
 import NIOHTTP1
@@ -240,35 +241,9 @@ final class GzipEncoder {
 
 /// Content-coding decisions at the edge (RFC 9110 §8.4, §12.5.3).
 enum ContentCoding {
-    /// Whether the client accepts a gzip-coded response (RFC 9110 §12.5.3).
-    ///
-    /// `gzip` and its alias `x-gzip` (§8.4.1.3) with a weight above 0 accept; an explicit
-    /// `gzip;q=0` refuses even when `*` is acceptable (the more specific member wins); otherwise
-    /// `*` with a weight above 0 accepts. A member with an invalid weight is ignored. Without any
-    /// `Accept-Encoding` field the answer is no: §12.5.3 lets a server assume any coding then,
-    /// but plenty of scripted clients omit it without decoding gzip, and Varnish gunzips for them too.
+    /// Whether the client accepts a gzip-coded response (`AcceptEncoding.acceptsGzip`).
     static func acceptsGzip(_ requestHeaders: HTTPHeaders) -> Bool {
-        Self.acceptsGzip(lines: requestHeaders["accept-encoding"])
-    }
-
-    /// `acceptsGzip` over the Accept-Encoding field lines themselves.
-    static func acceptsGzip(lines: [String]) -> Bool {
-        var gzipWeight: Int?
-        var anyWeight: Int?
-        for line in lines {
-            for member in line.split(separator: ",") {
-                let parts = member.split(separator: ";", omittingEmptySubsequences: false)
-                let coding = Self.trimmed(parts[0]).lowercased()
-                guard !coding.isEmpty, let weight = Self.weight(parts.dropFirst()) else { continue }
-                switch coding {
-                case "gzip", "x-gzip": gzipWeight = max(gzipWeight ?? 0, weight)
-                case "*": anyWeight = max(anyWeight ?? 0, weight)
-                default: break
-                }
-            }
-        }
-        if let gzipWeight { return gzipWeight > 0 }
-        return (anyWeight ?? 0) > 0
+        AcceptEncoding.acceptsGzip(requestHeaders)
     }
 
     /// Whether a body of this media type is worth gzipping: text (except `text/event-stream`,
@@ -280,7 +255,7 @@ enum ContentCoding {
         guard let contentType,
             let mediaType = contentType.split(separator: ";", omittingEmptySubsequences: false).first
         else { return false }
-        let lowered = Self.trimmed(mediaType).lowercased()
+        let lowered = mediaType.trimmingOWS().lowercased()
         let parts = lowered.split(separator: "/", omittingEmptySubsequences: false)
         guard parts.count == 2, !parts[0].isEmpty, !parts[1].isEmpty else { return false }
         let type = parts[0]
@@ -303,45 +278,10 @@ enum ContentCoding {
     /// names one must not be reused for the other (§8.8.1); a weak tag only claims the two are
     /// semantically equivalent, which a content coding keeps. A malformed tag is quoted first.
     static func weakened(etag: String) -> String {
-        let tag = Self.trimmed(etag[...])
+        let tag = etag.trimmingOWS()
         if tag.hasPrefix("W/") { return String(tag) }
         if tag.count >= 2, tag.hasPrefix("\""), tag.hasSuffix("\"") { return "W/" + tag }
         return "W/\"" + tag.filter { $0 != "\"" } + "\""
     }
 
-    /// `weight = OWS ";" OWS "q=" qvalue` (RFC 9110 §12.4.2) in thousandths; 1000 when absent,
-    /// `nil` when malformed. Other parameters are not defined for Accept-Encoding and are skipped.
-    private static func weight(_ parameters: ArraySlice<Substring>) -> Int? {
-        var result = 1000
-        for parameter in parameters {
-            let pair = parameter.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
-            guard Self.trimmed(pair[0]).lowercased() == "q" else { continue }
-            guard pair.count == 2, let value = Self.qvalue(Self.trimmed(pair[1])) else { return nil }
-            result = value
-        }
-        return result
-    }
-
-    /// `qvalue = ( "0" [ "." 0*3DIGIT ] ) / ( "1" [ "." 0*3("0") ] )` (RFC 9110 §12.4.2).
-    private static func qvalue(_ text: Substring) -> Int? {
-        let bytes = Array(text.utf8)
-        guard let first = bytes.first, first == UInt8(ascii: "0") || first == UInt8(ascii: "1") else { return nil }
-        var value = Int(first - UInt8(ascii: "0")) * 1000
-        guard bytes.count > 1 else { return value }
-        guard bytes[1] == UInt8(ascii: "."), bytes.count <= 5 else { return nil }
-        var scale = 100
-        for byte in bytes[2...] {
-            guard byte >= UInt8(ascii: "0"), byte <= UInt8(ascii: "9") else { return nil }
-            value += Int(byte - UInt8(ascii: "0")) * scale
-            scale /= 10
-        }
-        return value <= 1000 ? value : nil
-    }
-
-    private static func trimmed(_ text: Substring) -> Substring {
-        var result = text
-        while let first = result.first, first == " " || first == "\t" { result.removeFirst() }
-        while let last = result.last, last == " " || last == "\t" { result.removeLast() }
-        return result
-    }
 }

@@ -107,18 +107,13 @@ enum BuiltinPolicy {
         if variants.isEmpty {
             return .miss(fwd: .uriMiss)
         }
-        var best: Candidate?
-        for object in variants where VaryKey.variant(names: object.varyNames, requestHeaders: requestHeaders) == object.variant {
-            if best == nil || object.responseTime > best!.responseTime {
-                best = object
-            }
+        let selected = HitRules.selectVariant(variants) {
+            VaryKey.variant(names: $0.varyNames, requestHeaders: requestHeaders) == $0.variant
         }
-        guard let object = best else {
+        guard let object = selected else {
             return .miss(fwd: .varyMiss)
         }
-        // VCL's req.ttl caps the stored TTL for this lookup (Varnish's EXP_Ttl).
-        let ttl = ttlCap.map { min(object.ttl, max(0, $0)) } ?? object.ttl
-        let remaining = object.origin + ttl - now
+        let remaining = HitRules.remainingFreshness(object, now: now, ttlCap: ttlCap)
         let age = max(0, now - object.origin)
         if cc.noCache {
             return .refresh(object, fwd: .request)

@@ -351,18 +351,12 @@ final class RequestFlow {
     /// buffer with the (inline) body. Returns false, having written nothing, when the request
     /// needs more than that; `writeStoredHead` then does it all.
     private func deliverPlain(_ object: StoredObject, xStatus: XCacheStatus, cacheStatus: CacheStatusValue, now: Double) -> Bool {
-        guard object.plainDeliverable, !self.userDefines(.deliver), !self.finished, !self.clientIsGone else { return false }
+        guard !self.userDefines(.deliver), !self.finished, !self.clientIsGone else { return false }
         let method = self.head.method
-        guard method == .GET || method == .HEAD else { return false }
         let requestHeaders = self.head.headers
-        if requestHeaders.contains(name: "range") || requestHeaders.contains(name: "if-none-match")
-            || requestHeaders.contains(name: "if-modified-since")
-        {
-            return false
-        }
-        if object.mentionsGzip, !ContentCoding.acceptsGzip(requestHeaders) {
-            return false
-        }
+        guard HitRules.wantsStoredAsIs(method: method, requestHeaders: requestHeaders),
+            HitRules.deliverableAsStored(object, clientTakesGzip: AcceptEncoding.acceptsGzip(requestHeaders))
+        else { return false }
         self.closeAfter = self.client.mustCloseAfter(self.head)
         let (head, largeBody) = PlainHit.encode(
             object, withBody: method != .HEAD, age: object.age(at: now), xStatus: xStatus, cacheStatus: cacheStatus,

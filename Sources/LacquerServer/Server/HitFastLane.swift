@@ -137,34 +137,15 @@ final class HitFastLane: ChannelInboundHandler {
         let key = buffer.withUnsafeReadableBytes { bytes in
             CacheKey(host: UnsafeRawBufferPointer(rebasing: bytes[head.host]), target: UnsafeRawBufferPointer(rebasing: bytes[head.target]))
         }
-        // What the request's Accept-Encoding selects (Vary) and allows (a gzip body as it is),
-        // read as the flow reads it; no Accept-Encoding selects identity and allows no gzip.
-        var selectsGzip = false
-        var allowsGzip = false
-        if let range = head.acceptEncoding {
-            let lines = [buffer.withUnsafeReadableBytes { String(decoding: UnsafeRawBufferPointer(rebasing: $0[range]), as: UTF8.self) }]
-            selectsGzip = VaryKey.acceptsGzip(lines)
-            allowsGzip = ContentCoding.acceptsGzip(lines: lines)
-        }
-        let selectedVariant = selectsGzip ? Self.gzipVariant : Self.identityVariant
         let now = server.clock()
-        guard
-            let object = server.memory.selectVariant(
-                for: key,
-                matching: { object in
-                    let names = object.varyNames
-                    if names.isEmpty { return .matches }
-                    // A Vary on anything but Accept-Encoding is the flow's to evaluate.
-                    guard names.count == 1, names[0] == "accept-encoding" else { return .unknown }
-                    return object.variant == selectedVariant ? .matches : .differs
-                },
-                servable: { object in
-                    object.plainDeliverable && (allowsGzip || !object.mentionsGzip) && object.remainingTTL(at: now) > 0
-                })
+        let acceptEncoding = head.acceptEncoding.map { range in
+            buffer.withUnsafeReadableBytes { String(decoding: UnsafeRawBufferPointer(rebasing: $0[range]), as: UTF8.self) }
+        }
+        guard let object = Self.storedResponse(memory: server.memory, key: key, acceptEncoding: acceptEncoding, now: now)
         else { return false }
         server.counters.increment(.cacheHit)
         server.counters.increment(.cacheHitFast)
-        let status = CacheStatusValue(hit: true, ttl: Int(object.remainingTTL(at: now).rounded(.down)))
+        let status = CacheStatusValue(hit: true, ttl: Int(HitRules.remainingFreshness(object, now: now).rounded(.down)))
         let (response, largeBody) = PlainHit.encode(
             object, withBody: !head.isHead, age: object.age(at: now), xStatus: .hit, cacheStatus: status,
             close: false, viaLine: server.viaLine, cacheName: server.cacheStatusName,
@@ -175,5 +156,29 @@ final class HitFastLane: ChannelInboundHandler {
         }
         self.connection.fastLaneAnswered()
         return true
+    }
+
+    /// The stored object the lane answers a plain GET or HEAD for `key` with, given its one
+    /// Accept-Encoding value (nil: none), or nil when the flow must decide. The variant is the
+    /// one `BuiltinPolicy.lookup` selects, when every variant varies on nothing or on
+    /// Accept-Encoding alone; it must be fresh and deliverable as stored, by `HitRules`.
+    static func storedResponse(memory: MemoryTier, key: CacheKey, acceptEncoding: String?, now: Double) -> StoredObject? {
+        // What the request's Accept-Encoding selects (Vary) and allows (a gzip body as it is),
+        // read as the flow reads it; no Accept-Encoding selects identity and allows no gzip.
+        let takesGzip = acceptEncoding.map { AcceptEncoding.acceptsGzip(lines: [$0]) } ?? false
+        let selectedVariant = takesGzip ? Self.gzipVariant : Self.identityVariant
+        return memory.selectVariant(
+            for: key,
+            matching: { object in
+                let names = object.varyNames
+                if names.isEmpty { return .matches }
+                // A Vary on anything but Accept-Encoding is the flow's to evaluate.
+                guard names.count == 1, names[0] == "accept-encoding" else { return .unknown }
+                return object.variant == selectedVariant ? .matches : .differs
+            },
+            servable: { object in
+                HitRules.deliverableAsStored(object, clientTakesGzip: takesGzip)
+                    && HitRules.remainingFreshness(object, now: now) > 0
+            })
     }
 }

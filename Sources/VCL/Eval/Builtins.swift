@@ -1,3 +1,5 @@
+import CachePolicy
+
 /// Run-time helpers behind the built-in functions and type conversions.
 enum Builtins {
     /// INT to string.
@@ -23,17 +25,11 @@ enum Builtins {
         return Int(d.rounded(.towardZero))
     }
 
-    static func trimmed(_ s: String) -> Substring {
-        var sub = Substring(s)
-        while let f = sub.first, f == " " || f == "\t" { sub = sub.dropFirst() }
-        while let l = sub.last, l == " " || l == "\t" { sub = sub.dropLast() }
-        return sub
-    }
 
     /// std.integer / std.real / std.duration.
     static func parse(_ s: String?, as type: VCLType) -> Double? {
         guard let s else { return nil }
-        let t = self.trimmed(s)
+        let t = s.trimmingOWS()
         switch type {
         case .int:
             return Int(t).flatMap { abs($0) <= 9_007_199_254_740_992 ? Double($0) : nil }

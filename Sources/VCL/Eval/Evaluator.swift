@@ -1,3 +1,5 @@
+import CachePolicy
+
 /// Walks compiled instructions for one request against a `VCLContext`. Generic over the context
 /// so the server's concrete type is used directly (no existential box per variable access).
 /// A `return` anywhere (including in a called sub) ends the built-in sub being run.
@@ -181,7 +183,7 @@ struct Evaluator<C: VCLContext> {
         case .constant(let ip): return ip
         case .variable(let v): return ctx.ip(v)
         case .parse(let s, let fallback):
-            if let text = try self.string(s, &ctx), let ip = VCLIP(parsing: String(Builtins.trimmed(text))) { return ip }
+            if let text = try self.string(s, &ctx), let ip = VCLIP(parsing: String(text.trimmingOWS())) { return ip }
             return try self.ip(fallback, &ctx)
         }
     }
