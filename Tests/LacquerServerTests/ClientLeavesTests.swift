@@ -152,14 +152,20 @@ struct ClientLeavesTests {
             for round in 0..<6 {
                 let purge = try await runBlocking { try httpGet(port: port, target, method: "PURGE") }
                 #expect(purge.status == 200 || purge.status == 404)
-                async let leader = runBlocking { try httpGet(port: port, target, timeout: 20) }
+                // The leader's request is on the wire before the waiter's is sent.
+                let leaderClient = try RawHTTPClient(port: port, timeout: 20)
+                try leaderClient.send(bytes: RawHTTPClient.serialize("GET", target))
+                async let leader = runBlocking { try leaderClient.readResponse() }
                 try await Task.sleep(for: .milliseconds(50))
                 let waiter = try await runBlocking { try httpGet(port: port, target, timeout: 20) }
                 let first = try await leader
+                leaderClient.close()
                 #expect(first.status == 200)
                 #expect(Self.difference(first.body, expected) == nil, "round \(round): the leader's body")
                 #expect(waiter.status == 200)
-                #expect(waiter.header("Cache-Status")?.contains("collapsed") == true, "round \(round): not collapsed")
+                #expect(
+                    waiter.header("Cache-Status")?.contains("collapsed") == true,
+                    "round \(round): the second request was \(waiter.header("Cache-Status") ?? "-")")
                 #expect(Self.difference(waiter.body, expected) == nil, "round \(round): the waiter's body")
             }
             #expect(lacquer.counters[.coalescedWaiters] >= 6)

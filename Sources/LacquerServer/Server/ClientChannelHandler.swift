@@ -50,8 +50,11 @@ final class FirstByteObserver: ChannelInboundHandler, RemovableChannelHandler {
     }
 }
 
-/// One client connection: validates each request head, runs one `RequestFlow` per request,
-/// streams request bodies to it, and enforces the client limits and timeouts of HARDENING.md §2/§4.
+/// One client connection: a thin driver of `ClientConnectionStateMachine`. It turns pipeline
+/// events into the machine's events and carries out the actions it returns: start a flow per
+/// request, stream request bodies to it, write the ends of responses and refusals, schedule the
+/// one timer, close. It decides nothing itself, so a confused peer can close the connection but
+/// never trap the process.
 ///
 /// `HTTPServerPipelineHandler` (before us) holds pipelined requests back until the previous
 /// response's `.end` is written, so at most one flow runs per connection at a time.
@@ -59,68 +62,42 @@ final class FirstByteObserver: ChannelInboundHandler, RemovableChannelHandler {
 /// A request with a body starts its flow as soon as its head is valid; the body's parts go to a
 /// `RequestBodyStream` as they arrive, and the stream stops our reads from the socket (we
 /// swallow `read()`) while the backend does not keep up, so an upload of any size holds only
-/// a few reads in memory. A response that ends before the request body does leaves the rest
-/// to be drained (at most `drainBytes`) or the connection closed.
-///
-/// States: idle (keep-alive timer) → head received (no body: until `.end`) → processing (flow
-/// owns the response; body timer while a body arrives) → idle, or discarding the rest of a body
-/// → idle … ; `closing` after any response that ends the connection.
+/// a few reads in memory.
 final class ClientChannelHandler: ChannelDuplexHandler, RemovableChannelHandler, RequestBodySource {
     typealias InboundIn = HTTPServerRequestPart
     typealias OutboundIn = HTTPServerResponsePart
     typealias OutboundOut = HTTPServerResponsePart
-
-    private enum State {
-        case idle
-        /// A request without a body, until its `.end`.
-        case receiving(head: HTTPRequestHead, host: String)
-        /// A request we already answered whose remaining body we skip.
-        case discarding(bytes: Int)
-        case processing(RequestFlow)
-        case closing
-    }
+    typealias StateMachine = ClientConnectionStateMachine<RequestFlow, RequestBodyStream>
 
     let server: ServerContext
-    private var state: State = .idle
+    private var state: StateMachine
     private var context: ChannelHandlerContext?
     private var timer: Scheduled<Void>?
-    private var deadline = NIODeadline.distantFuture
-    private var deadlineCounter = Counter.sessClosedIdle
-    private var deadlineArmed = false
-    /// When the current request's body must be complete (set when its head arrives).
-    private var bodyDeadline: NIODeadline?
-    private var requestsServed = 0
-    /// Responses completed (or refusals written) for requests that came through the decoder;
-    /// `HitFastLane` compares it with the requests it handed over.
-    private(set) var responsesCompleted = 0
-    private var sawFirstByte = false
-    /// The body of the request being processed, while it is still arriving.
-    private var upload: RequestBodyStream?
-    /// Set while the upload's backend does not keep up: `read()` is held back.
-    private var readingPaused = false
-    private var readPending = false
-    /// Whether the current request's final response head was written.
-    private var responseStarted = false
     private(set) var peer: SocketAddress?
     private(set) var local: SocketAddress?
+    /// The connection's event loop, captured once: a flow may ask for it after the handler was
+    /// removed from its pipeline (the client left), so it never depends on the context.
+    let eventLoop: any EventLoop
+    /// The clock deadlines are measured on (NIO's monotonic one; tests may pass their own).
+    private let now: @Sendable () -> NIODeadline
 
     /// The byte observer before the decoder (for classifying parser errors).
     weak var observer: FirstByteObserver?
     /// The response encoder (told which responses answer HEAD and which are pre-encoded).
     weak var encoder: ResponseEncoder?
 
-    /// The connection's event loop, captured once: a flow may ask for it after the handler was
-    /// removed from its pipeline (the client left), so it never depends on the context.
-    let eventLoop: any EventLoop
-
-    init(server: ServerContext, eventLoop: any EventLoop) {
+    init(server: ServerContext, eventLoop: any EventLoop, now: @escaping @Sendable () -> NIODeadline = { .now() }) {
         self.server = server
         self.eventLoop = eventLoop
+        self.now = now
+        self.state = StateMachine(limits: server.configuration.limits, timeouts: server.configuration.clientTimeouts)
     }
 
     var allocator: ByteBufferAllocator { self.context?.channel.allocator ?? ByteBufferAllocator() }
     var isWritable: Bool { self.context?.channel.isWritable ?? false }
     var isActive: Bool { self.context?.channel.isActive ?? false }
+    /// Responses completed for requests that came through the decoder (see the state machine).
+    var responsesCompleted: Int { self.state.responsesCompleted }
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
@@ -135,208 +112,123 @@ final class ClientChannelHandler: ChannelDuplexHandler, RemovableChannelHandler,
 
     func channelActive(context: ChannelHandlerContext) {
         self.server.counters.increment(.sessConn)
-        self.armIdleTimer()
+        self.state.activated(now: self.now())
+        self.scheduleTimerIfAsked()
         context.fireChannelActive()
     }
 
-    /// Called by `FirstByteObserver`: a new request started arriving.
+    /// Called by `FirstByteObserver` and the fast lane: a new request started arriving.
     func bytesArrived() {
-        guard !self.sawFirstByte, case .idle = self.state else { return }
-        self.sawFirstByte = true
-        self.arm(self.server.configuration.clientTimeouts.header, counter: .sessClosedTimeout)
+        self.state.bytesArrived(now: self.now())
+        self.scheduleTimerIfAsked()
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         switch self.unwrapInboundIn(data) {
         case .head(let head):
-            self.receivedHead(head, context: context)
+            self.server.counters.increment(.clientReq)
+            self.encoder?.respondingToHead = head.method == .HEAD
+            self.run(self.state.requestHead(head, now: self.now()))
         case .body(let buffer):
-            self.receivedBody(buffer, context: context)
+            self.run(self.state.requestBody(bytes: buffer.readableBytes, now: self.now()), body: buffer)
         case .end:
-            self.receivedEnd(context: context)
+            self.run(self.state.requestEnd(now: self.now()))
         }
     }
 
-    private func receivedHead(_ head: HTTPRequestHead, context: ChannelHandlerContext) {
-        guard case .idle = self.state else {
-            if case .closing = self.state { return }
-            return self.closeNow()
-        }
-        self.server.counters.increment(.clientReq)
-        self.encoder?.respondingToHead = head.method == .HEAD
-        let limits = self.server.configuration.limits
-        let host: String
-        do {
-            host = try RequestValidation.validate(head, limits: limits)
-        } catch {
-            self.server.counters.increment(error.counter)
-            self.state = .closing
-            self.writeSynthetic(status: error.status, reason: error.reason, close: true, headRequest: head.method == .HEAD)
-            return
-        }
-        if let length = head.headers.first(name: "content-length").flatMap(Int.init), length > limits.requestBodyBytes {
-            self.server.counters.increment(.clientReq413)
-            self.state = .closing
-            self.writeSynthetic(status: 413, reason: "Request body larger than \(limits.requestBodyBytes) bytes", close: true, headRequest: false)
-            return
-        }
-        if let expect = head.headers.first(name: "expect") {
-            guard expect.lowercased() == "100-continue" else {
-                self.state = .closing
-                self.writeSynthetic(status: 417, reason: "Unsupported Expect value", close: true, headRequest: false)
-                return
-            }
-            if head.version.minor >= 1 {
-                context.writeAndFlush(
-                    self.wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .continue))), promise: nil)
-            }
-        }
-        self.responseStarted = false
-        guard let framing = Self.bodyFraming(head) else {
-            self.state = .receiving(head: head, host: host)
-            self.armBodyTimer()
-            return
-        }
-        // A body: the flow starts now and the body streams to it.
-        let upload = RequestBodyStream(framing: framing, source: self)
-        self.upload = upload
-        let flow = RequestFlow(server: self.server, client: self, head: head, host: host, body: upload)
-        self.state = .processing(flow)
-        self.armBodyTimer()
-        flow.start()
-    }
+    // MARK: - Carrying out actions
 
-    /// How the request's body is framed, or nil when it has none (RFC 9112 §6.3: a request
-    /// without Content-Length or Transfer-Encoding, HTTP/1.0 included, has no body).
-    static func bodyFraming(_ head: HTTPRequestHead) -> RequestBodyStream.Framing? {
-        if head.headers.contains(name: "transfer-encoding") {
-            return .chunked
-        }
-        if let length = head.headers.first(name: "content-length").flatMap(Int.init), length > 0 {
-            return .length(length)
-        }
-        return nil
-    }
-
-    private func receivedBody(_ buffer: ByteBuffer, context: ChannelHandlerContext) {
-        switch self.state {
-        case .processing(let flow):
-            guard let upload = self.upload else { return self.closeNow() }
-            let limit = self.server.configuration.limits.requestBodyBytes
-            if upload.received + buffer.readableBytes > limit {
-                // A chunked body (a Content-Length over the limit was refused at the head).
-                self.server.counters.increment(.clientReq413)
-                self.upload = nil
-                upload.abort()
-                self.state = .closing
-                flow.abandonRequest()
-                if self.responseStarted {
-                    self.closeNow()
-                } else {
-                    self.writeSynthetic(
-                        status: 413, reason: "Request body larger than \(limit) bytes", close: true, headRequest: false)
-                }
-                return
-            }
-            upload.append(buffer)
-            if !self.readingPaused, self.upload != nil {
-                self.armBodyTimer()
-            }
-        case .discarding(let bytes):
-            let total = bytes + buffer.readableBytes
-            if total > self.server.configuration.limits.drainBytes {
-                self.closeNow()
-            } else {
-                self.state = .discarding(bytes: total)
-            }
-        case .closing:
+    /// Carries out `action`; `body` is the request body part the action is about, if any.
+    private func run(_ action: StateMachine.Action, body: ByteBuffer? = nil) {
+        switch action {
+        case .none:
             break
-        case .idle, .receiving:
-            self.closeNow()
-        }
-    }
-
-    private func receivedEnd(context: ChannelHandlerContext) {
-        switch self.state {
-        case .receiving(let head, let host):
-            self.cancelTimer()
-            let flow = RequestFlow(server: self.server, client: self, head: head, host: host, body: nil)
-            self.state = .processing(flow)
+        case .refuse(let refusal):
+            self.writeRefusal(refusal)
+        case .writeContinue:
+            self.writeContinue()
+        case .startFlow(let head, let host, let framing, let sendContinue):
+            if sendContinue { self.writeContinue() }
+            let upload = framing.map { RequestBodyStream(framing: $0, source: self) }
+            let flow = RequestFlow(server: self.server, client: self, head: head, host: host, body: upload)
+            self.state.flowStarted(flow, upload: upload, now: self.now())
+            self.scheduleTimerIfAsked()
             flow.start()
-        case .processing:
-            guard let upload = self.upload else { return self.closeNow() }
-            self.upload = nil
-            self.cancelTimer()
-            self.resumeReading()
+        case .appendBody(let upload):
+            if let body { upload.append(body) }
+        case .endBody(let upload):
+            if case .read = self.state.resumeReading(now: self.now()) { self.context?.read() }
             upload.end()
-        case .discarding:
-            self.state = .idle
-            self.armIdleTimer()
-        case .closing:
-            break
-        case .idle:
+        case .bodyTooLarge(let flow, let upload, let refusal):
+            self.server.counters.increment(.clientReq413)
+            upload.abort()
+            flow.abandonRequest()
+            if let refusal {
+                self.writeRefusal(refusal)
+            } else {
+                self.closeNow()
+            }
+        case .malformedBody(let flow, let upload, let refusal):
+            upload.abort()
+            flow.abandonRequest()
+            self.writeRefusal(refusal)
+        case .finishResponse(let close, let detach, let read):
+            detach?.detach()
+            self.writeEnd(close: close)
+            if read { self.context?.read() }
+        case .abort(let upload):
+            upload?.abort()
             self.closeNow()
+        case .clientGone(let flow, let upload, let uploadCut, let counter):
+            if let counter { self.server.counters.increment(counter) }
+            if let upload {
+                // Gone mid-upload: the backend exchange is abandoned (its connection closed, not reused).
+                if uploadCut { self.server.counters.increment(.clientGoneMidUpload) }
+                upload.abort()
+            }
+            flow?.clientGone()
+            self.closeNow()
+        case .close(let counter):
+            if let counter { self.server.counters.increment(counter) }
+            self.closeNow()
+        case .read:
+            self.context?.read()
         }
+        self.scheduleTimerIfAsked()
     }
 
     // MARK: - The fast lane
 
-    /// Whether `HitFastLane` may answer the next request itself: the connection is idle, every
-    /// request it handed to the decoder has been answered, and this is not the connection's
-    /// last request (that one goes through the flow, which adds `Connection: close`).
+    /// Whether `HitFastLane` may answer the next request itself.
     func fastLaneMayAnswer(handedOver: Int) -> Bool {
-        guard case .idle = self.state, handedOver == self.responsesCompleted else { return false }
-        return self.requestsServed + 1 < self.server.configuration.limits.requestsPerConnection
+        self.state.fastLaneMayAnswer(handedOver: handedOver)
     }
 
     /// `HitFastLane` answered a request: count it and go back to waiting for the next one.
     func fastLaneAnswered() {
         self.server.counters.increment(.clientReq)
-        self.requestsServed += 1
-        self.armIdleTimer()
+        self.state.fastLaneAnswered(now: self.now())
+        self.scheduleTimerIfAsked()
     }
 
     // MARK: - Request body backpressure
 
     func pauseReading() {
-        guard !self.readingPaused else { return }
-        self.readingPaused = true
-        // The client is not stalling: we are holding it back. No body timer meanwhile.
-        if self.upload != nil { self.cancelTimer() }
+        self.state.pauseReading()
     }
 
     func resumeReading() {
-        guard self.readingPaused else { return }
-        self.readingPaused = false
-        if self.upload != nil {
-            self.armBodyTimer()
-        }
-        if self.readPending {
-            self.readPending = false
-            self.context?.read()
-        }
+        self.run(self.state.resumeReading(now: self.now()))
     }
 
     func read(context: ChannelHandlerContext) {
-        if self.readingPaused {
-            self.readPending = true
-            return
+        if self.state.readRequested() {
+            context.read()
         }
-        context.read()
-    }
-
-    /// Whether what is left of the current request body may be drained after the response
-    /// (a known remainder within `drainBytes`) rather than the connection closed.
-    private var bodyLeftIsDrainable: Bool {
-        guard let upload = self.upload else { return true }
-        if case .length(let length) = upload.framing {
-            return length - upload.received <= self.server.configuration.limits.drainBytes
-        }
-        return false
     }
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
-        if case .processing(let flow) = self.state, context.channel.isWritable {
+        if context.channel.isWritable, let flow = self.state.currentFlow {
             flow.clientWritable()
         }
         context.fireChannelWritabilityChanged()
@@ -344,68 +236,30 @@ final class ClientChannelHandler: ChannelDuplexHandler, RemovableChannelHandler,
 
     func channelInactive(context: ChannelHandlerContext) {
         self.dropTimer()
-        if let upload = self.upload {
-            // Gone mid-upload: the backend exchange is abandoned (its connection closed, not reused).
-            self.upload = nil
-            self.server.counters.increment(.clientGoneMidUpload)
-            upload.abort()
+        let action = self.state.inactive()
+        if case .clientGone(let flow, let upload, let uploadCut, _) = action {
+            if let upload {
+                if uploadCut { self.server.counters.increment(.clientGoneMidUpload) }
+                upload.abort()
+            }
+            flow?.clientGone()
         }
-        if case .processing(let flow) = self.state {
-            self.state = .closing
-            flow.clientGone()
-        }
-        self.state = .closing
         context.fireChannelInactive()
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        if let parserError = error as? HTTPParserError {
-            switch self.state {
-            case .idle, .receiving, .discarding:
-                self.state = .closing
-                switch parserError {
-                case .headerOverflow:
-                    self.server.counters.increment(.clientReq431)
-                    self.writeSynthetic(status: 431, reason: "Malformed request (\(parserError))", close: true, headRequest: false)
-                case .invalidMethod where FirstByteObserver.looksLikeUnknownMethod(self.observer?.prefix ?? []):
-                    // A well-formed request line with a method the parser does not know:
-                    // RFC 9110 §9.1 says 501, not a framing error.
-                    self.server.counters.increment(.clientReq501)
-                    self.writeSynthetic(status: 501, reason: "Method not implemented", close: true, headRequest: false)
-                default:
-                    self.server.counters.increment(.clientReq400)
-                    self.writeSynthetic(status: 400, reason: "Malformed request (\(parserError))", close: true, headRequest: false)
-                }
-            case .processing(let flow):
-                self.state = .closing
-                if let upload = self.upload, parserError == .invalidEOFState {
-                    // The client closed mid-upload (the decoder saw EOF inside the body).
-                    self.upload = nil
-                    self.server.counters.increment(.clientGoneMidUpload)
-                    upload.abort()
-                } else if let upload = self.upload, !self.responseStarted {
-                    // A malformed body (bad chunking): refused like a malformed head.
-                    self.upload = nil
-                    upload.abort()
-                    flow.abandonRequest()
-                    self.server.counters.increment(.clientReq400)
-                    self.writeSynthetic(status: 400, reason: "Malformed request (\(parserError))", close: true, headRequest: false)
-                    return
-                }
-                flow.clientGone()
-                self.closeNow()
-            case .closing:
-                self.closeNow()
-            }
-            return
+        guard let parserError = error as? HTTPParserError else {
+            return self.closeNow()
         }
-        self.closeNow()
+        let unknownMethod =
+            parserError == .invalidMethod && FirstByteObserver.looksLikeUnknownMethod(self.observer?.prefix ?? [])
+        self.run(self.state.parserError(parserError, unknownMethod: unknownMethod))
     }
 
     // MARK: - Writing, called by the flow
 
     func writeHead(_ head: HTTPResponseHead) {
-        if head.status.code >= 200 { self.responseStarted = true }
+        if head.status.code >= 200 { self.state.responseHeadWritten() }
         self.context?.write(self.wrapOutboundOut(.head(head)), promise: nil)
     }
 
@@ -414,7 +268,7 @@ final class ClientChannelHandler: ChannelDuplexHandler, RemovableChannelHandler,
 
     func writePreEncoded(_ bytes: ByteBuffer) {
         guard let context = self.context, let encoder = self.encoder else { return }
-        self.responseStarted = true
+        self.state.responseHeadWritten()
         encoder.expectPreEncodedHead()
         context.write(self.wrapOutboundOut(.head(Self.preEncodedPlaceholder)), promise: nil)
         context.write(self.wrapOutboundOut(.body(.byteBuffer(bytes))), promise: nil)
@@ -436,106 +290,56 @@ final class ClientChannelHandler: ChannelDuplexHandler, RemovableChannelHandler,
 
     /// Ends the current response; `close` ends the connection after it is flushed.
     func finishResponse(_ flow: RequestFlow, close: Bool) {
-        guard let context = self.context else { return }
-        guard case .processing(let current) = self.state, current === flow else { return }
-        self.requestsServed += 1
-        self.responsesCompleted += 1
-        var mustClose = close || self.requestsServed >= self.server.configuration.limits.requestsPerConnection
-        let bodyLeft = self.upload
-        if let bodyLeft {
-            // Answered before the request body ended: the exchange wants no more of it.
-            mustClose = mustClose || !self.bodyLeftIsDrainable
-            self.upload = nil
-            bodyLeft.detach()
-        }
-        if mustClose {
-            self.state = .closing
-            let channel = context.channel
-            let done = context.eventLoop.makePromise(of: Void.self)
-            context.writeAndFlush(self.wrapOutboundOut(.end(nil)), promise: done)
-            done.futureResult.whenComplete { _ in channel.close(promise: nil) }
-        } else if bodyLeft != nil {
-            self.state = .discarding(bytes: 0)
-            context.writeAndFlush(self.wrapOutboundOut(.end(nil)), promise: nil)
-            self.resumeReading()
-            self.armBodyTimer()
-        } else {
-            self.state = .idle
-            context.writeAndFlush(self.wrapOutboundOut(.end(nil)), promise: nil)
-            self.armIdleTimer()
-        }
+        self.run(self.state.responseFinished(flow, close: close, now: self.now()))
     }
 
     /// Whether the connection must close after this response (limits reached or client asked).
     func mustCloseAfter(_ head: HTTPRequestHead) -> Bool {
-        !head.isKeepAlive || self.requestsServed + 1 >= self.server.configuration.limits.requestsPerConnection
-            || !self.bodyLeftIsDrainable
+        self.state.mustCloseAfter(head)
     }
 
     /// Tears the connection down: the client sees a truncated response, never a corrupt one.
     func abort(_ flow: RequestFlow) {
-        guard case .processing(let current) = self.state, current === flow else { return }
-        self.state = .closing
-        if let upload = self.upload {
-            self.upload = nil
-            upload.abort()
-        }
-        self.closeNow()
+        self.run(self.state.flowAborted(flow))
     }
 
     // MARK: - Helpers
 
-    private func writeSynthetic(status: Int, reason: String, close: Bool, headRequest: Bool) {
+    private func writeContinue() {
+        self.context?.writeAndFlush(
+            self.wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .continue))), promise: nil)
+    }
+
+    private func writeEnd(close: Bool) {
         guard let context = self.context else { return }
-        self.responsesCompleted += 1
-        self.encoder?.respondingToHead = headRequest
+        if close {
+            let channel = context.channel
+            let done = context.eventLoop.makePromise(of: Void.self)
+            context.writeAndFlush(self.wrapOutboundOut(.end(nil)), promise: done)
+            done.futureResult.whenComplete { _ in channel.close(promise: nil) }
+        } else {
+            context.writeAndFlush(self.wrapOutboundOut(.end(nil)), promise: nil)
+        }
+    }
+
+    /// A response of the connection's own (always followed by a close).
+    private func writeRefusal(_ refusal: StateMachine.Refusal) {
+        if let counter = refusal.counter { self.server.counters.increment(counter) }
+        guard let context = self.context else { return }
+        self.encoder?.respondingToHead = refusal.headRequest
         let response = Synthetic.response(
-            status: status, reason: reason, now: self.server.clock(), close: close, cacheName: self.server.configuration.cacheName)
+            status: refusal.status, reason: refusal.reason, now: self.server.clock(), close: true,
+            cacheName: self.server.configuration.cacheName)
         context.write(self.wrapOutboundOut(.head(response.head)), promise: nil)
-        if !headRequest {
+        if !refusal.headRequest {
             context.write(self.wrapOutboundOut(.body(.byteBuffer(response.body))), promise: nil)
         }
-        let channel = context.channel
-        let done = context.eventLoop.makePromise(of: Void.self)
-        context.writeAndFlush(self.wrapOutboundOut(.end(nil)), promise: done)
-        if close {
-            done.futureResult.whenComplete { _ in channel.close(promise: nil) }
-        }
+        self.writeEnd(close: true)
     }
 
-    /// The request-body timer: the next read within `bodyIdle`, the whole body within `bodyTotal`.
-    private func armBodyTimer() {
-        let timeouts = self.server.configuration.clientTimeouts
-        let total = self.bodyDeadline ?? (.now() + timeouts.bodyTotal)
-        self.bodyDeadline = total
-        self.armDeadline(min(.now() + timeouts.bodyIdle, total), counter: .sessClosedTimeout)
-    }
-
-    private func armIdleTimer() {
-        self.bodyDeadline = nil
-        self.sawFirstByte = false
-        self.arm(self.server.configuration.clientTimeouts.idle, counter: .sessClosedIdle)
-    }
-
-    /// Sets the connection's one deadline. Timers are lazy (as Varnish's session timeouts): at
-    /// most one task is scheduled per connection, and moving the deadline is only a store; when
-    /// the task fires early (the deadline moved later) it reschedules itself once. This keeps the
-    /// three deadline changes of every request off the event loop's timer queue.
-    private func arm(_ timeout: TimeAmount, counter: Counter) {
-        self.armDeadline(.now() + timeout, counter: counter)
-    }
-
-    private func armDeadline(_ deadline: NIODeadline, counter: Counter) {
-        self.deadline = deadline
-        self.deadlineCounter = counter
-        self.deadlineArmed = true
-        if self.timer == nil {
-            self.scheduleTimer(at: self.deadline)
-        }
-    }
-
-    private func scheduleTimer(at deadline: NIODeadline) {
-        guard let context = self.context else { return }
+    /// Schedules the connection's one timer task when the state machine asks for it.
+    private func scheduleTimerIfAsked() {
+        guard let deadline = self.state.timerToSchedule(), let context = self.context else { return }
         let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
         self.timer = context.eventLoop.scheduleTask(deadline: deadline) {
             bound.value.timerFired()
@@ -544,25 +348,10 @@ final class ClientChannelHandler: ChannelDuplexHandler, RemovableChannelHandler,
 
     private func timerFired() {
         self.timer = nil
-        guard self.deadlineArmed else { return }
-        if case .processing = self.state, self.upload == nil {
-            return  // the flow has its own (backend) timeouts; the next arm schedules again
-        }
-        if NIODeadline.now() < self.deadline {
-            return self.scheduleTimer(at: self.deadline)
-        }
-        // Includes a request body that stopped arriving mid-upload: the connection closes,
-        // which abandons the backend exchange.
-        self.server.counters.increment(self.deadlineCounter)
-        self.closeNow()
-    }
-
-    private func cancelTimer() {
-        self.deadlineArmed = false
+        self.run(self.state.timerFired(now: self.now()))
     }
 
     private func dropTimer() {
-        self.deadlineArmed = false
         self.timer?.cancel()
         self.timer = nil
     }

@@ -1,0 +1,338 @@
+import CacheStore
+import Logging
+import NIOCore
+import NIOEmbedded
+import NIOHTTP1
+import Testing
+
+@testable import LacquerServer
+
+/// The client connection's state machine, driven event by event without sockets or clocks of
+/// its own: every state crossed with the client leaving, timers, refusals and bodies.
+@Suite("Client connection state machine")
+struct ClientConnectionStateMachineTests {
+    final class FakeFlow {}
+    final class FakeUpload {}
+    typealias Machine = ClientConnectionStateMachine<FakeFlow, FakeUpload>
+
+    static let t0 = NIODeadline.uptimeNanoseconds(1_000_000_000)
+
+    func machine(_ configure: (inout Limits, inout ClientTimeouts) -> Void = { _, _ in }) -> Machine {
+        var limits = Limits()
+        var timeouts = ClientTimeouts()
+        configure(&limits, &timeouts)
+        var machine = Machine(limits: limits, timeouts: timeouts)
+        machine.activated(now: Self.t0)
+        return machine
+    }
+
+    func head(_ method: HTTPMethod = .GET, _ uri: String = "/", _ headers: [(String, String)] = [], keepAlive: Bool = true)
+        -> HTTPRequestHead
+    {
+        var fields = HTTPHeaders([("Host", "example.com")])
+        for (name, value) in headers { fields.add(name: name, value: value) }
+        if !keepAlive { fields.add(name: "Connection", value: "close") }
+        return HTTPRequestHead(version: .http1_1, method: method, uri: uri, headers: fields)
+    }
+
+    /// Starts a request; returns its flow (and upload when it has a body).
+    func start(_ machine: inout Machine, _ head: HTTPRequestHead) -> (FakeFlow, FakeUpload?) {
+        var action = machine.requestHead(head, now: Self.t0)
+        if case .none = action { action = machine.requestEnd(now: Self.t0) }
+        guard case .startFlow(_, _, let body, _) = action else {
+            Issue.record("expected startFlow, got \(action)")
+            return (FakeFlow(), nil)
+        }
+        let flow = FakeFlow()
+        let upload = body.map { _ in FakeUpload() }
+        machine.flowStarted(flow, upload: upload, now: Self.t0)
+        return (flow, upload)
+    }
+
+    @Test("a keep-alive request: head, end, flow, response end; back to idle with the idle timer")
+    func keepAliveRequest() {
+        var machine = self.machine()
+        #expect(machine.timerToSchedule() == Self.t0 + .seconds(5))
+        #expect(machine.requestHead(self.head(), now: Self.t0).isNone)
+        guard case .startFlow(let head, let host, nil, false) = machine.requestEnd(now: Self.t0) else {
+            Issue.record("no flow started"); return
+        }
+        #expect(head.uri == "/" && host == "example.com")
+        let flow = FakeFlow()
+        machine.flowStarted(flow, upload: nil, now: Self.t0)
+        #expect(!machine.mustCloseAfter(head))
+        guard case .finishResponse(false, nil, false) = machine.responseFinished(flow, close: false, now: Self.t0) else {
+            Issue.record("response not finished"); return
+        }
+        #expect(machine.requestsServed == 1 && machine.responsesCompleted == 1)
+        guard case .idle(false) = machine.state else { Issue.record("not idle: \(machine.state)"); return }
+    }
+
+    @Test("an invalid head is refused with its status and counter, and nothing follows it")
+    func refusal() {
+        var machine = self.machine()
+        guard case .refuse(let refusal) = machine.requestHead(self.head(.GET, "http://evil/"), now: Self.t0) else {
+            Issue.record("not refused"); return
+        }
+        #expect(refusal.status == 400 && refusal.counter == .clientReqAbsoluteForm)
+        #expect(machine.isClosed)
+        #expect(machine.requestEnd(now: Self.t0).isNone)
+        #expect(machine.requestBody(bytes: 10, now: Self.t0).isNone)
+        #expect(machine.requestHead(self.head(), now: Self.t0).isNone)
+    }
+
+    @Test("Expect: 100-continue gets a 100 first; another expectation is 417")
+    func expectations() {
+        var machine = self.machine()
+        guard case .startFlow(_, _, .length(5), true) = machine.requestHead(
+            self.head(.POST, "/", [("Content-Length", "5"), ("Expect", "100-continue")]), now: Self.t0)
+        else { Issue.record("no flow with a 100"); return }
+        var other = self.machine()
+        guard case .refuse(let refusal) = other.requestHead(self.head(.GET, "/", [("Expect", "magic")]), now: Self.t0) else {
+            Issue.record("not refused"); return
+        }
+        #expect(refusal.status == 417)
+    }
+
+    @Test("the client leaving, in every state: the flow (and upload) are told exactly when there is one")
+    func clientGoneInEveryState() {
+        // idle
+        var idle = self.machine()
+        guard case .clientGone(nil, nil, false, nil) = idle.inactive() else { Issue.record("idle"); return }
+        // head received, no body yet
+        var head = self.machine()
+        _ = head.requestHead(self.head(), now: Self.t0)
+        guard case .clientGone(nil, nil, false, nil) = head.inactive() else { Issue.record("head"); return }
+        // responding
+        var responding = self.machine()
+        let (flow, _) = self.start(&responding, self.head())
+        guard case .clientGone(let told?, nil, false, nil) = responding.inactive(), told === flow else {
+            Issue.record("responding"); return
+        }
+        // After that the flow can finish or abort: the connection ignores it.
+        #expect(responding.responseFinished(flow, close: false, now: Self.t0).isNone)
+        #expect(responding.flowAborted(flow).isNone)
+        // responding while the body arrives
+        var uploading = self.machine()
+        let (uploadFlow, upload) = self.start(&uploading, self.head(.POST, "/", [("Content-Length", "100")]))
+        guard case .clientGone(let told?, let cut?, true, nil) = uploading.inactive(), told === uploadFlow, cut === upload else {
+            Issue.record("uploading"); return
+        }
+        // discarding the rest of a body
+        var discarding = self.machine()
+        let (early, _) = self.start(&discarding, self.head(.POST, "/", [("Content-Length", "100")]))
+        _ = discarding.responseFinished(early, close: false, now: Self.t0)
+        guard case .discarding = discarding.state else { Issue.record("not discarding: \(discarding.state)"); return }
+        guard case .clientGone(nil, nil, false, nil) = discarding.inactive() else { Issue.record("discarding"); return }
+    }
+
+    @Test("a response from a flow that is not the current one is ignored")
+    func staleFlow() {
+        var machine = self.machine()
+        _ = self.start(&machine, self.head())
+        #expect(machine.responseFinished(FakeFlow(), close: false, now: Self.t0).isNone)
+        #expect(machine.flowAborted(FakeFlow()).isNone)
+        #expect(machine.currentFlow != nil)
+    }
+
+    @Test("the idle timer: early firing asks for another task, on time closes and counts")
+    func idleTimer() {
+        var machine = self.machine()
+        _ = machine.timerToSchedule()
+        #expect(machine.timerFired(now: Self.t0 + .seconds(1)).isNone)
+        #expect(machine.timerToSchedule() == Self.t0 + .seconds(5))
+        guard case .close(.sessClosedIdle?) = machine.timerFired(now: Self.t0 + .seconds(5)) else {
+            Issue.record("not closed as idle"); return
+        }
+        #expect(machine.isClosed)
+    }
+
+    @Test("the header timer replaces the idle timer at the first byte")
+    func headerTimer() {
+        var machine = self.machine()
+        _ = machine.timerToSchedule()
+        machine.bytesArrived(now: Self.t0 + .seconds(4))
+        #expect(machine.timerToSchedule() == nil)  // the task already scheduled fires first and reschedules
+        #expect(machine.timerFired(now: Self.t0 + .seconds(5)).isNone)
+        #expect(machine.timerToSchedule() == Self.t0 + .seconds(14))
+        guard case .close(.sessClosedTimeout?) = machine.timerFired(now: Self.t0 + .seconds(14)) else {
+            Issue.record("not closed on the header timeout"); return
+        }
+    }
+
+    @Test("a stalled upload: the body timer abandons the flow and the upload")
+    func stalledUpload() {
+        var machine = self.machine { _, timeouts in timeouts.bodyIdle = .seconds(2) }
+        let (flow, upload) = self.start(&machine, self.head(.POST, "/", [("Content-Length", "100")]))
+        _ = machine.timerToSchedule()
+        guard case .clientGone(let told?, let cut?, true, .sessClosedTimeout?) = machine.timerFired(now: Self.t0 + .seconds(2)),
+            told === flow, cut === upload
+        else { Issue.record("stalled upload not abandoned"); return }
+    }
+
+    @Test("while a flow answers a bodiless request its own timeouts rule: the connection's timer stays quiet")
+    func timerQuietWhileResponding() {
+        var machine = self.machine()
+        _ = self.start(&machine, self.head())
+        #expect(machine.timerFired(now: Self.t0 + .seconds(100)).isNone)
+        #expect(!machine.isClosed)
+    }
+
+    @Test("a chunked body over the limit: 413 before the response, a plain close after it")
+    func bodyTooLarge() {
+        var before = self.machine { limits, _ in limits.requestBodyBytes = 100 }
+        let (flow, upload) = self.start(&before, self.head(.POST, "/", [("Transfer-Encoding", "chunked")]))
+        guard case .appendBody(let same) = before.requestBody(bytes: 60, now: Self.t0), same === upload else {
+            Issue.record("body not appended"); return
+        }
+        guard case .bodyTooLarge(let told, _, let refusal?) = before.requestBody(bytes: 60, now: Self.t0), told === flow else {
+            Issue.record("no 413"); return
+        }
+        #expect(refusal.status == 413)
+        var after = self.machine { limits, _ in limits.requestBodyBytes = 100 }
+        _ = self.start(&after, self.head(.POST, "/", [("Transfer-Encoding", "chunked")]))
+        after.responseHeadWritten()
+        guard case .bodyTooLarge(_, _, nil) = after.requestBody(bytes: 101, now: Self.t0) else {
+            Issue.record("expected a plain close"); return
+        }
+    }
+
+    @Test("answered before the body ended: a drainable rest is discarded, a long one closes")
+    func earlyResponse() {
+        var short = self.machine()
+        let (flow, upload) = self.start(&short, self.head(.POST, "/", [("Content-Length", "1000")]))
+        guard case .finishResponse(false, let detached?, _) = short.responseFinished(flow, close: false, now: Self.t0),
+            detached === upload
+        else { Issue.record("not drained"); return }
+        #expect(short.requestBody(bytes: 1000, now: Self.t0).isNone)
+        #expect(short.requestEnd(now: Self.t0).isNone)
+        guard case .idle = short.state else { Issue.record("not idle after draining"); return }
+
+        var long = self.machine()
+        let (longFlow, _) = self.start(&long, self.head(.POST, "/", [("Content-Length", "1000000")]))
+        #expect(long.mustCloseAfter(self.head(.POST)))
+        guard case .finishResponse(true, _, _) = long.responseFinished(longFlow, close: false, now: Self.t0) else {
+            Issue.record("a long rest must close"); return
+        }
+    }
+
+    @Test("the last request a connection may carry closes it")
+    func requestsPerConnection() {
+        var machine = self.machine { limits, _ in limits.requestsPerConnection = 2 }
+        let (first, _) = self.start(&machine, self.head())
+        #expect(!machine.mustCloseAfter(self.head()))
+        _ = machine.responseFinished(first, close: false, now: Self.t0)
+        #expect(!machine.fastLaneMayAnswer(handedOver: 1))  // the last request goes through the flow
+        let (second, _) = self.start(&machine, self.head())
+        #expect(machine.mustCloseAfter(self.head()))
+        guard case .finishResponse(true, _, _) = machine.responseFinished(second, close: false, now: Self.t0) else {
+            Issue.record("not closed"); return
+        }
+    }
+
+    @Test("parser errors: 400, 431, 501 for an unknown method; EOF mid-upload is the client leaving")
+    func parserErrors() {
+        var malformed = self.machine()
+        guard case .refuse(let bad) = malformed.parserError(.invalidCharactersUsed, unknownMethod: false) else {
+            Issue.record("no 400"); return
+        }
+        #expect(bad.status == 400 && bad.reason == "Malformed request")
+        var overflow = self.machine()
+        guard case .refuse(let big) = overflow.parserError(.headerOverflow, unknownMethod: false) else { Issue.record("no 431"); return }
+        #expect(big.status == 431)
+        var unknown = self.machine()
+        guard case .refuse(let method) = unknown.parserError(.invalidMethod, unknownMethod: true) else { Issue.record("no 501"); return }
+        #expect(method.status == 501)
+        var uploading = self.machine()
+        _ = self.start(&uploading, self.head(.POST, "/", [("Content-Length", "100")]))
+        guard case .clientGone(_, _, true, nil) = uploading.parserError(.invalidEOFState, unknownMethod: false) else {
+            Issue.record("EOF mid-upload"); return
+        }
+        var chunking = self.machine()
+        _ = self.start(&chunking, self.head(.POST, "/", [("Transfer-Encoding", "chunked")]))
+        guard case .malformedBody(_, _, let refusal) = chunking.parserError(.invalidChunkSize, unknownMethod: false) else {
+            Issue.record("bad chunking"); return
+        }
+        #expect(refusal.status == 400)
+    }
+
+    @Test("reads are held back while the upload's backend is slow, and issued once it catches up")
+    func backpressure() {
+        var machine = self.machine()
+        _ = self.start(&machine, self.head(.POST, "/", [("Content-Length", "100000")]))
+        machine.pauseReading()
+        let passedWhilePaused = machine.readRequested()
+        #expect(!passedWhilePaused)
+        guard case .read = machine.resumeReading(now: Self.t0) else { Issue.record("held read not issued"); return }
+        let passedAfter = machine.readRequested()
+        #expect(passedAfter)
+    }
+
+    @Test("events that make no sense close the connection instead of trapping")
+    func invalidTransitions() {
+        var endWhileIdle = self.machine()
+        guard case .close(nil) = endWhileIdle.requestEnd(now: Self.t0) else { Issue.record("end while idle"); return }
+        var bodyWhileIdle = self.machine()
+        guard case .close(nil) = bodyWhileIdle.requestBody(bytes: 1, now: Self.t0) else { Issue.record("body while idle"); return }
+        var headTwice = self.machine()
+        _ = headTwice.requestHead(self.head(), now: Self.t0)
+        guard case .close(nil) = headTwice.requestHead(self.head(), now: Self.t0) else { Issue.record("two heads"); return }
+        var bodyWhileResponding = self.machine()
+        let (flow, _) = self.start(&bodyWhileResponding, self.head())
+        guard case .clientGone(let told?, nil, false, nil) = bodyWhileResponding.requestBody(bytes: 1, now: Self.t0), told === flow
+        else { Issue.record("body after a bodiless request"); return }
+        var closed = self.machine()
+        _ = closed.inactive()
+        closed.flowStarted(FakeFlow(), upload: nil, now: Self.t0)
+        #expect(closed.isClosed)
+    }
+}
+
+extension ClientConnectionStateMachine.Action {
+    var isNone: Bool {
+        if case .none = self { return true }
+        return false
+    }
+}
+
+/// The handler on an `EmbeddedChannel`: what it writes for the machine's refusals and timers.
+@Suite("Client channel handler")
+struct ClientChannelHandlerTests {
+    func channel() throws -> (EmbeddedChannel, EmbeddedEventLoop) {
+        let loop = EmbeddedEventLoop()
+        var configuration = ServerConfiguration()
+        configuration.clientTimeouts.idle = .seconds(5)
+        let context = ServerContext(
+            configuration: configuration, memory: MemoryTier(capacityBytes: 1 << 20), disk: nil, counters: Counters(),
+            logger: Logger(label: "test"), clock: { 1_000_000 }, eventLoops: [loop])
+        let handler = ClientChannelHandler(server: context, eventLoop: loop, now: { loop.now })
+        let channel = EmbeddedChannel(handler: handler, loop: loop)
+        return (channel, loop)
+    }
+
+    @Test("an absolute-form request is answered 400 and the connection closes")
+    func refusalIsWrittenThenClosed() throws {
+        let (channel, _) = try self.channel()
+        try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
+        let head = HTTPRequestHead(version: .http1_1, method: .GET, uri: "http://evil/", headers: ["Host": "evil"])
+        try channel.writeInbound(HTTPServerRequestPart.head(head))
+        guard case .head(let response)? = try channel.readOutbound(as: HTTPServerResponsePart.self) else {
+            Issue.record("no response head"); return
+        }
+        #expect(response.status == .badRequest)
+        #expect(response.headers["connection"].first == "close")
+        guard case .body? = try channel.readOutbound(as: HTTPServerResponsePart.self) else { Issue.record("no body"); return }
+        guard case .end? = try channel.readOutbound(as: HTTPServerResponsePart.self) else { Issue.record("no end"); return }
+        #expect(!channel.isActive)
+    }
+
+    @Test("an idle connection closes when its keep-alive timer runs out, not before")
+    func idleTimeout() throws {
+        let (channel, loop) = try self.channel()
+        try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
+        loop.advanceTime(by: .seconds(4))
+        #expect(channel.isActive)
+        loop.advanceTime(by: .seconds(1))
+        #expect(!channel.isActive)
+    }
+}
