@@ -22,29 +22,22 @@ enum OutgoingBody {
     case streamed(RequestBodyStream)
 }
 
-/// Drives one backend connection: one request/response exchange at a time, demand-driven reads
-/// (the consumer's pace — NIO backpressure, so a slow client never makes us buffer a whole body),
-/// first-byte and between-bytes timeouts.
+/// Drives one backend connection, a thin driver of `BackendExchangeStateMachine`: one
+/// request/response exchange at a time, demand-driven reads (the consumer's pace — NIO
+/// backpressure, so a slow client never makes us buffer a whole body), first-byte and
+/// between-bytes timeouts. The machine decides; this handler writes, reads, schedules and
+/// reports to the exchange's owner.
 ///
-/// Lifecycle: idle (in the pool, one read outstanding to notice a close) → awaitingHead (request
-/// written — a streamed request body may still be going out, and the first-byte timer starts
-/// once it is all written; while the backend does not take it, the between-bytes timeout
-/// applies) → body (between-bytes timer) → idle again on `.end` if the response
-/// allows keep-alive, else closed. Any error, early close or unsolicited data closes the channel:
-/// a connection is never reused after an error or a partial body (HARDENING.md §5).
+/// A streamed request body may still be going out while the response is awaited: the
+/// first-byte timer starts once it is all written, and while the backend does not take it the
+/// between-bytes timeout applies. Any error, early close or unsolicited data closes the channel:
+/// a connection is never reused after an error or a partial body.
 final class BackendChannelHandler: ChannelDuplexHandler, RequestBodySink {
     typealias InboundIn = HTTPClientResponsePart
     typealias OutboundIn = HTTPClientRequestPart
     typealias OutboundOut = HTTPClientRequestPart
 
-    enum State {
-        case idle
-        case awaitingHead
-        case body
-        case closed
-    }
-
-    private(set) var state: State = .idle
+    private var machine: BackendExchangeStateMachine
     private var context: ChannelHandlerContext?
     /// Held strongly for the length of an exchange (released on end, failure or abandon): a fill
     /// must finish and be stored even after the client that started it has gone.
@@ -52,10 +45,6 @@ final class BackendChannelHandler: ChannelDuplexHandler, RequestBodySink {
     private var timer: Scheduled<Void>?
     private var firstByteTimeout: TimeAmount = .seconds(60)
     private var betweenBytesTimeout: TimeAmount = .seconds(60)
-    private var readPending = false
-    private var paused = false
-    private var keepAlive = true
-    private var isHeadRequest = false
     /// The request body still being streamed out, if any.
     private var upload: RequestBodyStream?
     /// Runs while a streamed request body is blocked on a non-writable channel.
@@ -64,21 +53,21 @@ final class BackendChannelHandler: ChannelDuplexHandler, RequestBodySink {
     var onIdle: ((BackendChannelHandler) -> Void)?
     /// Called once when the channel closes.
     var onClose: ((BackendChannelHandler) -> Void)?
-    /// Exchanges completed on this connection (a reused connection has > 0).
-    private(set) var exchanges = 0
-    let maxResponseHeaderBytes: Int
-    let maxResponseHeaderFields: Int
     /// Where failed exchanges are counted per kind (nil in handler tests).
     let stats: BackendStats?
 
     init(maxResponseHeaderBytes: Int, maxResponseHeaderFields: Int, stats: BackendStats? = nil) {
-        self.maxResponseHeaderBytes = maxResponseHeaderBytes
-        self.maxResponseHeaderFields = maxResponseHeaderFields
+        self.machine = BackendExchangeStateMachine(
+            maxResponseHeaderBytes: maxResponseHeaderBytes, maxResponseHeaderFields: maxResponseHeaderFields)
         self.stats = stats
     }
 
+    var state: BackendExchangeStateMachine.State { self.machine.state }
+    /// Exchanges completed on this connection (a reused connection has > 0).
+    var exchanges: Int { self.machine.exchanges }
+
     var isUsable: Bool {
-        self.state == .idle && self.context?.channel.isActive == true
+        self.machine.isIdle && self.context?.channel.isActive == true
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
@@ -90,7 +79,7 @@ final class BackendChannelHandler: ChannelDuplexHandler, RequestBodySink {
     }
 
     func channelActive(context: ChannelHandlerContext) {
-        self.issueRead()
+        self.run(self.machine.channelActive())
         context.fireChannelActive()
     }
 
@@ -102,36 +91,39 @@ final class BackendChannelHandler: ChannelDuplexHandler, RequestBodySink {
         firstByteTimeout: TimeAmount,
         betweenBytesTimeout: TimeAmount
     ) {
-        guard let context = self.context, self.state == .idle else {
+        var streamed = false
+        if case .streamed = body { streamed = true }
+        guard let context = self.context else {
+            delegate.backendFailed(.closedBeforeHead, beforeHead: true)
+            return
+        }
+        let action = self.machine.startExchange(streamedBody: streamed)
+        guard case .sendRequest(let armFirstByte) = action else {
             delegate.backendFailed(.closedBeforeHead, beforeHead: true)
             return
         }
         self.delegate = delegate
-        self.state = .awaitingHead
-        self.paused = false
-        self.keepAlive = true
-        self.isHeadRequest = head.method == .HEAD
         self.firstByteTimeout = firstByteTimeout
         self.betweenBytesTimeout = betweenBytesTimeout
         context.write(self.wrapOutboundOut(.head(head)), promise: nil)
         switch body {
         case .none:
             context.writeAndFlush(self.wrapOutboundOut(.end(nil)), promise: nil)
-            self.arm(firstByteTimeout, error: .firstByteTimeout)
         case .buffered(let buffer):
             if buffer.readableBytes > 0 {
                 context.write(self.wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
             }
             context.writeAndFlush(self.wrapOutboundOut(.end(nil)), promise: nil)
-            self.arm(firstByteTimeout, error: .firstByteTimeout)
         case .streamed(let stream):
             context.flush()
             self.upload = stream
-            self.issueRead()  // an early answer or a close must be noticed while uploading
-            stream.attach(self)
-            return
         }
-        self.issueRead()
+        if armFirstByte { self.arm(.firstByte) }
+        // An early answer or a close must be noticed, also while uploading.
+        self.run(self.machine.wantRead())
+        if case .streamed(let stream) = body {
+            stream.attach(self)
+        }
     }
 
     // MARK: RequestBodySink
@@ -153,9 +145,7 @@ final class BackendChannelHandler: ChannelDuplexHandler, RequestBodySink {
         self.upload = nil
         self.cancelSendTimer()
         context.writeAndFlush(self.wrapOutboundOut(.end(nil)), promise: nil)
-        if self.state == .awaitingHead {
-            self.arm(self.firstByteTimeout, error: .firstByteTimeout)
-        }
+        self.run(self.machine.requestBodyEnded())
     }
 
     func abortRequestBody() {
@@ -183,8 +173,8 @@ final class BackendChannelHandler: ChannelDuplexHandler, RequestBodySink {
         self.sendTimer = context.eventLoop.scheduleTask(in: self.betweenBytesTimeout) {
             let handler = loopBound.value
             handler.sendTimer = nil
-            guard let context = handler.context, handler.upload != nil else { return }
-            handler.fail(.betweenBytesTimeout, context: context)
+            guard handler.upload != nil else { return }
+            handler.run(handler.machine.sendTimedOut())
         }
     }
 
@@ -196,6 +186,7 @@ final class BackendChannelHandler: ChannelDuplexHandler, RequestBodySink {
     /// The exchange no longer sends its request body (it ended, failed or was abandoned).
     private func stopUpload() {
         self.cancelSendTimer()
+        self.machine.uploadStopped()
         if let upload = self.upload {
             self.upload = nil
             upload.detach()
@@ -204,84 +195,47 @@ final class BackendChannelHandler: ChannelDuplexHandler, RequestBodySink {
 
     /// The consumer cannot take more now: stop reading from the socket (TCP backpressure).
     func pause() {
-        self.paused = true
+        self.machine.pause()
     }
 
     /// The consumer wants more.
     func resume() {
-        guard self.paused else { return }
-        self.paused = false
-        self.issueRead()
+        self.run(self.machine.resume())
     }
 
     /// Abandons the exchange and closes the connection (e.g. a pass whose client went away).
     func abandon() {
         self.delegate = nil
-        self.stopUpload()
-        self.closeChannel()
+        self.run(self.machine.abandon())
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         switch self.unwrapInboundIn(data) {
         case .head(let head):
-            guard self.state == .awaitingHead else {
-                return self.fail(.framing("unsolicited response"), context: context)
+            switch self.machine.responseHead(head) {
+            case .deliverInterim:
+                self.delegate?.backendInterimResponse(head)
+            case .deliverHead:
+                self.arm(.betweenBytes)
+                self.delegate?.backendResponseHead(head)
+            case let other:
+                self.run(other)
             }
-            if head.status.code < 200 {
-                if head.status.code != 101 {
-                    self.delegate?.backendInterimResponse(head)
-                }
-                return
-            }
-            var bytes = 0
-            for (name, value) in head.headers { bytes += name.utf8.count + value.utf8.count + 4 }
-            if bytes > self.maxResponseHeaderBytes || head.headers.count > self.maxResponseHeaderFields {
-                return self.fail(.framing("response headers exceed limits"), context: context)
-            }
-            self.keepAlive = head.isKeepAlive
-            self.state = .body
-            self.arm(self.betweenBytesTimeout, error: .betweenBytesTimeout)
-            self.delegate?.backendResponseHead(head)
         case .body(let buffer):
-            guard self.state == .body else {
-                return self.fail(.framing("body outside a response"), context: context)
+            switch self.machine.responseBody() {
+            case .deliverBody:
+                self.arm(.betweenBytes)
+                self.delegate?.backendResponseBody(buffer)
+            case let other:
+                self.run(other)
             }
-            self.arm(self.betweenBytesTimeout, error: .betweenBytesTimeout)
-            self.delegate?.backendResponseBody(buffer)
         case .end:
-            guard self.state == .body else {
-                return self.fail(.framing("end outside a response"), context: context)
-            }
-            self.timer?.cancel()
-            self.timer = nil
-            self.exchanges += 1
-            let delegate = self.delegate
-            self.delegate = nil
-            if self.upload != nil {
-                // Answered before the request body was all sent: the backend may not have read
-                // the rest, so the connection cannot carry another exchange.
-                self.keepAlive = false
-                self.stopUpload()
-            }
-            if self.keepAlive && context.channel.isActive {
-                self.state = .idle
-                self.paused = false
-                delegate?.backendResponseEnd()
-                self.onIdle?(self)
-                self.issueRead()
-            } else {
-                self.state = .closed
-                delegate?.backendResponseEnd()
-                context.close(promise: nil)
-            }
+            self.run(self.machine.responseEnd(channelIsActive: context.channel.isActive))
         }
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
-        self.readPending = false
-        if !self.paused || self.state == .idle {
-            self.issueRead()
-        }
+        self.run(self.machine.readComplete())
     }
 
     func read(context: ChannelHandlerContext) {
@@ -290,19 +244,7 @@ final class BackendChannelHandler: ChannelDuplexHandler, RequestBodySink {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        let previous = self.state
-        self.state = .closed
-        self.timer?.cancel()
-        self.timer = nil
-        self.stopUpload()
-        switch previous {
-        case .awaitingHead:
-            self.failDelegate(.closedBeforeHead, beforeHead: true)
-        case .body:
-            self.failDelegate(.closedMidBody, beforeHead: false)
-        case .idle, .closed:
-            break
-        }
+        self.run(self.machine.channelInactive())
         self.onClose?(self)
         self.onClose = nil
         self.onIdle = nil
@@ -310,55 +252,66 @@ final class BackendChannelHandler: ChannelDuplexHandler, RequestBodySink {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        if error is HTTPParserError {
-            self.fail(.framing("\(error)"), context: context)
-        } else {
-            self.fail(self.state == .awaitingHead ? .closedBeforeHead : .closedMidBody, context: context)
+        self.run(self.machine.errorCaught(parser: error is HTTPParserError))
+    }
+
+    // MARK: Carrying out actions
+
+    private func run(_ action: BackendExchangeStateMachine.Action) {
+        switch action {
+        case .none, .deliverInterim, .deliverHead, .deliverBody, .sendRequest:
+            // The part-carrying actions are handled where the part is (channelRead, startExchange).
+            break
+        case .read:
+            self.issueRead()
+        case .refuseExchange:
+            break
+        case .arm(let timer):
+            self.arm(timer)
+        case .finish(let reuse, let stopUpload):
+            self.cancelTimer()
+            if stopUpload { self.stopUpload() }
+            let delegate = self.delegate
+            self.delegate = nil
+            delegate?.backendResponseEnd()
+            if reuse {
+                self.onIdle?(self)
+                self.run(self.machine.wantRead())
+            } else {
+                self.context?.close(promise: nil)
+            }
+        case .fail(let error, let notify, let beforeHead):
+            self.cancelTimer()
+            self.stopUpload()
+            let delegate = self.delegate
+            self.delegate = nil
+            if notify, let delegate {
+                self.stats?.countFailure(error)
+                delegate.backendFailed(error, beforeHead: beforeHead)
+            }
+            self.context?.close(promise: nil)
         }
     }
 
-    private func fail(_ error: BackendError, context: ChannelHandlerContext) {
-        let previous = self.state
-        self.state = .closed
-        self.timer?.cancel()
-        self.timer = nil
-        self.stopUpload()
-        if previous == .awaitingHead || previous == .body {
-            self.failDelegate(error, beforeHead: previous == .awaitingHead)
-        }
-        context.close(promise: nil)
-    }
-
-    private func failDelegate(_ error: BackendError, beforeHead: Bool) {
-        let delegate = self.delegate
-        self.delegate = nil
-        if delegate != nil {
-            self.stats?.countFailure(error)
-        }
-        delegate?.backendFailed(error, beforeHead: beforeHead)
-    }
-
-    private func arm(_ timeout: TimeAmount, error: BackendError) {
+    private func arm(_ timer: BackendExchangeStateMachine.Timer) {
         self.timer?.cancel()
         guard let context = self.context else { return }
+        let timeout = timer == .firstByte ? self.firstByteTimeout : self.betweenBytesTimeout
         let loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
         self.timer = context.eventLoop.scheduleTask(in: timeout) {
             let handler = loopBound.value
-            guard let context = handler.context else { return }
-            handler.fail(error, context: context)
+            handler.timer = nil
+            handler.run(handler.machine.timerFired(timer))
         }
     }
 
-    private func issueRead() {
-        guard !self.readPending, let context = self.context, context.channel.isActive else { return }
-        self.readPending = true
-        context.read()
-    }
-
-    private func closeChannel() {
-        self.state = .closed
+    private func cancelTimer() {
         self.timer?.cancel()
         self.timer = nil
-        self.context?.close(promise: nil)
+    }
+
+    private func issueRead() {
+        guard let context = self.context, context.channel.isActive else { return }
+        context.read()
     }
 }
