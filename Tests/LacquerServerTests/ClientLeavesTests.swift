@@ -148,7 +148,7 @@ struct ClientLeavesTests {
         try await withLacquer { lacquer, port, origin in
             let length = 2 << 20
             let expected = Self.pattern(length)
-            let target = "/slowbody/\(length)/5?piece=65536&cc=max-age%3D3600"
+            let target = "/slowbody/\(length)/20?piece=65536&cc=max-age%3D3600"
             for round in 0..<6 {
                 let purge = try await runBlocking { try httpGet(port: port, target, method: "PURGE") }
                 #expect(purge.status == 200 || purge.status == 404)

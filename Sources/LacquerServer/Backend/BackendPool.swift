@@ -21,40 +21,26 @@ final class BackendPool {
         let reused: Bool
     }
 
+    /// What the pool's driver keeps per waiting request: its promise and queue timer.
     private struct Waiter {
-        let id: Int
         let promise: EventLoopPromise<Lease>
         let timer: Scheduled<Void>
     }
 
     let backend: BackendConfiguration
     let eventLoop: any EventLoop
-    let maxConnections: Int
     /// This backend's health and figures, shared with its pools on the other loops.
     let stats: BackendStats
     private let counters: Counters
     private let limits: Limits
-    // The shared gauges follow these (one relaxed add per change).
-    private var open = 0 {
-        didSet { self.stats.openConnections.wrappingAdd(self.open - oldValue, ordering: .relaxed) }
-    }
-    // (No `oldValue` on the collections: reading it would copy them on every change.)
-    private var idle: [(handler: BackendChannelHandler, timer: Scheduled<Void>)] = [] {
-        didSet {
-            self.stats.idleConnections.wrappingAdd(self.idle.count - self.reportedIdle, ordering: .relaxed)
-            self.reportedIdle = self.idle.count
-        }
-    }
-    private var waiters = CircularBuffer<Waiter>() {
-        didSet {
-            self.stats.queued.wrappingAdd(self.waiters.count - self.reportedQueued, ordering: .relaxed)
-            self.reportedQueued = self.waiters.count
-        }
-    }
+    /// Which connection a request gets, who waits, what a closed connection frees.
+    private var machine: BackendPoolStateMachine<BackendChannelHandler>
+    private var waiters: [Int: Waiter] = [:]
+    private var idleTimers: [ObjectIdentifier: Scheduled<Void>] = [:]
+    // The shared gauges follow the machine's figures (one relaxed add per change).
+    private var reportedOpen = 0
     private var reportedIdle = 0
     private var reportedQueued = 0
-    private var nextWaiterID = 0
-    private var isShutdown = false
 
     init(
         backend: BackendConfiguration, eventLoop: any EventLoop, maxConnections: Int, stats: BackendStats,
@@ -62,70 +48,93 @@ final class BackendPool {
     ) {
         self.backend = backend
         self.eventLoop = eventLoop
-        self.maxConnections = max(1, maxConnections)
+        self.machine = BackendPoolStateMachine(maxConnections: maxConnections)
         self.stats = stats
         self.counters = counters
         self.limits = limits
     }
 
-    var openConnections: Int { self.open }
-    var idleConnections: Int { self.idle.count }
+    var maxConnections: Int { self.machine.maxConnections }
+    var openConnections: Int { self.machine.open }
+    var idleConnections: Int { self.machine.idle.count }
+
+    /// Brings the shared gauges to the machine's figures.
+    private func publishGauges() {
+        let open = self.machine.open
+        let idle = self.machine.idle.count
+        let queued = self.machine.waiters.count
+        if open != self.reportedOpen {
+            self.stats.openConnections.wrappingAdd(open - self.reportedOpen, ordering: .relaxed)
+            self.reportedOpen = open
+        }
+        if idle != self.reportedIdle {
+            self.stats.idleConnections.wrappingAdd(idle - self.reportedIdle, ordering: .relaxed)
+            self.reportedIdle = idle
+        }
+        if queued != self.reportedQueued {
+            self.stats.queued.wrappingAdd(queued - self.reportedQueued, ordering: .relaxed)
+            self.reportedQueued = queued
+        }
+    }
 
     /// A connection for one exchange: an idle one, a new one, or the next to become free.
     /// - Parameter connectTimeout: for a new connection, instead of the backend's (VCL's
     ///   `bereq.connect_timeout`).
     func acquire(connectTimeout: TimeAmount? = nil) -> EventLoopFuture<Lease> {
         self.eventLoop.preconditionInEventLoop()
-        if self.isShutdown {
+        let action = self.machine.acquire { handler in
+            self.idleTimers.removeValue(forKey: ObjectIdentifier(handler))?.cancel()
+            return handler.isUsable
+        }
+        defer { self.publishGauges() }
+        switch action {
+        case .fail:
             return self.eventLoop.makeFailedFuture(BackendError.connectFailed("shutting down"))
-        }
-        self.stats.countRequest()
-        while let (handler, timer) = self.idle.popLast() {
-            timer.cancel()
-            if handler.isUsable {
-                self.counters.increment(.backendReuse)
-                return self.eventLoop.makeSucceededFuture(Lease(connection: handler, reused: true))
-            }
-        }
-        if self.open < self.maxConnections {
+        case .use(let handler):
+            self.stats.countRequest()
+            self.counters.increment(.backendReuse)
+            return self.eventLoop.makeSucceededFuture(Lease(connection: handler, reused: true))
+        case .connect:
+            self.stats.countRequest()
             return self.connect(timeout: connectTimeout ?? self.backend.connectTimeout).map {
                 Lease(connection: $0, reused: false)
             }
+        case .wait(let id):
+            self.stats.countRequest()
+            let promise = self.eventLoop.makePromise(of: Lease.self)
+            let loopBound = NIOLoopBound(self, eventLoop: self.eventLoop)
+            let timer = self.eventLoop.scheduleTask(in: self.backend.queueTimeout) {
+                loopBound.value.waiterTimedOut(id)
+            }
+            self.waiters[id] = Waiter(promise: promise, timer: timer)
+            return promise.futureResult
         }
-        let promise = self.eventLoop.makePromise(of: Lease.self)
-        let id = self.nextWaiterID
-        self.nextWaiterID += 1
-        let loopBound = NIOLoopBound(self, eventLoop: self.eventLoop)
-        let timer = self.eventLoop.scheduleTask(in: self.backend.queueTimeout) {
-            loopBound.value.waiterTimedOut(id)
-        }
-        self.waiters.append(Waiter(id: id, promise: promise, timer: timer))
-        return promise.futureResult
     }
 
     /// Closes idle connections and refuses new work.
     func shutdown() {
-        self.isShutdown = true
-        for (handler, timer) in self.idle {
-            timer.cancel()
+        let (idle, waiting) = self.machine.shutdown()
+        for handler in idle {
+            self.idleTimers.removeValue(forKey: ObjectIdentifier(handler))?.cancel()
             handler.abandon()
         }
-        self.idle.removeAll()
-        while let waiter = self.waiters.popFirst() {
+        for id in waiting {
+            guard let waiter = self.waiters.removeValue(forKey: id) else { continue }
             waiter.timer.cancel()
             waiter.promise.fail(BackendError.connectFailed("shutting down"))
         }
+        self.publishGauges()
     }
 
     private func waiterTimedOut(_ id: Int) {
-        guard let index = self.waiters.firstIndex(where: { $0.id == id }) else { return }
-        let waiter = self.waiters.remove(at: index)
+        guard self.machine.waiterTimedOut(id), let waiter = self.waiters.removeValue(forKey: id) else { return }
+        self.publishGauges()
         self.stats.countFailure(.queueTimeout)
         waiter.promise.fail(BackendError.queueTimeout)
     }
 
+    /// Opens a connection in a slot the machine already counted.
     private func connect(timeout: TimeAmount) -> EventLoopFuture<BackendChannelHandler> {
-        self.open += 1
         self.counters.increment(.backendConn)
         let limits = self.limits
         let stats = self.stats
@@ -173,8 +182,7 @@ final class BackendPool {
             return handler
         }.flatMapErrorThrowing { error in
             let pool = loopBound.value
-            pool.open -= 1
-            pool.serveWaitersAfterClose()
+            pool.run(pool.machine.connectFailed())
             let failure: BackendError
             if let error = error as? ChannelError, case .connectTimeout = error {
                 failure = .connectTimeout
@@ -187,42 +195,51 @@ final class BackendPool {
     }
 
     private func connectionBecameIdle(_ handler: BackendChannelHandler) {
-        if self.isShutdown {
+        switch self.machine.connectionIdle(handler) {
+        case .close:
             handler.abandon()
-            return
-        }
-        if let waiter = self.waiters.popFirst() {
+        case .handTo(let id, let handler):
+            guard let waiter = self.waiters.removeValue(forKey: id) else {
+                // Cannot happen (the machine and the driver track the same waiters): close
+                // the connection rather than leak it.
+                handler.abandon()
+                break
+            }
             waiter.timer.cancel()
             self.counters.increment(.backendReuse)
             waiter.promise.succeed(Lease(connection: handler, reused: true))
-            return
-        }
-        let loopBound = NIOLoopBound((self, handler), eventLoop: self.eventLoop)
-        let timer = self.eventLoop.scheduleTask(in: self.backend.idleTimeout) {
-            let (pool, handler) = loopBound.value
-            if let index = pool.idle.firstIndex(where: { $0.handler === handler }) {
-                pool.idle.remove(at: index)
-                handler.abandon()
+        case .park:
+            let loopBound = NIOLoopBound((self, handler), eventLoop: self.eventLoop)
+            self.idleTimers[ObjectIdentifier(handler)] = self.eventLoop.scheduleTask(in: self.backend.idleTimeout) {
+                let (pool, handler) = loopBound.value
+                pool.idleTimers[ObjectIdentifier(handler)] = nil
+                if pool.machine.idleTimedOut(handler) {
+                    pool.publishGauges()
+                    handler.abandon()
+                }
             }
         }
-        self.idle.append((handler, timer))
+        self.publishGauges()
     }
 
     private func connectionClosed(_ handler: BackendChannelHandler) {
-        self.open -= 1
         self.counters.increment(.backendClose)
-        if let index = self.idle.firstIndex(where: { $0.handler === handler }) {
-            self.idle[index].timer.cancel()
-            self.idle.remove(at: index)
-        }
-        self.serveWaitersAfterClose()
+        self.idleTimers.removeValue(forKey: ObjectIdentifier(handler))?.cancel()
+        self.run(self.machine.connectionClosed(handler))
     }
 
-    /// A slot freed up: open a connection for the first waiter, if any.
-    private func serveWaitersAfterClose() {
-        guard !self.isShutdown, self.open < self.maxConnections, let waiter = self.waiters.popFirst() else { return }
+    /// A slot freed up: open a connection for the waiter the machine picked.
+    private func run(_ action: BackendPoolStateMachine<BackendChannelHandler>.SlotAction) {
+        defer { self.publishGauges() }
+        guard case .connectFor(let id) = action else { return }
+        guard let waiter = self.waiters.removeValue(forKey: id) else {
+            // Cannot happen; give the slot back.
+            _ = self.machine.connectFailed()
+            return
+        }
         waiter.timer.cancel()
-        self.connect(timeout: self.backend.connectTimeout).map { Lease(connection: $0, reused: false) }.cascade(to: waiter.promise)
+        self.connect(timeout: self.backend.connectTimeout).map { Lease(connection: $0, reused: false) }.cascade(
+            to: waiter.promise)
     }
 
     static func describe(_ error: any Error) -> String {
