@@ -135,7 +135,7 @@ struct BackendExchangeStateMachineTests {
         var machine = BackendExchangeStateMachine(maxResponseHeaderBytes: 100, maxResponseHeaderFields: 100)
         _ = machine.startExchange(streamedBody: false)
         let big = HTTPResponseHead(version: .http1_1, status: .ok, headers: HTTPHeaders([("X-Big", String(repeating: "a", count: 200))]))
-        #expect(machine.responseHead(big) == .fail(.framing("response headers exceed limits"), notify: true, beforeHead: true))
+        #expect(machine.responseHead(big) == .fail(.headersTooLarge, notify: true, beforeHead: true))
     }
 
     @Test("random event sequences: the mock connection never sees an impossible action, and every exchange's owner is told at most once")

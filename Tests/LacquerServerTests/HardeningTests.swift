@@ -59,6 +59,23 @@ struct HardeningTests {
         }
     }
 
+    @Test("an origin response whose header section exceeds 32 KiB is a 502, counted, never stored (HARDENING.md §3)")
+    func oversizedResponseHeaders() async throws {
+        try await withLacquer { lacquer, port, origin async throws in
+            let target = "/big-head?cc=max-age%3D60&hbytes=33000"
+            let response = try httpGet(port: port, target)
+            #expect(response.status == 502)
+            #expect(response.bodyString.contains("exceed the limits"))
+            #expect(lacquer.counters[.fetchTooLargeHeaders] == 1)
+            #expect(try httpGet(port: port, target).status == 502)
+            #expect(origin.requestCount(path: "/big-head") == 2)
+            // Below the limit the same origin is served and stored.
+            let fits = try httpGet(port: port, "/big-head?cc=max-age%3D60&hbytes=20000")
+            #expect(fits.status == 200)
+            #expect(try httpGet(port: port, "/big-head?cc=max-age%3D60&hbytes=20000").header("X-Cache-Status") == "HIT")
+        }
+    }
+
     @Test("absolute-form targets are refused: Lacquer is not an open proxy")
     func absoluteForm() async throws {
         try await withLacquer { lacquer, port, origin async throws in

@@ -9,8 +9,10 @@ public enum BackendError: Error, Equatable, Sendable, CustomStringConvertible {
     case closedBeforeHead
     /// The connection closed (or was reset) after the head, in the middle of the body.
     case closedMidBody
-    /// The response was not valid HTTP/1 (or exceeded the response header limits).
+    /// The response was not valid HTTP/1.
     case framing(String)
+    /// The response's header section exceeded the limits (HARDENING.md §3: 502, not stored).
+    case headersTooLarge
     case noBackend
     /// Every backend has a probe that currently says it is sick (Varnish's "no healthy backend").
     case allBackendsSick
@@ -25,6 +27,7 @@ public enum BackendError: Error, Equatable, Sendable, CustomStringConvertible {
         case .closedBeforeHead: "backend closed the connection without a response"
         case .closedMidBody: "backend closed the connection mid-body"
         case .framing(let why): "invalid response from backend: \(why)"
+        case .headersTooLarge: "backend response headers exceed the limits"
         case .noBackend: "no backend is configured"
         case .allBackendsSick: "no healthy backend (the health probes of every backend that could serve this request are failing)"
         }

@@ -133,7 +133,7 @@ struct BackendExchangeStateMachine: Sendable {
         var bytes = 0
         for (name, value) in head.headers { bytes += name.utf8.count + value.utf8.count + 4 }
         if bytes > self.maxResponseHeaderBytes || head.headers.count > self.maxResponseHeaderFields {
-            return self.failure(.framing("response headers exceed limits"))
+            return self.failure(.headersTooLarge)
         }
         self.keepAlive = head.isKeepAlive
         self.state = .body

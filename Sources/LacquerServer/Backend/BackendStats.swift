@@ -32,7 +32,7 @@ final class BackendStats: Sendable {
             case .firstByteTimeout: self = .firstByteTimeout
             case .betweenBytesTimeout: self = .betweenBytesTimeout
             case .closedBeforeHead, .closedMidBody: self = .closed
-            case .framing: self = .framing
+            case .framing, .headersTooLarge: self = .framing
             case .noBackend, .allBackendsSick: return nil
             }
         }

@@ -3,14 +3,6 @@ import CacheStore
 import NIOCore
 import NIOHTTP1
 
-/// What `vcl_recv` decided.
-enum RecvDecision: Equatable {
-    case lookup
-    case pass(reason: String)
-    case purge
-    case synth(status: Int, reason: String)
-}
-
 /// What the lookup found (Varnish's `HSH_Lookup` result, RFC 9111 §4 applied), for a memory
 /// object or a disk head alike.
 enum LookupOutcome<Candidate: CacheCandidate> {
@@ -59,26 +51,6 @@ struct BackendResponseDecision: Equatable {
 /// `builtin.vcl` defaults. A loaded VCL-like configuration overrides single decisions; these
 /// are the answers when it says nothing.
 enum BuiltinPolicy {
-    /// `vcl_recv`: PURGE is handled by the cache, GET/HEAD are looked up, other methods and
-    /// requests carrying a Cookie are passed (Varnish's builtin), and only-if-cached is honoured later.
-    static func recv(method: HTTPMethod, headers: HTTPHeaders) -> RecvDecision {
-        switch method {
-        case .GET, .HEAD:
-            if headers.contains(name: "cookie") {
-                return .pass(reason: "cookie")
-            }
-            return .lookup
-        case .PURGE:
-            return .purge
-        case .CONNECT:
-            return .synth(status: 405, reason: "CONNECT is not supported")
-        case .TRACE:
-            return .synth(status: 405, reason: "TRACE is not supported")
-        default:
-            return .pass(reason: "method")
-        }
-    }
-
     /// `vcl_hash`: the raw target and the normalised host.
     static func hash(target: String, host: String) -> CacheKey {
         CacheKey(host: host, target: target)

@@ -442,6 +442,7 @@ extension RequestFlow: BackendExchangeDelegate {
         case .connectFailed, .connectTimeout: self.counters.increment(.fetchConnectFailed)
         case .firstByteTimeout, .betweenBytesTimeout, .queueTimeout: self.counters.increment(.fetchTimeout)
         case .framing: self.counters.increment(.fetchFramingError)
+        case .headersTooLarge: self.counters.increment(.fetchTooLargeHeaders)
         default: break
         }
         self.server.logger.warning(
