@@ -90,7 +90,10 @@ extension DiskTier {
         ]
 
         let outcome: Result<(replaced: [Int64], overCapacity: Bool), any Error> = self.writer.withLock { state in
-            defer { state.inFlight.remove(id) }
+            defer {
+                state.inFlight.remove(id)
+                self.publish(state)
+            }
             guard let db = state.db else { return .failure(CacheStoreError.closed(path: self.directory)) }
             return Result {
                 var replaced: [Int64] = []

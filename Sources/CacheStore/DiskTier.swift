@@ -110,6 +110,15 @@ public final class DiskTier: Sendable {
     }
 
     let writer: Mutex<WriterState>
+    /// The writer's figures as of its last operation, for `stats`: reading them never waits
+    /// for a commit (the writer lock is held across transactions and fsyncs).
+    struct Figures {
+        var objects: Int64 = 0
+        var bytes: Int64 = 0
+        var counters = Counters()
+        var diskFull = false
+    }
+    let published = Mutex(Figures())
     let reader: Mutex<SQLiteConnection?>
     let hits = Atomic<Int>(0)
     let misses = Atomic<Int>(0)
@@ -171,6 +180,7 @@ public final class DiskTier: Sendable {
         }
         state.db = db
         self.startupWarnings = warnings
+        self.published.withLock { $0 = Figures(objects: state.objects, bytes: state.bytes, counters: state.counters, diskFull: state.diskFull) }
         self.writer = Mutex(state)
         self.reader = Mutex(readDB)
     }
@@ -199,7 +209,7 @@ public final class DiskTier: Sendable {
 
     /// Counters and totals.
     public var stats: DiskTierStats {
-        self.writer.withLock { state in
+        self.published.withLock { state in
             DiskTierStats(
                 objects: state.objects,
                 bytes: state.bytes,
@@ -234,9 +244,17 @@ public final class DiskTier: Sendable {
     func withWriter<T: Sendable>(_ body: @Sendable (inout WriterState, SQLiteConnection) throws -> T) throws -> T {
         let result: Result<T, any Error> = self.writer.withLock { state in
             guard let db = state.db else { return .failure(CacheStoreError.closed(path: self.directory)) }
+            defer { self.publish(state) }
             return Result { try body(&state, db) }
         }
         return try result.mapError(self.flagIfCorrupt).get()
+    }
+
+    /// Copies the writer's figures for `stats` (called with the writer lock held).
+    func publish(_ state: WriterState) {
+        self.published.withLock {
+            $0 = Figures(objects: state.objects, bytes: state.bytes, counters: state.counters, diskFull: state.diskFull)
+        }
     }
 
     /// Turns an SQLite corruption error found while running into `.indexCorrupt`, and leaves a

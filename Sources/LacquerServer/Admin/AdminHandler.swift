@@ -1,10 +1,14 @@
 import Foundation
 import NIOCore
 import NIOHTTP1
+import NIOPosix
 
 /// The admin listener: `/health`, `/stats` (JSON), `/metrics` (Prometheus text format),
 /// `POST /reload` (reload the configuration file) and `POST /ban` (body: a ban expression).
 /// Bound to loopback by default; it exposes counters, never cached content.
+///
+/// Endpoints that read files, compile a configuration or gather figures (`/reload`, `/stats`,
+/// `/metrics`) run on a thread pool, never on the event loop, which serves clients too.
 final class AdminHandler: ChannelInboundHandler {
     typealias InboundIn = HTTPServerRequestPart
     typealias OutboundOut = HTTPServerResponsePart
@@ -45,42 +49,66 @@ final class AdminHandler: ChannelInboundHandler {
         }
     }
 
+    /// An endpoint's answer: status, content type, body.
+    typealias Answer = (status: HTTPResponseStatus, contentType: String, body: String)
+
     private func respond(to head: HTTPRequestHead, context: ChannelHandlerContext) {
         let path = head.uri.split(separator: "?", maxSplits: 1).first.map(String.init) ?? head.uri
-        let status: HTTPResponseStatus
-        let contentType: String
-        let body: String
+        let text = "text/plain; charset=utf-8"
+        let actions = self.actions
+        let slow: (@Sendable () -> Answer)?
+        switch (head.method, path) {
+        case (.GET, "/stats"), (.HEAD, "/stats"):
+            slow = { (.ok, "application/json", actions.stats().json()) }
+        case (.GET, "/metrics"), (.HEAD, "/metrics"):
+            slow = { (.ok, "text/plain; version=0.0.4", actions.stats().prometheus()) }
+        case (.POST, "/reload"):
+            slow = {
+                let result = actions.reload()
+                return (result.ok ? .ok : .unprocessableEntity, text, result.message + "\n")
+            }
+        default:
+            slow = nil
+        }
+        if let slow {
+            let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+            NIOThreadPool.singleton.runIfActive(eventLoop: context.eventLoop, slow).whenComplete { result in
+                let (handler, context) = loopBound.value
+                let answer = (try? result.get()) ?? (.internalServerError, text, "500 could not run the request\n")
+                handler.write(answer, for: head, context: context)
+            }
+            return
+        }
+        self.write(self.answer(head: head, path: path), for: head, context: context)
+    }
+
+    /// The answer of an endpoint that needs no waiting.
+    private func answer(head: HTTPRequestHead, path: String) -> Answer {
         let text = "text/plain; charset=utf-8"
         switch (head.method, path) {
         case (.GET, "/health"), (.HEAD, "/health"):
-            (status, contentType, body) = (.ok, text, "ok\n")
-        case (.GET, "/stats"), (.HEAD, "/stats"):
-            (status, contentType, body) = (.ok, "application/json", self.actions.stats().json())
-        case (.GET, "/metrics"), (.HEAD, "/metrics"):
-            (status, contentType, body) = (.ok, "text/plain; version=0.0.4", self.actions.stats().prometheus())
-        case (.POST, "/reload"):
-            let result = self.actions.reload()
-            (status, contentType, body) = (result.ok ? .ok : .unprocessableEntity, text, result.message + "\n")
+            return (.ok, text, "ok\n")
         case (.POST, "/ban"):
             let expression = self.body.trimmingCharacters(in: .whitespacesAndNewlines)
             if self.bodyTooLarge {
-                (status, contentType, body) = (.payloadTooLarge, text, "413 ban expression too long\n")
+                return (.payloadTooLarge, text, "413 ban expression too long\n")
             } else if expression.isEmpty {
-                (status, contentType, body) = (.badRequest, text, "400 send the ban expression as the body, e.g. req.url ~ ^/news\n")
+                return (.badRequest, text, "400 send the ban expression as the body, e.g. req.url ~ ^/news\n")
             } else if let error = self.actions.ban(expression) {
-                (status, contentType, body) = (.badRequest, text, "400 \(error)\n")
-            } else {
-                (status, contentType, body) = (.ok, text, "ban added: \(expression)\n")
+                return (.badRequest, text, "400 \(error)\n")
             }
+            return (.ok, text, "ban added: \(expression)\n")
         case (_, "/reload"), (_, "/ban"):
-            (status, contentType, body) = (.methodNotAllowed, text, "405 Method Not Allowed (use POST)\n")
+            return (.methodNotAllowed, text, "405 Method Not Allowed (use POST)\n")
         case (_, "/health"), (_, "/stats"), (_, "/metrics"):
-            (status, contentType, body) = (.methodNotAllowed, "text/plain; charset=utf-8", "405 Method Not Allowed\n")
+            return (.methodNotAllowed, text, "405 Method Not Allowed\n")
         default:
-            (status, contentType, body) = (
-                .notFound, "text/plain; charset=utf-8", "404 Not Found: try /health, /stats, /metrics, POST /reload or POST /ban\n"
-            )
+            return (.notFound, text, "404 Not Found: try /health, /stats, /metrics, POST /reload or POST /ban\n")
         }
+    }
+
+    private func write(_ answer: Answer, for head: HTTPRequestHead, context: ChannelHandlerContext) {
+        let (status, contentType, body) = answer
         var buffer = context.channel.allocator.buffer(capacity: body.utf8.count)
         buffer.writeString(body)
         var headers = HTTPHeaders()
