@@ -58,8 +58,9 @@ let package = Package(
         .executableTarget(
             name: "lacquer",
             dependencies: [
-                "LacquerServer", "FixtureOrigin", "VCL",
+                "LacquerServer", "VCL",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),

@@ -1,5 +1,4 @@
 import ArgumentParser
-import FixtureOrigin
 import LacquerServer
 import Logging
 import NIOCore
@@ -191,9 +190,9 @@ struct Lacquer: AsyncParsableCommand {
             }
         }
 
-        var demoOrigin: FixtureOrigin?
+        var demoOrigin: DemoOrigin?
         if self.demo {
-            let origin = try await FixtureOrigin.start(host: "127.0.0.1", port: 0)
+            let origin = try await DemoOrigin.start()
             demoOrigin = origin
             if configuration.backends.isEmpty {
                 configuration.backends = [BackendConfiguration(name: "demo", host: "127.0.0.1", port: origin.port)]
@@ -226,6 +225,7 @@ struct Lacquer: AsyncParsableCommand {
                 Purge it with:  curl -X PURGE '\(url)'
                 Press Ctrl-C to stop.
                 """)
+            fflush(nil)  // shown at once also when stdout is a pipe or a file
         }
         let group = ServiceGroup(
             configuration: .init(services: [.init(service: server)], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))

@@ -111,6 +111,44 @@ struct CommandLineTests {
         if !process.isRunning { #expect(process.terminationStatus == 0) }
     }
 
+    @Test("--demo: the built-in origin answers slowly, the printed curl line shows MISS then HIT, stdout a pipe")
+    func demo() async throws {
+        let process = Process()
+        process.executableURL = Self.binary
+        let storage = try makeTemporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: storage) }
+        process.arguments = ["--demo", "--listen", "127.0.0.1:0", "--admin", "off", "--threads", "1", "--storage-dir", storage]
+        let out = Pipe()
+        process.standardOutput = out
+        process.standardError = Pipe()
+        try process.run()
+        defer { if process.isRunning { process.terminate() } }
+        // The curl lines arrive although stdout is a pipe, not a terminal.
+        var printed = ""
+        let deadline = Date().addingTimeInterval(20)
+        while !printed.contains("Press Ctrl-C"), Date() < deadline {
+            let chunk = out.fileHandleForReading.availableData
+            if chunk.isEmpty { break }
+            printed += String(decoding: chunk, as: UTF8.self)
+        }
+        let url = try #require(
+            printed.split(separator: "'").first { $0.hasPrefix("http://127.0.0.1:") }.map(String.init), "\(printed)")
+        let withoutScheme = url.dropFirst("http://127.0.0.1:".count)
+        let port = try #require(Int(withoutScheme.prefix { $0.isNumber }))
+        let target = String(withoutScheme.drop { $0.isNumber })
+        let started = Date()
+        let first = try httpGet(port: port, target)
+        #expect(Date().timeIntervalSince(started) >= 0.9)  // the demo origin takes 1 s
+        #expect(first.header("X-Cache-Status") == "MISS")
+        #expect(first.bodyString == "Hello from the slow demo origin\n")
+        let second = try httpGet(port: port, target)
+        #expect(second.header("X-Cache-Status") == "HIT")
+        kill(process.processIdentifier, SIGTERM)
+        let stop = Date().addingTimeInterval(15)
+        while process.isRunning && Date() < stop { try await Task.sleep(for: .milliseconds(20)) }
+        #expect(!process.isRunning)
+    }
+
     @Test("--check-config: a valid file exits 0; errors print file:line:col, the line, a caret, and exit 1")
     func checkConfig() throws {
         let directory = try makeTemporaryDirectory()
