@@ -10,7 +10,7 @@ import VCL
 // Microbenchmarks for the hot pieces of a cache hit (issue #7), in one process, each reported
 // as nanoseconds per operation (median of 5 runs) and as a ratio to a baseline measured in the
 // same run: hashing a 20-byte String with the standard library's Hasher. Build with -c release:
-//   swift run -c release lacquer-microbench
+//   LACQUER_BENCHMARKS=1 swift run -c release lacquer-microbench
 
 @inline(never) func blackHole<T>(_ value: T) { withExtendedLifetime(value) {} }
 
