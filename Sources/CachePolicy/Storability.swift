@@ -3,10 +3,42 @@ import NIOHTTP1
 /// A shared cache's answer to "may this response be stored?" (RFC 9111 §3).
 public enum StorabilityDecision: Sendable, Equatable {
     case storable
-    /// A short machine-friendly reason, usable as a metric label or `Cache-Status` detail:
-    /// `method`, `no-store`, `status`, `partial`, `vary-star`, `set-cookie`,
-    /// `private`, `authorization`, `no-freshness`.
-    case notStorable(reason: String)
+    case notStorable(reason: NotStorableReason)
+}
+
+/// Why a response is not stored: a closed set, each with the short token that `Cache-Status`
+/// details and metric labels show (its raw value).
+public enum NotStorableReason: String, Sendable, Equatable, CaseIterable {
+    /// RFC 9111 §3: only GET responses are stored (a HEAD is answered from a stored GET).
+    case method
+    case noStore = "no-store"
+    /// A status code the cache does not understand.
+    case status
+    /// 206 (ranges are not stored as such).
+    case partial
+    case varyStar = "vary-star"
+    case setCookie = "set-cookie"
+    case `private`
+    /// A request with Authorization and a response that did not allow sharing (RFC 9111 §3.5).
+    case authorization
+    /// No explicit freshness and no heuristic allowed.
+    case noFreshness = "no-freshness"
+    /// Larger than the stores take.
+    case tooLarge = "too-large"
+    /// `beresp.uncacheable` set in VCL.
+    case vcl
+    /// VCL set a lifetime of zero.
+    case vclTTL = "vcl-ttl"
+    /// A pass: nothing is stored by design.
+    case pass
+
+    /// Reasons no VCL lifetime can override: storing cannot work at all.
+    public var isHard: Bool {
+        switch self {
+        case .method, .partial, .status, .varyStar: true
+        default: false
+        }
+    }
 }
 
 /// The storage rules of RFC 9111 §3 for a shared cache, plus Lacquer's own (HARDENING.md §8).
@@ -60,26 +92,26 @@ public enum Storability {
         responseHeaders: HTTPHeaders,
         responseCacheControl: CacheControl
     ) -> StorabilityDecision {
-        guard method == "GET" else { return .notStorable(reason: "method") }
+        guard method == "GET" else { return .notStorable(reason: .method) }
 
         let understood = Self.understoodStatuses.contains(status)
         if requestCacheControl.noStore {
-            return .notStorable(reason: "no-store")
+            return .notStorable(reason: .noStore)
         }
         if responseCacheControl.noStore, !(responseCacheControl.mustUnderstand && understood) {
-            return .notStorable(reason: "no-store")
+            return .notStorable(reason: .noStore)
         }
-        if status == 206 { return .notStorable(reason: "partial") }
-        guard understood else { return .notStorable(reason: "status") }
+        if status == 206 { return .notStorable(reason: .partial) }
+        guard understood else { return .notStorable(reason: .status) }
 
-        if VaryKey.fieldNames(responseHeaders) == nil { return .notStorable(reason: "vary-star") }
-        if responseHeaders.contains(name: "set-cookie") { return .notStorable(reason: "set-cookie") }
-        if responseCacheControl.isPrivate { return .notStorable(reason: "private") }
+        if VaryKey.fieldNames(responseHeaders) == nil { return .notStorable(reason: .varyStar) }
+        if responseHeaders.contains(name: "set-cookie") { return .notStorable(reason: .setCookie) }
+        if responseCacheControl.isPrivate { return .notStorable(reason: .private) }
 
         if requestHeaders.contains(name: "authorization"), !responseCacheControl.isPublic,
             responseCacheControl.sMaxAge == nil, !responseCacheControl.mustRevalidate
         {
-            return .notStorable(reason: "authorization")
+            return .notStorable(reason: .authorization)
         }
 
         let hasExplicitFreshness =
@@ -89,7 +121,7 @@ public enum Storability {
             hasExplicitFreshness || responseCacheControl.isPublic || responseCacheControl.noCache
                 || Freshness.heuristicallyCacheable.contains(status)
         else {
-            return .notStorable(reason: "no-freshness")
+            return .notStorable(reason: .noFreshness)
         }
         return .storable
     }

@@ -37,7 +37,7 @@ extension DiskObjectHead: CacheCandidate {}
 /// What `vcl_backend_response` decided about a fetched response.
 struct BackendResponseDecision: Equatable {
     var storable: Bool
-    var reason: String?
+    var reason: NotStorableReason?
     var ttl: Double
     var grace: Double
     var keep: Double
@@ -166,7 +166,7 @@ enum BuiltinPolicy {
         }
         let hasValidators = responseHeaders.contains(name: "etag") || responseHeaders.contains(name: "last-modified")
         if ttl <= 0 && !hasValidators {
-            decision.reason = "no-freshness"
+            decision.reason = .noFreshness
             return decision
         }
         decision.storable = true

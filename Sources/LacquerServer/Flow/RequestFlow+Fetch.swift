@@ -177,7 +177,7 @@ extension RequestFlow: BackendExchangeDelegate {
                     self.varyNames = names
                 } else {
                     decision.storable = false
-                    decision.reason = "vary-star"
+                    decision.reason = .varyStar
                 }
             }
             self.storeLimit =
@@ -186,7 +186,7 @@ extension RequestFlow: BackendExchangeDelegate {
                 : max(self.server.memory.admissionLimit, self.server.configuration.diskMaxBufferedObjectBytes)
             if decision.storable, let length = self.expectedLength, length > self.storeLimit {
                 decision.storable = false
-                decision.reason = "too-large"
+                decision.reason = .tooLarge
                 self.counters.increment(.objectsNotStoredTooLarge)
             }
             if decision.storable {
@@ -210,7 +210,7 @@ extension RequestFlow: BackendExchangeDelegate {
                         origin: decision.origin, ttl: decision.ttl, expectedLength: self.expectedLength))
             } else {
                 self.counters.increment(.objectsNotStoredUncacheable)
-                cacheStatus.detail = decision.reason
+                cacheStatus.detail = decision.reason?.rawValue
                 if stale != nil {
                     // The new answer is not storable: the old object must not be served any more.
                     _ = self.invalidate(key)
@@ -234,7 +234,7 @@ extension RequestFlow: BackendExchangeDelegate {
             // vcl_backend_response runs for pass fetches too (beresp is uncacheable there): it
             // may change the status and header fields, retry or abandon.
             var passDecision = BackendResponseDecision(
-                storable: false, reason: "pass", ttl: 0, grace: 0, keep: 0, mustRevalidate: false, origin: self.responseTime)
+                storable: false, reason: .pass, ttl: 0, grace: 0, keep: 0, mustRevalidate: false, origin: self.responseTime)
             let verdict = self.runBackendResponse(
                 status: &status, reason: &reasonPhrase, headers: &headers, decision: &passDecision)
             guard self.carryOut(verdict) else { return }

@@ -91,7 +91,7 @@ extension RequestFlow {
         } else {
             // The 304 made the response unstorable (e.g. `no-store` now): serve it once, drop the old copy.
             _ = self.invalidate(revalidation.key)
-            cacheStatus.detail = decision.reason
+            cacheStatus.detail = decision.reason?.rawValue
         }
         self.counters.increment(.cacheRevalidated)
         // Waiters look up again and find the updated object.

@@ -312,7 +312,7 @@ extension RequestFlow {
         self.ctx.berespTTL = decision.storable ? decision.ttl - age : 0
         self.ctx.berespGrace = decision.grace
         self.ctx.berespKeep = decision.keep
-        self.ctx.berespUncacheable = decision.reason == "pass"
+        self.ctx.berespUncacheable = decision.reason == .pass
         self.ctx.bereqMethod = self.head.method.rawValue
         self.ctx.bereqURL = self.head.uri
         let before = (ttl: self.ctx.berespTTL, grace: self.ctx.berespGrace, keep: self.ctx.berespKeep)
@@ -337,13 +337,12 @@ extension RequestFlow {
         let changed = before.ttl != self.ctx.berespTTL || before.grace != self.ctx.berespGrace || before.keep != self.ctx.berespKeep
         if self.ctx.berespUncacheable {
             decision.storable = false
-            decision.reason = "vcl"
+            decision.reason = .vcl
         } else if changed {
             // VCL set the lifetime: it decides, as in Varnish (unless storing cannot work).
-            let hard: Set<String> = ["method", "partial", "status", "vary-star"]
-            if decision.storable || !hard.contains(decision.reason ?? "") {
+            if decision.storable || !(decision.reason?.isHard ?? false) {
                 decision.storable = self.ctx.berespTTL + self.ctx.berespGrace + self.ctx.berespKeep > 0
-                decision.reason = decision.storable ? nil : "vcl-ttl"
+                decision.reason = decision.storable ? nil : .vclTTL
                 decision.ttl = max(0, self.ctx.berespTTL) + age
                 decision.grace = self.ctx.berespGrace
                 decision.keep = self.ctx.berespKeep

@@ -1,5 +1,6 @@
 import CachePolicy
 import CacheStore
+import Logging
 import NIOCore
 import NIOHTTP1
 import VCL
@@ -465,7 +466,11 @@ final class RequestFlow {
             case .success(let onDisk):
                 flow.purged(count: max(inMemory, onDisk))
             case .failure(let error):
-                flow.synth(status: 503, reason: "Purge could not be committed to the disk tier: \(error)")
+                // The cause goes to the log; the client gets a plain reason.
+                flow.server.logger.error(
+                    "purge could not be committed to the disk tier",
+                    metadata: ["xid": "\(flow.xid)", "url": "\(flow.head.uri)", "error": "\(error)"])
+                flow.synth(status: 503, reason: "Purge could not be committed to the disk tier")
             }
         }
     }
