@@ -202,10 +202,14 @@ struct DiskTierIntegrationTests {
             _ = try httpGet(port: port, "/st?cc=max-age%3D60")
             try await waitForDiskWrites(lacquer, count: 1)
             let adminPort = try #require(lacquer.adminAddress?.port)
-            let stats = try httpGet(port: adminPort, "/stats").bodyString
-            #expect(stats.contains("\"disk\":{\"objects\":1"))
-            #expect(stats.contains("\"checksum_failures\":0"))
-            #expect(stats.contains("\"disk_stored\":1"))
+            let stats = try httpGet(port: adminPort, "/stats").body
+            let document = try #require(try JSONSerialization.jsonObject(with: Data(stats)) as? [String: Any])
+            let disk = try #require(document["disk"] as? [String: Any])
+            #expect(disk["objects"] as? Int == 1)
+            #expect(disk["checksum_failures"] as? Int == 0)
+            let counters = try #require(document["counters"] as? [String: Any])
+            #expect(counters["disk_stored"] as? Int == 1)
+            #expect((document["memory"] as? [String: Any])?["objects"] as? Int == 1)
         }
     }
 }

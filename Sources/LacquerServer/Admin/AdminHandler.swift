@@ -145,31 +145,13 @@ public struct StatsSnapshot: Sendable {
     public var backends: [BackendSnapshot] = []
 
     /// `{"uptime_seconds":…, "connections":…, "counters":{…}, "memory":{…}, "disk":{…}|null,
-    /// "backends":[{"name":…, "address":…, "healthy":…, "probe":{…}|null, …}]}`
+    /// "fetches":{…}, "backends":[{"name":…, "address":…, "healthy":…, "probe":{…}|null, …}]}`,
+    /// encoded from `StatsDocument` by Foundation's JSON encoder (keys sorted, so the text is stable).
     public func json() -> String {
-        let uptime = (self.uptimeSeconds * 1000).rounded() / 1000
-        return "{\"uptime_seconds\":\(uptime),\"connections\":\(self.connections),"
-            + "\"counters\":\(Self.object(self.counters)),\"memory\":\(Self.object(self.memory)),"
-            + "\"disk\":\(self.disk.isEmpty ? "null" : Self.object(self.disk)),"
-            + "\"fetches\":\(Self.object(self.fetches)),"
-            + "\"backends\":[\(self.backends.map(Self.json).joined(separator: ","))]}\n"
-    }
-
-    private static func object(_ pairs: [(name: String, value: Int)]) -> String {
-        "{" + pairs.map { "\"\($0.name)\":\($0.value)" }.joined(separator: ",") + "}"
-    }
-
-    private static func json(_ backend: BackendSnapshot) -> String {
-        let probe =
-            backend.probe.map { probe in
-                "{\"good\":\(probe.good),\"window\":\(probe.window),\"threshold\":\(probe.threshold),"
-                    + "\"last\":\(probe.last.map(jsonString) ?? "null"),\"changes\":\(probe.changes)}"
-            } ?? "null"
-        return "{\"name\":\(jsonString(backend.name)),\"address\":\(jsonString(backend.address)),"
-            + "\"healthy\":\(backend.healthy),\"probe\":\(probe),"
-            + "\"connections\":{\"open\":\(backend.openConnections),\"idle\":\(backend.idleConnections)},"
-            + "\"queued\":\(backend.queued),\"requests\":\(backend.requests),"
-            + "\"failures\":\(object(backend.failures))}"
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        guard let data = try? encoder.encode(StatsDocument(self)) else { return "{}\n" }
+        return String(decoding: data, as: UTF8.self) + "\n"
     }
 
     /// A JSON string literal (RFC 8259 §7 escapes).
@@ -226,5 +208,110 @@ public struct StatsSnapshot: Sendable {
             }
         }
         return out
+    }
+}
+
+/// The JSON document `/stats` serves: a Codable view of a `StatsSnapshot`.
+struct StatsDocument: Encodable {
+    /// Named figures as one JSON object.
+    struct Figures: Encodable {
+        var pairs: [(name: String, value: Int)]
+
+        func encode(to encoder: any Encoder) throws {
+            var container = encoder.container(keyedBy: Key.self)
+            for pair in self.pairs {
+                try container.encode(pair.value, forKey: Key(pair.name))
+            }
+        }
+    }
+
+    struct Key: CodingKey {
+        var stringValue: String
+        var intValue: Int? { nil }
+        init(_ name: String) { self.stringValue = name }
+        init?(stringValue: String) { self.stringValue = stringValue }
+        init?(intValue: Int) { nil }
+    }
+
+    struct Probe: Encodable {
+        var good: Int
+        var window: Int
+        var threshold: Int
+        var last: String?
+        var changes: Int
+
+        func encode(to encoder: any Encoder) throws {
+            var container = encoder.container(keyedBy: Key.self)
+            try container.encode(self.good, forKey: Key("good"))
+            try container.encode(self.window, forKey: Key("window"))
+            try container.encode(self.threshold, forKey: Key("threshold"))
+            try container.encode(self.last, forKey: Key("last"))  // null before the first probe
+            try container.encode(self.changes, forKey: Key("changes"))
+        }
+    }
+
+    struct Connections: Encodable {
+        var open: Int
+        var idle: Int
+    }
+
+    struct Backend: Encodable {
+        var name: String
+        var address: String
+        var healthy: Bool
+        var probe: Probe?
+        var connections: Connections
+        var queued: Int
+        var requests: Int
+        var failures: Figures
+
+        func encode(to encoder: any Encoder) throws {
+            var container = encoder.container(keyedBy: Key.self)
+            try container.encode(self.name, forKey: Key("name"))
+            try container.encode(self.address, forKey: Key("address"))
+            try container.encode(self.healthy, forKey: Key("healthy"))
+            try container.encode(self.probe, forKey: Key("probe"))  // null without a probe
+            try container.encode(self.connections, forKey: Key("connections"))
+            try container.encode(self.queued, forKey: Key("queued"))
+            try container.encode(self.requests, forKey: Key("requests"))
+            try container.encode(self.failures, forKey: Key("failures"))
+        }
+    }
+
+    var uptimeSeconds: Double
+    var connections: Int
+    var counters: Figures
+    var memory: Figures
+    var disk: Figures?
+    var fetches: Figures
+    var backends: [Backend]
+
+    init(_ snapshot: StatsSnapshot) {
+        self.uptimeSeconds = (snapshot.uptimeSeconds * 1000).rounded() / 1000
+        self.connections = snapshot.connections
+        self.counters = Figures(pairs: snapshot.counters)
+        self.memory = Figures(pairs: snapshot.memory)
+        self.disk = snapshot.disk.isEmpty ? nil : Figures(pairs: snapshot.disk)
+        self.fetches = Figures(pairs: snapshot.fetches)
+        self.backends = snapshot.backends.map { backend in
+            Backend(
+                name: backend.name, address: backend.address, healthy: backend.healthy,
+                probe: backend.probe.map {
+                    Probe(good: $0.good, window: $0.window, threshold: $0.threshold, last: $0.last, changes: $0.changes)
+                },
+                connections: Connections(open: backend.openConnections, idle: backend.idleConnections),
+                queued: backend.queued, requests: backend.requests, failures: Figures(pairs: backend.failures))
+        }
+    }
+
+    func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: Key.self)
+        try container.encode(self.uptimeSeconds, forKey: Key("uptime_seconds"))
+        try container.encode(self.connections, forKey: Key("connections"))
+        try container.encode(self.counters, forKey: Key("counters"))
+        try container.encode(self.memory, forKey: Key("memory"))
+        try container.encode(self.disk, forKey: Key("disk"))  // null when the disk tier is off
+        try container.encode(self.fetches, forKey: Key("fetches"))
+        try container.encode(self.backends, forKey: Key("backends"))
     }
 }
