@@ -232,7 +232,7 @@ public final class LacquerServer: Service, Sendable {
                 metadata: ["directory": "\(tier.directory)", "objects": "\(tier.stats.objects)", "bytes": "\(tier.stats.bytes)"])
             return DiskStorage(
                 tier: tier, counters: self.counters, logger: self.logger,
-                maxQueuedBytes: self.configuration.diskMaxQueuedBytes)
+                maxQueuedBytes: self.configuration.diskMaxQueuedBytes, clock: self.clock)
         } catch let error as CacheStoreError {
             if case .directoryLocked = error {
                 throw LacquerServerError.storageLocked(error.description)

@@ -32,7 +32,14 @@ final class DiskStorage: Sendable {
         var drainScheduled = false
     }
 
-    init(tier: DiskTier, counters: Counters, logger: Logger, maxQueuedBytes: Int = 64 << 20) {
+    /// Seconds since the epoch: the LRU touch and insert times (injectable, as the server's clock).
+    private let clock: @Sendable () -> Double
+
+    init(
+        tier: DiskTier, counters: Counters, logger: Logger, maxQueuedBytes: Int = 64 << 20,
+        clock: @escaping @Sendable () -> Double = DiskTier.wallClock
+    ) {
+        self.clock = clock
         self.tier = tier
         self.counters = counters
         self.logger = logger
@@ -77,9 +84,10 @@ final class DiskStorage: Sendable {
 
     /// Marks a disk hit as used (LRU), off the request path.
     func touch(_ head: DiskObjectHead) {
+        let now = self.clock()
         self.writer.submit { [tier] state in
             guard case .active = state else { return }
-            try? tier.touch(head)
+            try? tier.touch(head, now: now)
         }
     }
 
@@ -140,7 +148,7 @@ final class DiskStorage: Sendable {
             return  // purged while it waited
         }
         do {
-            if try self.tier.store(object) {
+            if try self.tier.store(object, now: self.clock()) {
                 self.counters.increment(.diskStored)
             }
         } catch {
