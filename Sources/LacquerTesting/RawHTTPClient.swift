@@ -167,20 +167,6 @@ public final class RawHTTPClient: @unchecked Sendable {
         try self.readHead()
     }
 
-    /// Reads up to `count` bytes of whatever follows (body bytes, say); fewer at EOF.
-    public func readBytes(_ count: Int) throws -> [UInt8] {
-        var result: [UInt8] = []
-        while result.count < count {
-            if self.readIndex == self.writeIndex {
-                if try !self.fill() { break }
-            }
-            let take = Swift.min(self.writeIndex - self.readIndex, count - result.count)
-            result.append(contentsOf: UnsafeRawBufferPointer(rebasing: self.buffered.prefix(take)))
-            self.readIndex += take
-        }
-        return result
-    }
-
     // MARK: - Sending
 
     /// Sends `raw` as UTF-8 bytes, exactly as given (write the `\r\n`s yourself).

@@ -232,12 +232,8 @@ struct ClientConnectionStateMachine<Flow: AnyObject, Upload: AnyObject> {
             return .none
         case .closed:
             return .none
-        case .responding(let flow, upload: nil):
-            self.state = .closed
-            return .clientGone(flow, upload: nil, uploadCut: false, counter: nil)
-        case .idle, .head:
-            self.state = .closed
-            return .close(nil)
+        case .idle, .head, .responding(_, upload: nil):
+            return self.unexpectedRequestPart()
         }
     }
 
@@ -256,13 +252,20 @@ struct ClientConnectionStateMachine<Flow: AnyObject, Upload: AnyObject> {
             return .none
         case .closed:
             return .none
-        case .responding(let flow, upload: nil):
-            self.state = .closed
-            return .clientGone(flow, upload: nil, uploadCut: false, counter: nil)
-        case .idle:
-            self.state = .closed
-            return .close(nil)
+        case .idle, .responding(_, upload: nil):
+            return self.unexpectedRequestPart()
         }
+    }
+
+    /// A request part where none can come (the decoder would not send it): the connection
+    /// closes, and a flow that is answering hears that its client is gone.
+    private mutating func unexpectedRequestPart() -> Action {
+        let previous = self.state
+        self.state = .closed
+        if case .responding(let flow, _) = previous {
+            return .clientGone(flow, upload: nil, uploadCut: false, counter: nil)
+        }
+        return .close(nil)
     }
 
     // MARK: The flow's response
