@@ -6,8 +6,8 @@ import NIOCore
 import Testing
 
 /// Seeded random mixes of requests and client fates against an origin that delays, aborts
-/// mid-body and answers 5xx or 304. Afterwards the server is alive and right, its descriptors
-/// are back where they were, its memory is bounded, and every body a client read completely
+/// mid-body and answers 5xx or 304. Afterwards the server is alive and right, its connections
+/// and open files are back where they were, its memory is bounded, and every body a client read completely
 /// was byte-exact.
 ///
 /// A few fixed seeds run here (bounded, a few seconds each). `Tests/chaos.sh` runs long ones:
@@ -157,10 +157,6 @@ struct ChaosTests {
         return nil
     }
 
-    static func openDescriptors() -> Int {
-        (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd").count) ?? 0
-    }
-
     static func residentBytes() -> Int {
         guard let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),
             let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmRSS:") })
@@ -170,13 +166,15 @@ struct ChaosTests {
 
     func chaos(seed: UInt64, operationsPerWorker: Int, workers: Int) async throws {
         print("chaos seed \(seed): \(workers) workers × \(operationsPerWorker) operations (replay: LACQUER_SEED=\(seed) swift test --filter ChaosTests)")
+        var storage = ""
         try await withLacquer(configure: { configuration in
             configuration.memoryMaxObjectBytes = 64 * 1024  // larger bodies are served from the disk tier
             configuration.clientTimeouts.idle = .seconds(2)
+            storage = configuration.storageDirectory
         }) { lacquer, port, origin in
             // A first request so lazily opened files and pools are part of the baseline.
             _ = try await runBlocking { try httpGet(port: port, "/warmup?cc=max-age%3D60") }
-            let baselineDescriptors = Self.openDescriptors()
+            let baselineFiles = OpenSockets.files(under: storage)
             let baselineResident = Self.residentBytes()
             let started = ContinuousClock.now
             let problems = try await withThrowingTaskGroup(of: [String].self) { group in
@@ -213,20 +211,24 @@ struct ChaosTests {
             let hit = try await runBlocking { try httpGet(port: port, "/bytes/3000?cc=max-age%3D60&after=\(seed)") }
             #expect(hit.header("X-Cache-Status") == "HIT" && hit.body == Self.pattern(3000), "seed \(seed): a normal hit")
 
-            // Descriptors come back: client connections close (idle timeout 2 s), fills and disk
-            // readers end; what stays open is the backend pools' idle connections (two
-            // descriptors each here: ours and the origin's).
-            var descriptors = Self.openDescriptors()
-            var allowance = 0
+            // What the server holds comes back: client connections close (idle timeout 2 s),
+            // fills end, disk body files close; what stays open is the backend pools' idle
+            // connections. Counted by port and folder, so other tests running meanwhile do not count.
+            var clients = 0
+            var backend = 0
+            var files = 0
+            var pooled = 0
             for _ in 0..<100 {
-                allowance = lacquer.backendSnapshots.reduce(0) { $0 + 2 * $1.openConnections } + 8
-                descriptors = Self.openDescriptors()
-                if descriptors <= baselineDescriptors + allowance, lacquer.stats.connections == 0 { break }
+                clients = OpenSockets.connections(localPort: port)
+                backend = OpenSockets.connections(remotePort: origin.port)
+                files = OpenSockets.files(under: storage)
+                pooled = lacquer.backendSnapshots.reduce(0) { $0 + $1.openConnections }
+                if clients == 0, backend <= pooled, files <= baselineFiles, lacquer.stats.connections == 0 { break }
                 try await Task.sleep(for: .milliseconds(100))
             }
-            #expect(
-                descriptors <= baselineDescriptors + allowance,
-                "seed \(seed): \(descriptors) descriptors open, baseline \(baselineDescriptors) + \(allowance)")
+            #expect(clients == 0, "seed \(seed): \(clients) client connections still open")
+            #expect(backend <= pooled, "seed \(seed): \(backend) origin connections open, \(pooled) in the pools")
+            #expect(files <= baselineFiles, "seed \(seed): \(files) files open in the cache folder, \(baselineFiles) before")
             #expect(lacquer.stats.connections == 0, "seed \(seed): client connections left open")
             print("chaos seed \(seed): done in \(ContinuousClock.now - started), \(lacquer.counters[.clientReq]) requests")
             let grown = Self.residentBytes() - baselineResident

@@ -1,3 +1,4 @@
+import CacheStore
 import FixtureOrigin
 import Foundation
 import LacquerServer
@@ -169,6 +170,110 @@ struct ClientLeavesTests {
                 #expect(Self.difference(waiter.body, expected) == nil, "round \(round): the waiter's body")
             }
             #expect(lacquer.counters[.coalescedWaiters] >= 6)
+        }
+    }
+
+    // MARK: The flow's steps, each with its client leaving
+
+    @Test("a miss whose client leaves before the head: the fill still completes and is stored")
+    func missLeaderLeavesBeforeHead() async throws {
+        try await withLacquer { lacquer, port, origin in
+            let target = "/delay/300/left-early?cc=max-age%3D60&size=5000"
+            try await sendAndLeave(port: port, "GET \(target) HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", afterMilliseconds: 50)
+            try await eventually("the fill stored") { lacquer.counters[.objectsStored] == 1 }
+            let hit = try await runBlocking { try httpGet(port: port, target) }
+            #expect(hit.header("X-Cache-Status") == "HIT")
+            #expect(Self.difference(hit.body, Self.pattern(5000)) == nil)
+            #expect(origin.requestCount(path: "/delay/300/left-early") == 1)
+        }
+    }
+
+    @Test("a miss whose client leaves mid-body: the fill completes, is stored whole, and its waiter gets every byte")
+    func missLeaderLeavesMidBody() async throws {
+        try await withLacquer { lacquer, port, origin in
+            let length = 300_000
+            let target = "/slowbody/\(length)/30?cc=max-age%3D60"
+            let leader = try RawHTTPClient(port: port, timeout: 10)
+            try leader.send(bytes: RawHTTPClient.serialize("GET", target))
+            _ = try await runBlocking { try leader.readResponseHead() }
+            async let waiter = runBlocking { try httpGet(port: port, target, timeout: 10) }
+            try await Task.sleep(for: .milliseconds(60))
+            leader.reset()
+            let waited = try await waiter
+            #expect(waited.header("Cache-Status")?.contains("collapsed") == true)
+            #expect(Self.difference(waited.body, Self.pattern(length)) == nil)
+            try await eventually("the fill stored") { lacquer.counters[.objectsStored] == 1 }
+            let hit = try await runBlocking { try httpGet(port: port, target) }
+            #expect(hit.header("X-Cache-Status") == "HIT")
+            #expect(Self.difference(hit.body, Self.pattern(length)) == nil)
+            #expect(origin.requestCount(path: "/slowbody/\(length)/30") == 1)
+        }
+    }
+
+    @Test("a waiter that leaves mid-stream does not disturb the fill or its leader")
+    func waiterLeavesMidStream() async throws {
+        try await withLacquer { lacquer, port, origin in
+            let length = 300_000
+            let target = "/slowbody/\(length)/30?cc=max-age%3D60&w=1"
+            let leader = try RawHTTPClient(port: port, timeout: 10)
+            try leader.send(bytes: RawHTTPClient.serialize("GET", target))
+            async let first = runBlocking { try leader.readResponse() }
+            try await Task.sleep(for: .milliseconds(60))
+            try await runBlocking {
+                let waiter = try RawHTTPClient(port: port, timeout: 10)
+                try waiter.send(bytes: RawHTTPClient.serialize("GET", target))
+                _ = try waiter.readResponseHead()
+                _ = try waiter.readToEOF(max: 1000)
+                waiter.reset()
+            }
+            let whole = try await first
+            leader.close()
+            #expect(Self.difference(whole.body, Self.pattern(length)) == nil)
+            try await eventually("the fill stored") { lacquer.counters[.objectsStored] == 1 }
+        }
+    }
+
+    @Test("a disk hit streamed to a client that leaves mid-body: the body file is closed, the object stays")
+    func diskStreamClientLeaves() async throws {
+        var storage = ""
+        try await withLacquer(configure: {
+            $0.memoryMaxObjectBytes = 1024
+            storage = $0.storageDirectory
+        }) { lacquer, port, origin in
+            let length = 2_000_000
+            let target = "/bytes/\(length)?cc=max-age%3D60"
+            _ = try await runBlocking { try httpGet(port: port, target, timeout: 20) }
+            try await eventually("the disk write") { lacquer.counters[.diskStored] >= 1 }
+            let baseline = OpenSockets.files(under: storage)
+            for _ in 0..<5 {
+                try await runBlocking {
+                    let client = try RawHTTPClient(port: port, timeout: 10)
+                    try client.send(bytes: RawHTTPClient.serialize("GET", target))
+                    _ = try client.readResponseHead()
+                    _ = try client.readToEOF(max: 100_000)
+                    client.reset()
+                }
+            }
+            try await eventually("body files closed") { OpenSockets.files(under: storage) <= baseline }
+            let whole = try await runBlocking { try httpGet(port: port, target, timeout: 20) }
+            #expect(whole.header("Cache-Status")?.contains("detail=disk") == true)
+            #expect(Self.difference(whole.body, Self.pattern(length)) == nil)
+            #expect(origin.requestCount(path: "/bytes/\(length)") == 1)
+        }
+    }
+
+    @Test("a PURGE whose client leaves at once still removes the object from both tiers")
+    func purgeClientLeaves() async throws {
+        try await withLacquer { lacquer, port, origin in
+            let target = "/purged-anyway?cc=max-age%3D60"
+            _ = try await runBlocking { try httpGet(port: port, target) }
+            try await eventually("the disk write") { lacquer.counters[.diskStored] >= 1 }
+            try await sendAndLeave(port: port, "PURGE \(target) HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", afterMilliseconds: 0)
+            try await eventually("the purge") { lacquer.counters[.purgeOK] == 1 }
+            lacquer.memory.removeAll { _ in true }
+            let after = try await runBlocking { try httpGet(port: port, target) }
+            #expect(after.header("X-Cache-Status") == "MISS")
+            #expect(origin.requestCount(path: "/purged-anyway") == 2)
         }
     }
 }
