@@ -15,6 +15,7 @@ cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 
 trap cleanup EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
 
+chmod 755 "$W"  # nginx workers (not root) read the files
 mkdir -p "$W/www/pass" "$W/logs"
 head -c 1024 /dev/urandom >"$W/www/1k"
 head -c 102400 /dev/urandom >"$W/www/100k"
@@ -37,18 +38,21 @@ CONF
 mkdir -p "$W/tmp"
 nginx -c "$W/nginx.conf" -p "$W" &
 PIDS+=($!)
+for _ in $(seq 1 100); do [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$ORIGIN_PORT/1k")" = 200 ] && break; sleep 0.1; done
+[ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$ORIGIN_PORT/1k")" = 200 ] || { echo "the origin does not answer 200" >&2; exit 1; }
 
-start() { # BINARY NAME -> port
-  local port; port=$(free_port)
-  "$1" --listen "127.0.0.1:$port" --admin off --backend "http://127.0.0.1:$ORIGIN_PORT" --threads 2 \
+PORT=0
+start() { # BINARY NAME -> sets PORT (no subshell: the PID must reach PIDS for the cleanup)
+  PORT=$(free_port)
+  "$1" --listen "127.0.0.1:$PORT" --admin off --backend "http://127.0.0.1:$ORIGIN_PORT" --threads 2 \
     --storage-dir "$W/$2-cache" --log-level error >"$W/logs/$2.log" 2>&1 &
   PIDS+=($!)
-  for _ in $(seq 1 100); do curl -s -o /dev/null "http://127.0.0.1:$port/1k" && break; sleep 0.1; done
-  curl -s -o /dev/null "http://127.0.0.1:$port/100k"
-  echo "$port"
+  for _ in $(seq 1 100); do curl -s -o /dev/null "http://127.0.0.1:$PORT/1k" && break; sleep 0.1; done
+  curl -s -o /dev/null "http://127.0.0.1:$PORT/100k"
+  echo "$2 on $PORT: /1k $(curl -s -D - -o /dev/null "http://127.0.0.1:$PORT/1k" | tr -d '\r' | grep -i '^x-cache-status')" >&2
 }
-OLD_PORT=$(start "$OLD" old)
-NEW_PORT=$(start "$NEW" new)
+start "$OLD" old; OLD_PORT=$PORT
+start "$NEW" new; NEW_PORT=$PORT
 rps() { wrk -t2 -c64 -d"$DURATION" "$1" 2>/dev/null | awk '/Requests\/sec/ {print $2}'; }
 median() { sort -n | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
 echo "scenario  old_req/s  new_req/s  new/old"
