@@ -95,7 +95,7 @@ extension RequestFlow {
                 if case .failed = outcome {
                     self.stopWaiting()
                     self.finished = true
-                    if !self.clientIsGone { self.client.abort(self) }
+                    self.client?.abort(self)
                 } else {
                     self.pumpWait()
                 }
@@ -146,7 +146,7 @@ extension RequestFlow {
         headers.add(name: "Age", value: String(Int(max(0, now - head.origin))))
         let ttl = Int((head.origin + head.ttl - now).rounded(.down))
         self.addViaAndStatus(&headers, xStatus: .hit, cacheStatus: CacheStatusValue(hit: true, ttl: ttl, collapsed: true))
-        self.closeAfter = self.client.mustCloseAfter(self.head)
+        self.closeAfter = (self.client?.mustCloseAfter(self.head) ?? true)
         let hasBody = Self.statusHasBody(head.status)
         if hasBody {
             if let length = head.expectedLength {
@@ -197,7 +197,7 @@ extension RequestFlow {
                 self.waitOffset += part.readableBytes
                 self.emitBody(part)
                 if self.clientIsGone || self.finished { return }
-                if !self.client.isWritable {
+                if self.client?.isWritable != true {
                     return  // resumed by `clientWritable`
                 }
             }
@@ -209,7 +209,7 @@ extension RequestFlow {
                     // The fill failed mid-body: cut the connection so the client sees a
                     // truncated response, never a clean end.
                     self.finished = true
-                    if !self.clientIsGone { self.client.abort(self) }
+                    self.client?.abort(self)
                 }
                 return
             }
@@ -228,7 +228,7 @@ extension RequestFlow {
         head.headers.remove(name: "cache-control")
         head.headers.remove(name: "pragma")
         let refresh = RequestFlow(
-            server: self.server, client: BackgroundClient(eventLoop: self.eventLoop, peer: self.client.peer, local: self.client.local), head: head,
+            server: self.server, client: BackgroundClient(eventLoop: self.eventLoop, peer: self.peer, local: self.local), head: head,
             host: self.host, body: nil)
         refresh.busy = busy
         refresh.ctx.backendHint = self.ctx.backendHint

@@ -120,7 +120,7 @@ extension RequestFlow {
             self.diskReader = nil
             return
         }
-        guard self.client.isWritable else {
+        guard self.client?.isWritable == true else {
             self.diskReadPaused = true
             return
         }
@@ -156,7 +156,7 @@ extension RequestFlow {
                 disk.noteReadFailure(error, key: reader.head.key)
                 flow.finished = true
                 if !flow.clientIsGone {
-                    flow.client.abort(flow)
+                    flow.client?.abort(flow)
                 }
             }
         }

@@ -18,7 +18,7 @@ extension RequestFlow: BackendExchangeDelegate {
         let requestBody = isFill ? nil : self.requestBody
         var request = BackendRequest.make(
             client: self.head, method: method, isFill: isFill, bodyFraming: requestBody?.framing,
-            clientAddress: self.client.peer?.ipAddress, xid: self.xid, viaName: self.server.configuration.viaName)
+            clientAddress: self.peer?.ipAddress, xid: self.xid, viaName: self.server.configuration.viaName)
         if case .fill(_, let stale?, _) = mode {
             // Revalidate the stored copy rather than refetch it (RFC 9111 §4.3.1).
             if let etag = stale.headers.first(name: "etag") {
@@ -120,8 +120,8 @@ extension RequestFlow: BackendExchangeDelegate {
         guard !self.clientIsGone, !self.finished, self.head.version.minor >= 1, head.status != .continue else { return }
         var headers = head.headers
         HopByHop.strip(&headers)
-        self.client.writeHead(HTTPResponseHead(version: .http1_1, status: head.status, headers: headers))
-        self.client.flush()
+        self.client?.writeHead(HTTPResponseHead(version: .http1_1, status: head.status, headers: headers))
+        self.client?.flush()
     }
 
     /// `vcl_backend_response`, then the head goes to the client.
@@ -199,7 +199,7 @@ extension RequestFlow: BackendExchangeDelegate {
                     stored.remove(name: name)
                 }
                 self.storedHeaders = stored
-                self.accumulated = self.client.allocator.buffer(capacity: self.expectedLength ?? 0)
+                self.accumulated = self.allocator.buffer(capacity: self.expectedLength ?? 0)
                 cacheStatus.stored = true
                 cacheStatus.ttl = Int(decision.ttl - (self.responseTime - decision.origin))
                 // Waiters may start streaming now.
@@ -256,7 +256,7 @@ extension RequestFlow: BackendExchangeDelegate {
         self.addViaAndStatus(&out, xStatus: xStatus, cacheStatus: cacheStatus)
         let hasBody = Self.statusHasBody(status) && self.head.method != .HEAD
         let requestWasHeadAsGet = clientIsHead
-        self.closeAfter = self.client.mustCloseAfter(self.head)
+        self.closeAfter = (self.client?.mustCloseAfter(self.head) ?? true)
         if Self.statusHasBody(status) {
             if self.expectedLength == nil {
                 if requestWasHeadAsGet {
@@ -321,7 +321,9 @@ extension RequestFlow: BackendExchangeDelegate {
         }
         if self.sendBody && !self.clientIsGone {
             self.emitBody(buffer)
-            if !self.client.isWritable {
+            // The write may have found the client gone (and resumed the transfer for the fill):
+            // hold the backend back only for a client that is still there and cannot take more.
+            if let client = self.client, !client.isWritable {
                 self.lease?.connection.pause()
             }
         } else if self.accumulated == nil && self.clientIsGone && (self.busy?.waiterCount ?? 0) == 0 {
@@ -456,7 +458,7 @@ extension RequestFlow: BackendExchangeDelegate {
             // The head is out: the only honest signal left is to cut the connection.
             self.finished = true
             if !self.clientIsGone {
-                self.client.abort(self)
+                self.client?.abort(self)
             }
         }
     }

@@ -387,19 +387,19 @@ extension RequestFlow {
     func emitHead(_ head: HTTPResponseHead) {
         var head = head
         guard self.runDeliver(&head) else { return }
-        self.client.writeHead(head)
+        self.client?.writeHead(head)
     }
 
     /// Writes body bytes unless vcl_deliver replaced the response.
     func emitBody(_ buffer: ByteBuffer) {
         guard !self.bodySuppressed else { return }
-        self.client.writeBody(buffer)
+        self.client?.writeBody(buffer)
     }
 
     /// Writes the last body bytes of a response whose end follows at once (one flush).
     func emitFinalBody(_ buffer: ByteBuffer) {
         guard !self.bodySuppressed else { return }
-        self.client.writeFinalBody(buffer)
+        self.client?.writeFinalBody(buffer)
     }
 
     // MARK: vcl_synth

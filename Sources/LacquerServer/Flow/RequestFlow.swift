@@ -28,8 +28,18 @@ final class RequestFlow {
 
     let server: ServerContext
     /// Held strongly: a fill outlives its client; the cycle with a connection handler ends
-    /// when the handler moves on to its next request or the backend exchange ends.
-    let client: any FlowClient
+    /// when the handler moves on to its next request or the backend exchange ends. Never used
+    /// directly: `client` is the only way to it, and it is nil once the client has gone.
+    private let connection: any FlowClient
+    /// Where the response goes, or nil once the client has gone (or the connection answered the
+    /// request itself): a flow whose client left cannot write or reach back into the connection.
+    var client: (any FlowClient)? { self.clientIsGone ? nil : self.connection }
+    /// The client's and our addresses, taken when the flow starts (for X-Forwarded-For, VCL and
+    /// a background refresh, whether or not the client is still there).
+    let peer: SocketAddress?
+    let local: SocketAddress?
+    /// Buffers for what the flow keeps (a fill's body), from the connection's allocator.
+    let allocator: ByteBufferAllocator
     /// The client connection's event loop, captured when the flow starts: every callback of
     /// the flow (disk, backend, waiting list, timers) runs here, whether or not the client is
     /// still connected.
@@ -101,8 +111,11 @@ final class RequestFlow {
 
     init(server: ServerContext, client: any FlowClient, head: HTTPRequestHead, host: String, body: RequestBodyStream?) {
         self.server = server
-        self.client = client
+        self.connection = client
         self.eventLoop = client.eventLoop
+        self.peer = client.peer
+        self.local = client.local
+        self.allocator = client.allocator
         var head = head
         if !host.isEmpty, head.headers.first(name: "host") != host {
             // The normalised host (lowercased, default port dropped) is what VCL and the backend see.
@@ -358,14 +371,14 @@ final class RequestFlow {
         guard HitRules.wantsStoredAsIs(method: method, requestHeaders: requestHeaders),
             HitRules.deliverableAsStored(object, clientTakesGzip: AcceptEncoding.acceptsGzip(requestHeaders))
         else { return false }
-        self.closeAfter = self.client.mustCloseAfter(self.head)
+        self.closeAfter = (self.client?.mustCloseAfter(self.head) ?? true)
         let (head, largeBody) = PlainHit.encode(
             object, withBody: method != .HEAD, age: object.age(at: now), xStatus: xStatus, cacheStatus: cacheStatus,
             close: self.closeAfter, viaLine: self.server.viaLine, cacheName: self.server.cacheStatusName,
-            allocator: self.client.allocator)
-        self.client.writePreEncoded(head)
+            allocator: self.allocator)
+        self.client?.writePreEncoded(head)
         if let largeBody {
-            self.client.writeFinalBody(largeBody)
+            self.client?.writeFinalBody(largeBody)
         }
         self.finish(close: self.closeAfter)
         return true
@@ -390,7 +403,7 @@ final class RequestFlow {
         headers.reserveCapacity(headers.count + 6)
         headers.add(name: "Age", value: String(Int(age)))
         self.addViaAndStatus(&headers, xStatus: xStatus, cacheStatus: cacheStatus)
-        self.closeAfter = self.client.mustCloseAfter(self.head)
+        self.closeAfter = (self.client?.mustCloseAfter(self.head) ?? true)
         if self.closeAfter {
             headers.replaceOrAdd(name: "Connection", value: "close")
         }
@@ -518,7 +531,7 @@ final class RequestFlow {
     /// the defaults of the same name.
     func writeSynthetic(status: Int, reason: String, extraHeaders: HTTPHeaders?, body: String?) {
         guard !self.finished, !self.clientIsGone else { return }
-        let close = self.client.mustCloseAfter(self.head)
+        let close = (self.client?.mustCloseAfter(self.head) ?? true)
         var response = Synthetic.response(
             status: status, reason: reason, now: self.server.clock(), close: close,
             cacheName: self.server.configuration.cacheName, body: body)
@@ -540,9 +553,9 @@ final class RequestFlow {
         case 504: self.counters.increment(.synth504)
         default: break
         }
-        self.client.writeHead(response.head)
+        self.client?.writeHead(response.head)
         if self.head.method != .HEAD && response.body.readableBytes > 0 {
-            self.client.writeBody(response.body)
+            self.client?.writeBody(response.body)
         }
         self.finish(close: close)
     }
@@ -568,7 +581,7 @@ final class RequestFlow {
         guard !self.finished else { return }
         self.finished = true
         if self.clientIsGone { return }
-        self.client.finishResponse(self, close: close)
+        self.client?.finishResponse(self, close: close)
     }
 
     static func statusHasBody(_ status: Int) -> Bool {
