@@ -29,14 +29,9 @@ struct ChaosTests {
         var isHead = false
         /// The body a complete 200 must have (nil: not checked).
         var expected200: [UInt8]?
-        /// The range a 206 must carry, as a slice of `expected200`'s full body.
+        /// The range a 206 must carry, as a slice of `expected200`.
         var range: ClosedRange<Int>?
-        var fullBody: [UInt8]?
         var expectedUpload: Int?
-    }
-
-    static func pattern(_ count: Int) -> [UInt8] {
-        (0..<count).map { UInt8(ascii: "a") + UInt8($0 % 26) }
     }
 
     static func plan(_ kind: Kind, random: inout SeededRandom) -> Plan {
@@ -50,20 +45,20 @@ struct ChaosTests {
         }
         switch kind {
         case .get:
-            return Plan(bytes: get("/bytes/\(size)?\(query)"), expected200: pattern(size))
+            return Plan(bytes: get("/bytes/\(size)?\(query)"), expected200: FixtureOrigin.pattern(size))
         case .slowGet:
-            return Plan(bytes: get("/slowbody/\(size)/10?\(query)"), expected200: pattern(size))
+            return Plan(bytes: get("/slowbody/\(size)/10?\(query)"), expected200: FixtureOrigin.pattern(size))
         case .truncated:
             // The origin announces `size` bytes and closes after half: never a complete 200.
-            return Plan(bytes: get("/truncate/\(size)?\(query)"), expected200: pattern(size))
+            return Plan(bytes: get("/truncate/\(size)?\(query)"), expected200: FixtureOrigin.pattern(size))
         case .serverError:
             return Plan(bytes: get("/status/503?\(query)"))
         case .conditional:
             let target = "/bytes/\(size)?\(query)&etag=e\(id)"
-            return Plan(bytes: get(target, [("If-None-Match", "\"e\(id)\"")]), expected200: pattern(size))
+            return Plan(bytes: get(target, [("If-None-Match", "\"e\(id)\"")]), expected200: FixtureOrigin.pattern(size))
         case .noCache:
             let directives = ["no-cache", "no-cache, no-store", "max-age=0"].randomElement(using: &random)!
-            return Plan(bytes: get("/bytes/\(size)?\(query)", [("Cache-Control", directives)]), expected200: pattern(size))
+            return Plan(bytes: get("/bytes/\(size)?\(query)", [("Cache-Control", directives)]), expected200: FixtureOrigin.pattern(size))
         case .head:
             return Plan(
                 bytes: RawHTTPClient.serialize("HEAD", "/bytes/\(size)?\(query)"), isHead: true)
@@ -71,12 +66,12 @@ struct ChaosTests {
             let first = Int.random(in: 0..<size, using: &random)
             let last = min(size - 1, first + Int.random(in: 0..<5000, using: &random))
             return Plan(
-                bytes: get("/bytes/\(size)?\(query)", [("Range", "bytes=\(first)-\(last)")]), expected200: pattern(size),
-                range: first...last, fullBody: pattern(size))
+                bytes: get("/bytes/\(size)?\(query)", [("Range", "bytes=\(first)-\(last)")]), expected200: FixtureOrigin.pattern(size),
+                range: first...last)
         case .post:
             let length = [0, 10, 70_000].randomElement(using: &random)!
             return Plan(
-                bytes: RawHTTPClient.serialize("POST", "/upload?delay=\(delay)", body: pattern(length)),
+                bytes: RawHTTPClient.serialize("POST", "/upload?delay=\(delay)", body: FixtureOrigin.pattern(length)),
                 expectedUpload: length)
         case .purge:
             return Plan(bytes: RawHTTPClient.serialize("PURGE", "/bytes/\(size)?\(query)"))
@@ -103,7 +98,7 @@ struct ChaosTests {
                 return "200 with \(response.body.count) bytes, expected \(expected.count) (\(response.header("Cache-Status") ?? "-"))"
             }
         case 206:
-            guard let range = plan.range, let full = plan.fullBody else { return "unexpected 206" }
+            guard let range = plan.range, let full = plan.expected200 else { return "unexpected 206" }
             if response.body != Array(full[range]) {
                 return "206 with \(response.body.count) bytes, expected \(range.count)"
             }
@@ -207,9 +202,9 @@ struct ChaosTests {
 
             // Alive and right afterwards.
             let miss = try await runBlocking { try httpGet(port: port, "/bytes/3000?cc=max-age%3D60&after=\(seed)") }
-            #expect(miss.status == 200 && miss.body == Self.pattern(3000), "seed \(seed): a normal miss")
+            #expect(miss.status == 200 && miss.body == FixtureOrigin.pattern(3000), "seed \(seed): a normal miss")
             let hit = try await runBlocking { try httpGet(port: port, "/bytes/3000?cc=max-age%3D60&after=\(seed)") }
-            #expect(hit.header("X-Cache-Status") == "HIT" && hit.body == Self.pattern(3000), "seed \(seed): a normal hit")
+            #expect(hit.header("X-Cache-Status") == "HIT" && hit.body == FixtureOrigin.pattern(3000), "seed \(seed): a normal hit")
 
             // What the server holds comes back: client connections close (idle timeout 2 s),
             // fills end, disk body files close; what stays open is the backend pools' idle

@@ -37,10 +37,6 @@ struct ClientLeavesTests {
         #expect(response.bodyString == "yes")
     }
 
-    static func pattern(_ count: Int) -> [UInt8] {
-        (0..<count).map { UInt8(ascii: "a") + UInt8($0 % 26) }
-    }
-
     /// Nil when `body` is `expected`; else where they first differ (a short message, not the bytes).
     static func difference(_ body: [UInt8], _ expected: [UInt8]) -> String? {
         if body == expected { return nil }
@@ -107,7 +103,7 @@ struct ClientLeavesTests {
         try await withLacquer(configure: { $0.memoryMaxObjectBytes = 1024 }) { lacquer, port, origin in
             let target = "/delay/200/d?cc=max-age%3D60&etag=v2&size=10000"
             let first = try await runBlocking { try httpGet(port: port, target) }
-            #expect(Self.difference(first.body, Self.pattern(10000)) == nil)
+            #expect(Self.difference(first.body, FixtureOrigin.pattern(10000)) == nil)
             try await eventually("the disk write") { lacquer.counters[.diskStored] >= 1 }
             // Each no-cache request revalidates the disk copy (304); every client is gone by then.
             try await withThrowingTaskGroup(of: Void.self) { group in
@@ -126,7 +122,7 @@ struct ClientLeavesTests {
             // The revalidated object is still served, complete.
             let again = try await runBlocking { try httpGet(port: port, target) }
             #expect(again.status == 200)
-            #expect(Self.difference(again.body, Self.pattern(10000)) == nil)
+            #expect(Self.difference(again.body, FixtureOrigin.pattern(10000)) == nil)
         }
     }
 
@@ -148,7 +144,7 @@ struct ClientLeavesTests {
     func collapsedWaiterGetsExactBytes() async throws {
         try await withLacquer { lacquer, port, origin in
             let length = 2 << 20
-            let expected = Self.pattern(length)
+            let expected = FixtureOrigin.pattern(length)
             let target = "/slowbody/\(length)/20?piece=65536&cc=max-age%3D3600"
             for round in 0..<6 {
                 let purge = try await runBlocking { try httpGet(port: port, target, method: "PURGE") }
@@ -183,7 +179,7 @@ struct ClientLeavesTests {
             try await eventually("the fill stored") { lacquer.counters[.objectsStored] == 1 }
             let hit = try await runBlocking { try httpGet(port: port, target) }
             #expect(hit.header("X-Cache-Status") == "HIT")
-            #expect(Self.difference(hit.body, Self.pattern(5000)) == nil)
+            #expect(Self.difference(hit.body, FixtureOrigin.pattern(5000)) == nil)
             #expect(origin.requestCount(path: "/delay/300/left-early") == 1)
         }
     }
@@ -201,11 +197,11 @@ struct ClientLeavesTests {
             leader.reset()
             let waited = try await waiter
             #expect(waited.header("Cache-Status")?.contains("collapsed") == true)
-            #expect(Self.difference(waited.body, Self.pattern(length)) == nil)
+            #expect(Self.difference(waited.body, FixtureOrigin.pattern(length)) == nil)
             try await eventually("the fill stored") { lacquer.counters[.objectsStored] == 1 }
             let hit = try await runBlocking { try httpGet(port: port, target) }
             #expect(hit.header("X-Cache-Status") == "HIT")
-            #expect(Self.difference(hit.body, Self.pattern(length)) == nil)
+            #expect(Self.difference(hit.body, FixtureOrigin.pattern(length)) == nil)
             #expect(origin.requestCount(path: "/slowbody/\(length)/30") == 1)
         }
     }
@@ -228,7 +224,7 @@ struct ClientLeavesTests {
             }
             let whole = try await first
             leader.close()
-            #expect(Self.difference(whole.body, Self.pattern(length)) == nil)
+            #expect(Self.difference(whole.body, FixtureOrigin.pattern(length)) == nil)
             try await eventually("the fill stored") { lacquer.counters[.objectsStored] == 1 }
         }
     }
@@ -257,7 +253,7 @@ struct ClientLeavesTests {
             try await eventually("body files closed") { OpenSockets.files(under: storage) <= baseline }
             let whole = try await runBlocking { try httpGet(port: port, target, timeout: 20) }
             #expect(whole.header("Cache-Status")?.contains("detail=disk") == true)
-            #expect(Self.difference(whole.body, Self.pattern(length)) == nil)
+            #expect(Self.difference(whole.body, FixtureOrigin.pattern(length)) == nil)
             #expect(origin.requestCount(path: "/bytes/\(length)") == 1)
         }
     }

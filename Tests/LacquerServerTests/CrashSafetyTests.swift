@@ -8,10 +8,6 @@ import Testing
 /// object served afterwards is byte-identical to what the origin sent (the real binary, a real SIGKILL).
 @Suite("Crash safety", .serialized, .timeLimit(.minutes(3)))
 struct CrashSafetyTests {
-    func expectedBytes(_ n: Int) -> [UInt8] {
-        (0..<n).map { UInt8(ascii: "a") + UInt8($0 % 26) }
-    }
-
     func size(of i: Int) -> Int { 500 + (i * 7919) % 200_000 }
 
     func target(_ i: Int) -> String { "/bytes/\(size(of: i))?cc=max-age%3D3600&k=\(i)" }
@@ -84,7 +80,7 @@ struct CrashSafetyTests {
         for i in indices {
             let response = try httpGet(port: port2, target(i), timeout: 10)
             #expect(response.status == 200)
-            if response.body != expectedBytes(size(of: i)) {
+            if response.body != FixtureOrigin.pattern(size(of: i)) {
                 corrupt += 1
             }
             if response.header("X-Cache-Status") == "HIT" {

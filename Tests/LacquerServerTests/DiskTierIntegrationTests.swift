@@ -19,10 +19,6 @@ struct DiskTierIntegrationTests {
         #expect(lacquer.counters[.diskStored] >= count, "disk writes did not complete")
     }
 
-    func expectedBytes(_ n: Int) -> [UInt8] {
-        (0..<n).map { UInt8(ascii: "a") + UInt8($0 % 26) }
-    }
-
     func server(storage: String, originPort: Int, configure: (inout ServerConfiguration) -> Void = { _ in }) -> LacquerServer {
         var configuration = ServerConfiguration()
         configuration.listen = [HostAndPort(host: "127.0.0.1", port: 0)]
@@ -46,7 +42,7 @@ struct DiskTierIntegrationTests {
             let fromDisk = try httpGet(port: port, target)
             #expect(fromDisk.header("X-Cache-Status") == "HIT")
             #expect(fromDisk.header("Cache-Status")?.contains("detail=disk") == true)
-            #expect(fromDisk.body == expectedBytes(2000))
+            #expect(fromDisk.body == FixtureOrigin.pattern(2000))
             #expect(lacquer.counters[.diskPromotions] == 1)
             let fromMemory = try httpGet(port: port, target)
             #expect(fromMemory.header("X-Cache-Status") == "HIT")
@@ -67,7 +63,7 @@ struct DiskTierIntegrationTests {
             let second = try httpGet(port: port, target, timeout: 30)
             #expect(second.header("X-Cache-Status") == "HIT")
             #expect(second.header("Content-Length") == String(size))
-            #expect(second.body == expectedBytes(size))
+            #expect(second.body == FixtureOrigin.pattern(size))
             let head = try httpGet(port: port, target, method: "HEAD")
             #expect(head.header("X-Cache-Status") == "HIT")
             #expect(head.body.isEmpty)
@@ -96,7 +92,7 @@ struct DiskTierIntegrationTests {
         for i in 0..<20 {
             let response = try httpGet(port: port2, "/r\(i)?cc=max-age%3D600&size=\(100 + i)")
             #expect(response.header("X-Cache-Status") == "HIT")
-            #expect(response.body == expectedBytes(100 + i))
+            #expect(response.body == FixtureOrigin.pattern(100 + i))
             #expect((Int(response.header("Age") ?? "") ?? 0) >= 1)
         }
         #expect(origin.requestCount() == 20)
@@ -164,7 +160,7 @@ struct DiskTierIntegrationTests {
             let response = try httpGet(port: port, target)
             #expect(response.status == 200)
             #expect(response.header("X-Cache-Status") == "MISS")
-            #expect(response.body == expectedBytes(5000))
+            #expect(response.body == FixtureOrigin.pattern(5000))
             #expect(origin.requestCount(path: "/bytes/5000") == 2)
             #expect(lacquer.counters[.diskReadErrors] == 1)
             #expect((lacquer.diskStats?.checksumFailures ?? 0) == 1)

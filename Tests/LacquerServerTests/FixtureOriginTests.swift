@@ -24,10 +24,6 @@ struct FixtureOriginTests {
         }
     }
 
-    private static func pattern(_ count: Int) -> [UInt8] {
-        (0..<count).map { UInt8(ascii: "a") + UInt8($0 % 26) }
-    }
-
     @Test func defaultRouteCountsPerPathAndSendsDate() async throws {
         try await withOrigin { origin in
             #expect(origin.baseURL == "http://127.0.0.1:\(origin.port)")
@@ -91,17 +87,17 @@ struct FixtureOriginTests {
             for size in [0, 1, 27, 65_536, 200_001] {
                 let response = try client.request("GET", "/bytes/\(size)")
                 #expect(response.header("Content-Length") == "\(size)")
-                #expect(response.body == Self.pattern(size))
+                #expect(response.body == FixtureOrigin.pattern(size))
             }
             let sized = try client.request("GET", "/anything?size=30")
-            #expect(sized.body == Self.pattern(30))
+            #expect(sized.body == FixtureOrigin.pattern(30))
             let (head, length, checksum) = try {
                 try client.send("GET /bytes/1048583 HTTP/1.1\r\nHost: x\r\n\r\n")
                 return try client.readResponseDiscardingBody()
             }()
             #expect(head.status == 200 && head.body.isEmpty)
             #expect(length == 1_048_583)
-            #expect(checksum == RawHTTPClient.fnv1a(Self.pattern(1_048_583)))
+            #expect(checksum == RawHTTPClient.fnv1a(FixtureOrigin.pattern(1_048_583)))
         }
     }
 
@@ -143,7 +139,7 @@ struct FixtureOriginTests {
             #expect(chunked.bodyString == "chunk 1 of 4\nchunk 2 of 4\nchunk 3 of 4\nchunk 4 of 4\n")
             let big = try client.request("GET", "/bytes/150000?chunked=1")
             #expect(big.header("Transfer-Encoding") == "chunked")
-            #expect(big.body == Self.pattern(150_000))
+            #expect(big.body == FixtureOrigin.pattern(150_000))
             let small = try client.request("GET", "/x?chunked=1")
             #expect(small.bodyString == "ok /x\n")
             // The wire format really is several chunks.
@@ -223,7 +219,7 @@ struct FixtureOriginTests {
                 Issue.record("/truncate sent a complete body")
             } catch RawHTTPError.incompleteBody(let partial, let expected) {
                 #expect(expected == 1001)
-                #expect(partial.body == Self.pattern(500))
+                #expect(partial.body == FixtureOrigin.pattern(500))
             }
         }
     }
@@ -244,9 +240,9 @@ struct FixtureOriginTests {
             #expect(elapsed >= 0.35)
             #expect(elapsed < 5)
             #expect(slow.header("Content-Length") == "1000")
-            #expect(slow.body == Self.pattern(1000))
+            #expect(slow.body == FixtureOrigin.pattern(1000))
             let slowChunked = try client.request("GET", "/slowbody/95/5?chunked=1")
-            #expect(slowChunked.body == Self.pattern(95))
+            #expect(slowChunked.body == FixtureOrigin.pattern(95))
         }
     }
 
@@ -263,7 +259,7 @@ struct FixtureOriginTests {
                     + "GET /last HTTP/1.1\r\nHost: x\r\n\r\n"
             )
             #expect(try client.readResponse().bodyString == "ok /delay/200\n")
-            #expect(try client.readResponse().body == Self.pattern(70_000))
+            #expect(try client.readResponse().body == FixtureOrigin.pattern(70_000))
             let headChunked = try client.readResponse(isHead: true)
             #expect(headChunked.status == 200 && headChunked.body.isEmpty)
             let headBytes = try client.readResponse(isHead: true)
@@ -364,7 +360,7 @@ struct FixtureOriginTests {
                         let client = try RawHTTPClient(port: port)
                         return try (0..<5).map { _ in try client.request("GET", "/bytes/\(1000 + index)").body }
                     }
-                    #expect(bodies.allSatisfy { $0 == Self.pattern(1000 + index) })
+                    #expect(bodies.allSatisfy { $0 == FixtureOrigin.pattern(1000 + index) })
                 }
             }
             try await group.waitForAll()

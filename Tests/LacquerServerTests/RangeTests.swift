@@ -6,10 +6,6 @@ import Testing
 /// Range requests (RFC 9110 §14) served from a stored complete 200, from memory and from disk.
 @Suite("Ranges", .serialized, .timeLimit(.minutes(2)))
 struct RangeTests {
-    func expectedBytes(_ n: Int) -> [UInt8] {
-        (0..<n).map { UInt8(ascii: "a") + UInt8($0 % 26) }
-    }
-
     @Test("a single range of a stored object is a 206 with Content-Range")
     func singleRange() async throws {
         try await withLacquer { _, port, origin async throws in
@@ -20,10 +16,10 @@ struct RangeTests {
             #expect(part.header("X-Cache-Status") == "HIT")
             #expect(part.header("Content-Range") == "bytes 100-199/1000")
             #expect(part.header("Content-Length") == "100")
-            #expect(part.body == Array(expectedBytes(1000)[100..<200]))
+            #expect(part.body == Array(FixtureOrigin.pattern(1000)[100..<200]))
             let suffix = try httpGet(port: port, target, headers: [("Range", "bytes=-10")])
             #expect(suffix.status == 206)
-            #expect(suffix.body == Array(expectedBytes(1000)[990..<1000]))
+            #expect(suffix.body == Array(FixtureOrigin.pattern(1000)[990..<1000]))
             let open = try httpGet(port: port, target, headers: [("Range", "bytes=995-")])
             #expect(open.header("Content-Range") == "bytes 995-999/1000")
             #expect(origin.requestCount(path: "/bytes/1000") == 1)
@@ -88,7 +84,7 @@ struct RangeTests {
             #expect(origin.requests(path: "/bytes/200").first?.header("Range") == nil)
             let second = try httpGet(port: port, target, headers: [("Range", "bytes=0-9")])
             #expect(second.status == 206)
-            #expect(second.body == Array(expectedBytes(200)[0..<10]))
+            #expect(second.body == Array(FixtureOrigin.pattern(200)[0..<10]))
         }
     }
 
@@ -114,7 +110,7 @@ struct RangeTests {
             let part = try httpGet(port: port, target, headers: [("Range", "bytes=1500000-1500099")])
             #expect(part.status == 206)
             #expect(part.header("Cache-Status")?.contains("detail=disk") == true)
-            #expect(part.body == Array(expectedBytes(size)[1_500_000..<1_500_100]))
+            #expect(part.body == Array(FixtureOrigin.pattern(size)[1_500_000..<1_500_100]))
         }
     }
 }

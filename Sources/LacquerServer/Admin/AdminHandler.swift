@@ -51,10 +51,11 @@ final class AdminHandler: ChannelInboundHandler {
 
     /// An endpoint's answer: status, content type, body.
     typealias Answer = (status: HTTPResponseStatus, contentType: String, body: String)
+    private static let plainText = "text/plain; charset=utf-8"
 
     private func respond(to head: HTTPRequestHead, context: ChannelHandlerContext) {
         let path = head.uri.split(separator: "?", maxSplits: 1).first.map(String.init) ?? head.uri
-        let text = "text/plain; charset=utf-8"
+        let text = Self.plainText
         let actions = self.actions
         let slow: (@Sendable () -> Answer)?
         switch (head.method, path) {
@@ -84,7 +85,7 @@ final class AdminHandler: ChannelInboundHandler {
 
     /// The answer of an endpoint that needs no waiting.
     private func answer(head: HTTPRequestHead, path: String) -> Answer {
-        let text = "text/plain; charset=utf-8"
+        let text = Self.plainText
         switch (head.method, path) {
         case (.GET, "/health"), (.HEAD, "/health"):
             return (.ok, text, "ok\n")
