@@ -10,25 +10,6 @@ import NIOHTTP1
 /// gives up after the backend's first-byte timeout. An uncacheable answer releases every waiter
 /// at once to fetch on its own, and marks the key hit-for-miss.
 extension RequestFlow {
-    /// `vcl_miss` with coalescing.
-    func coalescedFetch(key: CacheKey, stale: StaleCopy?, fwd: CacheStatusValue.Forward) {
-        if self.ctx.hashIgnoreBusy {
-            // req.hash_ignore_busy: do not wait on a fetch already running for the key; fetch
-            // (and store) our own, as Varnish's lookup does when told to ignore busy objects.
-            return self.fetch(.fill(key: key, stale: stale, fwd: fwd))
-        }
-        switch self.server.coalescer.join(key, now: self.server.clock()) {
-        case .leader(let busy):
-            self.busy = busy
-            self.fetch(.fill(key: key, stale: stale, fwd: fwd))
-        case .waiter(let busy):
-            self.wait(on: busy, key: key, stale: stale, fwd: fwd)
-        case .hitForMiss:
-            self.counters.increment(.cacheHitForMiss)
-            self.fetch(.fill(key: key, stale: stale, fwd: fwd))
-        }
-    }
-
     /// Ends the busy state this flow leads, if any; idempotent.
     func releaseBusy(_ outcome: BusyFetch.Outcome) {
         guard let busy = self.busy else { return }
@@ -38,11 +19,11 @@ extension RequestFlow {
 
     // MARK: Waiting
 
-    private func wait(on busy: BusyFetch, key: CacheKey, stale: StaleCopy?, fwd: CacheStatusValue.Forward) {
+    /// Subscribes to the busy fetch joined, and arms the wait timer (the backend's first-byte
+    /// timeout).
+    func wait() {
+        guard let busy = self.waitingOn else { return }
         self.counters.increment(.coalescedWaiters)
-        self.waitingOn = busy
-        self.waitStale = stale
-        self.mode = .fill(key: key, stale: stale, fwd: fwd)
         let loopBound = NIOLoopBound(self, eventLoop: self.eventLoop)
         let subscription = busy.subscribe(on: self.eventLoop) { event in
             loopBound.value.busyEvent(event)
@@ -50,7 +31,10 @@ extension RequestFlow {
         self.waitID = subscription.id
         let timeout = self.server.configuration.backends.first?.firstByteTimeout ?? .seconds(60)
         self.waitTimer = self.eventLoop.scheduleTask(in: timeout) {
-            loopBound.value.waitTimedOut()
+            let flow = loopBound.value
+            guard flow.machine.waiting, flow.machine.response == .none else { return }
+            flow.counters.increment(.waiterTimeouts)
+            flow.dispatch(.timer(now: flow.server.clock()))
         }
         if let outcome = subscription.outcome {
             self.busyEvent(.finished(outcome))
@@ -59,7 +43,7 @@ extension RequestFlow {
         }
     }
 
-    private func stopWaiting() {
+    func stopWaiting() {
         if let busy = self.waitingOn {
             busy.unsubscribe(self.waitID)
         }
@@ -68,79 +52,28 @@ extension RequestFlow {
         self.waitTimer = nil
     }
 
-    private func waitTimedOut() {
-        guard self.waitingOn != nil, !self.waitStreaming else { return }
-        self.stopWaiting()
-        self.counters.increment(.waiterTimeouts)
-        self.failWaiter(.firstByteTimeout)
-    }
-
-    func busyEvent(_ event: BusyFetch.Event) {
-        guard let busy = self.waitingOn, !self.finished else { return }
+    private func busyEvent(_ event: BusyFetch.Event) {
         switch event {
         case .head:
-            guard !self.waitStreaming, let head = busy.head else { return }
-            let matches = VaryKey.variant(names: head.varyNames, requestHeaders: self.head.headers) == head.variant
-            if !matches || BodyTransform.needsGunzip(storedHeaders: head.headers, requestHeaders: self.head.headers) {
-                // Not for us as it streams: look again once it is stored.
-                return
-            }
-            self.waitTimer?.cancel()
-            self.waitTimer = nil
-            self.writeWaiterHead(head)
+            guard let head = self.waitingOn?.head else { return }
+            // Not for us as it streams (another variant, or a coding we cannot take): look
+            // again once it is stored.
+            let forUs =
+                VaryKey.variant(names: head.varyNames, requestHeaders: self.head.headers) == head.variant
+                && !BodyTransform.needsGunzip(storedHeaders: head.headers, requestHeaders: self.head.headers)
+            self.dispatch(.busyHead(forUs: forUs))
         case .data:
-            self.pumpWait()
+            self.dispatch(.busyData)
         case .finished(let outcome):
-            if self.waitStreaming {
-                if case .failed = outcome {
-                    self.stopWaiting()
-                    self.finished = true
-                    self.client?.abort(self)
-                } else {
-                    self.pumpWait()
-                }
-                return
-            }
-            self.stopWaiting()
-            switch outcome {
-            case .complete, .retryLookup:
-                self.lookupAgain()
-            case .uncacheable:
-                // Released at once to fetch on our own, in parallel with the others; this is
-                // Varnish's hit-for-miss, met while waiting.
-                self.counters.increment(.cacheHitForMiss)
-                if case .fill(let key, let stale, let fwd) = self.mode {
-                    self.fetch(.fill(key: key, stale: stale, fwd: fwd))
-                }
-            case .failed(let error):
-                self.failWaiter(error)
-            }
+            if case .uncacheable = outcome { self.counters.increment(.cacheHitForMiss) }
+            self.dispatch(.busyFinished(outcome, now: self.server.clock()))
         }
     }
 
-    private func lookupAgain() {
-        self.lookupRetries += 1
-        guard self.lookupRetries <= 3 else {
-            // The object keeps not matching us (e.g. another variant): fetch our own.
-            if case .fill(let key, let stale, let fwd) = self.mode {
-                return self.fetch(.fill(key: key, stale: stale, fwd: fwd))
-            }
-            return
-        }
-        self.lookup()
-    }
-
-    private func failWaiter(_ error: BackendError) {
-        if let stale = self.waitStale,
-            stale.usableOnError(at: self.server.clock(), defaultWindow: self.server.configuration.defaultStaleIfError)
-        {
-            return self.serveStaleOnError(stale, error: error)
-        }
-        self.synth(status: error.status, reason: error.description)
-    }
-
-    private func writeWaiterHead(_ head: BusyFetch.Head) {
-        self.waitStreaming = true
+    func writeWaiterHead() {
+        guard let head = self.waitingOn?.head else { return }
+        self.waitTimer?.cancel()
+        self.waitTimer = nil
         let now = self.server.clock()
         var headers = head.headers
         headers.add(name: "Age", value: String(Int(max(0, now - head.origin))))
@@ -162,13 +95,14 @@ extension RequestFlow {
         if self.closeAfter {
             headers.replaceOrAdd(name: "Connection", value: "close")
         }
-        self.emitHead(
-            HTTPResponseHead(
-                version: .http1_1, status: HTTPResponseStatus(statusCode: head.status, reasonPhrase: head.reason),
-                headers: headers))
+        guard
+            self.emitHead(
+                HTTPResponseHead(
+                    version: .http1_1, status: HTTPResponseStatus(statusCode: head.status, reasonPhrase: head.reason),
+                    headers: headers))
+        else { return }
         if !hasBody || self.head.method == .HEAD {
-            self.stopWaiting()
-            return self.finish(close: self.closeAfter)
+            return self.dispatch(.delivered)
         }
         self.pumpWait()
     }
@@ -188,28 +122,23 @@ extension RequestFlow {
         defer { self.waitPumping = false }
         repeat {
             self.waitPumpAgain = false
-            guard let busy = self.waitingOn, self.waitStreaming, !self.finished else { return }
-            if self.clientIsGone {
-                return self.stopWaiting()
-            }
+            guard let busy = self.waitingOn, self.machine.response == .streaming(.busy), self.client != nil else { return }
             let (parts, outcome) = busy.body(from: self.waitOffset)
             for part in parts {
                 self.waitOffset += part.readableBytes
                 self.emitBody(part)
-                if self.clientIsGone || self.finished { return }
-                if self.client?.isWritable != true {
+                guard let client = self.client, self.machine.response == .streaming(.busy) else { return }
+                if !client.isWritable {
                     return  // resumed by `clientWritable`
                 }
             }
             if parts.isEmpty, let outcome {
-                self.stopWaiting()
                 if case .complete = outcome {
-                    self.finish(close: self.closeAfter)
+                    self.dispatch(.delivered)
                 } else {
                     // The fill failed mid-body: cut the connection so the client sees a
                     // truncated response, never a clean end.
-                    self.finished = true
-                    self.client?.abort(self)
+                    self.dispatch(.deliveryFailed)
                 }
                 return
             }
@@ -233,23 +162,6 @@ extension RequestFlow {
         refresh.busy = busy
         refresh.ctx.backendHint = self.ctx.backendHint
         refresh.ctx.bereqBackend = self.ctx.bereqBackend
-        refresh.fetch(.fill(key: key, stale: stale, fwd: .stale))
-    }
-
-    /// Stale-if-error: the origin failed and the stored copy may stand in (X-Cache-Status: STALE).
-    func serveStaleOnError(_ stale: StaleCopy, error: BackendError) {
-        guard !self.clientIsGone, !self.finished else { return }
-        self.counters.increment(.staleServed)
-        let now = self.server.clock()
-        let detail = "stale-if-error"
-        switch stale {
-        case .memory(let object):
-            let status = CacheStatusValue(
-                hit: true, fwdStatus: nil, ttl: Int(object.remainingTTL(at: now).rounded(.down)), detail: detail)
-            self.deliver(object, xStatus: .stale, cacheStatus: status, now: now)
-        case .disk(let head):
-            guard let disk = self.server.disk else { return self.synth(status: error.status, reason: error.description) }
-            self.deliverFromDisk(head, disk: disk, xStatus: .stale, detail: detail)
-        }
+        refresh.dispatch(.startRefresh(key: key, stale: stale))
     }
 }

@@ -62,15 +62,14 @@ extension RequestFlow {
                     if flow.server.memory.insert(object) {
                         flow.counters.increment(.diskPromotions)
                     }
-                    guard !flow.clientIsGone else { return }
+                    guard flow.client != nil else { return }
                     let now = flow.server.clock()
                     let status = CacheStatusValue(
                         hit: true, ttl: Int(object.remainingTTL(at: now).rounded(.down)), detail: detail ?? "disk")
                     flow.deliver(object, xStatus: xStatus, cacheStatus: status, now: now)
                 case .failure(let error):
                     disk.noteReadFailure(error, key: head.key)
-                    guard !flow.clientIsGone else { return }
-                    flow.miss(key: head.key, fwd: .miss)
+                    flow.dispatch(.diskReadFailed(head.key))
                 }
             }
             return
@@ -78,13 +77,13 @@ extension RequestFlow {
         if BodyTransform.needsGunzip(storedHeaders: head.headers, requestHeaders: self.head.headers) {
             // A large gzip body for a client that cannot take gzip: fetch a fresh answer for it.
             self.counters.increment(.cacheBypass)
-            return self.fetch(.pass(fwd: .request, detail: "gunzip-too-large"))
+            return self.dispatch(.codingUnavailable)
         }
         disk.openBody(head, on: self.eventLoop).whenComplete { result in
             let flow = loopBound.value
             switch result {
             case .success(let reader):
-                guard !flow.clientIsGone else { return reader.close() }
+                guard flow.client != nil else { return reader.close() }
                 let now = flow.server.clock()
                 let status = CacheStatusValue(
                     hit: true, ttl: Int((head.origin + head.ttl - now).rounded(.down)), detail: detail ?? "disk")
@@ -92,6 +91,7 @@ extension RequestFlow {
                     status: head.status, reason: head.reason, storedHeaders: head.headers,
                     bodyLength: Int(head.bodyLength), age: max(0, now - head.origin),
                     xStatus: xStatus, cacheStatus: status, allowMultipart: false)
+                guard !flow.bodySuppressed else { return reader.close() }
                 switch plan {
                 case .full where head.bodyLength > 0:
                     flow.diskWindow = 0..<Int(head.bodyLength)
@@ -99,15 +99,15 @@ extension RequestFlow {
                     flow.diskWindow = range.lowerBound..<(range.upperBound + 1)
                 default:
                     reader.close()
-                    return flow.finish(close: flow.closeAfter)
+                    return flow.dispatch(.delivered)
                 }
                 flow.diskPosition = 0
                 flow.diskReader = reader
+                flow.dispatch(.headWritten(.disk))
                 flow.pumpDisk(disk)
             case .failure(let error):
                 disk.noteReadFailure(error, key: head.key)
-                guard !flow.clientIsGone else { return }
-                flow.miss(key: head.key, fwd: .miss)
+                flow.dispatch(.diskReadFailed(head.key))
             }
         }
     }
@@ -115,12 +115,12 @@ extension RequestFlow {
     /// Reads the next chunk and writes it; pauses while the client cannot take more.
     func pumpDisk(_ disk: DiskStorage) {
         guard let reader = self.diskReader else { return }
-        if self.clientIsGone {
+        guard let client = self.client, self.machine.response == .streaming(.disk) else {
             reader.close()
             self.diskReader = nil
             return
         }
-        guard self.client?.isWritable == true else {
+        guard client.isWritable else {
             self.diskReadPaused = true
             return
         }
@@ -135,34 +135,29 @@ extension RequestFlow {
                 let window = flow.diskWindow
                 let from = max(window.lowerBound, start)
                 let to = min(window.upperBound, flow.diskPosition)
-                if from < to, !flow.clientIsGone,
-                    let part = chunk.getSlice(at: chunk.readerIndex + (from - start), length: to - from)
-                {
+                if from < to, let part = chunk.getSlice(at: chunk.readerIndex + (from - start), length: to - from) {
                     flow.emitBody(part)
                 }
                 if flow.diskPosition >= window.upperBound {
                     reader.close()
                     flow.diskReader = nil
-                    return flow.finish(close: flow.closeAfter)
+                    return flow.dispatch(.delivered)
                 }
                 flow.pumpDisk(disk)
             case .success(.none):
                 reader.close()
                 flow.diskReader = nil
-                flow.finish(close: flow.closeAfter)
+                flow.dispatch(.delivered)
             case .failure(let error):
                 reader.close()
                 flow.diskReader = nil
                 disk.noteReadFailure(error, key: reader.head.key)
-                flow.finished = true
-                if !flow.clientIsGone {
-                    flow.client?.abort(flow)
-                }
+                flow.dispatch(.deliveryFailed)
             }
         }
     }
 
-    /// The client can take more: resume whichever source feeds it.
+    /// The client can take more: go on reading the disk body if the pump was paused.
     func resumeDiskIfPaused() -> Bool {
         guard self.diskReadPaused, let disk = self.server.disk else { return false }
         self.diskReadPaused = false

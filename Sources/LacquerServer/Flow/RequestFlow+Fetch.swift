@@ -3,15 +3,26 @@ import CacheStore
 import Logging
 import NIOCore
 import NIOHTTP1
+import VCL
 
 /// The fetch half of the flow: `vcl_backend_fetch`, `vcl_backend_response`, streaming the body
 /// to the client (at the client's pace) while keeping a copy to store, and the error paths.
 extension RequestFlow: BackendExchangeDelegate {
-    /// `vcl_miss` / `vcl_pass` → `vcl_backend_fetch`.
-    func fetch(_ mode: Mode) {
-        self.mode = mode
-        let isFill: Bool
-        if case .fill = mode { isFill = true } else { isFill = false }
+    /// `vcl_miss` / `vcl_pass` → `vcl_backend_fetch`: builds the backend request (a fresh
+    /// start for every try) and runs vcl_backend_fetch on it.
+    func prepareFetch(_ mode: Mode) {
+        self.lease = nil
+        self.backendHead = nil
+        self.revalidation = nil
+        self.sentConditional = false
+        self.storeDone = false
+        self.accumulated = nil
+        self.decision = nil
+        self.bodyBytes = 0
+        self.expectedLength = nil
+        self.fetchedPart = nil
+        self.ctx.bereqRetries = self.machine.retries
+        let isFill = mode.isFill
         // A HEAD miss fetches the whole object with GET, as Varnish does, so it can be stored.
         let method: HTTPMethod = isFill ? .GET : self.head.method
         // A fill is a GET: the request body is not sent (Varnish's builtin vcl_backend_fetch).
@@ -34,10 +45,16 @@ extension RequestFlow: BackendExchangeDelegate {
         self.ctx.connectTimeout = -1
         self.ctx.firstByteTimeout = -1
         self.ctx.betweenBytesTimeout = -1
-        guard self.runBackendFetch(&request) else {
-            self.releaseBusy(.failed(.noBackend))
-            return
-        }
+        let result = self.runBackendFetch(&request)
+        self.backendRequest = request
+        self.dispatch(.sub(.backendFetch, result))
+    }
+
+    /// Picks a backend and sends the prepared request.
+    func startFetch() {
+        guard var request = self.backendRequest, let mode = self.machine.fetch else { return }
+        self.backendRequest = nil
+        let isFill = mode.isFill
         let backendRef = self.ctx.bereqBackend ?? self.ctx.backendHint
         let pool: BackendPool
         switch self.server.pool(for: backendRef, vcl: self.vcl, key: self.head.uri, on: self.eventLoop) {
@@ -45,13 +62,7 @@ extension RequestFlow: BackendExchangeDelegate {
             pool = chosen
         case .failure(let error):
             // No backend, or none healthy: a stale-if-error copy if there is one, else 503.
-            self.releaseBusy(.failed(error))
-            if case .fill(_, let stale?, _) = mode,
-                stale.usableOnError(at: self.server.clock(), defaultWindow: self.server.configuration.defaultStaleIfError)
-            {
-                return self.serveStaleOnError(stale, error: error)
-            }
-            return self.backendErrorResponse(error)
+            return self.dispatch(.backendFailed(error, beforeHead: true, retryable: false, now: self.server.clock()))
         }
         self.ctx.fetchedFrom = pool.backend.name
         if request.headers.first(name: "host") == nil, let hostHeader = pool.backend.hostHeader {
@@ -75,12 +86,9 @@ extension RequestFlow: BackendExchangeDelegate {
             let flow = loopBound.value
             switch result {
             case .success(let lease):
-                if flow.clientIsGone && !isFill {
-                    // Nobody will read a pass response: give the connection back unused.
-                    lease.connection.abandon()
-                    return
-                }
                 flow.lease = lease
+                flow.dispatch(.backendConnected)
+                guard flow.machine.fetching, flow.lease != nil else { return }
                 lease.connection.startExchange(
                     head: backendRequest, body: flow.outgoingBody(isFill ? nil : flow.requestBody), delegate: flow,
                     firstByteTimeout: firstByteTimeout,
@@ -102,7 +110,7 @@ extension RequestFlow: BackendExchangeDelegate {
             self.replayBody = whole
             return .buffered(whole)
         }
-        self.bodyStreamed = true
+        self.machine.bodyStreamed = true
         return .streamed(stream)
     }
 
@@ -117,11 +125,13 @@ extension RequestFlow: BackendExchangeDelegate {
 
     /// 1xx answers pass through to HTTP/1.1 clients (RFC 9110 §15.2); hop-by-hop fields stripped.
     func backendInterimResponse(_ head: HTTPResponseHead) {
-        guard !self.clientIsGone, !self.finished, self.head.version.minor >= 1, head.status != .continue else { return }
+        guard let client = self.client, self.machine.response == .none, self.head.version.minor >= 1,
+            head.status != .continue
+        else { return }
         var headers = head.headers
         HopByHop.strip(&headers)
-        self.client?.writeHead(HTTPResponseHead(version: .http1_1, status: head.status, headers: headers))
-        self.client?.flush()
+        client.writeHead(HTTPResponseHead(version: .http1_1, status: head.status, headers: headers))
+        client.flush()
     }
 
     /// `vcl_backend_response`, then the head goes to the client.
@@ -136,26 +146,25 @@ extension RequestFlow: BackendExchangeDelegate {
             headers.add(name: "Date", value: HTTPDate.format(Int64(self.responseTime)))
         }
         self.expectedLength = headers.first(name: "content-length").flatMap(Int.init)
-        if status == 304, self.sentConditional, case .fill(let key, let stale?, let fwd) = self.mode {
+        guard let mode = self.machine.fetch else { return }
+        if status == 304, self.sentConditional, case .fill(let key, let stale?, let fwd) = mode {
             // The stored copy is still good: finish the exchange, then serve the updated copy.
             self.revalidation = Revalidation(key: key, stale: stale, fwd: fwd, notModifiedHeaders: headers)
-            return
+            return self.dispatch(.backendHead(.notModified))
         }
-        if status >= 500, case .fill(_, let stale?, _) = self.mode,
+        if status >= 500, case .fill(_, let stale?, _) = mode,
             stale.usableOnError(at: self.responseTime, defaultWindow: self.server.configuration.defaultStaleIfError)
         {
             // Stale-if-error: the origin answers with a server error, a stale copy is allowed.
-            self.lease?.connection.abandon()
-            self.lease = nil
             self.releaseBusy(.failed(.framing("origin answered \(status)")))
-            return self.serveStaleOnError(stale, error: .framing("origin answered \(status)"))
+            return self.dispatch(.backendHead(.serverError(stale)))
         }
         let clientIsHead = self.head.method == .HEAD
         var xStatus: XCacheStatus
         var cacheStatus = CacheStatusValue(fwdStatus: status)
         var ageHeader: String?
 
-        switch self.mode {
+        switch mode {
         case .fill(let key, let stale, let fwd):
             // EXPIRED only when the stored copy had gone stale; a refetch the request demanded is a MISS.
             xStatus = (stale != nil && fwd == .stale) ? .expired : .miss
@@ -227,10 +236,9 @@ extension RequestFlow: BackendExchangeDelegate {
             }
             ageHeader = String(Int(max(0, self.responseTime - decision.origin)))
             self.decision = decision
-        case .pass(let fwd, let detail):
+        case .pass(let cause):
             xStatus = .bypass
-            cacheStatus.fwd = fwd
-            cacheStatus.detail = detail
+            (cacheStatus.fwd, cacheStatus.detail) = self.passStatus(cause)
             // vcl_backend_response runs for pass fetches too (beresp is uncacheable there): it
             // may change the status and header fields, retry or abandon.
             var passDecision = BackendResponseDecision(
@@ -271,37 +279,48 @@ extension RequestFlow: BackendExchangeDelegate {
         if self.closeAfter {
             out.replaceOrAdd(name: "Connection", value: "close")
         }
-        self.sendBody = hasBody
-        if case .fill = self.mode, status == 200,
+        if mode.isFill, status == 200,
             ConditionalRequest.isNotModified(
                 method: self.head.method.rawValue, requestHeaders: self.head.headers, storedHeaders: headers)
         {
             // The client's own validator matches the fresh answer: 304 to it, keep filling the cache.
             out.remove(name: "content-length")
             out.remove(name: "transfer-encoding")
-            if !self.clientIsGone {
-                self.emitHead(HTTPResponseHead(version: .http1_1, status: .notModified, headers: out))
-            }
-            self.sendBody = false
-            self.finish(close: self.closeAfter)
-            if self.accumulated == nil {
-                self.lease?.connection.abandon()
-                self.lease = nil
-            }
-            return
+            self.emitHead(HTTPResponseHead(version: .http1_1, status: .notModified, headers: out))
+            return self.dispatch(.backendHead(.answered(keepFetching: self.accumulated != nil)))
         }
-        if !self.clientIsGone {
-            self.emitHead(
-                HTTPResponseHead(
-                    version: .http1_1, status: HTTPResponseStatus(statusCode: status, reasonPhrase: reasonPhrase), headers: out))
-        }
-        if case .fill = self.mode, clientIsHead, self.accumulated == nil, Self.statusHasBody(status),
-            self.expectedLength != 0
-        {
+        self.emitHead(
+            HTTPResponseHead(
+                version: .http1_1, status: HTTPResponseStatus(statusCode: status, reasonPhrase: reasonPhrase), headers: out))
+        if mode.isFill, clientIsHead, self.accumulated == nil, Self.statusHasBody(status), self.expectedLength != 0 {
             // A HEAD answered from a body we will neither send nor store: end now and drop the connection.
-            self.lease?.connection.abandon()
-            self.lease = nil
-            self.finish(close: self.closeAfter)
+            return self.dispatch(.backendHead(.answered(keepFetching: false)))
+        }
+        self.dispatch(.backendHead(.streaming(sendsBody: hasBody)))
+    }
+
+    /// vcl_backend_response's retry or abandon goes to the machine (the response is dropped,
+    /// its connection closed: refetch, or a 503). Returns true only for `.deliver`.
+    private func carryOut(_ verdict: BackendResponseVerdict) -> Bool {
+        switch verdict {
+        case .deliver: return true
+        case .retry: self.dispatch(.backendHead(.retry))
+        case .abandon: self.dispatch(.backendHead(.abandon))
+        }
+        return false
+    }
+
+    /// Cache-Status's forward reason and detail for a pass.
+    func passStatus(_ cause: RequestStateMachine.PassCause) -> (CacheStatusValue.Forward, String) {
+        switch cause {
+        case .recv(let pipe):
+            let safe = self.head.method == .GET || self.head.method == .HEAD
+            let detail = pipe ? "pipe" : !safe ? "method" : self.head.headers.contains(name: "cookie") ? "cookie" : "vcl"
+            return (safe ? .bypass : .method, detail)
+        case .vcl:
+            return (.bypass, "vcl")
+        case .coding:
+            return (.request, "gunzip-too-large")
         }
     }
 
@@ -319,27 +338,18 @@ extension RequestFlow: BackendExchangeDelegate {
                 }
             }
         }
-        if self.sendBody && !self.clientIsGone {
-            self.emitBody(buffer)
-            // The write may have found the client gone (and resumed the transfer for the fill):
-            // hold the backend back only for a client that is still there and cannot take more.
-            if let client = self.client, !client.isWritable {
-                self.lease?.connection.pause()
-            }
-        } else if self.accumulated == nil && self.clientIsGone && (self.busy?.waiterCount ?? 0) == 0 {
-            // Nobody reads, nobody waits and nothing is stored: stop the transfer.
-            self.lease?.connection.abandon()
-            self.lease = nil
-            self.releaseBusy(.failed(.closedMidBody))
-        }
+        self.fetchedPart = buffer
+        self.dispatch(.backendBody(needed: self.accumulated != nil || (self.busy?.waiterCount ?? 0) > 0))
+        self.fetchedPart = nil
     }
 
     func backendResponseEnd() {
         self.lease = nil
-        if let revalidation = self.revalidation {
-            self.revalidation = nil
-            return self.completeRevalidation(revalidation)
-        }
+        self.dispatch(.backendEnd)
+    }
+
+    /// The exchange ended: store the body (when complete), release the waiters.
+    func completeFetch() {
         if let expected = self.expectedLength, expected != self.bodyBytes {
             // The decoder enforces Content-Length; this is a guard against a short close-delimited body.
             self.accumulated = nil
@@ -347,7 +357,6 @@ extension RequestFlow: BackendExchangeDelegate {
         self.storeAccumulated()
         self.accumulated = nil
         self.releaseBusy(.complete)
-        self.finish(close: self.closeAfter)
     }
 
     /// Stores the complete body (once): at the end of the response, or as soon as the last byte a
@@ -356,7 +365,7 @@ extension RequestFlow: BackendExchangeDelegate {
     func storeAccumulated() {
         guard !self.storeDone else { return }
         self.storeDone = true
-        if case .fill(let key, _, _) = self.mode, let decision = self.decision, decision.storable,
+        if case .fill(let key, _, _) = self.machine.fetch, let decision = self.decision, decision.storable,
             var body = self.accumulated, let backendHead = self.backendHead
         {
             var headers = self.storedHeaders
@@ -423,85 +432,25 @@ extension RequestFlow: BackendExchangeDelegate {
 
     func backendFailed(_ error: BackendError, beforeHead: Bool) {
         self.lease = nil
-        if beforeHead,
-            Self.mayRetry(
-                error: error, alreadyRetried: self.retried, idempotent: self.isIdempotent, bodyStreamed: self.bodyStreamed)
-        {
-            // A reused keep-alive connection the origin had closed: retry once on another.
-            self.retried = true
-            self.counters.increment(.backendRetry)
-            return self.fetch(self.mode)
-        }
-        self.releaseBusy(.failed(error))
-        if beforeHead || self.backendHead == nil, case .fill(_, let stale?, _) = self.mode,
-            stale.usableOnError(at: self.server.clock(), defaultWindow: self.server.configuration.defaultStaleIfError)
-        {
-            self.counters.increment(.fetchFailed)
-            return self.serveStaleOnError(stale, error: error)
-        }
-        self.counters.increment(.fetchFailed)
-        switch error {
-        case .connectFailed, .connectTimeout: self.counters.increment(.fetchConnectFailed)
-        case .firstByteTimeout, .betweenBytesTimeout, .queueTimeout: self.counters.increment(.fetchTimeout)
-        case .framing: self.counters.increment(.fetchFramingError)
-        case .headersTooLarge: self.counters.increment(.fetchTooLargeHeaders)
-        default: break
-        }
-        self.server.logger.warning(
-            "backend fetch failed",
-            metadata: ["xid": "\(self.xid)", "url": "\(self.head.uri)", "error": "\(error)"])
         self.accumulated = nil
-        if beforeHead || self.backendHead == nil {
-            if self.clientIsGone { return }
-            self.backendErrorResponse(error)
+        let retryable = Self.mayRetry(
+            error: error, alreadyRetried: false, idempotent: self.isIdempotent, bodyStreamed: self.machine.bodyStreamed)
+        if beforeHead, retryable, !self.machine.retriedClosedConnection {
+            self.counters.increment(.backendRetry)
         } else {
-            // The head is out: the only honest signal left is to cut the connection.
-            self.finished = true
-            if !self.clientIsGone {
-                self.client?.abort(self)
+            self.counters.increment(.fetchFailed)
+            switch error {
+            case .connectFailed, .connectTimeout: self.counters.increment(.fetchConnectFailed)
+            case .firstByteTimeout, .betweenBytesTimeout, .queueTimeout: self.counters.increment(.fetchTimeout)
+            case .framing: self.counters.increment(.fetchFramingError)
+            case .headersTooLarge: self.counters.increment(.fetchTooLargeHeaders)
+            default: break
             }
+            self.server.logger.warning(
+                "backend fetch failed",
+                metadata: ["xid": "\(self.xid)", "url": "\(self.head.uri)", "error": "\(error)"])
         }
-    }
-
-    // MARK: Client events
-
-    func clientWritable() {
-        if self.resumeDiskIfPaused() { return }
-        if self.waitStreaming {
-            return self.pumpWait()
-        }
-        self.lease?.connection.resume()
-    }
-
-    func clientGone() {
-        self.counters.increment(.clientGoneMidResponse)
-        self.abandonRequest()
-    }
-
-    /// Nothing more is written to the client (it left, or the connection answered the request
-    /// itself, e.g. a 413 mid-body); a fill keeps going for the cache's sake.
-    func abandonRequest() {
-        guard !self.clientIsGone else { return }
-        self.clientIsGone = true
-        if let busy = self.waitingOn {
-            busy.unsubscribe(self.waitID)
-            self.waitingOn = nil
-            self.waitTimer?.cancel()
-        }
-        if self.diskReadPaused, let reader = self.diskReader {
-            // No read is in flight while paused; otherwise the pump closes it when the read returns.
-            reader.close()
-            self.diskReader = nil
-            self.diskReadPaused = false
-        }
-        // A fill keeps going so the object gets stored and its waiters get it (before the head
-        // arrives this flow still leads the busy fetch); a pass has no one left to serve.
-        if self.accumulated == nil && self.busy == nil {
-            self.lease?.connection.abandon()
-            self.lease = nil
-        } else {
-            self.lease?.connection.resume()
-        }
+        self.dispatch(.backendFailed(error, beforeHead: beforeHead, retryable: retryable, now: self.server.clock()))
     }
 
     private var isIdempotent: Bool {

@@ -45,9 +45,7 @@ extension RequestFlow {
 
     /// The stored body is gone (checksum failure): fetch the object afresh.
     private func refetchWithoutValidators(_ revalidation: Revalidation) {
-        guard !self.clientIsGone else { return }
-        self.sentConditional = false
-        self.fetch(.fill(key: revalidation.key, stale: nil, fwd: revalidation.fwd))
+        self.dispatch(.revalidated(ok: false))
     }
 
     private func serveRevalidated(_ revalidation: Revalidation, status: Int, reason: String, body: ByteBuffer) {
@@ -96,7 +94,7 @@ extension RequestFlow {
         self.counters.increment(.cacheRevalidated)
         // Waiters look up again and find the updated object.
         self.releaseBusy(.retryLookup)
-        guard !self.clientIsGone else { return }
-        self.deliver(object, xStatus: .revalidated, cacheStatus: cacheStatus, now: self.server.clock())
+        self.revalidated = (object, cacheStatus)
+        self.dispatch(.revalidated(ok: true))
     }
 }

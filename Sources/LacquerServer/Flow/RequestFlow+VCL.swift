@@ -13,14 +13,49 @@ import VCL
 /// takes that action without evaluating it. builtin vcl_recv and vcl_hash are taken natively for
 /// the requests whose answer needs no ACL or synthetic response (see `builtinRecv`).
 extension RequestFlow {
-    /// How many times a request may restart before it ends in a 503 (Varnish's max_restarts).
-    static let maxRestarts = 4
-    /// How many times a fetch may be retried from VCL (Varnish's max_retries).
-    static let maxRetries = 4
+    /// Runs `sub`, or reports its builtin default when the configuration does not define it.
+    func run(_ sub: VCLSubroutine) -> RequestStateMachine.SubResult {
+        switch sub {
+        case .recv:
+            self.ctx.restarts = self.machine.restarts
+            if self.machine.restarts > 0 { self.counters.increment(.restarts) }
+            let result: RequestStateMachine.SubResult
+            if let builtin = self.builtinRecv() {
+                result = .returned(builtin)
+            } else {
+                result = self.runSub(.recv)
+                if result != .failed { self.applyRequestChanges() }
+            }
+            if case .returned(.synth(403, _)) = result, self.head.method == .PURGE {
+                self.counters.increment(.purgeDenied)
+            }
+            return result
+        case .pass:
+            self.counters.increment(.cacheBypass)
+            return self.userDefines(.pass) ? self.runSub(.pass) : .builtin
+        case .miss:
+            let result = self.userDefines(.miss) ? self.runSub(.miss) : .builtin
+            switch result {
+            case .builtin, .returned(.fetch), .returned(.none):
+                self.counters.increment(self.machine.missIsRefresh ? .cacheExpired : .cacheMiss)
+            default:
+                break
+            }
+            return result
+        case .purge:
+            // vcl_purge decides the answer (e.g. synth, or restart to refetch at once).
+            guard self.userDefines(.purge) else { return .builtin }
+            let result = self.runSub(.purge)
+            if result != .failed { self.applyRequestChanges() }
+            return result
+        default:
+            return self.userDefines(sub) ? self.runSub(sub) : .builtin
+        }
+    }
 
-    /// Runs `sub`; nil when it failed at runtime, in which case the request has been answered
-    /// with a 503 (that request only).
-    func runSub(_ sub: VCLSubroutine) -> VCLAction? {
+    /// Runs `sub` of the loaded VCL; a runtime failure is logged and counted (the machine
+    /// decides what follows: a 503, as in Varnish).
+    func runSub(_ sub: VCLSubroutine) -> RequestStateMachine.SubResult {
         let action: VCLAction
         do {
             action = try self.vcl.run(sub, context: &self.ctx)
@@ -28,19 +63,10 @@ extension RequestFlow {
             self.counters.increment(.vclFailures)
             self.server.logger.warning(
                 "VCL runtime error", metadata: ["xid": "\(self.xid)", "sub": "\(sub.rawValue)", "error": "\(error)"])
-            if !self.finished && !self.clientIsGone {
-                // As in Varnish: the request ends in vcl_synth with a 503 (natively when the
-                // failure was in vcl_synth itself).
-                if sub == .synth {
-                    self.nativeSynth(status: 503, reason: "VCL failure in \(sub.rawValue)", body: nil)
-                } else {
-                    self.synth(status: 503, reason: "VCL failure in \(sub.rawValue)")
-                }
-            }
-            return nil
+            return .failed
         }
         self.applySideEffects()
-        return action
+        return .returned(action)
     }
 
     func userDefines(_ sub: VCLSubroutine) -> Bool {
@@ -97,37 +123,6 @@ extension RequestFlow {
 
     // MARK: vcl_recv
 
-    func recv() {
-        let action: VCLAction
-        if let builtin = self.builtinRecv() {
-            action = builtin
-        } else {
-            guard let evaluated = self.runSub(.recv) else { return }
-            self.applyRequestChanges()
-            action = evaluated
-        }
-        switch action {
-        case .hash, .lookup:
-            self.lookup()
-        case .pass, .pipe:
-            // pipe is carried out as pass: the request and its answer go through unstored.
-            let safe = self.head.method == .GET || self.head.method == .HEAD
-            let detail = action == .pipe ? "pipe" : !safe ? "method" : self.head.headers.contains(name: "cookie") ? "cookie" : "vcl"
-            self.passThrough(fwd: safe ? .bypass : .method, detail: detail)
-        case .purge:
-            self.purge()
-        case .synth(let status, let reason):
-            if self.head.method == .PURGE && status == 403 {
-                self.counters.increment(.purgeDenied)
-            }
-            self.synth(status: status, reason: reason ?? Self.standardReason(status))
-        case .restart:
-            self.restart()
-        default:
-            self.synth(status: 503, reason: "vcl_recv returned \(action)")
-        }
-    }
-
     /// builtin.vcl's vcl_recv taken natively, when the configuration does not define vcl_recv
     /// and the request is as it arrived (no restart): GET and HEAD are looked up unless they
     /// carry a Cookie, other methods are passed. nil for the methods whose answer needs the
@@ -146,16 +141,6 @@ extension RequestFlow {
         }
     }
 
-    /// `return (restart)`: the request starts over at vcl_recv with what VCL changed.
-    func restart() {
-        self.ctx.restarts += 1
-        guard self.ctx.restarts <= Self.maxRestarts else {
-            return self.synth(status: 503, reason: "Too many restarts")
-        }
-        self.counters.increment(.restarts)
-        self.recv()
-    }
-
     // MARK: vcl_hash
 
     /// Runs vcl_hash and returns the key from its hash_data() calls.
@@ -165,44 +150,27 @@ extension RequestFlow {
             return BuiltinPolicy.hash(target: self.head.uri, host: host)
         }
         self.ctx.hashParts.removeAll(keepingCapacity: true)
-        guard self.runSub(.hash) != nil else { return nil }
+        guard self.runSub(.hash) != .failed else { return nil }
         if self.ctx.hashParts.isEmpty {
             return BuiltinPolicy.hash(target: self.head.uri, host: self.host)
         }
         return CacheKey(parts: self.ctx.hashParts)
     }
 
-    // MARK: vcl_pass
-
-    func passThrough(fwd: CacheStatusValue.Forward, detail: String) {
-        self.counters.increment(.cacheBypass)
-        if self.userDefines(.pass) {
-            guard let action = self.runSub(.pass) else { return }
-            switch action {
-            case .fetch, .none: break
-            case .synth(let status, let reason): return self.synth(status: status, reason: reason ?? Self.standardReason(status))
-            case .restart: return self.restart()
-            default: return self.synth(status: 503, reason: "vcl_pass returned \(action)")
-            }
-        }
-        self.fetch(.pass(fwd: fwd, detail: detail))
-    }
-
     // MARK: vcl_hit
 
-    enum HitVerdict {
-        /// Go on as the RFC lookup decided (builtin vcl_hit: deliver while fresh or in grace).
-        case proceed
-        /// `return (deliver)` on an object the lookup would refetch: serve it, refresh behind.
-        case deliverStale
-        case miss
-        case pass
-        /// Answered (synth, restart, failure).
-        case handled
+    /// Runs vcl_hit on `copy` with obj.* set from it.
+    func runHit(_ copy: StaleCopy) -> RequestStateMachine.SubResult {
+        guard self.userDefines(.hit) else { return .builtin }
+        let now = self.server.clock()
+        switch copy {
+        case .memory(let object): self.exposeObject(object, now: now)
+        case .disk(let head): self.exposeObject(head, now: now)
+        }
+        return self.runSub(.hit)
     }
 
-    func runHit(_ object: some CacheCandidate, now: Double, lookupWouldRefetch: Bool) -> HitVerdict {
-        guard self.userDefines(.hit) else { return .proceed }
+    private func exposeObject(_ object: some CacheCandidate, now: Double) {
         self.ctx.objStatus = object.status
         self.ctx.objReason = object.reason
         self.ctx.objHeaders = object.headers
@@ -210,66 +178,26 @@ extension RequestFlow {
         self.ctx.objGrace = object.grace
         self.ctx.objKeep = object.keep
         self.ctx.objAge = max(0, now - object.origin)
-        guard let action = self.runSub(.hit) else { return .handled }
-        switch action {
-        case .deliver, .none:
-            return lookupWouldRefetch ? .deliverStale : .proceed
-        case .miss:
-            return .miss
-        case .pass:
-            return .pass
-        case .synth(let status, let reason):
-            self.synth(status: status, reason: reason ?? Self.standardReason(status))
-            return .handled
-        case .restart:
-            self.restart()
-            return .handled
-        default:
-            self.synth(status: 503, reason: "vcl_hit returned \(action)")
-            return .handled
-        }
-    }
-
-    // MARK: vcl_miss
-
-    /// Runs vcl_miss; false when the request went another way (pass, synth, restart).
-    func runMiss() -> Bool {
-        guard self.userDefines(.miss) else { return true }
-        guard let action = self.runSub(.miss) else { return false }
-        switch action {
-        case .fetch, .none:
-            return true
-        case .pass:
-            self.passThrough(fwd: .bypass, detail: "vcl")
-        case .synth(let status, let reason):
-            self.synth(status: status, reason: reason ?? Self.standardReason(status))
-        case .restart:
-            self.restart()
-        default:
-            self.synth(status: 503, reason: "vcl_miss returned \(action)")
-        }
-        return false
     }
 
     // MARK: vcl_backend_fetch
 
-    /// Runs vcl_backend_fetch on the backend request; false when VCL abandoned the fetch.
-    func runBackendFetch(_ request: inout HTTPRequestHead) -> Bool {
-        guard self.userDefines(.backendFetch) else { return true }
+    /// Runs vcl_backend_fetch on the backend request being prepared and applies what it changed.
+    func runBackendFetch(_ request: inout HTTPRequestHead) -> RequestStateMachine.SubResult {
+        guard self.userDefines(.backendFetch) else { return .builtin }
         self.ctx.bereqMethod = request.method.rawValue
         self.ctx.bereqURL = request.uri
         self.ctx.bereqHeaders = request.headers
-        guard let action = self.runSub(.backendFetch) else { return false }
-        switch action {
-        case .fetch, .none:
+        let result = self.runSub(.backendFetch)
+        switch result {
+        case .returned(.fetch), .returned(.none):
             request.method = HTTPMethod(rawValue: self.ctx.bereqMethod)
             request.uri = self.ctx.bereqURL
             request.headers = self.ctx.bereqHeaders
-            return true
         default:
-            self.synth(status: 503, reason: "Backend fetch abandoned by VCL")
-            return false
+            break
         }
+        return result
     }
 
     // MARK: vcl_backend_response
@@ -278,24 +206,6 @@ extension RequestFlow {
         case deliver
         case retry
         case abandon
-    }
-
-    /// Carries out vcl_backend_response's retry or abandon (the backend response is dropped and its
-    /// connection closed: refetch, or a 503). Returns true only for `.deliver`.
-    func carryOut(_ verdict: BackendResponseVerdict) -> Bool {
-        if case .deliver = verdict { return true }
-        self.lease?.connection.abandon()
-        self.lease = nil
-        self.backendHead = nil
-        if case .retry = verdict, self.ctx.bereqRetries < Self.maxRetries, !self.bodyStreamed {
-            self.ctx.bereqRetries += 1
-            self.fetch(self.mode)
-            return false
-        }
-        // A no-op for a pass, which leads no busy fetch.
-        self.releaseBusy(.failed(.framing("abandoned by VCL")))
-        self.synth(status: 503, reason: "Backend response abandoned by VCL")
-        return false
     }
 
     /// Runs vcl_backend_response with beresp.* set from the response and the RFC decision, and
@@ -354,40 +264,45 @@ extension RequestFlow {
     // MARK: vcl_deliver
 
     /// Runs vcl_deliver on a response head about to be written. Returns false when VCL answered
-    /// otherwise (synth): the caller then writes nothing more.
+    /// otherwise (synth, or a failure): nothing of this response is written then, and the
+    /// machine takes the synthetic answer instead.
     func runDeliver(_ head: inout HTTPResponseHead) -> Bool {
         guard self.userDefines(.deliver) else { return true }
         self.ctx.respStatus = Int(head.status.code)
         self.ctx.respReason = head.status.reasonPhrase
         self.ctx.respHeaders = head.headers
-        guard let action = self.runSub(.deliver) else {
-            self.bodySuppressed = true
-            return false
-        }
-        switch action {
-        case .deliver, .none:
+        let result = self.runSub(.deliver)
+        switch result {
+        case .builtin, .returned(.deliver), .returned(.none):
             if self.ctx.respStatus != Int(head.status.code) || self.ctx.respReason != head.status.reasonPhrase {
                 head.status = HTTPResponseStatus(statusCode: self.ctx.respStatus, reasonPhrase: self.ctx.respReason)
             }
             head.headers = self.ctx.respHeaders
             return true
-        case .synth(let status, let reason):
-            self.bodySuppressed = true
-            self.synth(status: status, reason: reason ?? Self.standardReason(status))
-            return false
-        default:
+        case .failed:
+            self.replaceResponse(status: 503, reason: "VCL failure in vcl_deliver")
+        case .returned(.synth(let status, let reason)):
+            self.replaceResponse(status: status, reason: reason ?? RequestStateMachine.standardReason(status))
+        case .returned(let other):
             // restart from vcl_deliver would need the response being delivered to be dropped.
-            self.bodySuppressed = true
-            self.synth(status: 503, reason: "vcl_deliver returned \(action), which Lacquer does not support there")
-            return false
+            self.replaceResponse(status: 503, reason: "vcl_deliver returned \(other), which Lacquer does not support there")
         }
+        return false
     }
 
-    /// Writes a response head to the client through vcl_deliver.
-    func emitHead(_ head: HTTPResponseHead) {
+    private func replaceResponse(status: Int, reason: String) {
+        self.bodySuppressed = true
+        self.dispatch(.deliverReplaced(status: status, reason: reason))
+    }
+
+    /// Writes a response head to the client through vcl_deliver; false when nothing was written.
+    @discardableResult
+    func emitHead(_ head: HTTPResponseHead) -> Bool {
+        guard let client = self.client else { return false }
         var head = head
-        guard self.runDeliver(&head) else { return }
-        self.client?.writeHead(head)
+        guard self.runDeliver(&head) else { return false }
+        client.writeHead(head)
+        return true
     }
 
     /// Writes body bytes unless vcl_deliver replaced the response.
@@ -404,57 +319,25 @@ extension RequestFlow {
 
     // MARK: vcl_synth
 
-    /// A response of our own, through vcl_synth when the configuration defines it.
-    func synth(status: Int, reason: String, body: String? = nil) {
-        guard self.userDefines(.synth), !self.inSynth else {
-            return self.nativeSynth(status: status, reason: reason, body: body)
-        }
-        self.inSynth = true
+    /// Runs vcl_synth with resp.* set to the answer being made.
+    func runSynth(status: Int, reason: String) -> RequestStateMachine.SubResult {
+        guard self.userDefines(.synth) else { return .builtin }
         self.ctx.respStatus = status
         self.ctx.respReason = reason
         self.ctx.respHeaders = HTTPHeaders()
         self.ctx.syntheticBody = nil
-        guard let action = self.runSub(.synth) else { return }
-        switch action {
-        case .restart where self.ctx.restarts < Self.maxRestarts:
-            self.inSynth = false
-            return self.restart()
-        default:
-            break
-        }
-        let text = self.ctx.syntheticBody ?? body ?? ""
-        self.writeSynthetic(
-            status: self.ctx.respStatus, reason: self.ctx.respReason, extraHeaders: self.ctx.respHeaders, body: text)
-    }
-
-    /// The standard reason phrase for `status`.
-    static func standardReason(_ status: Int) -> String {
-        HTTPResponseStatus(statusCode: status).reasonPhrase
+        return self.runSub(.synth)
     }
 
     // MARK: vcl_backend_error
 
-    /// A failed fetch with no stale copy to stand in: vcl_backend_error when the configuration
-    /// defines it (deliver its synthetic answer, retry, or abandon), else the short error.
-    func backendErrorResponse(_ error: BackendError) {
-        guard self.userDefines(.backendError) else {
-            return self.synth(status: error.status, reason: error.description)
-        }
+    /// Runs vcl_backend_error for a fetch that failed with no stale copy to stand in.
+    func runBackendError(_ error: BackendError) -> RequestStateMachine.SubResult {
+        guard self.userDefines(.backendError) else { return .builtin }
         self.ctx.berespStatus = 503
         self.ctx.berespReason = HTTPResponseStatus(statusCode: 503).reasonPhrase
         self.ctx.berespHeaders = HTTPHeaders()
         self.ctx.syntheticBody = nil
-        guard let action = self.runSub(.backendError) else { return }
-        switch action {
-        case .retry where self.ctx.bereqRetries < Self.maxRetries && !self.bodyStreamed:
-            self.ctx.bereqRetries += 1
-            self.fetch(self.mode)
-        case .abandon, .retry:
-            self.nativeSynth(status: 503, reason: error.description, body: nil)
-        default:
-            self.writeSynthetic(
-                status: self.ctx.berespStatus, reason: self.ctx.berespReason, extraHeaders: self.ctx.berespHeaders,
-                body: self.ctx.syntheticBody ?? "")
-        }
+        return self.runSub(.backendError)
     }
 }

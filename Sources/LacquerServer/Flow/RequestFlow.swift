@@ -5,26 +5,15 @@ import NIOCore
 import NIOHTTP1
 import VCL
 
-/// One client request's trip through Varnish's states:
+/// Carries out one client request: the driver of `RequestStateMachine`, which decides every
+/// step (see RequestFlow+StateMachine.swift). The flow runs the actions the machine asks for
+/// (VCL, lookups, the coalescer, the backend exchange, writes to the client) and reports what
+/// happened as events; it decides nothing about where the request goes next.
 ///
-/// ```
-/// recv ─┬─ lookup (hash) ─┬─ hit ──────────────────────────────▶ deliver
-///       │                 ├─ miss / refresh ─▶ fetch ─▶ backend_response ─▶ deliver (+ store)
-///       ├─ pass ──────────┴──────────────────▶ fetch ─▶ deliver (not stored)
-///       ├─ purge ─────────────────────────────────────────────▶ synth
-///       └─ synth ─────────────────────────────────────────────▶ deliver
-/// ```
-///
-/// The decisions at each step come from `BuiltinPolicy` (later: the loaded VCL); this class only
-/// carries them out. It lives on the client connection's event loop, as does the backend
-/// connection it uses, so it needs no locks. The fetch side is in `RequestFlow+Fetch.swift`.
+/// It lives on the client connection's event loop, as does the backend connection it uses, so
+/// it needs no locks. The fetch side is in `RequestFlow+Fetch.swift`.
 final class RequestFlow {
-    enum Mode {
-        /// A cache-filling fetch; `stale` is the stored copy being replaced, if any.
-        case fill(key: CacheKey, stale: StaleCopy?, fwd: CacheStatusValue.Forward)
-        /// Not stored; `fwd` is `method` or `bypass`.
-        case pass(fwd: CacheStatusValue.Forward, detail: String)
-    }
+    typealias Mode = RequestStateMachine.FetchMode
 
     let server: ServerContext
     /// Held strongly: a fill outlives its client; the cycle with a connection handler ends
@@ -33,7 +22,7 @@ final class RequestFlow {
     private let connection: any FlowClient
     /// Where the response goes, or nil once the client has gone (or the connection answered the
     /// request itself): a flow whose client left cannot write or reach back into the connection.
-    var client: (any FlowClient)? { self.clientIsGone ? nil : self.connection }
+    var client: (any FlowClient)? { self.machine.clientGone ? nil : self.connection }
     /// The client's and our addresses, taken when the flow starts (for X-Forwarded-For, VCL and
     /// a background refresh, whether or not the client is still there).
     let peer: SocketAddress?
@@ -44,6 +33,11 @@ final class RequestFlow {
     /// the flow (disk, backend, waiting list, timers) runs here, whether or not the client is
     /// still connected.
     let eventLoop: any EventLoop
+    /// The steps.
+    var machine: RequestStateMachine
+    /// Set while actions are being carried out: an event reported meanwhile is taken by the
+    /// machine at once, and its actions run after the current one, in order.
+    private var dispatching = false
     /// The request as VCL left it after vcl_recv.
     var head: HTTPRequestHead
     var host: String
@@ -52,22 +46,20 @@ final class RequestFlow {
     /// The whole body when it was small and complete before the backend connection was
     /// obtained: kept so the fetch may be sent again.
     var replayBody: ByteBuffer?
-    /// Set once the body started streaming to a backend: the fetch cannot be sent again.
-    var bodyStreamed = false
     let xid: UInt64
     var requestCacheControl: CacheControl
     /// The configuration this request started with (a reload does not change it mid-request).
     let vcl: CompiledVCL
     /// What VCL reads and writes for this request.
     var ctx: FlowContext
-    /// Set when vcl_deliver replaced the response being delivered.
+    /// Set when vcl_deliver replaced the response being delivered: the body that was to follow
+    /// its head is dropped.
     var bodySuppressed = false
-    var inSynth = false
 
     // Fetch state (see RequestFlow+Fetch.swift).
-    var mode: Mode = .pass(fwd: .bypass, detail: "")
+    /// The backend request vcl_backend_fetch is working on.
+    var backendRequest: HTTPRequestHead?
     var lease: BackendPool.Lease?
-    var retried = false
     var storeDone = false
     /// The busy fetch this flow leads (it must be released on every exit path).
     var busy: BusyFetch?
@@ -80,14 +72,12 @@ final class RequestFlow {
     /// call back into the pump, which then only asks the running pump to look again.
     var waitPumping = false
     var waitPumpAgain = false
-    var waitStreaming = false
     var waitTimer: Scheduled<Void>?
-    var waitStale: StaleCopy?
-    var lookupRetries = 0
     /// Whether the backend request carried our validators (a 304 then refers to the stale copy).
     var sentConditional = false
-    /// Set when the backend answered 304 to our conditional fill.
+    /// Set when the backend answered 304 to our conditional fill, then the object it made.
     var revalidation: Revalidation?
+    var revalidated: (object: StoredObject, cacheStatus: CacheStatusValue)?
     var requestTime: Double = 0
     var responseTime: Double = 0
     var backendHead: HTTPResponseHead?
@@ -95,11 +85,10 @@ final class RequestFlow {
     var decision: BackendResponseDecision?
     var varyNames: [String] = []
     var accumulated: ByteBuffer?
+    /// The body part being handed to the machine (`writeFetchedBody` writes it).
+    var fetchedPart: ByteBuffer?
     var storeLimit = 0
-    var sendBody = true
     var closeAfter = false
-    var clientIsGone = false
-    var finished = false
     /// A disk body being streamed to the client, if any.
     var diskReader: DiskBodyReader?
     var diskReadPaused = false
@@ -129,6 +118,8 @@ final class RequestFlow {
         self.requestCacheControl = BuiltinPolicy.requestCacheControl(head.headers)
         self.vcl = server.vcl
         self.ctx = FlowContext(head: head, xid: xid, peer: client.peer, local: client.local)
+        self.machine = RequestStateMachine(
+            hasDiskTier: server.disk != nil, staleIfErrorDefault: server.configuration.defaultStaleIfError)
     }
 
     var counters: Counters { self.server.counters }
@@ -140,9 +131,38 @@ final class RequestFlow {
         }
     }
 
-    /// `vcl_recv` (see RequestFlow+VCL.swift).
+    /// Starts the request at vcl_recv.
     func start() {
-        self.recv()
+        self.dispatch(.start)
+    }
+
+    /// The client can take more.
+    func clientWritable() {
+        self.dispatch(.clientWritable)
+    }
+
+    /// The client left before its response was complete.
+    func clientGone() {
+        self.counters.increment(.clientGoneMidResponse)
+        self.dispatch(.clientGone)
+    }
+
+    /// Nothing more is written to the client (it left, or the connection answered the request
+    /// itself, e.g. a 413 mid-body); a fill keeps going for the cache's sake.
+    func abandonRequest() {
+        self.dispatch(.clientGone)
+    }
+
+    /// The dispatch loop: the machine takes `event`, then its actions are carried out in order;
+    /// events they report are taken at once, their actions queued behind.
+    func dispatch(_ event: RequestStateMachine.Event) {
+        self.machine.handle(event)
+        guard !self.dispatching else { return }
+        self.dispatching = true
+        defer { self.dispatching = false }
+        while let action = self.machine.nextPendingAction() {
+            self.perform(action)
+        }
     }
 
     /// Whether a ban added after `object` was stored covers it (tested against this request).
@@ -158,12 +178,8 @@ final class RequestFlow {
                 objectHeader: { objectHeaders.first(name: $0) }))
     }
 
-    /// `vcl_hash` + lookup + `vcl_hit` / `vcl_miss`: the memory tier first, then the disk tier.
-    func lookup() {
-        guard let key = self.computeKey() else { return }
-        if self.ctx.hashAlwaysMiss {
-            return self.miss(key: key, fwd: .miss)
-        }
+    /// Looks `key` up in the memory tier (bans applied); the machine gets what it found.
+    func lookUpMemory(_ key: CacheKey) {
         let now = self.server.clock()
         var variants = self.server.memory.variants(for: key)
         if !self.server.bans.isEmpty, variants.contains(where: { self.isBanned($0) }) {
@@ -174,62 +190,17 @@ final class RequestFlow {
         let outcome = BuiltinPolicy.lookup(
             variants: variants, requestHeaders: self.head.headers,
             requestCacheControl: self.requestCacheControl, now: now, ttlCap: self.ctx.reqTTL)
-        switch outcome {
-        case .hit(let object), .staleHit(let object), .refresh(let object, _):
-            let wouldRefetch: Bool
-            if case .refresh = outcome { wouldRefetch = true } else { wouldRefetch = false }
-            switch self.runHit(object, now: now, lookupWouldRefetch: wouldRefetch) {
-            case .proceed: break
-            case .deliverStale:
-                self.counters.increment(.updatingServed)
-                self.startBackgroundRefresh(key: key, stale: .memory(object))
-                let status = CacheStatusValue(hit: true, ttl: Int(object.remainingTTL(at: now).rounded(.down)), detail: "vcl")
-                return self.deliver(object, xStatus: .updating, cacheStatus: status, now: now)
-            case .miss:
-                return self.miss(key: key, fwd: .miss, stale: .memory(object))
-            case .pass:
-                return self.passThrough(fwd: .bypass, detail: "vcl")
-            case .handled:
-                return
-            }
-        case .miss:
-            break
-        }
-        switch outcome {
-        case .hit(let object):
-            self.counters.increment(.cacheHit)
-            self.server.memory.touch(object)
-            let status = CacheStatusValue(hit: true, ttl: Int(object.remainingTTL(at: now).rounded(.down)))
-            self.deliver(object, xStatus: .hit, cacheStatus: status, now: now)
-        case .staleHit(let object):
-            self.counters.increment(.cacheHit)
-            let status = CacheStatusValue(hit: true, ttl: Int(object.remainingTTL(at: now).rounded(.down)), detail: "max-stale")
-            self.deliver(object, xStatus: .stale, cacheStatus: status, now: now)
-        case .refresh(let object, let fwd):
-            if fwd == .stale, StaleCopy.memory(object).usableWhileRevalidating(at: now) {
-                // Grace / stale-while-revalidate: answer now, refresh once in the background.
-                self.counters.increment(.updatingServed)
-                self.startBackgroundRefresh(key: key, stale: .memory(object))
-                let status = CacheStatusValue(
-                    hit: true, ttl: Int(object.remainingTTL(at: now).rounded(.down)), detail: "stale-while-revalidate")
-                return self.deliver(object, xStatus: .updating, cacheStatus: status, now: now)
-            }
-            self.refresh(key: key, stale: .memory(object), fwd: fwd)
-        case .miss(let fwd):
-            if let disk = self.server.disk {
-                self.lookupDisk(key: key, disk: disk, memoryFwd: fwd)
-            } else {
-                self.miss(key: key, fwd: fwd)
-            }
-        }
+        self.dispatch(.lookedUp(.init(outcome, copy: { .memory($0) }), .memory, now: now))
     }
 
-    /// The disk tier's answer to a memory miss: promote small objects, stream large ones.
-    private func lookupDisk(key: CacheKey, disk: DiskStorage, memoryFwd: CacheStatusValue.Forward) {
+    /// Looks `key` up in the disk tier (bans applied); a read failure is a miss.
+    func lookUpDisk(_ key: CacheKey) {
+        guard let disk = self.server.disk else {
+            return self.dispatch(.lookedUp(.miss(fwd: .uriMiss), .disk, now: self.server.clock()))
+        }
         let loopBound = NIOLoopBound(self, eventLoop: self.eventLoop)
         disk.lookup(key, on: self.eventLoop).whenComplete { result in
             let flow = loopBound.value
-            guard !flow.clientIsGone else { return }
             var heads: [DiskObjectHead]
             switch result {
             case .success(let found):
@@ -247,62 +218,31 @@ final class RequestFlow {
             let outcome = BuiltinPolicy.lookup(
                 variants: heads, requestHeaders: flow.head.headers,
                 requestCacheControl: flow.requestCacheControl, now: now, ttlCap: flow.ctx.reqTTL)
-            switch outcome {
-            case .hit(let head), .staleHit(let head), .refresh(let head, _):
-                let wouldRefetch: Bool
-                if case .refresh = outcome { wouldRefetch = true } else { wouldRefetch = false }
-                switch flow.runHit(head, now: now, lookupWouldRefetch: wouldRefetch) {
-                case .proceed: break
-                case .deliverStale:
-                    flow.counters.increment(.updatingServed)
-                    flow.startBackgroundRefresh(key: key, stale: .disk(head))
-                    return flow.deliverFromDisk(head, disk: disk, xStatus: .updating, detail: "vcl")
-                case .miss:
-                    return flow.miss(key: key, fwd: .miss, stale: .disk(head))
-                case .pass:
-                    return flow.passThrough(fwd: .bypass, detail: "vcl")
-                case .handled:
-                    return
-                }
-            case .miss:
-                break
-            }
-            switch outcome {
-            case .hit(let head):
-                flow.counters.increment(.cacheHit)
-                flow.deliverFromDisk(head, disk: disk, xStatus: .hit, detail: nil)
-            case .staleHit(let head):
-                flow.counters.increment(.cacheHit)
-                flow.deliverFromDisk(head, disk: disk, xStatus: .stale, detail: "max-stale")
-            case .refresh(let head, let fwd):
-                if fwd == .stale, StaleCopy.disk(head).usableWhileRevalidating(at: now) {
-                    flow.counters.increment(.updatingServed)
-                    flow.startBackgroundRefresh(key: key, stale: .disk(head))
-                    return flow.deliverFromDisk(head, disk: disk, xStatus: .updating, detail: "stale-while-revalidate")
-                }
-                flow.refresh(key: key, stale: .disk(head), fwd: fwd)
-            case .miss(let fwd):
-                flow.miss(key: key, fwd: memoryFwd == .varyMiss ? .varyMiss : fwd)
-            }
+            flow.dispatch(.lookedUp(.init(outcome, copy: { .disk($0) }), .disk, now: now))
         }
     }
 
-    private func refresh(key: CacheKey, stale: StaleCopy, fwd: CacheStatusValue.Forward) {
-        if self.requestCacheControl.onlyIfCached {
-            return self.synth(status: 504, reason: "only-if-cached and no fresh stored response")
+    /// Delivers a stored copy from either tier (the counters say how it was found).
+    func deliverStored(_ copy: StaleCopy, xStatus: XCacheStatus, detail: String?, refresh: CacheKey?) {
+        if let refresh {
+            self.startBackgroundRefresh(key: refresh, stale: copy)
         }
-        guard self.runMiss() else { return }
-        self.counters.increment(.cacheExpired)
-        self.coalescedFetch(key: key, stale: stale, fwd: fwd)
-    }
-
-    func miss(key: CacheKey, fwd: CacheStatusValue.Forward, stale: StaleCopy? = nil) {
-        if self.requestCacheControl.onlyIfCached {
-            return self.synth(status: 504, reason: "only-if-cached and nothing stored")
+        switch (xStatus, detail) {
+        case (.hit, _), (.stale, "max-stale"): self.counters.increment(.cacheHit)
+        case (.updating, _): self.counters.increment(.updatingServed)
+        case (.stale, _): self.counters.increment(.staleServed)
+        default: break
         }
-        guard self.runMiss() else { return }
-        self.counters.increment(.cacheMiss)
-        self.coalescedFetch(key: key, stale: stale, fwd: fwd)
+        let now = self.server.clock()
+        switch copy {
+        case .memory(let object):
+            if xStatus == .hit { self.server.memory.touch(object) }
+            let status = CacheStatusValue(hit: true, ttl: Int(object.remainingTTL(at: now).rounded(.down)), detail: detail)
+            self.deliver(object, xStatus: xStatus, cacheStatus: status, now: now)
+        case .disk(let head):
+            guard let disk = self.server.disk else { return self.dispatch(.diskReadFailed(head.key)) }
+            self.deliverFromDisk(head, disk: disk, xStatus: xStatus, detail: detail)
+        }
     }
 
     /// `vcl_deliver` for a stored object: stored head + Age, Via and the cache status fields.
@@ -356,7 +296,9 @@ final class RequestFlow {
             out.writeString(Multipart.closing(boundary: boundary))
             self.emitFinalBody(out)
         }
-        self.finish(close: self.closeAfter)
+        if !self.bodySuppressed {
+            self.dispatch(.delivered)
+        }
     }
 
     /// The common case of `deliver`, without building a header list: a stored 200 for a GET or
@@ -365,22 +307,22 @@ final class RequestFlow {
     /// buffer with the (inline) body. Returns false, having written nothing, when the request
     /// needs more than that; `writeStoredHead` then does it all.
     private func deliverPlain(_ object: StoredObject, xStatus: XCacheStatus, cacheStatus: CacheStatusValue, now: Double) -> Bool {
-        guard !self.userDefines(.deliver), !self.finished, !self.clientIsGone else { return false }
+        guard !self.userDefines(.deliver), let client = self.client else { return false }
         let method = self.head.method
         let requestHeaders = self.head.headers
         guard HitRules.wantsStoredAsIs(method: method, requestHeaders: requestHeaders),
             HitRules.deliverableAsStored(object, clientTakesGzip: AcceptEncoding.acceptsGzip(requestHeaders))
         else { return false }
-        self.closeAfter = (self.client?.mustCloseAfter(self.head) ?? true)
+        self.closeAfter = client.mustCloseAfter(self.head)
         let (head, largeBody) = PlainHit.encode(
             object, withBody: method != .HEAD, age: object.age(at: now), xStatus: xStatus, cacheStatus: cacheStatus,
             close: self.closeAfter, viaLine: self.server.viaLine, cacheName: self.server.cacheStatusName,
             allocator: self.allocator)
-        self.client?.writePreEncoded(head)
+        client.writePreEncoded(head)
         if let largeBody {
-            self.client?.writeFinalBody(largeBody)
+            client.writeFinalBody(largeBody)
         }
-        self.finish(close: self.closeAfter)
+        self.dispatch(.delivered)
         return true
     }
 
@@ -463,10 +405,10 @@ final class RequestFlow {
         return self.head.method == .HEAD ? .none : plan
     }
 
-    /// `return (purge)` from vcl_recv (builtin.vcl allows it from `purge_acl`); removes every variant under the request's key from
-    /// both tiers, and answers only once the disk removal is committed (durable).
-    func purge() {
-        guard let key = self.computeKey() else { return }
+    /// `return (purge)` from vcl_recv (builtin.vcl allows it from `purge_acl`): removes every
+    /// variant under `key` from both tiers, and reports only once the disk removal is committed
+    /// (durable).
+    func purge(_ key: CacheKey) {
         self.server.coalescer.markPurged(key, at: self.server.clock())
         let inMemory = self.server.memory.remove(key: key).count
         guard let disk = self.server.disk else {
@@ -483,34 +425,22 @@ final class RequestFlow {
                 flow.server.logger.error(
                     "purge could not be committed to the disk tier",
                     metadata: ["xid": "\(flow.xid)", "url": "\(flow.head.uri)", "error": "\(error)"])
-                flow.synth(status: 503, reason: "Purge could not be committed to the disk tier")
+                flow.dispatch(.purgeFailed)
             }
         }
     }
 
     private func purged(count: Int) {
-        if count > 0 {
-            self.counters.increment(.purgeOK)
-        } else {
-            self.counters.increment(.purgeMiss)
-        }
-        if self.userDefines(.purge) {
-            // vcl_purge decides the answer (e.g. synth, or restart to refetch at once).
-            guard let action = self.runSub(.purge) else { return }
-            self.applyRequestChanges()
-            switch action {
-            case .synth(let status, let reason):
-                return self.synth(status: status, reason: reason ?? Self.standardReason(status))
-            case .restart:
-                return self.restart()
-            default:
-                break
-            }
-        }
-        if count == 0 {
-            self.synth(status: 404, reason: "Not in cache", body: "404 Not in cache: \(self.head.uri)\n")
-        } else {
-            self.synth(status: 200, reason: "Purged", body: "200 Purged \(count) object(s): \(self.head.uri)\n")
+        self.counters.increment(count > 0 ? .purgeOK : .purgeMiss)
+        self.dispatch(.purged(count: count))
+    }
+
+    /// The text of one of our own answers.
+    func render(_ body: RequestStateMachine.SynthBody?) -> String? {
+        switch body {
+        case .purged(let count): "200 Purged \(count) object(s): \(self.head.uri)\n"
+        case .notInCache: "404 Not in cache: \(self.head.uri)\n"
+        case nil: nil
         }
     }
 
@@ -522,16 +452,12 @@ final class RequestFlow {
         return removed
     }
 
-    /// builtin.vcl's vcl_synth, natively: a short text response of our own.
-    func nativeSynth(status: Int, reason: String, body: String?) {
-        self.writeSynthetic(status: status, reason: reason, extraHeaders: nil, body: body)
-    }
-
     /// Writes a synthetic response; `extraHeaders` (from VCL's resp.http / beresp.http) replace
     /// the defaults of the same name.
     func writeSynthetic(status: Int, reason: String, extraHeaders: HTTPHeaders?, body: String?) {
-        guard !self.finished, !self.clientIsGone else { return }
-        let close = (self.client?.mustCloseAfter(self.head) ?? true)
+        guard let client = self.client else { return }
+        let close = client.mustCloseAfter(self.head)
+        self.closeAfter = close
         var response = Synthetic.response(
             status: status, reason: reason, now: self.server.clock(), close: close,
             cacheName: self.server.configuration.cacheName, body: body)
@@ -553,11 +479,10 @@ final class RequestFlow {
         case 504: self.counters.increment(.synth504)
         default: break
         }
-        self.client?.writeHead(response.head)
+        client.writeHead(response.head)
         if self.head.method != .HEAD && response.body.readableBytes > 0 {
-            self.client?.writeBody(response.body)
+            client.writeBody(response.body)
         }
-        self.finish(close: close)
     }
 
     func addViaAndStatus(_ headers: inout HTTPHeaders, xStatus: XCacheStatus, cacheStatus: CacheStatusValue) {
@@ -575,13 +500,6 @@ final class RequestFlow {
             value = upstream.joined(separator: ", ") + ", " + value
         }
         headers.add(name: "Cache-Status", value: value)
-    }
-
-    func finish(close: Bool) {
-        guard !self.finished else { return }
-        self.finished = true
-        if self.clientIsGone { return }
-        self.client?.finishResponse(self, close: close)
     }
 
     static func statusHasBody(_ status: Int) -> Bool {

@@ -1,0 +1,118 @@
+import CachePolicy
+import CacheStore
+import NIOCore
+import NIOHTTP1
+import VCL
+
+/// Carrying out the machine's actions. Each one does its work and reports the outcome as an
+/// event (at once, or when the disk, the backend or a timer answers); none decides a step.
+extension RequestFlow {
+    func perform(_ action: RequestStateMachine.Action) {
+        switch action {
+        case .runSub(let sub):
+            self.dispatch(.sub(sub, self.run(sub)))
+        case .runHit(let copy):
+            self.dispatch(.sub(.hit, self.runHit(copy)))
+        case .runSynth(let status, let reason):
+            self.dispatch(.sub(.synth, self.runSynth(status: status, reason: reason)))
+        case .runBackendError(let error):
+            self.dispatch(.sub(.backendError, self.runBackendError(error)))
+        case .hash:
+            guard let key = self.computeKey() else {
+                return self.dispatch(.sub(.hash, .failed))
+            }
+            self.dispatch(
+                .hashed(
+                    key, alwaysMiss: self.ctx.hashAlwaysMiss, ignoreBusy: self.ctx.hashIgnoreBusy,
+                    onlyIfCached: self.requestCacheControl.onlyIfCached))
+        case .lookUp(let key, .memory):
+            self.lookUpMemory(key)
+        case .lookUp(let key, .disk):
+            self.lookUpDisk(key)
+        case .purge(let key):
+            self.purge(key)
+        case .join(let key):
+            self.join(key)
+        case .wait:
+            self.wait()
+        case .stopWaiting:
+            self.stopWaiting()
+        case .writeWaiterHead:
+            self.writeWaiterHead()
+        case .pumpWaiter:
+            self.pumpWait()
+        case .prepareFetch(let mode):
+            self.prepareFetch(mode)
+        case .startFetch:
+            self.startFetch()
+        case .abandonFetch:
+            self.lease?.connection.abandon()
+            self.lease = nil
+        case .pauseFetch:
+            self.lease?.connection.pause()
+        case .resumeFetch:
+            self.lease?.connection.resume()
+        case .writeFetchedBody:
+            guard let part = self.fetchedPart else { return }
+            self.fetchedPart = nil
+            self.emitBody(part)
+            // The write may have found the client gone (and resumed the transfer for the fill):
+            // hold the backend back only for a client that is still there and cannot take more.
+            if let client = self.client, !client.isWritable {
+                self.lease?.connection.pause()
+            }
+        case .completeFetch:
+            self.completeFetch()
+        case .failFetch(let error):
+            self.releaseBusy(.failed(error))
+        case .completeRevalidation:
+            guard let revalidation = self.revalidation else { return self.dispatch(.revalidated(ok: false)) }
+            self.revalidation = nil
+            self.completeRevalidation(revalidation)
+        case .deliver(let copy, let xStatus, let detail, let refresh):
+            self.deliverStored(copy, xStatus: xStatus, detail: detail, refresh: refresh)
+        case .deliverRevalidated:
+            guard let (object, cacheStatus) = self.revalidated else { return }
+            self.revalidated = nil
+            self.deliver(object, xStatus: .revalidated, cacheStatus: cacheStatus, now: self.server.clock())
+        case .resumeDiskRead:
+            _ = self.resumeDiskIfPaused()
+        case .closeDiskReader:
+            if self.diskReadPaused, let reader = self.diskReader {
+                // No read is in flight while paused; otherwise the pump closes it when the read returns.
+                reader.close()
+                self.diskReader = nil
+                self.diskReadPaused = false
+            }
+        case .writeSynthetic(let status, let reason, let body):
+            self.writeSynthetic(status: status, reason: reason, extraHeaders: nil, body: self.render(body))
+        case .writeVCLSynthetic(.backendError, _):
+            self.writeSynthetic(
+                status: self.ctx.berespStatus, reason: self.ctx.berespReason, extraHeaders: self.ctx.berespHeaders,
+                body: self.ctx.syntheticBody ?? "")
+        case .writeVCLSynthetic(_, let fallback):
+            self.writeSynthetic(
+                status: self.ctx.respStatus, reason: self.ctx.respReason, extraHeaders: self.ctx.respHeaders,
+                body: self.ctx.syntheticBody ?? self.render(fallback) ?? "")
+        case .finish:
+            self.client?.finishResponse(self, close: self.closeAfter)
+        case .abort:
+            self.client?.abort(self)
+        }
+    }
+
+    /// Joins the key's busy fetch (Varnish's waiting list), or leads it.
+    private func join(_ key: CacheKey) {
+        switch self.server.coalescer.join(key, now: self.server.clock()) {
+        case .leader(let busy):
+            self.busy = busy
+            self.dispatch(.joined(.leader))
+        case .waiter(let busy):
+            self.waitingOn = busy
+            self.dispatch(.joined(.waiter))
+        case .hitForMiss:
+            self.counters.increment(.cacheHitForMiss)
+            self.dispatch(.joined(.hitForMiss))
+        }
+    }
+}
