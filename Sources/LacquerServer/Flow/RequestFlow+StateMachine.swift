@@ -213,7 +213,9 @@ struct RequestStateMachine {
         case finished
     }
 
-    enum Source: Equatable { case stored, disk, busy, backend }
+    /// Where the body of the response being written comes from: a disk body file, the busy
+    /// fetch we waited on (a collapsed hit), or our own backend fetch.
+    enum Source: Equatable { case disk, busy, backend }
 
     /// How long a fetch may still be retried by VCL (Varnish's max_retries) and a request
     /// restarted (max_restarts).
@@ -263,14 +265,6 @@ struct RequestStateMachine {
         self.staleIfErrorDefault = staleIfErrorDefault
         self.pendingActions.reserveCapacity(4)
     }
-
-    /// The body and cause of the pending purge answer, for vcl_purge's default.
-    var purged: Int { self.purgeCount }
-    /// The synthetic response vcl_synth is building.
-    var synthesis: (status: Int, reason: String, body: SynthBody?)? { self.pendingSynth }
-    var passedBecause: PassCause { self.passCause }
-    /// Whether writes may reach the client: it is there and its response is not complete.
-    var mayWrite: Bool { !self.clientGone && self.response != .finished }
 
     /// The next action the last event asked for, in order; nil when there is none left.
     mutating func nextPendingAction() -> Action? {
@@ -340,7 +334,9 @@ struct RequestStateMachine {
             self.stopWaiting()
             self.failWaiter(.firstByteTimeout, now: now)
         case .backendConnected:
-            if self.fetching, self.clientGone, !(self.fetch?.isFill ?? false) {
+            if !self.fetching {
+                self.emit(.abandonFetch)  // the fetch ended while its connection was being made
+            } else if self.clientGone, !(self.fetch?.isFill ?? false) {
                 self.fetching = false
                 self.emit(.abandonFetch)  // nobody will read a pass response
             }
@@ -378,6 +374,7 @@ struct RequestStateMachine {
             guard self.response == .none, !self.clientGone else { return }
             self.enterSynth(status, reason)
         case .delivered:
+            guard self.step == .deliver else { return }
             self.finishResponse()
         case .deliveryFailed:
             self.abortResponse()
@@ -387,7 +384,6 @@ struct RequestStateMachine {
             case .disk: self.emit(.resumeDiskRead)
             case .busy: self.emit(.pumpWaiter)
             case .backend: if self.fetching { self.emit(.resumeFetch) }
-            case .stored: break
             }
         case .clientGone:
             self.clientLeft()
@@ -401,6 +397,9 @@ struct RequestStateMachine {
         self.emit(.runSub(.recv))
     }
 
+    /// When the lookup found what it found (the grace decision of builtin vcl_hit uses it).
+    private var foundAt: Double = 0
+
     private mutating func restart() {
         self.restarts += 1
         self.inSynth = false
@@ -411,7 +410,7 @@ struct RequestStateMachine {
     }
 
     private mutating func subReturned(_ sub: VCLSubroutine, _ result: SubResult) {
-        if self.clientGone && sub != .backendFetch && sub != .backendError {
+        if self.clientGone && sub != .backendFetch {
             return self.end()
         }
         if result == .failed {
@@ -511,8 +510,6 @@ struct RequestStateMachine {
             self.emit(.runHit(copy))
         }
     }
-
-    private var foundAt: Double = 0
 
     private mutating func hitReturned(_ result: SubResult) {
         guard self.step == .hit, let found = self.found, let key = self.key else { return }
