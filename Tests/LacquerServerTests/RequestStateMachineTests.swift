@@ -77,7 +77,7 @@ struct RequestStateMachineTests {
         .lookedUp(.hit(copy()), .memory, now: now), .lookedUp(.miss(fwd: .miss), .disk, now: now),
         .purged(count: 1), .joined(.waiter), .busyHead(forUs: true), .busyData, .busyFinished(.complete, now: now),
         .timer(now: now), .diskReadFailed(key), .codingUnavailable, .headWritten(.disk), .backendConnected,
-        .backendHead(.streaming(sendsBody: true)), .backendBody(needed: true), .backendBody(needed: false),
+        .backendHead(.streaming(sendsBody: true)), .backendBody(ByteBuffer(), needed: true), .backendBody(ByteBuffer(), needed: false),
         .backendEnd, .backendFailed(.closedMidBody, beforeHead: false, retryable: false, now: now),
         .revalidated(ok: true), .revalidated(ok: false), .deliverReplaced(status: 500, reason: "x"), .delivered,
         .deliveryFailed, .clientWritable,
@@ -110,14 +110,14 @@ struct RequestStateMachineTests {
     func fillOutlivesItsClient() {
         var fill = Self.machine(at: .deliver)
         #expect(fill.take(.clientGone) == ["resume fetch"])
-        #expect(fill.take(.backendBody(needed: true)) == [])
+        #expect(fill.take(.backendBody(ByteBuffer(), needed: true)) == [])
         #expect(fill.take(.backendEnd) == ["complete fetch"])
 
         var leftBeforeHead = Self.machine(at: .fetch)
         _ = leftBeforeHead.take(.backendConnected)
         #expect(leftBeforeHead.take(.clientGone) == ["resume fetch"])
         #expect(leftBeforeHead.take(.backendHead(.streaming(sendsBody: true))) == [])
-        #expect(leftBeforeHead.take(.backendBody(needed: true)) == [])
+        #expect(leftBeforeHead.take(.backendBody(ByteBuffer(), needed: true)) == [])
         #expect(leftBeforeHead.take(.backendEnd) == ["complete fetch"])
 
         var failing = Self.machine(at: .deliver)
@@ -126,7 +126,7 @@ struct RequestStateMachineTests {
 
         var unwanted = Self.machine(at: .deliver)
         _ = unwanted.take(.clientGone)
-        #expect(unwanted.take(.backendBody(needed: false)) == ["abandon fetch", "fail fetch"])
+        #expect(unwanted.take(.backendBody(ByteBuffer(), needed: false)) == ["abandon fetch", "fail fetch"])
         #expect(unwanted.take(.backendEnd) == [])
 
         var pass = Self.machine()
@@ -172,7 +172,7 @@ struct RequestStateMachineTests {
     @Test("a backend error after the head cuts the connection (never a clean end) and fails the waiters", arguments: allErrors)
     func errorAfterHead(error: BackendError) {
         var machine = Self.machine(at: .deliver)
-        #expect(machine.take(.backendBody(needed: true)) == ["write body"])
+        #expect(machine.take(.backendBody(ByteBuffer(), needed: true)) == ["write body"])
         #expect(machine.take(.backendFailed(error, beforeHead: false, retryable: false, now: Self.now)) == ["fail fetch", "abort"])
         #expect(machine.step == .done)
         #expect(machine.take(.backendEnd) == [])
@@ -360,7 +360,7 @@ struct RequestStateMachineTests {
         #expect(machine.take(.deliverReplaced(status: 403, reason: "Forbidden")) == ["run vcl_synth 403"])
         #expect(machine.take(.backendHead(.streaming(sendsBody: true))) == [])
         #expect(machine.take(.sub(.synth, .builtin)) == ["write synth 403", "finish"])
-        #expect(machine.take(.backendBody(needed: true)) == [])
+        #expect(machine.take(.backendBody(ByteBuffer(), needed: true)) == [])
         #expect(machine.take(.backendEnd) == ["complete fetch"])
     }
 
@@ -437,7 +437,7 @@ struct RequestStateMachineTests {
         #expect(machine.take(.sub(.backendFetch, .builtin)) == ["start fetch"])
         #expect(machine.take(.backendConnected) == [])
         #expect(machine.take(.backendHead(.streaming(sendsBody: true))) == [])
-        #expect(machine.take(.backendBody(needed: true)) == [])
+        #expect(machine.take(.backendBody(ByteBuffer(), needed: true)) == [])
         #expect(machine.take(.backendEnd) == ["complete fetch"])
     }
 

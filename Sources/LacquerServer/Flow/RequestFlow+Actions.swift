@@ -52,9 +52,7 @@ extension RequestFlow {
             self.lease?.connection.pause()
         case .resumeFetch:
             self.lease?.connection.resume()
-        case .writeFetchedBody:
-            guard let part = self.fetchedPart else { return }
-            self.fetchedPart = nil
+        case .writeFetchedBody(let part):
             self.emitBody(part)
             // The write may have found the client gone (and resumed the transfer for the fill):
             // hold the backend back only for a client that is still there and cannot take more.

@@ -3,47 +3,6 @@ import CacheStore
 import NIOCore
 import NIOHTTP1
 
-/// A stored copy that a fetch replaces (or, later, revalidates), from either tier.
-enum StaleCopy {
-    case memory(StoredObject)
-    case disk(DiskObjectHead)
-
-    var headers: HTTPHeaders {
-        switch self {
-        case .memory(let object): object.headers
-        case .disk(let head): head.headers
-        }
-    }
-
-    private var timing: (origin: Double, ttl: Double, grace: Double, mustRevalidate: Bool) {
-        switch self {
-        case .memory(let o): (o.origin, o.ttl, o.grace, o.mustRevalidate)
-        case .disk(let h): (h.origin, h.ttl, h.grace, h.mustRevalidate)
-        }
-    }
-
-    /// Seconds past its freshness at `now` (negative while fresh).
-    func staleness(at now: Double) -> Double {
-        let t = self.timing
-        return now - (t.origin + t.ttl)
-    }
-
-    /// Inside its grace / stale-while-revalidate window: may be served while one refresh runs.
-    func usableWhileRevalidating(at now: Double) -> Bool {
-        let t = self.timing
-        return !t.mustRevalidate && now <= t.origin + t.ttl + t.grace
-    }
-
-    /// Inside its stale-if-error window (RFC 5861 §4), or the configured default: may be served
-    /// when the origin fails.
-    func usableOnError(at now: Double, defaultWindow: Double) -> Bool {
-        let t = self.timing
-        guard !t.mustRevalidate else { return false }
-        let sie = Double(CacheControl(headers: self.headers).staleIfError ?? 0)
-        return now <= t.origin + t.ttl + max(t.grace, sie, defaultWindow)
-    }
-}
-
 /// Disk hits: small objects are loaded whole (checksums verified) and promoted into the memory
 /// tier; large ones stream from their body file chunk by chunk at the client's pace, each chunk
 /// verified before it is sent. A checksum failure before the head is out becomes a miss; after

@@ -20,7 +20,6 @@ extension RequestFlow: BackendExchangeDelegate {
         self.decision = nil
         self.bodyBytes = 0
         self.expectedLength = nil
-        self.fetchedPart = nil
         self.ctx.bereqRetries = self.machine.retries
         let isFill = mode.isFill
         // A HEAD miss fetches the whole object with GET, as Varnish does, so it can be stored.
@@ -338,9 +337,7 @@ extension RequestFlow: BackendExchangeDelegate {
                 }
             }
         }
-        self.fetchedPart = buffer
-        self.dispatch(.backendBody(needed: self.accumulated != nil || (self.busy?.waiterCount ?? 0) > 0))
-        self.fetchedPart = nil
+        self.dispatch(.backendBody(buffer, needed: self.accumulated != nil || (self.busy?.waiterCount ?? 0) > 0))
     }
 
     func backendResponseEnd() {

@@ -1,5 +1,6 @@
 import CachePolicy
 import CacheStore
+import NIOCore
 import NIOHTTP1
 import VCL
 
@@ -133,8 +134,8 @@ struct RequestStateMachine {
         case abandonFetch
         case pauseFetch
         case resumeFetch
-        /// Write the body part just received from the backend.
-        case writeFetchedBody
+        /// Write a body part received from the backend.
+        case writeFetchedBody(ByteBuffer)
         /// The exchange ended: store the object, release the waiters.
         case completeFetch
         /// The fill failed: release its waiters with `error` (nothing is stored).
@@ -188,7 +189,7 @@ struct RequestStateMachine {
         case backendHead(BackendHead)
         /// A body part arrived; `needed`: something besides this client wants it (stored, or
         /// requests wait on it).
-        case backendBody(needed: Bool)
+        case backendBody(ByteBuffer, needed: Bool)
         case backendEnd
         /// The fetch failed; `retryable`: the error and request allow one more try on a new
         /// connection (a reused connection the origin had closed, idempotent, body replayable).
@@ -342,10 +343,10 @@ struct RequestStateMachine {
             }
         case .backendHead(let head):
             self.backendHead(head)
-        case .backendBody(let needed):
+        case .backendBody(let part, let needed):
             guard self.fetching else { return }
             if self.response == .streaming(.backend), self.sendsFetchedBody, !self.clientGone {
-                self.emit(.writeFetchedBody)
+                self.emit(.writeFetchedBody(part))
             } else if self.clientGone, !needed {
                 // Nobody reads, nobody waits and nothing is stored: stop the transfer.
                 self.fetching = false

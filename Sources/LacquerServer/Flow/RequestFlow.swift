@@ -85,8 +85,6 @@ final class RequestFlow {
     var decision: BackendResponseDecision?
     var varyNames: [String] = []
     var accumulated: ByteBuffer?
-    /// The body part being handed to the machine (`writeFetchedBody` writes it).
-    var fetchedPart: ByteBuffer?
     var storeLimit = 0
     var closeAfter = false
     /// A disk body being streamed to the client, if any.
