@@ -6,7 +6,9 @@ import NIOHTTP1
 /// revalidates), and the windows in which it may stand in for a fresh answer.
 enum StaleCopy {
     case memory(StoredObject)
-    case disk(DiskObjectHead)
+    /// Boxed: a disk head is large, and the copy travels in the request machine's events and
+    /// actions.
+    indirect case disk(DiskObjectHead)
 
     var headers: HTTPHeaders {
         switch self {
