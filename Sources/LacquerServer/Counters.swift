@@ -4,7 +4,8 @@ import Synchronization
 /// Every rejection and fault class has one, so tests assert counts as well as responses.
 public enum Counter: Int, CaseIterable, Sendable {
     case sessConn, sessDropped, sessClosedIdle, sessClosedTimeout
-    case clientReq, clientReq400, clientReq413, clientReq414, clientReq431, clientReq501, clientReqAbsoluteForm
+    case clientReq, clientReq400, clientReq411, clientReq413, clientReq414, clientReq431, clientReq501, clientReqAbsoluteForm
+    case clientReqBadFraming
     case cacheHit, cacheHitFast, cacheMiss, cacheExpired, cacheBypass, cacheHitForMiss, cacheRevalidated
     case purgeOK, purgeMiss, purgeDenied
     case invalidations
@@ -19,6 +20,19 @@ public enum Counter: Int, CaseIterable, Sendable {
     case vclFailures, restarts, vclReloads, vclReloadFailures
     case bansAdded, bansRefused, bannedObjects
 
+    /// The counter of client requests answered with `status` by a refusal, if it has one.
+    public static func clientRequest(status: Int) -> Counter? {
+        switch status {
+        case 400: .clientReq400
+        case 411: .clientReq411
+        case 413: .clientReq413
+        case 414: .clientReq414
+        case 431: .clientReq431
+        case 501: .clientReq501
+        default: nil
+        }
+    }
+
     /// The metric name, e.g. `client_req_400`.
     public var name: String {
         switch self {
@@ -28,11 +42,13 @@ public enum Counter: Int, CaseIterable, Sendable {
         case .sessClosedTimeout: "sess_closed_timeout"
         case .clientReq: "client_req"
         case .clientReq400: "client_req_400"
+        case .clientReq411: "client_req_411"
         case .clientReq413: "client_req_413"
         case .clientReq414: "client_req_414"
         case .clientReq431: "client_req_431"
         case .clientReq501: "client_req_501"
         case .clientReqAbsoluteForm: "client_req_absolute_form"
+        case .clientReqBadFraming: "client_req_bad_framing"
         case .cacheHit: "cache_hit"
         case .cacheHitFast: "cache_hit_fast"
         case .cacheMiss: "cache_miss"

@@ -1,3 +1,4 @@
+import CachePolicy
 import NIOHTTP1
 
 /// A request rejected before it reaches the flow: the status to answer and why.
@@ -52,6 +53,7 @@ enum RequestValidation {
         for byte in uri.utf8 where byte <= 0x20 || byte >= 0x7F || byte == UInt8(ascii: "#") {
             throw RequestRejection(status: 400, reason: "Invalid character in request-target", counter: .clientReq400)
         }
+        try Self.checkFraming(head)
         let hosts = head.headers["host"]
         if hosts.count > 1 {
             throw RequestRejection(status: 400, reason: "Multiple Host header fields", counter: .clientReq400)
@@ -66,6 +68,48 @@ enum RequestValidation {
             throw RequestRejection(status: 400, reason: "Invalid Host header field", counter: .clientReq400)
         }
         return normalised
+    }
+
+    /// Fields that decide where a request goes and how its body is framed: a client may not make
+    /// them hop-by-hop, nor smuggle them under a name an origin might read as theirs.
+    private static let framingFields: Set<String> = ["content-length", "transfer-encoding", "host"]
+
+    /// The framing rules the HTTP/1 parser leaves to us (RFC 9112 §6, RFC 9110 §7.6.1), each a 400
+    /// (411 for a length HTTP/1.0 cannot do without), as Varnish answers them.
+    private static func checkFraming(_ head: HTTPRequestHead) throws(RequestRejection) {
+        let headers = head.headers
+        for value in headers["connection"] {
+            for token in value.split(separator: ",") {
+                let name = token.trimmingOWS().lowercased()
+                if Self.framingFields.contains(name) {
+                    // VSV00010: `Connection: Host` would strip Host on the way to the origin.
+                    throw RequestRejection(
+                        status: 400, reason: "Connection header field names \(name)", counter: .clientReqBadFraming)
+                }
+            }
+        }
+        for (name, _) in headers where name.utf8.contains(UInt8(ascii: "_")) {
+            // An origin that maps `_` to `-` (CGI does) would see a second length or host.
+            let mapped = String(name.lowercased().map { $0 == "_" ? "-" : $0 })
+            if Self.framingFields.contains(mapped) {
+                throw RequestRejection(
+                    status: 400, reason: "Header field name \(name) is not accepted", counter: .clientReqBadFraming)
+            }
+        }
+        let hasTransferEncoding = headers.contains(name: "transfer-encoding")
+        let lengths = headers["content-length"]
+        if head.version.minor == 0, hasTransferEncoding {
+            // RFC 9112 §6.1: Transfer-Encoding in an HTTP/1.0 message means faulty framing.
+            throw RequestRejection(
+                status: 400, reason: "Transfer-Encoding in an HTTP/1.0 request", counter: .clientReqBadFraming)
+        }
+        if head.method == .HEAD, hasTransferEncoding || lengths.contains(where: { $0 != "0" }) {
+            throw RequestRejection(status: 400, reason: "HEAD request with a body", counter: .clientReqBadFraming)
+        }
+        if head.version.minor == 0, lengths.isEmpty, head.method == .POST || head.method == .PUT {
+            // HTTP/1.0 has no chunked coding: without a length, the body's end cannot be known.
+            throw RequestRejection(status: 411, reason: "Length Required", counter: .clientReq411)
+        }
     }
 
     /// Lowercases, strips `:80`, rejects anything that is not `reg-name / IPv4 / [IPv6]` + optional port.

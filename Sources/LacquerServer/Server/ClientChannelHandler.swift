@@ -23,8 +23,27 @@ final class FirstByteObserver: ChannelInboundHandler, RemovableChannelHandler {
         self.prefix.removeAll(keepingCapacity: true)
         buffer.withUnsafeReadableBytes { bytes in
             self.prefix.append(contentsOf: bytes.prefix(count))
+            if let lf = bytes.lastIndex(of: UInt8(ascii: "\n")) {
+                self.lineStart.removeAll(keepingCapacity: true)
+                self.lineStart.append(contentsOf: bytes[(lf + 1)...].prefix(Self.lineStartLimit))
+            } else if self.lineStart.count < Self.lineStartLimit {
+                self.lineStart.append(contentsOf: bytes.prefix(Self.lineStartLimit - self.lineStart.count))
+            }
         }
         context.fireChannelRead(data)
+    }
+
+    /// The first bytes of the line being read (since the last line feed, across reads): when
+    /// the parser overflows, whether it was reading a request line (414) or a field (431).
+    private(set) var lineStart: [UInt8] = []
+    static let lineStartLimit = 16
+
+    /// Whether `bytes` start a request line: a method token, one space, then a target.
+    static func startsRequestLine(_ bytes: [UInt8]) -> Bool {
+        guard let space = bytes.firstIndex(of: UInt8(ascii: " ")), space > 0, space + 1 < bytes.count else { return false }
+        guard bytes[..<space].allSatisfy(FastRequestHead.isTokenByte) else { return false }
+        let first = bytes[space + 1]
+        return first == UInt8(ascii: "/") || first == UInt8(ascii: "h") || first == UInt8(ascii: "H") || first == UInt8(ascii: "*")
     }
 
     /// Whether `bytes` start like a well-formed request line (RFC 9112 §3: token SP target SP
@@ -160,12 +179,12 @@ final class ClientChannelHandler: ChannelDuplexHandler, RemovableChannelHandler,
             if case .read = self.state.resumeReading(now: self.now()) { self.context?.read() }
             upload.end()
         case .bodyTooLarge(let flow, let upload, let refusal):
-            self.server.counters.increment(.clientReq413)
             upload.abort()
             flow.abandonRequest()
             if let refusal {
-                self.writeRefusal(refusal)
+                self.writeRefusal(refusal)  // counted under its status
             } else {
+                self.server.counters.increment(.clientReq413)
                 self.closeNow()
             }
         case .malformedBody(let flow, let upload, let refusal):
@@ -253,7 +272,9 @@ final class ClientChannelHandler: ChannelDuplexHandler, RemovableChannelHandler,
         }
         let unknownMethod =
             parserError == .invalidMethod && FirstByteObserver.looksLikeUnknownMethod(self.observer?.prefix ?? [])
-        self.run(self.state.parserError(parserError, unknownMethod: unknownMethod))
+        let requestLineTooLong =
+            parserError == .headerOverflow && FirstByteObserver.startsRequestLine(self.observer?.lineStart ?? [])
+        self.run(self.state.parserError(parserError, unknownMethod: unknownMethod, requestLineTooLong: requestLineTooLong))
     }
 
     // MARK: - Writing, called by the flow
@@ -325,6 +346,10 @@ final class ClientChannelHandler: ChannelDuplexHandler, RemovableChannelHandler,
     /// A response of the connection's own (always followed by a close).
     private func writeRefusal(_ refusal: StateMachine.Refusal) {
         if let counter = refusal.counter { self.server.counters.increment(counter) }
+        if let byStatus = Counter.clientRequest(status: refusal.status), byStatus != refusal.counter {
+            // A class of rejection (e.g. client_req_bad_framing) also counts under its status.
+            self.server.counters.increment(byStatus)
+        }
         guard let context = self.context else { return }
         self.encoder?.respondingToHead = refusal.headRequest
         let response = Synthetic.response(

@@ -348,10 +348,12 @@ struct ClientConnectionStateMachine<Flow: AnyObject, Upload: AnyObject> {
 
     /// The HTTP/1 decoder refused the input. `unknownMethod`: the request line was well-formed
     /// but for a method the parser does not know (501, not 400).
-    mutating func parserError(_ error: HTTPParserError, unknownMethod: Bool) -> Action {
+    mutating func parserError(_ error: HTTPParserError, unknownMethod: Bool, requestLineTooLong: Bool = false) -> Action {
         switch self.state {
         case .idle, .head, .discarding:
             switch error {
+            case .headerOverflow where requestLineTooLong:
+                return self.refuse(Refusal(status: 414, reason: "Request-target too long", counter: .clientReq414, headRequest: false))
             case .headerOverflow:
                 return self.refuse(
                     Refusal(status: 431, reason: "Request header section too large", counter: .clientReq431, headRequest: false))
