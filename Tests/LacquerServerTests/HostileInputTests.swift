@@ -117,4 +117,114 @@ struct HostileInputTests {
             #expect(try httpGet(port: port, "/bytes/10").status == 200)
         }
     }
+
+    // MARK: A broken or hostile origin
+
+    /// Lacquer in front of an origin that answers with scripted bytes.
+    func withRawOrigin(
+        _ script: @escaping @Sendable (_ requestHead: String) -> RawOrigin.Reply,
+        _ body: (_ lacquer: LacquerServer, _ port: Int, _ origin: RawOrigin) async throws -> Void
+    ) async throws {
+        let raw = try await RawOrigin.start(script)
+        do {
+            try await withLacquer(configure: {
+                $0.backends = [BackendConfiguration(name: "raw", host: "127.0.0.1", port: raw.port)]
+            }) { lacquer, port, _ async throws in
+                try await body(lacquer, port, raw)
+            }
+        } catch {
+            await raw.shutdown()
+            throw error
+        }
+        await raw.shutdown()
+    }
+
+    @Test("an origin status outside 100-599 (099) is one 502, never a head of its own")
+    func invalidOriginStatus() async throws {
+        try await self.withRawOrigin({ head in
+            head.hasPrefix("GET /odd")
+                ? RawOrigin.Reply("HTTP/1.1 099 Odd\r\nContent-Length: 2\r\n\r\nok")
+                : RawOrigin.Reply("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        }) { lacquer, port, _ async throws in
+            let client = try RawHTTPClient(port: port, timeout: 5)
+            defer { client.close() }
+            try client.send("GET /odd HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            let first = try client.readResponse(returnInterim: true)
+            #expect(first.status == 502)
+            #expect(lacquer.counters[.fetchFramingError] == 1)
+            // The same connection carries the next exchange: nothing else was written for the first.
+            try client.send("GET /fine HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            let next = try client.readResponse(returnInterim: true)
+            #expect(next.status == 200)
+            #expect(next.bodyString == "ok")
+        }
+    }
+
+    @Test("a 304 answering an unconditional request is a 502 and nothing is stored (Varnish: Unexpected 304)")
+    func unexpectedNotModified() async throws {
+        try await self.withRawOrigin({ head in
+            RawOrigin.Reply("HTTP/1.1 304 Not Modified\r\nCache-Control: max-age=60\r\nETag: \"v1\"\r\n\r\n")
+        }) { lacquer, port, origin async throws in
+            #expect(try httpGet(port: port, "/u").status == 502)
+            #expect(try httpGet(port: port, "/u").status == 502)
+            #expect(origin.requests.count == 2, "never stored")
+            #expect(lacquer.counters[.objectsStored] == 0)
+        }
+    }
+
+    @Test("a 304 to a client's own validator on a pass is the client's answer")
+    func passedNotModified() async throws {
+        try await self.withRawOrigin({ _ in
+            RawOrigin.Reply("HTTP/1.1 304 Not Modified\r\nETag: \"v1\"\r\n\r\n")
+        }) { _, port, origin async throws in
+            let client = try RawHTTPClient(port: port, timeout: 5)
+            defer { client.close() }
+            try client.send("GET /p HTTP/1.1\r\nHost: 127.0.0.1\r\nCookie: a=b\r\nIf-None-Match: \"v1\"\r\n\r\n")
+            #expect(try client.readResponse().status == 304)
+            #expect(origin.requests.first?.lowercased().contains("if-none-match") == true)
+        }
+    }
+
+    @Test("Content-Range on a 200 is dropped, for the client and the stored copy")
+    func contentRangeOnFullResponse() async throws {
+        try await self.withRawOrigin({ _ in
+            RawOrigin.Reply(
+                "HTTP/1.1 200 OK\r\nContent-Range: bytes 0-1/10\r\nContent-Length: 2\r\nCache-Control: max-age=60\r\n\r\nok")
+        }) { _, port, _ async throws in
+            let miss = try httpGet(port: port, "/cr")
+            #expect(miss.status == 200)
+            #expect(miss.header("Content-Range") == nil)
+            let hit = try httpGet(port: port, "/cr")
+            #expect(hit.header("X-Cache-Status") == "HIT")
+            #expect(hit.header("Content-Range") == nil)
+            #expect(hit.bodyString == "ok")
+        }
+    }
+
+    @Test("a 304 whose merged header section would exceed 32 KiB is not merged: the object is fetched afresh")
+    func oversizedNotModifiedMerge() async throws {
+        let pad = String(repeating: "p", count: 7 * 1024)
+        try await self.withRawOrigin({ head in
+            if head.lowercased().contains("if-none-match") {
+                let fields = (1...3).map { "X-B\($0): \(pad)\r\n" }.joined()
+                return RawOrigin.Reply("HTTP/1.1 304 Not Modified\r\nETag: \"v1\"\r\n\(fields)\r\n")
+            }
+            let fields = (1...3).map { "X-A\($0): \(pad)\r\n" }.joined()
+            return RawOrigin.Reply(
+                "HTTP/1.1 200 OK\r\nCache-Control: no-cache, max-age=60\r\nETag: \"v1\"\r\n\(fields)Content-Length: 5\r\n\r\nfresh")
+        }) { lacquer, port, origin async throws in
+            #expect(try httpGet(port: port, "/m").status == 200)
+            let again = try httpGet(port: port, "/m")
+            #expect(again.status == 200)
+            #expect(again.bodyString == "fresh")
+            #expect(again.header("X-B1") == nil, "the 304's fields were not merged")
+            let requests = origin.requests
+            #expect(requests.count == 3, "stored, revalidated (refused merge), fetched afresh")
+            if requests.count == 3 {
+                #expect(requests[1].lowercased().contains("if-none-match"))
+                #expect(!requests[2].lowercased().contains("if-none-match"))
+            }
+            #expect(lacquer.counters[.fetchTooLargeHeaders] == 1)
+        }
+    }
 }

@@ -126,6 +126,11 @@ struct BackendExchangeStateMachine: Sendable {
         guard self.state == .awaitingHead else {
             return self.failure(.framing("unsolicited response"))
         }
+        if head.status.code < 100 || head.status.code > 599 {
+            // RFC 9110 §15: a status code is 100-599; anything else is not HTTP (one 502, never
+            // a head of its own towards the client).
+            return self.failure(.framing("invalid status code \(head.status.code)"))
+        }
         if head.status.code < 200 {
             // 101 is not an interim answer we can use; 100 and the rest (103) go to the owner.
             return head.status.code == 101 ? .none : .deliverInterim

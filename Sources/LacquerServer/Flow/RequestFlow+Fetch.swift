@@ -74,6 +74,8 @@ extension RequestFlow: BackendExchangeDelegate {
             self.ctx.betweenBytesTimeout = Double(pool.backend.betweenBytesTimeout.nanoseconds) / 1e9
         }
         let backendRequest = request
+        // A 304 can only answer a request that carried a validator (ours or the client's).
+        self.sentValidators = request.headers.contains(name: "if-none-match") || request.headers.contains(name: "if-modified-since")
         self.counters.increment(.backendReq)
         self.requestTime = self.server.clock()
         let firstByteTimeout = TimeAmount.nanoseconds(Int64(self.ctx.firstByteTimeout * 1e9))
@@ -141,11 +143,21 @@ extension RequestFlow: BackendExchangeDelegate {
         var reasonPhrase = head.status.reasonPhrase
         var headers = head.headers
         HopByHop.strip(&headers)
+        if status != 206 && status != 416 {
+            // Content-Range means nothing outside 206 and 416 (RFC 9110 §14.4); Varnish's
+            // builtin drops it too, so no client or stored copy sees a bogus range.
+            headers.remove(name: "content-range")
+        }
         if !headers.contains(name: "date") {
             headers.add(name: "Date", value: HTTPDate.format(Int64(self.responseTime)))
         }
         self.expectedLength = headers.first(name: "content-length").flatMap(Int.init)
         guard let mode = self.machine.fetch else { return }
+        if status == 304, !self.sentValidators {
+            // Varnish: "Unexpected 304". Nothing is stored and the connection is not reused.
+            self.lease?.connection.abandon()
+            return self.backendFailed(.framing("304 Not Modified answering an unconditional request"), beforeHead: true)
+        }
         if status == 304, self.sentConditional, case .fill(let key, let stale?, let fwd) = mode {
             // The stored copy is still good: finish the exchange, then serve the updated copy.
             self.revalidation = Revalidation(key: key, stale: stale, fwd: fwd, notModifiedHeaders: headers)

@@ -75,6 +75,8 @@ final class RequestFlow {
     var waitTimer: Scheduled<Void>?
     /// Whether the backend request carried our validators (a 304 then refers to the stale copy).
     var sentConditional = false
+    /// Whether the backend request carried any validator (ours or the client's).
+    var sentValidators = false
     /// Set when the backend answered 304 to our conditional fill, then the object it made.
     var revalidation: Revalidation?
     var revalidated: (object: StoredObject, cacheStatus: CacheStatusValue)?
