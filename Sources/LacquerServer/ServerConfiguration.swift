@@ -141,6 +141,8 @@ public struct Limits: Sendable {
     public var headerTotalBytes = 32 * 1024
     public var headerFieldCount = 100
     public var methodBytes = 32
+    /// A chunk extension (after `;` on a chunk-size line) longer than this is a 400.
+    public var chunkExtensionBytes = 4 * 1024
     /// Request bodies stream to the backend (a few reads in memory), so the cap can be large,
     /// like nginx's `client_max_body_size`; above it → 413.
     public var requestBodyBytes = 10 * 1024 * 1024

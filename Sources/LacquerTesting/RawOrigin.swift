@@ -10,10 +10,14 @@ public final class RawOrigin: Sendable {
     public struct Reply: Sendable {
         public var bytes: [UInt8]
         public var close: Bool
+        /// More bytes, sent this many milliseconds after the first ones (a stream that goes
+        /// wrong mid-body).
+        public var later: (milliseconds: Int64, bytes: [UInt8])?
 
-        public init(_ text: String, close: Bool = false) {
+        public init(_ text: String, close: Bool = false, later: (milliseconds: Int64, text: String)? = nil) {
             self.bytes = Array(text.utf8)
             self.close = close
+            self.later = later.map { ($0.milliseconds, Array($0.text.utf8)) }
         }
     }
 
@@ -86,6 +90,13 @@ private final class RawOriginHandler: ChannelInboundHandler {
                 return
             }
             context.writeAndFlush(Self.wrapOutboundOut(out), promise: nil)
+            if let later = reply.later {
+                let channel = context.channel
+                let bytes = later.bytes
+                context.eventLoop.scheduleTask(in: .milliseconds(later.milliseconds)) {
+                    channel.writeAndFlush(channel.allocator.buffer(bytes: bytes), promise: nil)
+                }
+            }
         }
     }
 

@@ -227,4 +227,101 @@ struct HostileInputTests {
             #expect(lacquer.counters[.fetchTooLargeHeaders] == 1)
         }
     }
+
+    // MARK: Chunk sizes and extensions
+
+    @Test("a client chunk size beyond 2^63 is a 400 at once, never forwarded (RFC 9112 §7.1)")
+    func clientChunkSizeOverflow() async throws {
+        try await self.row(
+            "POST /upload HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\nFFFFFFFFFFFFFFED\r\nabcdefghijkl",
+            status: 400, counter: .clientReqBadFraming)
+    }
+
+    @Test("a client chunk size beyond 2^63 after the head went on: 400 and a close, without waiting for a timeout")
+    func clientChunkSizeOverflowLater() async throws {
+        try await withLacquer { lacquer, port, _ async throws in
+            let client = try RawHTTPClient(port: port, timeout: 5)
+            defer { client.close() }
+            try client.send("POST /upload HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
+            try await Task.sleep(for: .milliseconds(100))
+            let started = ContinuousClock.now
+            try client.send("FFFFFFFFFFFFFFED\r\nabcdefghijkl")
+            let response = try client.readResponse()
+            _ = try client.readToEOF()
+            #expect(response.status == 400)
+            #expect(client.isClosedByPeer)
+            #expect(ContinuousClock.now - started < .seconds(4))
+            #expect(lacquer.counters[.clientReqBadFraming] == 1)
+            #expect(try httpGet(port: port, "/bytes/10").status == 200)
+        }
+    }
+
+    @Test("a 64 KiB chunk extension is a 400")
+    func longChunkExtension() async throws {
+        let ext = String(repeating: "e", count: 64 * 1024)
+        try await self.row(
+            "POST /upload HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n5;\(ext)\r\nhello\r\n0\r\n\r\n",
+            status: 400, counter: .clientReqBadFraming)
+    }
+
+    @Test("chunk extensions within the limit still pass through")
+    func shortChunkExtension() async throws {
+        try await withLacquer { _, port, origin async throws in
+            let client = try RawHTTPClient(port: port, timeout: 5)
+            defer { client.close() }
+            try client.send(
+                "POST /upload HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n5;a=b\r\nhello\r\n0\r\n\r\n")
+            let response = try client.readResponse()
+            #expect(response.status == 200)
+            #expect(response.bodyString.hasPrefix("bytes=5 "))
+            #expect(origin.requestCount(path: "/upload") == 1)
+        }
+    }
+
+    @Test("an origin chunk size beyond 2^63 with the head: one 502, nothing stored, the next fetch goes to the origin")
+    func originChunkSizeOverflowWithHead() async throws {
+        try await self.withRawOrigin({ _ in
+            RawOrigin.Reply(
+                "HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\nTransfer-Encoding: chunked\r\n\r\nFFFFFFFFFFFFFFED\r\nabcdefghijkl")
+        }) { lacquer, port, origin async throws in
+            let started = ContinuousClock.now
+            #expect(try httpGet(port: port, "/o").status == 502)
+            #expect(ContinuousClock.now - started < .seconds(4))
+            #expect(try httpGet(port: port, "/o").status == 502)
+            #expect(origin.requests.count == 2)
+            #expect(lacquer.counters[.objectsStored] == 0)
+        }
+    }
+
+    @Test("an origin chunk size beyond 2^63 mid-body: the client and a collapsed waiter see the cut at once, nothing is stored")
+    func originChunkSizeOverflowMidBody() async throws {
+        try await self.withRawOrigin({ _ in
+            RawOrigin.Reply(
+                "HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n",
+                later: (400, "FFFFFFFFFFFFFFED\r\nabcdefghijkl"))
+        }) { lacquer, port, origin async throws in
+            let started = ContinuousClock.now
+            let first = try RawHTTPClient(port: port, timeout: 5)
+            defer { first.close() }
+            try first.send("GET /mid HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            #expect(try first.readResponseHead().status == 200)
+            let second = try RawHTTPClient(port: port, timeout: 5)
+            defer { second.close() }
+            try second.send("GET /mid HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            let waiter = try second.readResponseHead()
+            #expect(waiter.header("Cache-Status")?.contains("collapsed") == true)
+            for client in [first, second] {
+                let rest = try client.readToEOF()
+                #expect(client.isClosedByPeer, "the truncation is visible: the connection is cut")
+                #expect(!String(decoding: rest, as: UTF8.self).contains("0\r\n\r\n"), "never a clean chunked end")
+            }
+            #expect(ContinuousClock.now - started < .seconds(4), "detected at once, not at a timeout")
+            #expect(lacquer.counters[.objectsStored] == 0)
+            let third = try RawHTTPClient(port: port, timeout: 5)
+            defer { third.close() }
+            try third.send("GET /mid HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            #expect(try third.readResponseHead().header("X-Cache-Status") != "HIT")
+            #expect(origin.requests.count == 2, "nothing was stored: the next request fetched again")
+        }
+    }
 }

@@ -55,6 +55,8 @@ final class BackendChannelHandler: ChannelDuplexHandler, RequestBodySink {
     var onClose: ((BackendChannelHandler) -> Void)?
     /// Where failed exchanges are counted per kind (nil in handler tests).
     let stats: BackendStats?
+    /// The scanner of this connection's chunk-size lines (told which response answers a HEAD).
+    var framingGuard: ChunkedFramingGuard?
 
     init(maxResponseHeaderBytes: Int, maxResponseHeaderFields: Int, stats: BackendStats? = nil) {
         self.machine = BackendExchangeStateMachine(
@@ -103,6 +105,7 @@ final class BackendChannelHandler: ChannelDuplexHandler, RequestBodySink {
             return
         }
         self.delegate = delegate
+        self.framingGuard?.scanner.respondingToHead = head.method == .HEAD
         self.firstByteTimeout = firstByteTimeout
         self.betweenBytesTimeout = betweenBytesTimeout
         context.write(self.wrapOutboundOut(.head(head)), promise: nil)
@@ -252,6 +255,7 @@ final class BackendChannelHandler: ChannelDuplexHandler, RequestBodySink {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        // ChunkedFramingGuard raises what the decoder would have: a parse error.
         self.run(self.machine.errorCaught(parser: error is HTTPParserError))
     }
 

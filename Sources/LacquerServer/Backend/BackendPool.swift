@@ -159,6 +159,9 @@ final class BackendPool {
                     )
                     let sync = channel.pipeline.syncOperations
                     try sync.addHandler(HTTPRequestEncoder())
+                    let framingGuard = ChunkedFramingGuard(side: .response, maxChunkExtensionBytes: limits.chunkExtensionBytes)
+                    handler.framingGuard = framingGuard
+                    try sync.addHandler(framingGuard)
                     try sync.addHandler(
                         ByteToMessageHandler(
                             HTTPResponseDecoder(

@@ -102,6 +102,8 @@ final class ClientChannelHandler: ChannelDuplexHandler, RemovableChannelHandler,
 
     /// The byte observer before the decoder (for classifying parser errors).
     weak var observer: FirstByteObserver?
+    /// The chunk-size reader before the decoder (a parse error it raised is counted as such).
+    weak var framingGuard: ChunkedFramingGuard?
     /// The response encoder (told which responses answer HEAD and which are pre-encoded).
     weak var encoder: ResponseEncoder?
 
@@ -269,6 +271,10 @@ final class ClientChannelHandler: ChannelDuplexHandler, RemovableChannelHandler,
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         guard let parserError = error as? HTTPParserError else {
             return self.closeNow()
+        }
+        if self.framingGuard?.takeProblem() != nil {
+            // A chunk size or extension the decoder would have taken (ChunkedFramingGuard).
+            self.server.counters.increment(.clientReqBadFraming)
         }
         let unknownMethod =
             parserError == .invalidMethod && FirstByteObserver.looksLikeUnknownMethod(self.observer?.prefix ?? [])

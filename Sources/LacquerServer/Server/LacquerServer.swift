@@ -326,6 +326,9 @@ public final class LacquerServer: Service, Sendable {
                     let encoder = ResponseEncoder()
                     handler.encoder = encoder
                     try sync.addHandler(encoder)
+                    let framingGuard = ChunkedFramingGuard(side: .request, maxChunkExtensionBytes: limits.chunkExtensionBytes)
+                    handler.framingGuard = framingGuard
+                    try sync.addHandler(framingGuard)
                     try sync.addHandler(
                         ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .dropBytes, informationalResponseStrategy: .drop, limitConfiguration: decoderLimits)))
                     try sync.addHandler(HTTPServerPipelineHandler())
