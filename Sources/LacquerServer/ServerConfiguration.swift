@@ -1,4 +1,5 @@
 import NIOCore
+import NIOHTTP1
 import VCL
 
 /// Everything a running Lacquer needs to know, with the safe defaults of HARDENING.md.
@@ -151,6 +152,20 @@ public struct Limits: Sendable {
     public var requestsPerConnection = 1000
     public var maxConnections = 10_000
     public init() {}
+
+    /// Whether a response header section is over the response limits (HARDENING.md §3): the one
+    /// rule for a backend's head, a 304 merge and a head read back from the disk tier.
+    static func headerSection(_ headers: HTTPHeaders, exceedsBytes maxBytes: Int, fields maxFields: Int) -> Bool {
+        if headers.count > maxFields { return true }
+        var bytes = 0
+        for (name, value) in headers { bytes += name.utf8.count + value.utf8.count + 4 }
+        return bytes > maxBytes
+    }
+
+    /// `headerSection(_:exceedsBytes:fields:)` with these limits.
+    func responseHeadersExceed(_ headers: HTTPHeaders) -> Bool {
+        Self.headerSection(headers, exceedsBytes: self.headerTotalBytes, fields: self.headerFieldCount)
+    }
 }
 
 /// Client-side timeouts (HARDENING.md §4).

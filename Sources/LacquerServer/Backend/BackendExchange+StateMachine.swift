@@ -135,9 +135,7 @@ struct BackendExchangeStateMachine: Sendable {
             // 101 is not an interim answer we can use; 100 and the rest (103) go to the owner.
             return head.status.code == 101 ? .none : .deliverInterim
         }
-        var bytes = 0
-        for (name, value) in head.headers { bytes += name.utf8.count + value.utf8.count + 4 }
-        if bytes > self.maxResponseHeaderBytes || head.headers.count > self.maxResponseHeaderFields {
+        if Limits.headerSection(head.headers, exceedsBytes: self.maxResponseHeaderBytes, fields: self.maxResponseHeaderFields) {
             return self.failure(.headersTooLarge)
         }
         self.keepAlive = head.isKeepAlive

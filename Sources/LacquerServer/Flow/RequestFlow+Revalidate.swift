@@ -50,10 +50,7 @@ extension RequestFlow {
 
     private func serveRevalidated(_ revalidation: Revalidation, status: Int, reason: String, body: ByteBuffer) {
         var merged = NotModifiedMerge.merge(stored: revalidation.stale.headers, notModified: revalidation.notModifiedHeaders)
-        let limits = self.server.configuration.limits
-        var mergedBytes = 0
-        for (name, value) in merged { mergedBytes += name.utf8.count + value.utf8.count + 4 }
-        if mergedBytes > limits.headerTotalBytes || merged.count > limits.headerFieldCount {
+        if self.server.configuration.limits.responseHeadersExceed(merged) {
             // The 304's fields would make a stored head over the response limits (Squid
             // CVE-2023-5824): no merge; the old copy goes, and the object is fetched afresh.
             self.counters.increment(.fetchTooLargeHeaders)

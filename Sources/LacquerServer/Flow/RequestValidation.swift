@@ -1,4 +1,3 @@
-import CachePolicy
 import NIOHTTP1
 
 /// A request rejected before it reaches the flow: the status to answer and why.
@@ -70,45 +69,79 @@ enum RequestValidation {
         return normalised
     }
 
-    /// Fields that decide where a request goes and how its body is framed: a client may not make
-    /// them hop-by-hop, nor smuggle them under a name an origin might read as theirs.
-    private static let framingFields: Set<String> = ["content-length", "transfer-encoding", "host"]
-
     /// The framing rules the HTTP/1 parser leaves to us (RFC 9112 §6, RFC 9110 §7.6.1), each a 400
-    /// (411 for a length HTTP/1.0 cannot do without), as Varnish answers them.
+    /// (411 for a length HTTP/1.0 cannot do without), as Varnish answers them. One pass over the
+    /// fields, no copies.
     private static func checkFraming(_ head: HTTPRequestHead) throws(RequestRejection) {
-        let headers = head.headers
-        for value in headers["connection"] {
-            for token in value.split(separator: ",") {
-                let name = token.trimmingOWS().lowercased()
-                if Self.framingFields.contains(name) {
-                    // VSV00010: `Connection: Host` would strip Host on the way to the origin.
-                    throw RequestRejection(
-                        status: 400, reason: "Connection header field names \(name)", counter: .clientReqBadFraming)
+        var hasTransferEncoding = false
+        var hasLength = false
+        var hasNonZeroLength = false
+        for (name, value) in head.headers {
+            if Self.equalsIgnoringCase(name, "content-length") {
+                hasLength = true
+                if value != "0" { hasNonZeroLength = true }
+            } else if Self.equalsIgnoringCase(name, "transfer-encoding") {
+                hasTransferEncoding = true
+            } else if Self.equalsIgnoringCase(name, "connection") {
+                for token in value.utf8.split(separator: UInt8(ascii: ",")) {
+                    let trimmed = Self.trimmed(token)
+                    if Self.isFramingField(trimmed, underscore: false) {
+                        // VSV00010: `Connection: Host` would strip Host on the way to the origin.
+                        throw RequestRejection(
+                            status: 400, reason: "Connection header field names \(String(decoding: trimmed, as: UTF8.self))",
+                            counter: .clientReqBadFraming)
+                    }
                 }
-            }
-        }
-        for (name, _) in headers where name.utf8.contains(UInt8(ascii: "_")) {
-            // An origin that maps `_` to `-` (CGI does) would see a second length or host.
-            let mapped = String(name.lowercased().map { $0 == "_" ? "-" : $0 })
-            if Self.framingFields.contains(mapped) {
+            } else if name.utf8.contains(UInt8(ascii: "_")), Self.isFramingField(name.utf8[...], underscore: true) {
+                // An origin that maps `_` to `-` (CGI does) would see a second length or host.
                 throw RequestRejection(
                     status: 400, reason: "Header field name \(name) is not accepted", counter: .clientReqBadFraming)
             }
         }
-        let hasTransferEncoding = headers.contains(name: "transfer-encoding")
-        let lengths = headers["content-length"]
         if head.version.minor == 0, hasTransferEncoding {
             // RFC 9112 §6.1: Transfer-Encoding in an HTTP/1.0 message means faulty framing.
             throw RequestRejection(
                 status: 400, reason: "Transfer-Encoding in an HTTP/1.0 request", counter: .clientReqBadFraming)
         }
-        if head.method == .HEAD, hasTransferEncoding || lengths.contains(where: { $0 != "0" }) {
+        if head.method == .HEAD, hasTransferEncoding || hasNonZeroLength {
             throw RequestRejection(status: 400, reason: "HEAD request with a body", counter: .clientReqBadFraming)
         }
-        if head.version.minor == 0, lengths.isEmpty, head.method == .POST || head.method == .PUT {
+        if head.version.minor == 0, !hasLength, head.method == .POST || head.method == .PUT {
             // HTTP/1.0 has no chunked coding: without a length, the body's end cannot be known.
             throw RequestRejection(status: 411, reason: "Length Required", counter: .clientReq411)
+        }
+    }
+
+    /// Fields that decide where a request goes and how its body is framed: a client may not make
+    /// them hop-by-hop, nor smuggle them under a name an origin might read as theirs.
+    private static let framingFields: [[UInt8]] = ["content-length", "transfer-encoding", "host"].map { Array($0.utf8) }
+
+    /// Whether `bytes` name a framing field, ignoring case (and reading `_` as `-` when asked).
+    private static func isFramingField(_ bytes: Substring.UTF8View, underscore: Bool) -> Bool {
+        Self.framingFields.contains { field in
+            field.count == bytes.count
+                && zip(field, bytes).allSatisfy { expected, byte in
+                    let lower = byte >= 0x41 && byte <= 0x5A ? byte | 0x20 : byte
+                    return lower == expected || (underscore && byte == UInt8(ascii: "_") && expected == UInt8(ascii: "-"))
+                }
+        }
+    }
+
+    private static func trimmed(_ bytes: Substring.UTF8View) -> Substring.UTF8View {
+        var result = bytes
+        while let first = result.first, first == 0x20 || first == 0x09 { result = result.dropFirst() }
+        while let last = result.last, last == 0x20 || last == 0x09 { result = result.dropLast() }
+        return result
+    }
+
+    /// `name` equals the lowercase `lowercase`, ignoring ASCII case, without copying.
+    private static func equalsIgnoringCase(_ name: String, _ lowercase: StaticString) -> Bool {
+        let utf8 = name.utf8
+        guard utf8.count == lowercase.utf8CodeUnitCount else { return false }
+        return lowercase.withUTF8Buffer { expected in
+            zip(utf8, expected).allSatisfy { byte, want in
+                (byte >= 0x41 && byte <= 0x5A ? byte | 0x20 : byte) == want
+            }
         }
     }
 

@@ -1,3 +1,8 @@
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Darwin)
+    import Darwin
+#endif
 import NIOCore
 import NIOHTTP1
 
@@ -70,6 +75,12 @@ struct ChunkedFramingScanner {
         self.maxChunkExtensionBytes = maxChunkExtensionBytes
     }
 
+    /// Whether a request or status line is being read (and how long it is so far): when the
+    /// decoder overflows there, the request line is too long (414), not the header section.
+    var readingStartLine: Bool {
+        if case .startLine = self.state { self.lineBytes > 0 } else { false }
+    }
+
     /// Whether the scanner still follows the stream.
     var isFollowing: Bool {
         if case .off = self.state { false } else { true }
@@ -96,6 +107,19 @@ struct ChunkedFramingScanner {
                     self.lineBytes = 0
                 }
                 continue
+            case .startLine where self.side == .request && self.lineBytes > 0,
+                .fieldValue where self.field == .other,
+                .trailerLine:
+                // Nothing to learn before the line feed: skip to it.
+                let rest = count - index
+                let base = bytes.baseAddress! + index
+                guard let found = memchr(base, 0x0A, rest) else {
+                    self.lineBytes += rest
+                    return
+                }
+                let skipped = base.distance(to: UnsafeRawPointer(found))
+                self.lineBytes += skipped
+                index += skipped
             default:
                 break
             }

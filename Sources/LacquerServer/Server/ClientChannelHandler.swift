@@ -23,28 +23,10 @@ final class FirstByteObserver: ChannelInboundHandler, RemovableChannelHandler {
         self.prefix.removeAll(keepingCapacity: true)
         buffer.withUnsafeReadableBytes { bytes in
             self.prefix.append(contentsOf: bytes.prefix(count))
-            if let lf = bytes.lastIndex(of: UInt8(ascii: "\n")) {
-                self.lineStart.removeAll(keepingCapacity: true)
-                self.lineStart.append(contentsOf: bytes[(lf + 1)...].prefix(Self.lineStartLimit))
-            } else if self.lineStart.count < Self.lineStartLimit {
-                self.lineStart.append(contentsOf: bytes.prefix(Self.lineStartLimit - self.lineStart.count))
-            }
         }
         context.fireChannelRead(data)
     }
 
-    /// The first bytes of the line being read (since the last line feed, across reads): when
-    /// the parser overflows, whether it was reading a request line (414) or a field (431).
-    private(set) var lineStart: [UInt8] = []
-    static let lineStartLimit = 16
-
-    /// Whether `bytes` start a request line: a method token, one space, then a target.
-    static func startsRequestLine(_ bytes: [UInt8]) -> Bool {
-        guard let space = bytes.firstIndex(of: UInt8(ascii: " ")), space > 0, space + 1 < bytes.count else { return false }
-        guard bytes[..<space].allSatisfy(FastRequestHead.isTokenByte) else { return false }
-        let first = bytes[space + 1]
-        return first == UInt8(ascii: "/") || first == UInt8(ascii: "h") || first == UInt8(ascii: "H") || first == UInt8(ascii: "*")
-    }
 
     /// Whether `bytes` start like a well-formed request line (RFC 9112 §3: token SP target SP
     /// HTTP-version) whose method the parser merely does not know: 501, not 400.
@@ -278,8 +260,7 @@ final class ClientChannelHandler: ChannelDuplexHandler, RemovableChannelHandler,
         }
         let unknownMethod =
             parserError == .invalidMethod && FirstByteObserver.looksLikeUnknownMethod(self.observer?.prefix ?? [])
-        let requestLineTooLong =
-            parserError == .headerOverflow && FirstByteObserver.startsRequestLine(self.observer?.lineStart ?? [])
+        let requestLineTooLong = parserError == .headerOverflow && (self.framingGuard?.scanner.readingStartLine ?? false)
         self.run(self.state.parserError(parserError, unknownMethod: unknownMethod, requestLineTooLong: requestLineTooLong))
     }
 
