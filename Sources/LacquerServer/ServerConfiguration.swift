@@ -154,7 +154,8 @@ public struct Limits: Sendable {
     public init() {}
 
     /// Whether a response header section is over the response limits (HARDENING.md §3): the one
-    /// rule for a backend's head, a 304 merge and a head read back from the disk tier.
+    /// rule for a backend's head and a 304 merge (the disk tier re-checks its stored heads
+    /// against the same figures when it reads them: `HeaderCodec` in CacheStore).
     static func headerSection(_ headers: HTTPHeaders, exceedsBytes maxBytes: Int, fields maxFields: Int) -> Bool {
         if headers.count > maxFields { return true }
         var bytes = 0

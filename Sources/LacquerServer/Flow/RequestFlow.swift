@@ -209,14 +209,6 @@ final class RequestFlow {
                 disk.noteReadFailure(error, key: key)
                 heads = []
             }
-            let limits = flow.server.configuration.limits
-            if heads.contains(where: { limits.responseHeadersExceed($0.headers) }) {
-                // A stored head over the response limits (written under other limits, or
-                // altered on disk) is not served: the object is dropped (Squid CVE-2023-5824).
-                disk.noteReadFailure(DiskHeadOverLimits(), key: key)
-                _ = flow.invalidate(key)
-                heads = []
-            }
             if !flow.server.bans.isEmpty, heads.contains(where: { flow.isBanned($0) }) {
                 flow.counters.increment(.bannedObjects)
                 _ = flow.invalidate(key)
