@@ -96,9 +96,9 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
-        .testTarget(name: "CachePolicyTests", dependencies: ["CachePolicy"], swiftSettings: strict),
-        .testTarget(name: "CacheStoreTests", dependencies: ["CacheStore"], swiftSettings: strict),
-        .testTarget(name: "VCLTests", dependencies: ["VCL"], swiftSettings: strict),
+        .testTarget(name: "CachePolicyTests", dependencies: ["CachePolicy", "LacquerTesting"], swiftSettings: strict),
+        .testTarget(name: "CacheStoreTests", dependencies: ["CacheStore", "LacquerTesting"], swiftSettings: strict),
+        .testTarget(name: "VCLTests", dependencies: ["VCL", "LacquerTesting"], swiftSettings: strict),
         .testTarget(
             name: "LacquerServerTests",
             dependencies: [

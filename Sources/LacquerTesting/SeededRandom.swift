@@ -32,3 +32,14 @@ public struct SeededRandom: RandomNumberGenerator, Sendable {
         return fallback
     }
 }
+
+/// How long a seeded fuzz test runs: its default in `swift test`, or `LACQUER_FUZZ_ITERATIONS`
+/// for a long run (`Tests/fuzz.sh`).
+public enum FuzzBudget {
+    public static func iterations(default fallback: Int) -> Int {
+        if let text = getenv("LACQUER_FUZZ_ITERATIONS").map({ String(cString: $0) }), let value = Int(text), value > 0 {
+            return value
+        }
+        return fallback
+    }
+}

@@ -1,4 +1,7 @@
 import LacquerTesting
+import NIOCore
+import NIOEmbedded
+import NIOHTTP1
 import Testing
 
 @testable import LacquerServer
@@ -89,5 +92,64 @@ struct ChunkedFramingScannerTests {
         #expect(self.scan(request(extensionBytes: 4096), side: .request, random: &random).0 == nil)
         #expect(self.scan(request(extensionBytes: 4097), side: .request, random: &random).0 == .chunkExtensionTooLong)
         #expect(self.scan(request(extensionBytes: 64 * 1024), side: .request, random: &random).0 == .chunkExtensionTooLong)
+    }
+}
+
+/// The scanner against NIO's decoder on the same bytes: it never rejects a stream the decoder
+/// reads in full (it only ever adds the two refusals it exists for, which these streams avoid).
+@Suite("Chunked framing scanner vs decoder fuzz")
+struct ChunkedFramingDifferentialTests {
+    static func stream(_ random: inout SeededRandom) -> [UInt8] {
+        var text = "POST /x HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
+        for _ in 0..<Int.random(in: 0...4, using: &random) {
+            let size = Int.random(in: 1...300, using: &random)
+            var hex = String(size, radix: 16, uppercase: Bool.random(using: &random))
+            if Bool.random(using: &random) { hex = "000" + hex }
+            let ext = Bool.random(using: &random) ? ";n=" + String(repeating: "e", count: Int.random(in: 0...200, using: &random)) : ""
+            text += hex + ext + "\r\n" + String(repeating: "d", count: size) + "\r\n"
+        }
+        text += "0\r\n"
+        if Bool.random(using: &random) { text += "Trailer-Field: t\r\n" }
+        text += "\r\n"
+        if Bool.random(using: &random) { text += "GET /next HTTP/1.1\r\nHost: h\r\n\r\n" }
+        var bytes = Array(text.utf8)
+        if Int.random(in: 0..<3, using: &random) > 0 {
+            for _ in 0..<Int.random(in: 1...3, using: &random) {
+                let index = Int.random(in: 0..<bytes.count, using: &random)
+                switch Int.random(in: 0..<3, using: &random) {
+                case 0: bytes[index] = UInt8.random(in: 0...127, using: &random)
+                case 1: bytes.remove(at: index)
+                default: bytes.insert(UInt8.random(in: 0...127, using: &random), at: index)
+                }
+            }
+        }
+        return bytes
+    }
+
+    @Test("seeded streams, some mutated: whatever the decoder reads in full, the scanner lets through")
+    func scannerNeverRejectsWhatTheDecoderTakes() throws {
+        let seed = SeededRandom.seed(fallback: 0xDEC0DE)
+        var random = SeededRandom(seed: seed)
+        let iterations = FuzzBudget.iterations(default: 1_500)
+        print("chunked framing differential seed \(seed), \(iterations) iterations")
+        for _ in 0..<iterations {
+            let bytes = Self.stream(&random)
+            let channel = EmbeddedChannel(handler: ByteToMessageHandler(HTTPRequestDecoder()))
+            var buffer = channel.allocator.buffer(capacity: bytes.count)
+            buffer.writeBytes(bytes)
+            let decoderAccepted = (try? channel.writeInbound(buffer)) != nil
+            while (try? channel.readInbound(as: HTTPServerRequestPart.self)) != nil {}
+            _ = try? channel.finish()
+            var scanner = ChunkedFramingScanner(side: .request)
+            var problem: ChunkedFramingScanner.Problem?
+            do {
+                try bytes.withUnsafeBytes { try scanner.scan($0) }
+            } catch {
+                problem = error as? ChunkedFramingScanner.Problem
+            }
+            if decoderAccepted {
+                #expect(problem == nil, "seed \(seed): \(String(decoding: bytes, as: UTF8.self).debugDescription)")
+            }
+        }
     }
 }

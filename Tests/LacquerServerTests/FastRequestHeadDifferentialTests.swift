@@ -60,7 +60,7 @@ struct FastRequestHeadDifferentialTests {
         print("mutated heads: seed \(seed) (replay with LACQUER_SEED=\(seed))")
         var random = SeededRandom(seed: seed)
         var checked = 0
-        for _ in 0..<4_000 {
+        for _ in 0..<FuzzBudget.iterations(default: 4_000) {
             var bytes = Array(Self.seeds.randomElement(using: &random)!.utf8)
             for _ in 0..<Int.random(in: 1...3, using: &random) {
                 let at = Int.random(in: 0..<bytes.count, using: &random)

@@ -1,19 +1,7 @@
 import Foundation
+import LacquerTesting
 import Testing
 import VCL
-
-/// SplitMix64: a small seeded generator so failures reproduce.
-struct SplitMix64: RandomNumberGenerator {
-    var state: UInt64
-
-    mutating func next() -> UInt64 {
-        self.state &+= 0x9E37_79B9_7F4A_7C15
-        var z = self.state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
 
 /// The compiler must never trap: any input either compiles or throws `VCLCompileErrors`,
 /// and every diagnostic renders.
@@ -42,10 +30,17 @@ struct FuzzTests {
         }
     }
 
+    /// A generator for `fallback`, or for `LACQUER_SEED` when set (printed, so a failure replays).
+    static func generator(_ name: String, fallback: UInt64) -> SeededRandom {
+        let seed = SeededRandom.seed(fallback: fallback)
+        print("\(name) seed \(seed)")
+        return SeededRandom(seed: seed)
+    }
+
     @Test("20,000 random byte strings never crash the lexer, parser or checker")
     func randomBytes() {
-        var rng = SplitMix64(state: 0x5EED)
-        for i in 0..<20_000 {
+        var rng = Self.generator("VCL random bytes", fallback: 0x5EED)
+        for i in 0..<FuzzBudget.iterations(default: 20_000) {
             let count = Int(rng.next() % 200)
             var bytes = [UInt8](repeating: 0, count: count)
             for j in 0..<count {
@@ -60,8 +55,8 @@ struct FuzzTests {
 
     @Test("20,000 token-soup inputs never crash the lexer, parser or checker")
     func tokenSoup() {
-        var rng = SplitMix64(state: 0xC0FFEE)
-        for _ in 0..<20_000 {
+        var rng = Self.generator("VCL token soup", fallback: 0xC0FFEE)
+        for _ in 0..<FuzzBudget.iterations(default: 20_000) {
             let count = 1 + Int(rng.next() % 60)
             var text = rng.next() % 4 == 0 ? "" : "vcl 4.1;\n"
             for _ in 0..<count {
@@ -74,10 +69,10 @@ struct FuzzTests {
 
     @Test("mutations of the examples never crash (delete, duplicate or swap a slice)")
     func mutatedExamples() throws {
-        var rng = SplitMix64(state: 42)
+        var rng = Self.generator("VCL mutated examples", fallback: 42)
         let sources = vclFiles().compactMap { try? String(contentsOfFile: $0, encoding: .utf8) }.map { Array($0.utf8) }
         try #require(!sources.isEmpty)
-        for _ in 0..<2_000 {
+        for _ in 0..<FuzzBudget.iterations(default: 2_000) {
             var bytes = sources[Int(rng.next() % UInt64(sources.count))]
             for _ in 0..<(1 + rng.next() % 4) where bytes.count > 2 {
                 let a = Int(rng.next() % UInt64(bytes.count))
