@@ -9,7 +9,7 @@ public enum Counter: Int, CaseIterable, Sendable {
     case cacheHit, cacheHitFast, cacheMiss, cacheExpired, cacheBypass, cacheHitForMiss, cacheRevalidated
     case purgeOK, purgeMiss, purgeDenied
     case invalidations
-    case backendReq, backendConn, backendReuse, backendRetry, backendClose, backendUnhealthy
+    case backendReq, backendConn, backendReuse, backendRetry, backendClose, backendUnhealthy, backendCircuitOpened
     case fetchFailed, fetchConnectFailed, fetchTimeout, fetchFramingError, fetchTooLargeHeaders
     case objectsStored, objectsNotStoredUncacheable, objectsNotStoredTooLarge, objectsNotStoredPurged
     case synth502, synth503, synth504
@@ -66,6 +66,7 @@ public enum Counter: Int, CaseIterable, Sendable {
         case .backendRetry: "backend_retry"
         case .backendClose: "backend_close"
         case .backendUnhealthy: "backend_unhealthy"
+        case .backendCircuitOpened: "backend_circuit_opened"
         case .fetchFailed: "fetch_failed"
         case .fetchConnectFailed: "fetch_connect_failed"
         case .fetchTimeout: "fetch_timeout"

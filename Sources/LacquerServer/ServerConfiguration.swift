@@ -113,6 +113,8 @@ public struct BackendConfiguration: Sendable, Hashable {
     public var hostHeader: String?
     /// Health checks; nil means the backend is always considered healthy.
     public var probe: ProbeConfiguration?
+    /// Passive health (what fetches say); nil turns it off.
+    public var passiveHealth: PassiveHealthConfiguration? = PassiveHealthConfiguration()
 
     public init(name: String, host: String, port: Int) {
         self.name = name

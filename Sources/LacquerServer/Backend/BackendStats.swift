@@ -51,17 +51,64 @@ final class BackendStats: Sendable {
     /// Requests waiting for a free connection.
     let queued = Atomic<Int>(0)
 
+    /// Passive health (nil when off); `circuitClosed` mirrors its closed state for the fast path.
+    private let breaker: Mutex<CircuitBreaker?>
+    private let circuitClosed = Atomic<Bool>(true)
+    let passiveHealth: PassiveHealthConfiguration?
+
     init(backend: BackendConfiguration) {
         self.name = backend.name
         self.address = HostAndPort(host: backend.host, port: backend.port).description
         let window = backend.probe.map(ProbeWindow.init)
         self.window = Mutex(window)
         self.healthy = Atomic(window?.isHealthy ?? true)
+        self.passiveHealth = backend.passiveHealth
+        self.breaker = Mutex(
+            backend.passiveHealth.map { CircuitBreaker(failureThreshold: $0.failureThreshold, cooldown: $0.cooldown) })
     }
 
-    /// Whether the director may send requests here (always true without a probe).
-    var isHealthy: Bool {
-        self.healthy.load(ordering: .relaxed)
+    /// Whether the director may pick this backend at `now`: its probe (if any) says healthy and
+    /// its passive health does not hold it back.
+    func isHealthy(now: Double) -> Bool {
+        guard self.healthy.load(ordering: .relaxed) else { return false }
+        if self.circuitClosed.load(ordering: .relaxed) { return true }
+        return self.breaker.withLock { $0?.isHealthy(now: now) ?? true }
+    }
+
+    /// Whether a fetch chosen for this backend may go at `now` (takes the half-open trial).
+    func admitFetch(now: Double) -> Bool {
+        if self.circuitClosed.load(ordering: .relaxed) { return true }
+        return self.breaker.withLock { breaker in
+            guard breaker != nil else { return true }
+            return breaker!.allowsFetch(now: now)
+        }
+    }
+
+    /// A fetch's outcome for passive health; returns whether it opened the circuit.
+    @discardableResult
+    func recordFetch(failed: Bool, now: Double) -> Bool {
+        guard self.passiveHealth != nil else { return false }
+        return self.breaker.withLock { breaker in
+            guard breaker != nil else { return false }
+            if !failed, case .closed(failures: 0) = breaker!.state { return false }  // the common case
+            var opened = false
+            if failed {
+                opened = breaker!.recordFailure(now: now)
+            } else {
+                breaker!.recordSuccess()
+            }
+            if case .closed = breaker!.state {
+                self.circuitClosed.store(true, ordering: .relaxed)
+            } else {
+                self.circuitClosed.store(false, ordering: .relaxed)
+            }
+            return opened
+        }
+    }
+
+    /// Times the circuit opened since start-up.
+    var circuitTrips: Int {
+        self.breaker.withLock { $0?.trips ?? 0 }
     }
 
     func countRequest() {
@@ -87,13 +134,13 @@ final class BackendStats: Sendable {
         }
     }
 
-    /// The figures `/stats` shows, read now.
-    var snapshot: BackendSnapshot {
+    /// The figures `/stats` shows, read at `now`.
+    func snapshot(now: Double) -> BackendSnapshot {
         let window = self.window.withLock { $0 }
         return BackendSnapshot(
             name: self.name,
             address: self.address,
-            healthy: self.isHealthy,
+            healthy: self.isHealthy(now: now),
             probe: window.map {
                 BackendSnapshot.Probe(
                     good: $0.good, window: $0.window, threshold: $0.threshold,

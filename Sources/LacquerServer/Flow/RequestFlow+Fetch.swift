@@ -56,7 +56,9 @@ extension RequestFlow: BackendExchangeDelegate {
         let isFill = mode.isFill
         let backendRef = self.ctx.bereqBackend ?? self.ctx.backendHint
         let pool: BackendPool
-        switch self.server.pool(for: backendRef, vcl: self.vcl, key: self.head.uri, on: self.eventLoop) {
+        switch self.server.pool(
+            for: backendRef, vcl: self.vcl, key: self.head.uri, on: self.eventLoop, alreadyAdmitted: self.fetchBackend)
+        {
         case .success(let chosen):
             pool = chosen
         case .failure(let error):
@@ -64,6 +66,7 @@ extension RequestFlow: BackendExchangeDelegate {
             return self.dispatch(.backendFailed(error, beforeHead: true, retryable: false, now: self.server.clock()))
         }
         self.ctx.fetchedFrom = pool.backend.name
+        self.fetchBackend = pool.stats
         if request.headers.first(name: "host") == nil, let hostHeader = pool.backend.hostHeader {
             request.headers.add(name: "Host", value: hostHeader)
         }
@@ -138,6 +141,8 @@ extension RequestFlow: BackendExchangeDelegate {
     /// `vcl_backend_response`, then the head goes to the client.
     func backendResponseHead(_ head: HTTPResponseHead) {
         self.responseTime = self.server.clock()
+        let serverError = head.status.code >= 500
+        self.recordPassiveHealth(failed: serverError && self.fetchBackend?.passiveHealth?.serverErrorsCount == true)
         self.backendHead = head
         var status = Int(head.status.code)
         var reasonPhrase = head.status.reasonPhrase
@@ -447,6 +452,9 @@ extension RequestFlow: BackendExchangeDelegate {
         if beforeHead, retryable, !self.machine.retriedClosedConnection {
             self.counters.increment(.backendRetry)
         } else {
+            if Self.countsAgainstBackend(error) {
+                self.recordPassiveHealth(failed: true)
+            }
             self.counters.increment(.fetchFailed)
             switch error {
             case .connectFailed, .connectTimeout: self.counters.increment(.fetchConnectFailed)
@@ -460,6 +468,29 @@ extension RequestFlow: BackendExchangeDelegate {
                 metadata: ["xid": "\(self.xid)", "url": "\(self.head.uri)", "error": "\(error)"])
         }
         self.dispatch(.backendFailed(error, beforeHead: beforeHead, retryable: retryable, now: self.server.clock()))
+    }
+
+    /// Failures that say something about the backend's health (not our own limits or choices).
+    static func countsAgainstBackend(_ error: BackendError) -> Bool {
+        switch error {
+        case .connectFailed, .connectTimeout, .firstByteTimeout, .betweenBytesTimeout, .closedBeforeHead, .closedMidBody,
+            .framing, .headersTooLarge:
+            true
+        case .queueTimeout, .noBackend, .allBackendsSick:
+            false
+        }
+    }
+
+    /// Reports the fetch's outcome to its backend's passive health (once per fetch).
+    private func recordPassiveHealth(failed: Bool) {
+        guard let backend = self.fetchBackend else { return }
+        self.fetchBackend = nil
+        if backend.recordFetch(failed: failed, now: self.server.clock()) {
+            self.counters.increment(.backendCircuitOpened)
+            self.server.logger.warning(
+                "backend is sick: failed fetches in a row (passive health)",
+                metadata: ["backend": "\(backend.name)", "xid": "\(self.xid)"])
+        }
     }
 
     private var isIdempotent: Bool {

@@ -60,6 +60,8 @@ final class RequestFlow {
     /// The backend request vcl_backend_fetch is working on.
     var backendRequest: HTTPRequestHead?
     var lease: BackendPool.Lease?
+    /// The backend the running fetch went to (for passive health).
+    var fetchBackend: BackendStats?
     var storeDone = false
     /// The busy fetch this flow leads (it must be released on every exit path).
     var busy: BusyFetch?

@@ -250,8 +250,9 @@ public final class LacquerServer: Service, Sendable {
 
     /// Each backend's health, connections and failures (empty before `start()` and after shutdown).
     public var backendSnapshots: [BackendSnapshot] {
-        let stats = self.state.withLock { $0.context?.backendStats ?? [] }
-        return stats.map(\.snapshot)
+        guard let context = self.state.withLock({ $0.context }) else { return [] }
+        let now = context.clock()
+        return context.backendStats.map { $0.snapshot(now: now) }
     }
 
     /// Counters, connections and memory-tier figures, as `/stats` shows them.

@@ -97,7 +97,7 @@ final class ServerContext: Sendable {
     /// The next backend pool for a request on `eventLoop`: round-robin over the backends,
     /// skipping those whose probe says they are sick (Varnish's round_robin director).
     /// Fails with `.allBackendsSick` when none is healthy.
-    func nextPool(on eventLoop: any EventLoop) -> Result<BackendPool, BackendError> {
+    func nextPool(on eventLoop: any EventLoop, admitted: BackendStats? = nil) -> Result<BackendPool, BackendError> {
         guard let state = self.loops[ObjectIdentifier(eventLoop)], !state.pools.isEmpty else {
             return .failure(.noBackend)
         }
@@ -106,7 +106,7 @@ final class ServerContext: Sendable {
         for step in 0..<count {
             let index = (state.next + step) % count
             let pool = state.pools[index]
-            if self.isHealthy(pool) {
+            if self.isHealthy(pool, admitted: admitted) {
                 state.next = (index + 1) % count
                 return .success(pool)
             }
@@ -157,20 +157,36 @@ final class ServerContext: Sendable {
     /// never chosen: `.allBackendsSick` when nothing healthy is left, `.noBackend` when the
     /// name is unknown.
     func pool(
-        for ref: VCLBackendRef?, vcl: CompiledVCL, key: String, on eventLoop: any EventLoop
+        for ref: VCLBackendRef?, vcl: CompiledVCL, key: String, on eventLoop: any EventLoop,
+        alreadyAdmitted: BackendStats? = nil
+    ) -> Result<BackendPool, BackendError> {
+        let chosen = self.choosePool(for: ref, vcl: vcl, key: key, on: eventLoop, admitted: alreadyAdmitted)
+        guard case .success(let pool) = chosen else { return chosen }
+        // Passive health: a backend whose circuit is open takes no fetch; after its cooldown,
+        // one trial fetch goes (half-open). A fetch sent again (a reused connection the origin
+        // had closed) is the same trial.
+        guard pool.stats === alreadyAdmitted || pool.stats.admitFetch(now: self.clock()) else {
+            self.counters.increment(.backendUnhealthy)
+            return .failure(.allBackendsSick)
+        }
+        return chosen
+    }
+
+    private func choosePool(
+        for ref: VCLBackendRef?, vcl: CompiledVCL, key: String, on eventLoop: any EventLoop, admitted: BackendStats?
     ) -> Result<BackendPool, BackendError> {
         guard let state = self.loops[ObjectIdentifier(eventLoop)], !state.pools.isEmpty else { return .failure(.noBackend) }
         switch ref {
         case nil:
             if !vcl.backends.isEmpty, let first = vcl.backends.first {
-                return self.ifHealthy(state.pools.first { $0.backend.name == first.name })
+                return self.ifHealthy(state.pools.first { $0.backend.name == first.name }, admitted: admitted)
             }
-            return self.nextPool(on: eventLoop)
+            return self.nextPool(on: eventLoop, admitted: admitted)
         case .backend(let name):
-            return self.ifHealthy(state.pools.first { $0.backend.name == name })
+            return self.ifHealthy(state.pools.first { $0.backend.name == name }, admitted: admitted)
         case .director(let name, let hashKey):
             guard let director = vcl.director(named: name) else { return .failure(.noBackend) }
-            guard let pool = self.pick(director, key: hashKey ?? key, state: state, vcl: vcl, depth: 0) else {
+            guard let pool = self.pick(director, key: hashKey ?? key, state: state, vcl: vcl, depth: 0, admitted: admitted) else {
                 self.counters.increment(.backendUnhealthy)
                 return .failure(.allBackendsSick)
             }
@@ -179,29 +195,31 @@ final class ServerContext: Sendable {
     }
 
     /// A backend named directly: usable only while healthy.
-    private func ifHealthy(_ pool: BackendPool?) -> Result<BackendPool, BackendError> {
+    private func ifHealthy(_ pool: BackendPool?, admitted: BackendStats?) -> Result<BackendPool, BackendError> {
         guard let pool else { return .failure(.noBackend) }
-        guard self.isHealthy(pool) else {
+        guard self.isHealthy(pool, admitted: admitted) else {
             self.counters.increment(.backendUnhealthy)
             return .failure(.allBackendsSick)
         }
         return .success(pool)
     }
 
-    private func pick(_ director: VCLDirector, key: String, state: LoopState, vcl: CompiledVCL, depth: Int) -> BackendPool? {
+    private func pick(
+        _ director: VCLDirector, key: String, state: LoopState, vcl: CompiledVCL, depth: Int, admitted: BackendStats?
+    ) -> BackendPool? {
         guard depth < 8 else { return nil }
         let members: [(pool: BackendPool, weight: Double)] = director.members.compactMap { member in
             if let pool = state.pools.first(where: { $0.backend.name == member.backend }) {
                 return (pool, member.weight)
             }
             if let nested = vcl.director(named: member.backend),
-                let pool = self.pick(nested, key: key, state: state, vcl: vcl, depth: depth + 1)
+                let pool = self.pick(nested, key: key, state: state, vcl: vcl, depth: depth + 1, admitted: admitted)
             {
                 return (pool, member.weight)
             }
             return nil
         }
-        let healthy = members.filter { self.isHealthy($0.pool) }
+        let healthy = members.filter { self.isHealthy($0.pool, admitted: admitted) }
         guard !healthy.isEmpty else { return nil }
         switch director.kind {
         case .roundRobin:
@@ -230,9 +248,10 @@ final class ServerContext: Sendable {
         return members.last?.pool
     }
 
-    /// Whether the director may pick this backend (health probes decide; no probe, healthy).
-    func isHealthy(_ pool: BackendPool) -> Bool {
-        pool.stats.isHealthy
+    /// Whether the director may pick this backend: its probe (no probe: healthy) and its passive
+    /// health decide; the backend a fetch being sent again was admitted to stays eligible.
+    func isHealthy(_ pool: BackendPool, admitted: BackendStats? = nil) -> Bool {
+        pool.stats === admitted || pool.stats.isHealthy(now: self.clock())
     }
 
     /// Closes every idle backend connection (on each pool's own loop).
