@@ -77,12 +77,27 @@ struct Lacquer: AsyncParsableCommand {
     @OptionGroup(title: "Health probes")
     var probe: ProbeOptions
 
+    @Option(name: .customLong("passive-failures"), help: ArgumentHelp("Failed fetches in a row (connect errors, timeouts, malformed answers) after which a backend gets no traffic for --passive-cooldown; then one trial fetch decides. 0 turns passive health off.", valueName: "N"))
+    var passiveFailures = 5
+
+    @Option(name: .customLong("passive-cooldown"), help: ArgumentHelp("Seconds a backend gets no traffic once passive health finds it failing.", valueName: "SECONDS"))
+    var passiveCooldown = 10.0
+
+    @Flag(name: .customLong("passive-5xx"), help: "Count 5xx answers as failed fetches for passive health.")
+    var passive5xx = false
+
     func validate() throws {
         for value in self.listen where HostAndPort.parse(value) == nil {
             throw ValidationError("--listen '\(value)' is not HOST:PORT (e.g. 127.0.0.1:6081, [::1]:6081, :6081)")
         }
         for (index, value) in self.backend.enumerated() where BackendConfiguration.parse(url: value, name: "b\(index)") == nil {
             throw ValidationError("--backend '\(value)' is not an http://HOST[:PORT] URL (no path, no https)")
+        }
+        if self.passiveFailures < 0 {
+            throw ValidationError("--passive-failures '\(self.passiveFailures)' must be 0 (off) or more")
+        }
+        if !(self.passiveCooldown >= 0 && self.passiveCooldown.isFinite) {
+            throw ValidationError("--passive-cooldown '\(self.passiveCooldown)' must be a number of seconds, 0 or more")
         }
         if ByteSize.parse(self.maxRequestBody) == nil {
             throw ValidationError("--max-request-body '\(self.maxRequestBody)' is not a size (e.g. 10MiB, 1GiB)")
@@ -199,6 +214,17 @@ struct Lacquer: AsyncParsableCommand {
             }
         }
 
+        var passive: PassiveHealthConfiguration?
+        if self.passiveFailures > 0 {
+            var settings = PassiveHealthConfiguration()
+            settings.failureThreshold = self.passiveFailures
+            settings.cooldown = self.passiveCooldown
+            settings.serverErrorsCount = self.passive5xx
+            passive = settings
+        }
+        for index in configuration.backends.indices {
+            configuration.backends[index].passiveHealth = passive
+        }
         if let probe = self.probe.configuration {
             for index in configuration.backends.indices where configuration.backends[index].probe == nil {
                 configuration.backends[index].probe = probe

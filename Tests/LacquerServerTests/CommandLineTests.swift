@@ -61,6 +61,8 @@ struct CommandLineTests {
             (["--hit-for-miss=-1", "--backend", "http://127.0.0.1:1"], "--hit-for-miss must be"),
             (["--stale-if-error", "soon", "--backend", "http://127.0.0.1:1"], "--stale-if-error"),
             (["--max-request-body", "lots", "--backend", "http://127.0.0.1:1"], "--max-request-body 'lots'"),
+            (["--passive-failures=-1", "--backend", "http://127.0.0.1:1"], "--passive-failures '-1'"),
+            (["--passive-cooldown=-3", "--backend", "http://127.0.0.1:1"], "--passive-cooldown '-3.0'"),
         ])
     func badFlag(arguments: [String], message: String) throws {
         let result = try run(arguments)
@@ -76,6 +78,7 @@ struct CommandLineTests {
         for flag in [
             "--listen", "--backend", "--memory", "--storage-dir", "--admin", "--purge-acl", "--demo", "--config",
             "--check-config", "--grace", "--stale-if-error", "--hit-for-miss", "--max-request-body", "--disk-size",
+            "--passive-failures", "--passive-cooldown", "--passive-5xx",
         ] {
             #expect(result.stdout.contains(flag), "\(flag) missing from --help")
         }
