@@ -4,7 +4,8 @@ import Synchronization
 /// Every rejection and fault class has one, so tests assert counts as well as responses.
 public enum Counter: Int, CaseIterable, Sendable {
     case sessConn, sessDropped, sessClosedIdle, sessClosedTimeout
-    case clientReq, clientReq400, clientReq411, clientReq413, clientReq414, clientReq431, clientReq501, clientReqAbsoluteForm
+    case clientReq, clientReq400, clientReq411, clientReq413, clientReq414, clientReq429, clientReq431, clientReq501
+    case clientReqAbsoluteForm
     case clientReqBadFraming
     case cacheHit, cacheHitFast, cacheMiss, cacheExpired, cacheBypass, cacheHitForMiss, cacheRevalidated
     case purgeOK, purgeMiss, purgeDenied
@@ -27,6 +28,7 @@ public enum Counter: Int, CaseIterable, Sendable {
         case 411: .clientReq411
         case 413: .clientReq413
         case 414: .clientReq414
+        case 429: .clientReq429
         case 431: .clientReq431
         case 501: .clientReq501
         default: nil
@@ -45,6 +47,7 @@ public enum Counter: Int, CaseIterable, Sendable {
         case .clientReq411: "client_req_411"
         case .clientReq413: "client_req_413"
         case .clientReq414: "client_req_414"
+        case .clientReq429: "client_req_429"
         case .clientReq431: "client_req_431"
         case .clientReq501: "client_req_501"
         case .clientReqAbsoluteForm: "client_req_absolute_form"

@@ -51,6 +51,8 @@ public struct ServerConfiguration: Sendable {
     /// Event loop threads; 0 means one per core.
     public var threads: Int = 0
     public var limits: Limits = Limits()
+    /// Requests per client address (nil: no limit); over it, 429 with Retry-After.
+    public var rateLimit: RateLimitConfiguration?
     public var clientTimeouts: ClientTimeouts = ClientTimeouts()
     /// The cache's name in `Cache-Status` (RFC 9211).
     public var cacheName: String = "Lacquer"

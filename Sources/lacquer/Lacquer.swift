@@ -86,12 +86,24 @@ struct Lacquer: AsyncParsableCommand {
     @Flag(name: .customLong("passive-5xx"), help: "Count 5xx answers as failed fetches for passive health.")
     var passive5xx = false
 
+    @Option(name: .customLong("rate-limit"), help: ArgumentHelp("Requests a second each client address may send on average (off by default); over it, 429 with Retry-After.", valueName: "PER_SECOND"))
+    var rateLimit: Double?
+
+    @Option(name: .customLong("rate-burst"), help: ArgumentHelp("Requests a client may send at once above --rate-limit (default: the rate, at least 1).", valueName: "N"))
+    var rateBurst: Double?
+
     func validate() throws {
         for value in self.listen where HostAndPort.parse(value) == nil {
             throw ValidationError("--listen '\(value)' is not HOST:PORT (e.g. 127.0.0.1:6081, [::1]:6081, :6081)")
         }
         for (index, value) in self.backend.enumerated() where BackendConfiguration.parse(url: value, name: "b\(index)") == nil {
             throw ValidationError("--backend '\(value)' is not an http://HOST[:PORT] URL (no path, no https)")
+        }
+        if let rate = self.rateLimit, !(rate > 0 && rate.isFinite) {
+            throw ValidationError("--rate-limit '\(rate)' must be a number of requests a second above 0")
+        }
+        if let burst = self.rateBurst, !(burst >= 1 && burst.isFinite) {
+            throw ValidationError("--rate-burst '\(burst)' must be 1 or more")
         }
         if self.passiveFailures < 0 {
             throw ValidationError("--passive-failures '\(self.passiveFailures)' must be 0 (off) or more")
@@ -214,6 +226,9 @@ struct Lacquer: AsyncParsableCommand {
             }
         }
 
+        if let rate = self.rateLimit {
+            configuration.rateLimit = RateLimitConfiguration(rate: rate, burst: self.rateBurst ?? max(1, rate))
+        }
         var passive: PassiveHealthConfiguration?
         if self.passiveFailures > 0 {
             var settings = PassiveHealthConfiguration()

@@ -63,6 +63,7 @@ struct CommandLineTests {
             (["--max-request-body", "lots", "--backend", "http://127.0.0.1:1"], "--max-request-body 'lots'"),
             (["--passive-failures=-1", "--backend", "http://127.0.0.1:1"], "--passive-failures '-1'"),
             (["--passive-cooldown=-3", "--backend", "http://127.0.0.1:1"], "--passive-cooldown '-3.0'"),
+            (["--rate-limit", "0", "--backend", "http://127.0.0.1:1"], "--rate-limit '0.0'"),
         ])
     func badFlag(arguments: [String], message: String) throws {
         let result = try run(arguments)
@@ -78,7 +79,7 @@ struct CommandLineTests {
         for flag in [
             "--listen", "--backend", "--memory", "--storage-dir", "--admin", "--purge-acl", "--demo", "--config",
             "--check-config", "--grace", "--stale-if-error", "--hit-for-miss", "--max-request-body", "--disk-size",
-            "--passive-failures", "--passive-cooldown", "--passive-5xx",
+            "--passive-failures", "--passive-cooldown", "--passive-5xx", "--rate-limit", "--rate-burst",
         ] {
             #expect(result.stdout.contains(flag), "\(flag) missing from --help")
         }

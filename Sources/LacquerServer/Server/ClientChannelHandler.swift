@@ -75,6 +75,9 @@ final class ClientChannelHandler: ChannelDuplexHandler, RemovableChannelHandler,
     private var context: ChannelHandlerContext?
     private var timer: Scheduled<Void>?
     private(set) var peer: SocketAddress?
+    /// Set when the hit fast lane took a rate-limit token for the request it then left to the
+    /// decoder (so the request does not pay twice).
+    private var admittedByFastLane = false
     private(set) var local: SocketAddress?
     /// The connection's event loop, captured once: a flow may ask for it after the handler was
     /// removed from its pipeline (the client left), so it never depends on the context.
@@ -131,7 +134,13 @@ final class ClientChannelHandler: ChannelDuplexHandler, RemovableChannelHandler,
         case .head(let head):
             self.server.counters.increment(.clientReq)
             self.encoder?.respondingToHead = head.method == .HEAD
-            self.run(self.state.requestHead(head, now: self.now()))
+            var retryAfter: Int?
+            if self.admittedByFastLane {
+                self.admittedByFastLane = false  // the lane took this request's token, then handed it over
+            } else if let limiter = self.server.rateLimiter {
+                retryAfter = limiter.take(client: self.peer?.ipAddress ?? "", now: self.server.clock())
+            }
+            self.run(self.state.requestHead(head, now: self.now(), rateLimitedFor: retryAfter))
         case .body(let buffer):
             self.run(self.state.requestBody(bytes: buffer.readableBytes, now: self.now()), body: buffer)
         case .end:
@@ -204,11 +213,18 @@ final class ClientChannelHandler: ChannelDuplexHandler, RemovableChannelHandler,
 
     /// Whether `HitFastLane` may answer the next request itself.
     func fastLaneMayAnswer(handedOver: Int) -> Bool {
-        self.state.fastLaneMayAnswer(handedOver: handedOver)
+        guard self.state.fastLaneMayAnswer(handedOver: handedOver) else { return false }
+        if let limiter = self.server.rateLimiter {
+            // The rate limit covers hits too; a request over it goes to the decoder, which refuses it.
+            guard limiter.take(client: self.peer?.ipAddress ?? "", now: self.server.clock()) == nil else { return false }
+            self.admittedByFastLane = true
+        }
+        return true
     }
 
     /// `HitFastLane` answered a request: count it and go back to waiting for the next one.
     func fastLaneAnswered() {
+        self.admittedByFastLane = false
         self.server.counters.increment(.clientReq)
         self.state.fastLaneAnswered(now: self.now())
         self.scheduleTimerIfAsked()
@@ -339,9 +355,12 @@ final class ClientChannelHandler: ChannelDuplexHandler, RemovableChannelHandler,
         }
         guard let context = self.context else { return }
         self.encoder?.respondingToHead = refusal.headRequest
-        let response = Synthetic.response(
+        var response = Synthetic.response(
             status: refusal.status, reason: refusal.reason, now: self.server.clock(), close: true,
             cacheName: self.server.configuration.cacheName)
+        if let retryAfter = refusal.retryAfter {
+            response.head.headers.replaceOrAdd(name: "Retry-After", value: String(retryAfter))
+        }
         context.write(self.wrapOutboundOut(.head(response.head)), promise: nil)
         if !refusal.headRequest {
             context.write(self.wrapOutboundOut(.body(.byteBuffer(response.body))), promise: nil)

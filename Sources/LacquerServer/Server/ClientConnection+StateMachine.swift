@@ -41,6 +41,8 @@ struct ClientConnectionStateMachine<Flow: AnyObject, Upload: AnyObject> {
         var reason: String
         var counter: Counter?
         var headRequest: Bool
+        /// Seconds for `Retry-After` (a 429).
+        var retryAfter: Int? = nil
     }
 
     enum Action {
@@ -136,13 +138,20 @@ struct ClientConnectionStateMachine<Flow: AnyObject, Upload: AnyObject> {
         self.arm(now + self.timeouts.header, counter: .sessClosedTimeout)
     }
 
-    mutating func requestHead(_ head: HTTPRequestHead, now: NIODeadline) -> Action {
+    mutating func requestHead(_ head: HTTPRequestHead, now: NIODeadline, rateLimitedFor retryAfter: Int? = nil) -> Action {
         guard case .idle = self.state else {
             if case .closed = self.state { return .none }
             self.state = .closed
             return .close(nil)
         }
         let headRequest = head.method == .HEAD
+        if let retryAfter {
+            // Over the client's request rate (nginx's limit_req): 429, and the connection closes.
+            return self.refuse(
+                Refusal(
+                    status: 429, reason: "Too Many Requests", counter: .clientReq429, headRequest: headRequest,
+                    retryAfter: retryAfter))
+        }
         let host: String
         do {
             host = try RequestValidation.validate(head, limits: self.limits)

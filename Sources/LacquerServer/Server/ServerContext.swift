@@ -33,6 +33,8 @@ final class ServerContext: Sendable {
     /// Whether the current configuration leaves vcl_recv, vcl_hash, vcl_hit and vcl_deliver to
     /// builtin.vcl, so `HitFastLane` may answer plain hits without running a flow.
     private let builtinHitPath: Atomic<Bool>
+    /// Per-client request limits, when configured.
+    let rateLimiter: RateLimiter?
     /// This cache's name as a Cache-Status list member starts (an sf-token or sf-string).
     let cacheStatusName: String
     /// `Via: 1.1 <via name>\r\n`, as a plain hit writes it.
@@ -49,6 +51,7 @@ final class ServerContext: Sendable {
     ) {
         self.configuration = configuration
         self.cacheStatusName = CacheStatusValue.tokenOrString(configuration.cacheName)
+        self.rateLimiter = configuration.rateLimit.map(RateLimiter.init)
         self.viaLine = "Via: 1.1 \(configuration.viaName)\r\n"
         self.memory = memory
         self.disk = disk
