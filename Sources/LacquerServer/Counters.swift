@@ -3,7 +3,7 @@ import Synchronization
 /// A named event counter, Varnish style (`client_req_400`, `fetch_failed`, `sess_dropped`).
 /// Every rejection and fault class has one, so tests assert counts as well as responses.
 public enum Counter: Int, CaseIterable, Sendable {
-    case sessConn, sessDropped, sessClosedIdle, sessClosedTimeout
+    case sessConn, sessDropped, sessDroppedClient, sessClosedIdle, sessClosedTimeout
     case clientReq, clientReq400, clientReq411, clientReq413, clientReq414, clientReq429, clientReq431, clientReq501
     case clientReqAbsoluteForm
     case clientReqBadFraming
@@ -40,6 +40,7 @@ public enum Counter: Int, CaseIterable, Sendable {
         switch self {
         case .sessConn: "sess_conn"
         case .sessDropped: "sess_dropped"
+        case .sessDroppedClient: "sess_dropped_client"
         case .sessClosedIdle: "sess_closed_idle"
         case .sessClosedTimeout: "sess_closed_timeout"
         case .clientReq: "client_req"

@@ -155,6 +155,9 @@ public struct Limits: Sendable {
     public var drainBytes = 64 * 1024
     public var requestsPerConnection = 1000
     public var maxConnections = 10_000
+    /// Connections open at once from one client address (nil: no limit beyond `maxConnections`);
+    /// over it a new connection is closed at once.
+    public var connectionsPerClient: Int?
     public init() {}
 
     /// Whether a response header section is over the response limits (HARDENING.md §3): the one

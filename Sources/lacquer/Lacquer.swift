@@ -89,6 +89,9 @@ struct Lacquer: AsyncParsableCommand {
     @Option(name: .customLong("rate-limit"), help: ArgumentHelp("Requests a second each client address may send on average (off by default); over it, 429 with Retry-After.", valueName: "PER_SECOND"))
     var rateLimit: Double?
 
+    @Option(name: .customLong("max-client-connections"), help: ArgumentHelp("Connections one client address may hold open at once (off by default); more are closed at once.", valueName: "N"))
+    var maxClientConnections: Int?
+
     @Option(name: .customLong("rate-burst"), help: ArgumentHelp("Requests a client may send at once above --rate-limit (default: the rate, at least 1).", valueName: "N"))
     var rateBurst: Double?
 
@@ -98,6 +101,9 @@ struct Lacquer: AsyncParsableCommand {
         }
         for (index, value) in self.backend.enumerated() where BackendConfiguration.parse(url: value, name: "b\(index)") == nil {
             throw ValidationError("--backend '\(value)' is not an http://HOST[:PORT] URL (no path, no https)")
+        }
+        if let count = self.maxClientConnections, count < 1 {
+            throw ValidationError("--max-client-connections '\(count)' must be 1 or more")
         }
         if let rate = self.rateLimit, !(rate > 0 && rate.isFinite) {
             throw ValidationError("--rate-limit '\(rate)' must be a number of requests a second above 0")
@@ -226,6 +232,7 @@ struct Lacquer: AsyncParsableCommand {
             }
         }
 
+        configuration.limits.connectionsPerClient = self.maxClientConnections
         if let rate = self.rateLimit {
             configuration.rateLimit = RateLimitConfiguration(rate: rate, burst: self.rateBurst ?? max(1, rate))
         }

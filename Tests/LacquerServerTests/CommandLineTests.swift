@@ -64,6 +64,7 @@ struct CommandLineTests {
             (["--passive-failures=-1", "--backend", "http://127.0.0.1:1"], "--passive-failures '-1'"),
             (["--passive-cooldown=-3", "--backend", "http://127.0.0.1:1"], "--passive-cooldown '-3.0'"),
             (["--rate-limit", "0", "--backend", "http://127.0.0.1:1"], "--rate-limit '0.0'"),
+            (["--max-client-connections", "0", "--backend", "http://127.0.0.1:1"], "--max-client-connections '0'"),
         ])
     func badFlag(arguments: [String], message: String) throws {
         let result = try run(arguments)
@@ -79,7 +80,7 @@ struct CommandLineTests {
         for flag in [
             "--listen", "--backend", "--memory", "--storage-dir", "--admin", "--purge-acl", "--demo", "--config",
             "--check-config", "--grace", "--stale-if-error", "--hit-for-miss", "--max-request-body", "--disk-size",
-            "--passive-failures", "--passive-cooldown", "--passive-5xx", "--rate-limit", "--rate-burst",
+            "--passive-failures", "--passive-cooldown", "--passive-5xx", "--rate-limit", "--rate-burst", "--max-client-connections",
         ] {
             #expect(result.stdout.contains(flag), "\(flag) missing from --help")
         }

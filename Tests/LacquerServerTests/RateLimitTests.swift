@@ -62,4 +62,33 @@ struct RateLimitIntegrationTests {
             #expect(try httpGet(port: port, "/bytes/10?cc=max-age%3D600").header("X-Cache-Status") == "HIT")
         }
     }
+
+    @Test("one address may hold only so many connections: more are closed at once, counted; closing one frees a place")
+    func connectionsPerClient() async throws {
+        try await withLacquer(configure: { $0.limits.connectionsPerClient = 2 }) { lacquer, port, _ async throws in
+            let first = try RawHTTPClient(port: port, timeout: 5)
+            defer { first.close() }
+            let second = try RawHTTPClient(port: port, timeout: 5)
+            defer { second.close() }
+            try first.send("GET /bytes/3 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            #expect(try first.readResponse().status == 200)
+            try second.send("GET /bytes/3 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            #expect(try second.readResponse().status == 200)
+            let third = try RawHTTPClient(port: port, timeout: 5)
+            defer { third.close() }
+            _ = try? third.send("GET /bytes/3 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            #expect((try? third.readToEOF())?.isEmpty ?? true, "closed without an answer")
+            #expect(lacquer.counters[.sessDroppedClient] == 1)
+            first.close()
+            for _ in 0..<100 where lacquer.counters[.sessDroppedClient] == 1 {
+                // The place is free once the server has seen the close.
+                let probe = try RawHTTPClient(port: port, timeout: 5)
+                defer { probe.close() }
+                try? probe.send("GET /bytes/3 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+                if let response = try? probe.readResponse(), response.status == 200 { return }
+                try await Task.sleep(for: .milliseconds(20))
+            }
+            Issue.record("no place came free after a connection closed")
+        }
+    }
 }

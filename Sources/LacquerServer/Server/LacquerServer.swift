@@ -318,6 +318,16 @@ public final class LacquerServer: Service, Sendable {
                         channel.close(promise: nil)
                         return
                     }
+                    if let perClient = limits.connectionsPerClient {
+                        // One address may not take every connection (HARDENING.md §4: accept and close).
+                        let client = channel.remoteAddress?.ipAddress ?? ""
+                        guard context.clientConnections.open(client, limit: perClient) else {
+                            context.counters.increment(.sessDroppedClient)
+                            channel.close(promise: nil)
+                            return
+                        }
+                        channel.closeFuture.whenComplete { _ in context.clientConnections.close(client) }
+                    }
                     let handler = ClientChannelHandler(server: context, eventLoop: channel.eventLoop)
                     let observer = FirstByteObserver()
                     handler.observer = observer

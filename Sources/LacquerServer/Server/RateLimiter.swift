@@ -47,6 +47,34 @@ public struct RateLimitConfiguration: Sendable, Hashable {
     }
 }
 
+/// Open connections per client address, for `Limits.connectionsPerClient`: counted when a
+/// connection is accepted, released when it closes.
+final class ClientConnectionCounts: Sendable {
+    private let counts = Mutex<[String: Int]>([:])
+
+    /// Counts a new connection from `client`; false (and not counted) when it would be one
+    /// more than `limit`.
+    func open(_ client: String, limit: Int) -> Bool {
+        self.counts.withLock { counts in
+            let current = counts[client, default: 0]
+            guard current < limit else { return false }
+            counts[client] = current + 1
+            return true
+        }
+    }
+
+    func close(_ client: String) {
+        self.counts.withLock { counts in
+            let left = counts[client, default: 1] - 1
+            counts[client] = left > 0 ? left : nil
+        }
+    }
+
+    func count(_ client: String) -> Int {
+        self.counts.withLock { $0[client, default: 0] }
+    }
+}
+
 /// The buckets of every client, keyed by address, in 16 shards (each behind its own lock) so
 /// event loops rarely wait on each other.
 final class RateLimiter: Sendable {

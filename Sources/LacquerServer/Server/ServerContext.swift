@@ -35,6 +35,8 @@ final class ServerContext: Sendable {
     private let builtinHitPath: Atomic<Bool>
     /// Per-client request limits, when configured.
     let rateLimiter: RateLimiter?
+    /// Open connections per client address (used when `Limits.connectionsPerClient` is set).
+    let clientConnections = ClientConnectionCounts()
     /// This cache's name as a Cache-Status list member starts (an sf-token or sf-string).
     let cacheStatusName: String
     /// `Via: 1.1 <via name>\r\n`, as a plain hit writes it.
