@@ -95,9 +95,52 @@ struct FloodTests {
                 try await Task.sleep(for: .milliseconds(20))
             }
             #expect(lacquer.counters[.sessDropped] >= 100, "the connections over the limit were closed at once")
-            #expect(lacquer.stats.connections <= 200)
             let open = try await self.waitForConnections(lacquer, atMost: 0)
             #expect(open == 0, "the idle ones timed out")
+            self.normalRequestAnswered(port: port)
+        }
+    }
+
+    @Test("slow readers: 20 clients that never read a large pass answer are cut at the send timeout, without holding the body")
+    func slowReaders() async throws {
+        try await withLacquer(configure: {
+            Self.configure(&$0)
+            $0.clientTimeouts.sendIdle = .milliseconds(800)
+        }) { lacquer, port, _ async throws in
+            var readers: [RawHTTPClient] = []
+            defer { readers.forEach { $0.close() } }
+            for _ in 0..<20 {
+                let client = try RawHTTPClient(port: port, timeout: 5)
+                try client.send("GET /bytes/50000000?cc=no-store HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+                readers.append(client)
+            }
+            try await Task.sleep(for: .milliseconds(300))
+            self.normalRequestAnswered(port: port)
+            let open = try await self.waitForConnections(lacquer, atMost: 0)
+            #expect(open == 0, "every stalled reader was cut")
+            self.normalRequestAnswered(port: port)
+        }
+    }
+
+    @Test("churn: 600 connections opened and dropped at every stage leave nothing open, and clients are answered after")
+    func churn() async throws {
+        let seed = SeededRandom.seed(fallback: 0xC4)
+        var random = SeededRandom(seed: seed)
+        print("churn seed \(seed)")
+        try await withLacquer(configure: Self.configure) { lacquer, port, _ async throws in
+            for index in 0..<600 {
+                let client = try RawHTTPClient(port: port, timeout: 5)
+                switch Int.random(in: 0..<4, using: &random) {
+                case 0: break  // connect, then close
+                case 1: try? client.send("GET /bytes/10 HTT")
+                case 2: try? client.send("GET /bytes/100000 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+                default: client.reset()
+                }
+                client.close()
+                if index % 100 == 0 { self.normalRequestAnswered(port: port) }
+            }
+            let open = try await self.waitForConnections(lacquer, atMost: 0)
+            #expect(open == 0, "seed \(seed): connections left open after the churn")
             self.normalRequestAnswered(port: port)
         }
     }

@@ -247,7 +247,10 @@ final class ClientChannelHandler: ChannelDuplexHandler, RemovableChannelHandler,
     }
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
-        if context.channel.isWritable, let flow = self.state.currentFlow {
+        let isWritable = context.channel.isWritable
+        self.state.writabilityChanged(isWritable: isWritable, now: self.now())
+        self.scheduleTimerIfAsked()
+        if isWritable, let flow = self.state.currentFlow {
             flow.clientWritable()
         }
         context.fireChannelWritabilityChanged()

@@ -93,6 +93,8 @@ struct ClientConnectionStateMachine<Flow: AnyObject, Upload: AnyObject> {
     private var readingPaused = false
     private var readPending = false
     private var deadline: NIODeadline?
+    /// Whether `deadline` is the send-idle one (a response the client stopped taking).
+    private var sendIdleArmed = false
     private var deadlineCounter = Counter.sessClosedIdle
     private var bodyDeadline: NIODeadline?
     private var timerScheduled = false
@@ -393,7 +395,7 @@ struct ClientConnectionStateMachine<Flow: AnyObject, Upload: AnyObject> {
     mutating func timerFired(now: NIODeadline) -> Action {
         self.timerScheduled = false
         guard let deadline = self.deadline else { return .none }
-        if case .responding(_, upload: nil) = self.state {
+        if case .responding(_, upload: nil) = self.state, !self.sendIdleArmed {
             return .none  // the flow has its own (backend) timeouts; the next arm schedules again
         }
         if now < deadline {
@@ -408,6 +410,23 @@ struct ClientConnectionStateMachine<Flow: AnyObject, Upload: AnyObject> {
             return .clientGone(flow, upload: upload, uploadCut: upload != nil, counter: self.deadlineCounter)
         }
         return .close(self.deadlineCounter)
+    }
+
+    // MARK: Sending
+
+    /// The connection stopped (or went back to) taking response bytes. A client that takes
+    /// nothing for the send-idle timeout is cut (HARDENING.md §4; Varnish's send_timeout idea):
+    /// the response would otherwise hold its connection and its backend forever. Only while no
+    /// request body is still arriving (that has its own timer).
+    mutating func writabilityChanged(isWritable: Bool, now: NIODeadline) {
+        guard case .responding = self.state, self.currentUpload == nil else { return }
+        if isWritable {
+            if self.sendIdleArmed { self.deadline = nil }
+            self.sendIdleArmed = false
+        } else {
+            self.arm(now + self.timeouts.sendIdle, counter: .sessClosedTimeout)
+            self.sendIdleArmed = true
+        }
     }
 
     // MARK: Request body backpressure
@@ -475,6 +494,7 @@ struct ClientConnectionStateMachine<Flow: AnyObject, Upload: AnyObject> {
     }
 
     private mutating func arm(_ deadline: NIODeadline, counter: Counter) {
+        self.sendIdleArmed = false
         self.deadline = deadline
         self.deadlineCounter = counter
         if !self.timerScheduled {
