@@ -16,12 +16,16 @@ public struct CompiledVCL: Sendable {
     /// Built-in subs that a source other than builtin.vcl defines (the rest run builtin.vcl's
     /// code alone, whose effect the server may apply without evaluating it).
     public let userDefined: Set<VCLSubroutine>
+    /// Whether the program imports vmod_vsthrottle (the server then gives requests its table).
+    public let usesThrottle: Bool
 
     init(
         backends: [VCLBackend], probes: [VCLProbe], acls: [VCLACL], directors: [VCLDirector],
-        entries: [VCLSubroutine: [Instruction]], userDefined: Set<VCLSubroutine>, subs: [[Instruction]]
+        entries: [VCLSubroutine: [Instruction]], userDefined: Set<VCLSubroutine>, subs: [[Instruction]],
+        usesThrottle: Bool = false
     ) {
         self.userDefined = userDefined
+        self.usesThrottle = usesThrottle
         self.backends = backends
         self.probes = probes
         self.acls = acls

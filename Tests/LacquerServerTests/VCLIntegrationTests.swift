@@ -350,4 +350,41 @@ struct VCLIntegrationTests {
             #expect(try httpGet(port: admin, "/reload").status == 405)
         }
     }
+
+    @Test("vsthrottle.is_denied limits by any key VCL builds (here client.ip and the URL): 429 from vcl_recv")
+    func vsthrottle() async throws {
+        let source = """
+            vcl 4.1;
+            import vsthrottle;
+            backend default { .host = "127.0.0.1"; .port = "1"; }
+            sub vcl_recv {
+                if (vsthrottle.is_denied(client.ip + req.url, 2, 60s)) {
+                    return (synth(429, "Too Many Requests"));
+                }
+            }
+            """
+        try await self.withVCL(source) { _, port, _ async throws in
+            #expect(try httpGet(port: port, "/t/a").status == 200)
+            #expect(try httpGet(port: port, "/t/a").status == 200)
+            #expect(try httpGet(port: port, "/t/a").status == 429, "the third call within 60 s")
+            #expect(try httpGet(port: port, "/t/b").status == 200, "another key has its own allowance")
+        }
+    }
+
+    @Test("vsthrottle needs its import, and checks its argument types (file:line:col)")
+    func vsthrottleChecked() {
+        #expect(throws: VCLCompileErrors.self) {
+            try VCLCompiler.compile(
+                "vcl 4.1;\nsub vcl_recv { if (vsthrottle.is_denied(req.url, 2, 60s)) { return (pass); } }",
+                name: "t.vcl", appendBuiltin: false)
+        }
+        do {
+            _ = try VCLCompiler.compile(
+                "vcl 4.1;\nimport vsthrottle;\nsub vcl_recv { if (vsthrottle.is_denied(req.url, \"two\", 60s)) { return (pass); } }",
+                name: "t.vcl", appendBuiltin: false)
+            Issue.record("a STRING limit compiled")
+        } catch {
+            #expect(error.description.contains("t.vcl:3:"), "\(error.description)")
+        }
+    }
 }

@@ -271,6 +271,13 @@ public struct FlowContext: VCLContext {
     public mutating func synthetic(_ body: String) { self.syntheticBody = body }
     public mutating func log(_ s: String) { self.logLines.append(s) }
 
+    /// The server's vsthrottle table (nil in contexts without a server).
+    var throttle: (@Sendable (_ key: String, _ limit: Int, _ period: Double) -> Bool)?
+
+    public mutating func isDenied(key: String, limit: Int, period: Double) -> Bool {
+        self.throttle?(key, limit, period) ?? false
+    }
+
     /// The host name `server.hostname` reads.
     static let hostname: String = {
         var buffer = [CChar](repeating: 0, count: 256)

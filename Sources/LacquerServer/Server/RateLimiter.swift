@@ -92,8 +92,11 @@ final class RateLimiter: Sendable {
 
     /// Takes a token for `client` at `now`; nil when allowed, else the `Retry-After` seconds.
     func take(client: String, now: Double) -> Int? {
-        let rate = self.configuration.rate
-        let burst = self.configuration.burst
+        self.take(client: client, now: now, rate: self.configuration.rate, burst: self.configuration.burst)
+    }
+
+    /// `take` with a rate and burst of the caller's (vsthrottle keys carry their own).
+    func take(client: String, now: Double, rate: Double, burst: Double) -> Int? {
         let perShard = max(1, self.configuration.maxClients / self.shards.count)
         let shard = self.shards[Int(UInt(bitPattern: client.hashValue) % UInt(self.shards.count))]
         return shard.buckets.withLock { buckets in

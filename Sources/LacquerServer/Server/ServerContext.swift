@@ -35,6 +35,8 @@ final class ServerContext: Sendable {
     private let builtinHitPath: Atomic<Bool>
     /// Per-client request limits, when configured.
     let rateLimiter: RateLimiter?
+    /// The buckets of VCL's `vsthrottle.is_denied` (each key with its own limit and period).
+    let vclThrottle = RateLimiter(RateLimitConfiguration(rate: 1, burst: 1))
     /// Open connections per client address (used when `Limits.connectionsPerClient` is set).
     let clientConnections = ClientConnectionCounts()
     /// This cache's name as a Cache-Status list member starts (an sf-token or sf-string).
@@ -251,6 +253,16 @@ final class ServerContext: Sendable {
             if point < 0 { return member.pool }
         }
         return members.last?.pool
+    }
+
+    /// `vsthrottle.is_denied(key, limit, period)`: one call for `key`; true once it is over
+    /// `limit` calls within `period` (a token bucket holding `limit`, refilled over `period`).
+    func isThrottled(key: String, limit: Int, period: Double) -> Bool {
+        guard limit > 0 else { return true }
+        guard period > 0, period.isFinite else { return false }
+        let bucket = "\(limit)/\(period)/\(key)"
+        return self.vclThrottle.take(
+            client: bucket, now: self.clock(), rate: Double(limit) / period, burst: Double(limit)) != nil
     }
 
     /// Whether the director may pick this backend: its probe (no probe: healthy) and its passive

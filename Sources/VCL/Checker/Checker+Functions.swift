@@ -2,7 +2,7 @@
 extension Checker {
     static let functions = [
         "regsub", "regsuball", "hash_data", "ban", "synthetic", "std.log", "std.tolower", "std.toupper",
-        "std.querysort", "std.integer", "std.real", "std.duration", "std.ip",
+        "std.querysort", "std.integer", "std.real", "std.duration", "std.ip", "vsthrottle.is_denied",
     ]
 
     /// Lowers a call. Returns nil after an error; otherwise the statement it makes (for VOID
@@ -14,6 +14,11 @@ extension Checker {
         if function.hasPrefix("std.") && !self.imports.contains("std") {
             self.sink.error("\(function)() needs 'import std;'", at: e.location, length: e.length,
                             hint: "add 'import std;' after 'vcl 4.1;'")
+            return nil
+        }
+        if function.hasPrefix("vsthrottle.") && !self.imports.contains("vsthrottle") {
+            self.sink.error("\(function)() needs 'import vsthrottle;'", at: e.location, length: e.length,
+                            hint: "add 'import vsthrottle;' after 'vcl 4.1;'")
             return nil
         }
         func arity(_ n: Int, _ checker: inout Checker) -> Bool {
@@ -64,6 +69,15 @@ extension Checker {
             let type: VCLType = function == "std.integer" ? .int : function == "std.real" ? .real : .duration
             guard let fallback = self.expectNumber(fb, type, args[1], for: "the fallback of \(function)()") else { return nil }
             return (nil, .number(.parse(s, fallback: fallback, type), type))
+        case "vsthrottle.is_denied":
+            // vmod_vsthrottle: is_denied(STRING key, INT limit, DURATION period): true once `key`
+            // went over `limit` calls within `period` (a token bucket of `limit`, refilled over `period`).
+            guard arity(3, &self), let key = str(0, &self), let limitValue = self.lowerExpr(args[1]),
+                let periodValue = self.lowerExpr(args[2]),
+                let limit = self.expectNumber(limitValue, .int, args[1], for: "the limit of vsthrottle.is_denied()"),
+                let period = self.expectNumber(periodValue, .duration, args[2], for: "the period of vsthrottle.is_denied()")
+            else { return nil }
+            return (nil, .bool(.throttled(key, limit: limit, period: period)))
         case "std.ip":
             guard arity(2, &self), let s = str(0, &self), let fb = self.lowerExpr(args[1]) else { return nil }
             if case .ip(let fallback) = fb { return (nil, .ip(.parse(s, fallback: fallback))) }

@@ -86,7 +86,8 @@ struct Checker {
             directors: self.directorOrder.compactMap { self.directors[$0] },
             entries: entries,
             userDefined: userDefined,
-            subs: self.units.map(\.body)
+            subs: self.units.map(\.body),
+            usesThrottle: self.imports.contains("vsthrottle")
         )
     }
 
@@ -95,12 +96,12 @@ struct Checker {
         for decl in program.declarations {
             switch decl {
             case .import(let name, let loc):
-                if name == "std" || name == "directors" {
+                if name == "std" || name == "directors" || name == "vsthrottle" {
                     self.imports.insert(name)
                 } else {
                     self.sink.error(
                         "unknown module '\(name)'", at: loc, length: name.utf8.count,
-                        hint: "Lacquer provides the modules std and directors"
+                        hint: "Lacquer provides the modules std, directors and vsthrottle"
                     )
                 }
             case .backend(let b): self.define(b.name, "backend")

@@ -32,6 +32,14 @@ public protocol VCLContext {
     mutating func synthetic(_ body: String)
     /// `std.log(s)`: a line for the access/VCL log.
     mutating func log(_ s: String)
+    /// `vsthrottle.is_denied(key, limit, period)`: takes one call for `key`; true when it is over
+    /// `limit` calls within `period` seconds.
+    mutating func isDenied(key: String, limit: Int, period: Double) -> Bool
+}
+
+extension VCLContext {
+    /// Without a throttle (e.g. a test context), nothing is denied.
+    public mutating func isDenied(key: String, limit: Int, period: Double) -> Bool { false }
 }
 
 /// Which message a header variable refers to.

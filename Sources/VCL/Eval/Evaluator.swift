@@ -175,6 +175,12 @@ struct Evaluator<C: VCLContext> {
             }
         case .acl(let ip, let acl, let negated):
             return acl.matches(ipBytes: try self.ip(ip, &ctx).bytes) != negated
+        case .throttled(let key, let limit, let period):
+            let name = try self.string(key, &ctx) ?? ""
+            let count = try self.number(limit, &ctx)
+            let seconds = try self.number(period, &ctx)
+            guard count.isFinite, count >= 0, count < Double(Int.max) else { return true }
+            return ctx.isDenied(key: name, limit: Int(count), period: seconds)
         }
     }
 

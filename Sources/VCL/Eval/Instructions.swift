@@ -49,6 +49,8 @@ indirect enum BoolNode: Sendable {
     case backendEquals(BackendNode, BackendNode, negated: Bool)
     case match(StringNode, VCLRegex, negated: Bool, SourceLocation)
     case acl(IPNode, VCLACL, negated: Bool)
+    /// `vsthrottle.is_denied(key, limit, period)`.
+    case throttled(StringNode, limit: NumberNode, period: NumberNode)
 }
 
 indirect enum IPNode: Sendable {
