@@ -188,5 +188,7 @@ public struct ClientTimeouts: Sendable {
     public var bodyTotal: TimeAmount = .seconds(120)
     /// Sending a response: longest time without progress.
     public var sendIdle: TimeAmount = .seconds(60)
+    /// Sending a response: longest time in all, from its head on (Varnish's send_timeout).
+    public var sendTotal: TimeAmount = .seconds(600)
     public init() {}
 }

@@ -170,6 +170,43 @@ struct ClientConnectionStateMachineTests {
         else { Issue.record("stalled upload not abandoned"); return }
     }
 
+    @Test("a client that stops taking the response is cut after the send-idle timeout; taking again re-arms the total")
+    func sendIdle() {
+        var machine = self.machine { _, timeouts in
+            timeouts.sendIdle = .seconds(3)
+            timeouts.sendTotal = .seconds(100)
+        }
+        let (flow, _) = self.start(&machine, self.head())
+        machine.responseHeadWritten(now: Self.t0)
+        machine.writabilityChanged(isWritable: false, now: Self.t0 + .seconds(1))
+        machine.writabilityChanged(isWritable: true, now: Self.t0 + .seconds(2))
+        #expect(machine.timerFired(now: Self.t0 + .seconds(5)).isNone, "progress was made: only the total deadline is left")
+        machine.writabilityChanged(isWritable: false, now: Self.t0 + .seconds(10))
+        #expect(machine.timerFired(now: Self.t0 + .seconds(12)).isNone)
+        guard case .clientGone(let told?, nil, false, .sessClosedTimeout?) = machine.timerFired(now: Self.t0 + .seconds(13)),
+            told === flow
+        else { Issue.record("a stalled reader was not cut"); return }
+    }
+
+    @Test("a response still being sent at the send-total timeout is cut, however steadily the client reads")
+    func sendTotal() {
+        var machine = self.machine { _, timeouts in timeouts.sendTotal = .seconds(20) }
+        let (flow, _) = self.start(&machine, self.head())
+        machine.responseHeadWritten(now: Self.t0)
+        for second in stride(from: 1, to: 20, by: 2) {
+            machine.writabilityChanged(isWritable: false, now: Self.t0 + .seconds(Int64(second)))
+            machine.writabilityChanged(isWritable: true, now: Self.t0 + .seconds(Int64(second + 1)))
+        }
+        #expect(machine.timerFired(now: Self.t0 + .seconds(19)).isNone)
+        guard case .clientGone(let told?, nil, false, .sessClosedTimeout?) = machine.timerFired(now: Self.t0 + .seconds(20)),
+            told === flow
+        else { Issue.record("a response over the send-total time was not cut"); return }
+        // The next connection's response starts its own clock.
+        var next = self.machine { _, timeouts in timeouts.sendTotal = .seconds(20) }
+        _ = self.start(&next, self.head())
+        #expect(next.timerFired(now: Self.t0 + .seconds(100)).isNone, "no head written yet: the flow's timeouts rule")
+    }
+
     @Test("while a flow answers a bodiless request its own timeouts rule: the connection's timer stays quiet")
     func timerQuietWhileResponding() {
         var machine = self.machine()
@@ -191,7 +228,7 @@ struct ClientConnectionStateMachineTests {
         #expect(refusal.status == 413)
         var after = self.machine { limits, _ in limits.requestBodyBytes = 100 }
         _ = self.start(&after, self.head(.POST, "/", [("Transfer-Encoding", "chunked")]))
-        after.responseHeadWritten()
+        after.responseHeadWritten(now: Self.t0)
         guard case .bodyTooLarge(_, _, nil) = after.requestBody(bytes: 101, now: Self.t0) else {
             Issue.record("expected a plain close"); return
         }

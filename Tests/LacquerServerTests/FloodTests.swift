@@ -31,7 +31,8 @@ struct FloodTests {
     /// Waits (bounded) until the server holds at most `count` client connections open.
     func waitForConnections(_ lacquer: LacquerServer, atMost count: Int) async throws -> Int {
         var open = lacquer.stats.connections
-        for _ in 0..<300 where open > count {
+        // Up to 20 s: a slow reader counts as stalled only once the buffers between us are full.
+        for _ in 0..<1_000 where open > count {
             try await Task.sleep(for: .milliseconds(20))
             open = lacquer.stats.connections
         }
@@ -101,7 +102,7 @@ struct FloodTests {
         }
     }
 
-    @Test("slow readers: 20 clients that never read a large pass answer are cut at the send timeout, without holding the body")
+    @Test("slow readers: 10 clients that never read a large pass answer are cut at the send timeout, without holding the body")
     func slowReaders() async throws {
         try await withLacquer(configure: {
             Self.configure(&$0)
@@ -109,7 +110,7 @@ struct FloodTests {
         }) { lacquer, port, _ async throws in
             var readers: [RawHTTPClient] = []
             defer { readers.forEach { $0.close() } }
-            for _ in 0..<20 {
+            for _ in 0..<10 {
                 let client = try RawHTTPClient(port: port, timeout: 5)
                 try client.send("GET /bytes/50000000?cc=no-store HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
                 readers.append(client)

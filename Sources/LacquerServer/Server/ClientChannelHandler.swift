@@ -286,7 +286,10 @@ final class ClientChannelHandler: ChannelDuplexHandler, RemovableChannelHandler,
     // MARK: - Writing, called by the flow
 
     func writeHead(_ head: HTTPResponseHead) {
-        if head.status.code >= 200 { self.state.responseHeadWritten() }
+        if head.status.code >= 200 {
+            self.state.responseHeadWritten(now: self.now())
+            self.scheduleTimerIfAsked()
+        }
         self.context?.write(self.wrapOutboundOut(.head(head)), promise: nil)
     }
 
@@ -295,7 +298,8 @@ final class ClientChannelHandler: ChannelDuplexHandler, RemovableChannelHandler,
 
     func writePreEncoded(_ bytes: ByteBuffer) {
         guard let context = self.context, let encoder = self.encoder else { return }
-        self.state.responseHeadWritten()
+        self.state.responseHeadWritten(now: self.now())
+        self.scheduleTimerIfAsked()
         encoder.expectPreEncodedHead()
         context.write(self.wrapOutboundOut(.head(Self.preEncodedPlaceholder)), promise: nil)
         context.write(self.wrapOutboundOut(.body(.byteBuffer(bytes))), promise: nil)

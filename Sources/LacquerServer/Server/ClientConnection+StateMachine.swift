@@ -93,8 +93,10 @@ struct ClientConnectionStateMachine<Flow: AnyObject, Upload: AnyObject> {
     private var readingPaused = false
     private var readPending = false
     private var deadline: NIODeadline?
-    /// Whether `deadline` is the send-idle one (a response the client stopped taking).
+    /// Whether `deadline` is a sending one (send-idle or send-total: a response being written).
     private var sendIdleArmed = false
+    /// When the response being written must be complete.
+    private var sendTotalDeadline: NIODeadline?
     private var deadlineCounter = Counter.sessClosedIdle
     private var bodyDeadline: NIODeadline?
     private var timerScheduled = false
@@ -282,8 +284,14 @@ struct ClientConnectionStateMachine<Flow: AnyObject, Upload: AnyObject> {
     // MARK: The flow's response
 
     /// A final response head went out for the current request.
-    mutating func responseHeadWritten() {
+    mutating func responseHeadWritten(now: NIODeadline) {
         self.responseStarted = true
+        // The whole response must be sent within the send-total timeout (HARDENING.md §4).
+        guard self.sendTotalDeadline == nil, case .responding = self.state, self.currentUpload == nil else { return }
+        let deadline = now + self.timeouts.sendTotal
+        self.sendTotalDeadline = deadline
+        self.arm(deadline, counter: .sessClosedTimeout)
+        self.sendIdleArmed = true
     }
 
     /// Whether the connection must close after the response to `head` (the client asked, the
@@ -421,10 +429,17 @@ struct ClientConnectionStateMachine<Flow: AnyObject, Upload: AnyObject> {
     mutating func writabilityChanged(isWritable: Bool, now: NIODeadline) {
         guard case .responding = self.state, self.currentUpload == nil else { return }
         if isWritable {
-            if self.sendIdleArmed { self.deadline = nil }
-            self.sendIdleArmed = false
+            // Back to the send-total deadline, if the response has one.
+            if let total = self.sendTotalDeadline {
+                self.arm(total, counter: .sessClosedTimeout)
+                self.sendIdleArmed = true
+            } else {
+                if self.sendIdleArmed { self.deadline = nil }
+                self.sendIdleArmed = false
+            }
         } else {
-            self.arm(now + self.timeouts.sendIdle, counter: .sessClosedTimeout)
+            let idle = now + self.timeouts.sendIdle
+            self.arm(min(idle, self.sendTotalDeadline ?? idle), counter: .sessClosedTimeout)
             self.sendIdleArmed = true
         }
     }
@@ -482,6 +497,7 @@ struct ClientConnectionStateMachine<Flow: AnyObject, Upload: AnyObject> {
 
     private mutating func armIdle(now: NIODeadline) {
         self.bodyDeadline = nil
+        self.sendTotalDeadline = nil
         if !self.isClosed { self.state = .idle(sawFirstByte: false) }
         self.arm(now + self.timeouts.idle, counter: .sessClosedIdle)
     }
