@@ -54,6 +54,8 @@ final class BackendStats: Sendable {
     /// Passive health (nil when off); `circuitClosed` mirrors its closed state for the fast path.
     private let breaker: Mutex<CircuitBreaker?>
     private let circuitClosed = Atomic<Bool>(true)
+    /// Closed with no failure counted: a successful fetch has nothing to record (no lock taken).
+    private let circuitClean = Atomic<Bool>(true)
     let passiveHealth: PassiveHealthConfiguration?
 
     init(backend: BackendConfiguration) {
@@ -69,9 +71,10 @@ final class BackendStats: Sendable {
 
     /// Whether the director may pick this backend at `now`: its probe (if any) says healthy and
     /// its passive health does not hold it back.
-    func isHealthy(now: Double) -> Bool {
+    func isHealthy(clock: () -> Double) -> Bool {
         guard self.healthy.load(ordering: .relaxed) else { return false }
         if self.circuitClosed.load(ordering: .relaxed) { return true }
+        let now = clock()
         return self.breaker.withLock { $0?.isHealthy(now: now) ?? true }
     }
 
@@ -88,9 +91,9 @@ final class BackendStats: Sendable {
     @discardableResult
     func recordFetch(failed: Bool, now: Double) -> Bool {
         guard self.passiveHealth != nil else { return false }
+        if !failed && self.circuitClean.load(ordering: .relaxed) { return false }  // the common case
         return self.breaker.withLock { breaker in
             guard breaker != nil else { return false }
-            if !failed, case .closed(failures: 0) = breaker!.state { return false }  // the common case
             var opened = false
             if failed {
                 opened = breaker!.recordFailure(now: now)
@@ -102,13 +105,9 @@ final class BackendStats: Sendable {
             } else {
                 self.circuitClosed.store(false, ordering: .relaxed)
             }
+            self.circuitClean.store(breaker!.state == .closed(failures: 0), ordering: .relaxed)
             return opened
         }
-    }
-
-    /// Times the circuit opened since start-up.
-    var circuitTrips: Int {
-        self.breaker.withLock { $0?.trips ?? 0 }
     }
 
     func countRequest() {
@@ -140,7 +139,7 @@ final class BackendStats: Sendable {
         return BackendSnapshot(
             name: self.name,
             address: self.address,
-            healthy: self.isHealthy(now: now),
+            healthy: self.isHealthy(clock: { now }),
             probe: window.map {
                 BackendSnapshot.Probe(
                     good: $0.good, window: $0.window, threshold: $0.threshold,

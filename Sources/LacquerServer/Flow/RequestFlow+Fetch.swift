@@ -449,7 +449,7 @@ extension RequestFlow: BackendExchangeDelegate {
         self.accumulated = nil
         let retryable = Self.mayRetry(
             error: error, alreadyRetried: false, idempotent: self.isIdempotent, bodyStreamed: self.machine.bodyStreamed)
-        if beforeHead, retryable, !self.machine.retriedClosedConnection {
+        if self.machine.retriesClosedConnection(beforeHead: beforeHead, retryable: retryable) {
             self.counters.increment(.backendRetry)
         } else {
             if Self.countsAgainstBackend(error) {

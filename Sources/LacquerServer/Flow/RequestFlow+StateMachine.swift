@@ -457,13 +457,22 @@ struct RequestStateMachine {
             self.enterPass(.recv(pipe: true))
         case .returned(.purge):
             self.enterHash(thenPurge: true)
+        default:
+            self.takeCommonReturn(result, of: .recv)
+        }
+    }
+
+    /// What every client-side sub may return besides its own actions: synth, restart, and
+    /// anything it may not return there (a 503, as Varnish answers it).
+    private mutating func takeCommonReturn(_ result: SubResult, of sub: VCLSubroutine) {
+        switch result {
         case .returned(.synth(let status, let reason)):
             self.enterSynth(status, reason ?? Self.standardReason(status))
         case .returned(.restart):
             self.restart()
         case .returned(let other):
-            self.enterSynth(503, "vcl_recv returned \(other)")
-        case .failed:
+            self.enterSynth(503, "\(sub.rawValue) returned \(other)")
+        case .builtin, .failed:
             break
         }
     }
@@ -528,14 +537,8 @@ struct RequestStateMachine {
             self.enterMiss(key: key, stale: found.copy, fwd: .miss, expired: false)
         case .returned(.pass):
             self.enterPass(.vcl)
-        case .returned(.synth(let status, let reason)):
-            self.enterSynth(status, reason ?? Self.standardReason(status))
-        case .returned(.restart):
-            self.restart()
-        case .returned(let other):
-            self.enterSynth(503, "vcl_hit returned \(other)")
-        case .failed:
-            break
+        default:
+            self.takeCommonReturn(result, of: .hit)
         }
     }
 
@@ -586,14 +589,8 @@ struct RequestStateMachine {
             self.emit(.join(key))
         case .returned(.pass):
             self.enterPass(.vcl)
-        case .returned(.synth(let status, let reason)):
-            self.enterSynth(status, reason ?? Self.standardReason(status))
-        case .returned(.restart):
-            self.restart()
-        case .returned(let other):
-            self.enterSynth(503, "vcl_miss returned \(other)")
-        case .failed:
-            break
+        default:
+            self.takeCommonReturn(result, of: .miss)
         }
     }
 
@@ -667,14 +664,8 @@ struct RequestStateMachine {
         switch result {
         case .builtin, .returned(.fetch), .returned(.none):
             self.enterFetch(.pass(self.passCause))
-        case .returned(.synth(let status, let reason)):
-            self.enterSynth(status, reason ?? Self.standardReason(status))
-        case .returned(.restart):
-            self.restart()
-        case .returned(let other):
-            self.enterSynth(503, "vcl_pass returned \(other)")
-        case .failed:
-            break
+        default:
+            self.takeCommonReturn(result, of: .pass)
         }
     }
 
@@ -782,9 +773,10 @@ struct RequestStateMachine {
     }
 
     private mutating func backendFailed(_ error: BackendError, beforeHead: Bool, retryable: Bool, now: Double) {
+        let retry = self.retriesClosedConnection(beforeHead: beforeHead, retryable: retryable)
         guard self.fetching else { return }
         self.fetching = false
-        if beforeHead, retryable, !self.closedRetry, let mode = self.fetch {
+        if retry, let mode = self.fetch {
             // A reused keep-alive connection the origin had closed: retry once on another.
             self.closedRetry = true
             return self.enterFetch(mode)
@@ -895,8 +887,11 @@ struct RequestStateMachine {
         self.end()
     }
 
-    /// Whether the one retry after a closed keep-alive connection was used.
-    var retriedClosedConnection: Bool { self.closedRetry }
+    /// Whether a fetch failure is met by the one retry on a fresh connection (a reused keep-alive
+    /// connection the origin had closed), the rule `backendFailed` applies.
+    func retriesClosedConnection(beforeHead: Bool, retryable: Bool) -> Bool {
+        self.fetching && beforeHead && retryable && !self.closedRetry
+    }
 
     static func standardReason(_ status: Int) -> String {
         HTTPResponseStatus(statusCode: status).reasonPhrase

@@ -268,7 +268,7 @@ final class ServerContext: Sendable {
     /// Whether the director may pick this backend: its probe (no probe: healthy) and its passive
     /// health decide; the backend a fetch being sent again was admitted to stays eligible.
     func isHealthy(_ pool: BackendPool, admitted: BackendStats? = nil) -> Bool {
-        pool.stats === admitted || pool.stats.isHealthy(now: self.clock())
+        pool.stats === admitted || pool.stats.isHealthy(clock: self.clock)
     }
 
     /// Closes every idle backend connection (on each pool's own loop).
