@@ -20,6 +20,7 @@ public enum Counter: Int, CaseIterable, Sendable {
     case diskHit, diskPromotions, diskStored, diskWriteDropped, diskWriteErrors, diskReadErrors
     case vclFailures, restarts, vclReloads, vclReloadFailures
     case bansAdded, bansRefused, bannedObjects
+    case accessLogDropped
 
     /// The counter of client requests answered with `status` by a refusal, if it has one.
     public static func clientRequest(status: Int) -> Counter? {
@@ -106,6 +107,7 @@ public enum Counter: Int, CaseIterable, Sendable {
         case .bansAdded: "bans_added"
         case .bansRefused: "bans_refused"
         case .bannedObjects: "bans_obj_killed"
+        case .accessLogDropped: "access_log_dropped"
         }
     }
 }

@@ -6,6 +6,10 @@ public enum LacquerServerError: Error, CustomStringConvertible, Equatable {
     case storageLocked(String)
     /// A backend's probe settings are out of range.
     case invalidProbe(backend: String, reason: String)
+    /// The access log file cannot be opened.
+    case accessLog(String)
+    /// The disk tier's folder cannot be used (a file, unwritable, …).
+    case storageUnusable(String)
 
     public var description: String {
         switch self {
@@ -20,6 +24,8 @@ public enum LacquerServerError: Error, CustomStringConvertible, Equatable {
             message
         case .invalidProbe(let backend, let reason):
             "backend \(backend): \(reason)"
+        case .accessLog(let message), .storageUnusable(let message):
+            message
         }
     }
 }

@@ -58,6 +58,15 @@ public struct ServerConfiguration: Sendable {
     public var cacheName: String = "Lacquer"
     /// The pseudonym in `Via` (RFC 9110 §7.6.3).
     public var viaName: String = "lacquer"
+    /// Where the access log goes (nil: nowhere; live tails on the admin port still work).
+    public var accessLog: AccessLog.Destination?
+    /// How its lines look (NCSA combined plus Lacquer's fields by default).
+    public var accessLogFormat: AccessLogFormat = .combined
+    /// How long SIGTERM waits for responses and fills in flight before closing what is left.
+    public var drainTimeout: Double = 30
+    /// The contents of `--admin-secret`: when set, the admin's POST endpoints and live views
+    /// want `Authorization: Bearer <secret>`.
+    public var adminSecret: String?
 
     public init() {}
 }

@@ -2,7 +2,6 @@ import ArgumentParser
 import LacquerServer
 import Logging
 import NIOCore
-import ServiceLifecycle
 import VCL
 import UnixSignals
 
@@ -20,7 +19,11 @@ struct Lacquer: AsyncParsableCommand {
             Every response carries X-Cache-Status (HIT, MISS, EXPIRED, STALE, UPDATING, REVALIDATED, BYPASS)
             and an RFC 9211 Cache-Status. PURGE /path from an address in --purge-acl removes the object.
             Sizes accept bytes or units: 512KiB, 64MB (decimal), 1GiB, 256M (binary).
-            """
+            Signals: SIGTERM or SIGINT drains (a second one stops at once), SIGHUP reloads --config,
+            SIGUSR1 reopens the access log file.
+            """,
+        version: LacquerVersion.string,
+        subcommands: [Stat.self, Log.self, Admin.self]
     )
 
     @Option(name: .customLong("listen"), help: ArgumentHelp("Address to serve clients on (repeatable; port 0 = any free port).", valueName: "HOST:PORT"))
@@ -47,8 +50,26 @@ struct Lacquer: AsyncParsableCommand {
     @Option(name: .customLong("disk-size"), help: ArgumentHelp("Disk tier size (0 = memory only).", valueName: "SIZE"))
     var diskSize: String = "1GiB"
 
-    @Option(name: .customLong("admin"), help: ArgumentHelp("Admin listener for /health, /stats and /metrics ('off' disables it).", valueName: "HOST:PORT"))
+    @Option(name: .customLong("admin"), help: ArgumentHelp("Admin listener for /health, /stats, /metrics, /log, /bans, POST /ban and POST /reload ('off' disables it).", valueName: "HOST:PORT"))
     var admin: String = "127.0.0.1:6082"
+
+    @Option(name: .customLong("admin-secret"), help: ArgumentHelp("File whose contents (trimmed) the admin's endpoints other than /health, /stats and /metrics want as 'Authorization: Bearer <secret>' (as varnishd -S). Default: no secret.", valueName: "FILE"))
+    var adminSecret: String?
+
+    @Option(name: .customLong("access-log"), help: ArgumentHelp("Where the access log goes: a file (appended; reopened on SIGUSR1), '-' for stdout, or 'off'.", valueName: "PATH|-|off"))
+    var accessLog: String = "-"
+
+    @Option(name: .customLong("access-log-format"), help: ArgumentHelp("Access log line format in varnishncsa -F codes, or 'json' for JSON lines. Default: NCSA combined + cache status, time to first byte, total time, backend and xid.", valueName: "FORMAT"))
+    var accessLogFormat: String?
+
+    @Option(name: .customLong("drain-timeout"), help: ArgumentHelp("Seconds SIGTERM lets responses and fills in flight finish before the rest is closed.", valueName: "SECONDS"))
+    var drainTimeout: Double = 30
+
+    @Option(name: .customLong("max-object-size"), help: ArgumentHelp("Largest object the memory tier keeps (larger ones go to the disk tier). Default: 1MiB with a disk tier, 1/32 of --memory without one.", valueName: "SIZE"))
+    var maxObjectSize: String?
+
+    @Option(name: .customLong("user"), help: ArgumentHelp("Drop root privileges to this user once the listeners are bound (the storage directory is handed to it). Default: keep the current user.", valueName: "USER"))
+    var user: String?
 
     @Option(name: .customLong("purge-acl"), help: ArgumentHelp("Address or prefix allowed to PURGE (repeatable; default 127.0.0.1 and ::1).", valueName: "ADDR[/BITS]"))
     var purgeACL: [String] = []
@@ -151,8 +172,24 @@ struct Lacquer: AsyncParsableCommand {
         if Logger.Level(rawValue: self.logLevel) == nil {
             throw ValidationError("--log-level '\(self.logLevel)' is not one of trace, debug, info, notice, warning, error, critical")
         }
-        if self.backend.isEmpty && !self.demo && self.config == nil && self.checkConfig == nil {
-            throw ValidationError("no backend: pass --backend http://HOST:PORT, or --demo to try a built-in demo origin")
+        if let format = self.accessLogFormat {
+            do {
+                _ = try AccessLogFormat.parse(format)
+            } catch {
+                throw ValidationError("--access-log-format: \(error.description)")
+            }
+        }
+        if self.accessLog.isEmpty {
+            throw ValidationError("--access-log needs a file, '-' (stdout) or 'off'")
+        }
+        if !(self.drainTimeout >= 0 && self.drainTimeout.isFinite) {
+            throw ValidationError("--drain-timeout '\(self.drainTimeout)' must be a number of seconds, 0 or more")
+        }
+        if let size = self.maxObjectSize, ByteSize.parse(size) == nil {
+            throw ValidationError("--max-object-size '\(size)' is not a size (e.g. 1MiB, 64MiB)")
+        }
+        if let user = self.user, PrivilegeDrop.lookUp(user) == nil {
+            throw ValidationError("--user '\(user)': no such user")
         }
         if !self.storageDir.isEmpty, self.storageDir.contains("\0") {
             throw ValidationError("--storage-dir is not a valid path")
@@ -164,6 +201,10 @@ struct Lacquer: AsyncParsableCommand {
     }
 
     func run() async throws {
+        // Checked here, not in validate(): the client subcommands (stat, log, admin) need no backend.
+        if self.backend.isEmpty && !self.demo && self.config == nil && self.checkConfig == nil {
+            throw ValidationError("no backend: pass --backend http://HOST:PORT, or --demo to try a built-in demo origin")
+        }
         if let path = self.checkConfig {
             do {
                 let vcl = try VCLLoader.load(path: path, purgeACL: self.purgeACLValue())
@@ -172,6 +213,15 @@ struct Lacquer: AsyncParsableCommand {
                 return
             } catch {
                 printError(error.description)
+                throw ExitCode(1)
+            }
+        }
+        var adminSecret: String?
+        if let path = self.adminSecret {
+            do {
+                adminSecret = try AdminSecret.read(path: path)
+            } catch {
+                printError("lacquer: --admin-secret: \(error.description)")
                 throw ExitCode(1)
             }
         }
@@ -192,6 +242,21 @@ struct Lacquer: AsyncParsableCommand {
         configuration.limits.requestBodyBytes = ByteSize.parse(self.maxRequestBody) ?? configuration.limits.requestBodyBytes
         configuration.storageDirectory = self.storageDir
         configuration.diskBytes = Int64(ByteSize.parse(self.diskSize) ?? 0)
+        if let size = self.maxObjectSize.flatMap(ByteSize.parse) {
+            configuration.memoryMaxObjectBytes = size
+        } else if configuration.diskBytes == 0 {
+            configuration.memoryMaxObjectBytes = max(configuration.memoryMaxObjectBytes, configuration.memoryBytes / 32)
+        }
+        configuration.adminSecret = adminSecret
+        configuration.drainTimeout = self.drainTimeout
+        switch self.accessLog {
+        case "off": configuration.accessLog = nil
+        case "-": configuration.accessLog = .stdout
+        default: configuration.accessLog = .file(self.accessLog)
+        }
+        if let format = self.accessLogFormat, let parsed = try? AccessLogFormat.parse(format) {
+            configuration.accessLogFormat = parsed
+        }
         configuration.admin = self.admin == "off" ? nil : HostAndPort.parse(self.admin)
         if !self.purgeACL.isEmpty {
             configuration.purgeACL = ACL(entries: self.purgeACL.compactMap { try? ACL.parseEntry($0) })
@@ -252,7 +317,18 @@ struct Lacquer: AsyncParsableCommand {
                 configuration.backends[index].probe = probe
             }
         }
+        if let user = self.user, let account = PrivilegeDrop.lookUp(user), configuration.diskBytes > 0 {
+            // The disk tier writes as the user it runs as: hand it its directory first.
+            do {
+                try PrivilegeDrop.handOver(directory: configuration.storageDirectory, to: account)
+            } catch {
+                printError("lacquer: --user \(user): \(error.description)")
+                throw ExitCode(1)
+            }
+        }
         let server = LacquerServer(configuration: configuration, logger: logger)
+        // Trapped before start, so a signal during start-up is not lost (the default would kill).
+        let signals = await UnixSignalsSequence(trapping: .sigterm, .sigint, .sighup, .sigusr1)
         do {
             try await server.start()
         } catch let error as LacquerServerError {
@@ -260,6 +336,17 @@ struct Lacquer: AsyncParsableCommand {
             printError("lacquer: \(error.description)")
             throw ExitCode(1)
         }
+        if let user = self.user, let account = PrivilegeDrop.lookUp(user) {
+            do {
+                try PrivilegeDrop.become(account)
+                logger.notice("running as \(user)")
+            } catch {
+                printError("lacquer: --user \(user): \(error.description)")
+                try? await server.shutdown()
+                throw ExitCode(1)
+            }
+        }
+        logger.notice("Lacquer \(LacquerVersion.string) started")
         if self.demo, let address = server.listeningAddresses.first, let port = address.port {
             let host = address.ipAddress.map { $0.contains(":") ? "[\($0)]" : $0 } ?? "127.0.0.1"
             let url = "http://\(host):\(port)/delay/1000/hello?cc=max-age%3D60&body=Hello+from+the+slow+demo+origin"
@@ -275,17 +362,22 @@ struct Lacquer: AsyncParsableCommand {
                 """)
             fflush(nil)  // shown at once also when stdout is a pipe or a file
         }
-        let group = ServiceGroup(
-            configuration: .init(services: [.init(service: server)], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
-        // SIGHUP reloads the configuration file (the result is logged by the server).
-        let reloads = Task {
-            for await _ in await UnixSignalsSequence(trapping: .sighup) {
-                let result = server.reload()
-                if !result.ok { printError("lacquer: \(result.message)") }
+        // SIGTERM/SIGINT drain (a second stops at once), SIGHUP reloads, SIGUSR1 reopens the log.
+        let signalTask = Task {
+            for await signal in signals {
+                switch signal {
+                case .sighup:
+                    _ = server.reload()  // the server logs the outcome
+                case .sigusr1:
+                    server.reopenLogs()
+                default:
+                    logger.notice("received \(signal)")
+                    server.requestStop()
+                }
             }
         }
-        defer { reloads.cancel() }
-        try await group.run()
+        defer { signalTask.cancel() }
+        try await server.runUntilStopped()
         try? await demoOrigin?.shutdown()
     }
 }

@@ -181,14 +181,33 @@ struct DiskTierIntegrationTests {
         }
     }
 
-    @Test("a storage directory that cannot be created leaves Lacquer running memory-only")
-    func unwritableDirectoryRunsMemoryOnly() async throws {
+    @Test("a storage directory that cannot be created stops start-up with a reason naming --storage-dir")
+    func unwritableDirectoryStopsStartup() async throws {
         let file = try makeTemporaryDirectory() + "/a-file"
         #expect(FileManager.default.createFile(atPath: file, contents: Data("x".utf8)))
-        try await withLacquer(configure: { $0.storageDirectory = file + "/cache" }) { lacquer, port, _ in
+        do {
+            try await withLacquer(configure: { $0.storageDirectory = file + "/cache" }) { _, _, _ in
+                Issue.record("started on a storage directory inside a file")
+            }
+        } catch let error as LacquerServerError {
+            #expect(error.description.contains("--storage-dir \(file)/cache"))
+            #expect(error.description.contains("--disk-size 0"))
+        }
+    }
+
+    @Test("memory-only (disk size 0) keeps objects up to the memory tier's object limit")
+    func memoryOnlyKeepsLargeObjects() async throws {
+        try await withLacquer(configure: {
+            $0.diskBytes = 0
+            $0.memoryBytes = 256 << 20
+            $0.memoryMaxObjectBytes = 8 << 20
+        }) { lacquer, port, _ in
             #expect(lacquer.diskStats == nil)
-            _ = try httpGet(port: port, "/m?cc=max-age%3D60")
-            #expect(try httpGet(port: port, "/m?cc=max-age%3D60").header("X-Cache-Status") == "HIT")
+            let first = try httpGet(port: port, "/bytes/5242880?cc=max-age%3D60")
+            #expect(first.body.count == 5_242_880)
+            let second = try httpGet(port: port, "/bytes/5242880?cc=max-age%3D60")
+            #expect(second.header("X-Cache-Status") == "HIT")
+            #expect(second.body == first.body)
         }
     }
 

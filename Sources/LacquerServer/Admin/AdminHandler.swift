@@ -4,8 +4,12 @@ import NIOHTTP1
 import NIOPosix
 
 /// The admin listener: `/health`, `/stats` (JSON), `/metrics` (Prometheus text format),
-/// `POST /reload` (reload the configuration file) and `POST /ban` (body: a ban expression).
+/// `POST /reload` (reload the configuration file), `POST /ban` (body: a ban expression),
+/// `GET /bans`, `GET /backends` and `GET /log` (live requests, streamed; `?q=` filters).
 /// Bound to loopback by default; it exposes counters, never cached content.
+///
+/// With a secret (`--admin-secret FILE`, as varnishd's `-S`), every endpoint but `/health`,
+/// `/stats` and `/metrics` wants `Authorization: Bearer <secret>`, else 401.
 ///
 /// Endpoints that read files, compile a configuration or gather figures (`/reload`, `/stats`,
 /// `/metrics`) run on a thread pool, never on the event loop, which serves clients too.
@@ -18,16 +22,50 @@ final class AdminHandler: ChannelInboundHandler {
         var stats: @Sendable () -> StatsSnapshot
         var reload: @Sendable () -> LacquerServer.ReloadResult
         var ban: @Sendable (String) -> String?
+        /// The active bans, one per line.
+        var bans: @Sendable () -> String = { "" }
+        /// The backends and their health, one per line.
+        var backends: @Sendable () -> String = { "" }
+        /// The access log live tails read.
+        var accessLog: AccessLog?
     }
 
     let actions: Actions
+    /// The bytes a request's `Authorization` must equal (nil: the admin is open).
+    private let expectedAuthorization: [UInt8]?
+    /// The live tail this connection streams, if any.
+    private var tail: Int?
     private var head: HTTPRequestHead?
     private var body = ""
     private var bodyTooLarge = false
     static let maxBodyBytes = 64 * 1024
 
-    init(actions: Actions) {
+    init(actions: Actions, secret: String? = nil) {
         self.actions = actions
+        self.expectedAuthorization = secret.map { Array("Bearer \($0)".utf8) }
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        if let tail = self.tail {
+            self.actions.accessLog?.unsubscribe(tail)
+            self.tail = nil
+        }
+        context.fireChannelInactive()
+    }
+
+    /// Whether `head` may use `path` (the open endpoints need no secret).
+    private func authorized(_ head: HTTPRequestHead, path: String) -> Bool {
+        guard let expected = self.expectedAuthorization else { return true }
+        if ["/health", "/stats", "/metrics"].contains(path) && (head.method == .GET || head.method == .HEAD) {
+            return true
+        }
+        guard let given = head.headers.first(name: "authorization") else { return false }
+        // Compared in constant time for equal lengths (the secret's length is not hidden).
+        let bytes = Array(given.utf8)
+        guard bytes.count == expected.count else { return false }
+        var difference: UInt8 = 0
+        for index in 0..<bytes.count { difference |= bytes[index] ^ expected[index] }
+        return difference == 0
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -57,12 +95,24 @@ final class AdminHandler: ChannelInboundHandler {
         let path = head.uri.split(separator: "?", maxSplits: 1).first.map(String.init) ?? head.uri
         let text = Self.plainText
         let actions = self.actions
+        guard self.authorized(head, path: path) else {
+            return self.write(
+                (.unauthorized, text, "401 this admin endpoint needs Authorization: Bearer <the --admin-secret file's contents>\n"),
+                for: head, context: context, extra: [("WWW-Authenticate", "Bearer realm=\"lacquer admin\"")])
+        }
+        if head.method == .GET, path == "/log" {
+            return self.startTail(head, context: context)
+        }
         let slow: (@Sendable () -> Answer)?
         switch (head.method, path) {
         case (.GET, "/stats"), (.HEAD, "/stats"):
             slow = { (.ok, "application/json", actions.stats().json()) }
         case (.GET, "/metrics"), (.HEAD, "/metrics"):
             slow = { (.ok, "text/plain; version=0.0.4", actions.stats().prometheus()) }
+        case (.GET, "/bans"), (.HEAD, "/bans"):
+            slow = { (.ok, text, actions.bans()) }
+        case (.GET, "/backends"), (.HEAD, "/backends"):
+            slow = { (.ok, text, actions.backends()) }
         case (.POST, "/reload"):
             slow = {
                 let result = actions.reload()
@@ -101,18 +151,23 @@ final class AdminHandler: ChannelInboundHandler {
             return (.ok, text, "ban added: \(expression)\n")
         case (_, "/reload"), (_, "/ban"):
             return (.methodNotAllowed, text, "405 Method Not Allowed (use POST)\n")
-        case (_, "/health"), (_, "/stats"), (_, "/metrics"):
+        case (_, "/health"), (_, "/stats"), (_, "/metrics"), (_, "/bans"), (_, "/backends"), (_, "/log"):
             return (.methodNotAllowed, text, "405 Method Not Allowed\n")
         default:
-            return (.notFound, text, "404 Not Found: try /health, /stats, /metrics, POST /reload or POST /ban\n")
+            return (
+                .notFound, text,
+                "404 Not Found: try /health, /stats, /metrics, /bans, /backends, /log, POST /reload or POST /ban\n"
+            )
         }
     }
 
-    private func write(_ answer: Answer, for head: HTTPRequestHead, context: ChannelHandlerContext) {
+    private func write(
+        _ answer: Answer, for head: HTTPRequestHead, context: ChannelHandlerContext, extra: [(String, String)] = []
+    ) {
         let (status, contentType, body) = answer
         var buffer = context.channel.allocator.buffer(capacity: body.utf8.count)
         buffer.writeString(body)
-        var headers = HTTPHeaders()
+        var headers = HTTPHeaders(extra)
         headers.add(name: "Content-Type", value: contentType)
         headers.add(name: "Content-Length", value: String(buffer.readableBytes))
         headers.add(name: "Cache-Control", value: "no-store")
@@ -129,6 +184,74 @@ final class AdminHandler: ChannelInboundHandler {
         if !head.isKeepAlive {
             done.futureResult.whenComplete { _ in channel.close(promise: nil) }
         }
+    }
+}
+
+extension AdminHandler {
+    /// `GET /log[?q=QUERY][&format=json]`: a chunked stream of access log lines for requests
+    /// that match the query, as they finish, until the reader leaves. Lines a slow reader
+    /// cannot take are dropped for it (the cache never waits for a tail).
+    private func startTail(_ head: HTTPRequestHead, context: ChannelHandlerContext) {
+        guard let accessLog = self.actions.accessLog else {
+            return self.write((.serviceUnavailable, Self.plainText, "503 no access log\n"), for: head, context: context)
+        }
+        let parameters = Self.queryParameters(head.uri)
+        var filter: AccessLogFilter?
+        if let query = parameters["q"], !query.trimmingCharacters(in: .whitespaces).isEmpty {
+            do {
+                filter = try AccessLogFilter.parse(query)
+            } catch {
+                return self.write((.badRequest, Self.plainText, "400 \(error.message)\n"), for: head, context: context)
+            }
+        }
+        var headers = HTTPHeaders()
+        headers.add(name: "Content-Type", value: parameters["format"] == "json" ? "application/x-ndjson" : Self.plainText)
+        headers.add(name: "Transfer-Encoding", value: "chunked")
+        headers.add(name: "Cache-Control", value: "no-store")
+        context.writeAndFlush(self.wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .ok, headers: headers))), promise: nil)
+        let channel = context.channel
+        let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        let eventLoop = context.eventLoop
+        self.tail = accessLog.subscribe(filter: filter, json: parameters["format"] == "json") { lines in
+            guard channel.isActive else { return false }
+            eventLoop.execute {
+                let (handler, context) = loopBound.value
+                guard channel.isActive, channel.isWritable else { return }  // a slow reader misses lines
+                var buffer = channel.allocator.buffer(capacity: lines.utf8.count)
+                buffer.writeString(lines)
+                context.writeAndFlush(handler.wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
+            }
+            return true
+        }
+    }
+
+    /// `a=1&b=x%20y` → ["a": "1", "b": "x y"] (`+` is a space, as in forms).
+    static func queryParameters(_ uri: String) -> [String: String] {
+        guard let mark = uri.firstIndex(of: "?") else { return [:] }
+        var result: [String: String] = [:]
+        for pair in uri[uri.index(after: mark)...].split(separator: "&") {
+            let parts = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+            let name = Self.percentDecoded(String(parts[0]))
+            result[name] = parts.count > 1 ? Self.percentDecoded(String(parts[1])) : ""
+        }
+        return result
+    }
+
+    static func percentDecoded(_ text: String) -> String {
+        var bytes: [UInt8] = []
+        var iterator = Array(text.utf8).makeIterator()
+        while let byte = iterator.next() {
+            if byte == UInt8(ascii: "+") {
+                bytes.append(UInt8(ascii: " "))
+            } else if byte == UInt8(ascii: "%"), let high = iterator.next(), let low = iterator.next(),
+                let value = UInt8(String(decoding: [high, low], as: UTF8.self), radix: 16)
+            {
+                bytes.append(value)
+            } else {
+                bytes.append(byte)
+            }
+        }
+        return String(decoding: bytes, as: UTF8.self)
     }
 }
 

@@ -1,3 +1,4 @@
+import CachePolicy
 import NIOCore
 import NIOHTTP1
 
@@ -12,7 +13,7 @@ protocol FlowClient: AnyObject {
     func writeHead(_ head: HTTPResponseHead)
     /// A final response head already serialised (status line to the empty line), possibly
     /// with body bytes after it: written as it is.
-    func writePreEncoded(_ bytes: ByteBuffer)
+    func writePreEncoded(_ bytes: ByteBuffer, status: Int, cache: XCacheStatus, bodyBytes: Int)
     func writeBody(_ buffer: ByteBuffer)
     /// Body bytes the end of the response follows immediately: written without a flush of
     /// their own, so head, body and end leave in one write.
@@ -44,7 +45,7 @@ final class BackgroundClient: FlowClient {
     }
 
     func writeHead(_ head: HTTPResponseHead) {}
-    func writePreEncoded(_ bytes: ByteBuffer) {}
+    func writePreEncoded(_ bytes: ByteBuffer, status: Int, cache: XCacheStatus, bodyBytes: Int) {}
     func writeBody(_ buffer: ByteBuffer) {}
     func writeFinalBody(_ buffer: ByteBuffer) {}
     func flush() {}

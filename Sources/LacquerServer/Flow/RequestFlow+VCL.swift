@@ -98,6 +98,7 @@ extension RequestFlow {
                 return "too many bans"
             }
             self.counters.increment(.bansAdded)
+            self.server.logger.notice("ban added", metadata: ["expression": "\(ban.text)", "source": "vcl", "xid": "\(self.xid)"])
             return nil
         } catch {
             self.counters.increment(.bansRefused)

@@ -323,7 +323,8 @@ final class RequestFlow {
             object, withBody: method != .HEAD, age: object.age(at: now), xStatus: xStatus, cacheStatus: cacheStatus,
             close: self.closeAfter, viaLine: self.server.viaLine, cacheName: self.server.cacheStatusName,
             allocator: self.allocator)
-        client.writePreEncoded(head)
+        let bodyBytes = method == .HEAD ? 0 : object.bodyLength
+        client.writePreEncoded(head, status: object.status, cache: xStatus, bodyBytes: largeBody == nil ? bodyBytes : 0)
         if let largeBody {
             client.writeFinalBody(largeBody)
         }
@@ -437,6 +438,12 @@ final class RequestFlow {
 
     private func purged(count: Int) {
         self.counters.increment(count > 0 ? .purgeOK : .purgeMiss)
+        self.server.logger.info(
+            "purge",
+            metadata: [
+                "url": "\(self.head.uri)", "host": "\(self.host)", "objects": "\(count)",
+                "client": "\(self.peer?.ipAddress ?? "-")", "xid": "\(self.xid)",
+            ])
         self.dispatch(.purged(count: count))
     }
 

@@ -1,5 +1,7 @@
+import CachePolicy
 import NIOCore
 import NIOHTTP1
+import Synchronization
 
 /// Notes the first bytes of each request so the header timeout (10 s from the first byte)
 /// can replace the keep-alive idle timeout. Sits before the HTTP decoder.
@@ -91,6 +93,12 @@ final class ClientChannelHandler: ChannelDuplexHandler, RemovableChannelHandler,
     weak var framingGuard: ChunkedFramingGuard?
     /// The response encoder (told which responses answer HEAD and which are pre-encoded).
     weak var encoder: ResponseEncoder?
+    /// The access log record of the request being answered (nil while the log captures nothing).
+    private var logRecord: AccessRecord?
+    /// When the request head of `logRecord` arrived.
+    private var logStart = NIODeadline.uptimeNanoseconds(0)
+    /// The client's address as the log writes it (taken once per connection).
+    private var logClient: String?
 
     init(server: ServerContext, eventLoop: any EventLoop, now: @escaping @Sendable () -> NIODeadline = { .now() }) {
         self.server = server
@@ -112,6 +120,8 @@ final class ClientChannelHandler: ChannelDuplexHandler, RemovableChannelHandler,
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
+        self.server.unregister(self)
+        self.finishLogRecord(incomplete: true)
         self.dropTimer()
         self.context = nil
     }
@@ -120,7 +130,16 @@ final class ClientChannelHandler: ChannelDuplexHandler, RemovableChannelHandler,
         self.server.counters.increment(.sessConn)
         self.state.activated(now: self.now())
         self.scheduleTimerIfAsked()
+        self.server.register(self)
         context.fireChannelActive()
+        if self.server.draining.load(ordering: .relaxed) {
+            self.drain()  // accepted while the listeners were closing
+        }
+    }
+
+    /// The server is draining: close now if idle, else after the current response.
+    func drain() {
+        self.run(self.state.drain())
     }
 
     /// Called by `FirstByteObserver` and the fast lane: a new request started arriving.
@@ -133,6 +152,7 @@ final class ClientChannelHandler: ChannelDuplexHandler, RemovableChannelHandler,
         switch self.unwrapInboundIn(data) {
         case .head(let head):
             self.server.counters.increment(.clientReq)
+            if self.server.accessLog.isCapturing { self.startLogRecord(head) }
             self.encoder?.respondingToHead = head.method == .HEAD
             var retryAfter: Int?
             if self.admittedByFastLane {
@@ -187,9 +207,11 @@ final class ClientChannelHandler: ChannelDuplexHandler, RemovableChannelHandler,
         case .finishResponse(let close, let detach, let read):
             detach?.detach()
             self.writeEnd(close: close)
+            self.finishLogRecord(incomplete: false)
             if read { self.context?.read() }
         case .abort(let upload):
             upload?.abort()
+            self.finishLogRecord(incomplete: true)
             self.closeNow()
         case .clientGone(let flow, let upload, let uploadCut, let counter):
             if let counter { self.server.counters.increment(counter) }
@@ -198,10 +220,13 @@ final class ClientChannelHandler: ChannelDuplexHandler, RemovableChannelHandler,
                 if uploadCut { self.server.counters.increment(.clientGoneMidUpload) }
                 upload.abort()
             }
+            if let flow { self.noteFlow(flow) }
             flow?.clientGone()
+            self.finishLogRecord(incomplete: true)
             self.closeNow()
         case .close(let counter):
             if let counter { self.server.counters.increment(counter) }
+            self.finishLogRecord(incomplete: true)
             self.closeNow()
         case .read:
             self.context?.read()
@@ -222,8 +247,9 @@ final class ClientChannelHandler: ChannelDuplexHandler, RemovableChannelHandler,
         return true
     }
 
-    /// `HitFastLane` answered a request: count it and go back to waiting for the next one.
-    func fastLaneAnswered() {
+    /// `HitFastLane` answered a request: count it (and log it) and go back to waiting for the next one.
+    func fastLaneAnswered(log record: AccessRecord? = nil) {
+        if let record { self.server.accessLog.record(record) }
         self.admittedByFastLane = false
         self.server.counters.increment(.clientReq)
         self.state.fastLaneAnswered(now: self.now())
@@ -257,6 +283,7 @@ final class ClientChannelHandler: ChannelDuplexHandler, RemovableChannelHandler,
     }
 
     func channelInactive(context: ChannelHandlerContext) {
+        self.server.unregister(self)
         self.dropTimer()
         let action = self.state.inactive()
         if case .clientGone(let flow, let upload, let uploadCut, _) = action {
@@ -264,8 +291,10 @@ final class ClientChannelHandler: ChannelDuplexHandler, RemovableChannelHandler,
                 if uploadCut { self.server.counters.increment(.clientGoneMidUpload) }
                 upload.abort()
             }
+            if let flow { self.noteFlow(flow) }
             flow?.clientGone()
         }
+        self.finishLogRecord(incomplete: true)
         context.fireChannelInactive()
     }
 
@@ -287,8 +316,14 @@ final class ClientChannelHandler: ChannelDuplexHandler, RemovableChannelHandler,
 
     func writeHead(_ head: HTTPResponseHead) {
         if head.status.code >= 200 {
-            self.state.responseHeadWritten(now: self.now())
+            let now = self.now()
+            self.state.responseHeadWritten(now: now)
             self.scheduleTimerIfAsked()
+            if self.logRecord != nil {
+                self.logRecord?.status = Int(head.status.code)
+                self.logRecord?.cache = head.headers.first(name: "x-cache-status") ?? "-"
+                self.logRecord?.timeToFirstByte = Self.seconds(now - self.logStart)
+            }
         }
         self.context?.write(self.wrapOutboundOut(.head(head)), promise: nil)
     }
@@ -296,10 +331,17 @@ final class ClientChannelHandler: ChannelDuplexHandler, RemovableChannelHandler,
     /// The placeholder head that carries a pre-encoded response through the pipeline handler.
     private static let preEncodedPlaceholder = HTTPResponseHead(version: .http1_1, status: .ok)
 
-    func writePreEncoded(_ bytes: ByteBuffer) {
+    func writePreEncoded(_ bytes: ByteBuffer, status: Int, cache: XCacheStatus, bodyBytes: Int) {
         guard let context = self.context, let encoder = self.encoder else { return }
-        self.state.responseHeadWritten(now: self.now())
+        let now = self.now()
+        self.state.responseHeadWritten(now: now)
         self.scheduleTimerIfAsked()
+        if self.logRecord != nil {
+            self.logRecord?.status = status
+            self.logRecord?.cache = cache.rawValue
+            self.logRecord?.timeToFirstByte = Self.seconds(now - self.logStart)
+            self.logRecord?.bytes += bodyBytes
+        }
         encoder.expectPreEncodedHead()
         context.write(self.wrapOutboundOut(.head(Self.preEncodedPlaceholder)), promise: nil)
         context.write(self.wrapOutboundOut(.body(.byteBuffer(bytes))), promise: nil)
@@ -311,16 +353,19 @@ final class ClientChannelHandler: ChannelDuplexHandler, RemovableChannelHandler,
 
     func writeBody(_ buffer: ByteBuffer) {
         guard let context = self.context else { return }
+        if self.logRecord != nil { self.logRecord?.bytes += buffer.readableBytes }
         context.writeAndFlush(self.wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
     }
 
     /// Writes body bytes that the end of the response follows at once (one flush for both).
     func writeFinalBody(_ buffer: ByteBuffer) {
+        if self.logRecord != nil { self.logRecord?.bytes += buffer.readableBytes }
         self.context?.write(self.wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
     }
 
     /// Ends the current response; `close` ends the connection after it is flushed.
     func finishResponse(_ flow: RequestFlow, close: Bool) {
+        self.noteFlow(flow)
         self.run(self.state.responseFinished(flow, close: close, now: self.now()))
     }
 
@@ -331,7 +376,55 @@ final class ClientChannelHandler: ChannelDuplexHandler, RemovableChannelHandler,
 
     /// Tears the connection down: the client sees a truncated response, never a corrupt one.
     func abort(_ flow: RequestFlow) {
+        self.noteFlow(flow)
         self.run(self.state.flowAborted(flow))
+    }
+
+    // MARK: - The access log
+
+    var logClientAddress: String {
+        if let client = self.logClient { return client }
+        let client = self.peer?.ipAddress ?? "-"
+        self.logClient = client
+        return client
+    }
+
+    private func startLogRecord(_ head: HTTPRequestHead) {
+        self.logStart = self.now()
+        var record = AccessRecord(
+            time: self.server.clock(), client: self.logClientAddress, method: head.method.rawValue, target: head.uri,
+            proto: Self.protocolName(head.version))
+        record.host = head.headers.first(name: "host")
+        record.referer = head.headers.first(name: "referer")
+        record.userAgent = head.headers.first(name: "user-agent")
+        self.logRecord = record
+    }
+
+    /// The flow answering the logged request: its transaction id and the backend it fetched from.
+    private func noteFlow(_ flow: RequestFlow) {
+        guard self.logRecord != nil else { return }
+        self.logRecord?.xid = flow.xid
+        self.logRecord?.backend = flow.ctx.fetchedFrom
+    }
+
+    private func finishLogRecord(incomplete: Bool) {
+        guard var record = self.logRecord else { return }
+        self.logRecord = nil
+        record.duration = Self.seconds(self.now() - self.logStart)
+        record.incomplete = incomplete
+        self.server.accessLog.record(record)
+    }
+
+    static func seconds(_ amount: TimeAmount) -> Double {
+        Double(amount.nanoseconds) / 1e9
+    }
+
+    static func protocolName(_ version: HTTPVersion) -> String {
+        switch (version.major, version.minor) {
+        case (1, 1): "HTTP/1.1"
+        case (1, 0): "HTTP/1.0"
+        default: "HTTP/\(version.major).\(version.minor)"
+        }
     }
 
     // MARK: - Helpers
@@ -360,6 +453,17 @@ final class ClientChannelHandler: ChannelDuplexHandler, RemovableChannelHandler,
             // A class of rejection (e.g. client_req_bad_framing) also counts under its status.
             self.server.counters.increment(byStatus)
         }
+        if self.server.accessLog.isCapturing {
+            if self.logRecord == nil {
+                // Refused before a request head was parsed: logged with the request line "-".
+                self.logStart = self.now()
+                self.logRecord = AccessRecord(
+                    time: self.server.clock(), client: self.logClientAddress, method: "-", target: "-", proto: "-")
+            }
+            self.logRecord?.status = refusal.status
+            self.logRecord?.timeToFirstByte = Self.seconds(self.now() - self.logStart)
+        }
+        defer { self.finishLogRecord(incomplete: false) }
         guard let context = self.context else { return }
         self.encoder?.respondingToHead = refusal.headRequest
         var response = Synthetic.response(

@@ -100,6 +100,8 @@ struct ClientConnectionStateMachine<Flow: AnyObject, Upload: AnyObject> {
     private var deadlineCounter = Counter.sessClosedIdle
     private var bodyDeadline: NIODeadline?
     private var timerScheduled = false
+    /// Set by `drain`: the connection closes after the response it is working on.
+    private(set) var draining = false
     private var timerRequest: NIODeadline?
 
     init(limits: Limits, timeouts: ClientTimeouts) {
@@ -261,6 +263,10 @@ struct ClientConnectionStateMachine<Flow: AnyObject, Upload: AnyObject> {
             self.deadline = nil
             return .endBody(upload)
         case .discarding:
+            if self.draining {
+                self.state = .closed
+                return .close(nil)
+            }
             self.armIdle(now: now)
             return .none
         case .closed:
@@ -297,7 +303,7 @@ struct ClientConnectionStateMachine<Flow: AnyObject, Upload: AnyObject> {
     /// Whether the connection must close after the response to `head` (the client asked, the
     /// per-connection limit is reached, or a request body too long to drain is still arriving).
     func mustCloseAfter(_ head: HTTPRequestHead) -> Bool {
-        !head.isKeepAlive || self.requestsServed + 1 >= self.limits.requestsPerConnection || !self.bodyLeftIsDrainable
+        self.draining || !head.isKeepAlive || self.requestsServed + 1 >= self.limits.requestsPerConnection || !self.bodyLeftIsDrainable
     }
 
     /// Whether what is left of the current request body may be drained after the response (a
@@ -315,7 +321,7 @@ struct ClientConnectionStateMachine<Flow: AnyObject, Upload: AnyObject> {
         guard case .responding(let current, let upload) = self.state, current === flow else { return .none }
         self.requestsServed += 1
         self.responsesCompleted += 1
-        var mustClose = close || self.requestsServed >= self.limits.requestsPerConnection
+        var mustClose = close || self.draining || self.requestsServed >= self.limits.requestsPerConnection
         if upload != nil {
             // Answered before the request body ended: the exchange wants no more of it.
             mustClose = mustClose || !self.bodyLeftIsDrainable
@@ -478,13 +484,30 @@ struct ClientConnectionStateMachine<Flow: AnyObject, Upload: AnyObject> {
         return self.readPending
     }
 
+    // MARK: Draining (SIGTERM)
+
+    /// The server is draining (nginx's graceful `quit`): an idle keep-alive connection closes at
+    /// once; one with a request under way finishes that response, with `Connection: close`,
+    /// then closes. A request whose first bytes have arrived is answered too.
+    mutating func drain() -> Action {
+        self.draining = true
+        switch self.state {
+        case .idle(sawFirstByte: false):
+            self.state = .closed
+            self.deadline = nil
+            return .close(nil)
+        case .idle(sawFirstByte: true), .head, .responding, .discarding, .closed:
+            return .none
+        }
+    }
+
     // MARK: The hit fast lane
 
     /// Whether `HitFastLane` may answer the next request itself: the connection is idle, every
     /// request it handed to the decoder has been answered, and this is not the connection's last
     /// request (that one goes through the flow, which adds `Connection: close`).
     func fastLaneMayAnswer(handedOver: Int) -> Bool {
-        guard case .idle = self.state, handedOver == self.responsesCompleted else { return false }
+        guard !self.draining, case .idle = self.state, handedOver == self.responsesCompleted else { return false }
         return self.requestsServed + 1 < self.limits.requestsPerConnection
     }
 

@@ -20,6 +20,9 @@ package struct FastRequestHead {
     package var host: Range<Int>
     /// The value of the request's one Accept-Encoding field, if it has one.
     package var acceptEncoding: Range<Int>?
+    /// User-Agent and Referer, for the access log.
+    package var userAgent: Range<Int>?
+    package var referer: Range<Int>?
 
     package enum Outcome {
         /// No blank line yet, and nothing so far that the strict reading refuses.
@@ -92,6 +95,8 @@ package struct FastRequestHead {
         var hostCount = 0
         var acceptEncoding: Range<Int>?
         var acceptEncodingCount = 0
+        var userAgent: Range<Int>?
+        var referer: Range<Int>?
         var fieldCount = 0
         var totalBytes = 0
         // field-line = field-name ":" OWS field-value OWS CRLF (RFC 9112 §5)
@@ -144,6 +149,10 @@ package struct FastRequestHead {
             } else if Self.equalsLowercase(bytes, name, "accept-encoding") {
                 acceptEncodingCount += 1
                 acceptEncoding = value
+            } else if Self.equalsLowercase(bytes, name, "user-agent") {
+                userAgent = value
+            } else if Self.equalsLowercase(bytes, name, "referer") {
+                referer = value
             } else if Self.equalsLowercase(bytes, name, "connection") {
                 plain = Self.equalsLowercase(bytes, value, "keep-alive")
             } else if !Self.harmlessFields.contains(where: { Self.equalsLowercase(bytes, name, $0) }) {
@@ -155,7 +164,8 @@ package struct FastRequestHead {
         guard plain else { return .other(length: index) }
         return .plain(
             FastRequestHead(
-                length: index, isHead: isHead, target: targetStart..<targetEnd, host: host, acceptEncoding: acceptEncoding))
+                length: index, isHead: isHead, target: targetStart..<targetEnd, host: host, acceptEncoding: acceptEncoding,
+                userAgent: userAgent, referer: referer))
     }
 
     /// Whether the bytes after `HTTP/1.` so far can still become `0` or `1` and CRLF.

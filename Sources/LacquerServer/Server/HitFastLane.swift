@@ -154,8 +154,34 @@ final class HitFastLane: ChannelInboundHandler {
         if let largeBody {
             context.write(NIOAny(largeBody), promise: nil)
         }
-        self.connection.fastLaneAnswered()
+        var record: AccessRecord?
+        if server.accessLog.isCapturing {
+            record = Self.logRecord(head, in: buffer, time: now, object: object, client: self.connection)
+        }
+        self.connection.fastLaneAnswered(log: record)
         return true
+    }
+
+    /// The access log record of a request the lane answered (times are the lane's own: it
+    /// answers in the same read that brought the request).
+    private static func logRecord(
+        _ head: FastRequestHead, in buffer: ByteBuffer, time: Double, object: StoredObject, client: ClientChannelHandler
+    ) -> AccessRecord {
+        func text(_ range: Range<Int>?) -> String? {
+            guard let range else { return nil }
+            return buffer.withUnsafeReadableBytes { String(decoding: UnsafeRawBufferPointer(rebasing: $0[range]), as: UTF8.self) }
+        }
+        var record = AccessRecord(
+            time: time, client: client.logClientAddress, method: head.isHead ? "HEAD" : "GET", target: text(head.target) ?? "",
+            proto: "HTTP/1.1")
+        record.status = object.status
+        record.bytes = head.isHead ? 0 : object.bodyLength
+        record.cache = XCacheStatus.hit.rawValue
+        record.timeToFirstByte = 0
+        record.host = text(head.host)
+        record.userAgent = text(head.userAgent)
+        record.referer = text(head.referer)
+        return record
     }
 
     /// The stored object the lane answers a plain GET or HEAD for `key` with, given its one

@@ -24,15 +24,21 @@ public final class LacquerServer: Service, Sendable {
     private let clock: @Sendable () -> Double
     private let startedAt: Double
     private let state = Mutex<RunState>(RunState())
+    /// How many times a stop was asked for (`requestStop`).
+    private let stopRequests = Atomic<Int>(0)
+    private let stopSignal = AsyncStream<Void>.makeStream()
 
     private struct RunState {
         var group: MultiThreadedEventLoopGroup?
         var channels: [any Channel] = []
+        /// The client listeners (closed first when draining).
+        var clientListeners: [any Channel] = []
         var listening: [SocketAddress] = []
         var admin: SocketAddress?
         var context: ServerContext?
         var disk: DiskStorage?
         var maintenance: RepeatedTask?
+        var accessLog: AccessLog?
     }
 
     public init(
@@ -111,11 +117,43 @@ public final class LacquerServer: Service, Sendable {
                 return "too many bans (\(context.bans.limit))"
             }
             self.counters.increment(.bansAdded)
+            self.logger.notice("ban added", metadata: ["expression": "\(ban.text)", "source": "admin"])
             return nil
         } catch {
             self.counters.increment(.bansRefused)
             return error.description
         }
+    }
+
+    /// `GET /bans`: one line per active ban, oldest first: its time (RFC 3339) and expression.
+    public func banListing() -> String {
+        guard let context = self.state.withLock({ $0.context }) else { return "" }
+        let entries = context.bans.snapshot()
+        var out = "\(entries.count) active ban(s)\n"
+        for entry in entries {
+            out += "\(LogText.isoTime(entry.time))  \(entry.ban.text)\n"
+        }
+        return out
+    }
+
+    /// `GET /backends`: one line per backend: name, address, health, requests, failures.
+    public func backendListing() -> String {
+        var out = ""
+        for backend in self.backendSnapshots {
+            let failures = backend.failures.reduce(0) { $0 + $1.value }
+            var line = "\(backend.name)  \(backend.address)  \(backend.healthy ? "healthy" : "sick")"
+            if let probe = backend.probe {
+                line += "  probe \(probe.good)/\(probe.window)"
+            }
+            line += "  requests=\(backend.requests) failures=\(failures) open=\(backend.openConnections) idle=\(backend.idleConnections)"
+            out += line + "\n"
+        }
+        return out
+    }
+
+    /// Reopens the access log file (SIGUSR1, for logrotate).
+    public func reopenLogs() {
+        self.state.withLock { $0.accessLog }?.reopen()
     }
 
     /// Binds every listener. Throws `LacquerServerError.bindFailed` naming the address.
@@ -129,13 +167,22 @@ public final class LacquerServer: Service, Sendable {
                 throw LacquerServerError.invalidProbe(backend: backend.name, reason: error.description)
             }
         }
+        let accessLog: AccessLog
+        do {
+            accessLog = try AccessLog(
+                destination: self.configuration.accessLog, format: self.configuration.accessLogFormat,
+                counters: self.counters, logger: self.logger)
+        } catch {
+            throw LacquerServerError.accessLog(error.description)
+        }
         let disk = try self.openDiskTier()
         let threads = self.configuration.threads > 0 ? self.configuration.threads : System.coreCount
         let group = MultiThreadedEventLoopGroup(numberOfThreads: threads)
         let loops = Array(group.makeIterator())
         let context = ServerContext(
             configuration: self.configuration, memory: self.memory, disk: disk, counters: self.counters,
-            logger: self.logger, clock: self.clock, eventLoops: loops)
+            logger: self.logger, clock: self.clock, eventLoops: loops, accessLog: accessLog)
+        accessLog.start()
         let memory = self.memory
         let clock = self.clock
         let interval = TimeAmount.milliseconds(Int64(max(0.05, self.configuration.maintenanceInterval) * 1000))
@@ -153,6 +200,7 @@ public final class LacquerServer: Service, Sendable {
             state.context = context
             state.disk = disk
             state.maintenance = maintenance
+            state.accessLog = accessLog
         }
         context.startProbes()
         do {
@@ -160,6 +208,7 @@ public final class LacquerServer: Service, Sendable {
                 let channel = try await self.bindClientListener(address, group: group, context: context)
                 self.state.withLock {
                     $0.channels.append(channel)
+                    $0.clientListeners.append(channel)
                     if let local = channel.localAddress { $0.listening.append(local) }
                 }
                 self.logger.info("listening on \(LacquerServer.describe(channel.localAddress))")
@@ -184,20 +233,82 @@ public final class LacquerServer: Service, Sendable {
         return ip.contains(":") ? "[\(ip)]:\(port)" : "\(ip):\(port)"
     }
 
-    /// Runs until graceful shutdown (SIGTERM in a `ServiceGroup`) or cancellation.
+    /// Runs until graceful shutdown (SIGTERM in a `ServiceGroup`) or cancellation, then drains.
     public func run() async throws {
         if self.state.withLock({ $0.group == nil }) {
             try await self.start()
         }
         try? await gracefulShutdown()
+        await self.drain()
         try await self.shutdown()
+    }
+
+    /// Asks the server to stop (SIGTERM, SIGINT): the first request starts a drain
+    /// (`runUntilStopped`), a second one ends the drain at once.
+    public func requestStop() {
+        let count = self.stopRequests.wrappingAdd(1, ordering: .relaxed).newValue
+        if count == 1 {
+            self.stopSignal.continuation.yield()
+        } else {
+            self.logger.notice("stop asked again: closing the connections still open now")
+        }
+    }
+
+    /// Serves until `requestStop()`, then drains and shuts down.
+    public func runUntilStopped() async throws {
+        for await _ in self.stopSignal.stream { break }
+        await self.drain()
+        try await self.shutdown()
+    }
+
+    /// Drains, as nginx's graceful `quit`: the client listeners close (no new connections),
+    /// idle keep-alive connections close, and responses and fills in flight get up to
+    /// `drainTimeout` to finish (each connection closes after its current response). Returns
+    /// when nothing is left, at the timeout, or when a second stop is asked for; `shutdown()`
+    /// then closes what remains and flushes the disk tier. The admin listener stays open.
+    public func drain() async {
+        let (listeners, context) = self.state.withLock { state in
+            let listeners = state.clientListeners
+            state.clientListeners = []
+            state.channels.removeAll { channel in listeners.contains { $0 === channel } }
+            return (listeners, state.context)
+        }
+        guard let context else { return }
+        let timeout = self.configuration.drainTimeout
+        let startOpen = context.openConnections.load(ordering: .relaxed)
+        self.logger.notice(
+            "draining: no new connections; responses in flight may finish",
+            metadata: ["connections": "\(startOpen)", "timeout_seconds": "\(timeout)"])
+        for listener in listeners {
+            try? await listener.close()
+        }
+        context.drainConnections()
+        let clock = ContinuousClock()
+        let deadline = clock.now + .milliseconds(Int64(max(0, timeout) * 1000))
+        var open = 0
+        var fills = 0
+        while true {
+            open = context.openConnections.load(ordering: .relaxed)
+            fills = context.coalescer.figures(now: self.clock()).busy
+            if open == 0 && fills == 0 { break }
+            if clock.now >= deadline || self.stopRequests.load(ordering: .relaxed) >= 2 { break }
+            try? await Task.sleep(for: .milliseconds(20))
+        }
+        if open == 0 && fills == 0 {
+            self.logger.notice("drained: every response finished")
+        } else {
+            self.logger.warning(
+                "drain ended with work left; closing it",
+                metadata: ["connections": "\(open)", "fills": "\(fills)"])
+        }
     }
 
     /// Closes the listeners and backend pools, lets queued disk writes finish (bounded), closes
     /// the disk tier (releasing its directory lock) and stops the event loops.
     public func shutdown() async throws {
-        let (channels, group, context, disk, maintenance) = self.state.withLock { state in
-            let result = (state.channels, state.group, state.context, state.disk, state.maintenance)
+        let (channels, group, context, disk, maintenance, accessLog) = self.state.withLock { state in
+            let result = (state.channels, state.group, state.context, state.disk, state.maintenance, state.accessLog)
+            state.accessLog = nil
             state.channels = []
             state.group = nil
             state.context = nil
@@ -213,10 +324,16 @@ public final class LacquerServer: Service, Sendable {
         context?.shutdownPools()
         await disk?.shutdown()
         try await group?.shutdownGracefully()
+        if group != nil {
+            self.logger.notice("stopped")
+        }
+        accessLog?.stop()
     }
 
-    /// Opens the disk tier. A directory another Lacquer holds stops start-up; any other problem
-    /// (unwritable folder, …) is logged loudly and Lacquer runs memory-only rather than crash-looping.
+    /// Opens the disk tier. A directory another Lacquer holds, or one that cannot be used (a
+    /// file, unwritable, …), stops start-up with the reason: the disk tier was asked for, and a
+    /// cache that silently runs without it would lose what an operator expects to keep. Memory-only
+    /// is asked for with a disk size of 0.
     private func openDiskTier() throws -> DiskStorage? {
         guard self.configuration.diskBytes > 0, !self.configuration.storageDirectory.isEmpty else { return nil }
         let tierConfiguration = DiskTier.Configuration(
@@ -237,9 +354,8 @@ public final class LacquerServer: Service, Sendable {
             if case .directoryLocked = error {
                 throw LacquerServerError.storageLocked(error.description)
             }
-            self.logger.error("disk tier disabled, running memory-only: \(error.description)")
-            self.counters.increment(.diskWriteErrors)
-            return nil
+            throw LacquerServerError.storageUnusable(
+                "--storage-dir \(self.configuration.storageDirectory) cannot hold the disk tier: \(error.description) (--disk-size 0 runs memory-only)")
         }
     }
 
@@ -365,7 +481,11 @@ public final class LacquerServer: Service, Sendable {
                             actions: AdminHandler.Actions(
                                 stats: { [self] in self.stats },
                                 reload: { [self] in self.reload() },
-                                ban: { [self] in self.ban($0) })))
+                                ban: { [self] in self.ban($0) },
+                                bans: { [self] in self.banListing() },
+                                backends: { [self] in self.backendListing() },
+                                accessLog: self.state.withLock { $0.context?.accessLog }),
+                            secret: self.configuration.adminSecret))
                 }
             }
         do {

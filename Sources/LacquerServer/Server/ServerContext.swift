@@ -43,6 +43,10 @@ final class ServerContext: Sendable {
     let cacheStatusName: String
     /// `Via: 1.1 <via name>\r\n`, as a plain hit writes it.
     let viaLine: String
+    /// Where finished requests go (a file, stdout, live tails).
+    let accessLog: AccessLog
+    /// Set once SIGTERM started a drain: connections close after their current response.
+    let draining = Atomic<Bool>(false)
 
     init(
         configuration: ServerConfiguration,
@@ -51,9 +55,11 @@ final class ServerContext: Sendable {
         counters: Counters,
         logger: Logger,
         clock: @escaping @Sendable () -> Double,
-        eventLoops: [any EventLoop]
+        eventLoops: [any EventLoop],
+        accessLog: AccessLog? = nil
     ) {
         self.configuration = configuration
+        self.accessLog = accessLog ?? AccessLog(counters: counters, logger: logger)
         self.cacheStatusName = CacheStatusValue.tokenOrString(configuration.cacheName)
         self.rateLimiter = configuration.rateLimit.map(RateLimiter.init)
         self.viaLine = "Via: 1.1 \(configuration.viaName)\r\n"
@@ -271,6 +277,25 @@ final class ServerContext: Sendable {
         pool.stats === admitted || pool.stats.isHealthy(clock: self.clock)
     }
 
+    /// Tracks an open client connection (on its own loop), so a drain can reach it.
+    func register(_ connection: ClientChannelHandler) {
+        self.loops[ObjectIdentifier(connection.eventLoop)]?.clients[ObjectIdentifier(connection)] = connection
+    }
+
+    func unregister(_ connection: ClientChannelHandler) {
+        self.loops[ObjectIdentifier(connection.eventLoop)]?.clients.removeValue(forKey: ObjectIdentifier(connection))
+    }
+
+    /// Starts a drain: every client connection closes when idle, or after its current response.
+    func drainConnections() {
+        self.draining.store(true, ordering: .relaxed)
+        for (_, state) in self.loops {
+            state.eventLoop.execute {
+                for connection in state.clients.values { connection.drain() }
+            }
+        }
+    }
+
     /// Closes every idle backend connection (on each pool's own loop).
     func shutdownPools() {
         for (_, state) in self.loops {
@@ -288,6 +313,8 @@ final class LoopState: @unchecked Sendable {
     let eventLoop: any EventLoop
     var next = 0
     var directorNext: [String: Int] = [:]
+    /// The client connections open on this loop.
+    var clients: [ObjectIdentifier: ClientChannelHandler] = [:]
     private var random: UInt64
     init(pools: [BackendPool], eventLoop: any EventLoop, seed: UInt64) {
         self.pools = pools

@@ -10,10 +10,10 @@ import CPCRE2
 /// and its syntax is the one VCL users already write. When the `CPCRE2` module is not available
 /// the standard library's `Regex` is used, so the module still builds; behaviour is the same
 /// for the common Perl-style subset.
-final class VCLRegex: @unchecked Sendable {
+package final class VCLRegex: @unchecked Sendable {
     // @unchecked: the compiled pattern is immutable after init; PCRE2 documents a compiled
     // pattern as safe to share between threads, and each match uses its own match data.
-    let pattern: String
+    package let pattern: String
     #if canImport(CPCRE2)
     private let code: OpaquePointer
     #else
@@ -21,12 +21,12 @@ final class VCLRegex: @unchecked Sendable {
     #endif
 
     /// Why a pattern failed to compile, and at which byte of the pattern.
-    struct CompileError: Error {
-        var message: String
-        var offset: Int
+    package struct CompileError: Error {
+        package var message: String
+        package var offset: Int
     }
 
-    init(_ pattern: String) throws(CompileError) {
+    package init(_ pattern: String) throws(CompileError) {
         self.pattern = pattern
         #if canImport(CPCRE2)
         var errorCode: Int32 = 0
@@ -93,7 +93,7 @@ final class VCLRegex: @unchecked Sendable {
         #endif
     }
 
-    func matches(_ s: String) throws(VCLRegexFailure) -> Bool {
+    package func matches(_ s: String) throws(VCLRegexFailure) -> Bool {
         var s = s
         let copy = s
         let result = s.withUTF8 { buf in
@@ -156,6 +156,6 @@ final class VCLRegex: @unchecked Sendable {
 }
 
 /// A match that failed inside the engine (e.g. the match limit was hit).
-struct VCLRegexFailure: Error {
+package struct VCLRegexFailure: Error {
     var code: Int32
 }

@@ -1,0 +1,242 @@
+import Foundation
+import Logging
+import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The access log: one line per client request, to stdout or a file, and to every live tail
+/// (`GET /log` on the admin port).
+///
+/// Requests never wait for it. The event loops only append a finished `AccessRecord` to a
+/// queue (a short lock, no formatting, no I/O); a writer thread takes the queue every
+/// `interval`, formats the lines and writes them in one `write(2)` per batch. A queue past
+/// `maxPending` records drops new ones and counts them (`access_log_dropped`): a stalled disk
+/// or pipe slows the log, never the cache. SIGUSR1 (`reopen()`) reopens the file, for logrotate.
+public final class AccessLog: Sendable {
+    public enum Destination: Sendable, Equatable {
+        case stdout
+        case file(String)
+    }
+
+    public let destination: Destination?
+    public let format: AccessLogFormat
+    let counters: Counters
+    private let logger: Logger
+    private let interval: Duration
+    static let maxPending = 100_000
+
+    private struct Queue {
+        var records: [AccessRecord] = []
+    }
+
+    private let queue = Mutex(Queue())
+    /// Whether anyone reads the records (a destination or a live tail): when false, connections
+    /// build no records at all.
+    private let capturing: Atomic<Bool>
+    private let reopenRequested = Atomic<Bool>(false)
+    private let descriptor: Atomic<Int32>
+
+    /// One live tail: its filter, whether it wants JSON, and where its lines go (returns false
+    /// once the reader has gone).
+    struct Subscriber: Sendable {
+        var id: Int
+        var filter: AccessLogFilter?
+        var json: Bool
+        var deliver: @Sendable (String) -> Bool
+    }
+
+    private struct Tails {
+        var nextID = 1
+        var subscribers: [Subscriber] = []
+    }
+
+    private let tails = Mutex(Tails())
+    private let state = Mutex<(running: Bool, done: DispatchSemaphore?)>((false, nil))
+
+    /// Opens the destination (a file is created if needed and appended to). Throws a plain
+    /// message when the file cannot be opened.
+    public convenience init(
+        destination: Destination?, format: AccessLogFormat, counters: Counters, logger: Logger,
+        interval: Duration = .milliseconds(50)
+    ) throws(AccessLogError) {
+        var fd: Int32 = -1
+        switch destination {
+        case .stdout: fd = 1
+        case .file(let path): fd = try Self.open(path)
+        case nil: break
+        }
+        self.init(destination: destination, descriptor: fd, format: format, counters: counters, logger: logger, interval: interval)
+    }
+
+    /// A log with no destination: only live tails read it.
+    convenience init(counters: Counters, logger: Logger) {
+        self.init(destination: nil, descriptor: -1, format: .combined, counters: counters, logger: logger, interval: .milliseconds(50))
+    }
+
+    private init(
+        destination: Destination?, descriptor: Int32, format: AccessLogFormat, counters: Counters, logger: Logger,
+        interval: Duration
+    ) {
+        self.destination = destination
+        self.format = format
+        self.counters = counters
+        self.logger = logger
+        self.interval = interval
+        self.descriptor = Atomic(descriptor)
+        self.capturing = Atomic(destination != nil)
+    }
+
+    static func open(_ path: String) throws(AccessLogError) -> Int32 {
+        let fd = Glibc.open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o644)
+        guard fd >= 0 else {
+            throw AccessLogError(path: path, reason: String(cString: strerror(errno)).lowercased())
+        }
+        return fd
+    }
+
+    /// Whether connections should build records now.
+    @inline(__always)
+    var isCapturing: Bool { self.capturing.load(ordering: .relaxed) }
+
+    /// Queues a finished request (called on an event loop: a lock and an append).
+    func record(_ record: AccessRecord) {
+        let accepted = self.queue.withLock { queue -> Bool in
+            guard queue.records.count < Self.maxPending else { return false }
+            queue.records.append(record)
+            return true
+        }
+        if !accepted { self.counters.increment(.accessLogDropped) }
+    }
+
+    /// Asks the writer to reopen the file before its next batch (SIGUSR1).
+    public func reopen() {
+        self.reopenRequested.store(true, ordering: .relaxed)
+    }
+
+    /// Adds a live tail; returns its id for `unsubscribe`.
+    func subscribe(filter: AccessLogFilter?, json: Bool, deliver: @escaping @Sendable (String) -> Bool) -> Int {
+        let id = self.tails.withLock { tails in
+            let id = tails.nextID
+            tails.nextID += 1
+            tails.subscribers.append(Subscriber(id: id, filter: filter, json: json, deliver: deliver))
+            return id
+        }
+        self.capturing.store(true, ordering: .relaxed)
+        return id
+    }
+
+    func unsubscribe(_ id: Int) {
+        let remaining = self.tails.withLock { tails in
+            tails.subscribers.removeAll { $0.id == id }
+            return tails.subscribers.count
+        }
+        if remaining == 0 && self.destination == nil {
+            self.capturing.store(false, ordering: .relaxed)
+        }
+    }
+
+    /// The number of live tails.
+    var tailCount: Int { self.tails.withLock { $0.subscribers.count } }
+
+    /// Starts the writer thread.
+    public func start() {
+        let done = DispatchSemaphore(value: 0)
+        let alreadyRunning = self.state.withLock { state -> Bool in
+            if state.running { return true }
+            state = (true, done)
+            return false
+        }
+        guard !alreadyRunning else { return }
+        let thread = Thread { [self] in
+            while self.state.withLock({ $0.running }) {
+                self.writeBatch()
+                Thread.sleep(forTimeInterval: Double(self.interval.components.attoseconds) / 1e18 + Double(self.interval.components.seconds))
+            }
+            self.writeBatch()  // what was queued before the stop
+            done.signal()
+        }
+        thread.name = "lacquer-access-log"
+        thread.start()
+    }
+
+    /// Writes what is queued, stops the writer thread and closes the file (stdout stays open).
+    public func stop() {
+        let done = self.state.withLock { state -> DispatchSemaphore? in
+            guard state.running else { return nil }
+            state.running = false
+            return state.done
+        }
+        done?.wait()
+        if case .file = self.destination {
+            let fd = self.descriptor.exchange(-1, ordering: .relaxed)
+            if fd >= 0 { close(fd) }
+        }
+    }
+
+    /// One batch: reopen if asked, take the queue, format, write, feed the tails.
+    func writeBatch() {
+        if self.reopenRequested.exchange(false, ordering: .relaxed), case .file(let path) = self.destination {
+            do {
+                let fd = try Self.open(path)
+                let old = self.descriptor.exchange(fd, ordering: .relaxed)
+                if old >= 0 { close(old) }
+                self.logger.notice("access log reopened", metadata: ["file": "\(path)"])
+            } catch {
+                self.logger.error("access log could not be reopened; still writing to the old file", metadata: ["error": "\(error)"])
+            }
+        }
+        let records = self.queue.withLock { queue -> [AccessRecord] in
+            guard !queue.records.isEmpty else { return [] }
+            var taken: [AccessRecord] = []
+            taken.reserveCapacity(queue.records.count)
+            swap(&taken, &queue.records)
+            return taken
+        }
+        guard !records.isEmpty else { return }
+        if self.destination != nil {
+            var text = ""
+            text.reserveCapacity(records.count * 200)
+            for record in records { text += self.format.line(record) }
+            self.write(text)
+        }
+        let subscribers = self.tails.withLock { $0.subscribers }
+        for subscriber in subscribers {
+            var text = ""
+            let format = subscriber.json ? AccessLogFormat.json : self.format
+            for record in records where subscriber.filter?.matches(record) ?? true {
+                text += format.line(record)
+            }
+            if !text.isEmpty, !subscriber.deliver(text) {
+                self.unsubscribe(subscriber.id)
+            }
+        }
+    }
+
+    private func write(_ text: String) {
+        let fd = self.descriptor.load(ordering: .relaxed)
+        guard fd >= 0 else { return }
+        var text = text
+        text.withUTF8 { bytes in
+            guard let base = bytes.baseAddress else { return }
+            var offset = 0
+            while offset < bytes.count {
+                let written = Glibc.write(fd, base + offset, bytes.count - offset)
+                if written < 0 {
+                    if errno == EINTR { continue }
+                    self.counters.increment(.accessLogDropped)
+                    return
+                }
+                offset += written
+            }
+        }
+    }
+}
+
+/// The access log file could not be opened.
+public struct AccessLogError: Error, CustomStringConvertible {
+    public var path: String
+    public var reason: String
+    public var description: String { "cannot open access log \(self.path): \(self.reason)" }
+}

@@ -1,0 +1,198 @@
+/// How an access log line is written: varnishncsa's `-F` format language (NCSA `%` codes), or
+/// JSON lines.
+///
+/// Codes (as varnishncsa documents them): `%b` body bytes (`-` for none), `%D` microseconds
+/// taken, `%H` protocol, `%h` client address, `%{X}i` request field X (Host, Referer,
+/// User-Agent), `%{X}o` response field X (X-Cache-Status), `%l` `-`, `%m` method, `%q` query
+/// string, `%r` request line, `%s` status, `%t` request time (NCSA), `%T` seconds taken, `%U`
+/// path, `%u` `-`, `%%`; and `%{Varnish:time_firstbyte}x`, `%{Varnish:vxid}x`,
+/// `%{Varnish:hitmiss}x`, `%{Varnish:handling}x`, with Lacquer's own `%{Lacquer:cache}x`
+/// (X-Cache-Status), `%{Lacquer:backend}x`, `%{Lacquer:ttfb}x` and `%{Lacquer:time}x`
+/// (seconds, 6 decimals). `\t`, `\n` and `\\` are escapes. Unknown codes are an error.
+public enum AccessLogFormat: Sendable, Equatable {
+    case pattern([Piece])
+    case json
+
+    /// NCSA combined followed by Lacquer's fields.
+    public static let defaultPattern =
+        #"%h %l %u %t "%r" %s %b "%{Referer}i" "%{User-agent}i" cache=%{Lacquer:cache}x ttfb=%{Lacquer:ttfb}x time=%{Lacquer:time}x backend=%{Lacquer:backend}x xid=%{Varnish:vxid}x"#
+
+    // The default parses by construction (the tests parse it).
+    public static let combined: AccessLogFormat = (try? AccessLogFormat.parse(defaultPattern)) ?? .json
+
+    public enum Field: Sendable, Equatable {
+        case client, dash, time, requestLine, status, bytes, micros, seconds, proto, method, path, query
+        case host, referer, userAgent, cache, backend, xid, ttfb, total, hitmiss, handling
+    }
+
+    public enum Piece: Sendable, Equatable {
+        case literal(String)
+        case field(Field)
+    }
+
+    /// Why a format string was refused, with the 1-based column of the code.
+    public struct ParseError: Error, CustomStringConvertible, Equatable {
+        public var column: Int
+        public var message: String
+        public var description: String { "column \(self.column): \(self.message)" }
+    }
+
+    /// `json`, or a format string.
+    public static func parse(_ text: String) throws(ParseError) -> AccessLogFormat {
+        if text == "json" { return .json }
+        var pieces: [Piece] = []
+        var literal = ""
+        let chars = Array(text)
+        var index = 0
+        func flush() {
+            if !literal.isEmpty { pieces.append(.literal(literal)) }
+            literal = ""
+        }
+        while index < chars.count {
+            let char = chars[index]
+            if char == "\\", index + 1 < chars.count {
+                switch chars[index + 1] {
+                case "t": literal += "\t"
+                case "n": literal += "\n"
+                case "\\": literal += "\\"
+                default: literal += "\\" + String(chars[index + 1])
+                }
+                index += 2
+                continue
+            }
+            guard char == "%" else {
+                literal.append(char)
+                index += 1
+                continue
+            }
+            let column = index + 1
+            guard index + 1 < chars.count else { throw ParseError(column: column, message: "'%' at the end of the format") }
+            var argument: String?
+            var codeIndex = index + 1
+            if chars[codeIndex] == "{" {
+                guard let close = chars[codeIndex...].firstIndex(of: "}") else {
+                    throw ParseError(column: column, message: "'%{' without a closing '}'")
+                }
+                argument = String(chars[(codeIndex + 1)..<close])
+                codeIndex = close + 1
+                guard codeIndex < chars.count else { throw ParseError(column: column, message: "'%{…}' without a code letter after it") }
+            }
+            let code = chars[codeIndex]
+            index = codeIndex + 1
+            if code == "%" && argument == nil {
+                literal += "%"
+                continue
+            }
+            flush()
+            pieces.append(.field(try Self.field(code: code, argument: argument, column: column)))
+        }
+        flush()
+        return .pattern(pieces)
+    }
+
+    private static func field(code: Character, argument: String?, column: Int) throws(ParseError) -> Field {
+        if let argument {
+            switch (code, argument.lowercased()) {
+            case ("i", "host"): return .host
+            case ("i", "referer"), ("i", "referrer"): return .referer
+            case ("i", "user-agent"): return .userAgent
+            case ("i", _):
+                throw ParseError(column: column, message: "request field '\(argument)' is not logged (Host, Referer and User-Agent are)")
+            case ("o", "x-cache-status"): return .cache
+            case ("o", _):
+                throw ParseError(column: column, message: "response field '\(argument)' is not logged (X-Cache-Status is)")
+            case ("x", "varnish:time_firstbyte"), ("x", "lacquer:ttfb"): return .ttfb
+            case ("x", "varnish:vxid"), ("x", "lacquer:xid"): return .xid
+            case ("x", "varnish:hitmiss"): return .hitmiss
+            case ("x", "varnish:handling"): return .handling
+            case ("x", "lacquer:cache"): return .cache
+            case ("x", "lacquer:backend"): return .backend
+            case ("x", "lacquer:time"): return .total
+            case ("x", _):
+                throw ParseError(column: column, message: "unknown extended variable '\(argument)'")
+            default:
+                throw ParseError(column: column, message: "'%{\(argument)}\(code)' is not a known code")
+            }
+        }
+        switch code {
+        case "b": return .bytes
+        case "D": return .micros
+        case "H": return .proto
+        case "h": return .client
+        case "l", "u": return .dash
+        case "m": return .method
+        case "q": return .query
+        case "r": return .requestLine
+        case "s": return .status
+        case "t": return .time
+        case "T": return .seconds
+        case "U": return .path
+        default: throw ParseError(column: column, message: "'%\(code)' is not a known code")
+        }
+    }
+
+    /// One line (with its newline) for `record`.
+    public func line(_ record: AccessRecord) -> String {
+        switch self {
+        case .json: return Self.jsonLine(record)
+        case .pattern(let pieces):
+            var out = ""
+            out.reserveCapacity(200)
+            for piece in pieces {
+                switch piece {
+                case .literal(let text): out += text
+                case .field(let field): out += Self.value(field, of: record)
+                }
+            }
+            out += "\n"
+            return out
+        }
+    }
+
+    static func value(_ field: Field, of record: AccessRecord) -> String {
+        switch field {
+        case .client: record.client
+        case .dash: "-"
+        case .time: LogText.clfTime(record.time)
+        case .requestLine: LogText.escaped(record.requestLine)
+        case .status: String(record.status)
+        case .bytes: record.bytes == 0 ? "-" : String(record.bytes)
+        case .micros: String(Int((record.duration * 1_000_000).rounded()))
+        case .seconds: String(Int(record.duration))
+        case .proto: record.proto
+        case .method: LogText.escaped(record.method)
+        case .path: LogText.escaped(record.path)
+        case .query: LogText.escaped(record.query)
+        case .host: record.host.map(LogText.escaped) ?? "-"
+        case .referer: record.referer.map(LogText.escaped) ?? "-"
+        case .userAgent: record.userAgent.map(LogText.escaped) ?? "-"
+        case .cache: record.cache
+        case .backend: record.backend ?? "-"
+        case .xid: record.xid.map { String($0) } ?? "-"
+        case .ttfb: record.timeToFirstByte < 0 ? "-" : LogText.fixed(record.timeToFirstByte, digits: 6)
+        case .total: LogText.fixed(record.duration, digits: 6)
+        case .hitmiss: ["HIT", "STALE", "UPDATING", "REVALIDATED"].contains(record.cache) ? "hit" : "miss"
+        case .handling:
+            switch record.cache {
+            case "HIT", "STALE", "UPDATING": "hit"
+            case "BYPASS": "pass"
+            case "MISS", "EXPIRED", "REVALIDATED": "miss"
+            default: record.xid == nil ? "synth" : "pass"
+            }
+        }
+    }
+
+    private static func jsonLine(_ record: AccessRecord) -> String {
+        func string(_ value: String?) -> String { value.map(StatsSnapshot.jsonString) ?? "null" }
+        var out = "{\"time\":\"\(LogText.isoTime(record.time))\""
+        out += ",\"client\":\(string(record.client)),\"method\":\(string(record.method)),\"target\":\(string(record.target))"
+        out += ",\"protocol\":\(string(record.proto)),\"status\":\(record.status),\"bytes\":\(record.bytes)"
+        out += ",\"cache\":\(string(record.cache))"
+        out += ",\"ttfb\":\(record.timeToFirstByte < 0 ? "null" : LogText.fixed(record.timeToFirstByte, digits: 6))"
+        out += ",\"duration\":\(LogText.fixed(record.duration, digits: 6))"
+        out += ",\"backend\":\(string(record.backend)),\"xid\":\(record.xid.map { String($0) } ?? "null")"
+        out += ",\"host\":\(string(record.host)),\"referer\":\(string(record.referer)),\"user_agent\":\(string(record.userAgent))"
+        out += ",\"complete\":\(!record.incomplete)}\n"
+        return out
+    }
+}
