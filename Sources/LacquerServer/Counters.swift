@@ -21,6 +21,7 @@ public enum Counter: Int, CaseIterable, Sendable {
     case vclFailures, restarts, vclReloads, vclReloadFailures
     case bansAdded, bansRefused, bannedObjects
     case accessLogDropped
+    case clientBytesReceived, clientBytesSent, backendBytesReceived
 
     /// The counter of client requests answered with `status` by a refusal, if it has one.
     public static func clientRequest(status: Int) -> Counter? {
@@ -33,6 +34,84 @@ public enum Counter: Int, CaseIterable, Sendable {
         case 431: .clientReq431
         case 501: .clientReq501
         default: nil
+        }
+    }
+
+    /// The metric's HELP text.
+    public var help: String {
+        switch self {
+        case .sessConn: "Client connections accepted."
+        case .sessDropped: "Client connections closed at once because the connection limit was reached."
+        case .sessDroppedClient: "Client connections closed at once because their address held too many."
+        case .sessClosedIdle: "Client connections closed by the keep-alive idle timeout."
+        case .sessClosedTimeout: "Client connections closed by a header, body or send timeout."
+        case .clientReq: "Client requests received."
+        case .clientReq400: "Client requests answered 400 (malformed)."
+        case .clientReq411: "Client requests answered 411 (length required)."
+        case .clientReq413: "Client requests answered 413 (body too large)."
+        case .clientReq414: "Client requests answered 414 (target too long)."
+        case .clientReq429: "Client requests answered 429 (rate limit)."
+        case .clientReq431: "Client requests answered 431 (header fields too large)."
+        case .clientReq501: "Client requests answered 501 (unknown method or transfer coding)."
+        case .clientReqAbsoluteForm: "Client requests with an absolute-form target."
+        case .clientReqBadFraming: "Client requests refused for ambiguous or malformed message framing."
+        case .cacheHit: "Requests answered from a stored object."
+        case .cacheHitFast: "Hits answered by the fast lane without a request flow."
+        case .cacheMiss: "Requests that found nothing stored."
+        case .cacheExpired: "Requests that found only an expired object."
+        case .cacheBypass: "Requests passed to the origin without the cache."
+        case .cacheHitForMiss: "Requests that found a hit-for-miss mark."
+        case .cacheRevalidated: "Stored objects refreshed by a 304 from the origin."
+        case .purgeOK: "PURGE requests that removed an object."
+        case .purgeMiss: "PURGE requests that found nothing to remove."
+        case .purgeDenied: "PURGE requests refused by the purge ACL."
+        case .invalidations: "Objects invalidated by unsafe requests."
+        case .backendReq: "Requests sent to backends."
+        case .backendConn: "Backend connections opened."
+        case .backendReuse: "Backend requests sent on a reused connection."
+        case .backendRetry: "Backend requests sent again after a reused connection closed."
+        case .backendClose: "Backend connections closed."
+        case .backendUnhealthy: "Fetches not sent because no healthy backend was left."
+        case .backendCircuitOpened: "Times passive health took a backend out of rotation."
+        case .fetchFailed: "Backend fetches that failed."
+        case .fetchConnectFailed: "Backend fetches that could not connect."
+        case .fetchTimeout: "Backend fetches that timed out."
+        case .fetchFramingError: "Backend responses with malformed framing."
+        case .fetchTooLargeHeaders: "Backend responses whose header section was too large."
+        case .objectsStored: "Objects stored."
+        case .objectsNotStoredUncacheable: "Responses not stored because they were not cacheable."
+        case .objectsNotStoredTooLarge: "Responses not stored because they were too large."
+        case .objectsNotStoredPurged: "Responses not stored because their key was purged while fetching."
+        case .synth502: "Synthetic 502 answers (bad gateway)."
+        case .synth503: "Synthetic 503 answers (no backend available)."
+        case .synth504: "Synthetic 504 answers (backend timeout)."
+        case .clientGoneMidResponse: "Responses cut short because the client left."
+        case .clientGoneMidUpload: "Request bodies cut short because the client left."
+        case .gunzipped: "Stored gzip bodies decompressed for a client that does not accept gzip."
+        case .gzippedOnStore: "Bodies compressed when stored."
+        case .gzipCorrupt: "Stored gzip bodies that could not be decompressed."
+        case .coalescedWaiters: "Requests that waited on another request's fetch."
+        case .backgroundRefreshes: "Background fetches refreshing a stale object."
+        case .staleServed: "Stale objects served because the origin failed."
+        case .updatingServed: "Stale objects served while a background fetch refreshed them."
+        case .waiterTimeouts: "Waiting requests that gave up on a slow fetch."
+        case .diskHit: "Hits served from the disk tier."
+        case .diskPromotions: "Disk tier objects copied into the memory tier."
+        case .diskStored: "Objects written to the disk tier."
+        case .diskWriteDropped: "Disk tier writes dropped because the write queue was full."
+        case .diskWriteErrors: "Disk tier writes that failed."
+        case .diskReadErrors: "Disk tier reads that failed."
+        case .vclFailures: "VCL runs that failed."
+        case .restarts: "Request restarts asked for by VCL."
+        case .vclReloads: "Configuration reloads."
+        case .vclReloadFailures: "Configuration reloads refused."
+        case .bansAdded: "Bans added."
+        case .bansRefused: "Bans refused."
+        case .bannedObjects: "Objects removed by bans."
+        case .accessLogDropped: "Access log records dropped because the writer fell behind."
+        case .clientBytesReceived: "Bytes received from clients."
+        case .clientBytesSent: "Bytes sent to clients."
+        case .backendBytesReceived: "Bytes received from backends."
         }
     }
 
@@ -108,6 +187,9 @@ public enum Counter: Int, CaseIterable, Sendable {
         case .bansRefused: "bans_refused"
         case .bannedObjects: "bans_obj_killed"
         case .accessLogDropped: "access_log_dropped"
+        case .clientBytesReceived: "client_bytes_received"
+        case .clientBytesSent: "client_bytes_sent"
+        case .backendBytesReceived: "backend_bytes_received"
         }
     }
 }

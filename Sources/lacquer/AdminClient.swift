@@ -101,7 +101,7 @@ struct AdminClient {
             }
             entry = info.pointee.ai_next
         }
-        throw Failure(description: "cannot connect to the admin port \(self.address): \(lastError) (is Lacquer running with --admin \(self.address)?)")
+        throw Failure(description: "cannot connect to the admin port \(self.address): \(lastError) (is Lacquer running, with --admin \(self.address)? Point -T at its admin listener.)")
     }
 
     private static func lastError() -> String {

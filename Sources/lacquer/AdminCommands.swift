@@ -8,7 +8,7 @@ import Glibc
 
 /// Where the admin port is and how to prove who we are (shared by the client commands).
 struct AdminConnectionOptions: ParsableArguments {
-    @Option(name: .customLong("admin"), help: ArgumentHelp("The admin listener of the running Lacquer.", valueName: "HOST:PORT"))
+    @Option(name: [.customShort("T"), .customLong("admin-address")], help: ArgumentHelp("The admin listener of the running Lacquer (its --admin), as varnishadm's -T.", valueName: "HOST:PORT"))
     var admin = "127.0.0.1:6082"
 
     @Option(name: [.customShort("S"), .customLong("secret-file")], help: ArgumentHelp("The file given to --admin-secret (its contents, trimmed, are the secret).", valueName: "FILE"))
@@ -16,12 +16,12 @@ struct AdminConnectionOptions: ParsableArguments {
 
     func validate() throws {
         guard HostAndPort.parse(self.admin) != nil else {
-            throw ValidationError("--admin '\(self.admin)' is not HOST:PORT")
+            throw ValidationError("--admin-address '\(self.admin)' is not HOST:PORT")
         }
     }
 
     func client() throws -> AdminClient {
-        guard let address = HostAndPort.parse(self.admin) else { throw ValidationError("--admin '\(self.admin)' is not HOST:PORT") }
+        guard let address = HostAndPort.parse(self.admin) else { throw ValidationError("--admin-address '\(self.admin)' is not HOST:PORT") }
         var secret: String?
         if let path = self.secretFile {
             do {
@@ -62,7 +62,7 @@ struct Admin: ParsableCommand {
     @Argument(help: ArgumentHelp("ban, bans, reload, backends or stats.", valueName: "COMMAND"))
     var command: String
 
-    @Argument(parsing: .captureForPassthrough, help: ArgumentHelp("The ban expression (for ban).", valueName: "ARGUMENTS"))
+    @Argument(help: ArgumentHelp("The ban expression (for ban; quote it, or put it after --).", valueName: "ARGUMENTS"))
     var arguments: [String] = []
 
     func validate() throws {

@@ -267,6 +267,11 @@ public struct StatsSnapshot: Sendable {
     public var connections: Int
     /// One entry per configured backend, in configuration order.
     public var backends: [BackendSnapshot] = []
+    public var version = LacquerVersion.string
+    /// Request durations by cache status (nil: not collected).
+    public var requestDurations: RequestDurations?
+    /// HELP text per counter name.
+    public var counterHelp: [String: String] = Dictionary(uniqueKeysWithValues: Counter.allCases.map { ($0.name, $0.help) })
 
     /// `{"uptime_seconds":…, "connections":…, "counters":{…}, "memory":{…}, "disk":{…}|null,
     /// "fetches":{…}, "backends":[{"name":…, "address":…, "healthy":…, "probe":{…}|null, …}]}`,
@@ -297,42 +302,86 @@ public struct StatsSnapshot: Sendable {
         return out + "\""
     }
 
-    /// A Prometheus label value (quotes, backslashes and newlines escaped).
-    private static func label(_ text: String) -> String {
-        text.replacing("\\", with: "\\\\").replacing("\"", with: "\\\"").replacing("\n", with: "\\n")
-    }
-
-    /// Prometheus text exposition: every counter as `lacquer_<name>_total`, tier figures as gauges.
+    /// Prometheus text exposition (see `PrometheusText`): every counter as
+    /// `lacquer_<name>_total`, tier sizes as gauges and tier events as counters, request and
+    /// backend fetch durations as histograms, build info, uptime and what is in flight.
     public func prometheus() -> String {
-        var out = ""
+        var out = PrometheusText()
+        out.family("lacquer_build_info", .gauge, "Lacquer's version (always 1).")
+        out.sample("lacquer_build_info", [("version", self.version)], 1)
+        out.family("lacquer_uptime_seconds", .gauge, "Seconds since Lacquer started.")
+        out.sample("lacquer_uptime_seconds", [], (self.uptimeSeconds * 1000).rounded() / 1000)
+        out.family("lacquer_connections", .gauge, "Client connections open now.")
+        out.sample("lacquer_connections", [], self.connections)
+        let counterNames = Set(self.counters.map(\.name))
         for (name, value) in self.counters {
-            out += "# TYPE lacquer_\(name)_total counter\nlacquer_\(name)_total \(value)\n"
+            let family = "lacquer_\(name)_total"
+            out.family(family, .counter, self.counterHelp[name] ?? name)
+            out.sample(family, [], value)
         }
-        for (name, value) in self.memory {
-            out += "# TYPE lacquer_memory_\(name) gauge\nlacquer_memory_\(name) \(value)\n"
-        }
-        for (name, value) in self.disk {
-            out += "# TYPE lacquer_disk_\(name) gauge\nlacquer_disk_\(name) \(value)\n"
-        }
-        out += "# TYPE lacquer_connections gauge\nlacquer_connections \(self.connections)\n"
-        if !self.backends.isEmpty {
-            out += "# TYPE lacquer_backend_healthy gauge\n"
-            for backend in self.backends {
-                out += "lacquer_backend_healthy{backend=\"\(Self.label(backend.name))\"} \(backend.healthy ? 1 : 0)\n"
-            }
-            out += "# TYPE lacquer_backend_requests_total counter\n"
-            for backend in self.backends {
-                out += "lacquer_backend_requests_total{backend=\"\(Self.label(backend.name))\"} \(backend.requests)\n"
-            }
-            out += "# TYPE lacquer_backend_failures_total counter\n"
-            for backend in self.backends {
-                for (kind, value) in backend.failures {
-                    out += "lacquer_backend_failures_total{backend=\"\(Self.label(backend.name))\",kind=\"\(kind)\"} \(value)\n"
+        for (tier, figures) in [("memory", self.memory), ("disk", self.disk)] {
+            for (name, value) in figures {
+                if Self.gaugeFigures.contains(name) {
+                    let family = "lacquer_\(tier)_\(name)"
+                    out.family(family, .gauge, "The \(tier) tier's \(name.replacing("_", with: " ")) now.")
+                    out.sample(family, [], value)
+                } else {
+                    // A tier event count; named apart from a server counter of the same name.
+                    let base = counterNames.contains("\(tier)_\(name)") ? "\(tier)_tier_\(name)" : "\(tier)_\(name)"
+                    let family = "lacquer_\(base)_total"
+                    out.family(family, .counter, "The \(tier) tier's \(name.replacing("_", with: " ")) since start.")
+                    out.sample(family, [], value)
                 }
             }
         }
-        return out
+        for (name, value) in self.fetches {
+            let (family, help): (String, String) =
+                switch name {
+                case "in_flight": ("lacquer_fetches_in_flight", "Backend fetches in flight (fills that requests may wait on).")
+                case "bans": ("lacquer_bans_active", "Bans in the ban list.")
+                case "hit_for_miss_objects": ("lacquer_hit_for_miss_objects", "Keys marked hit-for-miss now.")
+                default: ("lacquer_\(name)", name)
+                }
+            out.family(family, .gauge, help)
+            out.sample(family, [], value)
+        }
+        if let durations = self.requestDurations {
+            out.family("lacquer_request_duration_seconds", .histogram, "Seconds from a request's head to the end of its response, by X-Cache-Status.")
+            for (label, histogram) in durations.all {
+                out.histogram("lacquer_request_duration_seconds", [("cache", label)], histogram)
+            }
+        }
+        if !self.backends.isEmpty {
+            out.family("lacquer_backend_healthy", .gauge, "Whether the backend takes traffic (1) or is sick (0).")
+            for backend in self.backends {
+                out.sample("lacquer_backend_healthy", [("backend", backend.name)], backend.healthy ? 1 : 0)
+            }
+            out.family("lacquer_backend_connections", .gauge, "Backend connections open now.")
+            for backend in self.backends {
+                out.sample("lacquer_backend_connections", [("backend", backend.name)], backend.openConnections)
+            }
+            out.family("lacquer_backend_requests_total", .counter, "Requests sent to the backend.")
+            for backend in self.backends {
+                out.sample("lacquer_backend_requests_total", [("backend", backend.name)], backend.requests)
+            }
+            out.family("lacquer_backend_failures_total", .counter, "Failed fetches from the backend, by kind.")
+            for backend in self.backends {
+                for (kind, value) in backend.failures {
+                    out.sample("lacquer_backend_failures_total", [("backend", backend.name), ("kind", kind)], value)
+                }
+            }
+            out.family("lacquer_backend_fetch_duration_seconds", .histogram, "Seconds from sending a fetch to the end of its body or its failure.")
+            for backend in self.backends {
+                if let histogram = backend.fetchDurations {
+                    out.histogram("lacquer_backend_fetch_duration_seconds", [("backend", backend.name)], histogram)
+                }
+            }
+        }
+        return out.text
     }
+
+    /// Tier figures that are levels (gauges); the others only grow (counters).
+    static let gaugeFigures: Set<String> = ["objects", "bytes", "capacity_bytes", "disk_full"]
 }
 
 /// The JSON document `/stats` serves: a Codable view of a `StatsSnapshot`.
@@ -402,6 +451,7 @@ struct StatsDocument: Encodable {
         }
     }
 
+    var version: String
     var uptimeSeconds: Double
     var connections: Int
     var counters: Figures
@@ -411,6 +461,7 @@ struct StatsDocument: Encodable {
     var backends: [Backend]
 
     init(_ snapshot: StatsSnapshot) {
+        self.version = snapshot.version
         self.uptimeSeconds = (snapshot.uptimeSeconds * 1000).rounded() / 1000
         self.connections = snapshot.connections
         self.counters = Figures(pairs: snapshot.counters)
@@ -430,6 +481,7 @@ struct StatsDocument: Encodable {
 
     func encode(to encoder: any Encoder) throws {
         var container = encoder.container(keyedBy: Key.self)
+        try container.encode(self.version, forKey: Key("version"))
         try container.encode(self.uptimeSeconds, forKey: Key("uptime_seconds"))
         try container.encode(self.connections, forKey: Key("connections"))
         try container.encode(self.counters, forKey: Key("counters"))

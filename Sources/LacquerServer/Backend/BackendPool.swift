@@ -138,6 +138,7 @@ final class BackendPool {
         self.counters.increment(.backendConn)
         let limits = self.limits
         let stats = self.stats
+        let counters = self.counters
         let loopBound = NIOLoopBound(self, eventLoop: self.eventLoop)
         let decoderLimits = {
             var configuration = NIOHTTPDecoderLimitConfiguration()
@@ -161,6 +162,7 @@ final class BackendPool {
                     try sync.addHandler(HTTPRequestEncoder())
                     let framingGuard = ChunkedFramingGuard(side: .response, maxChunkExtensionBytes: limits.chunkExtensionBytes)
                     handler.framingGuard = framingGuard
+                    framingGuard.receivedBytes = (counters, .backendBytesReceived)
                     try sync.addHandler(framingGuard)
                     try sync.addHandler(
                         ByteToMessageHandler(

@@ -7,6 +7,8 @@ import Synchronization
 /// probe window sits behind a mutex that only the probe (every interval) and `/stats` take.
 /// The director reads `isHealthy`, a single atomic load.
 final class BackendStats: Sendable {
+    /// Seconds each fetch took, sent to its end (`lacquer_backend_fetch_duration_seconds`).
+    let fetchDurations = LatencyHistogram()
     /// Failure kinds counted per backend (the `failures` object of `/stats`).
     enum Failure: Int, CaseIterable, Sendable {
         case connectFailed, connectTimeout, queueTimeout, firstByteTimeout, betweenBytesTimeout, closed, framing
@@ -149,7 +151,8 @@ final class BackendStats: Sendable {
             idleConnections: self.idleConnections.load(ordering: .relaxed),
             queued: self.queued.load(ordering: .relaxed),
             requests: self.requestCount.load(ordering: .relaxed),
-            failures: Failure.allCases.map { ($0.name, self[$0]) })
+            failures: Failure.allCases.map { ($0.name, self[$0]) },
+            fetchDurations: self.fetchDurations)
     }
 }
 
@@ -176,4 +179,6 @@ public struct BackendSnapshot: Sendable {
     public var queued: Int
     public var requests: Int
     public var failures: [(name: String, value: Int)]
+    /// Seconds from sending a fetch to the end of its body (or its failure).
+    public var fetchDurations: LatencyHistogram? = nil
 }

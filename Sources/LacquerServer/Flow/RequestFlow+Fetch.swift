@@ -67,6 +67,7 @@ extension RequestFlow: BackendExchangeDelegate {
         }
         self.ctx.fetchedFrom = pool.backend.name
         self.fetchBackend = pool.stats
+        self.timedFetch = pool.stats
         if request.headers.first(name: "host") == nil, let hostHeader = pool.backend.hostHeader {
             request.headers.add(name: "Host", value: hostHeader)
         }
@@ -364,6 +365,7 @@ extension RequestFlow: BackendExchangeDelegate {
 
     /// The exchange ended: store the body (when complete), release the waiters.
     func completeFetch() {
+        self.observeFetchDuration()
         if let expected = self.expectedLength, expected != self.bodyBytes {
             // The decoder enforces Content-Length; this is a guard against a short close-delimited body.
             self.accumulated = nil
@@ -444,7 +446,16 @@ extension RequestFlow: BackendExchangeDelegate {
         }
     }
 
+    /// The running fetch ended (its body complete, or failed): its duration goes to its
+    /// backend's histogram, once.
+    func observeFetchDuration() {
+        guard let backend = self.timedFetch else { return }
+        self.timedFetch = nil
+        backend.fetchDurations.observe(seconds: self.server.clock() - self.requestTime)
+    }
+
     func backendFailed(_ error: BackendError, beforeHead: Bool) {
+        self.observeFetchDuration()
         self.lease = nil
         self.accumulated = nil
         let retryable = Self.mayRetry(

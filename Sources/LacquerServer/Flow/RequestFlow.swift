@@ -62,6 +62,8 @@ final class RequestFlow {
     var lease: BackendPool.Lease?
     /// The backend the running fetch went to (for passive health).
     var fetchBackend: BackendStats?
+    /// The backend whose fetch duration is still to be observed.
+    var timedFetch: BackendStats?
     var storeDone = false
     /// The busy fetch this flow leads (it must be released on every exit path).
     var busy: BusyFetch?

@@ -372,11 +372,17 @@ final class ChunkedFramingGuard: ChannelInboundHandler, RemovableChannelHandler 
         return problem
     }
 
+    /// Where the bytes read are counted (backend connections: `backend_bytes_received`).
+    var receivedBytes: (counters: Counters, counter: Counter)?
+
     init(side: ChunkedFramingScanner.Side, maxChunkExtensionBytes: Int = 4096) {
         self.scanner = ChunkedFramingScanner(side: side, maxChunkExtensionBytes: maxChunkExtensionBytes)
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        if let (counters, counter) = self.receivedBytes {
+            counters.increment(counter, by: self.unwrapInboundIn(data).readableBytes)
+        }
         guard !self.failed else { return }
         guard self.scanner.isFollowing else { return context.fireChannelRead(data) }
         let buffer = self.unwrapInboundIn(data)

@@ -5,19 +5,31 @@ import Synchronization
 
 /// Notes the first bytes of each request so the header timeout (10 s from the first byte)
 /// can replace the keep-alive idle timeout. Sits before the HTTP decoder.
-final class FirstByteObserver: ChannelInboundHandler, RemovableChannelHandler {
+final class FirstByteObserver: ChannelDuplexHandler, RemovableChannelHandler {
     typealias InboundIn = ByteBuffer
     typealias InboundOut = ByteBuffer
+    typealias OutboundIn = IOData
+    typealias OutboundOut = IOData
     var onBytes: (() -> Void)?
+    /// Where bytes in and out are counted (`client_bytes_received`, `client_bytes_sent`).
+    var counters: Counters?
     /// The first bytes of the latest read (at most ``prefixLimit``), copied into storage
     /// allocated once: enough to tell an unknown method from a malformed request line when the
     /// parser rejects the method.
     private(set) var prefix: [UInt8] = []
     static let prefixLimit = 256
 
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        if let counters = self.counters {
+            counters.increment(.clientBytesSent, by: self.unwrapOutboundIn(data).readableBytes)
+        }
+        context.write(data, promise: promise)
+    }
+
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         self.onBytes?()
         let buffer = self.unwrapInboundIn(data)
+        self.counters?.increment(.clientBytesReceived, by: buffer.readableBytes)
         let count = min(buffer.readableBytes, Self.prefixLimit)
         if self.prefix.capacity < Self.prefixLimit {
             self.prefix.reserveCapacity(Self.prefixLimit)
@@ -95,8 +107,10 @@ final class ClientChannelHandler: ChannelDuplexHandler, RemovableChannelHandler,
     weak var encoder: ResponseEncoder?
     /// The access log record of the request being answered (nil while the log captures nothing).
     private var logRecord: AccessRecord?
-    /// When the request head of `logRecord` arrived.
-    private var logStart = NIODeadline.uptimeNanoseconds(0)
+    /// When the head of the request being answered arrived (nil between requests).
+    private var requestStart: NIODeadline?
+    /// The X-Cache-Status of the response being written (for the duration histogram).
+    private var responseCache: String?
     /// The client's address as the log writes it (taken once per connection).
     private var logClient: String?
 
@@ -121,7 +135,7 @@ final class ClientChannelHandler: ChannelDuplexHandler, RemovableChannelHandler,
 
     func handlerRemoved(context: ChannelHandlerContext) {
         self.server.unregister(self)
-        self.finishLogRecord(incomplete: true)
+        self.finishRequest(incomplete: true)
         self.dropTimer()
         self.context = nil
     }
@@ -152,6 +166,8 @@ final class ClientChannelHandler: ChannelDuplexHandler, RemovableChannelHandler,
         switch self.unwrapInboundIn(data) {
         case .head(let head):
             self.server.counters.increment(.clientReq)
+            self.requestStart = self.now()
+            self.responseCache = nil
             if self.server.accessLog.isCapturing { self.startLogRecord(head) }
             self.encoder?.respondingToHead = head.method == .HEAD
             var retryAfter: Int?
@@ -207,11 +223,11 @@ final class ClientChannelHandler: ChannelDuplexHandler, RemovableChannelHandler,
         case .finishResponse(let close, let detach, let read):
             detach?.detach()
             self.writeEnd(close: close)
-            self.finishLogRecord(incomplete: false)
+            self.finishRequest(incomplete: false)
             if read { self.context?.read() }
         case .abort(let upload):
             upload?.abort()
-            self.finishLogRecord(incomplete: true)
+            self.finishRequest(incomplete: true)
             self.closeNow()
         case .clientGone(let flow, let upload, let uploadCut, let counter):
             if let counter { self.server.counters.increment(counter) }
@@ -222,11 +238,11 @@ final class ClientChannelHandler: ChannelDuplexHandler, RemovableChannelHandler,
             }
             if let flow { self.noteFlow(flow) }
             flow?.clientGone()
-            self.finishLogRecord(incomplete: true)
+            self.finishRequest(incomplete: true)
             self.closeNow()
         case .close(let counter):
             if let counter { self.server.counters.increment(counter) }
-            self.finishLogRecord(incomplete: true)
+            self.finishRequest(incomplete: true)
             self.closeNow()
         case .read:
             self.context?.read()
@@ -294,7 +310,7 @@ final class ClientChannelHandler: ChannelDuplexHandler, RemovableChannelHandler,
             if let flow { self.noteFlow(flow) }
             flow?.clientGone()
         }
-        self.finishLogRecord(incomplete: true)
+        self.finishRequest(incomplete: true)
         context.fireChannelInactive()
     }
 
@@ -319,10 +335,12 @@ final class ClientChannelHandler: ChannelDuplexHandler, RemovableChannelHandler,
             let now = self.now()
             self.state.responseHeadWritten(now: now)
             self.scheduleTimerIfAsked()
+            let cache = head.headers.first(name: "x-cache-status")
+            self.responseCache = cache
             if self.logRecord != nil {
                 self.logRecord?.status = Int(head.status.code)
-                self.logRecord?.cache = head.headers.first(name: "x-cache-status") ?? "-"
-                self.logRecord?.timeToFirstByte = Self.seconds(now - self.logStart)
+                self.logRecord?.cache = cache ?? "-"
+                self.logRecord?.timeToFirstByte = Self.seconds(now - (self.requestStart ?? now))
             }
         }
         self.context?.write(self.wrapOutboundOut(.head(head)), promise: nil)
@@ -336,10 +354,11 @@ final class ClientChannelHandler: ChannelDuplexHandler, RemovableChannelHandler,
         let now = self.now()
         self.state.responseHeadWritten(now: now)
         self.scheduleTimerIfAsked()
+        self.responseCache = cache.rawValue
         if self.logRecord != nil {
             self.logRecord?.status = status
             self.logRecord?.cache = cache.rawValue
-            self.logRecord?.timeToFirstByte = Self.seconds(now - self.logStart)
+            self.logRecord?.timeToFirstByte = Self.seconds(now - (self.requestStart ?? now))
             self.logRecord?.bytes += bodyBytes
         }
         encoder.expectPreEncodedHead()
@@ -390,7 +409,6 @@ final class ClientChannelHandler: ChannelDuplexHandler, RemovableChannelHandler,
     }
 
     private func startLogRecord(_ head: HTTPRequestHead) {
-        self.logStart = self.now()
         var record = AccessRecord(
             time: self.server.clock(), client: self.logClientAddress, method: head.method.rawValue, target: head.uri,
             proto: Self.protocolName(head.version))
@@ -407,10 +425,16 @@ final class ClientChannelHandler: ChannelDuplexHandler, RemovableChannelHandler,
         self.logRecord?.backend = flow.ctx.fetchedFrom
     }
 
-    private func finishLogRecord(incomplete: Bool) {
+    /// The request being answered is over (answered, cut or abandoned): its duration goes to
+    /// the histogram and its record, if any, to the access log.
+    private func finishRequest(incomplete: Bool) {
+        guard let start = self.requestStart else { return }
+        self.requestStart = nil
+        let duration = Self.seconds(self.now() - start)
+        self.server.requestDurations.observe(cache: self.responseCache, seconds: duration)
         guard var record = self.logRecord else { return }
         self.logRecord = nil
-        record.duration = Self.seconds(self.now() - self.logStart)
+        record.duration = duration
         record.incomplete = incomplete
         self.server.accessLog.record(record)
     }
@@ -453,17 +477,20 @@ final class ClientChannelHandler: ChannelDuplexHandler, RemovableChannelHandler,
             // A class of rejection (e.g. client_req_bad_framing) also counts under its status.
             self.server.counters.increment(byStatus)
         }
+        let now = self.now()
+        if self.requestStart == nil {
+            self.requestStart = now  // refused before a request head was parsed
+        }
         if self.server.accessLog.isCapturing {
             if self.logRecord == nil {
-                // Refused before a request head was parsed: logged with the request line "-".
-                self.logStart = self.now()
+                // Logged with the request line "-".
                 self.logRecord = AccessRecord(
                     time: self.server.clock(), client: self.logClientAddress, method: "-", target: "-", proto: "-")
             }
             self.logRecord?.status = refusal.status
-            self.logRecord?.timeToFirstByte = Self.seconds(self.now() - self.logStart)
+            self.logRecord?.timeToFirstByte = Self.seconds(now - (self.requestStart ?? now))
         }
-        defer { self.finishLogRecord(incomplete: false) }
+        defer { self.finishRequest(incomplete: false) }
         guard let context = self.context else { return }
         self.encoder?.respondingToHead = refusal.headRequest
         var response = Synthetic.response(

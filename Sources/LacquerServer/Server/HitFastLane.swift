@@ -143,6 +143,7 @@ final class HitFastLane: ChannelInboundHandler {
         }
         guard let object = Self.storedResponse(memory: server.memory, key: key, acceptEncoding: acceptEncoding, now: now)
         else { return false }
+        let started = NIODeadline.now()
         server.counters.increment(.cacheHit)
         server.counters.increment(.cacheHitFast)
         let status = CacheStatusValue(hit: true, ttl: Int(HitRules.remainingFreshness(object, now: now).rounded(.down)))
@@ -154,9 +155,13 @@ final class HitFastLane: ChannelInboundHandler {
         if let largeBody {
             context.write(NIOAny(largeBody), promise: nil)
         }
+        let duration = ClientChannelHandler.seconds(NIODeadline.now() - started)
+        server.requestDurations.observe(.hit, seconds: duration)
         var record: AccessRecord?
         if server.accessLog.isCapturing {
             record = Self.logRecord(head, in: buffer, time: now, object: object, client: self.connection)
+            record?.duration = duration
+            record?.timeToFirstByte = duration
         }
         self.connection.fastLaneAnswered(log: record)
         return true
@@ -177,7 +182,6 @@ final class HitFastLane: ChannelInboundHandler {
         record.status = object.status
         record.bytes = head.isHead ? 0 : object.bodyLength
         record.cache = XCacheStatus.hit.rawValue
-        record.timeToFirstByte = 0
         record.host = text(head.host)
         record.userAgent = text(head.userAgent)
         record.referer = text(head.referer)

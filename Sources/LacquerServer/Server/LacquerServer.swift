@@ -403,7 +403,8 @@ public final class LacquerServer: Service, Sendable {
             disk: diskFigures,
             fetches: self.fetchFigures,
             connections: connections,
-            backends: self.backendSnapshots)
+            backends: self.backendSnapshots,
+            requestDurations: self.state.withLock { $0.context?.requestDurations })
     }
 
     private func bindClientListener(_ address: HostAndPort, group: MultiThreadedEventLoopGroup, context: ServerContext) async throws -> any Channel {
@@ -446,6 +447,7 @@ public final class LacquerServer: Service, Sendable {
                     }
                     let handler = ClientChannelHandler(server: context, eventLoop: channel.eventLoop)
                     let observer = FirstByteObserver()
+                    observer.counters = context.counters
                     handler.observer = observer
                     let sync = channel.pipeline.syncOperations
                     try sync.addHandler(observer)

@@ -45,6 +45,8 @@ final class ServerContext: Sendable {
     let viaLine: String
     /// Where finished requests go (a file, stdout, live tails).
     let accessLog: AccessLog
+    /// Request durations by cache status (`lacquer_request_duration_seconds`).
+    let requestDurations = RequestDurations()
     /// Set once SIGTERM started a drain: connections close after their current response.
     let draining = Atomic<Bool>(false)
 
