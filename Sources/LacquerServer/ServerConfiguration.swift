@@ -124,6 +124,12 @@ public struct BackendConfiguration: Sendable, Hashable {
     public var hostHeader: String?
     /// Health checks; nil means the backend is always considered healthy.
     public var probe: ProbeConfiguration?
+
+    /// `host:port` (`[v6]:port`), the Host a request that had none is sent with.
+    public var authority: String {
+        let host = self.host.contains(":") ? "[\(self.host)]" : self.host
+        return self.port == 80 ? host : "\(host):\(self.port)"
+    }
     /// Passive health (what fetches say); nil turns it off.
     public var passiveHealth: PassiveHealthConfiguration? = PassiveHealthConfiguration()
 

@@ -17,6 +17,24 @@ public enum BackendError: Error, Equatable, Sendable, CustomStringConvertible {
     /// Every backend has a probe that currently says it is sick (Varnish's "no healthy backend").
     case allBackendsSick
 
+    /// A short token for `Cache-Status`'s detail and the access log (RFC 9211 §2.8 leaves its
+    /// form to the cache): never library text.
+    public var token: String {
+        switch self {
+        case .connectFailed(let why): Synthetic.sanitizeDetail(why)
+        case .connectTimeout: "connect-timeout"
+        case .queueTimeout: "queue-timeout"
+        case .firstByteTimeout: "first-byte-timeout"
+        case .betweenBytesTimeout: "between-bytes-timeout"
+        case .closedBeforeHead: "closed-before-response"
+        case .closedMidBody: "closed-mid-body"
+        case .framing: "invalid-response"
+        case .headersTooLarge: "response-headers-too-large"
+        case .noBackend: "no-backend"
+        case .allBackendsSick: "no-healthy-backend"
+        }
+    }
+
     public var description: String {
         switch self {
         case .connectFailed(let why): "connection to backend failed: \(why)"

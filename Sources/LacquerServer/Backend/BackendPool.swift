@@ -247,16 +247,38 @@ final class BackendPool {
             to: waiter.promise)
     }
 
+    /// A plain reason for a socket error (`connection refused`, `address already in use`): the
+    /// system's words for its errno, lowercased; never a library's description.
     static func describe(_ error: any Error) -> String {
         if let io = error as? IOError {
-            return io.description
+            return Self.plain(errno: io.errnoCode)
         }
         if let nio = error as? NIOConnectionError {
             if let first = nio.connectionErrors.first {
                 return describe(first.error)
             }
-            return "could not resolve \(nio.host)"
+            return nio.dnsAError != nil || nio.dnsAAAAError != nil ? "could not resolve \(nio.host)" : "cannot connect"
         }
-        return "\(error)"
+        if let channel = error as? ChannelError, case .connectTimeout = channel {
+            return "timed out"
+        }
+        if error is SocketAddressError {
+            return "not a usable address"
+        }
+        return "cannot connect"
+    }
+
+    static func plain(errno code: Int32) -> String {
+        switch code {
+        case ECONNREFUSED: return "connection refused"
+        case ECONNRESET: return "connection reset"
+        case EADDRINUSE: return "address already in use"
+        case EADDRNOTAVAIL: return "address not available"
+        case EACCES, EPERM: return "permission denied"
+        case ENETUNREACH: return "network unreachable"
+        case EHOSTUNREACH: return "host unreachable"
+        case ETIMEDOUT: return "timed out"
+        default: return String(cString: strerror(code)).lowercased()
+        }
     }
 }

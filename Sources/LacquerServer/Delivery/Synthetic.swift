@@ -17,7 +17,8 @@ enum Synthetic {
         close: Bool,
         cacheName: String,
         contentType: String = "text/plain; charset=utf-8",
-        body text: String? = nil
+        body text: String? = nil,
+        detail: String? = nil
     ) -> Response {
         let code = HTTPResponseStatus(statusCode: status)
         let bodyText = text ?? "\(status) \(code.reasonPhrase): \(reason)\n"
@@ -32,7 +33,7 @@ enum Synthetic {
         headers.add(name: "Content-Length", value: String(body.readableBytes))
         headers.add(name: "Cache-Control", value: "no-store")
         headers.add(name: "X-Cache-Status", value: XCacheStatus.bypass.rawValue)
-        headers.add(name: "Cache-Status", value: CacheStatusValue(detail: sanitizeDetail(reason)).serialized(cacheName: cacheName))
+        headers.add(name: "Cache-Status", value: CacheStatusValue(detail: detail ?? sanitizeDetail(reason)).serialized(cacheName: cacheName))
         if close {
             headers.add(name: "Connection", value: "close")
         }

@@ -68,8 +68,10 @@ extension RequestFlow: BackendExchangeDelegate {
         self.ctx.fetchedFrom = pool.backend.name
         self.fetchBackend = pool.stats
         self.timedFetch = pool.stats
-        if request.headers.first(name: "host") == nil, let hostHeader = pool.backend.hostHeader {
-            request.headers.add(name: "Host", value: hostHeader)
+        if request.headers.first(name: "host") == nil {
+            // An HTTP/1.0 request may come without Host; the origin never gets one without it
+            // (RFC 9112 §3.2). As Varnish: the backend's host header, else its own address.
+            request.headers.add(name: "Host", value: pool.backend.hostHeader ?? pool.backend.authority)
         }
         if self.ctx.firstByteTimeout < 0 {
             self.ctx.firstByteTimeout = Double(pool.backend.firstByteTimeout.nanoseconds) / 1e9
@@ -99,7 +101,7 @@ extension RequestFlow: BackendExchangeDelegate {
                     firstByteTimeout: firstByteTimeout,
                     betweenBytesTimeout: betweenBytesTimeout)
             case .failure(let error):
-                flow.backendFailed(error as? BackendError ?? .connectFailed("\(error)"), beforeHead: true)
+                flow.backendFailed(error as? BackendError ?? .connectFailed(BackendPool.describe(error)), beforeHead: true)
             }
         }
     }

@@ -650,7 +650,7 @@ struct RequestStateMachine {
         if let stale = self.missFrom?.stale, stale.usableOnError(at: now, defaultWindow: self.staleIfErrorDefault) {
             return self.enterDeliver(stale, .stale, detail: "stale-if-error", refresh: nil)
         }
-        self.enterSynth(error.status, error.description)
+        self.enterSynth(error.status, error.description, detail: error.token)
     }
 
     private mutating func enterPass(_ cause: PassCause) {
@@ -802,13 +802,14 @@ struct RequestStateMachine {
         guard let error = self.backendError else { return }
         switch result {
         case .builtin:
-            self.enterSynth(error.status, error.description)
+            self.enterSynth(error.status, error.description, detail: error.token)
         case .returned(.retry) where self.retries < Self.maxRetries && !self.bodyStreamed:
             self.backendError = nil
             self.retries += 1
             if let mode = self.fetch { self.enterFetch(mode) }
         case .returned(.abandon), .returned(.retry):
             self.step = .synth
+            self.synthDetail = error.token
             self.emit(.writeSynthetic(status: 503, reason: error.description, body: nil))
             self.finishResponse()
         default:
@@ -820,9 +821,14 @@ struct RequestStateMachine {
 
     // MARK: Synth and the end
 
-    private mutating func enterSynth(_ status: Int, _ reason: String, body: SynthBody? = nil) {
+    /// The Cache-Status detail of the synthetic answer being made for a backend error (a short
+    /// token such as `connection-refused`; nil for other answers).
+    private(set) var synthDetail: String?
+
+    private mutating func enterSynth(_ status: Int, _ reason: String, body: SynthBody? = nil, detail: String? = nil) {
         if self.clientGone || self.response != .none { return self.end() }
         self.step = .synth
+        self.synthDetail = detail
         let text = body
         if self.inSynth {
             self.emit(.writeSynthetic(status: status, reason: reason, body: text))

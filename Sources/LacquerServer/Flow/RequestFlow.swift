@@ -474,7 +474,7 @@ final class RequestFlow {
         self.closeAfter = close
         var response = Synthetic.response(
             status: status, reason: reason, now: self.server.clock(), close: close,
-            cacheName: self.server.configuration.cacheName, body: body)
+            cacheName: self.server.configuration.cacheName, body: body, detail: self.machine.synthDetail)
         if let extraHeaders {
             if reason != response.head.status.reasonPhrase, !reason.isEmpty,
                 !reason.utf8.contains(where: { $0 < 0x20 || $0 == 0x7F })
