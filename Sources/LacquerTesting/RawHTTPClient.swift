@@ -253,6 +253,17 @@ public final class RawHTTPClient: @unchecked Sendable {
         return (response, length, fnv)
     }
 
+    /// Returns what is buffered, or waits for the next bytes to arrive (empty at EOF). For
+    /// reading a stream (a chunked live tail) as it comes.
+    public func readSome() throws -> [UInt8] {
+        if self.readIndex == self.writeIndex {
+            if try !self.fill() { return [] }
+        }
+        let bytes = Array(self.buffered)
+        self.readIndex = self.writeIndex
+        return bytes
+    }
+
     /// Reads until the peer closes (or `max` bytes arrived) and returns what came, including
     /// anything already buffered. Use it to check that a connection is closed: it throws
     /// `timedOut` if the peer keeps it open.

@@ -186,7 +186,7 @@ struct DiskTierIntegrationTests {
         let file = try makeTemporaryDirectory() + "/a-file"
         #expect(FileManager.default.createFile(atPath: file, contents: Data("x".utf8)))
         do {
-            try await withLacquer(configure: { $0.storageDirectory = file + "/cache" }) { _, _, _ in
+            _ = try await withLacquer(configure: { $0.storageDirectory = file + "/cache" }) { _, _, _ in
                 Issue.record("started on a storage directory inside a file")
             }
         } catch let error as LacquerServerError {

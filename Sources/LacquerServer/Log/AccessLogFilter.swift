@@ -87,7 +87,7 @@ public struct AccessLogFilter: Sendable {
         switch field {
         case .status: Double(record.status)
         case .bytes: Double(record.bytes)
-        case .xid: record.xid.map(Double.init)
+        case .xid: record.xid.map { Double($0) }
         case .ttfb: record.timeToFirstByte < 0 ? nil : record.timeToFirstByte
         case .time: record.duration
         default: nil
