@@ -68,6 +68,42 @@ struct ClientConnectionStateMachineTests {
         guard case .idle(false) = machine.state else { Issue.record("not idle: \(machine.state)"); return }
     }
 
+    @Test("drain: an idle connection closes at once; a request in progress finishes, then the connection closes")
+    func drain() {
+        var idle = self.machine()
+        guard case .close(nil) = idle.drain() else { Issue.record("an idle connection was not closed"); return }
+        #expect(idle.isClosed)
+
+        var busy = self.machine()
+        let (flow, _) = self.start(&busy, self.head())
+        #expect(busy.drain().isNone)
+        #expect(busy.mustCloseAfter(self.head()))  // the response says Connection: close
+        #expect(!busy.fastLaneMayAnswer(handedOver: 0))
+        guard case .finishResponse(close: true, _, _) = busy.responseFinished(flow, close: false, now: Self.t0) else {
+            Issue.record("the response did not close the draining connection"); return
+        }
+        #expect(busy.isClosed)
+
+        // Bytes of the next request had arrived: it is answered, then the connection closes.
+        var arriving = self.machine()
+        arriving.bytesArrived(now: Self.t0)
+        #expect(arriving.drain().isNone)
+        let (next, _) = self.start(&arriving, self.head())
+        guard case .finishResponse(close: true, _, _) = arriving.responseFinished(next, close: false, now: Self.t0) else {
+            Issue.record("the last response did not close"); return
+        }
+
+        // A body left to drain after the answer: the connection closes when it ends.
+        var discarding = self.machine()
+        let (uploadFlow, _) = self.start(&discarding, self.head(.POST, "/u", [("Content-Length", "10")]))
+        _ = discarding.responseFinished(uploadFlow, close: false, now: Self.t0)
+        #expect(discarding.drain().isNone)
+        _ = discarding.requestBody(bytes: 10, now: Self.t0)
+        guard case .close(nil) = discarding.requestEnd(now: Self.t0) else {
+            Issue.record("the drained body did not close the connection"); return
+        }
+    }
+
     @Test("an invalid head is refused with its status and counter, and nothing follows it")
     func refusal() {
         var machine = self.machine()
