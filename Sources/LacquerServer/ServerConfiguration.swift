@@ -62,6 +62,8 @@ public struct ServerConfiguration: Sendable {
     public var accessLog: AccessLog.Destination?
     /// How its lines look (NCSA combined plus Lacquer's fields by default).
     public var accessLogFormat: AccessLogFormat = .combined
+    /// The probe `--probe` gave every backend (kept for backends a reload declares without one).
+    public var defaultProbe: ProbeConfiguration?
     /// How long SIGTERM waits for responses and fills in flight before closing what is left.
     public var drainTimeout: Double = 30
     /// The contents of `--admin-secret`: when set, the admin's POST endpoints and live views

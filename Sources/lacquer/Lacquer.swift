@@ -313,6 +313,7 @@ struct Lacquer: AsyncParsableCommand {
             configuration.backends[index].passiveHealth = passive
         }
         if let probe = self.probe.configuration {
+            configuration.defaultProbe = probe
             for index in configuration.backends.indices where configuration.backends[index].probe == nil {
                 configuration.backends[index].probe = probe
             }

@@ -351,6 +351,66 @@ struct VCLIntegrationTests {
         }
     }
 
+    @Test("a reload can change backends and probes: new requests go to the new backend, a download from the old one finishes")
+    func reloadBackends() async throws {
+        let directory = try makeTemporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let second = try await FixtureOrigin.start()
+        defer { Task { try? await second.shutdown() } }
+        let path = directory + "/site.vcl"
+        func write(name: String, port: Int, probe: Bool) throws {
+            let probeLine = probe ? "    .probe = { .url = \"/health\"; .interval = 0.1s; .window = 2; .threshold = 1; .initial = 1; }\n" : ""
+            try "vcl 4.1;\nbackend \(name) {\n    .host = \"127.0.0.1\";\n    .port = \"\(port)\";\n\(probeLine)}\n"
+                .write(toFile: path, atomically: true, encoding: .utf8)
+        }
+        var firstPort = 0
+        try await withLacquer(configure: { configuration in
+            firstPort = configuration.backends[0].port
+            try? write(name: "one", port: firstPort, probe: false)
+            configuration.vclPath = path
+            configuration.vcl = try? VCLLoader.load(path: path, purgeACL: configuration.purgeACL)
+            configuration.backends = configuration.vcl.map(VCLLoader.backendConfigurations) ?? []
+        }) { lacquer, port, origin async throws in
+            #expect(try httpGet(port: port, "/before").status == 200)
+            #expect(origin.requestCount(path: "/before") == 1)
+            // A slow download from the first backend is under way during the reload.
+            let download = try RawHTTPClient(port: port, timeout: 10)
+            try download.send("GET /slowbody/200000/100 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            _ = try download.readResponseHead()
+            try write(name: "two", port: second.port, probe: true)
+            let result = lacquer.reload()
+            #expect(result.ok, "\(result.message)")
+            #expect(result.message.contains("backends added: two"))
+            #expect(result.message.contains("backends removed: one"))
+            #expect(try httpGet(port: port, "/after").status == 200)
+            #expect(second.requestCount(path: "/after") == 1)
+            #expect(origin.requestCount(path: "/after") == 0)
+            let body = try await runBlocking { try download.readToEOF(max: 1 << 20) }
+            #expect(body.count >= 200_000)
+            // The new backend's probe runs; /stats lists only the new backend.
+            var probed = 0
+            for _ in 0..<100 where probed == 0 {
+                try await Task.sleep(for: .milliseconds(50))
+                probed = second.requestCount(path: "/health")
+            }
+            #expect(probed > 0)
+            #expect(lacquer.backendSnapshots.map(\.name) == ["two"])
+            #expect(lacquer.backendSnapshots.first?.probe != nil)
+            // Back to the first backend without its probe: unchanged declarations keep their pools.
+            try write(name: "one", port: firstPort, probe: false)
+            #expect(lacquer.reload().ok)
+            #expect(try httpGet(port: port, "/again").status == 200)
+            #expect(origin.requestCount(path: "/again") == 1)
+            // A file without backends is refused; the running ones stay.
+            try "vcl 4.1;\nsub vcl_recv { }\n".write(toFile: path, atomically: true, encoding: .utf8)
+            let refused = lacquer.reload()
+            #expect(!refused.ok)
+            #expect(refused.message.contains("declares no backend"))
+            #expect(try httpGet(port: port, "/still").status == 200)
+            #expect(origin.requestCount(path: "/still") == 1)
+        }
+    }
+
     @Test("vsthrottle.is_denied limits by any key VCL builds (here client.ip and the URL): 429 from vcl_recv")
     func vsthrottle() async throws {
         let source = """

@@ -91,20 +91,48 @@ public final class LacquerServer: Service, Sendable {
             return ReloadResult(ok: false, message: "reload failed; the running configuration stays:\n\(error.description)")
         }
         let running = context.vcl
+        var change = ServerContext.BackendChange(added: [], removed: [], changed: [])
         if !running.backends.isEmpty || !compiled.backends.isEmpty {
-            let old = VCLLoader.backendConfigurations(running)
-            let new = VCLLoader.backendConfigurations(compiled)
-            if old != new {
+            let new = VCLLoader.backendConfigurations(compiled).map { backend in
+                var backend = backend
+                // What the command line set for every backend (passive health, a default probe) stays.
+                backend.passiveHealth = self.configuration.backends.first?.passiveHealth ?? backend.passiveHealth
+                if backend.probe == nil, let defaultProbe = self.configuration.defaultProbe { backend.probe = defaultProbe }
+                return backend
+            }
+            if new.isEmpty {
                 self.counters.increment(.vclReloadFailures)
-                let message = "reload refused; the running configuration stays: the backend declarations changed (backends are set at start-up; restart Lacquer to change them)"
+                let message = "reload refused; the running configuration stays: \(path) declares no backend any more"
                 self.logger.error("\(message)")
                 return ReloadResult(ok: false, message: message)
             }
+            for backend in new {
+                do {
+                    try backend.probe?.validate()
+                } catch {
+                    self.counters.increment(.vclReloadFailures)
+                    let message = "reload failed; the running configuration stays: backend \(backend.name): \(error.description)"
+                    self.logger.error("\(message)")
+                    return ReloadResult(ok: false, message: message)
+                }
+            }
+            // The new pools are in place on every loop before a request can name them.
+            change = context.replaceBackends(new)
         }
         context.replaceVCL(compiled)
         self.counters.increment(.vclReloads)
-        self.logger.notice("configuration reloaded", metadata: ["file": "\(path)"])
-        return ReloadResult(ok: true, message: "reloaded \(path)")
+        var metadata: Logger.Metadata = ["file": "\(path)"]
+        var message = "reloaded \(path)"
+        if !change.isEmpty {
+            metadata["backends_added"] = "\(change.added.joined(separator: ","))"
+            metadata["backends_removed"] = "\(change.removed.joined(separator: ","))"
+            metadata["backends_changed"] = "\(change.changed.joined(separator: ","))"
+            for (label, names) in [("added", change.added), ("removed", change.removed), ("changed", change.changed)] where !names.isEmpty {
+                message += "; backends \(label): \(names.joined(separator: ", "))"
+            }
+        }
+        self.logger.notice("configuration reloaded", metadata: metadata)
+        return ReloadResult(ok: true, message: message)
     }
 
     /// Adds a ban (`POST /ban`); returns why the expression was refused, or nil.

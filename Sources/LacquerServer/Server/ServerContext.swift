@@ -19,10 +19,22 @@ final class ServerContext: Sendable {
     /// Seconds since the epoch; injectable so tests can move time.
     let clock: @Sendable () -> Double
     private let loops: [ObjectIdentifier: LoopState]
-    /// Each backend's health and figures, in configuration order (shared by its pools on every loop).
-    let backendStats: [BackendStats]
-    /// One health probe per backend that has one, each on one event loop.
-    let probes: [HealthProbe]
+    /// The backends in use: their configurations, health and figures (shared by their pools on
+    /// every loop) and probes. A reload that changes the backends replaces it.
+    private let backendSet: Mutex<BackendSet>
+    /// The event loops, in order (probes are spread over them).
+    private let eventLoops: [any EventLoop]
+
+    struct BackendSet: Sendable {
+        var configurations: [BackendConfiguration]
+        var stats: [BackendStats]
+        var probes: [HealthProbe]
+    }
+
+    /// Each backend's health and figures, in configuration order.
+    var backendStats: [BackendStats] { self.backendSet.withLock { $0.stats } }
+    /// One health probe per backend that has one.
+    var probes: [HealthProbe] { self.backendSet.withLock { $0.probes } }
     private let xid = Atomic<UInt64>(1000)
     let openConnections = Atomic<Int>(0)
     /// The configuration requests start with; a reload swaps it, requests in flight keep theirs.
@@ -74,8 +86,8 @@ final class ServerContext: Sendable {
         self.builtinHitPath = Atomic(Self.leavesHitPathToBuiltin(vcl))
         self.logger = logger
         self.clock = clock
+        self.eventLoops = eventLoops
         let backendStats = configuration.backends.map(BackendStats.init(backend:))
-        self.backendStats = backendStats
         var probes: [HealthProbe] = []
         for (index, backend) in configuration.backends.enumerated() {
             guard let probe = backend.probe, !eventLoops.isEmpty else { continue }
@@ -84,24 +96,96 @@ final class ServerContext: Sendable {
                     backend: backend, probe: probe, stats: backendStats[index],
                     eventLoop: eventLoops[index % eventLoops.count], logger: logger))
         }
-        self.probes = probes
+        self.backendSet = Mutex(BackendSet(configurations: configuration.backends, stats: backendStats, probes: probes))
         var loops: [ObjectIdentifier: LoopState] = [:]
-        let perLoop = eventLoops.isEmpty ? 1 : eventLoops.count
         for loop in eventLoops {
             let pools = configuration.backends.indices.map { index in
-                let backend = configuration.backends[index]
-                return BackendPool(
-                    backend: backend,
-                    eventLoop: loop,
-                    maxConnections: max(1, backend.maxConnections / perLoop),
-                    stats: backendStats[index],
-                    counters: counters,
-                    limits: configuration.limits
-                )
+                Self.makePool(
+                    configuration.backends[index], loop: loop, loopCount: eventLoops.count, stats: backendStats[index],
+                    counters: counters, limits: configuration.limits)
             }
             loops[ObjectIdentifier(loop)] = LoopState(pools: pools, eventLoop: loop, seed: UInt64(loops.count + 1))
         }
         self.loops = loops
+    }
+
+    private static func makePool(
+        _ backend: BackendConfiguration, loop: any EventLoop, loopCount: Int, stats: BackendStats, counters: Counters,
+        limits: Limits
+    ) -> BackendPool {
+        BackendPool(
+            backend: backend, eventLoop: loop, maxConnections: max(1, backend.maxConnections / max(1, loopCount)),
+            stats: stats, counters: counters, limits: limits)
+    }
+
+    /// What a backend reload did.
+    struct BackendChange: Sendable, Equatable {
+        var added: [String]
+        var removed: [String]
+        var changed: [String]
+        var isEmpty: Bool { self.added.isEmpty && self.removed.isEmpty && self.changed.isEmpty }
+    }
+
+    /// Replaces the backends (a reload whose configuration declares other backends or probes),
+    /// as Varnish does: a backend whose declaration is unchanged keeps its pools, connections,
+    /// health and probe; a new or changed one gets fresh pools (and probe); a removed or changed
+    /// one is retired: its idle connections close, connections in use close when their exchange
+    /// ends, its probe stops. Called off the event loops (it waits for each loop to switch).
+    func replaceBackends(_ configurations: [BackendConfiguration]) -> BackendChange {
+        let old = self.backendSet.withLock { $0 }
+        var stats: [BackendStats] = []
+        var probes: [HealthProbe] = []
+        var change = BackendChange(added: [], removed: [], changed: [])
+        for (index, backend) in configurations.enumerated() {
+            if let oldIndex = old.configurations.firstIndex(of: backend) {
+                stats.append(old.stats[oldIndex])
+                if let probe = old.probes.first(where: { $0.stats === old.stats[oldIndex] }) { probes.append(probe) }
+                continue
+            }
+            let fresh = BackendStats(backend: backend)
+            stats.append(fresh)
+            if old.configurations.contains(where: { $0.name == backend.name }) {
+                change.changed.append(backend.name)
+            } else {
+                change.added.append(backend.name)
+            }
+            if let probe = backend.probe, !self.eventLoops.isEmpty {
+                probes.append(
+                    HealthProbe(
+                        backend: backend, probe: probe, stats: fresh, eventLoop: self.eventLoops[index % self.eventLoops.count],
+                        logger: self.logger))
+            }
+        }
+        change.removed = old.configurations.map(\.name).filter { name in !configurations.contains { $0.name == name } }
+        let kept = Set(stats.map(ObjectIdentifier.init))
+        let counters = self.counters
+        let limits = self.configuration.limits
+        let loopCount = self.eventLoops.count
+        for state in self.loops.values {
+            let newStats = stats
+            let switched = state.eventLoop.submit {
+                let pools = zip(configurations, newStats).map { backend, stats in
+                    state.pools.first { $0.stats === stats }
+                        ?? Self.makePool(backend, loop: state.eventLoop, loopCount: loopCount, stats: stats, counters: counters, limits: limits)
+                }
+                for pool in state.pools where !kept.contains(ObjectIdentifier(pool.stats)) {
+                    pool.shutdown()
+                }
+                state.pools = pools
+                state.next = 0
+            }
+            try? switched.wait()
+        }
+        let keptProbes = Set(probes.map(ObjectIdentifier.init))
+        for probe in old.probes where !keptProbes.contains(ObjectIdentifier(probe)) {
+            try? probe.stop().wait()
+        }
+        let oldProbes = Set(old.probes.map(ObjectIdentifier.init))
+        for probe in probes where !oldProbes.contains(ObjectIdentifier(probe)) {
+            probe.start()
+        }
+        self.backendSet.withLock { $0 = BackendSet(configurations: configurations, stats: stats, probes: probes) }
+        return change
     }
 
     /// A fresh transaction id (Varnish's vxid), sent to the origin as `X-Lacquer-Xid`.
@@ -311,7 +395,8 @@ final class ServerContext: Sendable {
 /// Per-event-loop state. Created before the loops run, then only touched on its own loop
 /// (checked in debug builds), which is what makes the unchecked Sendable sound.
 final class LoopState: @unchecked Sendable {
-    let pools: [BackendPool]
+    /// The backend pools of this loop, in configuration order (replaced by a backend reload).
+    var pools: [BackendPool]
     let eventLoop: any EventLoop
     var next = 0
     var directorNext: [String: Int] = [:]
