@@ -102,6 +102,19 @@ struct CommandLineTests {
         }
     }
 
+    @Test("the committed man page covers every flag --help shows (regenerate it with generate-manual)")
+    func manPage() throws {
+        let help = try run(["--help"]).stdout
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        let page = try String(contentsOf: root.appendingPathComponent("packaging/lacquer.1"), encoding: .utf8)
+            .replacingOccurrences(of: "Fl ", with: "-")  // mdoc: `Fl -listen` is shown as --listen
+        let flags = Set(help.matches(of: /--[a-z0-9][a-z0-9-]+/).map { String($0.output) })
+        #expect(flags.count > 30)
+        for flag in flags.sorted() {
+            #expect(page.contains(flag), "\(flag) is missing from packaging/lacquer.1")
+        }
+    }
+
     @Test("--version prints the version")
     func version() throws {
         let result = try run(["--version"])
