@@ -4,6 +4,10 @@
 #
 #   Benchmarks/scripts/ab.sh OLD_LACQUER_BINARY NEW_LACQUER_BINARY [ROUNDS] [DURATION]   (defaults 5 5s)
 #
+# OLD_ARGS and NEW_ARGS add flags to each side, e.g. the same binary with the access log on and off:
+#   OLD_ARGS="--access-log off" NEW_ARGS="--access-log /tmp/access.log" ab.sh BIN BIN
+# (builds from before the access log existed take neither flag; their stdout goes to a file.)
+#
 # Loopback only; everything it starts it stops. A benchmark: it fails only when it cannot run.
 set -euo pipefail
 OLD=$1; NEW=$2; ROUNDS=${3:-5}; DURATION=${4:-5s}
@@ -42,17 +46,18 @@ for _ in $(seq 1 100); do [ "$(curl -s -o /dev/null -w '%{http_code}' "http://12
 [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$ORIGIN_PORT/1k")" = 200 ] || { echo "the origin does not answer 200" >&2; exit 1; }
 
 PORT=0
-start() { # BINARY NAME -> sets PORT (no subshell: the PID must reach PIDS for the cleanup)
+start() { # BINARY NAME [EXTRA FLAGS] -> sets PORT (no subshell: the PID must reach PIDS for the cleanup)
   PORT=$(free_port)
+  # shellcheck disable=SC2086  # EXTRA FLAGS split on purpose
   "$1" --listen "127.0.0.1:$PORT" --admin off --backend "http://127.0.0.1:$ORIGIN_PORT" --threads 2 \
-    --storage-dir "$W/$2-cache" --log-level error >"$W/logs/$2.log" 2>&1 &
+    --storage-dir "$W/$2-cache" --log-level error ${3:-} >"$W/logs/$2.log" 2>&1 &
   PIDS+=($!)
   for _ in $(seq 1 100); do curl -s -o /dev/null "http://127.0.0.1:$PORT/1k" && break; sleep 0.1; done
   curl -s -o /dev/null "http://127.0.0.1:$PORT/100k"
   echo "$2 on $PORT: /1k $(curl -s -D - -o /dev/null "http://127.0.0.1:$PORT/1k" | tr -d '\r' | grep -i '^x-cache-status')" >&2
 }
-start "$OLD" old; OLD_PORT=$PORT
-start "$NEW" new; NEW_PORT=$PORT
+start "$OLD" old "${OLD_ARGS:-}"; OLD_PORT=$PORT
+start "$NEW" new "${NEW_ARGS:-}"; NEW_PORT=$PORT
 rps() { wrk -t2 -c64 -d"$DURATION" "$1" 2>/dev/null | awk '/Requests\/sec/ {print $2}'; }
 median() { sort -n | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
 echo "scenario  old_req/s  new_req/s  new/old"

@@ -32,6 +32,33 @@ struct AccessLogFormatTests {
         )
     }
 
+    @Test("the writer's byte formatter writes exactly the lines `line` describes, for every code")
+    func bytesMatchLines() throws {
+        let everything = try AccessLogFormat.parse(
+            #"%h %l %u %t "%r" %s %b %D %T %H %m %U %q %{Host}i "%{Referer}i" "%{User-agent}i" %{X-Cache-Status}o %{Varnish:time_firstbyte}x %{Varnish:vxid}x %{Varnish:hitmiss}x %{Varnish:handling}x %{Lacquer:backend}x %{Lacquer:time}x"#)
+        var records = [Self.record()]
+        var odd = Self.record()
+        odd.target = "/é\"\u{1}"
+        odd.userAgent = nil
+        odd.xid = nil
+        odd.backend = nil
+        odd.bytes = 0
+        odd.timeToFirstByte = -1
+        odd.duration = 12.3456789
+        records.append(odd)
+        var refused = AccessRecord(time: 1_796_244_602.9, client: "::1", method: "-", target: "-", proto: "-")
+        refused.status = 431
+        records.append(refused)
+        var clock = LogClock()
+        for format in [AccessLogFormat.combined, everything, .json] {
+            for record in records {
+                var bytes: [UInt8] = []
+                format.append(record, to: &bytes, clock: &clock)
+                #expect(String(decoding: bytes, as: UTF8.self) == format.line(record))
+            }
+        }
+    }
+
     @Test("a request with no fields of its own: dashes where NCSA puts them")
     func dashes() {
         var record = AccessRecord(time: 0, client: "::1", method: "-", target: "-", proto: "-")

@@ -89,26 +89,35 @@ final class BackendStats: Sendable {
         }
     }
 
-    /// A fetch's outcome for passive health; returns whether it opened the circuit.
+    /// What a fetch's outcome did to passive health.
+    enum PassiveChange: Equatable {
+        case none
+        /// The failures in a row reached the threshold: the backend is out of rotation.
+        case opened
+        /// A trial fetch succeeded: the backend is back.
+        case recovered
+    }
+
+    /// A fetch's outcome for passive health.
     @discardableResult
-    func recordFetch(failed: Bool, now: Double) -> Bool {
-        guard self.passiveHealth != nil else { return false }
-        if !failed && self.circuitClean.load(ordering: .relaxed) { return false }  // the common case
+    func recordFetch(failed: Bool, now: Double) -> PassiveChange {
+        guard self.passiveHealth != nil else { return .none }
+        if !failed && self.circuitClean.load(ordering: .relaxed) { return .none }  // the common case
         return self.breaker.withLock { breaker in
-            guard breaker != nil else { return false }
+            guard breaker != nil else { return .none }
+            let wasClosed = self.circuitClosed.load(ordering: .relaxed)
             var opened = false
             if failed {
                 opened = breaker!.recordFailure(now: now)
             } else {
                 breaker!.recordSuccess()
             }
-            if case .closed = breaker!.state {
-                self.circuitClosed.store(true, ordering: .relaxed)
-            } else {
-                self.circuitClosed.store(false, ordering: .relaxed)
-            }
+            let closed: Bool
+            if case .closed = breaker!.state { closed = true } else { closed = false }
+            self.circuitClosed.store(closed, ordering: .relaxed)
             self.circuitClean.store(breaker!.state == .closed(failures: 0), ordering: .relaxed)
-            return opened
+            if opened { return .opened }
+            return !wasClosed && closed ? .recovered : .none
         }
     }
 

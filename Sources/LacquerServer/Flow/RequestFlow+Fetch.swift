@@ -498,11 +498,18 @@ extension RequestFlow: BackendExchangeDelegate {
     private func recordPassiveHealth(failed: Bool) {
         guard let backend = self.fetchBackend else { return }
         self.fetchBackend = nil
-        if backend.recordFetch(failed: failed, now: self.server.clock()) {
+        switch backend.recordFetch(failed: failed, now: self.server.clock()) {
+        case .opened:
             self.counters.increment(.backendCircuitOpened)
             self.server.logger.warning(
                 "backend is sick: failed fetches in a row (passive health)",
                 metadata: ["backend": "\(backend.name)", "xid": "\(self.xid)"])
+        case .recovered:
+            self.server.logger.notice(
+                "backend is healthy again: a trial fetch succeeded (passive health)",
+                metadata: ["backend": "\(backend.name)", "xid": "\(self.xid)"])
+        case .none:
+            break
         }
     }
 

@@ -53,6 +53,8 @@ public final class AccessLog: Sendable {
     }
 
     private let tails = Mutex(Tails())
+    /// The writer's cached NCSA time (only the writer thread takes it).
+    private let clock = Mutex(LogClock())
     private let state = Mutex<(running: Bool, done: DispatchSemaphore?)>((false, nil))
 
     /// Opens the destination (a file is created if needed and appended to). Throws a plain
@@ -196,10 +198,12 @@ public final class AccessLog: Sendable {
         }
         guard !records.isEmpty else { return }
         if self.destination != nil {
-            var text = ""
-            text.reserveCapacity(records.count * 200)
-            for record in records { text += self.format.line(record) }
-            self.write(text)
+            var bytes: [UInt8] = []
+            bytes.reserveCapacity(records.count * 200)
+            self.clock.withLock { clock in
+                for record in records { self.format.append(record, to: &bytes, clock: &clock) }
+            }
+            self.write(bytes)
         }
         let subscribers = self.tails.withLock { $0.subscribers }
         for subscriber in subscribers {
@@ -214,11 +218,10 @@ public final class AccessLog: Sendable {
         }
     }
 
-    private func write(_ text: String) {
+    private func write(_ bytes: [UInt8]) {
         let fd = self.descriptor.load(ordering: .relaxed)
         guard fd >= 0 else { return }
-        var text = text
-        text.withUTF8 { bytes in
+        bytes.withUnsafeBufferPointer { bytes in
             guard let base = bytes.baseAddress else { return }
             var offset = 0
             while offset < bytes.count {

@@ -131,6 +131,60 @@ public enum AccessLogFormat: Sendable, Equatable {
         }
     }
 
+    /// Appends one line (with its newline) for `record` to `out`, as bytes: the writer
+    /// thread's path, which formats every request, so it builds no intermediate strings (the
+    /// NCSA time is formatted once a second, `clock` keeps it).
+    func append(_ record: AccessRecord, to out: inout [UInt8], clock: inout LogClock) {
+        guard case .pattern(let pieces) = self else {
+            out.append(contentsOf: Self.jsonLine(record).utf8)
+            return
+        }
+        for piece in pieces {
+            switch piece {
+            case .literal(let text): out.append(contentsOf: text.utf8)
+            case .field(let field): Self.append(field, of: record, to: &out, clock: &clock)
+            }
+        }
+        out.append(0x0A)
+    }
+
+    private static func append(_ field: Field, of record: AccessRecord, to out: inout [UInt8], clock: inout LogClock) {
+        switch field {
+        case .client: out.append(contentsOf: record.client.utf8)
+        case .dash: out.append(UInt8(ascii: "-"))
+        case .time: out.append(contentsOf: clock.clf(record.time))
+        case .requestLine:
+            if record.method == "-" {
+                out.append(UInt8(ascii: "-"))
+            } else {
+                LogBytes.escaped(record.method, to: &out)
+                out.append(0x20)
+                LogBytes.escaped(record.target, to: &out)
+                out.append(0x20)
+                out.append(contentsOf: record.proto.utf8)
+            }
+        case .status: LogBytes.integer(record.status, to: &out)
+        case .bytes:
+            if record.bytes == 0 { out.append(UInt8(ascii: "-")) } else { LogBytes.integer(record.bytes, to: &out) }
+        case .micros: LogBytes.integer(Int((record.duration * 1_000_000).rounded()), to: &out)
+        case .seconds: LogBytes.integer(Int(record.duration), to: &out)
+        case .proto: out.append(contentsOf: record.proto.utf8)
+        case .host: LogBytes.escapedOrDash(record.host, to: &out)
+        case .referer: LogBytes.escapedOrDash(record.referer, to: &out)
+        case .userAgent: LogBytes.escapedOrDash(record.userAgent, to: &out)
+        case .cache: out.append(contentsOf: record.cache.utf8)
+        case .backend:
+            if let backend = record.backend { out.append(contentsOf: backend.utf8) } else { out.append(UInt8(ascii: "-")) }
+        case .xid:
+            if let xid = record.xid { LogBytes.integer(Int(truncatingIfNeeded: xid), to: &out) } else { out.append(UInt8(ascii: "-")) }
+        case .ttfb:
+            if record.timeToFirstByte < 0 { out.append(UInt8(ascii: "-")) } else { LogBytes.micros(record.timeToFirstByte, to: &out) }
+        case .total: LogBytes.micros(record.duration, to: &out)
+        case .method, .path, .query, .hitmiss, .handling:
+            out.append(contentsOf: Self.value(field, of: record).utf8)
+        }
+    }
+
     /// One line (with its newline) for `record`.
     public func line(_ record: AccessRecord) -> String {
         switch self {
@@ -194,5 +248,82 @@ public enum AccessLogFormat: Sendable, Equatable {
         out += ",\"host\":\(string(record.host)),\"referer\":\(string(record.referer)),\"user_agent\":\(string(record.userAgent))"
         out += ",\"complete\":\(!record.incomplete)}\n"
         return out
+    }
+}
+
+/// The NCSA time of the last second formatted (the writer thread's; one per writer).
+struct LogClock {
+    private var second = Int.min
+    private var text: [UInt8] = []
+
+    mutating func clf(_ time: Double) -> [UInt8] {
+        let second = Int(time.rounded(.down))
+        if second != self.second {
+            self.second = second
+            self.text = Array(LogText.clfTime(time).utf8)
+        }
+        return self.text
+    }
+}
+
+/// Byte-level pieces of log lines.
+enum LogBytes {
+    static func integer(_ value: Int, to out: inout [UInt8]) {
+        if value < 0 {
+            out.append(UInt8(ascii: "-"))
+            return integer(value == Int.min ? Int.max : -value, to: &out)
+        }
+        if value < 10 {
+            out.append(UInt8(ascii: "0") + UInt8(value))
+            return
+        }
+        var digits: (UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8,
+                     UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8) =
+            (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+        var count = 0
+        var rest = value
+        withUnsafeMutableBytes(of: &digits) { buffer in
+            while rest > 0 {
+                buffer[count] = UInt8(ascii: "0") + UInt8(rest % 10)
+                rest /= 10
+                count += 1
+            }
+            for index in stride(from: count - 1, through: 0, by: -1) { out.append(buffer[index]) }
+        }
+    }
+
+    /// Seconds with six decimals (`0.012345`), as `LogText.fixed(_, digits: 6)`.
+    static func micros(_ seconds: Double, to out: inout [UInt8]) {
+        guard seconds.isFinite else { return out.append(UInt8(ascii: "-")) }
+        var total = Int((abs(seconds) * 1_000_000).rounded())
+        if seconds < 0 && total > 0 { out.append(UInt8(ascii: "-")) }
+        integer(total / 1_000_000, to: &out)
+        out.append(UInt8(ascii: "."))
+        total %= 1_000_000
+        var divisor = 100_000
+        while divisor > 0 {
+            out.append(UInt8(ascii: "0") + UInt8(total / divisor))
+            total %= divisor
+            divisor /= 10
+        }
+    }
+
+    /// `text` with quotes, backslashes and control bytes escaped (`LogText.escaped`).
+    static func escaped(_ text: String, to out: inout [UInt8]) {
+        for byte in text.utf8 {
+            switch byte {
+            case 0x22: out.append(0x5C); out.append(0x22)
+            case 0x5C: out.append(0x5C); out.append(0x5C)
+            case 0x20..<0x7F: out.append(byte)
+            default:
+                let hex = Array("0123456789ABCDEF".utf8)
+                out.append(0x5C); out.append(UInt8(ascii: "x"))
+                out.append(hex[Int(byte >> 4)]); out.append(hex[Int(byte & 0x0F)])
+            }
+        }
+    }
+
+    static func escapedOrDash(_ text: String?, to out: inout [UInt8]) {
+        if let text { escaped(text, to: &out) } else { out.append(UInt8(ascii: "-")) }
     }
 }

@@ -77,7 +77,9 @@ public final class LacquerServer: Service, Sendable {
     /// the configuration they started with; new ones get the new one. No connection is touched.
     public func reload() -> ReloadResult {
         guard let path = self.configuration.vclPath else {
-            return ReloadResult(ok: false, message: "nothing to reload: Lacquer was started without --config")
+            let message = "nothing to reload: Lacquer was started without --config"
+            self.logger.warning("\(message)")
+            return ReloadResult(ok: false, message: message)
         }
         guard let context = self.state.withLock({ $0.context }) else {
             return ReloadResult(ok: false, message: "not running")
