@@ -171,7 +171,7 @@ struct AccessLogFormatTests {
         #expect(tailed.text.split(separator: "\n").count == 2)
         #expect(tailed.text.contains("\"status\":503") && tailed.text.contains("\"status\":502"))
         log.unsubscribe(id)
-        for _ in 0..<(AccessLog.maxPending + 3) { log.record(Self.record()) }
+        for _ in 0..<(AccessLog.maxPendingPerShard + 3) { log.record(Self.record()) }  // one thread: one shard
         #expect(counters[.accessLogDropped] == 3)
         log.stop()
     }

@@ -27,11 +27,19 @@ public final class AccessLog: Sendable {
     private let interval: Duration
     static let maxPending = 100_000
 
-    private struct Queue {
-        var records: [AccessRecord] = []
+    /// One queue per shard, so event loops rarely meet on a lock: a loop's thread picks its
+    /// shard. The writer swaps each shard's records with an empty array that kept its capacity,
+    /// so nothing is allocated while a lock is held.
+    private final class Shard: Sendable {
+        let records = Mutex<[AccessRecord]>([])
     }
 
-    private let queue = Mutex(Queue())
+    static let shardCount = 8
+    /// The most records one shard holds before the writer takes them.
+    static var maxPendingPerShard: Int { Self.maxPending / Self.shardCount }
+    private let shards: [Shard] = (0..<AccessLog.shardCount).map { _ in Shard() }
+    /// The writer's spare arrays (only the writer thread touches them).
+    private let spare = Mutex<[[AccessRecord]]>([])
     /// Whether anyone reads the records (a destination or a live tail): when false, connections
     /// build no records at all.
     private let capturing: Atomic<Bool>
@@ -104,12 +112,19 @@ public final class AccessLog: Sendable {
 
     /// Queues a finished request (called on an event loop: a lock and an append).
     func record(_ record: AccessRecord) {
-        let accepted = self.queue.withLock { queue -> Bool in
-            guard queue.records.count < Self.maxPending else { return false }
-            queue.records.append(record)
+        let shard = self.shards[Self.shardIndex()]
+        let accepted = shard.records.withLock { records -> Bool in
+            guard records.count < Self.maxPendingPerShard else { return false }
+            records.append(record)
             return true
         }
         if !accepted { self.counters.increment(.accessLogDropped) }
+    }
+
+    /// The calling thread's shard (threads are long-lived event loops; their ids spread well).
+    @inline(__always)
+    private static func shardIndex() -> Int {
+        Int(truncatingIfNeeded: UInt(bitPattern: Int(pthread_self())) >> 6) & (Self.shardCount - 1)
     }
 
     /// Asks the writer to reopen the file before its next batch (SIGUSR1).
@@ -189,13 +204,22 @@ public final class AccessLog: Sendable {
                 self.logger.error("access log could not be reopened; still writing to the old file", metadata: ["error": "\(error)"])
             }
         }
-        let records = self.queue.withLock { queue -> [AccessRecord] in
-            guard !queue.records.isEmpty else { return [] }
-            var taken: [AccessRecord] = []
-            taken.reserveCapacity(queue.records.count)
-            swap(&taken, &queue.records)
-            return taken
+        var records: [AccessRecord] = []
+        var spares = self.spare.withLock { spares in
+            defer { spares = [] }
+            return spares
         }
+        for shard in self.shards {
+            var taken = spares.popLast() ?? []
+            shard.records.withLock { queued in
+                guard !queued.isEmpty else { return }
+                swap(&taken, &queued)
+            }
+            records.append(contentsOf: taken)
+            taken.removeAll(keepingCapacity: true)
+            spares.append(taken)
+        }
+        self.spare.withLock { $0 = spares }
         guard !records.isEmpty else { return }
         if self.destination != nil {
             var bytes: [UInt8] = []
