@@ -38,8 +38,16 @@ public final class AccessLog: Sendable {
     /// The most records one shard holds before the writer takes them.
     static var maxPendingPerShard: Int { Self.maxPending / Self.shardCount }
     private let shards: [Shard] = (0..<AccessLog.shardCount).map { _ in Shard() }
-    /// The writer's spare arrays (only the writer thread touches them).
-    private let spare = Mutex<[[AccessRecord]]>([])
+    /// What the writer keeps from batch to batch (one writer at a time: the lock is never contended).
+    private struct WriterState {
+        /// Emptied arrays that kept their capacity, swapped into the shards.
+        var spares: [[AccessRecord]] = []
+        /// The bytes of a batch (kept, so a batch allocates nothing once the log is warm).
+        var out: [UInt8] = []
+        var clock = LogClock()
+    }
+
+    private let writer = Mutex(WriterState())
     /// Whether anyone reads the records (a destination or a live tail): when false, connections
     /// build no records at all.
     private let capturing: Atomic<Bool>
@@ -61,8 +69,7 @@ public final class AccessLog: Sendable {
     }
 
     private let tails = Mutex(Tails())
-    /// The writer's cached NCSA time (only the writer thread takes it).
-    private let clock = Mutex(LogClock())
+
     private let state = Mutex<(running: Bool, done: DispatchSemaphore?)>((false, nil))
 
     /// Opens the destination (a file is created if needed and appended to). Throws a plain
@@ -204,39 +211,31 @@ public final class AccessLog: Sendable {
                 self.logger.error("access log could not be reopened; still writing to the old file", metadata: ["error": "\(error)"])
             }
         }
-        var records: [AccessRecord] = []
-        var spares = self.spare.withLock { spares in
-            defer { spares = [] }
-            return spares
-        }
-        for shard in self.shards {
-            var taken = spares.popLast() ?? []
-            shard.records.withLock { queued in
-                guard !queued.isEmpty else { return }
-                swap(&taken, &queued)
-            }
-            records.append(contentsOf: taken)
-            taken.removeAll(keepingCapacity: true)
-            spares.append(taken)
-        }
-        self.spare.withLock { $0 = spares }
-        guard !records.isEmpty else { return }
-        if self.destination != nil {
-            var bytes: [UInt8] = []
-            bytes.reserveCapacity(records.count * 200)
-            self.clock.withLock { clock in
-                for record in records { self.format.append(record, to: &bytes, clock: &clock) }
-            }
-            self.write(bytes)
-        }
         let subscribers = self.tails.withLock { $0.subscribers }
-        for subscriber in subscribers {
-            var text = ""
-            let format = subscriber.json ? AccessLogFormat.json : self.format
-            for record in records where subscriber.filter?.matches(record) ?? true {
-                text += format.line(record)
+        var tailText = [String](repeating: "", count: subscribers.count)
+        self.writer.withLock { state in
+            state.out.removeAll(keepingCapacity: true)
+            for shard in self.shards {
+                var taken = state.spares.popLast() ?? []
+                shard.records.withLock { queued in
+                    if !queued.isEmpty { swap(&taken, &queued) }
+                }
+                if self.destination != nil {
+                    for record in taken { self.format.append(record, to: &state.out, clock: &state.clock) }
+                }
+                for (index, subscriber) in subscribers.enumerated() {
+                    let format = subscriber.json ? AccessLogFormat.json : self.format
+                    for record in taken where subscriber.filter?.matches(record) ?? true {
+                        tailText[index] += format.line(record)
+                    }
+                }
+                taken.removeAll(keepingCapacity: true)
+                state.spares.append(taken)
             }
-            if !text.isEmpty, !subscriber.deliver(text) {
+            if !state.out.isEmpty { self.write(state.out) }
+        }
+        for (index, subscriber) in subscribers.enumerated() where !tailText[index].isEmpty {
+            if !subscriber.deliver(tailText[index]) {
                 self.unsubscribe(subscriber.id)
             }
         }

@@ -310,6 +310,13 @@ enum LogBytes {
 
     /// `text` with quotes, backslashes and control bytes escaped (`LogText.escaped`).
     static func escaped(_ text: String, to out: inout [UInt8]) {
+        let copied: Bool? = text.utf8.withContiguousStorageIfAvailable { bytes in
+            // The common case: nothing to escape, one copy.
+            guard !bytes.contains(where: { $0 < 0x20 || $0 == 0x22 || $0 == 0x5C || $0 >= 0x7F }) else { return false }
+            out.append(contentsOf: bytes)
+            return true
+        }
+        if copied == true { return }
         for byte in text.utf8 {
             switch byte {
             case 0x22: out.append(0x5C); out.append(0x22)
