@@ -163,7 +163,7 @@ struct AccessLogFormatTests {
         for status in [200, 503, 404, 502] {
             var record = Self.record()
             record.status = status
-            log.record(record)
+            log.record(record, shard: 0)
         }
         log.writeBatch()
         let lines = try String(contentsOfFile: path, encoding: .utf8).split(separator: "\n")
@@ -171,7 +171,7 @@ struct AccessLogFormatTests {
         #expect(tailed.text.split(separator: "\n").count == 2)
         #expect(tailed.text.contains("\"status\":503") && tailed.text.contains("\"status\":502"))
         log.unsubscribe(id)
-        for _ in 0..<(AccessLog.maxPendingPerShard + 3) { log.record(Self.record()) }  // one thread: one shard
+        for _ in 0..<(AccessLog.maxPendingPerShard + 3) { log.record(Self.record(), shard: 1) }  // one loop: one shard
         #expect(counters[.accessLogDropped] == 3)
         log.stop()
     }

@@ -27,8 +27,8 @@ public final class AccessLog: Sendable {
     private let interval: Duration
     static let maxPending = 100_000
 
-    /// One queue per shard, so event loops rarely meet on a lock: a loop's thread picks its
-    /// shard. The writer swaps each shard's records with an empty array that kept its capacity,
+    /// One queue per shard, so event loops do not meet on a lock: each loop has its own
+    /// (`shard` is the loop's index). The writer swaps each shard's records with an empty array that kept its capacity,
     /// so nothing is allocated while a lock is held.
     private final class Shard: Sendable {
         let records = Mutex<[AccessRecord]>([])
@@ -118,8 +118,8 @@ public final class AccessLog: Sendable {
     var isCapturing: Bool { self.capturing.load(ordering: .relaxed) }
 
     /// Queues a finished request (called on an event loop: a lock and an append).
-    func record(_ record: AccessRecord) {
-        let shard = self.shards[Self.shardIndex()]
+    func record(_ record: AccessRecord, shard index: Int) {
+        let shard = self.shards[index & (Self.shardCount - 1)]
         let accepted = shard.records.withLock { records -> Bool in
             guard records.count < Self.maxPendingPerShard else { return false }
             records.append(record)
@@ -128,11 +128,6 @@ public final class AccessLog: Sendable {
         if !accepted { self.counters.increment(.accessLogDropped) }
     }
 
-    /// The calling thread's shard (threads are long-lived event loops; their ids spread well).
-    @inline(__always)
-    private static func shardIndex() -> Int {
-        Int(truncatingIfNeeded: UInt(bitPattern: Int(pthread_self())) >> 6) & (Self.shardCount - 1)
-    }
 
     /// Asks the writer to reopen the file before its next batch (SIGUSR1).
     public func reopen() {

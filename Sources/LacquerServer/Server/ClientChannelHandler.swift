@@ -113,12 +113,15 @@ final class ClientChannelHandler: ChannelDuplexHandler, RemovableChannelHandler,
     private var responseCache: String?
     /// The client's address as the log writes it (taken once per connection).
     private var logClient: String?
+    /// The access log queue this connection's loop writes to.
+    let logShard: Int
 
     init(server: ServerContext, eventLoop: any EventLoop, now: @escaping @Sendable () -> NIODeadline = { .now() }) {
         self.server = server
         self.eventLoop = eventLoop
         self.now = now
         self.state = StateMachine(limits: server.configuration.limits, timeouts: server.configuration.clientTimeouts)
+        self.logShard = server.loopIndex(eventLoop)
     }
 
     var allocator: ByteBufferAllocator { self.context?.channel.allocator ?? ByteBufferAllocator() }
@@ -265,7 +268,7 @@ final class ClientChannelHandler: ChannelDuplexHandler, RemovableChannelHandler,
 
     /// `HitFastLane` answered a request: count it (and log it) and go back to waiting for the next one.
     func fastLaneAnswered(log record: AccessRecord? = nil) {
-        if let record { self.server.accessLog.record(record) }
+        if let record { self.server.accessLog.record(record, shard: self.logShard) }
         self.admittedByFastLane = false
         self.server.counters.increment(.clientReq)
         self.state.fastLaneAnswered(now: self.now())
@@ -436,7 +439,7 @@ final class ClientChannelHandler: ChannelDuplexHandler, RemovableChannelHandler,
         self.logRecord = nil
         record.duration = duration
         record.incomplete = incomplete
-        self.server.accessLog.record(record)
+        self.server.accessLog.record(record, shard: self.logShard)
     }
 
     static func seconds(_ amount: TimeAmount) -> Double {

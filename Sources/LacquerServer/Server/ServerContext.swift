@@ -104,7 +104,7 @@ final class ServerContext: Sendable {
                     configuration.backends[index], loop: loop, loopCount: eventLoops.count, stats: backendStats[index],
                     counters: counters, limits: configuration.limits)
             }
-            loops[ObjectIdentifier(loop)] = LoopState(pools: pools, eventLoop: loop, seed: UInt64(loops.count + 1))
+            loops[ObjectIdentifier(loop)] = LoopState(pools: pools, eventLoop: loop, index: loops.count)
         }
         self.loops = loops
     }
@@ -363,6 +363,11 @@ final class ServerContext: Sendable {
         pool.stats === admitted || pool.stats.isHealthy(clock: self.clock)
     }
 
+    /// The index of `loop` among the server's loops (0 for a loop it does not know).
+    func loopIndex(_ loop: any EventLoop) -> Int {
+        self.loops[ObjectIdentifier(loop)]?.index ?? 0
+    }
+
     /// Tracks an open client connection (on its own loop), so a drain can reach it.
     func register(_ connection: ClientChannelHandler) {
         self.loops[ObjectIdentifier(connection.eventLoop)]?.clients[ObjectIdentifier(connection)] = connection
@@ -403,10 +408,14 @@ final class LoopState: @unchecked Sendable {
     /// The client connections open on this loop.
     var clients: [ObjectIdentifier: ClientChannelHandler] = [:]
     private var random: UInt64
-    init(pools: [BackendPool], eventLoop: any EventLoop, seed: UInt64) {
+    /// The loop's position among the server's loops.
+    let index: Int
+
+    init(pools: [BackendPool], eventLoop: any EventLoop, index: Int) {
         self.pools = pools
         self.eventLoop = eventLoop
-        self.random = 0x9E37_79B9_7F4A_7C15 &* seed
+        self.index = index
+        self.random = 0x9E37_79B9_7F4A_7C15 &* UInt64(index + 1)
     }
 
     /// xorshift64*: cheap, lock-free, good enough to spread requests over backends.
