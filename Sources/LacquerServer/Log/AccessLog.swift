@@ -44,6 +44,9 @@ public final class AccessLog: Sendable {
         var spares: [[AccessRecord]] = []
         /// The bytes of a batch (kept, so a batch allocates nothing once the log is warm).
         var out: [UInt8] = []
+        /// The shards' records of a batch, in the order of their request times.
+        var merged: [AccessRecord] = []
+        var taken: [[AccessRecord]] = []
         var clock = LogClock()
     }
 
@@ -210,20 +213,29 @@ public final class AccessLog: Sendable {
         var tailText = [String](repeating: "", count: subscribers.count)
         self.writer.withLock { state in
             state.out.removeAll(keepingCapacity: true)
+            state.taken.removeAll(keepingCapacity: true)
             for shard in self.shards {
                 var taken = state.spares.popLast() ?? []
                 shard.records.withLock { queued in
                     if !queued.isEmpty { swap(&taken, &queued) }
                 }
-                if self.destination != nil {
-                    for record in taken { self.format.append(record, to: &state.out, clock: &state.clock) }
+                if taken.isEmpty {
+                    state.spares.append(taken)
+                } else {
+                    state.taken.append(taken)
                 }
-                for (index, subscriber) in subscribers.enumerated() {
-                    let format = subscriber.json ? AccessLogFormat.json : self.format
-                    for record in taken where subscriber.filter?.matches(record) ?? true {
-                        tailText[index] += format.line(record)
-                    }
-                }
+            }
+            // Each loop's records are in the order they finished; across loops, lines go out in
+            // the order of their request times.
+            if state.taken.count > 1 {
+                for taken in state.taken { state.merged.append(contentsOf: taken) }
+                state.merged.sort { $0.time < $1.time }
+                self.emit(state.merged, to: &state, subscribers: subscribers, tailText: &tailText)
+                state.merged.removeAll(keepingCapacity: true)
+            } else if let only = state.taken.first {
+                self.emit(only, to: &state, subscribers: subscribers, tailText: &tailText)
+            }
+            while var taken = state.taken.popLast() {  // moved out, so its storage is kept, not copied
                 taken.removeAll(keepingCapacity: true)
                 state.spares.append(taken)
             }
@@ -232,6 +244,19 @@ public final class AccessLog: Sendable {
         for (index, subscriber) in subscribers.enumerated() where !tailText[index].isEmpty {
             if !subscriber.deliver(tailText[index]) {
                 self.unsubscribe(subscriber.id)
+            }
+        }
+    }
+
+    /// Formats `records` into the batch's bytes and the tails' texts.
+    private func emit(_ records: [AccessRecord], to state: inout WriterState, subscribers: [Subscriber], tailText: inout [String]) {
+        if self.destination != nil {
+            for record in records { self.format.append(record, to: &state.out, clock: &state.clock) }
+        }
+        for (index, subscriber) in subscribers.enumerated() {
+            let format = subscriber.json ? AccessLogFormat.json : self.format
+            for record in records where subscriber.filter?.matches(record) ?? true {
+                tailText[index] += format.line(record)
             }
         }
     }
