@@ -59,6 +59,16 @@ struct AccessLogFormatTests {
         }
     }
 
+    @Test("records from several loops are merged by request time, each kept once")
+    func mergeByTime() {
+        func records(_ times: [Double]) -> [AccessRecord] {
+            times.map { AccessRecord(time: $0, client: "c", method: "GET", target: "/\($0)", proto: "HTTP/1.1") }
+        }
+        var merged: [AccessRecord] = []
+        AccessLog.merge([records([1, 4, 5]), records([]), records([2, 3, 6, 7]), records([0.5])], into: &merged)
+        #expect(merged.map(\.time) == [0.5, 1, 2, 3, 4, 5, 6, 7])
+    }
+
     @Test("a request with no fields of its own: dashes where NCSA puts them")
     func dashes() {
         var record = AccessRecord(time: 0, client: "::1", method: "-", target: "-", proto: "-")

@@ -228,8 +228,7 @@ public final class AccessLog: Sendable {
             // Each loop's records are in the order they finished; across loops, lines go out in
             // the order of their request times.
             if state.taken.count > 1 {
-                for taken in state.taken { state.merged.append(contentsOf: taken) }
-                state.merged.sort { $0.time < $1.time }
+                Self.merge(state.taken, into: &state.merged)
                 self.emit(state.merged, to: &state, subscribers: subscribers, tailText: &tailText)
                 state.merged.removeAll(keepingCapacity: true)
             } else if let only = state.taken.first {
@@ -245,6 +244,24 @@ public final class AccessLog: Sendable {
             if !subscriber.deliver(tailText[index]) {
                 self.unsubscribe(subscriber.id)
             }
+        }
+    }
+
+    /// Merges arrays each in (roughly) time order into one by request time: each record is
+    /// copied once, and the few arrays (one per loop) are compared head to head.
+    static func merge(_ lists: [[AccessRecord]], into merged: inout [AccessRecord]) {
+        var positions = [Int](repeating: 0, count: lists.count)
+        let total = lists.reduce(0) { $0 + $1.count }
+        merged.reserveCapacity(total)
+        while merged.count < total {
+            var best = -1
+            for index in lists.indices where positions[index] < lists[index].count {
+                if best < 0 || lists[index][positions[index]].time < lists[best][positions[best]].time {
+                    best = index
+                }
+            }
+            merged.append(lists[best][positions[best]])
+            positions[best] += 1
         }
     }
 
