@@ -172,7 +172,7 @@ start_lacq() {
   LQ_PORT=$(free_port); LQ_ADMIN=$(free_port)
   while [ "$LQ_ADMIN" = "$LQ_PORT" ]; do LQ_ADMIN=$(free_port); done
   "$BIN/lacquer" --listen 127.0.0.1:$LQ_PORT --admin 127.0.0.1:$LQ_ADMIN --backend "$ORIGIN" \
-    --threads $THREADS --log-level notice --storage-dir "$W/$name-store" "$@" >"$W/$name.log" 2>&1 &
+    --threads $THREADS --log-level notice --access-log off --storage-dir "$W/$name-store" "$@" >"$W/$name.log" 2>&1 &
   LQ_PID=$!
   ALL_PIDS+=($LQ_PID); PNAME[$LQ_PID]="lacquer $name (log: $name.log)"
   wait_http "$LQ_PORT" || { cat "$W/$name.log" >&2; return 1; }

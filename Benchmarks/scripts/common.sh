@@ -31,7 +31,7 @@ start_origin() {
 # start_lacquer LOG ARGS... -> sets LACQUER_PID, LACQUER_PORT, ADMIN_PORT
 start_lacquer() {
   local log=$1; shift
-  "$BIN/lacquer" --listen 127.0.0.1:0 --admin 127.0.0.1:0 --log-level notice "$@" >"$log" 2>&1 &
+  "$BIN/lacquer" --listen 127.0.0.1:0 --admin 127.0.0.1:0 --log-level notice --access-log off "$@" >"$log" 2>&1 &
   LACQUER_PID=$!
   PIDS+=($LACQUER_PID)
   "$BIN/lacquer" --help >/dev/null  # (keeps the page cache warm; no effect on results)

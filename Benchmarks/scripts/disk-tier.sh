@@ -20,7 +20,7 @@ ORIGIN="http://127.0.0.1:$ORIGIN_PORT"
 URL_PATH="/bench-object?cc=max-age%3D86400&size=1024"
 
 # --- 1. start-up ------------------------------------------------------------------------------
-"$BIN/lacquer" --listen 127.0.0.1:0 --admin 127.0.0.1:0 --backend "$ORIGIN" --storage-dir "$work/idx" \
+"$BIN/lacquer" --listen 127.0.0.1:0 --admin 127.0.0.1:0 --access-log off --backend "$ORIGIN" --storage-dir "$work/idx" \
   --disk-size 1000GiB >"$work/seed.log" 2>&1 &
 seed=$!
 port=$(wait_log "$work/seed.log" "] listening on\|: listening on\|listening on 127" | grep -v admin | sed -E 's/.*:([0-9]+)$/\1/' | head -1)

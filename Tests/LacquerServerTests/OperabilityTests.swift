@@ -256,7 +256,10 @@ struct OperabilityTests {
             #expect(text.contains("# TYPE lacquer_memory_objects gauge"))
             #expect(text.contains("# TYPE lacquer_memory_inserts_total counter"))
             #expect(!text.contains("# TYPE lacquer_disk_write_errors gauge"))
-            #expect(text.contains("lacquer_client_bytes_sent_total"))
+            let sent = text.split(separator: "\n").first { $0.hasPrefix("lacquer_client_bytes_sent_total ") }
+            #expect((sent?.split(separator: " ").last.flatMap { Int($0) } ?? 0) > 300, "\(sent ?? "none")")
+            let received = text.split(separator: "\n").first { $0.hasPrefix("lacquer_client_bytes_received_total ") }
+            #expect((received?.split(separator: " ").last.flatMap { Int($0) } ?? 0) > 50, "\(received ?? "none")")
             if let verdict = PrometheusCheck.promtool(text) {
                 #expect(verdict.status == 0, "promtool: \(verdict.output)")
             }

@@ -11,8 +11,9 @@ final class FirstByteObserver: ChannelDuplexHandler, RemovableChannelHandler {
     typealias OutboundIn = IOData
     typealias OutboundOut = IOData
     var onBytes: (() -> Void)?
-    /// Where bytes in and out are counted (`client_bytes_received`, `client_bytes_sent`).
-    var counters: Counters?
+    /// Where bytes in and out are counted (`client_bytes_received`, `client_bytes_sent`): the
+    /// loop's own figures, so loops never contend for a cache line.
+    var traffic: LoopTraffic?
     /// The first bytes of the latest read (at most ``prefixLimit``), copied into storage
     /// allocated once: enough to tell an unknown method from a malformed request line when the
     /// parser rejects the method.
@@ -20,8 +21,8 @@ final class FirstByteObserver: ChannelDuplexHandler, RemovableChannelHandler {
     static let prefixLimit = 256
 
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
-        if let counters = self.counters {
-            counters.increment(.clientBytesSent, by: self.unwrapOutboundIn(data).readableBytes)
+        if let traffic = self.traffic {
+            traffic.sent.wrappingAdd(self.unwrapOutboundIn(data).readableBytes, ordering: .relaxed)
         }
         context.write(data, promise: promise)
     }
@@ -29,7 +30,7 @@ final class FirstByteObserver: ChannelDuplexHandler, RemovableChannelHandler {
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         self.onBytes?()
         let buffer = self.unwrapInboundIn(data)
-        self.counters?.increment(.clientBytesReceived, by: buffer.readableBytes)
+        self.traffic?.received.wrappingAdd(buffer.readableBytes, ordering: .relaxed)
         let count = min(buffer.readableBytes, Self.prefixLimit)
         if self.prefix.capacity < Self.prefixLimit {
             self.prefix.reserveCapacity(Self.prefixLimit)

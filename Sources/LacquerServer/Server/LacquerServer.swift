@@ -422,9 +422,18 @@ public final class LacquerServer: Service, Sendable {
                 ("disk_full", disk.diskFull ? 1 : 0),
             ]
         }
+        var counters = self.counters.snapshot
+        if let context = self.state.withLock({ $0.context }) {
+            // Client bytes are counted per loop (see `LoopTraffic`).
+            let (received, sent) = context.trafficTotals
+            for index in counters.indices {
+                if counters[index].name == Counter.clientBytesReceived.name { counters[index].value = received }
+                if counters[index].name == Counter.clientBytesSent.name { counters[index].value = sent }
+            }
+        }
         return StatsSnapshot(
             uptimeSeconds: self.clock() - self.startedAt,
-            counters: self.counters.snapshot,
+            counters: counters,
             memory: [
                 ("objects", memory.objects), ("bytes", memory.bytes), ("capacity_bytes", memory.capacityBytes),
                 ("inserts", memory.inserts), ("evictions", memory.evictions), ("hits", memory.hits),
@@ -477,7 +486,7 @@ public final class LacquerServer: Service, Sendable {
                     }
                     let handler = ClientChannelHandler(server: context, eventLoop: channel.eventLoop)
                     let observer = FirstByteObserver()
-                    observer.counters = context.counters
+                    observer.traffic = context.traffic(on: channel.eventLoop)
                     handler.observer = observer
                     let sync = channel.pipeline.syncOperations
                     try sync.addHandler(observer)

@@ -363,6 +363,18 @@ final class ServerContext: Sendable {
         pool.stats === admitted || pool.stats.isHealthy(clock: self.clock)
     }
 
+    /// The client byte counts of `loop`'s connections.
+    func traffic(on loop: any EventLoop) -> LoopTraffic? {
+        self.loops[ObjectIdentifier(loop)]?.traffic
+    }
+
+    /// Client bytes received and sent, over every loop.
+    var trafficTotals: (received: Int, sent: Int) {
+        self.loops.values.reduce((0, 0)) {
+            ($0.0 + $1.traffic.received.load(ordering: .relaxed), $0.1 + $1.traffic.sent.load(ordering: .relaxed))
+        }
+    }
+
     /// The index of `loop` among the server's loops (0 for a loop it does not know).
     func loopIndex(_ loop: any EventLoop) -> Int {
         self.loops[ObjectIdentifier(loop)]?.index ?? 0
@@ -410,6 +422,8 @@ final class LoopState: @unchecked Sendable {
     private var random: UInt64
     /// The loop's position among the server's loops.
     let index: Int
+    /// Client bytes in and out on this loop.
+    let traffic = LoopTraffic()
 
     init(pools: [BackendPool], eventLoop: any EventLoop, index: Int) {
         self.pools = pools
@@ -425,4 +439,13 @@ final class LoopState: @unchecked Sendable {
         self.random ^= self.random >> 27
         return self.random &* 0x2545_F491_4F6C_DD1D
     }
+}
+
+/// Client bytes in and out on one event loop: counted by the loop's own connections only, so
+/// the counting never moves a cache line between cores; `/stats` adds the loops up.
+final class LoopTraffic: Sendable {
+    let received = Atomic<Int>(0)
+    let sent = Atomic<Int>(0)
+    /// Keeps another loop's figures off these figures' cache line.
+    private let padding: InlineArray<8, Int> = InlineArray(repeating: 0)
 }
