@@ -94,6 +94,44 @@ struct CrashSafetyTests {
         second.waitUntilExit()
     }
 
+    @Test("a ban survives kill -9: banned objects on disk stay hidden after the restart, others are still hits")
+    func banSurvivesKillNine() async throws {
+        let storage = try makeTemporaryDirectory("lacquer-crash")
+        defer { try? FileManager.default.removeItem(atPath: storage) }
+        let origin = try await FixtureOrigin.start()
+        defer { Task { try? await origin.shutdown() } }
+        let (first, port, admin) = try startLacquer(storage: storage, originURL: origin.baseURL)
+        defer { if first.isRunning { first.terminate() } }
+        for path in ["/js/app.js", "/js/lib.js", "/css/site.css"] {
+            _ = try httpGet(port: port, path + "?cc=max-age%3D3600")
+        }
+        var stored = 0
+        for _ in 0..<500 where stored < 3 {
+            try await Task.sleep(for: .milliseconds(20))
+            let stats = (try? httpGet(port: admin, "/stats").bodyString) ?? ""
+            if let range = stats.range(of: "\"disk_stored\":") {
+                stored = Int(stats[range.upperBound...].prefix(while: { $0.isNumber })) ?? 0
+            }
+        }
+        #expect(stored == 3)
+        let banned = try httpGet(port: admin, "/ban", method: "POST", body: "req.url ~ ^/js/")
+        #expect(banned.status == 200)
+        // The answer came after the commit: kill at once.
+        kill(first.processIdentifier, SIGKILL)
+        first.waitUntilExit()
+
+        let (second, port2, admin2) = try startLacquer(storage: storage, originURL: origin.baseURL)
+        defer { if second.isRunning { second.terminate() } }
+        #expect(try httpGet(port: port2, "/js/app.js?cc=max-age%3D3600").header("X-Cache-Status") == "MISS")
+        #expect(try httpGet(port: port2, "/js/lib.js?cc=max-age%3D3600").header("X-Cache-Status") == "MISS")
+        #expect(try httpGet(port: port2, "/css/site.css?cc=max-age%3D3600").header("X-Cache-Status") == "HIT")
+        // Stored again after the ban: not covered by it.
+        #expect(try httpGet(port: port2, "/js/app.js?cc=max-age%3D3600").header("X-Cache-Status") == "HIT")
+        #expect(try httpGet(port: admin2, "/bans").bodyString.contains("req.url ~ ^/js/"))
+        second.terminate()
+        second.waitUntilExit()
+    }
+
     final class LoadState: Sendable {
         let requested = Mutex<Set<Int>>([])
         let stop = Atomic<Bool>(false)

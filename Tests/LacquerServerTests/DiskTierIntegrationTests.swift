@@ -123,6 +123,32 @@ struct DiskTierIntegrationTests {
         try await origin.shutdown()
     }
 
+    @Test("bans outlive a restart: the admin's and VCL's, with their times, so later objects are not covered")
+    func bansAreDurable() async throws {
+        let storage = try makeTemporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: storage) }
+        let origin = try await FixtureOrigin.start()
+        let first = server(storage: storage, originPort: origin.port)
+        try await first.start()
+        let port1 = try #require(first.listeningAddresses.first?.port)
+        for path in ["/news/1", "/news/2", "/sport/1"] {
+            _ = try httpGet(port: port1, path + "?cc=max-age%3D600")
+        }
+        try await waitForDiskWrites(first, count: 3)
+        #expect(first.ban("req.url ~ ^/news/") == nil)
+        try await first.shutdown()
+
+        let second = server(storage: storage, originPort: origin.port)
+        try await second.start()
+        let port2 = try #require(second.listeningAddresses.first?.port)
+        #expect(second.banListing().contains("req.url ~ ^/news/"))
+        #expect(try httpGet(port: port2, "/news/1?cc=max-age%3D600").header("X-Cache-Status") == "MISS")
+        #expect(try httpGet(port: port2, "/sport/1?cc=max-age%3D600").header("X-Cache-Status") == "HIT")
+        #expect(try httpGet(port: port2, "/news/1?cc=max-age%3D600").header("X-Cache-Status") == "HIT")
+        try await second.shutdown()
+        try await origin.shutdown()
+    }
+
     @Test("a PURGE right after a store wins over the queued disk write")
     func purgeWinsOverQueuedWrite() async throws {
         try await withLacquer { lacquer, port, _ in

@@ -113,6 +113,20 @@ final class AdminHandler: ChannelInboundHandler {
             slow = { (.ok, text, actions.bans()) }
         case (.GET, "/backends"), (.HEAD, "/backends"):
             slow = { (.ok, text, actions.backends()) }
+        case (.POST, "/ban"):
+            // Recorded in the disk tier before the answer: off the event loop.
+            let expression = self.body.trimmingCharacters(in: .whitespacesAndNewlines)
+            let tooLarge = self.bodyTooLarge
+            slow = {
+                if tooLarge {
+                    return (.payloadTooLarge, text, "413 ban expression too long\n")
+                } else if expression.isEmpty {
+                    return (.badRequest, text, "400 send the ban expression as the body, e.g. req.url ~ ^/news\n")
+                } else if let error = actions.ban(expression) {
+                    return (.badRequest, text, "400 \(error)\n")
+                }
+                return (.ok, text, "ban added: \(expression)\n")
+            }
         case (.POST, "/reload"):
             slow = {
                 let result = actions.reload()
@@ -139,16 +153,6 @@ final class AdminHandler: ChannelInboundHandler {
         switch (head.method, path) {
         case (.GET, "/health"), (.HEAD, "/health"):
             return (.ok, text, "ok\n")
-        case (.POST, "/ban"):
-            let expression = self.body.trimmingCharacters(in: .whitespacesAndNewlines)
-            if self.bodyTooLarge {
-                return (.payloadTooLarge, text, "413 ban expression too long\n")
-            } else if expression.isEmpty {
-                return (.badRequest, text, "400 send the ban expression as the body, e.g. req.url ~ ^/news\n")
-            } else if let error = self.actions.ban(expression) {
-                return (.badRequest, text, "400 \(error)\n")
-            }
-            return (.ok, text, "ban added: \(expression)\n")
         case (_, "/reload"), (_, "/ban"):
             return (.methodNotAllowed, text, "405 Method Not Allowed (use POST)\n")
         case (_, "/health"), (_, "/stats"), (_, "/metrics"), (_, "/bans"), (_, "/backends"), (_, "/log"):

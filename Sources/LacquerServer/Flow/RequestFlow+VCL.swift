@@ -93,11 +93,13 @@ extension RequestFlow {
     func addBan(_ expression: String) -> String? {
         do {
             let ban = try VCLBan.parse(expression)
-            guard self.server.bans.add(ban, now: self.server.clock()) else {
+            let time = self.server.clock()
+            guard self.server.bans.add(ban, now: time) else {
                 self.counters.increment(.bansRefused)
                 return "too many bans"
             }
             self.counters.increment(.bansAdded)
+            self.server.disk?.persistBan(time: time, expression: ban.text)
             self.server.logger.notice("ban added", metadata: ["expression": "\(ban.text)", "source": "vcl", "xid": "\(self.xid)"])
             return nil
         } catch {

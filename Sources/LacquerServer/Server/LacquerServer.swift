@@ -137,12 +137,26 @@ public final class LacquerServer: Service, Sendable {
         return ReloadResult(ok: true, message: message)
     }
 
-    /// Adds a ban (`POST /ban`); returns why the expression was refused, or nil.
+    /// Adds a ban (`POST /ban`); returns why the expression was refused, or nil. With a disk
+    /// tier the ban is recorded there, committed, before this returns: it outlives a restart or
+    /// a crash, as the objects it covers may. Called off the event loops.
     public func ban(_ expression: String) -> String? {
-        guard let context = self.state.withLock({ $0.context }) else { return "not running" }
+        guard let (context, disk) = self.state.withLock({ state in state.context.map { ($0, state.disk) } }) else {
+            return "not running"
+        }
         do {
             let ban = try VCLBan.parse(expression)
-            guard context.bans.add(ban, now: self.clock()) else {
+            let time = self.clock()
+            if let disk {
+                do {
+                    try disk.tier.addBan(time: time, expression: ban.text)
+                } catch {
+                    self.counters.increment(.diskWriteErrors)
+                    self.logger.error("ban could not be recorded in the disk tier", metadata: ["error": "\(error)"])
+                    return "the ban could not be recorded in the disk tier; it was not added"
+                }
+            }
+            guard context.bans.add(ban, now: time) else {
                 self.counters.increment(.bansRefused)
                 return "too many bans (\(context.bans.limit))"
             }
@@ -152,6 +166,26 @@ public final class LacquerServer: Service, Sendable {
         } catch {
             self.counters.increment(.bansRefused)
             return error.description
+        }
+    }
+
+    /// Puts the bans the disk tier kept back on the ban list, with their times, so objects
+    /// stored before them stay hidden after a restart.
+    private func restoreBans(from disk: DiskStorage, into bans: BanList) {
+        do {
+            var restored = 0
+            for stored in try disk.tier.storedBans() {
+                guard let ban = try? VCLBan.parse(stored.expression) else {
+                    self.logger.warning("a kept ban no longer parses; skipped", metadata: ["expression": "\(stored.expression)"])
+                    continue
+                }
+                if bans.add(ban, now: stored.time) { restored += 1 }
+            }
+            if restored > 0 {
+                self.logger.notice("bans restored from the disk tier", metadata: ["bans": "\(restored)"])
+            }
+        } catch {
+            self.logger.error("the disk tier's bans could not be read", metadata: ["error": "\(error)"])
         }
     }
 
@@ -231,6 +265,9 @@ public final class LacquerServer: Service, Sendable {
             state.disk = disk
             state.maintenance = maintenance
             state.accessLog = accessLog
+        }
+        if let disk {
+            self.restoreBans(from: disk, into: context.bans)
         }
         context.startProbes()
         do {

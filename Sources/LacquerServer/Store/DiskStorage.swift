@@ -180,6 +180,20 @@ final class DiskStorage: Sendable {
         return promise.futureResult
     }
 
+    /// Records a ban in the index on the writer thread (a ban VCL adds; the admin's are
+    /// recorded before its answer, by `LacquerServer.ban`).
+    func persistBan(time: Double, expression: String) {
+        self.writer.submit { [tier, logger, counters] state in
+            guard case .active = state else { return }
+            do {
+                try tier.addBan(time: time, expression: expression)
+            } catch {
+                counters.increment(.diskWriteErrors)
+                logger.error("ban could not be recorded in the disk tier", metadata: ["expression": "\(expression)", "error": "\(error)"])
+            }
+        }
+    }
+
     /// Drops a row whose body failed its checksum or went missing (the tier already did; count it).
     func noteReadFailure(_ error: any Error, key: CacheKey) {
         self.counters.increment(.diskReadErrors)

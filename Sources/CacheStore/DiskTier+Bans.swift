@@ -1,0 +1,55 @@
+/// Bans kept beside the objects they apply to (Varnish persists its ban list with its
+/// persistent storage for the same reason): a ban applies to every object stored before it,
+/// so an object that outlives a restart must still meet the bans that outlived it.
+extension DiskTier {
+    /// One ban as the index keeps it.
+    public struct StoredBan: Sendable, Equatable {
+        public var id: Int64
+        /// When it was added (seconds since the Unix epoch): it covers objects stored before.
+        public var time: Double
+        public var expression: String
+    }
+
+    /// The table, created when missing (an index written before bans were kept has none).
+    static let bansTable = """
+        CREATE TABLE IF NOT EXISTS bans(
+            id INTEGER PRIMARY KEY,
+            time REAL NOT NULL,
+            expression TEXT NOT NULL
+        );
+        """
+
+    /// Records a ban, committed with `synchronous=FULL` (as a purge): once this returns, a crash
+    /// does not lose it. Returns its id.
+    @discardableResult
+    public func addBan(time: Double, expression: String) throws -> Int64 {
+        try self.withWriter { _, db in
+            try db.execute("PRAGMA synchronous = FULL", operation: "ban: synchronous=FULL")
+            defer { try? db.execute("PRAGMA synchronous = NORMAL", operation: "ban: synchronous=NORMAL") }
+            try db.execute(Self.bansTable, operation: "ban: create table")
+            _ = try db.run("INSERT INTO bans(time, expression) VALUES (?, ?)", [.real(time), .text(expression)])
+            return try db.scalar("SELECT last_insert_rowid()") ?? 0
+        }
+    }
+
+    /// Every kept ban, oldest first.
+    public func storedBans() throws -> [StoredBan] {
+        try self.withWriter { _, db in
+            try db.execute(Self.bansTable, operation: "bans: create table")
+            var bans: [StoredBan] = []
+            try db.query("SELECT id, time, expression FROM bans ORDER BY time, id") {
+                bans.append(StoredBan(id: $0.int64(0), time: $0.double(1), expression: $0.text(2)))
+            }
+            return bans
+        }
+    }
+
+    /// Drops bans older than `time` (no object they could cover is left). Returns how many.
+    @discardableResult
+    public func removeBans(before time: Double) throws -> Int {
+        try self.withWriter { _, db in
+            try db.execute(Self.bansTable, operation: "bans: create table")
+            return try db.run("DELETE FROM bans WHERE time < ?", [.real(time)])
+        }
+    }
+}

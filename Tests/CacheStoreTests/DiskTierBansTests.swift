@@ -1,0 +1,37 @@
+import Foundation
+import Testing
+
+@testable import CacheStore
+
+@Suite("DiskTier bans")
+struct DiskTierBansTests {
+    func configuration(_ dir: borrowing DiskTestDirectory) -> DiskTier.Configuration {
+        DiskTier.Configuration(directory: dir.path, freeSpaceFloor: 0)
+    }
+
+    @Test("bans are kept across a reopen, oldest first; old ones can be dropped")
+    func keptAcrossReopen() throws {
+        let dir = try DiskTestDirectory()
+        do {
+            let tier = try DiskTier(configuration: self.configuration(dir))
+            #expect(try tier.storedBans().isEmpty)
+            try tier.addBan(time: 200, expression: "req.url ~ ^/b")
+            try tier.addBan(time: 100, expression: "req.url ~ ^/a")
+            tier.close()
+        }
+        let tier = try DiskTier(configuration: self.configuration(dir))
+        defer { tier.close() }
+        #expect(try tier.storedBans().map(\.expression) == ["req.url ~ ^/a", "req.url ~ ^/b"])
+        #expect(try tier.storedBans().map(\.time) == [100, 200])
+        #expect(try tier.removeBans(before: 150) == 1)
+        #expect(try tier.storedBans().map(\.expression) == ["req.url ~ ^/b"])
+    }
+
+    @Test("a closed tier refuses to record a ban")
+    func closedTierRefuses() throws {
+        let dir = try DiskTestDirectory()
+        let tier = try DiskTier(configuration: self.configuration(dir))
+        tier.close()
+        #expect(throws: CacheStoreError.self) { try tier.addBan(time: 1, expression: "req.url ~ x") }
+    }
+}
