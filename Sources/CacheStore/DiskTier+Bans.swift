@@ -44,6 +44,22 @@ extension DiskTier {
         }
     }
 
+    /// Drops the bans that cover no stored object: those older than the oldest object (all of
+    /// them when nothing is stored). For start-up, when the disk tier is all there is. Returns
+    /// how many were dropped.
+    @discardableResult
+    public func removeBansCoveringNothing() throws -> Int {
+        try self.withWriter { _, db in
+            try db.execute(Self.bansTable, operation: "bans: create table")
+            var oldest: Double?
+            try db.query("SELECT MIN(response_time) FROM objects") { row in
+                if !row.isNull(0) { oldest = row.double(0) }
+            }
+            guard let oldest else { return try db.run("DELETE FROM bans") }
+            return try db.run("DELETE FROM bans WHERE time < ?", [.real(oldest)])
+        }
+    }
+
     /// Drops bans older than `time` (no object they could cover is left). Returns how many.
     @discardableResult
     public func removeBans(before time: Double) throws -> Int {

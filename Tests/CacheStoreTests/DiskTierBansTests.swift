@@ -27,6 +27,21 @@ struct DiskTierBansTests {
         #expect(try tier.storedBans().map(\.expression) == ["req.url ~ ^/b"])
     }
 
+    @Test("bans older than every stored object are dropped; all of them when nothing is stored")
+    func coveringNothing() throws {
+        let dir = try DiskTestDirectory()
+        let tier = try DiskTier(configuration: self.configuration(dir))
+        defer { tier.close() }
+        try tier.addBan(time: 5, expression: "req.url ~ ^/old")
+        #expect(try tier.removeBansCoveringNothing() == 1)
+        let object = diskTestObject()
+        try tier.store(object)
+        try tier.addBan(time: object.responseTime - 1, expression: "req.url ~ ^/before")
+        try tier.addBan(time: object.responseTime + 1, expression: "req.url ~ ^/after")
+        #expect(try tier.removeBansCoveringNothing() == 1)
+        #expect(try tier.storedBans().map(\.expression) == ["req.url ~ ^/after"])
+    }
+
     @Test("a closed tier refuses to record a ban")
     func closedTierRefuses() throws {
         let dir = try DiskTestDirectory()

@@ -173,6 +173,12 @@ public final class LacquerServer: Service, Sendable {
     /// stored before them stay hidden after a restart.
     private func restoreBans(from disk: DiskStorage, into bans: BanList) {
         do {
+            // A ban older than every stored object covers nothing any more (memory is empty at
+            // start): it is dropped rather than kept testing every lookup.
+            let dropped = try disk.tier.removeBansCoveringNothing()
+            if dropped > 0 {
+                self.logger.info("bans that cover no stored object dropped", metadata: ["bans": "\(dropped)"])
+            }
             var restored = 0
             for stored in try disk.tier.storedBans() {
                 guard let ban = try? VCLBan.parse(stored.expression) else {
