@@ -68,7 +68,6 @@ struct CommandLineTests {
             (["--max-client-connections", "0", "--backend", "http://127.0.0.1:1"], "--max-client-connections '0'"),
             (["--access-log-format", "%h %Z", "--backend", "http://127.0.0.1:1"], "--access-log-format: column 4"),
             (["--drain-timeout=-1", "--backend", "http://127.0.0.1:1"], "--drain-timeout '-1.0'"),
-            (["--user", "no-such-user-here", "--backend", "http://127.0.0.1:1"], "--user 'no-such-user-here': no such user"),
             (["--max-object-size", "big", "--backend", "http://127.0.0.1:1"], "--max-object-size 'big'"),
             (["admin", "frobnicate"], "unknown admin command 'frobnicate'"),
             (["log", "-q", "colour == red"], "unknown field 'colour'"),
@@ -88,7 +87,7 @@ struct CommandLineTests {
             "--listen", "--backend", "--memory", "--storage-dir", "--admin", "--purge-acl", "--demo", "--config",
             "--check-config", "--grace", "--stale-if-error", "--hit-for-miss", "--max-request-body", "--disk-size",
             "--passive-failures", "--passive-cooldown", "--passive-5xx", "--rate-limit", "--rate-burst", "--max-client-connections",
-            "--access-log", "--access-log-format", "--drain-timeout", "--admin-secret", "--max-object-size", "--user",
+            "--access-log", "--access-log-format", "--drain-timeout", "--admin-secret", "--max-object-size",
             "--gzip-on-store", "--threads", "--log-level", "--version",
         ] {
             #expect(result.stdout.contains(flag), "\(flag) missing from --help")
