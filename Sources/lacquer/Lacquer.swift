@@ -68,6 +68,9 @@ struct Lacquer: AsyncParsableCommand {
     @Option(name: .customLong("max-object-size"), help: ArgumentHelp("Largest object the memory tier keeps (larger ones go to the disk tier). Default: 1MiB with a disk tier, 1/32 of --memory without one.", valueName: "SIZE"))
     var maxObjectSize: String?
 
+    @Option(name: .customLong("user"), help: ArgumentHelp("Drop root privileges to this user once the listeners are bound (the storage directory is handed to it). Default: keep the current user.", valueName: "USER"))
+    var user: String?
+
     @Option(name: .customLong("purge-acl"), help: ArgumentHelp("Address or prefix allowed to PURGE (repeatable; default 127.0.0.1 and ::1).", valueName: "ADDR[/BITS]"))
     var purgeACL: [String] = []
 
@@ -184,6 +187,9 @@ struct Lacquer: AsyncParsableCommand {
         }
         if let size = self.maxObjectSize, ByteSize.parse(size) == nil {
             throw ValidationError("--max-object-size '\(size)' is not a size (e.g. 1MiB, 64MiB)")
+        }
+        if let user = self.user, PrivilegeDrop.lookUp(user) == nil {
+            throw ValidationError("--user '\(user)': no such user")
         }
         if !self.storageDir.isEmpty, self.storageDir.contains("\0") {
             throw ValidationError("--storage-dir is not a valid path")
@@ -312,6 +318,15 @@ struct Lacquer: AsyncParsableCommand {
                 configuration.backends[index].probe = probe
             }
         }
+        if let user = self.user, let account = PrivilegeDrop.lookUp(user), configuration.diskBytes > 0 {
+            // The disk tier writes as the user it runs as: hand it its directory first.
+            do {
+                try PrivilegeDrop.handOver(directory: configuration.storageDirectory, to: account)
+            } catch {
+                printError("lacquer: --user \(user): \(error.description)")
+                throw ExitCode(1)
+            }
+        }
         let server = LacquerServer(configuration: configuration, logger: logger)
         // Trapped before start, so a signal during start-up is not lost (the default would kill).
         let signals = await UnixSignalsSequence(trapping: .sigterm, .sigint, .sighup, .sigusr1)
@@ -321,6 +336,20 @@ struct Lacquer: AsyncParsableCommand {
             try? await demoOrigin?.shutdown()
             printError("lacquer: \(error.description)")
             throw ExitCode(1)
+        }
+        if let user = self.user, let account = PrivilegeDrop.lookUp(user) {
+            do {
+                if configuration.diskBytes > 0 {
+                    // What start-up created as root (the index, its WAL and lock files) goes to the user too.
+                    try PrivilegeDrop.handOver(directory: configuration.storageDirectory, to: account)
+                }
+                try PrivilegeDrop.become(account)
+                logger.notice("running as \(user)")
+            } catch {
+                printError("lacquer: --user \(user): \(error.description)")
+                try? await server.shutdown()
+                throw ExitCode(1)
+            }
         }
         logger.notice("Lacquer \(LacquerVersion.string) started")
         if self.demo, let address = server.listeningAddresses.first, let port = address.port {

@@ -68,6 +68,7 @@ struct CommandLineTests {
             (["--max-client-connections", "0", "--backend", "http://127.0.0.1:1"], "--max-client-connections '0'"),
             (["--access-log-format", "%h %Z", "--backend", "http://127.0.0.1:1"], "--access-log-format: column 4"),
             (["--drain-timeout=-1", "--backend", "http://127.0.0.1:1"], "--drain-timeout '-1.0'"),
+            (["--user", "no-such-user-here", "--backend", "http://127.0.0.1:1"], "--user 'no-such-user-here': no such user"),
             (["--max-object-size", "big", "--backend", "http://127.0.0.1:1"], "--max-object-size 'big'"),
             (["admin", "frobnicate"], "unknown admin command 'frobnicate'"),
             (["log", "-q", "colour == red"], "unknown field 'colour'"),
@@ -87,7 +88,7 @@ struct CommandLineTests {
             "--listen", "--backend", "--memory", "--storage-dir", "--admin", "--purge-acl", "--demo", "--config",
             "--check-config", "--grace", "--stale-if-error", "--hit-for-miss", "--max-request-body", "--disk-size",
             "--passive-failures", "--passive-cooldown", "--passive-5xx", "--rate-limit", "--rate-burst", "--max-client-connections",
-            "--access-log", "--access-log-format", "--drain-timeout", "--admin-secret", "--max-object-size",
+            "--access-log", "--access-log-format", "--drain-timeout", "--admin-secret", "--max-object-size", "--user",
             "--gzip-on-store", "--threads", "--log-level", "--version",
         ] {
             #expect(result.stdout.contains(flag), "\(flag) missing from --help")
@@ -175,6 +176,47 @@ struct CommandLineTests {
         while process.isRunning && Date() < deadline { try await Task.sleep(for: .milliseconds(20)) }
         #expect(!process.isRunning)
         if !process.isRunning { #expect(process.terminationStatus == 0) }
+    }
+
+    @Test("--user drops root once the listeners are bound: it serves, stores to disk, and runs as that user")
+    func dropsPrivileges() async throws {
+        guard getuid() == 0, getpwnam("nobody") != nil else { return }  // only root can switch users
+        let origin = try await FixtureOrigin.start()
+        defer { Task { try? await origin.shutdown() } }
+        let parent = try makeTemporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: parent) }
+        chmod(parent, 0o755)
+        let (process, port, admin, _) = try self.startLacquer(
+            ["--user", "nobody", "--access-log", "off"], origin: origin, storage: parent + "/cache")
+        defer { if process.isRunning { process.terminate() } }
+        let nobody = getpwnam("nobody").pointee.pw_uid
+        // The event loop threads switch right after the listeners are bound.
+        var switched = false
+        for _ in 0..<200 where !switched {
+            let tasks = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(process.processIdentifier)/task")) ?? []
+            switched = tasks.contains { task in
+                let status = (try? String(contentsOfFile: "/proc/\(process.processIdentifier)/task/\(task)/status", encoding: .utf8)) ?? ""
+                let comm = (try? String(contentsOfFile: "/proc/\(process.processIdentifier)/task/\(task)/comm", encoding: .utf8)) ?? ""
+                return comm.hasPrefix("NIO-ELT") && status.contains("Uid:\t\(nobody)\t\(nobody)\t\(nobody)\t\(nobody)")
+            }
+            if !switched { try await Task.sleep(for: .milliseconds(20)) }
+        }
+        #expect(switched)
+        #expect(try httpGet(port: port, "/u?cc=max-age%3D600").status == 200)
+        var stored = 0
+        for _ in 0..<200 where stored < 1 {
+            try await Task.sleep(for: .milliseconds(20))
+            let stats = (try? httpGet(port: admin, "/stats").bodyString) ?? ""
+            if let range = stats.range(of: "\"disk_stored\":") {
+                stored = Int(stats[range.upperBound...].prefix(while: { $0.isNumber })) ?? 0
+            }
+        }
+        #expect(stored == 1)
+        #expect(try httpGet(port: port, "/u?cc=max-age%3D600").header("X-Cache-Status") == "HIT")
+        kill(process.processIdentifier, SIGTERM)
+        let deadline = Date().addingTimeInterval(15)
+        while process.isRunning && Date() < deadline { try await Task.sleep(for: .milliseconds(20)) }
+        #expect(!process.isRunning)
     }
 
     @Test("lacquer admin, stat and log talk to the admin port; without the secret a ban is refused")
