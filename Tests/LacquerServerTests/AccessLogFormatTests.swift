@@ -59,6 +59,26 @@ struct AccessLogFormatTests {
         }
     }
 
+    @Test("a pipe nobody reads cannot hang the writer or a stop: the batch is dropped and counted")
+    func stuckPipe() throws {
+        var ends: [Int32] = [0, 0]
+        #expect(pipe(&ends) == 0)
+        defer { close(ends[0]); close(ends[1]) }
+        let counters = Counters()
+        let log = try AccessLog(
+            destination: .file("/proc/self/fd/\(ends[1])"), format: .combined, counters: counters, logger: .init(label: "test"))
+        for _ in 0..<5000 { log.record(Self.record(), shard: 0) }  // about 1 MB, the pipe holds 64 KiB
+        let started = Date()
+        log.writeBatch()
+        #expect(Date().timeIntervalSince(started) < 5)
+        #expect(counters[.accessLogDropped] >= 1)
+        log.start()
+        for _ in 0..<5000 { log.record(Self.record(), shard: 0) }
+        let stopping = Date()
+        log.stop()
+        #expect(Date().timeIntervalSince(stopping) < 5)
+    }
+
     @Test("records from several loops are merged by request time, each kept once")
     func mergeByTime() {
         func records(_ times: [Double]) -> [AccessRecord] {

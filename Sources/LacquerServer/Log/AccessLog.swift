@@ -190,7 +190,8 @@ public final class AccessLog: Sendable {
             state.running = false
             return state.done
         }
-        done?.wait()
+        // Bounded: a writer stuck on a reader that takes nothing (a full pipe) must not hold up a stop.
+        _ = done?.wait(timeout: .now() + .seconds(3))
         if case .file = self.destination {
             let fd = self.descriptor.exchange(-1, ordering: .relaxed)
             if fd >= 0 { close(fd) }
@@ -283,9 +284,22 @@ public final class AccessLog: Sendable {
         guard fd >= 0 else { return }
         bytes.withUnsafeBufferPointer { bytes in
             guard let base = bytes.baseAddress else { return }
+            // To a pipe or a terminal, at most PIPE_BUF bytes a call: once poll says writable,
+            // such a write never blocks (POSIX), so a reader that stops reading cannot hang it.
+            var info = stat()
+            let chunk = fstat(fd, &info) == 0 && (info.st_mode & S_IFMT) == S_IFREG ? bytes.count : Int(PIPE_BUF)
             var offset = 0
             while offset < bytes.count {
-                let written = Glibc.write(fd, base + offset, bytes.count - offset)
+                // A reader that takes nothing for a second (a full pipe nobody reads) loses the
+                // batch, counted, rather than stopping the writer.
+                var ready = pollfd(fd: fd, events: Int16(POLLOUT), revents: 0)
+                let polled = poll(&ready, 1, 1000)
+                if polled < 0 && errno == EINTR { continue }
+                guard polled > 0 else {
+                    self.counters.increment(.accessLogDropped)
+                    return
+                }
+                let written = Glibc.write(fd, base + offset, min(chunk, bytes.count - offset))
                 if written < 0 {
                     if errno == EINTR { continue }
                     self.counters.increment(.accessLogDropped)
