@@ -149,7 +149,6 @@ final class BackendPool {
         }()
         let future = ClientBootstrap(group: self.eventLoop)
             .connectTimeout(timeout)
-            .channelOption(.tcpOption(.tcp_nodelay), value: 1)
             .channelOption(.autoRead, value: false)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {

@@ -504,7 +504,6 @@ public final class LacquerServer: Service, Sendable {
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             // Accept a burst of connections per wake-up, not NIO's default handful.
             .serverChannelOption(.maxMessagesPerRead, value: 256)
-            .childChannelOption(.tcpOption(.tcp_nodelay), value: 1)
             .childChannelOption(.maxMessagesPerRead, value: 16)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
