@@ -1,3 +1,5 @@
+import Synchronization
+
 /// Bans kept beside the objects they apply to (Varnish persists its ban list with its
 /// persistent storage for the same reason): a ban applies to every object stored before it,
 /// so an object that outlives a restart must still meet the bans that outlived it.
@@ -66,6 +68,58 @@ extension DiskTier {
         try self.withWriter { _, db in
             try db.execute(Self.bansTable, operation: "bans: create table")
             return try db.run("DELETE FROM bans WHERE time < ?", [.real(time)])
+        }
+    }
+}
+
+/// What the ban lurker needs: the rows in id order, a page at a time, and batch removal.
+extension DiskTier {
+    /// At most `limit` objects with ids above `id`, in id order, metadata only (the read
+    /// connection: a scan never waits for the writer). Malformed rows are skipped.
+    public func scan(after id: Int64, limit: Int) throws -> [DiskObjectHead] {
+        let result: Result<[DiskObjectHead], any Error> = self.reader.withLock { connection in
+            guard let connection else { return .failure(CacheStoreError.closed(path: self.directory)) }
+            return Result {
+                var heads: [DiskObjectHead] = []
+                try connection.query(
+                    "SELECT \(DiskObjectHead.columns) FROM objects WHERE id > ? ORDER BY id LIMIT ?",
+                    [.integer(id), .integer(Int64(limit))]
+                ) { row in
+                    if let head = DiskObjectHead(row: row) { heads.append(head) }
+                }
+                return heads
+            }
+        }
+        return try result.mapError(self.flagIfCorrupt).get()
+    }
+
+    /// Removes these objects (those a ban covers) in one transaction, with the index's normal
+    /// sync: the ban that covers them is what makes their removal durable. Returns how many
+    /// were still there.
+    @discardableResult
+    public func remove(_ heads: [DiskObjectHead]) throws -> Int {
+        guard !heads.isEmpty else { return 0 }
+        let removed = try self.withWriter { state, db in
+            var removed: [Int64] = []
+            try db.transaction("remove banned objects") {
+                for head in heads where try db.run("DELETE FROM objects WHERE id = ?", [.integer(head.fileID)]) > 0 {
+                    removed.append(head.fileID)
+                }
+            }
+            for id in removed { state.pendingTouches[id] = nil }
+            state.counters.purged += removed.count
+            try self.refreshTotals(&state, db)
+            return removed
+        }
+        self.unlinkBodies(removed)
+        return removed.count
+    }
+
+    /// Drops one kept ban (the lurker found that it covers nothing any more).
+    public func removeBan(time: Double, expression: String) throws {
+        try self.withWriter { _, db in
+            try db.execute(Self.bansTable, operation: "bans: create table")
+            _ = try db.run("DELETE FROM bans WHERE time = ? AND expression = ?", [.real(time), .text(expression)])
         }
     }
 }

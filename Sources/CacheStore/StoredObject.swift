@@ -1,4 +1,5 @@
 import NIOCore
+import Synchronization
 import NIOHTTP1
 
 /// One cached response: an immutable value shared by reference between the tiers and every
@@ -13,8 +14,8 @@ import NIOHTTP1
 /// Lifecycle: created by the fetch once the response is complete and storable → inserted
 /// into the memory tier (and later the disk tier) → served by reference → dropped on purge,
 /// eviction, replacement by a newer variant, or when `origin + ttl + grace + keep` passes.
-// Sendable: every stored property is immutable after init; the field bytes behind `wireBase`
-// are written once in init, only read afterwards, and freed in deinit.
+// Sendable: every stored property is immutable after init but the atomic ban mark; the field
+// bytes behind `wireBase` are written once in init, only read afterwards, and freed in deinit.
 public final class StoredObject: @unchecked Sendable {
     public let key: CacheKey
     /// The normalised values of the request headers named by the response's `Vary`
@@ -96,6 +97,20 @@ public final class StoredObject: @unchecked Sendable {
     public let mentionsGzip: Bool
     /// Kept small and last, with the flags, so the object packs into fewer bytes.
     private let statusCode: UInt16
+    /// The newest ban this object has been tested against (Varnish's per-object ban pointer):
+    /// bans up to it need no test again. The only mutable state, and atomic.
+    private let banMark = Atomic<UInt32>(0)
+
+    /// The sequence number of the newest ban this object is known not to meet (0: none tested).
+    public var bansCheckedThrough: UInt32 { self.banMark.load(ordering: .relaxed) }
+
+    /// Records that the object meets no ban up to `sequence`. Marks only move forward; two
+    /// threads racing may leave the lower mark, which costs a repeated test, never a missed one.
+    public func markBansChecked(through sequence: UInt32) {
+        if sequence > self.banMark.load(ordering: .relaxed) {
+            self.banMark.store(sequence, ordering: .relaxed)
+        }
+    }
 
     /// Bodies up to this size are kept in the same allocation as the header fields (and copied
     /// into each response, which costs less than a second buffer and write); larger ones are

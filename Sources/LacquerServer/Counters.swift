@@ -19,7 +19,7 @@ public enum Counter: Int, CaseIterable, Sendable {
     case coalescedWaiters, backgroundRefreshes, staleServed, updatingServed, waiterTimeouts
     case diskHit, diskPromotions, diskStored, diskWriteDropped, diskWriteErrors, diskReadErrors
     case vclFailures, restarts, vclReloads, vclReloadFailures
-    case bansAdded, bansRefused, bannedObjects
+    case bansAdded, bansRefused, bannedObjects, bansExpired
     case accessLogDropped
     case clientBytesReceived, clientBytesSent, backendBytesReceived
 
@@ -108,6 +108,7 @@ public enum Counter: Int, CaseIterable, Sendable {
         case .bansAdded: "Bans added."
         case .bansRefused: "Bans refused."
         case .bannedObjects: "Objects removed by bans."
+        case .bansExpired: "Bans dropped by the ban lurker once no stored object could meet them."
         case .accessLogDropped: "Access log records dropped because the writer fell behind."
         case .clientBytesReceived: "Bytes received from clients."
         case .clientBytesSent: "Bytes sent to clients."
@@ -186,6 +187,7 @@ public enum Counter: Int, CaseIterable, Sendable {
         case .bansAdded: "bans_added"
         case .bansRefused: "bans_refused"
         case .bannedObjects: "bans_obj_killed"
+        case .bansExpired: "bans_deleted"
         case .accessLogDropped: "access_log_dropped"
         case .clientBytesReceived: "client_bytes_received"
         case .clientBytesSent: "client_bytes_sent"

@@ -31,6 +31,13 @@ public struct ServerConfiguration: Sendable {
     public var diskMaxQueuedBytes: Int = 64 << 20
     /// Seconds between expiry sweeps and disk evictions.
     public var maintenanceInterval: Double = 30
+    /// Seconds between ban lurker passes while a ban is active (a pass starts only when the
+    /// last one has finished).
+    public var banLurkerInterval: Double = 1
+    /// Objects the ban lurker tests between pauses (Varnish's `ban_lurker_batch`).
+    public var banLurkerBatch: Int = 1000
+    /// Seconds the ban lurker pauses between batches (Varnish's `ban_lurker_sleep`).
+    public var banLurkerSleep: Double = 0.01
     /// Who may PURGE (matched on the TCP peer address).
     public var purgeACL: ACL = .loopback
     /// Seconds a stale object may be served while it is refreshed, when the response says nothing.

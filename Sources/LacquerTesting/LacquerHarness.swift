@@ -56,3 +56,22 @@ public func withLacquer<T>(
         throw error
     }
 }
+
+/// Waits (at most 5 s) until the disk tier has stored `count` objects; false if it did not.
+@discardableResult
+public func waitForDiskWrites(_ lacquer: LacquerServer, count: Int) async throws -> Bool {
+    for _ in 0..<500 where lacquer.counters[.diskStored] < count {
+        try await Task.sleep(for: .milliseconds(10))
+    }
+    return lacquer.counters[.diskStored] >= count
+}
+
+/// Polls `condition` every 10 ms for at most `seconds`; returns whether it came true.
+public func eventually(within seconds: Double = 5, _ condition: () throws -> Bool) async throws -> Bool {
+    let deadline = ContinuousClock.now.advanced(by: .milliseconds(Int(seconds * 1000)))
+    while ContinuousClock.now < deadline {
+        if try condition() { return true }
+        try await Task.sleep(for: .milliseconds(10))
+    }
+    return try condition()
+}

@@ -64,6 +64,18 @@ public struct VCLBan: Sendable, CustomStringConvertible {
         }
     }
 
+    /// Whether the ban reads a request header: only a lookup, with the request in hand, can
+    /// test it (the ban lurker cannot).
+    public var readsRequestHeaders: Bool {
+        self.conditions.contains { if case .reqHeader = $0.field { true } else { false } }
+    }
+
+    /// Whether the ban reads `req.url`, which the lurker knows from the cache key only when
+    /// the key is the default one (URL and host).
+    public var readsURL: Bool {
+        self.conditions.contains { $0.field == .reqURL }
+    }
+
     public static func parse(_ text: String) throws(ParseError) -> VCLBan {
         var scanner = Scanner(bytes: Array(text.utf8))
         var conditions: [Condition] = []

@@ -49,4 +49,27 @@ struct DiskTierBansTests {
         tier.close()
         #expect(throws: CacheStoreError.self) { try tier.addBan(time: 1, expression: "req.url ~ x") }
     }
+
+    @Test("the lurker's scan pages through rows in id order, a batch removal deletes rows and bodies, a ban row can be dropped")
+    func scanRemoveAndDropBan() throws {
+        let dir = try DiskTestDirectory()
+        let tier = try DiskTier(configuration: self.configuration(dir))
+        defer { tier.close() }
+        for index in 0..<5 {
+            try tier.store(diskTestObject(target: "/scan/\(index)"))
+        }
+        let first = try tier.scan(after: 0, limit: 3)
+        #expect(first.count == 3)
+        let rest = try tier.scan(after: try #require(first.last).fileID, limit: 3)
+        #expect(rest.count == 2)
+        #expect(Set((first + rest).map(\.key.canonical)).count == 5)
+        #expect(try tier.remove([first[0], first[1]]) == 2)
+        #expect(try tier.remove([first[0]]) == 0)
+        #expect(try tier.scan(after: 0, limit: 10).count == 3)
+        #expect(!FileManager.default.fileExists(atPath: tier.bodyPath(first[0].fileID)))
+        try tier.addBan(time: 7, expression: "obj.status == 200")
+        try tier.addBan(time: 8, expression: "obj.status == 200")
+        try tier.removeBan(time: 7, expression: "obj.status == 200")
+        #expect(try tier.storedBans().map(\.time) == [8])
+    }
 }

@@ -12,13 +12,6 @@ import Testing
 @Suite("Disk tier integration", .serialized, .timeLimit(.minutes(3)))
 struct DiskTierIntegrationTests {
     /// Waits (bounded) until the disk writer has stored `count` objects.
-    func waitForDiskWrites(_ lacquer: LacquerServer, count: Int) async throws {
-        for _ in 0..<500 where lacquer.counters[.diskStored] < count {
-            try await Task.sleep(for: .milliseconds(10))
-        }
-        #expect(lacquer.counters[.diskStored] >= count, "disk writes did not complete")
-    }
-
     func server(storage: String, originPort: Int, configure: (inout ServerConfiguration) -> Void = { _ in }) -> LacquerServer {
         var configuration = ServerConfiguration()
         configuration.listen = [HostAndPort(host: "127.0.0.1", port: 0)]
@@ -37,7 +30,7 @@ struct DiskTierIntegrationTests {
         try await withLacquer { lacquer, port, origin in
             let target = "/bytes/2000?cc=max-age%3D60"
             #expect(try httpGet(port: port, target).header("X-Cache-Status") == "MISS")
-            try await waitForDiskWrites(lacquer, count: 1)
+            #expect(try await waitForDiskWrites(lacquer, count: 1), "disk writes did not complete")
             lacquer.memory.removeAll { _ in true }
             let fromDisk = try httpGet(port: port, target)
             #expect(fromDisk.header("X-Cache-Status") == "HIT")
@@ -58,7 +51,7 @@ struct DiskTierIntegrationTests {
             let target = "/bytes/\(size)?cc=max-age%3D60"
             let first = try httpGet(port: port, target, timeout: 30)
             #expect(first.body.count == size)
-            try await waitForDiskWrites(lacquer, count: 1)
+            #expect(try await waitForDiskWrites(lacquer, count: 1), "disk writes did not complete")
             #expect(lacquer.memory.stats.objects == 0)
             let second = try httpGet(port: port, target, timeout: 30)
             #expect(second.header("X-Cache-Status") == "HIT")
@@ -110,7 +103,7 @@ struct DiskTierIntegrationTests {
         let port1 = try #require(first.listeningAddresses.first?.port)
         _ = try httpGet(port: port1, "/gone?cc=max-age%3D600")
         _ = try httpGet(port: port1, "/kept?cc=max-age%3D600")
-        try await waitForDiskWrites(first, count: 2)
+        #expect(try await waitForDiskWrites(first, count: 2), "disk writes did not complete")
         #expect(try httpGet(port: port1, "/gone?cc=max-age%3D600", method: "PURGE").status == 200)
         try await first.shutdown()
 
@@ -134,7 +127,7 @@ struct DiskTierIntegrationTests {
         for path in ["/news/1", "/news/2", "/sport/1"] {
             _ = try httpGet(port: port1, path + "?cc=max-age%3D600")
         }
-        try await waitForDiskWrites(first, count: 3)
+        #expect(try await waitForDiskWrites(first, count: 3), "disk writes did not complete")
         #expect(first.ban("req.url ~ ^/news/") == nil)
         try await first.shutdown()
 
@@ -166,7 +159,7 @@ struct DiskTierIntegrationTests {
         try await withLacquer { lacquer, port, origin in
             let target = "/bytes/5000?cc=max-age%3D600"
             _ = try httpGet(port: port, target)
-            try await waitForDiskWrites(lacquer, count: 1)
+            #expect(try await waitForDiskWrites(lacquer, count: 1), "disk writes did not complete")
             // Flip one byte in every body file.
             let storage = lacquer.configuration.storageDirectory
             let enumerator = FileManager.default.enumerator(atPath: storage + "/bodies")
@@ -241,7 +234,7 @@ struct DiskTierIntegrationTests {
     func statsReportTiers() async throws {
         try await withLacquer { lacquer, port, _ in
             _ = try httpGet(port: port, "/st?cc=max-age%3D60")
-            try await waitForDiskWrites(lacquer, count: 1)
+            #expect(try await waitForDiskWrites(lacquer, count: 1), "disk writes did not complete")
             let adminPort = try #require(lacquer.adminAddress?.port)
             let stats = try httpGet(port: adminPort, "/stats").body
             let document = try #require(try JSONSerialization.jsonObject(with: Data(stats)) as? [String: Any])

@@ -64,9 +64,13 @@ final class BusyFetch: Sendable {
     let maxBytes: Int
     private let state = Mutex<State>(State())
 
-    init(key: CacheKey, maxBytes: Int) {
+    /// When the fill began (its request cannot have been sent earlier).
+    let started: Double
+
+    init(key: CacheKey, maxBytes: Int, started: Double = 0) {
         self.key = key
         self.maxBytes = maxBytes
+        self.started = started
     }
 
     // MARK: Waiters
@@ -195,7 +199,7 @@ final class FetchCoalescer: Sendable {
             if let busy = state.busy[key] {
                 return .waiter(busy)
             }
-            let busy = BusyFetch(key: key, maxBytes: self.maxBytesPerFetch)
+            let busy = BusyFetch(key: key, maxBytes: self.maxBytesPerFetch, started: now)
             state.busy[key] = busy
             return .leader(busy)
         }
@@ -246,5 +250,11 @@ final class FetchCoalescer: Sendable {
     }
 
     var busyCount: Int { self.state.withLock { $0.busy.count } }
+
+    /// When the oldest fill in flight began, nil when none runs: an object it stores may
+    /// predate a ban, so the ban must stay until it is stored and tested.
+    var oldestFillStart: Double? {
+        self.state.withLock { $0.busy.values.lazy.map(\.started).min() }
+    }
     var hitForMissCount: Int { self.state.withLock { $0.hitForMiss.count } }
 }

@@ -432,8 +432,8 @@ extension RequestFlow: BackendExchangeDelegate {
                 grace: decision.grace,
                 keep: decision.keep,
                 mustRevalidate: decision.mustRevalidate)
-            if self.server.coalescer.purgedSince(key, self.requestTime) {
-                // A PURGE arrived while this fetch was in flight: it wins; the answer is not stored.
+            guard self.mayStore(object) else {
+                // A PURGE or ban arrived while this fetch was in flight: it wins; the answer is not stored.
                 self.counters.increment(.objectsNotStoredPurged)
                 return
             }

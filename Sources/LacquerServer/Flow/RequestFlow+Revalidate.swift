@@ -85,9 +85,7 @@ extension RequestFlow {
             keep: decision.keep,
             mustRevalidate: decision.mustRevalidate)
         var cacheStatus = CacheStatusValue(fwd: revalidation.fwd, fwdStatus: 304)
-        if decision.storable && VaryKey.fieldNames(merged) != nil
-            && !self.server.coalescer.purgedSince(revalidation.key, self.requestTime)
-        {
+        if decision.storable && VaryKey.fieldNames(merged) != nil && self.mayStore(object) {
             _ = self.server.memory.insert(object)
             self.server.disk?.store(object)
             cacheStatus.stored = true

@@ -94,7 +94,7 @@ extension RequestFlow {
         do {
             let ban = try VCLBan.parse(expression)
             let time = self.server.clock()
-            guard self.server.bans.add(ban, now: time) else {
+            guard self.server.bans.add(ban, now: time) != nil else {
                 self.counters.increment(.bansRefused)
                 return "too many bans"
             }

@@ -172,27 +172,52 @@ final class RequestFlow {
         }
     }
 
-    /// Whether a ban added after `object` was stored covers it (tested against this request).
-    func isBanned(_ object: some CacheCandidate) -> Bool {
-        if self.server.bans.isEmpty { return false }
+    /// Tests a stored object against the bans added after it was received, with this request
+    /// for the `req.*` conditions (`BanList.check`: only bans newer than `checkedThrough`).
+    func banVerdict(_ object: some CacheCandidate, checkedThrough: UInt32) -> BanList.Verdict {
         let url = self.head.uri
         let requestHeaders = self.head.headers
-        let objectHeaders = object.headers
-        return self.server.bans.covers(
-            storedAt: object.responseTime,
-            subject: VCLBan.Subject(
+        return self.server.bans.check(storedAt: object.responseTime, checkedThrough: checkedThrough) {
+            let objectHeaders = object.headers
+            return VCLBan.Subject(
                 url: url, requestHeader: { requestHeaders.first(name: $0) }, status: object.status,
-                objectHeader: { objectHeaders.first(name: $0) }))
+                objectHeader: { objectHeaders.first(name: $0) })
+        }
+    }
+
+    /// Whether a fill's object may go into the tiers: no purge of its key, its surrogate keys
+    /// or everything since its request was sent, and no ban added since it was received. A
+    /// storable object is marked as checked against every current ban.
+    func mayStore(_ object: StoredObject) -> Bool {
+        if self.server.coalescer.purgedSince(object.key, self.requestTime) { return false }
+        switch self.banVerdict(object, checkedThrough: 0) {
+        case .banned(let sequence):
+            self.server.bans.noteRemoved(sequence)
+            return false
+        case .clear(let through):
+            object.markBansChecked(through: through)
+            return true
+        }
     }
 
     /// Looks `key` up in the memory tier (bans applied); the machine gets what it found.
     func lookUpMemory(_ key: CacheKey) {
         let now = self.server.clock()
         var variants = self.server.memory.variants(for: key)
-        if !self.server.bans.isEmpty, variants.contains(where: { self.isBanned($0) }) {
-            self.counters.increment(.bannedObjects)
-            _ = self.invalidate(key)
-            variants = []
+        if !self.server.bans.isEmpty {
+            variants.removeAll { object in
+                switch self.banVerdict(object, checkedThrough: object.bansCheckedThrough) {
+                case .banned(let sequence):
+                    if self.server.memory.remove(object) {
+                        self.server.bans.noteRemoved(sequence)
+                        self.counters.increment(.bannedObjects)
+                    }
+                    return true
+                case .clear(let through):
+                    object.markBansChecked(through: through)
+                    return false
+                }
+            }
         }
         let outcome = BuiltinPolicy.lookup(
             variants: variants, requestHeaders: self.head.headers,
@@ -216,10 +241,14 @@ final class RequestFlow {
                 disk.noteReadFailure(error, key: key)
                 heads = []
             }
-            if !flow.server.bans.isEmpty, heads.contains(where: { flow.isBanned($0) }) {
-                flow.counters.increment(.bannedObjects)
-                _ = flow.invalidate(key)
-                heads = []
+            if !flow.server.bans.isEmpty {
+                heads.removeAll { head in
+                    guard case .banned(let sequence) = flow.banVerdict(head, checkedThrough: 0) else { return false }
+                    disk.remove(head)
+                    flow.server.bans.noteRemoved(sequence)
+                    flow.counters.increment(.bannedObjects)
+                    return true
+                }
             }
             let now = flow.server.clock()
             let outcome = BuiltinPolicy.lookup(

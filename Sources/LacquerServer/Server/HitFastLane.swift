@@ -13,8 +13,8 @@ import NIOHTTP1
 ///   (chosen as `BuiltinPolicy.lookup` chooses, when every variant varies on nothing or on
 ///   Accept-Encoding only) is fresh, a 200 with nothing to merge, and not gzip for a client
 ///   that does not take gzip (what `RequestFlow.deliverPlain` writes), and when the
-///   configuration leaves vcl_recv, vcl_hash, vcl_hit and vcl_deliver to builtin.vcl and no ban
-///   is active: answered here, with the same bytes the flow would write;
+///   configuration leaves vcl_recv, vcl_hash, vcl_hit and vcl_deliver to builtin.vcl and the
+///   object has been tested against every active ban: answered here, with the same bytes the flow would write;
 /// - any other complete request without a body: handed to the decoder, exactly its bytes, so
 ///   the decoder stays at a message boundary; requests behind it go the same way until every
 ///   request handed over has been answered, which keeps responses in order;
@@ -131,7 +131,7 @@ final class HitFastLane: ChannelInboundHandler {
     /// nothing counted) otherwise.
     private func answer(_ head: FastRequestHead, in buffer: ByteBuffer, context: ChannelHandlerContext) -> Bool {
         let server = self.server
-        guard server.hitPathIsBuiltin, server.bans.isEmpty, context.channel.isWritable,
+        guard server.hitPathIsBuiltin, context.channel.isWritable,
             self.connection.fastLaneMayAnswer(handedOver: self.handedOver)
         else { return false }
         let key = buffer.withUnsafeReadableBytes { bytes in
@@ -141,7 +141,10 @@ final class HitFastLane: ChannelInboundHandler {
         let acceptEncoding = head.acceptEncoding.map { range in
             buffer.withUnsafeReadableBytes { String(decoding: UnsafeRawBufferPointer(rebasing: $0[range]), as: UTF8.self) }
         }
-        guard let object = Self.storedResponse(memory: server.memory, key: key, acceptEncoding: acceptEncoding, now: now)
+        guard
+            let object = Self.storedResponse(
+                memory: server.memory, key: key, acceptEncoding: acceptEncoding, now: now,
+                bansThrough: server.bans.newestSequence)
         else { return false }
         let started = NIODeadline.now()
         server.counters.increment(.cacheHit)
@@ -192,7 +195,9 @@ final class HitFastLane: ChannelInboundHandler {
     /// Accept-Encoding value (nil: none), or nil when the flow must decide. The variant is the
     /// one `BuiltinPolicy.lookup` selects, when every variant varies on nothing or on
     /// Accept-Encoding alone; it must be fresh and deliverable as stored, by `HitRules`.
-    static func storedResponse(memory: MemoryTier, key: CacheKey, acceptEncoding: String?, now: Double) -> StoredObject? {
+    static func storedResponse(
+        memory: MemoryTier, key: CacheKey, acceptEncoding: String?, now: Double, bansThrough: UInt32 = 0
+    ) -> StoredObject? {
         // What the request's Accept-Encoding selects (Vary) and allows (a gzip body as it is),
         // read as the flow reads it; no Accept-Encoding selects identity and allows no gzip.
         let takesGzip = acceptEncoding.map { AcceptEncoding.acceptsGzip(lines: [$0]) } ?? false
@@ -207,7 +212,9 @@ final class HitFastLane: ChannelInboundHandler {
                 return object.variant == selectedVariant ? .matches : .differs
             },
             servable: { object in
-                HitRules.deliverableAsStored(object, clientTakesGzip: takesGzip)
+                // An object not yet tested against every active ban is the flow's to test.
+                object.bansCheckedThrough >= bansThrough
+                    && HitRules.deliverableAsStored(object, clientTakesGzip: takesGzip)
                     && HitRules.remainingFreshness(object, now: now) > 0
             })
     }

@@ -38,6 +38,7 @@ public final class LacquerServer: Service, Sendable {
         var context: ServerContext?
         var disk: DiskStorage?
         var maintenance: RepeatedTask?
+        var lurking: RepeatedTask?
         var accessLog: AccessLog?
     }
 
@@ -156,7 +157,7 @@ public final class LacquerServer: Service, Sendable {
                     return "the ban could not be recorded in the disk tier; it was not added"
                 }
             }
-            guard context.bans.add(ban, now: time) else {
+            guard context.bans.add(ban, now: time) != nil else {
                 self.counters.increment(.bansRefused)
                 return "too many bans (\(context.bans.limit))"
             }
@@ -185,7 +186,7 @@ public final class LacquerServer: Service, Sendable {
                     self.logger.warning("a kept ban no longer parses; skipped", metadata: ["expression": "\(stored.expression)"])
                     continue
                 }
-                if bans.add(ban, now: stored.time) { restored += 1 }
+                if bans.add(ban, now: stored.time) != nil { restored += 1 }
             }
             if restored > 0 {
                 self.logger.notice("bans restored from the disk tier", metadata: ["bans": "\(restored)"])
@@ -195,13 +196,14 @@ public final class LacquerServer: Service, Sendable {
         }
     }
 
-    /// `GET /bans`: one line per active ban, oldest first: its time (RFC 3339) and expression.
+    /// `GET /bans`: one line per active ban, oldest first: its id, time (RFC 3339), the stored
+    /// copies it removed so far (an object in memory and on disk counts twice) and its expression.
     public func banListing() -> String {
         guard let context = self.state.withLock({ $0.context }) else { return "" }
         let entries = context.bans.snapshot()
         var out = "\(entries.count) active ban(s)\n"
         for entry in entries {
-            out += "\(LogText.isoTime(entry.time))  \(entry.ban.text)\n"
+            out += "\(entry.sequence)  \(LogText.isoTime(entry.time))  removed=\(entry.removed)  \(entry.ban.text)\n"
         }
         return out
     }
@@ -261,6 +263,10 @@ public final class LacquerServer: Service, Sendable {
             memory.removeExpired(now: now)
             disk?.maintain(now: now)
         }
+        let lurkerInterval = TimeAmount.milliseconds(Int64(max(0.01, self.configuration.banLurkerInterval) * 1000))
+        let lurking = group.next().scheduleRepeatedTask(initialDelay: lurkerInterval, delay: lurkerInterval) { _ in
+            context.lurker.kick()
+        }
         if let disk {
             // Crash debris is swept in the background, never on the start-up path.
             group.next().scheduleTask(in: .seconds(5)) { disk.sweepOrphans() }
@@ -270,6 +276,7 @@ public final class LacquerServer: Service, Sendable {
             state.context = context
             state.disk = disk
             state.maintenance = maintenance
+            state.lurking = lurking
             state.accessLog = accessLog
         }
         if let disk {
@@ -380,6 +387,8 @@ public final class LacquerServer: Service, Sendable {
     /// the disk tier (releasing its directory lock) and stops the event loops.
     public func shutdown() async throws {
         let (channels, group, context, disk, maintenance, accessLog) = self.state.withLock { state in
+            state.lurking?.cancel()
+            state.lurking = nil
             let result = (state.channels, state.group, state.context, state.disk, state.maintenance, state.accessLog)
             state.accessLog = nil
             state.channels = []
@@ -395,6 +404,7 @@ public final class LacquerServer: Service, Sendable {
         }
         await context?.stopProbes()
         context?.shutdownPools()
+        await context?.lurker.shutdown()
         await disk?.shutdown()
         try await group?.shutdownGracefully()
         if group != nil {

@@ -42,6 +42,8 @@ final class ServerContext: Sendable {
     /// When the configuration was (re)loaded, and from which file.
     let vclLoads = Atomic<Int>(1)
     let bans = BanList()
+    /// Tests stored objects against the bans in the background and drops spent bans.
+    let lurker: BanLurker
     /// Whether the current configuration leaves vcl_recv, vcl_hash, vcl_hit and vcl_deliver to
     /// builtin.vcl, so `HitFastLane` may answer plain hits without running a flow.
     private let builtinHitPath: Atomic<Bool>
@@ -84,6 +86,11 @@ final class ServerContext: Sendable {
         let vcl = configuration.vcl ?? VCLLoader.builtin(purgeACL: configuration.purgeACL)
         self.currentVCL = Mutex(vcl)
         self.builtinHitPath = Atomic(Self.leavesHitPathToBuiltin(vcl))
+        self.lurker = BanLurker(
+            bans: self.bans, memory: memory, disk: disk, coalescer: self.coalescer, counters: counters, logger: logger,
+            clock: clock, batchSize: configuration.banLurkerBatch, pause: configuration.banLurkerSleep)
+        self.lurker.setKeyIsDefault(!vcl.userDefined.contains(.hash))
+        disk?.setAdmission { [lurker] object in lurker.admits(object) }
         self.logger = logger
         self.clock = clock
         self.eventLoops = eventLoops
@@ -246,6 +253,7 @@ final class ServerContext: Sendable {
         self.currentVCL.withLock {
             $0 = vcl
             self.builtinHitPath.store(Self.leavesHitPathToBuiltin(vcl), ordering: .relaxed)
+            self.lurker.setKeyIsDefault(!vcl.userDefined.contains(.hash))
         }
         self.vclLoads.wrappingAdd(1, ordering: .relaxed)
     }

@@ -26,6 +26,9 @@ final class DiskStorage: Sendable {
     private let pendingWrites = Atomic<Int>(0)
     private let tombstones = Mutex<[CacheKey: Double]>([:])
     private let writeQueue = Mutex(WriteQueue())
+    /// Decides, just before a queued object is written, whether it may still be (a ban added
+    /// while it waited); set once by the server.
+    private let admission = Mutex<(@Sendable (StoredObject) -> Bool)?>(nil)
 
     private struct WriteQueue: ~Copyable {
         var objects: [StoredObject] = []
@@ -48,6 +51,10 @@ final class DiskStorage: Sendable {
         self.readers = NIOThreadPool(numberOfThreads: 2)
         self.writer.start()
         self.readers.start()
+    }
+
+    func setAdmission(_ admits: @escaping @Sendable (StoredObject) -> Bool) {
+        self.admission.withLock { $0 = admits }
     }
 
     // MARK: Reads
@@ -147,6 +154,9 @@ final class DiskStorage: Sendable {
         if let cutoff = self.tombstones.withLock({ $0[object.key] }), object.responseTime <= cutoff {
             return  // purged while it waited
         }
+        if let admits = self.admission.withLock({ $0 }), !admits(object) {
+            return  // banned while it waited
+        }
         do {
             if try self.tier.store(object, now: self.clock()) {
                 self.counters.increment(.diskStored)
@@ -178,6 +188,18 @@ final class DiskStorage: Sendable {
             }
         }
         return promise.futureResult
+    }
+
+    /// Removes one stored object (a banned one a lookup met), on the writer thread.
+    func remove(_ head: DiskObjectHead) {
+        self.writer.submit { [tier, counters] state in
+            guard case .active = state else { return }
+            do {
+                try tier.remove(head)
+            } catch {
+                counters.increment(.diskWriteErrors)
+            }
+        }
     }
 
     /// Records a ban in the index on the writer thread (a ban VCL adds; the admin's are
