@@ -38,7 +38,7 @@ public struct DiskObjectHead: Sendable {
     }
 
     /// The object with `body` attached (the caller has read and verified it).
-    public func storedObject(body: ByteBuffer) -> StoredObject {
+    public func storedObject(body: ByteBuffer, hiddenFields: SurrogateKeyFields = .none) -> StoredObject {
         StoredObject(
             key: self.key,
             variant: self.variant,
@@ -53,7 +53,8 @@ public struct DiskObjectHead: Sendable {
             ttl: self.ttl,
             grace: self.grace,
             keep: self.keep,
-            mustRevalidate: self.mustRevalidate
+            mustRevalidate: self.mustRevalidate,
+            hiddenFields: hiddenFields
         )
     }
 

@@ -31,6 +31,7 @@ extension DiskTier {
         let bodyLength = Int64(body.readableBytes)
         let keyBytes = Array(object.key.canonical.utf8)
         let headerBytes = HeaderCodec.encode(headers)
+        let tags = object.surrogateKeys(self.configuration.surrogateKeyFields)
         let size = Self.chargedSize(bodyLength: bodyLength, metadataBytes: keyBytes.count + headerBytes.count + object.variant.utf8.count + object.reason.utf8.count)
         guard bodyLength <= self.configuration.maxObjectBytes, size <= self.configuration.capacityBytes,
             HeaderCodec.withinLimits(headers)
@@ -106,6 +107,9 @@ extension DiskTier {
                         try db.run("DELETE FROM objects WHERE id = ?", [.integer(old)])
                     }
                     try db.run(DiskIndexSchema.insertObject, values)
+                    for tag in tags {
+                        try db.run("INSERT INTO tags(tag, id) VALUES (?, ?)", [.text(tag), .integer(id)])
+                    }
                     // Keep at most `maxVariantsPerKey` variants: drop the least recently used beyond that.
                     var surplus: [Int64] = []
                     try db.query(
@@ -212,7 +216,7 @@ extension DiskTier {
         -> StoredObject
     {
         let reader = try self.openBody(head, allocator: allocator)
-        return head.storedObject(body: try reader.readAll())
+        return head.storedObject(body: try reader.readAll(), hiddenFields: self.configuration.surrogateKeyFields)
     }
 
     /// Drops the object and throws `error`.

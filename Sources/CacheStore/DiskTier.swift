@@ -58,6 +58,8 @@ public final class DiskTier: Sendable {
         public var fsync: FsyncPolicy
         /// Stop writing when less than this fraction of the filesystem would stay free (0 turns it off).
         public var freeSpaceFloor: Double
+        /// The response fields whose surrogate keys are indexed beside each object.
+        public var surrogateKeyFields: SurrogateKeyFields = .none
 
         public init(
             directory: String,
@@ -164,6 +166,7 @@ public final class DiskTier: Sendable {
         var state = WriterState(db: nil, lockFD: lockFD, nextFileID: 1)
         do {
             db = try DiskIndexSchema.openWriter(directory: directory, warnings: &warnings)
+            try db.execute(DiskTier.tagsTable, operation: "create surrogate key index")
             try db.query("SELECT objects, bytes FROM totals WHERE id = 0") { row in
                 state.objects = row.int64(0)
                 state.bytes = row.int64(1)

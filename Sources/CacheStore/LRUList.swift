@@ -84,6 +84,12 @@ package struct LRUList<Element> {
         return element
     }
 
+    /// Replaces the element in an occupied slot, keeping its place in the order.
+    package mutating func replace(_ slot: Int, with element: Element) {
+        precondition(self.nodes[slot].element != nil, "LRUList: slot \(slot) is free")
+        self.nodes[slot].element = element
+    }
+
     /// The element in `slot` if that slot exists and is occupied, else `nil`. Never traps, so
     /// a walk over `0..<slotCount` may use it while the list changes between steps.
     package func element(at slot: Int) -> Element? {

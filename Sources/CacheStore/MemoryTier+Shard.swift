@@ -6,11 +6,14 @@ extension MemoryTier {
         let cost: Int
         /// `object.expiresEntirely`, kept inline so the expiry walk does not chase pointers.
         let expires: Double
+        /// The object's surrogate keys, as indexed (empty for most objects: no allocation).
+        let tags: [String]
 
-        init(_ object: StoredObject) {
+        init(_ object: StoredObject, tags: [String] = []) {
             self.object = object
             self.cost = object.cost
             self.expires = object.expiresEntirely
+            self.tags = tags
         }
     }
 
@@ -30,6 +33,8 @@ extension MemoryTier {
         /// two keys ever share a digest, their slots share the list: every use compares the
         /// stored object's key, so neither ever sees the other's objects.
         private var map: [UInt64: VariantSlots] = [:]
+        /// The slots of the objects tagged with each surrogate key.
+        private var tagIndex: [String: Set<Int>] = [:]
         /// `objects` and `bytes` are kept current; `capacityBytes` is this shard's budget.
         private(set) var counters: MemoryTierStats
 
@@ -131,6 +136,7 @@ extension MemoryTier {
                 self.counters.evictions += 1
             }
             let slot = self.lru.pushFront(entry)
+            self.index(entry.tags, slot: slot)
             // Optional chaining yields nil when the key has no slots yet: start its list.
             if self.map[key.digest]?.prepend(slot) == nil {
                 self.map[key.digest] = VariantSlots(slot)
@@ -152,6 +158,43 @@ extension MemoryTier {
                 if self.lru[slot].object.key == key { matching.append(slot) }
             }
             return matching.map { self.removeSlot($0) }
+        }
+
+        /// Appends the objects tagged with any of `keys` (each once).
+        func tagged(_ keys: [String], into objects: inout [StoredObject]) {
+            guard !self.tagIndex.isEmpty else { return }
+            var slots = Set<Int>()
+            for key in keys {
+                if let tagged = self.tagIndex[key] { slots.formUnion(tagged) }
+            }
+            for slot in slots {
+                objects.append(self.lru[slot].object)
+            }
+        }
+
+        /// Replaces this very object with `entry` in its slot; returns whether it was stored.
+        mutating func replace(_ object: StoredObject, with entry: Entry) -> Bool {
+            guard let slot = self.slot(of: object) else { return false }
+            let old = self.lru[slot]
+            self.unindex(old.tags, slot: slot)
+            self.lru.replace(slot, with: entry)
+            self.index(entry.tags, slot: slot)
+            self.counters.bytes += entry.cost - old.cost
+            return true
+        }
+
+        private mutating func index(_ tags: [String], slot: Int) {
+            for tag in tags {
+                self.tagIndex[tag, default: []].insert(slot)
+            }
+        }
+
+        private mutating func unindex(_ tags: [String], slot: Int) {
+            for tag in tags {
+                if self.tagIndex[tag]?.remove(slot) != nil, self.tagIndex[tag]?.isEmpty == true {
+                    self.tagIndex[tag] = nil
+                }
+            }
         }
 
         /// Removes this very object if it is stored; returns whether it was.
@@ -210,6 +253,7 @@ extension MemoryTier {
         @discardableResult
         private mutating func removeSlot(_ slot: Int) -> StoredObject {
             let entry = self.lru.remove(slot)
+            self.unindex(entry.tags, slot: slot)
             let digest = entry.object.key.digest
             switch self.map[digest]?.remove(slot) {
             case .some(true):
@@ -252,8 +296,18 @@ extension MemoryTier {
             guard mapped == self.lru.count, self.counters.objects == self.lru.count else {
                 return "map lists \(mapped) slots, LRU holds \(self.lru.count), count says \(self.counters.objects)"
             }
+            for (tag, slots) in self.tagIndex {
+                for slot in slots {
+                    guard let entry = self.lru.element(at: slot), entry.tags.contains(tag) else {
+                        return "tag \(tag) lists slot \(slot), which does not carry it"
+                    }
+                }
+            }
             var bytes = 0
             for slot in self.lru.slotsFromFront {
+                for tag in self.lru[slot].tags where self.tagIndex[tag]?.contains(slot) != true {
+                    return "slot \(slot) carries tag \(tag) but is not indexed under it"
+                }
                 bytes += self.lru[slot].cost
             }
             guard bytes == self.counters.bytes else {

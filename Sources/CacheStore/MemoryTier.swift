@@ -53,6 +53,8 @@ public final class MemoryTier: Sendable {
     public var shardCount: Int { self.shards.count }
 
     private let shards: [ShardLock]
+    /// Which response fields list surrogate keys: they are indexed per shard.
+    public let surrogateKeyFields: SurrogateKeyFields
     /// Rejections happen before any shard is chosen, so they are counted here, not per shard.
     private let rejectedTooLarge = Atomic<Int>(0)
 
@@ -69,12 +71,17 @@ public final class MemoryTier: Sendable {
     ///   - capacityBytes: the byte budget of the whole tier (HARDENING §10: 256 MiB by default).
     ///   - maxObjectBytes: the largest object kept (1 MiB by default); see `admissionLimit`.
     ///   - shardCount: the number of independently locked shards; each gets an equal budget.
-    public init(capacityBytes: Int, maxObjectBytes: Int = 1 << 20, shardCount: Int = 16) {
+    ///   - surrogateKeyFields: the response fields whose keys (cache tags) are indexed.
+    public init(
+        capacityBytes: Int, maxObjectBytes: Int = 1 << 20, shardCount: Int = 16,
+        surrogateKeyFields: SurrogateKeyFields = .none
+    ) {
         precondition(capacityBytes >= 0, "MemoryTier: capacityBytes must not be negative")
         precondition(maxObjectBytes >= 0, "MemoryTier: maxObjectBytes must not be negative")
         precondition(shardCount > 0, "MemoryTier: shardCount must be positive")
         self.capacityBytes = capacityBytes
         self.maxObjectBytes = maxObjectBytes
+        self.surrogateKeyFields = surrogateKeyFields
         let share = capacityBytes / shardCount
         let remainder = capacityBytes % shardCount
         // The first `remainder` shards take one byte more, so the budgets add up exactly.
@@ -123,7 +130,7 @@ public final class MemoryTier: Sendable {
     @discardableResult
     public func insert(_ object: StoredObject) -> Bool {
         // `cost` walks the headers: compute it (and the expiry) before taking the lock.
-        let entry = Entry(object)
+        let entry = Entry(object, tags: object.surrogateKeys(self.surrogateKeyFields))
         guard object.bodyLength <= self.admissionLimit, entry.cost <= self.shardBudget else {
             self.rejectedTooLarge.wrappingAdd(1, ordering: .relaxed)
             return false
@@ -147,6 +154,26 @@ public final class MemoryTier: Sendable {
     @discardableResult
     public func remove(_ object: StoredObject) -> Bool {
         self.shard(for: object.key).state.withLock { $0.remove(object) }
+    }
+
+    /// Every stored object tagged with at least one of `keys` (a snapshot; each shard's index
+    /// is read under its lock). Costs in proportion to the tagged objects, not the tier.
+    public func objects(withSurrogateKeys keys: [String]) -> [StoredObject] {
+        guard !keys.isEmpty else { return [] }
+        var found: [StoredObject] = []
+        for shard in self.shards {
+            shard.state.withLock { $0.tagged(keys, into: &found) }
+        }
+        return found
+    }
+
+    /// Puts `new` in the place of `old` (compared by identity; same key and variant), keeping
+    /// its place in the LRU order: a soft purge's stale copy. Returns false if `old` is gone.
+    @discardableResult
+    public func replace(_ old: StoredObject, with new: StoredObject) -> Bool {
+        precondition(old.key == new.key && old.variant == new.variant, "MemoryTier: replace changes the key")
+        let entry = Entry(new, tags: new.surrogateKeys(self.surrogateKeyFields))
+        return self.shard(for: old.key).state.withLock { $0.replace(old, with: entry) }
     }
 
     /// Drops every object whose `expiresEntirely` is before `now`.

@@ -131,7 +131,8 @@ public final class StoredObject: @unchecked Sendable {
         ttl: Double,
         grace: Double,
         keep: Double,
-        mustRevalidate: Bool
+        mustRevalidate: Bool,
+        hiddenFields: SurrogateKeyFields = .none
     ) {
         self.key = key
         self.vary = variant.isEmpty && varyNames.isEmpty ? nil : Vary(variant: variant, names: varyNames)
@@ -151,7 +152,11 @@ public final class StoredObject: @unchecked Sendable {
         var kinds: [FieldKind] = []
         kinds.reserveCapacity(headers.count)
         for (name, value) in headers {
-            let kind = Self.fieldKind(name, status: status)
+            var kind = Self.fieldKind(name, status: status)
+            if kind == .plain, hiddenFields.hides(name) {
+                // Kept (the index and VCL read it) but out of what a plain delivery copies.
+                kind = .rewritten
+            }
             kinds.append(kind)
             let size = name.utf8.count + value.utf8.count + 4
             switch kind {
@@ -317,11 +322,64 @@ public final class StoredObject: @unchecked Sendable {
     }
 
     /// A copy with other header fields and body (e.g. a transformed coding); everything else kept.
-    public func replacing(headers: HTTPHeaders, body: ByteBuffer) -> StoredObject {
+    public func replacing(headers: HTTPHeaders, body: ByteBuffer, hiddenFields: SurrogateKeyFields = .none) -> StoredObject {
         StoredObject(
             key: self.key, variant: self.variant, varyNames: self.varyNames, status: self.status, reason: self.reason,
             headers: headers, body: body, requestTime: self.requestTime, responseTime: self.responseTime,
-            origin: self.origin, ttl: self.ttl, grace: self.grace, keep: self.keep, mustRevalidate: self.mustRevalidate)
+            origin: self.origin, ttl: self.ttl, grace: self.grace, keep: self.keep, mustRevalidate: self.mustRevalidate,
+            hiddenFields: hiddenFields)
+    }
+
+    /// A soft purge's copy (Fastly's soft purge, Varnish xkey's `softpurge`): stale from `now`
+    /// on, everything else kept, with at least `minimumGrace` seconds in which it may be served
+    /// stale while one fetch refreshes it. Nil when the object is already stale at `now`.
+    public func softPurged(at now: Double, minimumGrace: Double, hiddenFields: SurrogateKeyFields = .none) -> StoredObject? {
+        let ttl = now - self.origin
+        guard ttl < self.ttl else { return nil }
+        let copy = StoredObject(
+            key: self.key, variant: self.variant, varyNames: self.varyNames, status: self.status, reason: self.reason,
+            headers: self.headers, body: self.body, requestTime: self.requestTime, responseTime: self.responseTime,
+            origin: self.origin, ttl: max(0, ttl), grace: max(self.grace, minimumGrace), keep: self.keep,
+            mustRevalidate: self.mustRevalidate, hiddenFields: hiddenFields)
+        copy.markBansChecked(through: self.bansCheckedThrough)
+        return copy
+    }
+
+    /// The surrogate keys (cache tags) the object's fields named in `fields` list, read from the
+    /// stored bytes (no header list is built). Empty when there are none.
+    public func surrogateKeys(_ fields: SurrogateKeyFields) -> [String] {
+        guard !fields.names.isEmpty else { return [] }
+        var keys: [String] = []
+        let bytes = self.wire
+        var values: [String] = []
+        Self.forEachField(bytes, from: 0, to: self.plainFieldsEnd) { name, value in
+            if fields.reads(name) { values.append(value()) }
+        }
+        Self.forEachField(bytes, from: self.bodyEnd, to: Int(self.rewrittenEnd)) { name, value in
+            if fields.reads(name) { values.append(value()) }
+        }
+        for value in values {
+            SurrogateKeyFields.split(value, into: &keys)
+        }
+        return keys
+    }
+
+    private static func forEachField(
+        _ bytes: UnsafeBufferPointer<UInt8>, from start: Int, to end: Int,
+        _ body: (UnsafeBufferPointer<UInt8>, () -> String) -> Void
+    ) {
+        var lineStart = start
+        while lineStart < end {
+            var colon = lineStart
+            while bytes[colon] != UInt8(ascii: ":") { colon += 1 }
+            var lineEnd = colon + 2
+            while bytes[lineEnd] != 0x0D { lineEnd += 1 }
+            let valueRange = (colon + 2)..<lineEnd
+            body(UnsafeBufferPointer(rebasing: bytes[lineStart..<colon])) {
+                String(decoding: UnsafeBufferPointer(rebasing: bytes[valueRange]), as: UTF8.self)
+            }
+            lineStart = lineEnd + 2
+        }
     }
 
     /// The age in seconds at `now` (never negative).

@@ -1,3 +1,4 @@
+import CacheStore
 import NIOCore
 import NIOHTTP1
 import VCL
@@ -31,6 +32,11 @@ public struct ServerConfiguration: Sendable {
     public var diskMaxQueuedBytes: Int = 64 << 20
     /// Seconds between expiry sweeps and disk evictions.
     public var maintenanceInterval: Double = 30
+    /// Which response fields list surrogate keys (cache tags), and whether clients see them.
+    public var surrogateKeyFields: SurrogateKeyFields = .standard
+    /// The least grace a soft-purged object gets: it is served stale (UPDATING) this long while
+    /// one fetch refreshes it (Varnish's default_grace).
+    public var softPurgeGrace: Double = 10
     /// Seconds between ban lurker passes while a ban is active (a pass starts only when the
     /// last one has finished).
     public var banLurkerInterval: Double = 1

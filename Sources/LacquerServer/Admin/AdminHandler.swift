@@ -1,3 +1,4 @@
+import CacheStore
 import Foundation
 import NIOCore
 import NIOHTTP1
@@ -24,6 +25,10 @@ final class AdminHandler: ChannelInboundHandler {
         var ban: @Sendable (String) -> String?
         /// The active bans, one per line.
         var bans: @Sendable () -> String = { "" }
+        /// Purges by surrogate key (`soft`: marks stale); the count, or why it failed.
+        var purgeKeys: @Sendable (_ keys: [String], _ soft: Bool) -> Result<Int, PurgeFailure> = { _, _ in .success(0) }
+        /// Invalidates everything stored so far; why it failed, or nil.
+        var purgeAll: @Sendable () -> String? = { nil }
         /// The backends and their health, one per line.
         var backends: @Sendable () -> String = { "" }
         /// The access log live tails read.
@@ -127,6 +132,32 @@ final class AdminHandler: ChannelInboundHandler {
                 }
                 return (.ok, text, "ban added: \(expression)\n")
             }
+        case (.POST, "/purge"):
+            // Committed to the disk tier before the answer: off the event loop.
+            let query = Self.queryItems(head.uri)
+            var named: [String] = []
+            for (name, value) in query where name == "key" {
+                SurrogateKeyFields.split(value, into: &named)
+            }
+            let keys = named
+            let soft = query.contains { $0.0 == "soft" && $0.1 == "1" }
+            let all = query.contains { $0.0 == "all" && $0.1 == "1" }
+            slow = {
+                if all {
+                    if let error = actions.purgeAll() { return (.serviceUnavailable, text, "503 \(error)\n") }
+                    return (.ok, text, "Purged everything stored until now (the ban lurker removes the objects in the background)\n")
+                }
+                guard !keys.isEmpty else {
+                    return (.badRequest, text, "400 name the surrogate keys: POST /purge?key=k1%20k2 (&soft=1 to mark stale), or POST /purge?all=1\n")
+                }
+                switch actions.purgeKeys(keys, soft) {
+                case .success(let count):
+                    let noun = count == 1 ? "object" : "objects"
+                    return (.ok, text, "Purged \(count) \(noun) (\(soft ? "soft, " : "")keys: \(keys.joined(separator: " ")))\n")
+                case .failure(let failure):
+                    return (.serviceUnavailable, text, "503 \(failure.reason)\n")
+                }
+            }
         case (.POST, "/reload"):
             slow = {
                 let result = actions.reload()
@@ -147,20 +178,38 @@ final class AdminHandler: ChannelInboundHandler {
         self.write(self.answer(head: head, path: path), for: head, context: context)
     }
 
+    /// Why a purge could not be done (plain words, for the answer).
+    struct PurgeFailure: Error {
+        var reason: String
+    }
+
+    /// The query's `name=value` pairs, percent- and `+`-decoded.
+    static func queryItems(_ uri: String) -> [(String, String)] {
+        guard let query = uri.split(separator: "?", maxSplits: 1).dropFirst().first else { return [] }
+        return query.split(separator: "&").map { item in
+            let parts = item.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+            func decode(_ text: Substring) -> String {
+                let spaced = text.replacingOccurrences(of: "+", with: " ")
+                return spaced.removingPercentEncoding ?? spaced
+            }
+            return (decode(parts[0]), parts.count > 1 ? decode(parts[1]) : "")
+        }
+    }
+
     /// The answer of an endpoint that needs no waiting.
     private func answer(head: HTTPRequestHead, path: String) -> Answer {
         let text = Self.plainText
         switch (head.method, path) {
         case (.GET, "/health"), (.HEAD, "/health"):
             return (.ok, text, "ok\n")
-        case (_, "/reload"), (_, "/ban"):
+        case (_, "/reload"), (_, "/ban"), (_, "/purge"):
             return (.methodNotAllowed, text, "405 Method Not Allowed (use POST)\n")
         case (_, "/health"), (_, "/stats"), (_, "/metrics"), (_, "/bans"), (_, "/backends"), (_, "/log"):
             return (.methodNotAllowed, text, "405 Method Not Allowed\n")
         default:
             return (
                 .notFound, text,
-                "404 Not Found: try /health, /stats, /metrics, /bans, /backends, /log, POST /reload or POST /ban\n"
+                "404 Not Found: try /health, /stats, /metrics, /bans, /backends, /log, POST /reload, POST /ban or POST /purge\n"
             )
         }
     }

@@ -174,6 +174,9 @@ final class FetchCoalescer: Sendable {
         var hitForMiss: [CacheKey: Double] = [:]
         /// When each key was last purged or invalidated; a fetch that started before must not store.
         var purged: [CacheKey: Double] = [:]
+        /// When each surrogate key was last purged: a fetch sent before must not store an
+        /// object tagged with it.
+        var purgedTags: [String: Double] = [:]
     }
 
     private let state = Mutex<State>(State())
@@ -244,6 +247,28 @@ final class FetchCoalescer: Sendable {
             return purged >= time
         }
     }
+
+    /// Records a purge of these surrogate keys at `time` (see `markPurged`).
+    func markPurged(tags: [String], at time: Double) {
+        self.state.withLock { state in
+            for tag in tags { state.purgedTags[tag] = time }
+            if state.purgedTags.count > 100_000 {
+                state.purgedTags = state.purgedTags.filter { $0.value > time - 600 }
+            }
+        }
+    }
+
+    /// Whether any of `tags` was purged at or after `time`.
+    func purgedSince(tags: [String], _ time: Double) -> Bool {
+        guard !tags.isEmpty else { return false }
+        return self.state.withLock { state in
+            guard !state.purgedTags.isEmpty else { return false }
+            return tags.contains { (state.purgedTags[$0] ?? -.infinity) >= time }
+        }
+    }
+
+    /// Whether a surrogate key purge is remembered (so stored objects' keys are worth reading).
+    var remembersTagPurges: Bool { self.state.withLock { !$0.purgedTags.isEmpty } }
 
     func clearHitForMiss(_ key: CacheKey) {
         _ = self.state.withLock { $0.hitForMiss.removeValue(forKey: key) }

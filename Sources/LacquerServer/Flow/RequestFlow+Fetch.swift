@@ -431,7 +431,7 @@ extension RequestFlow: BackendExchangeDelegate {
                 ttl: decision.ttl,
                 grace: decision.grace,
                 keep: decision.keep,
-                mustRevalidate: decision.mustRevalidate)
+                mustRevalidate: decision.mustRevalidate, hiddenFields: self.server.memory.surrogateKeyFields)
             guard self.mayStore(object) else {
                 // A PURGE or ban arrived while this fetch was in flight: it wins; the answer is not stored.
                 self.counters.increment(.objectsNotStoredPurged)

@@ -83,7 +83,7 @@ extension RequestFlow {
             ttl: decision.ttl,
             grace: decision.grace,
             keep: decision.keep,
-            mustRevalidate: decision.mustRevalidate)
+            mustRevalidate: decision.mustRevalidate, hiddenFields: self.server.memory.surrogateKeyFields)
         var cacheStatus = CacheStatusValue(fwd: revalidation.fwd, fwdStatus: 304)
         if decision.storable && VaryKey.fieldNames(merged) != nil && self.mayStore(object) {
             _ = self.server.memory.insert(object)

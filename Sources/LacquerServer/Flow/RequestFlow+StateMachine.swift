@@ -243,6 +243,9 @@ struct RequestStateMachine {
     private var key: CacheKey?
     private var purgeAfterHash = false
     private var purgeCount = 0
+    /// A purge by surrogate key answers 200 with its count even when nothing matched (Varnish
+    /// xkey's convention); a URL purge that found nothing is a 404.
+    var purgeAnswersZero = false
     private var alwaysMiss = false
     private var ignoreBusy = false
     private var onlyIfCached = false
@@ -677,7 +680,7 @@ struct RequestStateMachine {
         case .returned(.restart):
             self.restart()
         default:
-            if self.purgeCount == 0 {
+            if self.purgeCount == 0 && !self.purgeAnswersZero {
                 self.enterSynth(404, "Not in cache", body: .notInCache)
             } else {
                 self.enterSynth(200, "Purged", body: .purged(count: self.purgeCount))

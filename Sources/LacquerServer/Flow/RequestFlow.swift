@@ -93,6 +93,8 @@ final class RequestFlow {
     var accumulated: ByteBuffer?
     var storeLimit = 0
     var closeAfter = false
+    /// How a PURGE was carried out when it was not a plain URL purge (for its answer and the log).
+    var purgeNote: String?
     /// A disk body being streamed to the client, if any.
     var diskReader: DiskBodyReader?
     var diskReadPaused = false
@@ -189,7 +191,13 @@ final class RequestFlow {
     /// or everything since its request was sent, and no ban added since it was received. A
     /// storable object is marked as checked against every current ban.
     func mayStore(_ object: StoredObject) -> Bool {
-        if self.server.coalescer.purgedSince(object.key, self.requestTime) { return false }
+        let coalescer = self.server.coalescer
+        if coalescer.purgedSince(object.key, self.requestTime) { return false }
+        if coalescer.remembersTagPurges,
+            coalescer.purgedSince(tags: object.surrogateKeys(self.server.memory.surrogateKeyFields), self.requestTime)
+        {
+            return false
+        }
         switch self.banVerdict(object, checkedThrough: 0) {
         case .banned(let sequence):
             self.server.bans.noteRemoved(sequence)
@@ -296,7 +304,7 @@ final class RequestFlow {
                 headers: storedHeaders, body: body, maxOutputBytes: self.server.configuration.diskMaxBufferedObjectBytes)
             {
                 self.counters.increment(.gunzipped)
-                object = stored.replacing(headers: headers, body: gunzipped)
+                object = stored.replacing(headers: headers, body: gunzipped, hiddenFields: self.server.memory.surrogateKeyFields)
                 storedHeaders = object.headers
                 body = object.body
             } else {
@@ -444,19 +452,39 @@ final class RequestFlow {
 
     /// `return (purge)` from vcl_recv (builtin.vcl allows it from `purge_acl`): removes every
     /// variant under `key` from both tiers, and reports only once the disk removal is committed
-    /// (durable).
+    /// (durable). With `xkey-purge: k1 k2` (Varnish xkey's header) it purges every object
+    /// tagged with those surrogate keys instead; `xkey-softpurge`, or `Fastly-Soft-Purge: 1`
+    /// with either form, makes the objects stale instead of removing them.
     func purge(_ key: CacheKey) {
-        self.server.coalescer.markPurged(key, at: self.server.clock())
-        let inMemory = self.server.memory.remove(key: key).count
-        guard let disk = self.server.disk else {
-            return self.purged(count: inMemory)
-        }
+        let headers = self.head.headers
+        let softHeader = headers.first(name: "fastly-soft-purge").map { $0.split(separator: " ").first == "1" } ?? false
+        var surrogateKeys: [String] = []
+        for value in headers["xkey-purge"] { SurrogateKeyFields.split(value, into: &surrogateKeys) }
+        let softKeys = headers["xkey-softpurge"]
+        for value in softKeys { SurrogateKeyFields.split(value, into: &surrogateKeys) }
+        let soft = softHeader || !softKeys.isEmpty
         let loopBound = NIOLoopBound(self, eventLoop: self.eventLoop)
-        disk.remove(key, now: self.server.clock(), on: self.eventLoop).whenComplete { result in
+        let work: EventLoopFuture<Int>
+        if !surrogateKeys.isEmpty || headers.contains(name: "xkey-purge") || !softKeys.isEmpty {
+            self.purgeNote = (soft ? "soft, " : "") + "keys: " + surrogateKeys.joined(separator: " ")
+            self.machine.purgeAnswersZero = true
+            work = self.server.purge(surrogateKeys: surrogateKeys, soft: soft, on: self.eventLoop)
+        } else if soft {
+            self.purgeNote = "soft"
+            work = self.server.softPurge(key, on: self.eventLoop)
+        } else {
+            self.server.coalescer.markPurged(key, at: self.server.clock())
+            let inMemory = self.server.memory.remove(key: key).count
+            guard let disk = self.server.disk else {
+                return self.purged(count: inMemory)
+            }
+            work = disk.remove(key, now: self.server.clock(), on: self.eventLoop).map { max(inMemory, $0) }
+        }
+        work.whenComplete { result in
             let flow = loopBound.value
             switch result {
-            case .success(let onDisk):
-                flow.purged(count: max(inMemory, onDisk))
+            case .success(let count):
+                flow.purged(count: count)
             case .failure(let error):
                 // The cause goes to the log; the client gets a plain reason.
                 flow.server.logger.error(
@@ -472,7 +500,7 @@ final class RequestFlow {
         self.server.logger.info(
             "purge",
             metadata: [
-                "url": "\(self.head.uri)", "host": "\(self.host)", "objects": "\(count)",
+                "url": "\(self.head.uri)", "host": "\(self.host)", "objects": "\(count)", "how": "\(self.purgeNote ?? "url")",
                 "client": "\(self.peer?.ipAddress ?? "-")", "xid": "\(self.xid)",
             ])
         self.dispatch(.purged(count: count))
@@ -481,7 +509,9 @@ final class RequestFlow {
     /// The text of one of our own answers.
     func render(_ body: RequestStateMachine.SynthBody?) -> String? {
         switch body {
-        case .purged(let count): "200 Purged \(count) object(s): \(self.head.uri)\n"
+        case .purged(let count):
+            "200 Purged \(count) \(count == 1 ? "object" : "objects")"
+                + (self.purgeNote.map { " (\($0))" } ?? ": \(self.head.uri)") + "\n"
         case .notInCache: "404 Not in cache: \(self.head.uri)\n"
         case nil: nil
         }
@@ -529,6 +559,11 @@ final class RequestFlow {
     }
 
     func addViaAndStatus(_ headers: inout HTTPHeaders, xStatus: XCacheStatus, cacheStatus: CacheStatusValue) {
+        let keyFields = self.server.memory.surrogateKeyFields
+        if keyFields.hidden {
+            // Surrogate keys are for this cache, not for clients (as Fastly strips Surrogate-Key).
+            for name in keyFields.names { headers.remove(name: name) }
+        }
         let via = headers["via"].joined(separator: ", ")
         let viaName = self.server.configuration.viaName
         headers.remove(name: "via")

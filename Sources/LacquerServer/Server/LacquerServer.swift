@@ -51,7 +51,9 @@ public final class LacquerServer: Service, Sendable {
         self.logger = logger
         self.clock = clock
         self.counters = Counters()
-        self.memory = MemoryTier(capacityBytes: configuration.memoryBytes, maxObjectBytes: configuration.memoryMaxObjectBytes)
+        self.memory = MemoryTier(
+            capacityBytes: configuration.memoryBytes, maxObjectBytes: configuration.memoryMaxObjectBytes,
+            surrogateKeyFields: configuration.surrogateKeyFields)
         self.startedAt = clock()
     }
 
@@ -169,6 +171,41 @@ public final class LacquerServer: Service, Sendable {
             return error.description
         }
     }
+
+    /// Why an admin purge failed, in plain words.
+    public struct PurgeError: Error, Sendable {
+        public var reason: String
+    }
+
+    /// Purges (or, `soft`, marks stale) every object tagged with any of `keys` (`POST /purge?key=`);
+    /// returns how many once the disk tier has committed it. Called off the event loops.
+    public func purge(surrogateKeys keys: [String], soft: Bool) -> Result<Int, PurgeError> {
+        guard let (context, group) = self.state.withLock({ state in state.context.flatMap { c in state.group.map { (c, $0) } } })
+        else {
+            return .failure(PurgeError(reason: "not running"))
+        }
+        let loop = group.next()
+        do {
+            let count = try context.purge(surrogateKeys: keys, soft: soft, on: loop).wait()
+            self.counters.increment(count > 0 ? .purgeOK : .purgeMiss)
+            self.logger.notice(
+                "purge", metadata: ["keys": "\(keys.joined(separator: " "))", "soft": "\(soft)", "objects": "\(count)", "source": "admin"])
+            return .success(count)
+        } catch {
+            self.logger.error("purge could not be committed to the disk tier", metadata: ["error": "\(error)"])
+            return .failure(PurgeError(reason: "the purge could not be committed to the disk tier"))
+        }
+    }
+
+    /// Invalidates every object stored until now (`POST /purge?all=1`): in O(1), a ban every
+    /// object meets, recorded in the disk tier first; the ban lurker then removes the objects
+    /// in the background. Returns why it failed, or nil.
+    public func purgeAll() -> String? {
+        self.ban(Self.everythingBan)
+    }
+
+    /// The ban that covers every object (Varnish's idiom for "purge everything").
+    public static let everythingBan = "obj.status != 0"
 
     /// Puts the bans the disk tier kept back on the ban list, with their times, so objects
     /// stored before them stay hidden after a restart.
@@ -419,9 +456,10 @@ public final class LacquerServer: Service, Sendable {
     /// is asked for with a disk size of 0.
     private func openDiskTier() throws -> DiskStorage? {
         guard self.configuration.diskBytes > 0, !self.configuration.storageDirectory.isEmpty else { return nil }
-        let tierConfiguration = DiskTier.Configuration(
+        var tierConfiguration = DiskTier.Configuration(
             directory: self.configuration.storageDirectory,
             capacityBytes: self.configuration.diskBytes)
+        tierConfiguration.surrogateKeyFields = self.configuration.surrogateKeyFields
         do {
             let tier = try DiskTier(configuration: tierConfiguration)
             for warning in tier.startupWarnings {
@@ -576,6 +614,10 @@ public final class LacquerServer: Service, Sendable {
                                 reload: { [self] in self.reload() },
                                 ban: { [self] in self.ban($0) },
                                 bans: { [self] in self.banListing() },
+                                purgeKeys: { [self] keys, soft in
+                                    self.purge(surrogateKeys: keys, soft: soft).mapError { AdminHandler.PurgeFailure(reason: $0.reason) }
+                                },
+                                purgeAll: { [self] in self.purgeAll() },
                                 backends: { [self] in self.backendListing() },
                                 accessLog: self.state.withLock { $0.context?.accessLog }),
                             secret: self.configuration.adminSecret))

@@ -90,7 +90,14 @@ final class ServerContext: Sendable {
             bans: self.bans, memory: memory, disk: disk, coalescer: self.coalescer, counters: counters, logger: logger,
             clock: clock, batchSize: configuration.banLurkerBatch, pause: configuration.banLurkerSleep)
         self.lurker.setKeyIsDefault(!vcl.userDefined.contains(.hash))
-        disk?.setAdmission { [lurker] object in lurker.admits(object) }
+        let coalescer = self.coalescer
+        let keyFields = memory.surrogateKeyFields
+        disk?.setAdmission { [lurker] object in
+            if coalescer.remembersTagPurges, coalescer.purgedSince(tags: object.surrogateKeys(keyFields), object.requestTime) {
+                return false  // its surrogate key was purged while it waited
+            }
+            return lurker.admits(object)
+        }
         self.logger = logger
         self.clock = clock
         self.eventLoops = eventLoops

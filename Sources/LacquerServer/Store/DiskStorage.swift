@@ -190,6 +190,24 @@ final class DiskStorage: Sendable {
         return promise.futureResult
     }
 
+    /// Runs `work` on the writer thread, after every store queued before it; a failure is
+    /// counted as a write error.
+    func onWriter<T: Sendable>(on eventLoop: any EventLoop, _ work: @escaping @Sendable (DiskTier) throws -> T) -> EventLoopFuture<T> {
+        let promise = eventLoop.makePromise(of: T.self)
+        self.writer.submit { [self] state in
+            guard case .active = state else {
+                return promise.fail(CacheStoreError.closed(path: self.tier.directory))
+            }
+            do {
+                promise.succeed(try work(self.tier))
+            } catch {
+                self.counters.increment(.diskWriteErrors)
+                promise.fail(error)
+            }
+        }
+        return promise.futureResult
+    }
+
     /// Removes one stored object (a banned one a lookup met), on the writer thread.
     func remove(_ head: DiskObjectHead) {
         self.writer.submit { [tier, counters] state in
