@@ -32,8 +32,14 @@ public struct ServerConfiguration: Sendable {
     public var diskMaxQueuedBytes: Int = 64 << 20
     /// Seconds between expiry sweeps and disk evictions.
     public var maintenanceInterval: Double = 30
-    /// Which response fields list surrogate keys (cache tags), and whether clients see them.
-    public var surrogateKeyFields: SurrogateKeyFields = .standard
+    /// The response fields that list surrogate keys (cache tags); default xkey, Surrogate-Key
+    /// and Cache-Tag.
+    public var surrogateKeyHeaders: [String] = SurrogateKeyFields.standard.names
+    /// Whether clients get the surrogate key fields (by default they are removed, as Fastly does).
+    public var showSurrogateKeys = false
+    var surrogateKeyFields: SurrogateKeyFields {
+        SurrogateKeyFields(names: self.surrogateKeyHeaders, hidden: !self.showSurrogateKeys)
+    }
     /// The least grace a soft-purged object gets: it is served stale (UPDATING) this long while
     /// one fetch refreshes it (Varnish's default_grace).
     public var softPurgeGrace: Double = 10

@@ -75,3 +75,18 @@ public func eventually(within seconds: Double = 5, _ condition: () throws -> Boo
     }
     return try condition()
 }
+
+/// Polls a running binary's admin `/stats` until its disk tier has stored at least `count`
+/// objects or `seconds` pass; returns the last figure read.
+public func waitForDiskStored(admin: Int, count: Int, within seconds: Double = 10) async throws -> Int {
+    var stored = 0
+    let deadline = ContinuousClock.now.advanced(by: .milliseconds(Int(seconds * 1000)))
+    while stored < count && ContinuousClock.now < deadline {
+        try await Task.sleep(for: .milliseconds(20))
+        let stats = (try? httpGet(port: admin, "/stats").bodyString) ?? ""
+        if let range = stats.range(of: "\"disk_stored\":") {
+            stored = Int(stats[range.upperBound...].prefix(while: { $0.isNumber })) ?? 0
+        }
+    }
+    return stored
+}

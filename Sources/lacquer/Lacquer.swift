@@ -50,7 +50,7 @@ struct Lacquer: AsyncParsableCommand {
     @Option(name: .customLong("disk-size"), help: ArgumentHelp("Disk tier size (0 = memory only).", valueName: "SIZE"))
     var diskSize: String = "1GiB"
 
-    @Option(name: .customLong("admin"), help: ArgumentHelp("Admin listener for /health, /stats, /metrics, /log, /bans, POST /ban and POST /reload ('off' disables it).", valueName: "HOST:PORT"))
+    @Option(name: .customLong("admin"), help: ArgumentHelp("Admin listener for /health, /stats, /metrics, /log, /bans, /backends, POST /ban, POST /purge and POST /reload ('off' disables it).", valueName: "HOST:PORT"))
     var admin: String = "127.0.0.1:6082"
 
     @Option(name: .customLong("admin-secret"), help: ArgumentHelp("File whose contents (trimmed) the admin's endpoints other than /health, /stats and /metrics want as 'Authorization: Bearer <secret>' (as varnishd -S). Default: no secret.", valueName: "FILE"))
@@ -73,6 +73,15 @@ struct Lacquer: AsyncParsableCommand {
 
     @Option(name: .customLong("purge-acl"), help: ArgumentHelp("Address or prefix allowed to PURGE (repeatable; default 127.0.0.1 and ::1).", valueName: "ADDR[/BITS]"))
     var purgeACL: [String] = []
+
+    @Option(name: .customLong("surrogate-key-header"), help: ArgumentHelp("Response field that lists an object's surrogate keys (cache tags), space- or comma-separated, for PURGE with xkey-purge and POST /purge?key= (repeatable; replaces the default xkey, Surrogate-Key and Cache-Tag).", valueName: "NAME"))
+    var surrogateKeyHeader: [String] = []
+
+    @Flag(name: .customLong("show-surrogate-keys"), help: "Send the surrogate key fields on to clients (by default they are removed from responses, as Fastly does).")
+    var showSurrogateKeys = false
+
+    @Option(name: .customLong("soft-purge-grace"), help: ArgumentHelp("Seconds a soft-purged object is at least served stale (UPDATING) while one fetch refreshes it.", valueName: "SECONDS"))
+    var softPurgeGrace: Double = 10
 
     @Option(name: .customLong("grace"), help: ArgumentHelp("Seconds an expired object may be served (UPDATING) while one background fetch refreshes it, when the origin sends no stale-while-revalidate.", valueName: "SECONDS"))
     var grace: Double = 0
@@ -185,6 +194,12 @@ struct Lacquer: AsyncParsableCommand {
         if !(self.drainTimeout >= 0 && self.drainTimeout.isFinite) {
             throw ValidationError("--drain-timeout '\(self.drainTimeout)' must be a number of seconds, 0 or more")
         }
+        if !(self.softPurgeGrace >= 0 && self.softPurgeGrace.isFinite) {
+            throw ValidationError("--soft-purge-grace '\(self.softPurgeGrace)' must be a number of seconds, 0 or more")
+        }
+        for name in self.surrogateKeyHeader where name.isEmpty || !name.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F && $0 != UInt8(ascii: ":") }) {
+            throw ValidationError("--surrogate-key-header '\(name)' is not a header field name")
+        }
         if let size = self.maxObjectSize, ByteSize.parse(size) == nil {
             throw ValidationError("--max-object-size '\(size)' is not a size (e.g. 1MiB, 64MiB)")
         }
@@ -249,6 +264,11 @@ struct Lacquer: AsyncParsableCommand {
         }
         configuration.adminSecret = adminSecret
         configuration.drainTimeout = self.drainTimeout
+        if !self.surrogateKeyHeader.isEmpty {
+            configuration.surrogateKeyHeaders = self.surrogateKeyHeader
+        }
+        configuration.showSurrogateKeys = self.showSurrogateKeys
+        configuration.softPurgeGrace = self.softPurgeGrace
         switch self.accessLog {
         case "off": configuration.accessLog = nil
         case "-": configuration.accessLog = .stdout

@@ -203,15 +203,7 @@ struct CommandLineTests {
         }
         #expect(switched)
         #expect(try httpGet(port: port, "/u?cc=max-age%3D600").status == 200)
-        var stored = 0
-        for _ in 0..<200 where stored < 1 {
-            try await Task.sleep(for: .milliseconds(20))
-            let stats = (try? httpGet(port: admin, "/stats").bodyString) ?? ""
-            if let range = stats.range(of: "\"disk_stored\":") {
-                stored = Int(stats[range.upperBound...].prefix(while: { $0.isNumber })) ?? 0
-            }
-        }
-        #expect(stored == 1)
+        #expect(try await waitForDiskStored(admin: admin, count: 1) == 1)
         #expect(try httpGet(port: port, "/u?cc=max-age%3D600").header("X-Cache-Status") == "HIT")
         kill(process.processIdentifier, SIGTERM)
         let deadline = Date().addingTimeInterval(15)

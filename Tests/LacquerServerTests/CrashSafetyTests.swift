@@ -56,14 +56,7 @@ struct CrashSafetyTests {
             }
         }
         // Kill once the disk tier has committed a fair number of objects, mid-load.
-        var stored = 0
-        for _ in 0..<1000 where stored < 40 {
-            try await Task.sleep(for: .milliseconds(20))
-            let stats = (try? httpGet(port: admin, "/stats").bodyString) ?? ""
-            if let range = stats.range(of: "\"disk_stored\":") {
-                stored = Int(stats[range.upperBound...].prefix(while: { $0.isNumber })) ?? 0
-            }
-        }
+        let stored = try await waitForDiskStored(admin: admin, count: 40, within: 20)
         #expect(stored >= 40, "the disk tier never stored enough objects to make the test meaningful")
         kill(first.processIdentifier, SIGKILL)
         first.waitUntilExit()
@@ -105,15 +98,7 @@ struct CrashSafetyTests {
         for path in ["/js/app.js", "/js/lib.js", "/css/site.css"] {
             _ = try httpGet(port: port, path + "?cc=max-age%3D3600")
         }
-        var stored = 0
-        for _ in 0..<500 where stored < 3 {
-            try await Task.sleep(for: .milliseconds(20))
-            let stats = (try? httpGet(port: admin, "/stats").bodyString) ?? ""
-            if let range = stats.range(of: "\"disk_stored\":") {
-                stored = Int(stats[range.upperBound...].prefix(while: { $0.isNumber })) ?? 0
-            }
-        }
-        #expect(stored == 3)
+        #expect(try await waitForDiskStored(admin: admin, count: 3) == 3)
         let banned = try httpGet(port: admin, "/ban", method: "POST", body: "req.url ~ ^/js/")
         #expect(banned.status == 200)
         // The answer came after the commit: kill at once.
@@ -127,7 +112,43 @@ struct CrashSafetyTests {
         #expect(try httpGet(port: port2, "/css/site.css?cc=max-age%3D3600").header("X-Cache-Status") == "HIT")
         // Stored again after the ban: not covered by it.
         #expect(try httpGet(port: port2, "/js/app.js?cc=max-age%3D3600").header("X-Cache-Status") == "HIT")
-        #expect(try httpGet(port: admin2, "/bans").bodyString.contains("req.url ~ ^/js/"))
+        // The lurker finds nothing older left that the ban covers, and drops it (also from the index).
+        let dropped = try await eventually(within: 10) { try httpGet(port: admin2, "/bans").bodyString.hasPrefix("0 active ban(s)") }
+        #expect(dropped)
+        second.terminate()
+        second.waitUntilExit()
+    }
+
+    @Test("purges by surrogate key and soft purges survive kill -9: nothing key-purged is served, nothing soft-purged is fresh")
+    func keyPurgesSurviveKillNine() async throws {
+        let storage = try makeTemporaryDirectory("lacquer-crash")
+        defer { try? FileManager.default.removeItem(atPath: storage) }
+        let origin = try await FixtureOrigin.start()
+        defer { Task { try? await origin.shutdown() } }
+        let (first, port, admin) = try startLacquer(storage: storage, originURL: origin.baseURL)
+        defer { if first.isRunning { first.terminate() } }
+        let gone = "/k/gone?cc=max-age%3D3600&h=xkey:gone-key"
+        let soft = "/k/soft?cc=max-age%3D3600&h=Surrogate-Key:soft-key"
+        let kept = "/k/kept?cc=max-age%3D3600&h=Cache-Tag:kept-key"
+        let softURL = "/k/soft-url?cc=max-age%3D3600"
+        for target in [gone, soft, kept, softURL] {
+            _ = try httpGet(port: port, target)
+        }
+        #expect(try await waitForDiskStored(admin: admin, count: 4) == 4)
+        let purge = try httpGet(port: admin, "/purge?key=gone-key", method: "POST")
+        #expect(purge.status == 200 && purge.bodyString.contains("Purged 1 object"), "\(purge.bodyString)")
+        #expect(try httpGet(port: port, "/", method: "PURGE", headers: [("xkey-softpurge", "soft-key")]).status == 200)
+        #expect(try httpGet(port: port, softURL, method: "PURGE", headers: [("Fastly-Soft-Purge", "1")]).status == 200)
+        // Each answer came after its commit: kill at once.
+        kill(first.processIdentifier, SIGKILL)
+        first.waitUntilExit()
+
+        let (second, port2, _) = try startLacquer(storage: storage, originURL: origin.baseURL)
+        defer { if second.isRunning { second.terminate() } }
+        #expect(try httpGet(port: port2, gone).header("X-Cache-Status") == "MISS")
+        #expect(try httpGet(port: port2, soft).header("X-Cache-Status") == "UPDATING")
+        #expect(try httpGet(port: port2, softURL).header("X-Cache-Status") == "UPDATING")
+        #expect(try httpGet(port: port2, kept).header("X-Cache-Status") == "HIT")
         second.terminate()
         second.waitUntilExit()
     }

@@ -34,7 +34,7 @@ extension ServerContext {
         let grace = self.configuration.softPurgeGrace
         return disk.onWriter(on: eventLoop) { tier in
             soft ? try tier.softPurgeTagged(keys, now: now, minimumGrace: grace) : try tier.removeTagged(keys)
-        }.map { max(inMemory, $0) }
+        }.map { [inMemory] in max(inMemory, $0) }
     }
 
     /// Makes every variant stored under `key` stale now (a soft `PURGE` of a URL).
@@ -54,6 +54,6 @@ extension ServerContext {
         let grace = self.configuration.softPurgeGrace
         return disk.onWriter(on: eventLoop) { tier in
             try tier.softPurge(key: key, now: now, minimumGrace: grace)
-        }.map { max(inMemory, $0) }
+        }.map { [inMemory] in max(inMemory, $0) }
     }
 }
