@@ -17,7 +17,91 @@ extension DiskTier {
         END;
         """
 
-    /// Removes every object tagged with any of `keys`. Returns how many went.
+    /// Purges by surrogate key still being carried out: each removes the objects tagged with its
+    /// key that were received at or before its time. The row is committed before a purge is
+    /// reported and dropped once every such object is gone, so a purge interrupted by a crash
+    /// is resumed at the next start (and lookups hide what it covers until then).
+    static let tagPurgesTable = """
+        CREATE TABLE IF NOT EXISTS tag_purges(
+            tag TEXT NOT NULL,
+            time REAL NOT NULL
+        );
+        """
+
+    /// One recorded purge by surrogate key.
+    public struct TagPurge: Sendable, Equatable, Hashable {
+        public var tag: String
+        public var time: Double
+
+        public init(tag: String, time: Double) {
+            self.tag = tag
+            self.time = time
+        }
+    }
+
+    /// Records a purge of `keys` at `time`, committed with `synchronous=FULL`, and returns how
+    /// many stored objects carry any of them. Its cost does not depend on how many objects it
+    /// covers: `continueTagPurge` removes them afterwards, a batch at a time.
+    public func recordTagPurge(_ keys: [String], time: Double) throws -> Int {
+        guard !keys.isEmpty else { return 0 }
+        return try self.withWriter { _, db in
+            try db.execute("PRAGMA synchronous = FULL", operation: "key purge: synchronous=FULL")
+            defer { try? db.execute("PRAGMA synchronous = NORMAL", operation: "key purge: synchronous=NORMAL") }
+            var count = 0
+            try db.transaction("record purge by surrogate key") {
+                for key in keys {
+                    try db.run("INSERT INTO tag_purges(tag, time) VALUES (?, ?)", [.text(key), .real(time)])
+                }
+                try db.query(
+                    "SELECT COUNT(*) FROM (\(Self.taggedSelect(keys.count)))", keys.map { .text($0) }
+                ) { count = Int($0.int64(0)) }
+            }
+            return count
+        }
+    }
+
+    /// Every purge by surrogate key not yet carried out to the end.
+    public func storedTagPurges() throws -> [TagPurge] {
+        try self.withWriter { _, db in
+            var purges: [TagPurge] = []
+            try db.query("SELECT tag, time FROM tag_purges ORDER BY time") {
+                purges.append(TagPurge(tag: $0.text(0), time: $0.double(1)))
+            }
+            return purges
+        }
+    }
+
+    /// Removes at most `limit` of the objects `purge` covers, in one transaction; once none is
+    /// left, drops its record. Returns how many objects went (fewer than `limit`: it is done).
+    @discardableResult
+    public func continueTagPurge(_ purge: TagPurge, limit: Int) throws -> Int {
+        let removed = try self.withWriter { state, db in
+            var ids: [Int64] = []
+            try db.transaction("carry out purge by surrogate key") {
+                try db.query(
+                    """
+                    SELECT objects.id FROM tags JOIN objects ON objects.id = tags.id \
+                    WHERE tags.tag = ? AND objects.response_time <= ? LIMIT ?
+                    """,
+                    [.text(purge.tag), .real(purge.time), .integer(Int64(limit))]
+                ) { ids.append($0.int64(0)) }
+                for id in ids {
+                    try db.run("DELETE FROM objects WHERE id = ?", [.integer(id)])
+                }
+                if ids.count < limit {
+                    try db.run("DELETE FROM tag_purges WHERE tag = ? AND time = ?", [.text(purge.tag), .real(purge.time)])
+                }
+            }
+            for id in ids { state.pendingTouches[id] = nil }
+            state.counters.purged += ids.count
+            try self.refreshTotals(&state, db)
+            return ids
+        }
+        self.unlinkBodies(removed)
+        return removed.count
+    }
+
+    /// Removes every object tagged with any of `keys` at once. Returns how many went.
     @discardableResult
     public func removeTagged(_ keys: [String]) throws -> Int {
         guard !keys.isEmpty else { return 0 }

@@ -115,4 +115,37 @@ struct DiskTierSurrogateKeyTests {
         #expect(try tier.removeTagged(["all"]) == 2)  // /d/3 and /d/5; /d/4 lost "all"
         #expect(try tier.removeTagged(["other"]) == 1)
     }
+
+    @Test("a recorded purge by key counts the tagged objects, is kept until carried out in batches, and spares later objects")
+    func recordedPurgeIsCarriedOut() throws {
+        let dir = try DiskTestDirectory()
+        var configuration = DiskTier.Configuration(directory: dir.path, freeSpaceFloor: 0)
+        configuration.surrogateKeyFields = .standard
+        do {
+            let tier = try DiskTier(configuration: configuration)
+            for index in 0..<7 {
+                try tier.store(self.tagged("/r/\(index)", keys: "batch"))
+            }
+            #expect(try tier.recordTagPurge(["batch", "nothing"], time: 1_050) == 7)
+            // A copy received after the purge is new content: it stays.
+            let later = StoredObject(
+                key: CacheKey(host: "example.com", target: "/r/later"), variant: "", varyNames: [], status: 200, reason: "OK",
+                headers: HTTPHeaders([("xkey", "batch")]), body: ByteBuffer(string: "later"), requestTime: 1_100,
+                responseTime: 1_100, origin: 1_100, ttl: 300, grace: 0, keep: 0, mustRevalidate: false)
+            try tier.store(later)
+            #expect(try tier.continueTagPurge(DiskTier.TagPurge(tag: "batch", time: 1_050), limit: 3) == 3)
+            tier.close()  // "crash" between batches: the record is still there
+        }
+        let tier = try DiskTier(configuration: configuration)
+        defer { tier.close() }
+        let pending = try tier.storedTagPurges()
+        #expect(Set(pending.map(\.tag)) == ["batch", "nothing"])
+        let batch = DiskTier.TagPurge(tag: "batch", time: 1_050)
+        #expect(try tier.continueTagPurge(batch, limit: 3) == 3)
+        #expect(try tier.continueTagPurge(batch, limit: 3) == 1)
+        #expect(try tier.continueTagPurge(DiskTier.TagPurge(tag: "nothing", time: 1_050), limit: 3) == 0)
+        #expect(try tier.storedTagPurges().isEmpty)
+        #expect(try tier.lookup(CacheKey(host: "example.com", target: "/r/later")).count == 1)
+        #expect(try tier.lookup(CacheKey(host: "example.com", target: "/r/0")).isEmpty)
+    }
 }

@@ -318,6 +318,14 @@ public final class LacquerServer: Service, Sendable {
         }
         if let disk {
             self.restoreBans(from: disk, into: context.bans)
+            do {
+                let resumed = try disk.resumeTagPurges()
+                if resumed > 0 {
+                    self.logger.notice("purges by surrogate key resumed from the disk tier", metadata: ["purges": "\(resumed)"])
+                }
+            } catch {
+                self.logger.error("the disk tier's pending purges could not be read", metadata: ["error": "\(error)"])
+            }
         }
         context.startProbes()
         do {

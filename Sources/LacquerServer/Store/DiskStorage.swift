@@ -1,6 +1,7 @@
 import CacheStore
 import Logging
 import NIOCore
+import NIOHTTP1
 import NIOPosix
 import Synchronization
 
@@ -25,6 +26,11 @@ final class DiskStorage: Sendable {
     private let queuedBytes = Atomic<Int>(0)
     private let pendingWrites = Atomic<Int>(0)
     private let tombstones = Mutex<[CacheKey: Double]>([:])
+    /// Purges by surrogate key still being carried out on disk: key → the latest purge's time.
+    /// Lookups hide, and the writer does not write, objects they cover.
+    private let tagPurges = Mutex<[String: Double]>([:])
+    /// Objects a purge by surrogate key removes per writer task (other writes run in between).
+    static let tagPurgeBatch = 500
     private let writeQueue = Mutex(WriteQueue())
     /// Decides, just before a queued object is written, whether it may still be (a ban added
     /// while it waited); set once by the server.
@@ -62,11 +68,28 @@ final class DiskStorage: Sendable {
     /// Every variant stored on disk under `key`, minus those a pending purge removed.
     func lookup(_ key: CacheKey, on eventLoop: any EventLoop) -> EventLoopFuture<[DiskObjectHead]> {
         let cutoff = self.tombstones.withLock { $0[key] }
+        let purges = self.tagPurges.withLock { $0 }
         return self.readers.runIfActive(eventLoop: eventLoop) { [tier] in
-            let heads = try tier.lookup(key)
-            guard let cutoff else { return heads }
-            return heads.filter { $0.responseTime > cutoff }
+            var heads = try tier.lookup(key)
+            if let cutoff {
+                heads.removeAll { $0.responseTime <= cutoff }
+            }
+            if !purges.isEmpty {
+                let fields = tier.configuration.surrogateKeyFields
+                heads.removeAll { head in
+                    var keys: [String] = []
+                    for name in fields.names {
+                        for value in head.headers[name] { SurrogateKeyFields.split(value, into: &keys) }
+                    }
+                    return Self.covered(keys, by: purges, receivedAt: head.responseTime)
+                }
+            }
+            return heads
         }
+    }
+
+    private static func covered(_ keys: [String], by purges: [String: Double], receivedAt time: Double) -> Bool {
+        keys.contains { (purges[$0] ?? -.infinity) >= time }
     }
 
     /// The whole object (checksums verified), for promotion into memory.
@@ -154,6 +177,12 @@ final class DiskStorage: Sendable {
         if let cutoff = self.tombstones.withLock({ $0[object.key] }), object.responseTime <= cutoff {
             return  // purged while it waited
         }
+        let purges = self.tagPurges.withLock { $0 }
+        if !purges.isEmpty,
+            Self.covered(object.surrogateKeys(self.tier.configuration.surrogateKeyFields), by: purges, receivedAt: object.responseTime)
+        {
+            return  // its surrogate key was purged while it waited
+        }
         if let admits = self.admission.withLock({ $0 }), !admits(object) {
             return  // banned while it waited
         }
@@ -206,6 +235,58 @@ final class DiskStorage: Sendable {
             }
         }
         return promise.futureResult
+    }
+
+    /// Purges every object tagged with any of `keys` received until `time`: lookups hide them
+    /// at once; the purge is recorded (committed, `synchronous=FULL`) before the future gives
+    /// the number of objects tagged; the objects are then removed in batches on the writer, a
+    /// purge interrupted by a crash being resumed at start-up (`resumeTagPurges`).
+    func purgeTagged(_ keys: [String], time: Double, on eventLoop: any EventLoop) -> EventLoopFuture<Int> {
+        self.tagPurges.withLock { purges in
+            for key in keys { purges[key] = max(purges[key] ?? -.infinity, time) }
+        }
+        return self.onWriter(on: eventLoop) { [self] tier in
+            let count = try tier.recordTagPurge(keys, time: time)
+            for key in keys {
+                self.carryOut(DiskTier.TagPurge(tag: key, time: time))
+            }
+            return count
+        }
+    }
+
+    /// Puts the purges by surrogate key a previous run did not finish back in force and
+    /// carries them out. Returns how many there were.
+    @discardableResult
+    func resumeTagPurges() throws -> Int {
+        let pending = try self.tier.storedTagPurges()
+        self.tagPurges.withLock { purges in
+            for purge in pending { purges[purge.tag] = max(purges[purge.tag] ?? -.infinity, purge.time) }
+        }
+        for purge in pending { self.carryOut(purge) }
+        return pending.count
+    }
+
+    /// Removes one batch of what `purge` covers on the writer, then queues the next batch
+    /// (behind the writes queued meanwhile) until none is left.
+    private func carryOut(_ purge: DiskTier.TagPurge) {
+        self.writer.submit { [self] state in
+            guard case .active = state else { return }
+            do {
+                let removed = try self.tier.continueTagPurge(purge, limit: Self.tagPurgeBatch)
+                if removed == Self.tagPurgeBatch {
+                    return self.carryOut(purge)
+                }
+                self.tagPurges.withLock { purges in
+                    if purges[purge.tag] == purge.time { purges[purge.tag] = nil }
+                }
+            } catch {
+                // The record stays: lookups keep hiding what it covers; the next start resumes it.
+                self.counters.increment(.diskWriteErrors)
+                self.logger.error(
+                    "a purge by surrogate key could not be carried out in the disk tier",
+                    metadata: ["key": "\(purge.tag)", "error": "\(error)"])
+            }
+        }
     }
 
     /// Removes one stored object (a banned one a lookup met), on the writer thread.

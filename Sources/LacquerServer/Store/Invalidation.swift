@@ -4,8 +4,10 @@ import NIOCore
 /// Purges by surrogate key and soft purges, for `PURGE` (through builtin.vcl's purge ACL) and
 /// the admin's `POST /purge`: one implementation for both.
 ///
-/// - A purge removes what it names from memory at once and from disk on the disk writer (after
-///   every store queued before it), committed with `synchronous=FULL` before it is reported.
+/// - A purge removes what it names from memory at once. On disk it is recorded (committed with
+///   `synchronous=FULL`) before it is reported, hides what it covers from lookups at once, and
+///   removes the objects in batches behind it (`DiskStorage.purgeTagged`), so its cost before
+///   the answer does not grow with the objects it covers.
 /// - A soft purge keeps the objects but makes them stale now: the next request is answered
 ///   from the stale copy while one fetch refreshes it (within the grace the object has, at
 ///   least `softPurgeGrace`), and the copy still stands in for a failing origin.
@@ -31,9 +33,12 @@ extension ServerContext {
             }
         }
         guard let disk = self.disk else { return eventLoop.makeSucceededFuture(inMemory) }
+        guard soft else {
+            return disk.purgeTagged(keys, time: now, on: eventLoop).map { [inMemory] in max(inMemory, $0) }
+        }
         let grace = self.configuration.softPurgeGrace
         return disk.onWriter(on: eventLoop) { tier in
-            soft ? try tier.softPurgeTagged(keys, now: now, minimumGrace: grace) : try tier.removeTagged(keys)
+            try tier.softPurgeTagged(keys, now: now, minimumGrace: grace)
         }.map { [inMemory] in max(inMemory, $0) }
     }
 
