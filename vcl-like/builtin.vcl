@@ -26,6 +26,11 @@ sub vcl_recv {
         return (purge);
     }
     if (req.method != "GET" && req.method != "HEAD") {
+        if (req.method !~ "^(POST|PUT|DELETE|OPTIONS|PATCH|QUERY|PROPFIND|PROPPATCH|MKCOL|COPY|MOVE|LOCK|UNLOCK|SEARCH|BIND|REBIND|UNBIND|ACL|REPORT|MKACTIVITY|CHECKOUT|MERGE|M-SEARCH|NOTIFY|SUBSCRIBE|UNSUBSCRIBE|MKCALENDAR|LINK|UNLINK|SOURCE)$") {
+            # An extension method Lacquer gives no meaning to (RFC 9110 section 9.1). Handle it
+            # in your vcl_recv to use it, e.g. a BAN method that calls ban().
+            return (synth(501, "Method not implemented"));
+        }
         # Only GET and HEAD are cached; other methods go to the backend (an unsafe method's
         # success invalidates what is stored for its URL, RFC 9111 section 4.4).
         return (pass);

@@ -129,7 +129,7 @@ extension RequestFlow {
     /// builtin.vcl's vcl_recv taken natively, when the configuration does not define vcl_recv
     /// and the request is as it arrived (no restart): GET and HEAD are looked up unless they
     /// carry a Cookie, other methods are passed. nil for the methods whose answer needs the
-    /// VCL (PRI, CONNECT, TRACE, and PURGE with its ACL), which then runs.
+    /// VCL (PRI, CONNECT, TRACE, PURGE with its ACL, extension methods), which then runs.
     func builtinRecv() -> VCLAction? {
         guard self.ctx.restarts == 0, !self.userDefines(.recv) else { return nil }
         switch self.head.method {
@@ -137,7 +137,8 @@ extension RequestFlow {
             return self.head.headers.contains(name: "cookie") ? .pass : .hash
         case .PURGE, .CONNECT, .TRACE:
             return nil
-        case let method where method.rawValue == "PRI":
+        case let method where method.rawValue == "PRI" || ExtensionMethods.isUnknownToParser(method.rawValue):
+            // PRI, and extension methods, which builtin.vcl answers 501.
             return nil
         default:
             return .pass

@@ -93,6 +93,9 @@ final class ClientChannelHandler: ChannelDuplexHandler, RemovableChannelHandler,
     /// Set when the hit fast lane took a rate-limit token for the request it then left to the
     /// decoder (so the request does not pay twice).
     private var admittedByFastLane = false
+    /// Methods of requests the fast lane handed to the decoder under the placeholder method,
+    /// in order (`ExtensionMethods`).
+    private var queuedMethods: [String] = []
     private(set) var local: SocketAddress?
     /// The connection's event loop, captured once: a flow may ask for it after the handler was
     /// removed from its pipeline (the client left), so it never depends on the context.
@@ -160,6 +163,11 @@ final class ClientChannelHandler: ChannelDuplexHandler, RemovableChannelHandler,
         self.run(self.state.drain())
     }
 
+    /// The fast lane handed the decoder a request whose method travels as the placeholder.
+    func queueRequestMethod(_ method: String) {
+        self.queuedMethods.append(method)
+    }
+
     /// Called by `FirstByteObserver` and the fast lane: a new request started arriving.
     func bytesArrived() {
         self.state.bytesArrived(now: self.now())
@@ -168,7 +176,10 @@ final class ClientChannelHandler: ChannelDuplexHandler, RemovableChannelHandler,
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         switch self.unwrapInboundIn(data) {
-        case .head(let head):
+        case .head(var head):
+            if head.method == .SOURCE, !self.queuedMethods.isEmpty {
+                head.method = HTTPMethod(rawValue: self.queuedMethods.removeFirst())
+            }
             self.server.counters.increment(.clientReq)
             self.requestStart = self.now()
             self.responseCache = nil

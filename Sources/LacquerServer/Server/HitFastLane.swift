@@ -74,7 +74,7 @@ final class HitFastLane: ChannelInboundHandler {
             case .unsure:
                 return self.leaveToDecoder(buffer, flushing: answered, context: context)
             case .other(let length):
-                self.handOver(buffer.readSlice(length: length)!, context: context)
+                self.handOver(self.carryingExtensionMethod(buffer.readSlice(length: length)!), context: context)
             case .plain(let head):
                 if self.answer(head, in: buffer, context: context) {
                     buffer.moveReaderIndex(forwardBy: head.length)
@@ -120,6 +120,25 @@ final class HitFastLane: ChannelInboundHandler {
         self.passthrough = true
         if flushing { context.flush() }
         context.fireChannelRead(self.wrapInboundOut(rest))
+    }
+
+    /// A bodiless request as the decoder may take it: an extension method the parser does not
+    /// know is swapped for the placeholder and queued on the connection (`ExtensionMethods`).
+    private func carryingExtensionMethod(_ request: ByteBuffer) -> ByteBuffer {
+        guard let space = request.readableBytesView.firstIndex(of: UInt8(ascii: " ")) else { return request }
+        let methodLength = space - request.readerIndex
+        guard let method = request.getString(at: request.readerIndex, length: methodLength) else { return request }
+        if method == ExtensionMethods.placeholder {
+            self.connection.queueRequestMethod(method)
+            return request
+        }
+        guard ExtensionMethods.isUnknownToParser(method) else { return request }
+        self.connection.queueRequestMethod(method)
+        var swapped = ByteBuffer()
+        swapped.reserveCapacity(request.readableBytes - methodLength + ExtensionMethods.placeholder.utf8.count)
+        swapped.writeString(ExtensionMethods.placeholder)
+        swapped.writeImmutableBuffer(request.getSlice(at: space, length: request.readableBytes - methodLength)!)
+        return swapped
     }
 
     private func handOver(_ request: ByteBuffer, context: ChannelHandlerContext) {
