@@ -52,6 +52,9 @@ struct Admin: ParsableCommand {
         discussion: """
             ban EXPRESSION   add a ban, e.g. lacquer admin ban 'req.url ~ ^/js/'
             bans             list the active bans
+            purge KEY...     purge every object tagged with a surrogate key (xkey, Surrogate-Key, Cache-Tag)
+            softpurge KEY... mark those objects stale instead (served while one fetch refreshes them)
+            purge-all        invalidate every object stored so far
             reload           reload the --config file (as SIGHUP)
             backends         list the backends and their health
             stats            print /stats (JSON)
@@ -59,18 +62,22 @@ struct Admin: ParsableCommand {
 
     @OptionGroup var connection: AdminConnectionOptions
 
-    @Argument(help: ArgumentHelp("ban, bans, reload, backends or stats.", valueName: "COMMAND"))
+    @Argument(help: ArgumentHelp("ban, bans, purge, softpurge, purge-all, reload, backends or stats.", valueName: "COMMAND"))
     var command: String
 
-    @Argument(help: ArgumentHelp("The ban expression (for ban; quote it, or put it after --).", valueName: "ARGUMENTS"))
+    @Argument(help: ArgumentHelp("The ban expression (for ban; quote it, or put it after --), or the surrogate keys (for purge and softpurge).", valueName: "ARGUMENTS"))
     var arguments: [String] = []
 
     func validate() throws {
-        guard ["ban", "bans", "reload", "backends", "stats"].contains(self.command) else {
-            throw ValidationError("unknown admin command '\(self.command)': use ban, bans, reload, backends or stats")
+        guard ["ban", "bans", "purge", "softpurge", "purge-all", "reload", "backends", "stats"].contains(self.command) else {
+            throw ValidationError(
+                "unknown admin command '\(self.command)': use ban, bans, purge, softpurge, purge-all, reload, backends or stats")
         }
         if self.command == "ban" && self.arguments.isEmpty {
             throw ValidationError("ban needs an expression, e.g. lacquer admin ban 'req.url ~ ^/js/'")
+        }
+        if (self.command == "purge" || self.command == "softpurge") && self.arguments.isEmpty {
+            throw ValidationError("\(self.command) needs one or more surrogate keys, e.g. lacquer admin \(self.command) product-42")
         }
     }
 
@@ -78,11 +85,15 @@ struct Admin: ParsableCommand {
         let client = try self.connection.client()
         let response: AdminClient.Response = try adminCall {
             switch self.command {
-            case "ban": try client.send("POST", "/ban", body: self.arguments.joined(separator: " "))
-            case "reload": try client.send("POST", "/reload")
-            case "bans": try client.send("GET", "/bans")
-            case "backends": try client.send("GET", "/backends")
-            default: try client.send("GET", "/stats")
+            case "ban": return try client.send("POST", "/ban", body: self.arguments.joined(separator: " "))
+            case "purge", "softpurge":
+                let keys = self.arguments.joined(separator: " ").addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? ""
+                return try client.send("POST", "/purge?key=" + keys + (self.command == "softpurge" ? "&soft=1" : ""))
+            case "purge-all": return try client.send("POST", "/purge?all=1")
+            case "reload": return try client.send("POST", "/reload")
+            case "bans": return try client.send("GET", "/bans")
+            case "backends": return try client.send("GET", "/backends")
+            default: return try client.send("GET", "/stats")
             }
         }
         if (200..<300).contains(response.status) {

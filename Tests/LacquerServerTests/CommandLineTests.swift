@@ -222,17 +222,20 @@ struct CommandLineTests {
         let (process, port, admin, _) = try self.startLacquer(["--admin-secret", secret], origin: origin, storage: storage + "/cache")
         defer { if process.isRunning { process.terminate() } }
         let target = ["-T", "127.0.0.1:\(admin)"]
-        let refused = try run(["admin", "ban", "req.url ~ ^/js/"] + target)
+        _ = try httpGet(port: port, "/s?cc=max-age%3D60&h=xkey:s-key")
+        _ = try httpGet(port: port, "/s?cc=max-age%3D60&h=xkey:s-key")
+        // A ban on a request header stays while an older object is stored (the lurker cannot test it).
+        let refused = try run(["admin", "ban", "req.http.x-test == 1 && req.url ~ ^/js/"] + target)
         #expect(refused.status == 1)
         #expect(refused.stderr.contains("401"), "\(refused.stderr)")
-        let added = try run(["admin", "ban", "req.url ~ ^/js/", "-S", secret] + target)
+        let added = try run(["admin", "ban", "req.http.x-test == 1 && req.url ~ ^/js/", "-S", secret] + target)
         #expect(added.status == 0, "\(added.stderr)")
         let bans = try run(["admin", "bans", "-S", secret] + target)
         #expect(bans.stdout.contains("req.url ~ ^/js/"))
         let backends = try run(["admin", "backends", "-S", secret] + target)
         #expect(backends.stdout.contains("healthy"))
-        _ = try httpGet(port: port, "/s?cc=max-age%3D60")
-        _ = try httpGet(port: port, "/s?cc=max-age%3D60")
+        let noKeys = try run(["admin", "purge"] + target)
+        #expect(noKeys.status != 0)
         let once = try run(["stat", "--once"] + target)
         #expect(once.status == 0)
         #expect(once.stdout.contains("hit ratio 50.0%"), "\(once.stdout)")
@@ -241,6 +244,12 @@ struct CommandLineTests {
         let document = try #require(try JSONSerialization.jsonObject(with: Data(json.stdout.utf8)) as? [String: Any])
         #expect((document["counters"] as? [String: Any])?["cache_hit"] as? Int == 1)
         #expect(document["rates_since_start"] != nil)
+        let purged = try run(["admin", "purge", "s-key", "-S", secret] + target)
+        #expect(purged.status == 0, "\(purged.stderr)")
+        #expect(purged.stdout.contains("Purged 1 object"), "\(purged.stdout)")
+        #expect(try httpGet(port: port, "/s?cc=max-age%3D60&h=xkey:s-key").header("X-Cache-Status") == "MISS")
+        #expect(try run(["admin", "purge-all", "-S", secret] + target).status == 0)
+        #expect(try httpGet(port: port, "/s?cc=max-age%3D60&h=xkey:s-key").header("X-Cache-Status") == "MISS")
 
         // lacquer log -q: only the matching requests, as they happen.
         let tail = Process()

@@ -29,8 +29,9 @@ struct EvaluatorTests {
         #expect(try self.builtin.run(.recv, context: &auth) == .hash)
     }
 
-    @Test("builtin vcl_recv passes unknown methods and POST, refuses PRI, CONNECT and TRACE", arguments: [
-        ("BREW", VCLAction.pass), ("CONNECT", .synth(status: 405, reason: "CONNECT is not supported")),
+    @Test("builtin vcl_recv passes the methods it knows and POST, answers extension methods 501, refuses PRI, CONNECT and TRACE", arguments: [
+        ("BREW", VCLAction.synth(status: 501, reason: "Method not implemented")), ("PROPFIND", .pass), ("M-SEARCH", .pass),
+        ("QUERY", .pass), ("CONNECT", .synth(status: 405, reason: "CONNECT is not supported")),
         ("TRACE", .synth(status: 405, reason: "TRACE is not supported")), ("POST", .pass), ("DELETE", .pass),
         ("HEAD", .hash), ("PRI", .synth(status: 405, reason: nil)),
     ])
