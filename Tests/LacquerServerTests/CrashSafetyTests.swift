@@ -143,14 +143,23 @@ struct CrashSafetyTests {
         kill(first.processIdentifier, SIGKILL)
         first.waitUntilExit()
 
-        let (second, port2, _) = try startLacquer(storage: storage, originURL: origin.baseURL)
+        let (second, port2, admin2) = try startLacquer(storage: storage, originURL: origin.baseURL)
         defer { if second.isRunning { second.terminate() } }
         #expect(try httpGet(port: port2, gone).header("X-Cache-Status") == "MISS")
         #expect(try httpGet(port: port2, soft).header("X-Cache-Status") == "UPDATING")
         #expect(try httpGet(port: port2, softURL).header("X-Cache-Status") == "UPDATING")
         #expect(try httpGet(port: port2, kept).header("X-Cache-Status") == "HIT")
-        second.terminate()
+        // Purge everything, kill -9 again: nothing stored before it is served after the restart.
+        #expect(try await waitForDiskStored(admin: admin2, count: 3) == 3)
+        #expect(try httpGet(port: admin2, "/purge?all=1", method: "POST").status == 200)
+        kill(second.processIdentifier, SIGKILL)
         second.waitUntilExit()
+        let (third, port3, _) = try startLacquer(storage: storage, originURL: origin.baseURL)
+        defer { if third.isRunning { third.terminate() } }
+        #expect(try httpGet(port: port3, kept).header("X-Cache-Status") == "MISS")
+        #expect(try httpGet(port: port3, soft).header("X-Cache-Status") == "MISS")
+        third.terminate()
+        third.waitUntilExit()
     }
 
     final class LoadState: Sendable {
