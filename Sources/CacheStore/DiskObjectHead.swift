@@ -16,8 +16,8 @@ public struct DiskObjectHead: Sendable {
     public let requestTime: Double
     public let responseTime: Double
     public let origin: Double
-    public let ttl: Double
-    public let grace: Double
+    public private(set) var ttl: Double
+    public private(set) var grace: Double
     public let keep: Double
     public let mustRevalidate: Bool
     /// The body length in bytes, as the index recorded it when the body was written.
@@ -31,6 +31,17 @@ public struct DiskObjectHead: Sendable {
     public let lastAccess: Double
     /// The bytes this object is charged against the disk tier's capacity.
     public let size: Int64
+
+    /// The head as a soft purge at `time` leaves it: stale from then on, servable stale for at
+    /// least `minimumGrace` seconds (`StoredObject.softPurged`). Nil when already stale then.
+    public func softPurged(at time: Double, minimumGrace: Double) -> DiskObjectHead? {
+        let ttl = time - self.origin
+        guard ttl < self.ttl else { return nil }
+        var copy = self
+        copy.ttl = max(0, ttl)
+        copy.grace = max(self.grace, minimumGrace)
+        return copy
+    }
 
     /// The instant after which the object is of no use at all and may be dropped.
     public var expiresEntirely: Double {

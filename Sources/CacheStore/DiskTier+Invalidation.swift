@@ -24,7 +24,9 @@ extension DiskTier {
     static let tagPurgesTable = """
         CREATE TABLE IF NOT EXISTS tag_purges(
             tag TEXT NOT NULL,
-            time REAL NOT NULL
+            time REAL NOT NULL,
+            soft INTEGER NOT NULL DEFAULT 0,
+            grace REAL NOT NULL DEFAULT 0
         );
         """
 
@@ -32,17 +34,22 @@ extension DiskTier {
     public struct TagPurge: Sendable, Equatable, Hashable {
         public var tag: String
         public var time: Double
+        /// A soft purge makes the objects stale instead of removing them, with at least `grace`.
+        public var soft: Bool
+        public var grace: Double
 
-        public init(tag: String, time: Double) {
+        public init(tag: String, time: Double, soft: Bool = false, grace: Double = 0) {
             self.tag = tag
             self.time = time
+            self.soft = soft
+            self.grace = grace
         }
     }
 
     /// Records a purge of `keys` at `time`, committed with `synchronous=FULL`, and returns how
     /// many stored objects carry any of them. Its cost does not depend on how many objects it
     /// covers: `continueTagPurge` removes them afterwards, a batch at a time.
-    public func recordTagPurge(_ keys: [String], time: Double) throws -> Int {
+    public func recordTagPurge(_ keys: [String], time: Double, soft: Bool = false, minimumGrace: Double = 0) throws -> Int {
         guard !keys.isEmpty else { return 0 }
         return try self.withWriter { _, db in
             try db.execute("PRAGMA synchronous = FULL", operation: "key purge: synchronous=FULL")
@@ -50,7 +57,9 @@ extension DiskTier {
             var count = 0
             try db.transaction("record purge by surrogate key") {
                 for key in keys {
-                    try db.run("INSERT INTO tag_purges(tag, time) VALUES (?, ?)", [.text(key), .real(time)])
+                    try db.run(
+                        "INSERT INTO tag_purges(tag, time, soft, grace) VALUES (?, ?, ?, ?)",
+                        [.text(key), .real(time), .integer(soft ? 1 : 0), .real(minimumGrace)])
                 }
                 try db.query(
                     "SELECT COUNT(*) FROM (\(Self.taggedSelect(keys.count)))", keys.map { .text($0) }
@@ -64,17 +73,39 @@ extension DiskTier {
     public func storedTagPurges() throws -> [TagPurge] {
         try self.withWriter { _, db in
             var purges: [TagPurge] = []
-            try db.query("SELECT tag, time FROM tag_purges ORDER BY time") {
-                purges.append(TagPurge(tag: $0.text(0), time: $0.double(1)))
+            try db.query("SELECT tag, time, soft, grace FROM tag_purges ORDER BY time") {
+                purges.append(TagPurge(tag: $0.text(0), time: $0.double(1), soft: $0.int64(2) != 0, grace: $0.double(3)))
             }
             return purges
         }
     }
 
-    /// Removes at most `limit` of the objects `purge` covers, in one transaction; once none is
-    /// left, drops its record. Returns how many objects went (fewer than `limit`: it is done).
+    /// Removes (soft: makes stale) at most `limit` of the objects `purge` covers, in one
+    /// transaction; once none is left, drops its record. Returns how many objects it changed
+    /// (fewer than `limit`: it is done).
     @discardableResult
     public func continueTagPurge(_ purge: TagPurge, limit: Int) throws -> Int {
+        if purge.soft {
+            return try self.withWriter { _, db in
+                var changed = 0
+                try db.transaction("carry out soft purge by surrogate key") {
+                    changed = try db.run(
+                        """
+                        UPDATE objects SET ttl = MAX(0, ? - origin), grace = MAX(grace, ?), \
+                        expires = origin + MAX(0, ? - origin) + MAX(grace, ?) + keep \
+                        WHERE id IN (SELECT objects.id FROM tags JOIN objects ON objects.id = tags.id \
+                        WHERE tags.tag = ? AND objects.response_time <= ? AND objects.origin + objects.ttl > ? LIMIT ?)
+                        """,
+                        [.real(purge.time), .real(purge.grace), .real(purge.time), .real(purge.grace), .text(purge.tag),
+                         .real(purge.time), .real(purge.time), .integer(Int64(limit))])
+                    if changed < limit {
+                        try db.run(
+                            "DELETE FROM tag_purges WHERE tag = ? AND time = ? AND soft = 1", [.text(purge.tag), .real(purge.time)])
+                    }
+                }
+                return changed
+            }
+        }
         let removed = try self.withWriter { state, db in
             var ids: [Int64] = []
             try db.transaction("carry out purge by surrogate key") {
@@ -89,7 +120,7 @@ extension DiskTier {
                     try db.run("DELETE FROM objects WHERE id = ?", [.integer(id)])
                 }
                 if ids.count < limit {
-                    try db.run("DELETE FROM tag_purges WHERE tag = ? AND time = ?", [.text(purge.tag), .real(purge.time)])
+                    try db.run("DELETE FROM tag_purges WHERE tag = ? AND time = ? AND soft = 0", [.text(purge.tag), .real(purge.time)])
                 }
             }
             for id in ids { state.pendingTouches[id] = nil }
@@ -101,39 +132,9 @@ extension DiskTier {
         return removed.count
     }
 
-    /// Removes every object tagged with any of `keys` at once. Returns how many went.
-    @discardableResult
-    public func removeTagged(_ keys: [String]) throws -> Int {
-        guard !keys.isEmpty else { return 0 }
-        let removed = try self.withWriter { state, db in
-            try db.execute("PRAGMA synchronous = FULL", operation: "key purge: synchronous=FULL")
-            defer { try? db.execute("PRAGMA synchronous = NORMAL", operation: "key purge: synchronous=NORMAL") }
-            var ids: [Int64] = []
-            try db.transaction("purge by surrogate key") {
-                try db.query(Self.taggedSelect(keys.count), keys.map { .text($0) }) { ids.append($0.int64(0)) }
-                for id in ids {
-                    try db.run("DELETE FROM objects WHERE id = ?", [.integer(id)])
-                }
-            }
-            for id in ids { state.pendingTouches[id] = nil }
-            state.counters.purged += ids.count
-            try self.refreshTotals(&state, db)
-            return ids
-        }
-        self.unlinkBodies(removed)
-        return removed.count
-    }
-
-    /// Makes every object tagged with any of `keys` stale at `now` (kept for revalidation, and
-    /// servable stale for at least `minimumGrace` seconds). Returns how many objects were fresh.
-    @discardableResult
-    public func softPurgeTagged(_ keys: [String], now: Double, minimumGrace: Double) throws -> Int {
-        guard !keys.isEmpty else { return 0 }
-        return try self.softPurge(
-            where: "id IN (\(Self.taggedSelect(keys.count)))", keys.map { .text($0) }, now: now, minimumGrace: minimumGrace)
-    }
-
-    /// Makes every variant of `key` stale at `now`, as `softPurgeTagged`.
+    /// Makes every variant of `key` stale at `now` (kept for revalidation, and servable stale
+    /// for at least `minimumGrace` seconds), committed with `synchronous=FULL`. Returns how many
+    /// variants were fresh.
     @discardableResult
     public func softPurge(key: CacheKey, now: Double, minimumGrace: Double) throws -> Int {
         try self.softPurge(

@@ -100,20 +100,28 @@ struct DiskTierSurrogateKeyTests {
         }
         let tier = try DiskTier(configuration: configuration)
         defer { tier.close() }
-        #expect(try tier.removeTagged(["low"]) == 3)
-        #expect(try tier.removeTagged(["low"]) == 0)
+        #expect(try tier.recordTagPurge(["low"], time: 1_050) == 3)
+        #expect(try tier.continueTagPurge(DiskTier.TagPurge(tag: "low", time: 1_050), limit: 10) == 3)
+        #expect(try tier.recordTagPurge(["low"], time: 1_050) == 0)
         #expect(try tier.lookup(CacheKey(host: "example.com", target: "/d/0")).isEmpty)
         // Soft: the rows stay, stale from `now`, with the minimum grace.
-        #expect(try tier.softPurgeTagged(["high"], now: 1_100, minimumGrace: 10) == 3)
+        let soft = DiskTier.TagPurge(tag: "high", time: 1_100, soft: true, grace: 10)
+        #expect(try tier.recordTagPurge(["high"], time: 1_100, soft: true, minimumGrace: 10) == 3)
+        #expect(try tier.continueTagPurge(soft, limit: 2) == 2)
+        #expect(try tier.storedTagPurges().contains(soft))
+        #expect(try tier.continueTagPurge(soft, limit: 2) == 1)
+        #expect(try !tier.storedTagPurges().contains(soft))
         let head = try #require(try tier.lookup(CacheKey(host: "example.com", target: "/d/4")).first)
         #expect(head.origin + head.ttl == 1_100)
         #expect(head.grace == 10)
-        #expect(try tier.softPurgeTagged(["high"], now: 1_200, minimumGrace: 10) == 0, "already stale rows are left alone")
+        #expect(
+            try tier.continueTagPurge(DiskTier.TagPurge(tag: "high", time: 1_200, soft: true, grace: 10), limit: 10) == 0,
+            "already stale rows are left alone")
         #expect(try tier.softPurge(key: CacheKey(host: "example.com", target: "/d/5"), now: 1_300, minimumGrace: 0) == 0)
         // Replacing an object drops its old keys with its row.
         try tier.store(self.tagged("/d/4", keys: "other"))
-        #expect(try tier.removeTagged(["all"]) == 2)  // /d/3 and /d/5; /d/4 lost "all"
-        #expect(try tier.removeTagged(["other"]) == 1)
+        #expect(try tier.continueTagPurge(DiskTier.TagPurge(tag: "all", time: 2_000), limit: 10) == 2)  // /d/3, /d/5: /d/4 lost "all"
+        #expect(try tier.continueTagPurge(DiskTier.TagPurge(tag: "other", time: 2_000), limit: 10) == 1)
     }
 
     @Test("a recorded purge by key counts the tagged objects, is kept until carried out in batches, and spares later objects")

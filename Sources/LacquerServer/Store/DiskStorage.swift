@@ -26,9 +26,55 @@ final class DiskStorage: Sendable {
     private let queuedBytes = Atomic<Int>(0)
     private let pendingWrites = Atomic<Int>(0)
     private let tombstones = Mutex<[CacheKey: Double]>([:])
-    /// Purges by surrogate key still being carried out on disk: key → the latest purge's time.
-    /// Lookups hide, and the writer does not write, objects they cover.
-    private let tagPurges = Mutex<[String: Double]>([:])
+    /// Purges by surrogate key still being carried out on disk. Lookups hide (soft: see as
+    /// stale), and the writer does not write, the objects they cover.
+    private let tagPurges = Mutex(PendingTagPurges())
+
+    struct PendingTagPurges: Sendable {
+        /// Key → the latest purge's time.
+        var hard: [String: Double] = [:]
+        /// Key → the latest soft purge's time and grace.
+        var soft: [String: (time: Double, grace: Double)] = [:]
+        var isEmpty: Bool { self.hard.isEmpty && self.soft.isEmpty }
+
+        mutating func add(_ purge: DiskTier.TagPurge) {
+            if purge.soft {
+                if (self.soft[purge.tag]?.time ?? -.infinity) < purge.time { self.soft[purge.tag] = (purge.time, purge.grace) }
+            } else {
+                self.hard[purge.tag] = max(self.hard[purge.tag] ?? -.infinity, purge.time)
+            }
+        }
+
+        mutating func finished(_ purge: DiskTier.TagPurge) {
+            if purge.soft {
+                if self.soft[purge.tag]?.time == purge.time { self.soft[purge.tag] = nil }
+            } else if self.hard[purge.tag] == purge.time {
+                self.hard[purge.tag] = nil
+            }
+        }
+
+        /// Whether a purge (hard or soft) of any of `keys` came at or after `time`.
+        func covers(_ keys: [String], receivedAt time: Double) -> Bool {
+            keys.contains { (self.hard[$0] ?? -.infinity) >= time || (self.soft[$0]?.time ?? -.infinity) >= time }
+        }
+
+        /// What lookups see of `head`: nil when a purge removed it, a stale copy when a soft one covers it.
+        func apply(to head: DiskObjectHead, fields: SurrogateKeyFields) -> DiskObjectHead? {
+            var keys: [String] = []
+            for name in fields.names {
+                for value in head.headers[name] { SurrogateKeyFields.split(value, into: &keys) }
+            }
+            guard !keys.isEmpty else { return head }
+            if keys.contains(where: { (self.hard[$0] ?? -.infinity) >= head.responseTime }) { return nil }
+            var seen = head
+            for key in keys {
+                if let soft = self.soft[key], soft.time >= head.responseTime {
+                    seen = seen.softPurged(at: soft.time, minimumGrace: soft.grace) ?? seen
+                }
+            }
+            return seen
+        }
+    }
     /// Objects a purge by surrogate key removes per writer task (other writes run in between).
     static let tagPurgeBatch = 500
     private let writeQueue = Mutex(WriteQueue())
@@ -76,20 +122,10 @@ final class DiskStorage: Sendable {
             }
             if !purges.isEmpty {
                 let fields = tier.configuration.surrogateKeyFields
-                heads.removeAll { head in
-                    var keys: [String] = []
-                    for name in fields.names {
-                        for value in head.headers[name] { SurrogateKeyFields.split(value, into: &keys) }
-                    }
-                    return Self.covered(keys, by: purges, receivedAt: head.responseTime)
-                }
+                heads = heads.compactMap { purges.apply(to: $0, fields: fields) }
             }
             return heads
         }
-    }
-
-    private static func covered(_ keys: [String], by purges: [String: Double], receivedAt time: Double) -> Bool {
-        keys.contains { (purges[$0] ?? -.infinity) >= time }
     }
 
     /// The whole object (checksums verified), for promotion into memory.
@@ -179,7 +215,7 @@ final class DiskStorage: Sendable {
         }
         let purges = self.tagPurges.withLock { $0 }
         if !purges.isEmpty,
-            Self.covered(object.surrogateKeys(self.tier.configuration.surrogateKeyFields), by: purges, receivedAt: object.responseTime)
+            purges.covers(object.surrogateKeys(self.tier.configuration.surrogateKeyFields), receivedAt: object.responseTime)
         {
             return  // its surrogate key was purged while it waited
         }
@@ -237,18 +273,21 @@ final class DiskStorage: Sendable {
         return promise.futureResult
     }
 
-    /// Purges every object tagged with any of `keys` received until `time`: lookups hide them
-    /// at once; the purge is recorded (committed, `synchronous=FULL`) before the future gives
+    /// Purges (soft: makes stale, with at least `minimumGrace`) every object tagged with any
+    /// of `keys` received until `time`: lookups hide them (see them stale) at once; the purge is recorded (committed, `synchronous=FULL`) before the future gives
     /// the number of objects tagged; the objects are then removed in batches on the writer, a
     /// purge interrupted by a crash being resumed at start-up (`resumeTagPurges`).
-    func purgeTagged(_ keys: [String], time: Double, on eventLoop: any EventLoop) -> EventLoopFuture<Int> {
-        self.tagPurges.withLock { purges in
-            for key in keys { purges[key] = max(purges[key] ?? -.infinity, time) }
+    func purgeTagged(
+        _ keys: [String], time: Double, soft: Bool = false, minimumGrace: Double = 0, on eventLoop: any EventLoop
+    ) -> EventLoopFuture<Int> {
+        let purges = keys.map { DiskTier.TagPurge(tag: $0, time: time, soft: soft, grace: minimumGrace) }
+        self.tagPurges.withLock { pending in
+            for purge in purges { pending.add(purge) }
         }
         return self.onWriter(on: eventLoop) { [self] tier in
-            let count = try tier.recordTagPurge(keys, time: time)
-            for key in keys {
-                self.carryOut(DiskTier.TagPurge(tag: key, time: time))
+            let count = try tier.recordTagPurge(keys, time: time, soft: soft, minimumGrace: minimumGrace)
+            for purge in purges {
+                self.carryOut(purge)
             }
             return count
         }
@@ -260,7 +299,7 @@ final class DiskStorage: Sendable {
     func resumeTagPurges() throws -> Int {
         let pending = try self.tier.storedTagPurges()
         self.tagPurges.withLock { purges in
-            for purge in pending { purges[purge.tag] = max(purges[purge.tag] ?? -.infinity, purge.time) }
+            for purge in pending { purges.add(purge) }
         }
         for purge in pending { self.carryOut(purge) }
         return pending.count
@@ -276,9 +315,7 @@ final class DiskStorage: Sendable {
                 if removed == Self.tagPurgeBatch {
                     return self.carryOut(purge)
                 }
-                self.tagPurges.withLock { purges in
-                    if purges[purge.tag] == purge.time { purges[purge.tag] = nil }
-                }
+                self.tagPurges.withLock { $0.finished(purge) }
             } catch {
                 // The record stays: lookups keep hiding what it covers; the next start resumes it.
                 self.counters.increment(.diskWriteErrors)

@@ -33,13 +33,8 @@ extension ServerContext {
             }
         }
         guard let disk = self.disk else { return eventLoop.makeSucceededFuture(inMemory) }
-        guard soft else {
-            return disk.purgeTagged(keys, time: now, on: eventLoop).map { [inMemory] in max(inMemory, $0) }
-        }
-        let grace = self.configuration.softPurgeGrace
-        return disk.onWriter(on: eventLoop) { tier in
-            try tier.softPurgeTagged(keys, now: now, minimumGrace: grace)
-        }.map { [inMemory] in max(inMemory, $0) }
+        return disk.purgeTagged(keys, time: now, soft: soft, minimumGrace: self.configuration.softPurgeGrace, on: eventLoop)
+            .map { [inMemory] in max(inMemory, $0) }
     }
 
     /// Makes every variant stored under `key` stale now (a soft `PURGE` of a URL).
