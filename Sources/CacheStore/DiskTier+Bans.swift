@@ -93,6 +93,22 @@ extension DiskTier {
         return try result.mapError(self.flagIfCorrupt).get()
     }
 
+    /// When the oldest stored object was received, nil when none is stored (the read
+    /// connection; a scan of the table, for the lurker's occasional check).
+    public func oldestResponseTime() throws -> Double? {
+        let result: Result<Double?, any Error> = self.reader.withLock { connection in
+            guard let connection else { return .failure(CacheStoreError.closed(path: self.directory)) }
+            return Result {
+                var oldest: Double?
+                try connection.query("SELECT MIN(response_time) FROM objects") { row in
+                    if !row.isNull(0) { oldest = row.double(0) }
+                }
+                return oldest
+            }
+        }
+        return try result.mapError(self.flagIfCorrupt).get()
+    }
+
     /// Removes these objects (those a ban covers) in one transaction, with the index's normal
     /// sync: the ban that covers them is what makes their removal durable. Returns how many
     /// were still there.

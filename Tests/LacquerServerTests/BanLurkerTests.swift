@@ -56,7 +56,7 @@ struct BanLurkerTests {
         let coalescer = FetchCoalescer(maxBytesPerFetch: 1 << 20)
         let lurker = BanLurker(
             bans: bans, memory: memory, disk: nil, coalescer: coalescer, counters: counters,
-            logger: Logger(label: "test"), clock: { 1_000 }, batchSize: 3, pause: 0)
+            logger: Logger(label: "test"), clock: { 1_000 }, batchSize: 3, pause: 0, idleCheckInterval: 0)
         for index in 0..<10 {
             memory.insert(self.object("/js/\(index)", received: 100, contentType: "application/javascript"))
             memory.insert(self.object("/html/\(index)", received: 100))
@@ -88,6 +88,36 @@ struct BanLurkerTests {
         #expect(bans.isEmpty)
     }
 
+    @Test("an idle lurker does not walk the tiers again: only a new ban it can test starts a walk")
+    func idleLurkerDoesNotRewalk() throws {
+        let memory = MemoryTier(capacityBytes: 1 << 20)
+        let bans = BanList()
+        let clock = TestClock()
+        let lurker = BanLurker(
+            bans: bans, memory: memory, disk: nil, coalescer: FetchCoalescer(maxBytesPerFetch: 1 << 20), counters: Counters(),
+            logger: Logger(label: "test"), clock: clock.now, pause: 0, idleCheckInterval: 60)
+        for index in 0..<5 {
+            memory.insert(self.object("/i/\(index)", received: clock.now() - 10))
+        }
+        bans.add(try VCLBan.parse("req.http.cookie ~ x"), now: clock.now())
+        // Only a lookup can test it: no walk, one check for old objects, then nothing for a minute.
+        #expect(lurker.pass() == BanLurker.PassResult())
+        #expect(lurker.pass() == BanLurker.PassResult())
+        bans.add(try VCLBan.parse("obj.http.content-type ~ nothing"), now: clock.now())
+        let walk = lurker.pass()
+        #expect(walk.walked && walk.tested == 5 && walk.dropped == 1)  // the ban it could test is applied
+        clock.advance(1)
+        #expect(lurker.pass() == BanLurker.PassResult())
+        clock.advance(60)
+        // The minute is up: a check, no walk; objects older than the header ban remain, so it stays.
+        #expect(lurker.pass() == BanLurker.PassResult())
+        #expect(bans.total == 1)
+        memory.removeAll { _ in true }
+        clock.advance(60)
+        #expect(lurker.pass().dropped == 1)
+        #expect(bans.isEmpty)
+    }
+
     @Test("a ban stays while a fill that began before it is still running")
     func fillInFlightKeepsBan() throws {
         let memory = MemoryTier(capacityBytes: 1 << 20)
@@ -95,7 +125,7 @@ struct BanLurkerTests {
         let coalescer = FetchCoalescer(maxBytesPerFetch: 1 << 20)
         let lurker = BanLurker(
             bans: bans, memory: memory, disk: nil, coalescer: coalescer, counters: Counters(),
-            logger: Logger(label: "test"), clock: { 1_000 }, pause: 0)
+            logger: Logger(label: "test"), clock: { 1_000 }, pause: 0, idleCheckInterval: 0)
         guard case .leader(let busy) = coalescer.join(CacheKey(host: "h", target: "/slow"), now: 400) else {
             Issue.record("expected to lead the fill")
             return

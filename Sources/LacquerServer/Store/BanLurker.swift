@@ -37,13 +37,26 @@ final class BanLurker: Sendable {
     private let clock: @Sendable () -> Double
     let batchSize: Int
     let pause: Double
+    /// Seconds between checks, while no ban the lurker can test is new, for bans that no stored
+    /// object is old enough to meet any more (a bound on the CPU an idle lurker spends).
+    let idleCheckInterval: Double
     private let thread = NIOThreadPool(numberOfThreads: 1)
     private let running = Atomic<Bool>(false)
+    /// Progress kept between passes (the lurker's thread and tests only).
+    private let progress = Mutex(Progress())
+
+    private struct Progress {
+        /// Every ban up to this one that the lurker can test has been applied to every stored object.
+        var walkedThrough: UInt32 = 0
+        /// When the ban list was last checked for bans to drop.
+        var lastCheck = -Double.infinity
+    }
 
     init(
         bans: BanList, memory: MemoryTier, disk: DiskStorage?, coalescer: FetchCoalescer,
         counters: Counters, logger: Logger,
-        clock: @escaping @Sendable () -> Double, batchSize: Int = 1000, pause: Double = 0.01
+        clock: @escaping @Sendable () -> Double, batchSize: Int = 1000, pause: Double = 0.01,
+        idleCheckInterval: Double = 60
     ) {
         self.bans = bans
         self.memory = memory
@@ -54,11 +67,15 @@ final class BanLurker: Sendable {
         self.clock = clock
         self.batchSize = max(1, batchSize)
         self.pause = pause
+        self.idleCheckInterval = idleCheckInterval
         self.thread.start()
     }
 
     func setKeyIsDefault(_ value: Bool) {
-        self.defaultKey.store(value, ordering: .relaxed)
+        if self.defaultKey.exchange(value, ordering: .relaxed) != value {
+            // Which bans the lurker can test changed: none counts as applied until walked again.
+            self.progress.withLock { $0.walkedThrough = 0 }
+        }
     }
 
     /// Starts a pass in the background unless one runs or no ban is active.
@@ -78,20 +95,53 @@ final class BanLurker: Sendable {
 
     /// What one pass did.
     struct PassResult: Sendable, Equatable {
+        /// Whether both tiers were walked and tested (else at most the oldest object was looked for).
+        var walked = false
         var tested = 0
         var removed = 0
         var dropped = 0
     }
 
-    /// One whole pass over both tiers, then the ban list's pruning (synchronous; tests call it).
+    /// One pass (synchronous; tests call it). When a ban the lurker can test was added since the
+    /// last walk, both tiers are walked and tested; otherwise, at most every
+    /// `idleCheckInterval`, only the oldest stored object is looked for, which is all that the
+    /// remaining bans (on request headers) need to be dropped. Then the ban list is pruned.
     @discardableResult
     func pass() -> PassResult {
         let started = self.clock()
         let entries = self.bans.snapshot()
-        guard !entries.isEmpty else { return PassResult() }
+        guard let newest = entries.last?.sequence else { return PassResult() }
         let keyIsDefault = self.defaultKey.load(ordering: .relaxed)
         let testable = Set(entries.filter { Self.canTest($0.ban, keyIsDefault: keyIsDefault) }.map(\.sequence))
+        let progress = self.progress.withLock { $0 }
+        if testable.contains(where: { $0 > progress.walkedThrough }) {
+            return self.walk(entries, testable: testable, keyIsDefault: keyIsDefault, started: started, newest: newest)
+        }
+        guard started - progress.lastCheck >= self.idleCheckInterval else { return PassResult() }
+        self.progress.withLock { $0.lastCheck = started }
+        var oldest = Double.infinity
+        self.memory.removeAll { object in
+            oldest = min(oldest, object.responseTime)
+            return false
+        }
+        if let disk = self.disk {
+            do {
+                if let onDisk = try disk.tier.oldestResponseTime() { oldest = min(oldest, onDisk) }
+            } catch {
+                self.counters.increment(.diskReadErrors)
+                return PassResult()
+            }
+        }
         var result = PassResult()
+        result.dropped = self.prune(entries, testable: testable, walkedThrough: progress.walkedThrough, oldest: oldest, started: started)
+        return result
+    }
+
+    /// Walks both tiers, testing every object against the bans it can test.
+    private func walk(
+        _ entries: [BanList.Entry], testable: Set<UInt32>, keyIsDefault: Bool, started: Double, newest: UInt32
+    ) -> PassResult {
+        var result = PassResult(walked: true)
         var oldest = Double.infinity
         var sincePause = 0
 
@@ -148,32 +198,42 @@ final class BanLurker: Sendable {
             }
         }
         self.counters.increment(.bannedObjects, by: result.removed)
+        self.progress.withLock {
+            $0.walkedThrough = max($0.walkedThrough, newest)
+            $0.lastCheck = started
+        }
+        result.dropped = self.prune(entries, testable: testable, walkedThrough: newest, oldest: oldest, started: started)
+        return result
+    }
 
-        // Which bans can no longer meet an object.
+    /// Drops the bans no object can meet any more: added before this pass began and before
+    /// every fill still running, and either applied by a complete walk or older than every
+    /// stored object. Returns how many.
+    private func prune(
+        _ entries: [BanList.Entry], testable: Set<UInt32>, walkedThrough: UInt32, oldest: Double, started: Double
+    ) -> Int {
         let oldestFill = self.coalescer.oldestFillStart ?? .infinity
         let droppable = Set(
             entries.filter { entry in
                 entry.time < started && entry.time < oldestFill
-                    && (testable.contains(entry.sequence) || entry.time < oldest)
+                    && ((testable.contains(entry.sequence) && entry.sequence <= walkedThrough) || entry.time < oldest)
             }.map(\.sequence))
         let dropped = self.bans.remove(droppable)
-        result.dropped = dropped.count
-        if !dropped.isEmpty {
-            self.counters.increment(.bansExpired, by: dropped.count)
-            if let disk = self.disk {
-                for entry in dropped {
-                    do {
-                        try disk.tier.removeBan(time: entry.time, expression: entry.ban.text)
-                    } catch {
-                        self.counters.increment(.diskWriteErrors)
-                    }
+        guard !dropped.isEmpty else { return 0 }
+        self.counters.increment(.bansExpired, by: dropped.count)
+        if let disk = self.disk {
+            for entry in dropped {
+                do {
+                    try disk.tier.removeBan(time: entry.time, expression: entry.ban.text)
+                } catch {
+                    self.counters.increment(.diskWriteErrors)
                 }
             }
-            self.logger.info(
-                "ban lurker dropped bans that cover nothing any more",
-                metadata: ["bans": "\(dropped.count)", "removed": "\(result.removed)", "active": "\(self.bans.total)"])
         }
-        return result
+        self.logger.info(
+            "ban lurker dropped bans that cover nothing any more",
+            metadata: ["bans": "\(dropped.count)", "active": "\(self.bans.total)"])
+        return dropped.count
     }
 
     /// Whether an object the disk writer is about to store meets no ban the lurker can test
