@@ -316,6 +316,8 @@ final class DiskStorage: Sendable {
                     return self.carryOut(purge)
                 }
                 self.tagPurges.withLock { $0.finished(purge) }
+            } catch CacheStoreError.closed(_) {
+                return  // shutting down: the record stays and the next start resumes it
             } catch {
                 // The record stays: lookups keep hiding what it covers; the next start resumes it.
                 self.counters.increment(.diskWriteErrors)
