@@ -19,7 +19,7 @@ public enum Counter: Int, CaseIterable, Sendable {
     case coalescedWaiters, backgroundRefreshes, staleServed, updatingServed, waiterTimeouts
     case diskHit, diskPromotions, diskStored, diskWriteDropped, diskWriteErrors, diskReadErrors
     case vclFailures, restarts, vclReloads, vclReloadFailures
-    case bansAdded, bansRefused, bannedObjects, bansExpired
+    case bansAdded, bansRefused, bannedObjects, bansExpired, proxyHeaderRefused
     case accessLogDropped
     case clientBytesReceived, clientBytesSent, backendBytesReceived
 
@@ -109,6 +109,7 @@ public enum Counter: Int, CaseIterable, Sendable {
         case .bansRefused: "Bans refused."
         case .bannedObjects: "Objects removed by bans."
         case .bansExpired: "Bans dropped by the ban lurker once no stored object could meet them."
+        case .proxyHeaderRefused: "Connections on a PROXY protocol listener closed for a missing or malformed header."
         case .accessLogDropped: "Access log records dropped because the writer fell behind."
         case .clientBytesReceived: "Bytes received from clients."
         case .clientBytesSent: "Bytes sent to clients."
@@ -188,6 +189,7 @@ public enum Counter: Int, CaseIterable, Sendable {
         case .bansRefused: "bans_refused"
         case .bannedObjects: "bans_obj_killed"
         case .bansExpired: "bans_deleted"
+        case .proxyHeaderRefused: "sess_proxy_refused"
         case .accessLogDropped: "access_log_dropped"
         case .clientBytesReceived: "client_bytes_received"
         case .clientBytesSent: "client_bytes_sent"

@@ -96,9 +96,27 @@ public struct ServerConfiguration: Sendable {
 public struct HostAndPort: Sendable, Hashable, CustomStringConvertible {
     public var host: String
     public var port: Int
-    public init(host: String, port: Int) {
+    /// A client listener whose connections start with a PROXY protocol header (v1 or v2).
+    public var proxyProtocol = false
+    public init(host: String, port: Int, proxyProtocol: Bool = false) {
         self.host = host
         self.port = port
+        self.proxyProtocol = proxyProtocol
+    }
+
+    /// Parses a client listener: `HOST:PORT`, optionally followed by `,proxy` (Varnish's
+    /// `-a HOST:PORT,PROXY`): its connections start with a PROXY protocol header.
+    public static func parseListener(_ text: String) -> HostAndPort? {
+        var address = text
+        var proxy = false
+        if let comma = text.lastIndex(of: ",") {
+            guard text[text.index(after: comma)...].lowercased() == "proxy" else { return nil }
+            address = String(text[..<comma])
+            proxy = true
+        }
+        guard var parsed = HostAndPort.parse(address) else { return nil }
+        parsed.proxyProtocol = proxy
+        return parsed
     }
 
     /// Parses `HOST:PORT`, `[v6]:PORT` or `:PORT` (all interfaces). Nil when malformed.
@@ -123,7 +141,7 @@ public struct HostAndPort: Sendable, Hashable, CustomStringConvertible {
     }
 
     public var description: String {
-        self.host.contains(":") ? "[\(self.host)]:\(self.port)" : "\(self.host):\(self.port)"
+        (self.host.contains(":") ? "[\(self.host)]:\(self.port)" : "\(self.host):\(self.port)") + (self.proxyProtocol ? ",proxy" : "")
     }
 }
 

@@ -26,7 +26,7 @@ struct Lacquer: AsyncParsableCommand {
         subcommands: [Stat.self, Log.self, Admin.self]
     )
 
-    @Option(name: .customLong("listen"), help: ArgumentHelp("Address to serve clients on (repeatable; port 0 = any free port).", valueName: "HOST:PORT"))
+    @Option(name: .customLong("listen"), help: ArgumentHelp("Address to serve clients on (repeatable; port 0 = any free port). With ',proxy', its connections start with a PROXY protocol v1/v2 header naming the client.", valueName: "HOST:PORT[,proxy]"))
     var listen: [String] = []
 
     @Option(name: .customLong("backend"), help: ArgumentHelp("Origin server URL (repeatable: round-robin). Not with a --config that declares backends.", valueName: "URL"))
@@ -126,8 +126,8 @@ struct Lacquer: AsyncParsableCommand {
     var rateBurst: Double?
 
     func validate() throws {
-        for value in self.listen where HostAndPort.parse(value) == nil {
-            throw ValidationError("--listen '\(value)' is not HOST:PORT (e.g. 127.0.0.1:6081, [::1]:6081, :6081)")
+        for value in self.listen where HostAndPort.parseListener(value) == nil {
+            throw ValidationError("--listen '\(value)' is not HOST:PORT[,proxy] (e.g. 127.0.0.1:6081, [::1]:6081, :6081, :6086,proxy)")
         }
         for (index, value) in self.backend.enumerated() where BackendConfiguration.parse(url: value, name: "b\(index)") == nil {
             throw ValidationError("--backend '\(value)' is not an http://HOST[:PORT] URL (no path, no https)")
@@ -250,7 +250,7 @@ struct Lacquer: AsyncParsableCommand {
 
         var configuration = ServerConfiguration()
         if !self.listen.isEmpty {
-            configuration.listen = self.listen.compactMap(HostAndPort.parse)
+            configuration.listen = self.listen.compactMap(HostAndPort.parseListener)
         }
         configuration.backends = self.backend.enumerated().compactMap { BackendConfiguration.parse(url: $0.element, name: "b\($0.offset)") }
         configuration.memoryBytes = ByteSize.parse(self.memory) ?? configuration.memoryBytes

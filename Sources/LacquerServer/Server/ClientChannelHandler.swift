@@ -163,6 +163,18 @@ final class ClientChannelHandler: ChannelDuplexHandler, RemovableChannelHandler,
         self.run(self.state.drain())
     }
 
+    /// The PROXY protocol header named the client (and the address it connected to): they
+    /// stand for the TCP peer from now on (logs, X-Forwarded-For, client.ip, the purge ACL).
+    func adoptProxiedAddresses(source: SocketAddress?, destination: SocketAddress?) {
+        if let source {
+            self.peer = source
+            self.logClient = nil
+        }
+        if let destination {
+            self.local = destination
+        }
+    }
+
     /// The fast lane handed the decoder a request whose method travels as the placeholder.
     func queueRequestMethod(_ method: String) {
         self.queuedMethods.append(method)

@@ -588,6 +588,9 @@ public final class LacquerServer: Service, Sendable {
                     handler.observer = observer
                     let sync = channel.pipeline.syncOperations
                     try sync.addHandler(observer)
+                    if address.proxyProtocol {
+                        try sync.addHandler(ProxyProtocolHandler(connection: handler, counters: context.counters))
+                    }
                     try sync.addHandler(HitFastLane(server: context, connection: handler))
                     let encoder = ResponseEncoder()
                     handler.encoder = encoder
