@@ -180,59 +180,36 @@ public enum AccessLogFormat: Sendable, Equatable {
         case .ttfb:
             if record.timeToFirstByte < 0 { out.append(UInt8(ascii: "-")) } else { LogBytes.micros(record.timeToFirstByte, to: &out) }
         case .total: LogBytes.micros(record.duration, to: &out)
-        case .method, .path, .query, .hitmiss, .handling:
-            out.append(contentsOf: Self.value(field, of: record).utf8)
+        case .method: LogBytes.escaped(record.method, to: &out)
+        case .path: LogBytes.escaped(record.path, to: &out)
+        case .query: LogBytes.escaped(record.query, to: &out)
+        case .hitmiss: out.append(contentsOf: Self.hitOrMiss(record).utf8)
+        case .handling: out.append(contentsOf: Self.handling(record).utf8)
         }
     }
 
-    /// One line (with its newline) for `record`.
+    /// One line (with its newline) for `record`, as text (for live tails and tests): the
+    /// writer's bytes, decoded.
     public func line(_ record: AccessRecord) -> String {
-        switch self {
-        case .json: return Self.jsonLine(record)
-        case .pattern(let pieces):
-            var out = ""
-            out.reserveCapacity(200)
-            for piece in pieces {
-                switch piece {
-                case .literal(let text): out += text
-                case .field(let field): out += Self.value(field, of: record)
-                }
-            }
-            out += "\n"
-            return out
-        }
+        var clock = LogClock()
+        var out: [UInt8] = []
+        out.reserveCapacity(256)
+        self.append(record, to: &out, clock: &clock)
+        return String(decoding: out, as: UTF8.self)
     }
 
-    static func value(_ field: Field, of record: AccessRecord) -> String {
-        switch field {
-        case .client: record.client
-        case .dash: "-"
-        case .time: LogText.clfTime(record.time)
-        case .requestLine: LogText.escaped(record.requestLine)
-        case .status: String(record.status)
-        case .bytes: record.bytes == 0 ? "-" : String(record.bytes)
-        case .micros: String(Int((record.duration * 1_000_000).rounded()))
-        case .seconds: String(Int(record.duration))
-        case .proto: record.proto
-        case .method: LogText.escaped(record.method)
-        case .path: LogText.escaped(record.path)
-        case .query: LogText.escaped(record.query)
-        case .host: record.host.map(LogText.escaped) ?? "-"
-        case .referer: record.referer.map(LogText.escaped) ?? "-"
-        case .userAgent: record.userAgent.map(LogText.escaped) ?? "-"
-        case .cache: record.cache
-        case .backend: record.backend ?? "-"
-        case .xid: record.xid.map { String($0) } ?? "-"
-        case .ttfb: record.timeToFirstByte < 0 ? "-" : LogText.fixed(record.timeToFirstByte, digits: 6)
-        case .total: LogText.fixed(record.duration, digits: 6)
-        case .hitmiss: ["HIT", "STALE", "UPDATING", "REVALIDATED"].contains(record.cache) ? "hit" : "miss"
-        case .handling:
-            switch record.cache {
-            case "HIT", "STALE", "UPDATING": "hit"
-            case "BYPASS": "pass"
-            case "MISS", "EXPIRED", "REVALIDATED": "miss"
-            default: record.xid == nil ? "synth" : "pass"
-            }
+    /// varnishncsa's `%{Varnish:hitmiss}x`.
+    private static func hitOrMiss(_ record: AccessRecord) -> String {
+        ["HIT", "STALE", "UPDATING", "REVALIDATED"].contains(record.cache) ? "hit" : "miss"
+    }
+
+    /// varnishncsa's `%{Varnish:handling}x`.
+    private static func handling(_ record: AccessRecord) -> String {
+        switch record.cache {
+        case "HIT", "STALE", "UPDATING": "hit"
+        case "BYPASS": "pass"
+        case "MISS", "EXPIRED", "REVALIDATED": "miss"
+        default: record.xid == nil ? "synth" : "pass"
         }
     }
 
@@ -308,7 +285,8 @@ enum LogBytes {
         }
     }
 
-    /// `text` with quotes, backslashes and control bytes escaped (`LogText.escaped`).
+    /// `text` with quotes, backslashes and control bytes escaped (as nginx's `escape=default`),
+    /// so a request cannot forge a log line.
     static func escaped(_ text: String, to out: inout [UInt8]) {
         let copied: Bool? = text.utf8.withContiguousStorageIfAvailable { bytes in
             // The common case: nothing to escape, one copy.

@@ -40,11 +40,6 @@ public struct AccessRecord: Sendable {
         self.proto = proto
     }
 
-    /// The request line as `%r` shows it (`-` when there was none).
-    var requestLine: String {
-        self.method == "-" ? "-" : "\(self.method) \(self.target) \(self.proto)"
-    }
-
     /// The target's path, without the query (`%U`).
     var path: String {
         guard let query = self.target.firstIndex(of: "?") else { return self.target }
@@ -96,23 +91,5 @@ enum LogText {
         var millis = String(Int((time - time.rounded(.down)) * 1000))
         while millis.count < 3 { millis = "0" + millis }
         return "\(t.tm_year + 1900)-\(Self.two(t.tm_mon + 1))-\(Self.two(t.tm_mday))T\(Self.two(t.tm_hour)):\(Self.two(t.tm_min)):\(Self.two(t.tm_sec)).\(millis)Z"
-    }
-
-    /// A value inside a quoted log field: quotes, backslashes and control bytes escaped (as
-    /// nginx's `escape=default`), so a request cannot forge a log line.
-    static func escaped(_ text: String) -> String {
-        guard text.utf8.contains(where: { $0 < 0x20 || $0 == 0x22 || $0 == 0x5C || $0 >= 0x7F }) else { return text }
-        var out = ""
-        for byte in text.utf8 {
-            switch byte {
-            case 0x22: out += "\\\""
-            case 0x5C: out += "\\\\"
-            case 0x20..<0x7F: out.unicodeScalars.append(Unicode.Scalar(byte))
-            default:
-                let hex = String(byte, radix: 16, uppercase: true)
-                out += "\\x" + (hex.count == 1 ? "0" + hex : hex)
-            }
-        }
-        return out
     }
 }
