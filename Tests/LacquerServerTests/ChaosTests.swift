@@ -15,7 +15,7 @@ import Testing
 @Suite("Chaos: random requests, clients that leave, failing origins", .serialized, .timeLimit(.minutes(5)))
 struct ChaosTests {
     enum Kind: CaseIterable {
-        case get, slowGet, truncated, serverError, conditional, noCache, head, range, post, purge, ban, dropped
+        case get, slowGet, truncated, serverError, conditional, noCache, head, range, post, purge, ban, dropped, keyPurge, softPurge
     }
 
     enum Fate: CaseIterable {
@@ -39,7 +39,7 @@ struct ChaosTests {
         let size = [100, 5000, 70_000, 300_000].randomElement(using: &random)!
         let delay = [0, 0, 20, 150].randomElement(using: &random)!
         let ttl = [1, 60].randomElement(using: &random)!
-        let query = "cc=max-age%3D\(ttl)&delay=\(delay)&id=\(id)"
+        let query = "cc=max-age%3D\(ttl)&delay=\(delay)&id=\(id)&h=xkey:k\(id)%20all"
         func get(_ target: String, _ headers: [(String, String)] = []) -> [UInt8] {
             RawHTTPClient.serialize("GET", target, headers: headers)
         }
@@ -77,6 +77,12 @@ struct ChaosTests {
             return Plan(bytes: RawHTTPClient.serialize("PURGE", "/bytes/\(size)?\(query)"))
         case .ban:
             return Plan(bytes: [])  // carried out through the server's ban API
+        case .keyPurge:
+            return Plan(bytes: RawHTTPClient.serialize("PURGE", "/", headers: [("xkey-purge", "k\(id)")]))
+        case .softPurge:
+            let header = [("xkey-softpurge", "k\(id)"), ("Fastly-Soft-Purge", "1")].randomElement(using: &random)!
+            let target = header.0 == "Fastly-Soft-Purge" ? "/bytes/\(size)?\(query)" : "/"
+            return Plan(bytes: RawHTTPClient.serialize("PURGE", target, headers: [header]))
         case .dropped:
             return Plan(bytes: get("/drop?\(query)"))
         }
@@ -181,7 +187,12 @@ struct ChaosTests {
                             for operation in 0..<operationsPerWorker {
                                 let kind = Kind.allCases.randomElement(using: &random)!
                                 if kind == .ban {
-                                    _ = lacquer.ban("req.url ~ ^/bytes/\(Int.random(in: 0..<10, using: &random))")
+                                    switch Int.random(in: 0..<10, using: &random) {
+                                    case 0: _ = lacquer.purgeAll()
+                                    case 1: _ = lacquer.ban("obj.http.content-length ~ ^\(Int.random(in: 1..<9, using: &random))")
+                                    case 2: _ = lacquer.purge(surrogateKeys: ["k\(Int.random(in: 0..<4, using: &random))"], soft: Bool.random(using: &random))
+                                    default: _ = lacquer.ban("req.url ~ ^/bytes/\(Int.random(in: 0..<10, using: &random))")
+                                    }
                                     continue
                                 }
                                 let plan = Self.plan(kind, random: &random)
