@@ -31,6 +31,8 @@ public struct DiskObjectHead: Sendable {
     public let lastAccess: Double
     /// The bytes this object is charged against the disk tier's capacity.
     public let size: Int64
+    /// Whether a soft purge made it stale.
+    public private(set) var softPurged: Bool
 
     /// The head as a soft purge at `time` leaves it: stale from then on, servable stale for at
     /// least `minimumGrace` seconds (`StoredObject.softPurged`). Nil when already stale then.
@@ -40,6 +42,7 @@ public struct DiskObjectHead: Sendable {
         var copy = self
         copy.ttl = max(0, ttl)
         copy.grace = max(self.grace, minimumGrace)
+        copy.softPurged = true
         return copy
     }
 
@@ -65,14 +68,15 @@ public struct DiskObjectHead: Sendable {
             grace: self.grace,
             keep: self.keep,
             mustRevalidate: self.mustRevalidate,
-            hiddenFields: hiddenFields
+            hiddenFields: hiddenFields,
+            softPurged: self.softPurged
         )
     }
 
     /// The columns `init(row:)` reads, in order.
     static let columns = """
         id, key, variant, vary_names, status, reason, headers, body_length, checksums, request_time, \
-        response_time, origin, ttl, grace, keep, must_revalidate, last_access, size
+        response_time, origin, ttl, grace, keep, must_revalidate, last_access, size, soft_purged
         """
 
     /// Decodes an index row selected with `columns`; nil if the row is malformed (it is then dropped).
@@ -111,6 +115,7 @@ public struct DiskObjectHead: Sendable {
         self.mustRevalidate = row.int64(15) != 0
         self.lastAccess = row.double(16)
         self.size = row.int64(17)
+        self.softPurged = row.int64(18) != 0
     }
 }
 

@@ -17,6 +17,19 @@ extension DiskTier {
         END;
         """
 
+    /// Marks rows a soft purge made stale (so a stale answer from one can say so). Added to an
+    /// index that predates it; existing rows read 0.
+    static func addSoftPurgedColumn(_ db: SQLiteConnection) throws {
+        var present = false
+        try db.query("PRAGMA table_info(objects)") { row in
+            if row.text(1) == "soft_purged" { present = true }
+        }
+        if !present {
+            try db.execute(
+                "ALTER TABLE objects ADD COLUMN soft_purged INTEGER NOT NULL DEFAULT 0", operation: "add soft_purged column")
+        }
+    }
+
     /// Purges by surrogate key still being carried out: each removes the objects tagged with its
     /// key that were received at or before its time. The row is committed before a purge is
     /// reported and dropped once every such object is gone, so a purge interrupted by a crash
@@ -92,7 +105,7 @@ extension DiskTier {
                     changed = try db.run(
                         """
                         UPDATE objects SET ttl = MAX(0, ? - origin), grace = MAX(grace, ?), \
-                        expires = origin + MAX(0, ? - origin) + MAX(grace, ?) + keep \
+                        expires = origin + MAX(0, ? - origin) + MAX(grace, ?) + keep, soft_purged = 1 \
                         WHERE id IN (SELECT objects.id FROM tags JOIN objects ON objects.id = tags.id \
                         WHERE tags.tag = ? AND objects.response_time <= ? AND objects.origin + objects.ttl > ? LIMIT ?)
                         """,
@@ -152,7 +165,7 @@ extension DiskTier {
                 changed = try db.run(
                     """
                     UPDATE objects SET ttl = MAX(0, ? - origin), grace = MAX(grace, ?), \
-                    expires = origin + MAX(0, ? - origin) + MAX(grace, ?) + keep \
+                    expires = origin + MAX(0, ? - origin) + MAX(grace, ?) + keep, soft_purged = 1 \
                     WHERE \(condition) AND origin + ttl > ?
                     """,
                     [.real(now), .real(minimumGrace), .real(now), .real(minimumGrace)] + values + [.real(now)])

@@ -95,6 +95,8 @@ public final class StoredObject: @unchecked Sendable {
     /// Whether any `Content-Encoding` value mentions gzip (a client that does not accept it
     /// needs the stored body transformed).
     public let mentionsGzip: Bool
+    /// Whether a soft purge made this copy stale (a stale answer from it says so).
+    public let softPurged: Bool
     /// Kept small and last, with the flags, so the object packs into fewer bytes.
     private let statusCode: UInt16
     /// The newest ban this object has been tested against (Varnish's per-object ban pointer):
@@ -132,7 +134,8 @@ public final class StoredObject: @unchecked Sendable {
         grace: Double,
         keep: Double,
         mustRevalidate: Bool,
-        hiddenFields: SurrogateKeyFields = .none
+        hiddenFields: SurrogateKeyFields = .none,
+        softPurged: Bool = false
     ) {
         self.key = key
         self.vary = variant.isEmpty && varyNames.isEmpty ? nil : Vary(variant: variant, names: varyNames)
@@ -144,6 +147,7 @@ public final class StoredObject: @unchecked Sendable {
         self.grace = grace
         self.keep = keep
         self.mustRevalidate = mustRevalidate
+        self.softPurged = softPurged
 
         var plainBytes = 0
         var rewrittenBytes = 0
@@ -327,7 +331,7 @@ public final class StoredObject: @unchecked Sendable {
             key: self.key, variant: self.variant, varyNames: self.varyNames, status: self.status, reason: self.reason,
             headers: headers, body: body, requestTime: self.requestTime, responseTime: self.responseTime,
             origin: self.origin, ttl: self.ttl, grace: self.grace, keep: self.keep, mustRevalidate: self.mustRevalidate,
-            hiddenFields: hiddenFields)
+            hiddenFields: hiddenFields, softPurged: self.softPurged)
     }
 
     /// A soft purge's copy (Fastly's soft purge, Varnish xkey's `softpurge`): stale from `now`
@@ -340,7 +344,7 @@ public final class StoredObject: @unchecked Sendable {
             key: self.key, variant: self.variant, varyNames: self.varyNames, status: self.status, reason: self.reason,
             headers: self.headers, body: self.body, requestTime: self.requestTime, responseTime: self.responseTime,
             origin: self.origin, ttl: max(0, ttl), grace: max(self.grace, minimumGrace), keep: self.keep,
-            mustRevalidate: self.mustRevalidate, hiddenFields: hiddenFields)
+            mustRevalidate: self.mustRevalidate, hiddenFields: hiddenFields, softPurged: true)
         copy.markBansChecked(through: self.bansCheckedThrough)
         return copy
     }

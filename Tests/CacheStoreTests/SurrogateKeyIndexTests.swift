@@ -114,10 +114,13 @@ struct DiskTierSurrogateKeyTests {
         let head = try #require(try tier.lookup(CacheKey(host: "example.com", target: "/d/4")).first)
         #expect(head.origin + head.ttl == 1_100)
         #expect(head.grace == 10)
+        #expect(head.softPurged)
+        #expect(try tier.load(head).softPurged, "a copy loaded for memory says so too")
         #expect(
             try tier.continueTagPurge(DiskTier.TagPurge(tag: "high", time: 1_200, soft: true, grace: 10), limit: 10) == 0,
             "already stale rows are left alone")
         #expect(try tier.softPurge(key: CacheKey(host: "example.com", target: "/d/5"), now: 1_300, minimumGrace: 0) == 0)
+        #expect(try tier.lookup(CacheKey(host: "example.com", target: "/d/0")).allSatisfy { !$0.softPurged })
         // Replacing an object drops its old keys with its row.
         try tier.store(self.tagged("/d/4", keys: "other"))
         #expect(try tier.continueTagPurge(DiskTier.TagPurge(tag: "all", time: 2_000), limit: 10) == 2)  // /d/3, /d/5: /d/4 lost "all"

@@ -148,6 +148,7 @@ struct CrashSafetyTests {
         #expect(try httpGet(port: port2, gone).header("X-Cache-Status") == "MISS")
         let softAnswer = try httpGet(port: port2, soft)
         #expect(softAnswer.header("X-Cache-Status") == "UPDATING", "\(softAnswer.status) \(softAnswer.header("Cache-Status") ?? "-")")
+        #expect(softAnswer.header("Cache-Status")?.contains("detail=soft-purged") == true)
         let softURLAnswer = try httpGet(port: port2, softURL)
         #expect(
             softURLAnswer.header("X-Cache-Status") == "UPDATING",

@@ -95,6 +95,7 @@ struct SurrogateKeyTests {
             #expect(stale.header("X-Cache-Status") == "UPDATING")
             // RFC 9211: a hit with a negative ttl is a stale one.
             #expect(stale.header("Cache-Status")?.contains("hit; ttl=-") == true, "\(stale.header("Cache-Status") ?? "")")
+            #expect(stale.header("Cache-Status")?.contains("detail=soft-purged") == true)
             let refreshed = try await eventually { origin.requestCount(path: "/s/1") == 2 }
             #expect(refreshed, "one background fetch refreshes the soft-purged object")
             let fresh = try await eventually { try httpGet(port: port, target).header("X-Cache-Status") == "HIT" }
@@ -108,6 +109,19 @@ struct SurrogateKeyTests {
             #expect(soft.status == 200)
             #expect(try httpGet(port: port, url).header("X-Cache-Status") == "UPDATING")
             #expect(lacquer.counters[.purgeOK] >= 2)
+            // From the disk tier too: the copy there was made stale and says so.
+            let onDisk = "/s/3?cc=max-age%3D600&h=xkey:disk-soft"
+            _ = try httpGet(port: port, onDisk)
+            let stored = try await eventually {
+                lacquer.memory.removeAll { _ in true }
+                return try httpGet(port: port, onDisk).header("X-Cache-Status") == "HIT"  // from the disk tier
+            }
+            #expect(stored)
+            #expect(try httpGet(port: port, "/", method: "PURGE", headers: [("xkey-softpurge", "disk-soft")]).status == 200)
+            lacquer.memory.removeAll { _ in true }
+            let fromDisk = try httpGet(port: port, onDisk)
+            #expect(fromDisk.header("X-Cache-Status") == "UPDATING")
+            #expect(fromDisk.header("Cache-Status")?.contains("detail=soft-purged") == true, "\(fromDisk.header("Cache-Status") ?? "-")")
         }
     }
 

@@ -268,6 +268,8 @@ final class RequestFlow {
 
     /// Delivers a stored copy from either tier (the counters say how it was found).
     func deliverStored(_ copy: StaleCopy, xStatus: XCacheStatus, detail: String?, refresh: CacheKey?) {
+        // A stale answer from a soft-purged copy says why it is stale (RFC 9211 detail).
+        let detail = copy.softPurged && xStatus != .hit ? "soft-purged" : detail
         if let refresh {
             self.startBackgroundRefresh(key: refresh, stale: copy)
         }

@@ -17,6 +17,14 @@ enum StaleCopy {
         }
     }
 
+    /// Whether a soft purge made it stale.
+    var softPurged: Bool {
+        switch self {
+        case .memory(let object): object.softPurged
+        case .disk(let head): head.softPurged
+        }
+    }
+
     private var timing: (origin: Double, ttl: Double, grace: Double, mustRevalidate: Bool) {
         switch self {
         case .memory(let o): (o.origin, o.ttl, o.grace, o.mustRevalidate)
