@@ -13,13 +13,13 @@ struct CrashSafetyTests {
     func target(_ i: Int) -> String { "/bytes/\(size(of: i))?cc=max-age%3D3600&k=\(i)" }
 
     /// Starts the binary; returns the process and its client and admin ports.
-    func startLacquer(storage: String, originURL: String) throws -> (Process, Int, Int) {
+    func startLacquer(storage: String, originURL: String, extra: [String] = []) throws -> (Process, Int, Int) {
         let process = Process()
         process.executableURL = CommandLineTests.binary
         process.arguments = [
             "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--backend", originURL, "--threads", "2",
             "--storage-dir", storage,
-        ]
+        ] + extra
         let err = Pipe()
         process.standardError = err
         process.standardOutput = Pipe()
@@ -167,6 +167,42 @@ struct CrashSafetyTests {
         #expect(try httpGet(port: port3, soft).header("X-Cache-Status") == "MISS")
         third.terminate()
         third.waitUntilExit()
+    }
+
+    @Test("a ban from a BAN method built in VCL is committed before its answer: it survives kill -9 right after")
+    func vclBanSurvivesKillNine() async throws {
+        let storage = try makeTemporaryDirectory("lacquer-crash")
+        defer { try? FileManager.default.removeItem(atPath: storage) }
+        let config = storage + "/ban.vcl"
+        try """
+            vcl 4.1;
+            sub vcl_recv {
+                if (req.method == "BAN") {
+                    if (!client.ip ~ purge_acl) { return (synth(403)); }
+                    ban("req.url ~ ^" + req.url);
+                    return (synth(200, "Banned"));
+                }
+            }
+            """.write(toFile: config, atomically: true, encoding: .utf8)
+        let origin = try await FixtureOrigin.start()
+        defer { Task { try? await origin.shutdown() } }
+        let cache = storage + "/cache"
+        let (first, port, admin) = try startLacquer(storage: cache, originURL: origin.baseURL, extra: ["--config", config])
+        defer { if first.isRunning { first.terminate() } }
+        for path in ["/news/1", "/sport/1"] {
+            _ = try httpGet(port: port, path + "?cc=max-age%3D3600")
+        }
+        #expect(try await waitForDiskStored(admin: admin, count: 2) == 2)
+        #expect(try httpGet(port: port, "/news/", method: "BAN").status == 200)
+        kill(first.processIdentifier, SIGKILL)
+        first.waitUntilExit()
+
+        let (second, port2, _) = try startLacquer(storage: cache, originURL: origin.baseURL, extra: ["--config", config])
+        defer { if second.isRunning { second.terminate() } }
+        #expect(try httpGet(port: port2, "/news/1?cc=max-age%3D3600").header("X-Cache-Status") == "MISS")
+        #expect(try httpGet(port: port2, "/sport/1?cc=max-age%3D3600").header("X-Cache-Status") == "HIT")
+        second.terminate()
+        second.waitUntilExit()
     }
 
     final class LoadState: Sendable {

@@ -10,7 +10,16 @@ extension RequestFlow {
     func perform(_ action: RequestStateMachine.Action) {
         switch action {
         case .runSub(let sub):
-            self.dispatch(.sub(sub, self.run(sub)))
+            let result = self.run(sub)
+            guard !self.banCommits.isEmpty else { return self.dispatch(.sub(sub, result)) }
+            // A ban() the sub added is committed to the disk tier before the request goes on
+            // (and before its answer), so it outlives a crash right after.
+            let commits = self.banCommits
+            self.banCommits.removeAll()
+            let loopBound = NIOLoopBound(self, eventLoop: self.eventLoop)
+            EventLoopFuture.andAllComplete(commits, on: self.eventLoop).whenComplete { _ in
+                loopBound.value.dispatch(.sub(sub, result))
+            }
         case .runHit(let copy):
             self.dispatch(.sub(.hit, self.runHit(copy)))
         case .runSynth(let status, let reason):

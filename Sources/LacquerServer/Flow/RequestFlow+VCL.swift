@@ -99,7 +99,9 @@ extension RequestFlow {
                 return "too many bans"
             }
             self.counters.increment(.bansAdded)
-            self.server.disk?.persistBan(time: time, expression: ban.text)
+            if let disk = self.server.disk {
+                self.banCommits.append(disk.persistBan(time: time, expression: ban.text, on: self.eventLoop))
+            }
             self.server.logger.notice("ban added", metadata: ["expression": "\(ban.text)", "source": "vcl", "xid": "\(self.xid)"])
             return nil
         } catch {

@@ -93,6 +93,8 @@ final class RequestFlow {
     var accumulated: ByteBuffer?
     var storeLimit = 0
     var closeAfter = false
+    /// Commits of bans the running sub added (see `.runSub`).
+    var banCommits: [EventLoopFuture<Void>] = []
     /// How a PURGE was carried out when it was not a plain URL purge (for its answer and the log).
     var purgeNote: String?
     /// A disk body being streamed to the client, if any.

@@ -340,17 +340,14 @@ final class DiskStorage: Sendable {
         }
     }
 
-    /// Records a ban in the index on the writer thread (a ban VCL adds; the admin's are
-    /// recorded before its answer, by `LacquerServer.ban`).
-    func persistBan(time: Double, expression: String) {
-        self.writer.submit { [tier, logger, counters] state in
-            guard case .active = state else { return }
-            do {
-                try tier.addBan(time: time, expression: expression)
-            } catch {
-                counters.increment(.diskWriteErrors)
-                logger.error("ban could not be recorded in the disk tier", metadata: ["expression": "\(expression)", "error": "\(error)"])
-            }
+    /// Records a ban VCL added in the index, on the writer thread (the admin's are recorded
+    /// before its answer, by `LacquerServer.ban`). The future completes once it is committed
+    /// or has failed (logged and counted); the request that added it answers after that.
+    func persistBan(time: Double, expression: String, on eventLoop: any EventLoop) -> EventLoopFuture<Void> {
+        self.onWriter(on: eventLoop) { tier in
+            _ = try tier.addBan(time: time, expression: expression)
+        }.flatMapErrorThrowing { [logger] error in
+            logger.error("ban could not be recorded in the disk tier", metadata: ["expression": "\(expression)", "error": "\(error)"])
         }
     }
 
