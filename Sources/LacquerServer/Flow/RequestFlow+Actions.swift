@@ -12,8 +12,9 @@ extension RequestFlow {
         case .runSub(let sub):
             let result = self.run(sub)
             guard !self.banCommits.isEmpty else { return self.dispatch(.sub(sub, result)) }
-            // A ban() the sub added is committed to the disk tier before the request goes on
-            // (and before its answer), so it outlives a crash right after.
+            // A ban() the sub (vcl_recv, vcl_miss, vcl_pass, vcl_purge) added is committed to the
+            // disk tier before the request goes on (and before its answer): it outlives a crash
+            // right after. Bans from other subs are committed in the background.
             let commits = self.banCommits
             self.banCommits.removeAll()
             let loopBound = NIOLoopBound(self, eventLoop: self.eventLoop)
