@@ -83,10 +83,14 @@ struct ProxyProtocolTests {
         }
     }
 
-    @Test("over sockets: the named client reaches X-Forwarded-For and the purge ACL; a connection without the header gets 400")
+    @Test("over sockets: the named client reaches the access log, X-Forwarded-For and the purge ACL; a connection without the header gets 400")
     func overSockets() async throws {
+        let directory = try makeTemporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let logPath = directory + "/access.log"
         try await withLacquer(configure: {
             $0.listen = [HostAndPort(host: "127.0.0.1", port: 0, proxyProtocol: true)]
+            $0.accessLog = .file(logPath)
         }) { lacquer, port, _ async throws in
             // v1, the header and the request in one write.
             let client = try RawHTTPClient(port: port)
@@ -117,6 +121,11 @@ struct ProxyProtocolTests {
             _ = try plain.readToEOF()
             #expect(plain.isClosedByPeer)
             #expect(lacquer.counters[.proxyHeaderRefused] == 1)
+            let logged = try await eventually {
+                let text = (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? ""
+                return text.contains("203.0.113.7 - - [") && text.contains("\"GET /echo HTTP/1.1\" 200")
+            }
+            #expect(logged, "the access log names the client the PROXY header gave")
         }
     }
 
