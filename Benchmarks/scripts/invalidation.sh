@@ -7,7 +7,7 @@
 #     seeded with 1,000,000 - FILL rows (1% tagged), FILL more objects are fetched over HTTP into
 #     memory and disk (1% tagged); the admin's POST /purge?key= is timed while wrk measures
 #     hit latency, against the same wrk run without a purge.
-# Usage: Benchmarks/scripts/invalidation.sh [--quick]
+# Usage: Benchmarks/scripts/invalidation.sh [--quick]   (INVALIDATION_PARTS=1 or 2 runs one part)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 source Benchmarks/scripts/common.sh
@@ -17,6 +17,7 @@ DURATION=$([ $QUICK = 1 ] && echo 3 || echo 10)
 TOTAL=$([ $QUICK = 1 ] && echo 100000 || echo 1000000)
 FILL=$([ $QUICK = 1 ] && echo 10000 || echo 50000)
 BANS=1000
+PARTS=${INVALIDATION_PARTS:-12}  # which parts to run: 1, 2 or 12
 command -v wrk >/dev/null || apt-get install -y -qq wrk >/dev/null
 command -v sqlite3 >/dev/null || apt-get install -y -qq sqlite3 >/dev/null
 build_release
@@ -38,6 +39,7 @@ wrk_run() { # PORT PATH SECONDS -> "req/s p50_ms p99_ms"
 }
 
 # --- 1. hits with 1,000 active bans -------------------------------------------------------------
+if [[ $PARTS == *1* ]]; then
 start_lacquer "$work/none.log" --log-level info --backend "$ORIGIN" --threads 2 --storage-dir "$work/none"
 read -r p_none a_none < <(ports "$work/none.log")
 start_lacquer "$work/bans.log" --log-level info --backend "$ORIGIN" --threads 2 --storage-dir "$work/bans"
@@ -59,7 +61,10 @@ echo "1 KiB hits, wrk -t2 -c50, $ROUNDS x ${DURATION}s interleaved: no ban ${nr}
 echo "  ratio with $BANS bans / none: req/s $(awk "BEGIN{printf \"%.3f\", $br/$nr}"), p99 $(awk "BEGIN{printf \"%.3f\", $bp/$np}")"
 echo "  fast-lane hits with bans: $(stat_value $a_bans cache_hit_fast) of $(stat_value $a_bans cache_hit)"
 
+fi
+
 # --- 2. purge 10,000 tagged objects among 1,000,000 ---------------------------------------------
+[[ $PARTS == *2* ]] || exit 0
 # A template row: one tagged object stored by a short run, then copied TOTAL - FILL times.
 start_lacquer "$work/seed.log" --log-level info --backend "$ORIGIN" --storage-dir "$work/big" --disk-size 1000GiB
 read -r p_seed a_seed < <(ports "$work/seed.log")

@@ -75,8 +75,13 @@ final class DiskStorage: Sendable {
             return seen
         }
     }
-    /// Objects a purge by surrogate key removes per writer task (other writes run in between).
-    static let tagPurgeBatch = 500
+    /// Objects a purge by surrogate key removes per transaction, and the pause between two
+    /// (stores and lookups run in between; the pause keeps a huge purge from taking a core).
+    static let tagPurgeBatch = 200
+    static let tagPurgePause: useconds_t = 5_000
+    /// Carries out purges by surrogate key, a batch at a time (the writer's lock orders its
+    /// transactions with the stores).
+    private let purger: NIOThreadPool
     private let writeQueue = Mutex(WriteQueue())
     /// Decides, just before a queued object is written, whether it may still be (a ban added
     /// while it waited); set once by the server.
@@ -100,6 +105,8 @@ final class DiskStorage: Sendable {
         self.logger = logger
         self.maxQueuedBytes = maxQueuedBytes
         self.writer = NIOThreadPool(numberOfThreads: 1)
+        self.purger = NIOThreadPool(numberOfThreads: 1)
+        self.purger.start()
         self.readers = NIOThreadPool(numberOfThreads: 2)
         self.writer.start()
         self.readers.start()
@@ -275,7 +282,7 @@ final class DiskStorage: Sendable {
 
     /// Purges (soft: makes stale, with at least `minimumGrace`) every object tagged with any
     /// of `keys` received until `time`: lookups hide them (see them stale) at once; the purge is recorded (committed, `synchronous=FULL`) before the future gives
-    /// the number of objects tagged; the objects are then removed in batches on the writer, a
+    /// the number of objects tagged; the objects are then removed in paced batches (`carryOut`), a
     /// purge interrupted by a crash being resumed at start-up (`resumeTagPurges`).
     func purgeTagged(
         _ keys: [String], time: Double, soft: Bool = false, minimumGrace: Double = 0, on eventLoop: any EventLoop
@@ -305,15 +312,14 @@ final class DiskStorage: Sendable {
         return pending.count
     }
 
-    /// Removes one batch of what `purge` covers on the writer, then queues the next batch
-    /// (behind the writes queued meanwhile) until none is left.
+    /// Removes what `purge` covers, `tagPurgeBatch` objects per transaction with a pause
+    /// between, on the purger thread; then it no longer hides anything from lookups.
     private func carryOut(_ purge: DiskTier.TagPurge) {
-        self.writer.submit { [self] state in
+        self.purger.submit { [self] state in
             guard case .active = state else { return }
             do {
-                let removed = try self.tier.continueTagPurge(purge, limit: Self.tagPurgeBatch)
-                if removed == Self.tagPurgeBatch {
-                    return self.carryOut(purge)
+                while try self.tier.continueTagPurge(purge, limit: Self.tagPurgeBatch) == Self.tagPurgeBatch {
+                    usleep(Self.tagPurgePause)
                 }
                 self.tagPurges.withLock { $0.finished(purge) }
             } catch CacheStoreError.closed(_) {
@@ -394,6 +400,7 @@ final class DiskStorage: Sendable {
             try? await Task.sleep(for: .milliseconds(10))
         }
         try? await self.writer.runIfActive { [tier] in tier.close() }
+        try? await self.purger.shutdownGracefully()
         try? await self.writer.shutdownGracefully()
         try? await self.readers.shutdownGracefully()
     }
