@@ -118,11 +118,8 @@ extension DiskTier {
         let removed = try self.withWriter { state, db in
             var removed: [Int64] = []
             try db.transaction("remove banned objects") {
-                for head in heads where try db.run("DELETE FROM objects WHERE id = ?", [.integer(head.fileID)]) > 0 {
-                    removed.append(head.fileID)
-                }
+                removed = try self.deleteRows(heads.map(\.fileID), &state, db)
             }
-            for id in removed { state.pendingTouches[id] = nil }
             state.counters.purged += removed.count
             try self.refreshTotals(&state, db)
             return removed

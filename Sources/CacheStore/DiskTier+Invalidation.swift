@@ -129,14 +129,11 @@ extension DiskTier {
                     """,
                     [.text(purge.tag), .real(purge.time), .integer(Int64(limit))]
                 ) { ids.append($0.int64(0)) }
-                for id in ids {
-                    try db.run("DELETE FROM objects WHERE id = ?", [.integer(id)])
-                }
+                ids = try self.deleteRows(ids, &state, db)
                 if ids.count < limit {
                     try db.run("DELETE FROM tag_purges WHERE tag = ? AND time = ? AND soft = 0", [.text(purge.tag), .real(purge.time)])
                 }
             }
-            for id in ids { state.pendingTouches[id] = nil }
             state.counters.purged += ids.count
             try self.refreshTotals(&state, db)
             return ids

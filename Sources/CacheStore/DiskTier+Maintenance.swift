@@ -38,17 +38,27 @@ extension DiskTier {
             var ids: [Int64] = []
             try db.transaction("purge") {
                 try db.query(select, values) { ids.append($0.int64(0)) }
-                for id in ids {
-                    try db.run("DELETE FROM objects WHERE id = ?", [.integer(id)])
-                }
+                ids = try self.deleteRows(ids, &state, db)
             }
-            for id in ids { state.pendingTouches[id] = nil }
             state.counters.purged += ids.count
             try self.refreshTotals(&state, db)
             return ids
         }
         self.unlinkBodies(removed)
         return removed.count
+    }
+
+    /// Deletes these rows, in the caller's transaction, and forgets their pending LRU touches.
+    /// Returns the ids that were still there. Their body files are the caller's to unlink
+    /// (`unlinkBodies`) once the writer is released.
+    func deleteRows(_ ids: [Int64], _ state: inout WriterState, _ db: SQLiteConnection) throws -> [Int64] {
+        var deleted: [Int64] = []
+        deleted.reserveCapacity(ids.count)
+        for id in ids where try db.run("DELETE FROM objects WHERE id = ?", [.integer(id)]) > 0 {
+            deleted.append(id)
+            state.pendingTouches[id] = nil
+        }
+        return deleted
     }
 
     /// Removes objects of no further use (`origin + ttl + grace + keep < now`), `maintenanceBatch`
@@ -64,11 +74,8 @@ extension DiskTier {
                         "SELECT id FROM objects WHERE expires < ? ORDER BY expires LIMIT ?",
                         [.real(now), .integer(Int64(Self.maintenanceBatch))]
                     ) { ids.append($0.int64(0)) }
-                    for id in ids {
-                        try db.run("DELETE FROM objects WHERE id = ?", [.integer(id)])
-                    }
+                    ids = try self.deleteRows(ids, &state, db)
                 }
-                for id in ids { state.pendingTouches[id] = nil }
                 state.counters.expired += ids.count
                 try self.refreshTotals(&state, db)
                 return ids
@@ -132,9 +139,7 @@ extension DiskTier {
                         ids.append(row.int64(0))
                         excess -= row.int64(1)
                     }
-                    for id in ids {
-                        try db.run("DELETE FROM objects WHERE id = ?", [.integer(id)])
-                    }
+                    ids = try self.deleteRows(ids, &state, db)
                 }
                 state.counters.evictions += ids.count
                 try self.refreshTotals(&state, db)

@@ -233,9 +233,7 @@ extension DiskTier {
         let dropped = try self.withWriter { state, db in
             var dropped: [Int64] = []
             try db.transaction("drop damaged objects") {
-                for id in ids where try db.run("DELETE FROM objects WHERE id = ?", [.integer(id)]) > 0 {
-                    dropped.append(id)
-                }
+                dropped = try self.deleteRows(ids, &state, db)
             }
             state.counters.checksumFailures += dropped.count
             if missing { state.counters.missingBodies += dropped.count }

@@ -271,16 +271,8 @@ public final class StoredObject: @unchecked Sendable {
     private static func parseFields(
         _ bytes: UnsafeBufferPointer<UInt8>, from start: Int, to end: Int, into headers: inout HTTPHeaders
     ) {
-        var lineStart = start
-        while lineStart < end {
-            var colon = lineStart
-            while bytes[colon] != UInt8(ascii: ":") { colon += 1 }
-            var lineEnd = colon + 2
-            while bytes[lineEnd] != 0x0D { lineEnd += 1 }
-            let name = String(decoding: UnsafeBufferPointer(rebasing: bytes[lineStart..<colon]), as: UTF8.self)
-            let value = String(decoding: UnsafeBufferPointer(rebasing: bytes[(colon + 2)..<lineEnd]), as: UTF8.self)
-            headers.add(name: name, value: value)
-            lineStart = lineEnd + 2
+        Self.forEachField(bytes, from: start, to: end) { name, value in
+            headers.add(name: String(decoding: name, as: UTF8.self), value: value())
         }
     }
 
@@ -368,6 +360,7 @@ public final class StoredObject: @unchecked Sendable {
         return keys
     }
 
+    /// Calls `body` with each stored field's name bytes and a maker of its value, in order.
     private static func forEachField(
         _ bytes: UnsafeBufferPointer<UInt8>, from start: Int, to end: Int,
         _ body: (UnsafeBufferPointer<UInt8>, () -> String) -> Void

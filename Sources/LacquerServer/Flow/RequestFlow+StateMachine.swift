@@ -176,7 +176,9 @@ struct RequestStateMachine {
         case codingUnavailable
         /// The head of a stored or collapsed response went out; its body follows from `source`.
         case headWritten(Source)
-        case purged(count: Int)
+        /// The purge is done. `answersZero`: a purge by surrogate key answers 200 with its count
+        /// even when nothing matched (Varnish xkey's convention); a URL purge that found nothing is a 404.
+        case purged(count: Int, answersZero: Bool = false)
         case purgeFailed
         case joined(Join)
         /// The busy fetch we wait on has a head; `forUs`: it is our variant, in a coding we take.
@@ -243,9 +245,7 @@ struct RequestStateMachine {
     private var key: CacheKey?
     private var purgeAfterHash = false
     private var purgeCount = 0
-    /// A purge by surrogate key answers 200 with its count even when nothing matched (Varnish
-    /// xkey's convention); a URL purge that found nothing is a 404.
-    var purgeAnswersZero = false
+    private var purgeAnswersZero = false
     private var alwaysMiss = false
     private var ignoreBusy = false
     private var onlyIfCached = false
@@ -314,9 +314,10 @@ struct RequestStateMachine {
         case .headWritten(let source):
             guard !self.clientGone, self.response == .none else { return }
             self.response = .streaming(source)
-        case .purged(let count):
+        case .purged(let count, let answersZero):
             guard self.step == .purge else { return }
             self.purgeCount = count
+            self.purgeAnswersZero = answersZero
             if self.clientGone { return self.end() }
             self.emit(.runSub(.purge))
         case .purgeFailed:

@@ -469,9 +469,9 @@ final class RequestFlow {
         let soft = softHeader || !softKeys.isEmpty
         let loopBound = NIOLoopBound(self, eventLoop: self.eventLoop)
         let work: EventLoopFuture<Int>
-        if !surrogateKeys.isEmpty || headers.contains(name: "xkey-purge") || !softKeys.isEmpty {
+        let byKey = !surrogateKeys.isEmpty || headers.contains(name: "xkey-purge") || !softKeys.isEmpty
+        if byKey {
             self.purgeNote = (soft ? "soft, " : "") + "keys: " + surrogateKeys.joined(separator: " ")
-            self.machine.purgeAnswersZero = true
             work = self.server.purge(surrogateKeys: surrogateKeys, soft: soft, on: self.eventLoop)
         } else if soft {
             self.purgeNote = "soft"
@@ -488,7 +488,7 @@ final class RequestFlow {
             let flow = loopBound.value
             switch result {
             case .success(let count):
-                flow.purged(count: count)
+                flow.purged(count: count, answersZero: byKey)
             case .failure(let error):
                 // The cause goes to the log; the client gets a plain reason.
                 flow.server.logger.error(
@@ -499,7 +499,7 @@ final class RequestFlow {
         }
     }
 
-    private func purged(count: Int) {
+    private func purged(count: Int, answersZero: Bool = false) {
         self.counters.increment(count > 0 ? .purgeOK : .purgeMiss)
         self.server.logger.info(
             "purge",
@@ -507,7 +507,7 @@ final class RequestFlow {
                 "url": "\(self.head.uri)", "host": "\(self.host)", "objects": "\(count)", "how": "\(self.purgeNote ?? "url")",
                 "client": "\(self.peer?.ipAddress ?? "-")", "xid": "\(self.xid)",
             ])
-        self.dispatch(.purged(count: count))
+        self.dispatch(.purged(count: count, answersZero: answersZero))
     }
 
     /// The text of one of our own answers.
