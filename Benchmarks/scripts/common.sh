@@ -82,3 +82,17 @@ pss_kib() {
   done
   echo "$total"
 }
+
+# seed_index INDEX_SQLITE COPIES -> adds COPIES rows to a disk index, each a copy of its first
+# object under another key (no body files: they are never read). For start-up and purge scale.
+seed_index() {
+  sqlite3 "$1" <<SQL
+WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < $2)
+INSERT INTO objects(key, digest, variant, vary_names, status, reason, headers, body_length, checksums,
+  request_time, response_time, origin, ttl, grace, keep, must_revalidate, expires, last_access, size)
+SELECT CAST(key AS BLOB) || CAST(i AS BLOB), CASE WHEN digest > 0 THEN digest - i ELSE digest + i END,
+  variant, vary_names, status, reason, headers, body_length, checksums, request_time, response_time,
+  origin, ttl, grace, keep, must_revalidate, expires, last_access, size
+FROM objects, n WHERE objects.id = (SELECT MIN(id) FROM objects);
+SQL
+}

@@ -29,15 +29,7 @@ curl -s -o /dev/null "http://127.0.0.1:$port$URL_PATH"
 kill -TERM $seed; wait $seed || true
 cp -r "$work/idx" "$work/idx-small"
 rm -f "$work/idx-small/lacquer.lock"
-sqlite3 "$work/idx/index.sqlite" <<SQL
-WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < $ROWS - 1)
-INSERT INTO objects(key, digest, variant, vary_names, status, reason, headers, body_length, checksums,
-  request_time, response_time, origin, ttl, grace, keep, must_revalidate, expires, last_access, size)
-SELECT CAST(key AS BLOB) || CAST(i AS BLOB), CASE WHEN digest > 0 THEN digest - i ELSE digest + i END,
-  variant, vary_names, status, reason, headers, body_length, checksums, request_time, response_time,
-  origin, ttl, grace, keep, must_revalidate, expires, last_access, size
-FROM objects, n WHERE objects.id = (SELECT MIN(id) FROM objects);
-SQL
+seed_index "$work/idx/index.sqlite" $((ROWS - 1))
 rows=$(sqlite3 "$work/idx/index.sqlite" "SELECT objects FROM totals")
 
 time_to_first_hit() { # DIR -> milliseconds from exec to the first HIT

@@ -71,14 +71,8 @@ read -r p_seed a_seed < <(ports "$work/seed.log")
 curl -s -o /dev/null "http://127.0.0.1:$p_seed/seed?cc=max-age%3D86400&size=100&h=xkey:seed"
 for _ in $(seq 1 200); do [ "$(stat_value $a_seed disk_stored)" -ge 1 ] && break; sleep 0.05; done
 kill -TERM "$LACQUER_PID"; wait "$LACQUER_PID" || true
+seed_index "$work/big/index.sqlite" $((TOTAL - FILL))
 sqlite3 "$work/big/index.sqlite" <<SQL
-WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < $TOTAL - $FILL)
-INSERT INTO objects(key, digest, variant, vary_names, status, reason, headers, body_length, checksums,
-  request_time, response_time, origin, ttl, grace, keep, must_revalidate, expires, last_access, size)
-SELECT CAST(key AS BLOB) || CAST(i AS BLOB), CASE WHEN digest > 0 THEN digest - i ELSE digest + i END,
-  variant, vary_names, status, reason, headers, body_length, checksums, request_time, response_time,
-  origin, ttl, grace, keep, must_revalidate, expires, last_access, size
-FROM objects, n WHERE objects.id = (SELECT MIN(id) FROM objects);
 DELETE FROM tags;
 INSERT INTO tags(tag, id) SELECT CASE WHEN id % 100 = 0 THEN 'bench-tag' ELSE 'other-' || (id % 997) END, id FROM objects;
 SQL
