@@ -62,14 +62,16 @@ struct VCLVariableEffectTests {
             sub vcl_recv { if (req.http.Ignore-Busy) { set req.hash_ignore_busy = true; } }
             """
         ) { lacquer, port, origin in
-            let target = "/delay/400/busy?cc=max-age%3D60"
+            // The origin takes 2 s, so the second request lands while the fetch runs even on a
+            // loaded machine.
+            let target = "/delay/2000/busy?cc=max-age%3D60"
             async let first = runBlocking { try httpGet(port: port, target) }
             try await Task.sleep(for: .milliseconds(100))
             let second = try await runBlocking { try httpGet(port: port, target, headers: [("Ignore-Busy", "1")]) }
             #expect(second.header("X-Cache-Status") == "MISS")
             #expect(second.header("Cache-Status")?.contains("collapsed") == false)
             _ = try await first
-            #expect(origin.requestCount(path: "/delay/400/busy") == 2)
+            #expect(origin.requestCount(path: "/delay/2000/busy") == 2)
             #expect(lacquer.counters[.coalescedWaiters] == 0)
         }
     }
