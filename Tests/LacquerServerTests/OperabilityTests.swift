@@ -244,7 +244,13 @@ struct OperabilityTests {
             _ = try httpGet(port: port, "/m?cc=max-age%3D60")
             _ = try httpGet(port: port, "/status/500")
             let admin = try #require(lacquer.adminAddress?.port)
-            let text = try httpGet(port: admin, "/metrics").bodyString
+            // A request's duration is observed once its response has been written, which can be
+            // just after the client has read it: wait (bounded) for the third one.
+            var text = ""
+            _ = try await eventually {
+                text = try httpGet(port: admin, "/metrics").bodyString
+                return text.contains("lacquer_request_duration_seconds_count{cache=\"MISS\"} 2")
+            }
             let problems = PrometheusCheck.problems(text)
             #expect(problems.isEmpty, "\(problems)")
             #expect(text.contains("lacquer_build_info{version=\"\(LacquerVersion.string)\"} 1"))
