@@ -20,6 +20,7 @@ public enum Counter: Int, CaseIterable, Sendable {
     case diskHit, diskPromotions, diskStored, diskWriteDropped, diskWriteErrors, diskReadErrors
     case vclFailures, restarts, vclReloads, vclReloadFailures
     case bansAdded, bansRefused, bannedObjects, bansExpired, proxyHeaderRefused
+    case tlsHandshakes, tlsHandshakeFailures, tlsHandshakeTimeouts, tlsReloads, tlsReloadFailures, http2Connections, http2Streams, http2ConnectionErrors
     case accessLogDropped
     case clientBytesReceived, clientBytesSent, backendBytesReceived
 
@@ -110,6 +111,14 @@ public enum Counter: Int, CaseIterable, Sendable {
         case .bannedObjects: "Objects removed by bans."
         case .bansExpired: "Bans dropped by the ban lurker once no stored object could meet them."
         case .proxyHeaderRefused: "Connections on a PROXY protocol listener closed for a missing or malformed header."
+        case .tlsHandshakes: "TLS handshakes completed (full or resumed)."
+        case .tlsHandshakeFailures: "TLS handshakes that failed (no shared version or cipher, bad client hello)."
+        case .tlsHandshakeTimeouts: "TLS connections closed because the handshake did not finish within the header timeout."
+        case .tlsReloads: "Certificate reloads (SIGHUP, POST /reload)."
+        case .tlsReloadFailures: "Certificate reloads refused (a file missing or bad); the certificates in use stayed."
+        case .http2Connections: "Client connections that speak HTTP/2."
+        case .http2Streams: "HTTP/2 streams clients opened."
+        case .http2ConnectionErrors: "HTTP/2 connections closed for a protocol error or a flood (rapid reset, CONTINUATION), after GOAWAY."
         case .accessLogDropped: "Access log records dropped because the writer fell behind."
         case .clientBytesReceived: "Bytes received from clients."
         case .clientBytesSent: "Bytes sent to clients."
@@ -190,6 +199,14 @@ public enum Counter: Int, CaseIterable, Sendable {
         case .bannedObjects: "bans_obj_killed"
         case .bansExpired: "bans_deleted"
         case .proxyHeaderRefused: "sess_proxy_refused"
+        case .tlsHandshakes: "tls_handshakes"
+        case .tlsHandshakeFailures: "tls_handshake_failures"
+        case .tlsHandshakeTimeouts: "tls_handshake_timeouts"
+        case .tlsReloads: "tls_reloads"
+        case .tlsReloadFailures: "tls_reload_failures"
+        case .http2Connections: "http2_connections"
+        case .http2Streams: "http2_streams"
+        case .http2ConnectionErrors: "http2_connection_errors"
         case .accessLogDropped: "access_log_dropped"
         case .clientBytesReceived: "client_bytes_received"
         case .clientBytesSent: "client_bytes_sent"

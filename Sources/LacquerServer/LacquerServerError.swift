@@ -10,6 +10,8 @@ public enum LacquerServerError: Error, CustomStringConvertible, Equatable {
     case accessLog(String)
     /// The disk tier's folder cannot be used (a file, unwritable, …).
     case storageUnusable(String)
+    /// A TLS certificate or key cannot be used (the message names the file).
+    case tls(String)
 
     public var description: String {
         switch self {
@@ -24,7 +26,7 @@ public enum LacquerServerError: Error, CustomStringConvertible, Equatable {
             message
         case .invalidProbe(let backend, let reason):
             "backend \(backend): \(reason)"
-        case .accessLog(let message), .storageUnusable(let message):
+        case .accessLog(let message), .storageUnusable(let message), .tls(let message):
             message
         }
     }

@@ -85,6 +85,8 @@ public struct ServerConfiguration: Sendable {
     public var defaultProbe: ProbeConfiguration?
     /// How long SIGTERM waits for responses and fills in flight before closing what is left.
     public var drainTimeout: Double = 30
+    /// Certificates for the TLS listeners (`--tls-cert`, `--tls-key`); nil when there are none.
+    public var tls: TLSSettings?
     /// The contents of `--admin-secret`: when set, the admin's POST endpoints and live views
     /// want `Authorization: Bearer <secret>`.
     public var adminSecret: String?
@@ -98,24 +100,35 @@ public struct HostAndPort: Sendable, Hashable, CustomStringConvertible {
     public var port: Int
     /// A client listener whose connections start with a PROXY protocol header (v1 or v2).
     public var proxyProtocol = false
-    public init(host: String, port: Int, proxyProtocol: Bool = false) {
+    /// A client listener that speaks TLS (`--listen-tls`), HTTP/2 or HTTP/1.1 by ALPN.
+    public var tls = false
+    /// A plain client listener that also takes HTTP/2 with prior knowledge (`,h2c`): a
+    /// connection that starts with the HTTP/2 preface speaks HTTP/2 (RFC 9113 §3.3).
+    public var http2PriorKnowledge = false
+    public init(host: String, port: Int, proxyProtocol: Bool = false, tls: Bool = false, http2PriorKnowledge: Bool = false) {
         self.host = host
         self.port = port
         self.proxyProtocol = proxyProtocol
+        self.tls = tls
+        self.http2PriorKnowledge = http2PriorKnowledge
     }
 
     /// Parses a client listener: `HOST:PORT`, optionally followed by `,proxy` (Varnish's
-    /// `-a HOST:PORT,PROXY`): its connections start with a PROXY protocol header.
-    public static func parseListener(_ text: String) -> HostAndPort? {
-        var address = text
-        var proxy = false
-        if let comma = text.lastIndex(of: ",") {
-            guard text[text.index(after: comma)...].lowercased() == "proxy" else { return nil }
-            address = String(text[..<comma])
-            proxy = true
-        }
+    /// `-a HOST:PORT,PROXY`: its connections start with a PROXY protocol header) and, on a
+    /// plain listener (`tls` false), `,h2c` (HTTP/2 with prior knowledge as well as HTTP/1.1).
+    public static func parseListener(_ text: String, tls: Bool = false) -> HostAndPort? {
+        var parts = text.split(separator: ",", omittingEmptySubsequences: false).map(String.init)
+        guard let address = parts.first else { return nil }
+        parts.removeFirst()
         guard var parsed = HostAndPort.parse(address) else { return nil }
-        parsed.proxyProtocol = proxy
+        parsed.tls = tls
+        for option in parts {
+            switch option.lowercased() {
+            case "proxy" where !parsed.proxyProtocol: parsed.proxyProtocol = true
+            case "h2c" where !tls && !parsed.http2PriorKnowledge: parsed.http2PriorKnowledge = true
+            default: return nil
+            }
+        }
         return parsed
     }
 
@@ -142,6 +155,7 @@ public struct HostAndPort: Sendable, Hashable, CustomStringConvertible {
 
     public var description: String {
         (self.host.contains(":") ? "[\(self.host)]:\(self.port)" : "\(self.host):\(self.port)") + (self.proxyProtocol ? ",proxy" : "")
+            + (self.http2PriorKnowledge ? ",h2c" : "") + (self.tls ? " (TLS)" : "")
     }
 }
 
@@ -208,6 +222,11 @@ public struct Limits: Sendable {
     /// A body we do not forward (e.g. on a GET we answer from cache) is drained up to this, else we close.
     public var drainBytes = 64 * 1024
     public var requestsPerConnection = 1000
+    /// Streams one HTTP/2 connection may have open at once (SETTINGS_MAX_CONCURRENT_STREAMS).
+    public var http2MaxConcurrentStreams = 100
+    /// Streams an HTTP/2 client may reset within 30 seconds before it is sent GOAWAY and closed
+    /// (the rapid reset attack, CVE-2023-44487).
+    public var http2MaxResetsPer30s = 200
     public var maxConnections = 10_000
     /// Connections open at once from one client address (nil: no limit beyond `maxConnections`);
     /// over it a new connection is closed at once.

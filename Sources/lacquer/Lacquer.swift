@@ -26,8 +26,17 @@ struct Lacquer: AsyncParsableCommand {
         subcommands: [Stat.self, Log.self, Admin.self]
     )
 
-    @Option(name: .customLong("listen"), help: ArgumentHelp("Address to serve clients on (repeatable; port 0 = any free port). With ',proxy', its connections start with a PROXY protocol v1/v2 header naming the client.", valueName: "HOST:PORT[,proxy]"))
+    @Option(name: .customLong("listen"), help: ArgumentHelp("Address to serve clients on (repeatable; port 0 = any free port; default 127.0.0.1:6081 when neither --listen nor --listen-tls is given). With ',proxy', its connections start with a PROXY protocol v1/v2 header naming the client; with ',h2c', a connection that starts with the HTTP/2 preface speaks HTTP/2 (prior knowledge).", valueName: "HOST:PORT[,proxy][,h2c]"))
     var listen: [String] = []
+
+    @Option(name: .customLong("listen-tls"), help: ArgumentHelp("Address to serve clients on over TLS 1.2/1.3 (repeatable): HTTP/2 or HTTP/1.1 by ALPN. Needs --tls-cert and --tls-key. With ',proxy', the PROXY header comes before the TLS handshake.", valueName: "HOST:PORT[,proxy]"))
+    var listenTLS: [String] = []
+
+    @Option(name: .customLong("tls-cert"), help: ArgumentHelp("PEM certificate file for the TLS listeners, leaf first then its chain (repeatable, paired in order with --tls-key; chosen by SNI from the certificate's DNS names, the first is the default). Reloaded on SIGHUP.", valueName: "FILE"))
+    var tlsCert: [String] = []
+
+    @Option(name: .customLong("tls-key"), help: ArgumentHelp("PEM private key (RSA or ECDSA, unencrypted) of the --tls-cert in the same position.", valueName: "FILE"))
+    var tlsKey: [String] = []
 
     @Option(name: .customLong("backend"), help: ArgumentHelp("Origin server URL (repeatable: round-robin). Not with a --config that declares backends.", valueName: "URL"))
     var backend: [String] = []
@@ -127,7 +136,16 @@ struct Lacquer: AsyncParsableCommand {
 
     func validate() throws {
         for value in self.listen where HostAndPort.parseListener(value) == nil {
-            throw ValidationError("--listen '\(value)' is not HOST:PORT[,proxy] (e.g. 127.0.0.1:6081, [::1]:6081, :6081, :6086,proxy)")
+            throw ValidationError("--listen '\(value)' is not HOST:PORT[,proxy][,h2c] (e.g. 127.0.0.1:6081, [::1]:6081, :6081, :6086,proxy)")
+        }
+        for value in self.listenTLS where HostAndPort.parseListener(value, tls: true) == nil {
+            throw ValidationError("--listen-tls '\(value)' is not HOST:PORT[,proxy] (e.g. 127.0.0.1:6443, :443)")
+        }
+        if self.tlsCert.count != self.tlsKey.count {
+            throw ValidationError("--tls-cert and --tls-key come in pairs: \(self.tlsCert.count) certificate(s), \(self.tlsKey.count) key(s)")
+        }
+        if !self.listenTLS.isEmpty && self.tlsCert.isEmpty {
+            throw ValidationError("--listen-tls needs a certificate: give --tls-cert FILE --tls-key FILE")
         }
         for (index, value) in self.backend.enumerated() where BackendConfiguration.parse(url: value, name: "b\(index)") == nil {
             throw ValidationError("--backend '\(value)' is not an http://HOST[:PORT] URL (no path, no https)")
@@ -249,8 +267,13 @@ struct Lacquer: AsyncParsableCommand {
         let logger = Logger(label: "lacquer")
 
         var configuration = ServerConfiguration()
-        if !self.listen.isEmpty {
-            configuration.listen = self.listen.compactMap(HostAndPort.parseListener)
+        if !self.listen.isEmpty || !self.listenTLS.isEmpty {
+            configuration.listen =
+                self.listen.compactMap { HostAndPort.parseListener($0) } + self.listenTLS.compactMap { HostAndPort.parseListener($0, tls: true) }
+        }
+        if !self.tlsCert.isEmpty {
+            configuration.tls = TLSSettings(
+                certificates: zip(self.tlsCert, self.tlsKey).map { TLSCertificatePair(certificatePath: $0, keyPath: $1) })
         }
         configuration.backends = self.backend.enumerated().compactMap { BackendConfiguration.parse(url: $0.element, name: "b\($0.offset)") }
         configuration.memoryBytes = ByteSize.parse(self.memory) ?? configuration.memoryBytes

@@ -378,7 +378,7 @@ struct ClientChannelHandlerTests {
         let context = ServerContext(
             configuration: configuration, memory: MemoryTier(capacityBytes: 1 << 20), disk: nil, counters: Counters(),
             logger: Logger(label: "test"), clock: { 1_000_000 }, eventLoops: [loop])
-        let handler = ClientChannelHandler(server: context, eventLoop: loop, now: { loop.now })
+        let handler = ClientChannelHandler(server: context, eventLoop: loop, facts: ConnectionFacts(peer: nil, local: nil), now: { loop.now })
         let channel = EmbeddedChannel(handler: handler, loop: loop)
         return (channel, loop)
     }

@@ -24,6 +24,7 @@ enum BackendRequest {
         isFill: Bool,
         bodyFraming: RequestBodyStream.Framing?,
         clientAddress: String?,
+        clientTLS: Bool = false,
         xid: UInt64,
         viaName: String
     ) -> HTTPRequestHead {
@@ -49,7 +50,7 @@ enum BackendRequest {
             headers.remove(name: "x-forwarded-for")
             headers.add(name: "X-Forwarded-For", value: previous.isEmpty ? clientAddress : previous + ", " + clientAddress)
         }
-        headers.add(name: "X-Forwarded-Proto", value: "http")
+        headers.add(name: "X-Forwarded-Proto", value: clientTLS ? "https" : "http")
         let via = headers["via"].joined(separator: ", ")
         headers.remove(name: "via")
         headers.add(name: "Via", value: via.isEmpty ? "1.1 \(viaName)" : via + ", 1.1 \(viaName)")

@@ -10,6 +10,10 @@ protocol FlowClient: AnyObject {
     var isWritable: Bool { get }
     var peer: SocketAddress? { get }
     var local: SocketAddress? { get }
+    /// The client's TLS session, when it came over TLS.
+    var tls: TLSFacts? { get }
+    /// Whether `writePreEncoded` may be used (an HTTP/1.1 connection; not an HTTP/2 stream).
+    var takesPreEncoded: Bool { get }
     func writeHead(_ head: HTTPResponseHead)
     /// A final response head already serialised (status line to the empty line), possibly
     /// with body bytes after it: written as it is.
@@ -37,11 +41,14 @@ final class BackgroundClient: FlowClient {
     let isWritable = true
     let peer: SocketAddress?
     let local: SocketAddress?
+    let tls: TLSFacts?
+    let takesPreEncoded = false
 
-    init(eventLoop: any EventLoop, peer: SocketAddress? = nil, local: SocketAddress? = nil) {
+    init(eventLoop: any EventLoop, peer: SocketAddress? = nil, local: SocketAddress? = nil, tls: TLSFacts? = nil) {
         self.eventLoop = eventLoop
         self.peer = peer
         self.local = local
+        self.tls = tls
     }
 
     func writeHead(_ head: HTTPResponseHead) {}

@@ -157,7 +157,7 @@ extension RequestFlow {
         head.headers.remove(name: "cache-control")
         head.headers.remove(name: "pragma")
         let refresh = RequestFlow(
-            server: self.server, client: BackgroundClient(eventLoop: self.eventLoop, peer: self.peer, local: self.local), head: head,
+            server: self.server, client: BackgroundClient(eventLoop: self.eventLoop, peer: self.peer, local: self.local, tls: self.tls), head: head,
             host: self.host, body: nil)
         refresh.busy = busy
         refresh.ctx.backendHint = self.ctx.backendHint

@@ -28,7 +28,7 @@ extension RequestFlow: BackendExchangeDelegate {
         let requestBody = isFill ? nil : self.requestBody
         var request = BackendRequest.make(
             client: self.head, method: method, isFill: isFill, bodyFraming: requestBody?.framing,
-            clientAddress: self.peer?.ipAddress, xid: self.xid, viaName: self.server.configuration.viaName)
+            clientAddress: self.peer?.ipAddress, clientTLS: self.tls != nil, xid: self.xid, viaName: self.server.configuration.viaName)
         if case .fill(_, let stale?, _) = mode {
             // Revalidate the stored copy rather than refetch it (RFC 9111 §4.3.1).
             if let etag = stale.headers.first(name: "etag") {

@@ -27,6 +27,8 @@ final class RequestFlow {
     /// a background refresh, whether or not the client is still there).
     let peer: SocketAddress?
     let local: SocketAddress?
+    /// The client's TLS session (X-Forwarded-Proto, VCL's tls functions), taken with the addresses.
+    let tls: TLSFacts?
     /// Buffers for what the flow keeps (a fill's body), from the connection's allocator.
     let allocator: ByteBufferAllocator
     /// The client connection's event loop, captured when the flow starts: every callback of
@@ -110,6 +112,7 @@ final class RequestFlow {
         self.server = server
         self.connection = client
         self.eventLoop = client.eventLoop
+        self.tls = client.tls
         self.peer = client.peer
         self.local = client.local
         self.allocator = client.allocator
@@ -355,7 +358,7 @@ final class RequestFlow {
     /// buffer with the (inline) body. Returns false, having written nothing, when the request
     /// needs more than that; `writeStoredHead` then does it all.
     private func deliverPlain(_ object: StoredObject, xStatus: XCacheStatus, cacheStatus: CacheStatusValue, now: Double) -> Bool {
-        guard !self.userDefines(.deliver), let client = self.client else { return false }
+        guard !self.userDefines(.deliver), let client = self.client, client.takesPreEncoded else { return false }
         let method = self.head.method
         let requestHeaders = self.head.headers
         guard HitRules.wantsStoredAsIs(method: method, requestHeaders: requestHeaders),

@@ -15,12 +15,14 @@ struct RequestRejection: Error, Equatable {
 /// defence), a single valid Host, and origin-form targets only (we are not an open proxy).
 enum RequestValidation {
     /// Validates `head` and returns the normalised host (lowercased, default port stripped).
-    static func validate(_ head: HTTPRequestHead, limits: Limits) throws(RequestRejection) -> String {
+    /// `http2`: the head came from an HTTP/2 stream (NIO's codec made it from the pseudo-header
+    /// fields; `:authority` became Host).
+    static func validate(_ head: HTTPRequestHead, limits: Limits, http2: Bool = false) throws(RequestRejection) -> String {
         let methodName = head.method.rawValue
         if methodName.utf8.count > limits.methodBytes {
             throw RequestRejection(status: 501, reason: "Method too long", counter: .clientReq501)
         }
-        if head.version.major != 1 {
+        if http2 ? head.version != HTTPVersion(major: 2, minor: 0) : head.version.major != 1 {
             throw RequestRejection(status: 505, reason: "HTTP version not supported", counter: .clientReq400)
         }
         let uri = head.uri

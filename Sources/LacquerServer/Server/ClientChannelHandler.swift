@@ -89,14 +89,23 @@ final class ClientChannelHandler: ChannelDuplexHandler, RemovableChannelHandler,
     private var state: StateMachine
     private var context: ChannelHandlerContext?
     private var timer: Scheduled<Void>?
-    private(set) var peer: SocketAddress?
+    /// The connection's addresses (the socket's, or those a PROXY header named) and TLS facts.
+    let facts: ConnectionFacts
+    var peer: SocketAddress? { self.facts.peer }
+    var local: SocketAddress? { self.facts.local }
+    var tls: TLSFacts? { self.facts.tls }
+    /// One stream of an HTTP/2 connection: the connection itself is counted, drained and
+    /// timed by its HTTP/2 handlers, and responses go through NIO's codec, never pre-encoded.
+    let isStream: Bool
+    /// Whether responses may be written as HTTP/1.1 bytes the flow encoded itself.
+    var takesPreEncoded: Bool { !self.isStream }
+    private var activated = false
     /// Set when the hit fast lane took a rate-limit token for the request it then left to the
     /// decoder (so the request does not pay twice).
     private var admittedByFastLane = false
     /// Methods of requests the fast lane handed to the decoder under the placeholder method,
     /// in order (`ExtensionMethods`).
     private var queuedMethods: [String] = []
-    private(set) var local: SocketAddress?
     /// The connection's event loop, captured once: a flow may ask for it after the handler was
     /// removed from its pipeline (the client left), so it never depends on the context.
     let eventLoop: any EventLoop
@@ -120,11 +129,16 @@ final class ClientChannelHandler: ChannelDuplexHandler, RemovableChannelHandler,
     /// The access log queue this connection's loop writes to.
     let logShard: Int
 
-    init(server: ServerContext, eventLoop: any EventLoop, now: @escaping @Sendable () -> NIODeadline = { .now() }) {
+    init(
+        server: ServerContext, eventLoop: any EventLoop, facts: ConnectionFacts, isStream: Bool = false,
+        now: @escaping @Sendable () -> NIODeadline = { .now() }
+    ) {
         self.server = server
         self.eventLoop = eventLoop
+        self.facts = facts
+        self.isStream = isStream
         self.now = now
-        self.state = StateMachine(limits: server.configuration.limits, timeouts: server.configuration.clientTimeouts)
+        self.state = StateMachine(limits: server.configuration.limits, timeouts: server.configuration.clientTimeouts, isHTTP2Stream: isStream)
         self.logShard = server.loopIndex(eventLoop)
     }
 
@@ -136,8 +150,10 @@ final class ClientChannelHandler: ChannelDuplexHandler, RemovableChannelHandler,
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
-        self.peer = context.channel.remoteAddress
-        self.local = context.channel.localAddress
+        if context.channel.isActive {
+            // Added once TLS or the protocol choice was done: the channel is active already.
+            self.activate(context: context)
+        }
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
@@ -148,11 +164,18 @@ final class ClientChannelHandler: ChannelDuplexHandler, RemovableChannelHandler,
     }
 
     func channelActive(context: ChannelHandlerContext) {
-        self.server.counters.increment(.sessConn)
+        self.activate(context: context)
+        context.fireChannelActive()
+    }
+
+    private func activate(context: ChannelHandlerContext) {
+        guard !self.activated else { return }
+        self.activated = true
+        if !self.isStream { self.server.counters.increment(.sessConn) }
         self.state.activated(now: self.now())
         self.scheduleTimerIfAsked()
+        if self.isStream { return }  // an HTTP/2 connection is drained as a whole (GOAWAY)
         self.server.register(self)
-        context.fireChannelActive()
         if self.server.draining.load(ordering: .relaxed) {
             self.drain()  // accepted while the listeners were closing
         }
@@ -163,16 +186,11 @@ final class ClientChannelHandler: ChannelDuplexHandler, RemovableChannelHandler,
         self.run(self.state.drain())
     }
 
-    /// The PROXY protocol header named the client (and the address it connected to): they
-    /// stand for the TCP peer from now on (logs, X-Forwarded-For, client.ip, the purge ACL).
-    func adoptProxiedAddresses(source: SocketAddress?, destination: SocketAddress?) {
-        if let source {
-            self.peer = source
-            self.logClient = nil
-        }
-        if let destination {
-            self.local = destination
-        }
+    /// The PROXY protocol header named the client (and the address it connected to) in the
+    /// connection's facts: they stand for the TCP peer from now on (logs, X-Forwarded-For,
+    /// client.ip, the purge ACL).
+    func adoptProxiedAddresses() {
+        self.logClient = nil
     }
 
     /// The fast lane handed the decoder a request whose method travels as the placeholder.

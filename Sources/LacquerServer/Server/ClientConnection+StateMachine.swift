@@ -104,9 +104,13 @@ struct ClientConnectionStateMachine<Flow: AnyObject, Upload: AnyObject> {
     private(set) var draining = false
     private var timerRequest: NIODeadline?
 
-    init(limits: Limits, timeouts: ClientTimeouts) {
+    /// Requests arrive as HTTP/2 streams (one request each; version 2.0).
+    let isHTTP2Stream: Bool
+
+    init(limits: Limits, timeouts: ClientTimeouts, isHTTP2Stream: Bool = false) {
         self.limits = limits
         self.timeouts = timeouts
+        self.isHTTP2Stream = isHTTP2Stream
     }
 
     var isClosed: Bool {
@@ -160,7 +164,7 @@ struct ClientConnectionStateMachine<Flow: AnyObject, Upload: AnyObject> {
         }
         let host: String
         do {
-            host = try RequestValidation.validate(head, limits: self.limits)
+            host = try RequestValidation.validate(head, limits: self.limits, http2: self.isHTTP2Stream)
         } catch {
             return self.refuse(Refusal(status: error.status, reason: error.reason, counter: error.counter, headRequest: headRequest))
         }

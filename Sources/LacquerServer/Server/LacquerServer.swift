@@ -40,6 +40,7 @@ public final class LacquerServer: Service, Sendable {
         var maintenance: RepeatedTask?
         var lurking: RepeatedTask?
         var accessLog: AccessLog?
+        var tls: TLSCertificates?
     }
 
     public init(
@@ -75,14 +76,39 @@ public final class LacquerServer: Service, Sendable {
         public var message: String
     }
 
-    /// Reloads `--config` (SIGHUP, `POST /reload`): the file is read and checked; on any error
-    /// the running configuration stays and the error is returned. Requests in flight finish with
-    /// the configuration they started with; new ones get the new one. No connection is touched.
+    /// Reloads the TLS certificates and `--config` (SIGHUP, `POST /reload`). Each is read and
+    /// checked; on any error what is running stays and the error is returned. Requests in
+    /// flight finish with the configuration they started with, and connections open keep the
+    /// certificate they got; new ones get the new ones. No connection is touched.
     public func reload() -> ReloadResult {
-        guard let path = self.configuration.vclPath else {
+        let tls = self.state.withLock { $0.tls }
+        var tlsResult: ReloadResult?
+        if let tls {
+            do {
+                let changed = try tls.reload()
+                self.counters.increment(.tlsReloads)
+                self.logger.notice("certificates reloaded", metadata: ["changed": "\(changed)"])
+                tlsResult = ReloadResult(ok: true, message: "certificates reloaded (\(changed) changed)")
+            } catch {
+                self.counters.increment(.tlsReloadFailures)
+                self.logger.error("certificate reload failed; the certificates in use stay", metadata: ["error": "\(error.description)"])
+                tlsResult = ReloadResult(ok: false, message: "certificate reload failed; the certificates in use stay: \(error.description)")
+            }
+        }
+        guard self.configuration.vclPath != nil else {
+            if let tlsResult { return tlsResult }
             let message = "nothing to reload: Lacquer was started without --config"
             self.logger.warning("\(message)")
             return ReloadResult(ok: false, message: message)
+        }
+        let result = self.reloadConfiguration()
+        guard let tlsResult else { return result }
+        return ReloadResult(ok: result.ok && tlsResult.ok, message: tlsResult.message + "\n" + result.message)
+    }
+
+    private func reloadConfiguration() -> ReloadResult {
+        guard let path = self.configuration.vclPath else {
+            return ReloadResult(ok: false, message: "nothing to reload: Lacquer was started without --config")
         }
         guard let context = self.state.withLock({ $0.context }) else {
             return ReloadResult(ok: false, message: "not running")
@@ -284,6 +310,17 @@ public final class LacquerServer: Service, Sendable {
         } catch {
             throw LacquerServerError.accessLog(error.description)
         }
+        var tls: TLSCertificates?
+        if self.configuration.listen.contains(where: \.tls) {
+            guard let settings = self.configuration.tls else {
+                throw LacquerServerError.tls("a TLS listener needs a certificate: give --tls-cert FILE --tls-key FILE")
+            }
+            do {
+                tls = try TLSCertificates(settings)
+            } catch {
+                throw LacquerServerError.tls(error.description)
+            }
+        }
         let disk = try self.openDiskTier()
         let threads = self.configuration.threads > 0 ? self.configuration.threads : System.coreCount
         let group = MultiThreadedEventLoopGroup(numberOfThreads: threads)
@@ -315,6 +352,7 @@ public final class LacquerServer: Service, Sendable {
             state.maintenance = maintenance
             state.lurking = lurking
             state.accessLog = accessLog
+            state.tls = tls
         }
         if let disk {
             self.restoreBans(from: disk, into: context.bans)
@@ -330,7 +368,7 @@ public final class LacquerServer: Service, Sendable {
         context.startProbes()
         do {
             for address in self.configuration.listen {
-                let channel = try await self.bindClientListener(address, group: group, context: context)
+                let channel = try await self.bindClientListener(address, group: group, context: context, tls: tls)
                 self.state.withLock {
                     $0.channels.append(channel)
                     $0.clientListeners.append(channel)
@@ -545,16 +583,10 @@ public final class LacquerServer: Service, Sendable {
             requestDurations: self.state.withLock { $0.context?.requestDurations })
     }
 
-    private func bindClientListener(_ address: HostAndPort, group: MultiThreadedEventLoopGroup, context: ServerContext) async throws -> any Channel {
+    private func bindClientListener(
+        _ address: HostAndPort, group: MultiThreadedEventLoopGroup, context: ServerContext, tls: TLSCertificates?
+    ) async throws -> any Channel {
         let limits = self.configuration.limits
-        // Generous parser limits; the exact HARDENING limits (414/431) are checked on the parsed head.
-        let decoderLimits = {
-            var configuration = NIOHTTPDecoderLimitConfiguration()
-            configuration.maxHeaderFieldSize = max(limits.requestLineBytes, limits.headerFieldBytes) * 2
-            configuration.maxHeaderListSize = limits.headerTotalBytes * 2
-            configuration.maxHeaderFieldCount = limits.headerFieldCount * 2
-            return configuration
-        }()
         let bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 1024)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
@@ -582,28 +614,7 @@ public final class LacquerServer: Service, Sendable {
                         }
                         channel.closeFuture.whenComplete { _ in context.clientConnections.close(client) }
                     }
-                    let handler = ClientChannelHandler(server: context, eventLoop: channel.eventLoop)
-                    let observer = FirstByteObserver()
-                    observer.traffic = context.traffic(on: channel.eventLoop)
-                    handler.observer = observer
-                    let sync = channel.pipeline.syncOperations
-                    try sync.addHandler(observer)
-                    if address.proxyProtocol {
-                        try sync.addHandler(ProxyProtocolHandler(connection: handler, counters: context.counters))
-                    }
-                    try sync.addHandler(HitFastLane(server: context, connection: handler))
-                    let encoder = ResponseEncoder()
-                    handler.encoder = encoder
-                    try sync.addHandler(encoder)
-                    let framingGuard = ChunkedFramingGuard(side: .request, maxChunkExtensionBytes: limits.chunkExtensionBytes)
-                    handler.framingGuard = framingGuard
-                    try sync.addHandler(framingGuard)
-                    try sync.addHandler(
-                        ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .dropBytes, informationalResponseStrategy: .drop, limitConfiguration: decoderLimits)))
-                    try sync.addHandler(HTTPServerPipelineHandler())
-                    try sync.addHandler(handler)
-                    let bound = NIOLoopBound(handler, eventLoop: channel.eventLoop)
-                    observer.onBytes = { bound.value.bytesArrived() }
+                    try ClientPipeline.configure(channel, listener: address, context: context, tls: tls)
                 }
             }
         do {

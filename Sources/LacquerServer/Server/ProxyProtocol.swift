@@ -131,14 +131,16 @@ final class ProxyProtocolHandler: ChannelInboundHandler, RemovableChannelHandler
     typealias InboundIn = ByteBuffer
     typealias InboundOut = ByteBuffer
 
-    private let connection: ClientChannelHandler
+    private let adopt: (SocketAddress?, SocketAddress?) -> Void
     private let counters: Counters
     private var buffered: ByteBuffer?
     private var done = false
     private var refused = false
 
-    init(connection: ClientChannelHandler, counters: Counters) {
-        self.connection = connection
+    /// `adopt` takes the client's and the connected-to address the header named (nil: keep the
+    /// socket's own).
+    init(counters: Counters, adopt: @escaping (SocketAddress?, SocketAddress?) -> Void) {
+        self.adopt = adopt
         self.counters = counters
     }
 
@@ -158,7 +160,7 @@ final class ProxyProtocolHandler: ChannelInboundHandler, RemovableChannelHandler
             self.refuse(reason, context: context)
         case .header(let length, let source, let destination):
             self.done = true
-            self.connection.adoptProxiedAddresses(source: source, destination: destination)
+            self.adopt(source, destination)
             buffer.moveReaderIndex(forwardBy: length)
             if buffer.readableBytes > 0 {
                 context.fireChannelRead(self.wrapInboundOut(buffer))

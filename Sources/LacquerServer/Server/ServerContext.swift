@@ -396,11 +396,11 @@ final class ServerContext: Sendable {
     }
 
     /// Tracks an open client connection (on its own loop), so a drain can reach it.
-    func register(_ connection: ClientChannelHandler) {
+    func register(_ connection: any DrainableConnection) {
         self.loops[ObjectIdentifier(connection.eventLoop)]?.clients[ObjectIdentifier(connection)] = connection
     }
 
-    func unregister(_ connection: ClientChannelHandler) {
+    func unregister(_ connection: any DrainableConnection) {
         self.loops[ObjectIdentifier(connection.eventLoop)]?.clients.removeValue(forKey: ObjectIdentifier(connection))
     }
 
@@ -433,7 +433,7 @@ final class LoopState: @unchecked Sendable {
     var next = 0
     var directorNext: [String: Int] = [:]
     /// The client connections open on this loop.
-    var clients: [ObjectIdentifier: ClientChannelHandler] = [:]
+    var clients: [ObjectIdentifier: any DrainableConnection] = [:]
     private var random: UInt64
     /// The loop's position among the server's loops.
     let index: Int
@@ -464,3 +464,12 @@ final class LoopTraffic: Sendable {
     /// Keeps another loop's figures off these figures' cache line.
     private let padding: InlineArray<8, Int> = InlineArray(repeating: 0)
 }
+
+/// A client connection a drain (SIGTERM) reaches: an HTTP/1.1 connection, or an HTTP/2 one.
+protocol DrainableConnection: AnyObject {
+    var eventLoop: any EventLoop { get }
+    /// Close when idle, or after the response (the streams) in flight.
+    func drain()
+}
+
+extension ClientChannelHandler: DrainableConnection {}
