@@ -220,6 +220,35 @@ struct TLSTests {
         }
     }
 
+    @Test("VCL tells TLS from plain (import tls: is_tls, version, authority, alpn); it needs its import")
+    func vclTLSFacts() async throws {
+        let folder = try makeTemporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        let path = folder + "/site.vcl"
+        try """
+        vcl 4.1;
+        import tls;
+        sub vcl_deliver {
+            if (tls.is_tls()) {
+                set resp.http.X-TLS = tls.version() + " " + tls.authority() + " " + tls.alpn();
+            } else {
+                set resp.http.X-TLS = "plain";
+            }
+        }
+        """.write(toFile: path, atomically: true, encoding: .utf8)
+        let compiled = try VCLLoader.load(path: path, purgeACL: .loopback)
+        try await Self.withTLSLacquer(configure: { $0.vcl = compiled }) { _, tlsPort, plainPort, _, _ in
+            let resolve = ["--resolve", "b.test:\(tlsPort):127.0.0.1"]
+            let h2 = try #require(try Self.curl(["-k", "--http2", "--tlsv1.3"] + resolve + ["https://b.test:\(tlsPort)/x"]).first)
+            #expect(h2.header("x-tls") == "TLSv1.3 b.test h2")
+            let h1 = try #require(try Self.curl(["-k", "--http1.1", "--tlsv1.2", "--tls-max", "1.2"] + resolve + ["https://b.test:\(tlsPort)/x"]).first)
+            #expect(h1.header("x-tls") == "TLSv1.2 b.test http/1.1")
+            #expect(try httpGet(port: plainPort, "/x").header("X-TLS") == "plain")
+        }
+        try "vcl 4.1;\nsub vcl_recv { if (tls.is_tls()) { return (pass); } }\n".write(toFile: path, atomically: true, encoding: .utf8)
+        #expect { _ = try VCLLoader.load(path: path, purgeACL: .loopback) } throws: { "\($0)".contains("needs 'import tls;'") }
+    }
+
     @Test("start-up refuses a missing, non-PEM or mismatched certificate or key, naming the file")
     func startupErrors() async throws {
         let (folder, settings) = try Self.certificates()

@@ -73,6 +73,9 @@ public struct FlowContext: VCLContext {
     var bans: [String] = []
     var logLines: [String] = []
 
+    /// The client's TLS session (vmod tls), nil over plain HTTP.
+    var tls: TLSFacts?
+
     public init(head: HTTPRequestHead, xid: UInt64, peer: SocketAddress?, local: SocketAddress?) {
         self.reqMethod = head.method.rawValue
         self.reqURL = head.uri
@@ -151,6 +154,9 @@ public struct FlowContext: VCLContext {
         case .respProto: "HTTP/1.1"
         case .clientIdentity: self.clientIP.text
         case .serverHostname, .serverIdentity: FlowContext.hostname
+        case .tlsVersion: self.tls?.version ?? ""
+        case .tlsAuthority: self.tls?.serverName ?? ""
+        case .tlsALPN: self.tls?.alpn ?? ""
         }
     }
 
@@ -226,6 +232,7 @@ public struct FlowContext: VCLContext {
         case .berespDoGunzip: self.doGunzip
         case .berespDoStream: true
         case .berespDoESI: false
+        case .tlsIsTLS: self.tls != nil
         }
     }
 

@@ -129,6 +129,7 @@ final class RequestFlow {
         self.requestCacheControl = BuiltinPolicy.requestCacheControl(head.headers)
         self.vcl = server.vcl
         self.ctx = FlowContext(head: head, xid: xid, peer: client.peer, local: client.local)
+        self.ctx.tls = client.tls
         if server.vcl.usesThrottle {
             self.ctx.throttle = { [server] key, limit, period in server.isThrottled(key: key, limit: limit, period: period) }
         }

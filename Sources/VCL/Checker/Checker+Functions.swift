@@ -3,6 +3,7 @@ extension Checker {
     static let functions = [
         "regsub", "regsuball", "hash_data", "ban", "synthetic", "std.log", "std.tolower", "std.toupper",
         "std.querysort", "std.integer", "std.real", "std.duration", "std.ip", "vsthrottle.is_denied",
+        "tls.is_tls", "tls.version", "tls.authority", "tls.alpn",
     ]
 
     /// Lowers a call. Returns nil after an error; otherwise the statement it makes (for VOID
@@ -19,6 +20,11 @@ extension Checker {
         if function.hasPrefix("vsthrottle.") && !self.imports.contains("vsthrottle") {
             self.sink.error("\(function)() needs 'import vsthrottle;'", at: e.location, length: e.length,
                             hint: "add 'import vsthrottle;' after 'vcl 4.1;'")
+            return nil
+        }
+        if function.hasPrefix("tls.") && !self.imports.contains("tls") {
+            self.sink.error("\(function)() needs 'import tls;'", at: e.location, length: e.length,
+                            hint: "add 'import tls;' after 'vcl 4.1;'")
             return nil
         }
         func arity(_ n: Int, _ checker: inout Checker) -> Bool {
@@ -78,6 +84,18 @@ extension Checker {
                 let period = self.expectNumber(periodValue, .duration, args[2], for: "the period of vsthrottle.is_denied()")
             else { return nil }
             return (nil, .bool(.throttled(key, limit: limit, period: period)))
+        case "tls.is_tls", "tls.version", "tls.authority", "tls.alpn":
+            // vmod tls: facts of the client's TLS connection, in the client subs.
+            guard arity(0, &self) else { return nil }
+            self.use(SubSet.client, at: e.location, length: e.length, hint: "the tls functions describe the client connection") {
+                "\(function)() cannot be used in \($0.rawValue)"
+            }
+            switch function {
+            case "tls.is_tls": return (nil, .bool(.variable(.tlsIsTLS)))
+            case "tls.version": return (nil, .string(.variable(.tlsVersion)))
+            case "tls.authority": return (nil, .string(.variable(.tlsAuthority)))
+            default: return (nil, .string(.variable(.tlsALPN)))
+            }
         case "std.ip":
             guard arity(2, &self), let s = str(0, &self), let fb = self.lowerExpr(args[1]) else { return nil }
             if case .ip(let fallback) = fb { return (nil, .ip(.parse(s, fallback: fallback))) }

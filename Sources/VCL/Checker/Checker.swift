@@ -96,12 +96,12 @@ struct Checker {
         for decl in program.declarations {
             switch decl {
             case .import(let name, let loc):
-                if name == "std" || name == "directors" || name == "vsthrottle" {
+                if name == "std" || name == "directors" || name == "vsthrottle" || name == "tls" {
                     self.imports.insert(name)
                 } else {
                     self.sink.error(
                         "unknown module '\(name)'", at: loc, length: name.utf8.count,
-                        hint: "Lacquer provides the modules std, directors and vsthrottle"
+                        hint: "Lacquer provides the modules std, directors, vsthrottle and tls"
                     )
                 }
             case .backend(let b): self.define(b.name, "backend")

@@ -55,6 +55,9 @@ public enum VCLStringVariable: String, Sendable, Hashable, CaseIterable {
     case objReason = "obj.reason", objProto = "obj.proto"
     case respReason = "resp.reason", respProto = "resp.proto"
     case clientIdentity = "client.identity", serverHostname = "server.hostname", serverIdentity = "server.identity"
+    /// vmod tls (Varnish Enterprise's names): `tls.version()`, `tls.authority()` (the SNI name),
+    /// `tls.alpn()`; empty over plain HTTP.
+    case tlsVersion = "tls.version", tlsAuthority = "tls.authority", tlsALPN = "tls.alpn"
 }
 
 /// INT variables.
@@ -78,6 +81,8 @@ public enum VCLBoolVariable: String, Sendable, Hashable, CaseIterable {
     case reqCanGzip = "req.can_gzip", bereqUncacheable = "bereq.uncacheable"
     case berespUncacheable = "beresp.uncacheable", berespDoGzip = "beresp.do_gzip"
     case berespDoGunzip = "beresp.do_gunzip", berespDoStream = "beresp.do_stream", berespDoESI = "beresp.do_esi"
+    /// `tls.is_tls()`: the client connection is TLS.
+    case tlsIsTLS = "tls.is_tls"
 }
 
 /// IP variables.
