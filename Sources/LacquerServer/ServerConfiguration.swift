@@ -177,11 +177,13 @@ public struct BackendConfiguration: Sendable, Hashable {
     public var hostHeader: String?
     /// Health checks; nil means the backend is always considered healthy.
     public var probe: ProbeConfiguration?
+    /// TLS to the backend (an HTTPS origin); nil: plain HTTP.
+    public var tls: BackendTLS?
 
     /// `host:port` (`[v6]:port`), the Host a request that had none is sent with.
     public var authority: String {
         let host = self.host.contains(":") ? "[\(self.host)]" : self.host
-        return self.port == 80 ? host : "\(host):\(self.port)"
+        return self.port == (self.tls == nil ? 80 : 443) ? host : "\(host):\(self.port)"
     }
     /// Passive health (what fetches say); nil turns it off.
     public var passiveHealth: PassiveHealthConfiguration? = PassiveHealthConfiguration()
@@ -192,18 +194,24 @@ public struct BackendConfiguration: Sendable, Hashable {
         self.port = port
     }
 
-    /// Parses `http://host[:port]` (a path is not allowed: the backend gets the client's target).
+    /// Parses `http://host[:port]` or `https://host[:port]` (a path is not allowed: the backend
+    /// gets the client's target). HTTPS verifies the certificate against the system trust store.
     public static func parse(url: String, name: String) -> BackendConfiguration? {
-        guard url.hasPrefix("http://") else { return nil }
-        var rest = Substring(url.dropFirst("http://".count))
+        let secure = url.lowercased().hasPrefix("https://")
+        guard secure || url.lowercased().hasPrefix("http://") else { return nil }
+        var rest = Substring(url.dropFirst(secure ? "https://".count : "http://".count))
         if rest.hasSuffix("/") { rest = rest.dropLast() }
         guard !rest.isEmpty, !rest.contains("/"), !rest.contains("@") else { return nil }
+        var backend: BackendConfiguration
         if let hp = HostAndPort.parse(String(rest)) {
             guard hp.port > 0 else { return nil }
-            return BackendConfiguration(name: name, host: hp.host, port: hp.port)
+            backend = BackendConfiguration(name: name, host: hp.host, port: hp.port)
+        } else {
+            guard !rest.contains(":") else { return nil }
+            backend = BackendConfiguration(name: name, host: String(rest), port: secure ? 443 : 80)
         }
-        guard !rest.contains(":") else { return nil }
-        return BackendConfiguration(name: name, host: String(rest), port: 80)
+        if secure { backend.tls = BackendTLS() }
+        return backend
     }
 }
 

@@ -12,6 +12,15 @@ public struct VCLBackend: Sendable, Hashable {
     public var betweenBytesTimeout: Double?
     public var maxConnections: Int?
     public var probe: VCLProbe?
+    /// `.ssl = true;`: the backend speaks HTTPS (Varnish Enterprise's attribute names).
+    public var ssl = false
+    /// `.ssl_sni`: the name sent by SNI and checked (default: `.host`).
+    public var sslServerName: String?
+    /// `.ssl_verify_peer`, `.ssl_verify_host`: certificate checks (on by default).
+    public var sslVerifyPeer = true
+    public var sslVerifyHost = true
+    /// `.ssl_ca_file`: CAs to trust instead of the system's.
+    public var sslCAFile: String?
 
     public init(name: String, host: String, port: Int = 80) {
         self.name = name

@@ -38,8 +38,14 @@ struct Lacquer: AsyncParsableCommand {
     @Option(name: .customLong("tls-key"), help: ArgumentHelp("PEM private key (RSA or ECDSA, unencrypted) of the --tls-cert in the same position.", valueName: "FILE"))
     var tlsKey: [String] = []
 
-    @Option(name: .customLong("backend"), help: ArgumentHelp("Origin server URL (repeatable: round-robin). Not with a --config that declares backends.", valueName: "URL"))
+    @Option(name: .customLong("backend"), help: ArgumentHelp("Origin server URL, http://HOST[:PORT] or https://HOST[:PORT] (repeatable: round-robin). HTTPS sends SNI and verifies the certificate against the system trust store or --backend-ca. Not with a --config that declares backends.", valueName: "URL"))
     var backend: [String] = []
+
+    @Option(name: .customLong("backend-ca"), help: ArgumentHelp("PEM file of the CAs that HTTPS backends' certificates must chain to, instead of the system trust store.", valueName: "FILE"))
+    var backendCA: String?
+
+    @Flag(name: .customLong("backend-no-verify"), help: "Do not verify HTTPS backends' certificates (neither chain nor name). Only for origins you reach over a network you trust.")
+    var backendNoVerify = false
 
     @Option(name: .customLong("config"), help: ArgumentHelp("VCL-like configuration file (see vcl-like/README.md); builtin.vcl is appended. Reloaded on SIGHUP or POST /reload.", valueName: "FILE"))
     var config: String?
@@ -148,7 +154,7 @@ struct Lacquer: AsyncParsableCommand {
             throw ValidationError("--listen-tls needs a certificate: give --tls-cert FILE --tls-key FILE")
         }
         for (index, value) in self.backend.enumerated() where BackendConfiguration.parse(url: value, name: "b\(index)") == nil {
-            throw ValidationError("--backend '\(value)' is not an http://HOST[:PORT] URL (no path, no https)")
+            throw ValidationError("--backend '\(value)' is not an http://HOST[:PORT] or https://HOST[:PORT] URL (no path)")
         }
         if let count = self.maxClientConnections, count < 1 {
             throw ValidationError("--max-client-connections '\(count)' must be 1 or more")
@@ -276,6 +282,12 @@ struct Lacquer: AsyncParsableCommand {
                 certificates: zip(self.tlsCert, self.tlsKey).map { TLSCertificatePair(certificatePath: $0, keyPath: $1) })
         }
         configuration.backends = self.backend.enumerated().compactMap { BackendConfiguration.parse(url: $0.element, name: "b\($0.offset)") }
+            .map { backend in
+                var backend = backend
+                backend.tls?.caFile = self.backendCA
+                if self.backendNoVerify { backend.tls?.verifyPeer = false }
+                return backend
+            }
         configuration.memoryBytes = ByteSize.parse(self.memory) ?? configuration.memoryBytes
         configuration.limits.requestBodyBytes = ByteSize.parse(self.maxRequestBody) ?? configuration.limits.requestBodyBytes
         configuration.storageDirectory = self.storageDir

@@ -54,7 +54,7 @@ struct CommandLineTests {
         "a bad flag or value prints one clear line and the usage, and exits 64",
         arguments: [
             (["--memory", "12XB", "--backend", "http://127.0.0.1:1"], "--memory '12XB'"),
-            (["--backend", "https://origin"], "--backend 'https://origin'"),
+            (["--backend", "ftp://origin"], "--backend 'ftp://origin'"),
             (["--listen", "nowhere", "--backend", "http://127.0.0.1:1"], "--listen 'nowhere'"),
             (["--purge-acl", "10.0.0.0/40", "--backend", "http://127.0.0.1:1"], "prefix length 40"),
             (["--no-such-flag", "--backend", "http://127.0.0.1:1"], "--no-such-flag"),

@@ -29,12 +29,13 @@ struct ConfigurationParsingTests {
         #expect(HostAndPort.parse("::1:80") == nil)
     }
 
-    @Test("backend URLs: http only, no path")
+    @Test("backend URLs: http or https, no path")
     func backendURLs() {
         #expect(BackendConfiguration.parse(url: "http://127.0.0.1:8080", name: "a")?.port == 8080)
         #expect(BackendConfiguration.parse(url: "http://origin.local", name: "a")?.port == 80)
         #expect(BackendConfiguration.parse(url: "http://origin.local/", name: "a")?.host == "origin.local")
-        #expect(BackendConfiguration.parse(url: "https://origin", name: "a") == nil)
+        #expect(BackendConfiguration.parse(url: "https://origin", name: "a")?.port == 443)
+        #expect(BackendConfiguration.parse(url: "https://origin/x", name: "a") == nil)
         #expect(BackendConfiguration.parse(url: "http://origin/path", name: "a") == nil)
         #expect(BackendConfiguration.parse(url: "http://user@origin", name: "a") == nil)
         #expect(BackendConfiguration.parse(url: "127.0.0.1:80", name: "a") == nil)

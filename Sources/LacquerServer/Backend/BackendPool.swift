@@ -147,17 +147,24 @@ final class BackendPool {
             configuration.maxHeaderFieldCount = limits.headerFieldCount + 1
             return configuration
         }()
-        let future = ClientBootstrap(group: self.eventLoop)
+        let backend = self.backend
+        // With TLS, the connection is handed out once its handshake is done (or failed).
+        let handshake = backend.tls == nil ? nil : self.eventLoop.makePromise(of: Void.self)
+        let connected = ClientBootstrap(group: self.eventLoop)
             .connectTimeout(timeout)
             .channelOption(.autoRead, value: false)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
+                    let sync = channel.pipeline.syncOperations
+                    if let tls = backend.tls, let handshake {
+                        try sync.addHandler(BackendTLSContexts.handler(for: backend, tls: tls))
+                        try sync.addHandler(BackendTLSHandshake(promise: handshake))
+                    }
                     let handler = BackendChannelHandler(
                         maxResponseHeaderBytes: limits.headerTotalBytes,
                         maxResponseHeaderFields: limits.headerFieldCount,
                         stats: stats
                     )
-                    let sync = channel.pipeline.syncOperations
                     try sync.addHandler(HTTPRequestEncoder())
                     let framingGuard = ChunkedFramingGuard(side: .response, maxChunkExtensionBytes: limits.chunkExtensionBytes)
                     handler.framingGuard = framingGuard
@@ -176,9 +183,21 @@ final class BackendPool {
                 }
             }
             .connect(host: self.backend.host, port: self.backend.port)
-            .flatMapThrowing { channel -> BackendChannelHandler in
-                try channel.pipeline.syncOperations.handler(type: BackendChannelHandler.self)
+        let ready = connected.flatMap { channel -> EventLoopFuture<any Channel> in
+            guard let handshake else { return channel.eventLoop.makeSucceededFuture(channel) }
+            let limit = channel.eventLoop.scheduleTask(in: timeout) {
+                handshake.fail(BackendTLSFailure(reason: "the handshake timed out"))
+                channel.close(promise: nil)
             }
+            return handshake.futureResult.flatMapErrorThrowing { error in
+                channel.close(promise: nil)
+                throw (error as? BackendTLSFailure) ?? BackendTLSFailure(reason: BackendTLSContexts.describe(error))
+            }.always { _ in limit.cancel() }.map { channel }
+        }
+        let future = ready.flatMapThrowing { channel -> BackendChannelHandler in
+            try channel.pipeline.syncOperations.handler(type: BackendChannelHandler.self)
+        }
+        connected.whenFailure { error in handshake?.fail(error) }
         return future.map { handler in
             let pool = loopBound.value
             handler.onIdle = { handler in pool.connectionBecameIdle(handler) }
@@ -190,6 +209,8 @@ final class BackendPool {
             let failure: BackendError
             if let error = error as? ChannelError, case .connectTimeout = error {
                 failure = .connectTimeout
+            } else if let tls = error as? BackendTLSFailure {
+                failure = .connectFailed("TLS handshake failed: \(tls.reason)")
             } else {
                 failure = .connectFailed(BackendPool.describe(error))
             }

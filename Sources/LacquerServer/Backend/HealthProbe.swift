@@ -93,10 +93,15 @@ final class HealthProbe: Sendable {
         self.state.value.round = round
         let expected = self.configuration.expectedResponse
         let bytes = self.requestBytes
+        let backend = self.backend
         ClientBootstrap(group: self.eventLoop)
             .connectTimeout(self.configuration.timeout)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
+                    if let tls = backend.tls {
+                        // Probes go over TLS too; a failed handshake fails the round.
+                        try channel.pipeline.syncOperations.addHandler(BackendTLSContexts.handler(for: backend, tls: tls))
+                    }
                     let handler = ProbeResponseHandler(request: bytes, expectedStatus: expected) { result in
                         self.finishRound(id, result)
                     }

@@ -138,6 +138,16 @@ public final class LacquerServer: Service, Sendable {
                 return ReloadResult(ok: false, message: message)
             }
             for backend in new {
+                if let tls = backend.tls {
+                    do {
+                        _ = try BackendTLSContexts.context(for: tls)
+                    } catch {
+                        self.counters.increment(.vclReloadFailures)
+                        let message = "reload failed; the running configuration stays: backend \(backend.name): \(error.description)"
+                        self.logger.error("\(message)")
+                        return ReloadResult(ok: false, message: message)
+                    }
+                }
                 do {
                     try backend.probe?.validate()
                 } catch {
@@ -300,6 +310,13 @@ public final class LacquerServer: Service, Sendable {
                 try backend.probe?.validate()
             } catch {
                 throw LacquerServerError.invalidProbe(backend: backend.name, reason: error.description)
+            }
+            if let tls = backend.tls {
+                do {
+                    _ = try BackendTLSContexts.context(for: tls)
+                } catch {
+                    throw LacquerServerError.tls("backend \(backend.name): \(error.description)")
+                }
             }
         }
         let accessLog: AccessLog

@@ -59,6 +59,11 @@ public enum VCLLoader {
             if let t = declared.betweenBytesTimeout { backend.betweenBytesTimeout = .nanoseconds(Int64(t * 1e9)) }
             if let n = declared.maxConnections { backend.maxConnections = n }
             backend.hostHeader = declared.hostHeader
+            if declared.ssl || declared.sslServerName != nil || declared.sslCAFile != nil {
+                backend.tls = BackendTLS(
+                    serverName: declared.sslServerName, verifyPeer: declared.sslVerifyPeer, verifyHost: declared.sslVerifyHost,
+                    caFile: declared.sslCAFile)
+            }
             backend.probe = declared.probe.map(Self.probeConfiguration)
             return backend
         }

@@ -29,6 +29,16 @@ extension Checker {
         return i
     }
 
+    /// `true`/`false`, or 1/0 as Varnish Enterprise writes its `.ssl*` attributes.
+    private mutating func boolField(_ f: Field) -> Bool? {
+        if case .expr(let e) = f.value {
+            if case .bool(let b) = e.kind { return b }
+            if case .integer(let i) = e.kind, i == 0 || i == 1 { return i == 1 }
+        }
+        self.sink.error("expected true or false for .\(f.name.text)", at: f.name.location, length: f.name.length)
+        return nil
+    }
+
     private mutating func durationField(_ f: Field) -> Double? {
         if case .duration(let d)? = self.constant(f, .duration, hint: "write a duration such as 5s or 500ms") { return d }
         return nil
@@ -42,9 +52,13 @@ extension Checker {
     }
 
     mutating func compileBackend(_ decl: BackendDecl) {
-        let known = ["host", "port", "host_header", "connect_timeout", "first_byte_timeout", "between_bytes_timeout", "max_connections", "probe"]
+        let known = [
+            "host", "port", "host_header", "connect_timeout", "first_byte_timeout", "between_bytes_timeout", "max_connections", "probe",
+            "ssl", "ssl_sni", "ssl_verify_peer", "ssl_verify_host", "ssl_ca_file",
+        ]
         var b = VCLBackend(name: decl.name.text, host: "")
         var sawHost = false
+        var sawPort = false
         for f in decl.fields {
             switch f.name.text {
             case "host":
@@ -56,6 +70,7 @@ extension Checker {
                     b.host = h
                 }
             case "port":
+                sawPort = true
                 if case .expr(let e) = f.value, case .string(let s) = e.kind {
                     if let p = Int(s), (1...65535).contains(p) {
                         b.port = p
@@ -66,6 +81,11 @@ extension Checker {
                     b.port = p
                 }
             case "host_header": b.hostHeader = self.stringField(f)
+            case "ssl": b.ssl = self.boolField(f) ?? b.ssl
+            case "ssl_sni": b.sslServerName = self.stringField(f)
+            case "ssl_verify_peer": b.sslVerifyPeer = self.boolField(f) ?? b.sslVerifyPeer
+            case "ssl_verify_host": b.sslVerifyHost = self.boolField(f) ?? b.sslVerifyHost
+            case "ssl_ca_file": b.sslCAFile = self.stringField(f)
             case "connect_timeout": b.connectTimeout = self.durationField(f)
             case "first_byte_timeout": b.firstByteTimeout = self.durationField(f)
             case "between_bytes_timeout": b.betweenBytesTimeout = self.durationField(f)
@@ -88,6 +108,7 @@ extension Checker {
             default: self.unknownField(f, "backend", known)
             }
         }
+        if b.ssl && !sawPort { b.port = 443 }
         if !sawHost {
             self.sink.error("backend '\(decl.name.text)' has no .host", at: decl.name.location, length: decl.name.length,
                             hint: "add .host = \"127.0.0.1\";")
