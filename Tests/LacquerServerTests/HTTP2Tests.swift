@@ -2,6 +2,7 @@ import FixtureOrigin
 import Foundation
 import LacquerTesting
 import NIOCore
+import NIOHPACK
 import Testing
 
 @testable import LacquerServer
@@ -57,6 +58,63 @@ struct HTTP2Tests {
             #expect(origin.requestCount(path: "/p") == 1)
             #expect(lacquer.counters[.http2Connections] == 3)
         }
+    }
+
+    @Test("plain hits on HTTP/2 are answered by the hit lane with the fields HTTP/1.1's fast lane writes; anything else takes the flow")
+    func hitLane() async throws {
+        try await TLSTests.withTLSLacquer { lacquer, tlsPort, plainPort, _, _ in
+            let url = "http://127.0.0.1:\(plainPort)/lane?cc=max-age%3D60"
+            _ = try Curl.curl(["--http2-prior-knowledge", url])
+            let fastBefore = lacquer.counters[.cacheHitFast]
+            let viaLane = try #require(try Curl.curl(["--http2-prior-knowledge", url]).first)
+            #expect(lacquer.counters[.cacheHitFast] == fastBefore + 1)
+            #expect(viaLane.status == 200 && viaLane.body == "ok /lane\n")
+            let overHTTP1 = try httpGet(port: plainPort, "/lane?cc=max-age%3D60", headers: [("Host", "127.0.0.1:\(plainPort)")])
+            #expect(lacquer.counters[.cacheHitFast] == fastBefore + 2)
+            // The same fields, names lowercased, Age aside (it may tick between the two).
+            let http1Fields = overHTTP1.headers.filter { $0.0.lowercased() != "age" }.map { ($0.0.lowercased(), $0.1) }
+            let http2Fields = viaLane.headers.filter { $0.0 != "age" }
+            #expect(http1Fields.map { "\($0.0): \($0.1)" } == http2Fields.map { "\($0.0): \($0.1)" })
+            #expect(viaLane.header("age") != nil)
+            // HEAD: the head alone.
+            let head = try ExternalTool.run("curl", ["-s", "-I", "--http2-prior-knowledge", url, "--max-time", "10"])
+            #expect(head.output.hasPrefix("HTTP/2 200") && head.output.lowercased().contains("content-length: 9"), "\(head.output)")
+            #expect(lacquer.counters[.cacheHitFast] == fastBefore + 3)
+            // A field not on the allow-list makes the flow answer: still a HIT.
+            let withField = try #require(try Curl.curl(["--http2-prior-knowledge", "-H", "X-Debug: 1", url]).first)
+            #expect(withField.header("x-cache-status") == "HIT")
+            // A Cookie too: builtin.vcl passes it, as Varnish's does.
+            let withCookie = try #require(try Curl.curl(["--http2-prior-knowledge", "-H", "Cookie: a=1", url]).first)
+            #expect(withCookie.header("x-cache-status") == "BYPASS")
+            #expect(lacquer.counters[.cacheHitFast] == fastBefore + 3)
+            // Over TLS too.
+            _ = try Curl.curl(["-k", "--http2", "https://localhost:\(tlsPort)/lane2?cc=max-age%3D60"])
+            let tlsHit = try #require(try Curl.curl(["-k", "--http2", "https://localhost:\(tlsPort)/lane2?cc=max-age%3D60"]).first)
+            #expect(tlsHit.header("x-cache-status") == "HIT" && tlsHit.body == "ok /lane2\n")
+            #expect(lacquer.counters[.cacheHitFast] == fastBefore + 4)
+        }
+    }
+
+    @Test("the lane's reading of a header block: pseudo-fields, the allow-list, the limits")
+    func plainRequestRules() {
+        let limits = Limits()
+        func plain(_ fields: [(String, String)]) -> Bool {
+            HTTP2HitLane.plainRequest(HPACKHeaders(fields), limits: limits) != nil
+        }
+        let base = [(":method", "GET"), (":scheme", "https"), (":authority", "example.com"), (":path", "/a?b=1")]
+        #expect(plain(base))
+        #expect(plain(base + [("accept-encoding", "gzip, br"), ("user-agent", "curl"), ("accept", "*/*")]))
+        #expect(!plain(base + [("cookie", "a=1")]))
+        #expect(!plain(base + [("authorization", "Basic x")]))
+        #expect(!plain(base + [("range", "bytes=0-1")]))
+        #expect(!plain(base + [("if-none-match", "\"x\"")]))
+        #expect(!plain(base + [("cache-control", "no-cache")]))
+        #expect(!plain(base + [("accept-encoding", "gzip"), ("accept-encoding", "br")]))
+        #expect(!plain([(":method", "POST"), (":scheme", "https"), (":authority", "example.com"), (":path", "/")]))
+        #expect(!plain([(":method", "GET"), (":scheme", "https"), (":authority", "Example.COM"), (":path", "/")]))
+        #expect(!plain([(":method", "GET"), (":scheme", "https"), (":authority", "example.com"), (":path", "*")]))
+        #expect(!plain([(":method", "GET"), (":scheme", "https"), (":path", "/")]))
+        #expect(!plain(base + [("x-long", String(repeating: "v", count: limits.headerFieldBytes))]))
     }
 
     @Test("streams of one connection coalesce: five concurrent requests for a slow object make one fetch")

@@ -193,11 +193,15 @@ enum ClientPipeline {
         ) { streamChannel in
             streamChannel.eventLoop.makeCompletedFuture {
                 counters.increment(.http2Streams)
-                let handler = ClientChannelHandler(
-                    server: context, eventLoop: streamChannel.eventLoop, facts: boundFacts.value, isStream: true)
-                try streamChannel.pipeline.syncOperations.addHandlers([
-                    HTTP2FramePayloadToHTTP1ServerCodec(normalizeHTTPHeaders: true), HTTP2StreamAdapter(), handler,
-                ])
+                let facts = boundFacts.value
+                // A plain hit is answered by the lane; any other stream gets the full pipeline.
+                let lane = HTTP2HitLane(server: context, facts: facts) { streamChannel in
+                    let handler = ClientChannelHandler(server: context, eventLoop: streamChannel.eventLoop, facts: facts, isStream: true)
+                    try streamChannel.pipeline.syncOperations.addHandlers([
+                        HTTP2FramePayloadToHTTP1ServerCodec(normalizeHTTPHeaders: true), HTTP2StreamAdapter(), handler,
+                    ])
+                }
+                try streamChannel.pipeline.syncOperations.addHandler(lane)
             }
         }
         try sync.addHandler(manager)

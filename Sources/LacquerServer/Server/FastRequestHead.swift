@@ -48,6 +48,17 @@ package struct FastRequestHead {
         "sec-ch-ua", "sec-ch-ua-mobile", "sec-ch-ua-platform", "priority",
     ]
 
+    /// Whether a field named `name` (lowercase, as HTTP/2 carries it) may be on a plain request
+    /// besides Host, Accept-Encoding and Connection: the same allow-list the HTTP/1.1 reading uses.
+    package static func isHarmlessField(_ name: String) -> Bool {
+        var name = name
+        return name.withUTF8 { bytes in
+            Self.harmlessFields.contains { field in
+                UnsafeRawBufferPointer(start: field.utf8Start, count: field.utf8CodeUnitCount).elementsEqual(bytes)
+            }
+        }
+    }
+
     /// Reads the head at the start of `bytes`.
     package static func classify(_ bytes: UnsafeRawBufferPointer, limits: Limits) -> Outcome {
         let count = bytes.count

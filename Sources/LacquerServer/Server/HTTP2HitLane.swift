@@ -1,0 +1,178 @@
+import CachePolicy
+import CacheStore
+import NIOCore
+import NIOHPACK
+import NIOHTTP1
+import NIOHTTP2
+
+/// `HitFastLane` for HTTP/2: the first handler of every stream. A stream whose request is a
+/// plain GET or HEAD (the same allow-list of fields as `FastRequestHead`) for an object
+/// `HitFastLane.storedResponse` selects is answered here with the fields `PlainHit.encode`
+/// writes for HTTP/1.1, as HEADERS and DATA frames: no codec, connection handler or flow. Any
+/// other stream gets the full pipeline (`install`), and its first frame goes on to it.
+final class HTTP2HitLane: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = HTTP2Frame.FramePayload
+    typealias OutboundOut = HTTP2Frame.FramePayload
+
+    private let server: ServerContext
+    private let facts: ConnectionFacts
+    /// Adds the codec, adapter and connection handler after this handler.
+    private let install: (any Channel) throws -> Void
+    private var decided = false
+
+    init(server: ServerContext, facts: ConnectionFacts, install: @escaping (any Channel) throws -> Void) {
+        self.server = server
+        self.facts = facts
+        self.install = install
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard !self.decided else { return context.fireChannelRead(data) }
+        self.decided = true
+        if case .headers(let headers) = self.unwrapInboundIn(data), headers.endStream,
+            self.answer(headers.headers, context: context)
+        {
+            return
+        }
+        do {
+            try self.install(context.channel)
+        } catch {
+            context.close(promise: nil)
+            return
+        }
+        context.fireChannelRead(data)
+        context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
+    }
+
+    /// A request the lane may answer, read from its header block: nil when it is not plain.
+    struct PlainRequest {
+        var isHead: Bool
+        var authority: String
+        var path: String
+        var acceptEncoding: String?
+        var userAgent: String?
+        var referer: String?
+    }
+
+    /// The rules of `FastRequestHead` over an HTTP/2 header block: method GET or HEAD, an
+    /// origin-form path of visible ASCII without `#` within the limits, an `:authority` in
+    /// normal form (no Host field), at most one Accept-Encoding, every other field harmless.
+    static func plainRequest(_ headers: HPACKHeaders, limits: Limits) -> PlainRequest? {
+        var method: String?
+        var path: String?
+        var authority: String?
+        var sawScheme = false
+        var request = PlainRequest(isHead: false, authority: "", path: "")
+        var acceptEncodings = 0
+        var totalBytes = 0
+        for (name, value, _) in headers {
+            totalBytes += name.utf8.count + value.utf8.count + 2
+            switch name {
+            case ":method": method = value
+            case ":path": path = value
+            case ":authority": authority = value
+            case ":scheme": sawScheme = true
+            case "accept-encoding":
+                acceptEncodings += 1
+                request.acceptEncoding = value
+            case "user-agent": request.userAgent = value
+            case "referer": request.referer = value
+            default:
+                guard FastRequestHead.isHarmlessField(name) else { return nil }
+            }
+            if name.utf8.count + value.utf8.count + 2 > limits.headerFieldBytes { return nil }
+        }
+        guard sawScheme, acceptEncodings <= 1, headers.count <= limits.headerFieldCount, totalBytes <= limits.headerTotalBytes,
+            let method, method == "GET" || method == "HEAD", let path, let authority
+        else { return nil }
+        guard path.utf8.first == UInt8(ascii: "/"), path.utf8.count <= limits.requestLineBytes,
+            path.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F && $0 != UInt8(ascii: "#") }),
+            RequestValidation.isNormalHost(authority)
+        else { return nil }
+        request.isHead = method == "HEAD"
+        request.authority = authority
+        request.path = path
+        return request
+    }
+
+    /// Fields of an HTTP/1.1 head that HTTP/2 forbids (RFC 9113 §8.2.2).
+    private static let connectionSpecific: Set<String> = ["connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade"]
+
+    /// Writes the stored response if the lane may answer; false (nothing written, nothing
+    /// counted) otherwise.
+    private func answer(_ headers: HPACKHeaders, context: ChannelHandlerContext) -> Bool {
+        let server = self.server
+        guard server.hitPathIsBuiltin, server.rateLimiter == nil, context.channel.isWritable,
+            let request = Self.plainRequest(headers, limits: server.configuration.limits)
+        else { return false }
+        let now = server.clock()
+        guard
+            let object = HitFastLane.storedResponse(
+                memory: server.memory, key: CacheKey(host: request.authority, target: request.path),
+                acceptEncoding: request.acceptEncoding, now: now, bansThrough: server.bans.newestSequence)
+        else { return false }
+        let started = NIODeadline.now()
+        server.counters.increment(.clientReq)
+        server.counters.increment(.cacheHit)
+        server.counters.increment(.cacheHitFast)
+        let status = CacheStatusValue(hit: true, ttl: Int(HitRules.remainingFreshness(object, now: now).rounded(.down)))
+        let (encoded, largeBody) = PlainHit.encode(
+            object, withBody: !request.isHead, age: object.age(at: now), xStatus: .hit, cacheStatus: status,
+            close: false, viaLine: server.viaLine, cacheName: server.cacheStatusName, allocator: context.channel.allocator)
+        var buffer = encoded
+        guard let fields = Self.fields(ofHead: &buffer) else { return false }
+        let body = largeBody ?? buffer
+        let hasBody = !request.isHead && body.readableBytes > 0
+        context.write(self.wrapOutboundOut(.headers(.init(headers: fields, endStream: !hasBody))), promise: nil)
+        if hasBody {
+            context.write(self.wrapOutboundOut(.data(.init(data: .byteBuffer(body), endStream: true))), promise: nil)
+        }
+        context.flush()
+        let duration = ClientChannelHandler.seconds(NIODeadline.now() - started)
+        server.requestDurations.observe(.hit, seconds: duration)
+        if server.accessLog.isCapturing {
+            var record = AccessRecord(
+                time: now, client: self.facts.peer?.ipAddress ?? "-", method: request.isHead ? "HEAD" : "GET", target: request.path,
+                proto: "HTTP/2.0")
+            record.status = object.status
+            record.bytes = request.isHead ? 0 : object.bodyLength
+            record.cache = XCacheStatus.hit.rawValue
+            record.host = request.authority
+            record.userAgent = request.userAgent
+            record.referer = request.referer
+            record.duration = duration
+            record.timeToFirstByte = duration
+            server.accessLog.record(record, shard: server.loopIndex(context.eventLoop))
+        }
+        return true
+    }
+
+    /// Reads the status line and fields of an HTTP/1.1 head at the start of `buffer` (as
+    /// `PlainHit` wrote it) into HTTP/2 fields, and moves the reader past the head: what is
+    /// left is the inline body.
+    static func fields(ofHead buffer: inout ByteBuffer) -> HPACKHeaders? {
+        var fields = HPACKHeaders()
+        var first = true
+        while true {
+            guard let lineEnd = buffer.readableBytesView.firstIndex(of: UInt8(ascii: "\r")) else { return nil }
+            let length = lineEnd - buffer.readerIndex
+            guard let line = buffer.readString(length: length), buffer.readInteger(as: UInt8.self) == UInt8(ascii: "\r"),
+                buffer.readInteger(as: UInt8.self) == UInt8(ascii: "\n")
+            else { return nil }
+            if line.isEmpty { return fields }
+            if first {
+                first = false
+                // "HTTP/1.1 200 OK": HTTP/2 carries the code alone.
+                let parts = line.split(separator: " ", maxSplits: 2)
+                guard parts.count >= 2 else { return nil }
+                fields.add(name: ":status", value: String(parts[1]))
+                continue
+            }
+            guard let colon = line.firstIndex(of: ":") else { return nil }
+            let name = line[..<colon].lowercased()
+            guard !Self.connectionSpecific.contains(name) else { continue }
+            let value = line[line.index(after: colon)...].drop { $0 == " " || $0 == "\t" }
+            fields.add(name: name, value: String(value))
+        }
+    }
+}
