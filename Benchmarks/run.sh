@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Lacquer against Varnish and nginx proxy_cache, over loopback, with the same origin (issue #7).
 #
-#   Benchmarks/run.sh [--quick] [--no-build] [--rounds N] [--duration 10s] [--keep]
+#   Benchmarks/run.sh [--quick] [--no-build] [--rounds N] [--duration 10s] [--keep] [--no-edge]
 #
-# Scenarios: hit-1k, hit-100k, disk-hit, pass, coalesced miss, resident memory per object.
+# Scenarios: hit-1k, hit-100k, disk-hit, pass, coalesced miss, resident memory per object; then
+# (unless --no-edge) Benchmarks/scripts/edge.sh: TLS and HTTP/2 hits and handshakes per second
+# against nginx and hitch+Varnish, whose table is appended to the results.
 # Throughput rounds are interleaved (Lacquer, Varnish, nginx, Lacquer, ...) and the median of
 # each is reported with the ratios Lacquer/Varnish and Lacquer/nginx. The table is printed and
 # written to Benchmarks/results/latest.md (raw rounds in latest-raw.tsv). See Benchmarks/README.md.
@@ -13,15 +15,16 @@ cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 source Benchmarks/scripts/common.sh
 
-QUICK=0; BUILD=1; KEEP=0; ROUNDS=""; DURATION=""
+QUICK=0; BUILD=1; KEEP=0; ROUNDS=""; DURATION=""; EDGE=1
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) QUICK=1 ;;
     --no-build) BUILD=0 ;;
     --keep) KEEP=1 ;;
+    --no-edge) EDGE=0 ;;
     --rounds) ROUNDS=$2; shift ;;
     --duration) DURATION=$2; shift ;;
-    -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
   shift
@@ -500,6 +503,17 @@ md=$W/latest.md
   echo
   echo "Raw rounds: latest-raw.tsv (scenario, cache, round, req/s, p99 ms, non-2xx, socket errors; coalesce rows: origin fetches in the rps column)."
 } >"$md"
+if [ $EDGE = 1 ]; then
+  # The edge scenarios stop the instances above first: they want the cores to themselves.
+  for pid in "${ALL_PIDS[@]:-}"; do [ -n "$pid" ] && stop_pid "$pid"; done
+  edge_args=(--no-build --rounds "$ROUNDS" --duration "$DURATION" --out "$W-edge.md")
+  if SCRATCH=$SCRATCH Benchmarks/scripts/edge.sh "${edge_args[@]}" >"$W-edge.log" 2>&1; then
+    { echo; cat "$W-edge.md"; } >>"$md"
+  else
+    { echo; echo "Edge scenarios (Benchmarks/scripts/edge.sh) did not run:"; echo '```'; tail -5 "$W-edge.log"; echo '```'; } >>"$md"
+  fi
+  rm -f "$W-edge.md" "$W-edge.log"
+fi
 cp "$md" "$RESULTS/latest.md"
 cp "$RAW" "$RESULTS/latest-raw.tsv"
 cat "$md"

@@ -206,6 +206,42 @@ struct HTTP2Tests {
         return goAway.2[4...7].reduce(0) { $0 << 8 | UInt32($1) }
     }
 
+    /// Frames that arrive within the client's timeout (it stops at the first quiet spell).
+    static func framesFor(_ client: RawHTTPClient) -> [(UInt8, UInt8, [UInt8])] {
+        Self.readFrames(client).frames
+    }
+
+    @Test("flow control: a stream whose window is closed gets no DATA (its fill is paced by it, as on HTTP/1.1); opening the window delivers every byte")
+    func flowControlBackpressure() async throws {
+        try await TLSTests.withTLSLacquer { _, _, plainPort, origin, _ in
+            let size = 300_000
+            let path = "/bytes/\(size)?cc=max-age%3D60"
+            let client = try RawHTTPClient(port: plainPort, timeout: 1)
+            defer { client.close() }
+            // SETTINGS_INITIAL_WINDOW_SIZE = 0: no stream may receive DATA until a WINDOW_UPDATE.
+            var bytes = ClientPipeline.http2Preface + Self.frame(type: 0x4, flags: 0, stream: 0, payload: [0, 0x4, 0, 0, 0, 0])
+            let block: [UInt8] = [0x82, 0x86, 0x04, UInt8(path.utf8.count)] + Array(path.utf8) + [0x01, 0x01, UInt8(ascii: "a")]
+            bytes += Self.frame(type: 0x1, flags: 0x5, stream: 1, payload: block)
+            try client.send(bytes: bytes)
+            let first = Self.framesFor(client)
+            #expect(first.contains { $0.0 == 0x1 }, "no HEADERS")
+            #expect(!first.contains { $0.0 == 0x0 && !$0.2.isEmpty }, "DATA past a closed window")
+            #expect(origin.requestCount(path: "/bytes/\(size)") == 1)
+            // Opening the windows (stream and connection) delivers every byte, then END_STREAM.
+            let grant: [UInt8] = [0, 0x10, 0, 0]  // 1 MiB
+            try client.send(bytes: Self.frame(type: 0x8, flags: 0, stream: 1, payload: grant) + Self.frame(type: 0x8, flags: 0, stream: 0, payload: grant))
+            var received = 0
+            var ended = false
+            for _ in 0..<20 where !ended {
+                for frame in Self.framesFor(client) where frame.0 == 0x0 {
+                    received += frame.2.count
+                    if frame.1 & 0x1 != 0 { ended = true }
+                }
+            }
+            #expect(received == size && ended, "received \(received) bytes, ended \(ended)")
+        }
+    }
+
     @Test("SETTINGS announce the stream and header list limits")
     func settingsAnnounceLimits() async throws {
         try await TLSTests.withTLSLacquer(configure: { $0.limits.http2MaxConcurrentStreams = 50 }) { _, _, plainPort, _, _ in

@@ -297,6 +297,23 @@ struct TLSTests {
         }
     }
 
+    @Test("a TLS listener marked ,proxy takes the PROXY header before the handshake (curl --haproxy-protocol); without it the connection is refused")
+    func proxyBeforeTLS() async throws {
+        try await Self.withTLSLacquer(configure: {
+            $0.listen[0] = HostAndPort(host: "127.0.0.1", port: 0, proxyProtocol: true, tls: true)
+        }) { lacquer, tlsPort, _, _, _ in
+            for version in ["--http1.1", "--http2"] {
+                let echo = try #require(
+                    try Self.curl(["-k", version, "--haproxy-protocol", "https://localhost:\(tlsPort)/echo"]).first)
+                #expect(echo.status == 200, "\(version)")
+                #expect(echo.body.lowercased().contains("x-forwarded-proto: https"))
+            }
+            let refused = try ExternalTool.run("curl", ["-s", "-k", "-o", "/dev/null", "--max-time", "5", "https://localhost:\(tlsPort)/"])
+            #expect(refused.status != 0)
+            #expect(try await eventually { lacquer.counters[.proxyHeaderRefused] >= 1 })
+        }
+    }
+
     @Test("plain HTTP/1.1 sent to the TLS port is refused without a response and without harm")
     func plainTextOnTLSPort() async throws {
         try await Self.withTLSLacquer { lacquer, tlsPort, plainPort, _, _ in

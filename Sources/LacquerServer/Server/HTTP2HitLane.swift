@@ -7,8 +7,8 @@ import NIOHTTP2
 
 /// `HitFastLane` for HTTP/2: the first handler of every stream. A stream whose request is a
 /// plain GET or HEAD (the same allow-list of fields as `FastRequestHead`) for an object
-/// `HitFastLane.storedResponse` selects is answered here with the fields `PlainHit.encode`
-/// writes for HTTP/1.1, as HEADERS and DATA frames: no codec, connection handler or flow. Any
+/// `HitFastLane.storedResponse` selects is answered here with the fields of a plain delivery
+/// (`PlainHit.http2Fields`, the list `PlainHit.encode` writes for HTTP/1.1), as HEADERS and DATA frames: no codec, connection handler or flow. Any
 /// other stream gets the full pipeline (`install`), and its first frame goes on to it.
 final class HTTP2HitLane: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = HTTP2Frame.FramePayload
@@ -19,6 +19,8 @@ final class HTTP2HitLane: ChannelInboundHandler, RemovableChannelHandler {
     /// Adds the codec, adapter and connection handler after this handler.
     private let install: (any Channel) throws -> Void
     private var decided = false
+    /// The Via value (`1.1 <name>`).
+    private var viaValue: String { "1.1 \(self.server.configuration.viaName)" }
 
     init(server: ServerContext, facts: ConnectionFacts, install: @escaping (any Channel) throws -> Void) {
         self.server = server
@@ -95,9 +97,6 @@ final class HTTP2HitLane: ChannelInboundHandler, RemovableChannelHandler {
         return request
     }
 
-    /// Fields of an HTTP/1.1 head that HTTP/2 forbids (RFC 9113 §8.2.2).
-    private static let connectionSpecific: Set<String> = ["connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade"]
-
     /// Writes the stored response if the lane may answer; false (nothing written, nothing
     /// counted) otherwise.
     private func answer(_ headers: HPACKHeaders, context: ChannelHandlerContext) -> Bool {
@@ -116,12 +115,14 @@ final class HTTP2HitLane: ChannelInboundHandler, RemovableChannelHandler {
         server.counters.increment(.cacheHit)
         server.counters.increment(.cacheHitFast)
         let status = CacheStatusValue(hit: true, ttl: Int(HitRules.remainingFreshness(object, now: now).rounded(.down)))
-        let (encoded, largeBody) = PlainHit.encode(
-            object, withBody: !request.isHead, age: object.age(at: now), xStatus: .hit, cacheStatus: status,
-            close: false, viaLine: server.viaLine, cacheName: server.cacheStatusName, allocator: context.channel.allocator)
-        var buffer = encoded
-        guard let fields = Self.fields(ofHead: &buffer) else { return false }
-        let body = largeBody ?? buffer
+        let fields = PlainHit.http2Fields(
+            object, age: object.age(at: now), xStatus: .hit, cacheStatus: status, viaValue: self.viaValue,
+            cacheName: server.cacheStatusName, cache: server.http2FieldCache(on: context.eventLoop))
+        var body = ByteBuffer()
+        if !request.isHead {
+            body = context.channel.allocator.buffer(capacity: object.plainBytes - object.plainFieldsEnd)
+            if let large = object.writeInlineBody(into: &body) { body = large }
+        }
         let hasBody = !request.isHead && body.readableBytes > 0
         context.write(self.wrapOutboundOut(.headers(.init(headers: fields, endStream: !hasBody))), promise: nil)
         if hasBody {
@@ -145,34 +146,5 @@ final class HTTP2HitLane: ChannelInboundHandler, RemovableChannelHandler {
             server.accessLog.record(record, shard: server.loopIndex(context.eventLoop))
         }
         return true
-    }
-
-    /// Reads the status line and fields of an HTTP/1.1 head at the start of `buffer` (as
-    /// `PlainHit` wrote it) into HTTP/2 fields, and moves the reader past the head: what is
-    /// left is the inline body.
-    static func fields(ofHead buffer: inout ByteBuffer) -> HPACKHeaders? {
-        var fields = HPACKHeaders()
-        var first = true
-        while true {
-            guard let lineEnd = buffer.readableBytesView.firstIndex(of: UInt8(ascii: "\r")) else { return nil }
-            let length = lineEnd - buffer.readerIndex
-            guard let line = buffer.readString(length: length), buffer.readInteger(as: UInt8.self) == UInt8(ascii: "\r"),
-                buffer.readInteger(as: UInt8.self) == UInt8(ascii: "\n")
-            else { return nil }
-            if line.isEmpty { return fields }
-            if first {
-                first = false
-                // "HTTP/1.1 200 OK": HTTP/2 carries the code alone.
-                let parts = line.split(separator: " ", maxSplits: 2)
-                guard parts.count >= 2 else { return nil }
-                fields.add(name: ":status", value: String(parts[1]))
-                continue
-            }
-            guard let colon = line.firstIndex(of: ":") else { return nil }
-            let name = line[..<colon].lowercased()
-            guard !Self.connectionSpecific.contains(name) else { continue }
-            let value = line[line.index(after: colon)...].drop { $0 == " " || $0 == "\t" }
-            fields.add(name: name, value: String(value))
-        }
     }
 }

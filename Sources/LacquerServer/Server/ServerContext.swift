@@ -395,6 +395,11 @@ final class ServerContext: Sendable {
         self.loops[ObjectIdentifier(loop)]?.index ?? 0
     }
 
+    /// The HTTP/2 field lists of stored objects, for the hit lane on `loop` (see `PlainHit`).
+    func http2FieldCache(on loop: any EventLoop) -> PlainHit.HTTP2FieldCache? {
+        self.loops[ObjectIdentifier(loop)]?.http2Fields
+    }
+
     /// Tracks an open client connection (on its own loop), so a drain can reach it.
     func register(_ connection: any DrainableConnection) {
         self.loops[ObjectIdentifier(connection.eventLoop)]?.clients[ObjectIdentifier(connection)] = connection
@@ -439,6 +444,8 @@ final class LoopState: @unchecked Sendable {
     let index: Int
     /// Client bytes in and out on this loop.
     let traffic = LoopTraffic()
+    /// Stored objects' fields as HTTP/2 fields, read once per object (the hit lane's).
+    let http2Fields = PlainHit.HTTP2FieldCache()
 
     init(pools: [BackendPool], eventLoop: any EventLoop, index: Int) {
         self.pools = pools
