@@ -109,7 +109,9 @@ enum ClientPipeline {
                     }
                 }
                 return channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandlers([tlsHandler, negotiation, TLSFailureCounter(counters: counters)])
+                    // The counter sits before the negotiation handler, which keeps the
+                    // handshake-completed event to itself.
+                    try channel.pipeline.syncOperations.addHandlers([tlsHandler, TLSFailureCounter(counters: counters), negotiation])
                 }
             })
         try channel.pipeline.syncOperations.addHandler(sni)
@@ -222,8 +224,9 @@ extension ConnectionFacts {
     }
 }
 
-/// Counts handshakes that failed (bad client hello, no shared cipher or version, …); the
-/// connection is closed by the TLS handler.
+/// Counts handshakes that failed (bad client hello, no shared cipher or version, …) and closes
+/// their connections; it leaves once a handshake completes, so a client that later goes away
+/// without a TLS close is not counted.
 final class TLSFailureCounter: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = NIOAny
     private let counters: Counters
