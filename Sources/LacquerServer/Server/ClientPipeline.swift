@@ -189,24 +189,25 @@ enum ClientPipeline {
                 maxGraceTime: .milliseconds(Int64(max(1, configuration.drainTimeout) * 1000)), keepalive: nil))
         let counters = context.counters
         let boundFacts = NIOLoopBound(facts, eventLoop: channel.eventLoop)
-        _ = try sync.configureHTTP2Pipeline(
-            mode: .server, connectionConfiguration: connection, streamConfiguration: stream,
-            streamDelegate: manager.http2StreamDelegate
-        ) { streamChannel in
-            streamChannel.eventLoop.makeCompletedFuture {
-                counters.increment(.http2Streams)
-                let facts = boundFacts.value
-                // A plain hit is answered by the lane; any other stream gets the full pipeline.
-                let lane = HTTP2HitLane(server: context, facts: facts) { streamChannel in
-                    let handler = ClientChannelHandler(server: context, eventLoop: streamChannel.eventLoop, facts: facts, isStream: true)
+        // NIO's handler passes frames on; the hit lane answers plain hits before any stream
+        // channel exists, and the multiplexer gives every other stream the full pipeline.
+        try sync.addHandler(NIOHTTP2Handler(mode: .server, connectionConfiguration: connection, streamConfiguration: stream))
+        try sync.addHandler(manager)
+        try sync.addHandler(HTTP2HitLane(server: context, facts: facts))
+        try sync.addHandler(
+            HTTP2StreamMultiplexer(
+                mode: .server, channel: channel, targetWindowSize: stream.targetWindowSize,
+                outboundBufferSizeHighWatermark: stream.outboundBufferSizeHighWatermark,
+                outboundBufferSizeLowWatermark: stream.outboundBufferSizeLowWatermark
+            ) { streamChannel in
+                streamChannel.eventLoop.makeCompletedFuture {
+                    let handler = ClientChannelHandler(
+                        server: context, eventLoop: streamChannel.eventLoop, facts: boundFacts.value, isStream: true)
                     try streamChannel.pipeline.syncOperations.addHandlers([
                         HTTP2FramePayloadToHTTP1ServerCodec(normalizeHTTPHeaders: true), HTTP2StreamAdapter(), handler,
                     ])
                 }
-                try streamChannel.pipeline.syncOperations.addHandler(lane)
-            }
-        }
-        try sync.addHandler(manager)
+            })
         try sync.addHandler(HTTP2ConnectionErrorHandler(counters: counters))
         counters.increment(.http2Connections)
         let drain = HTTP2ConnectionDrain(channel: channel)

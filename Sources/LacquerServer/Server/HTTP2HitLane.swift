@@ -5,45 +5,54 @@ import NIOHPACK
 import NIOHTTP1
 import NIOHTTP2
 
-/// `HitFastLane` for HTTP/2: the first handler of every stream. A stream whose request is a
-/// plain GET or HEAD (the same allow-list of fields as `FastRequestHead`) for an object
-/// `HitFastLane.storedResponse` selects is answered here with the fields of a plain delivery
-/// (`PlainHit.http2Fields`, the list `PlainHit.encode` writes for HTTP/1.1), as HEADERS and DATA frames: no codec, connection handler or flow. Any
-/// other stream gets the full pipeline (`install`), and its first frame goes on to it.
-final class HTTP2HitLane: ChannelInboundHandler, RemovableChannelHandler {
-    typealias InboundIn = HTTP2Frame.FramePayload
-    typealias OutboundOut = HTTP2Frame.FramePayload
+/// `HitFastLane` for HTTP/2, on the connection between NIO's HTTP/2 handler and the stream
+/// multiplexer: a new stream whose request is a plain GET or HEAD (the same allow-list of
+/// fields as `FastRequestHead`) for an object `HitFastLane.storedResponse` selects is answered
+/// here with the fields of a plain delivery (`PlainHit.http2Fields`, the list `PlainHit.encode`
+/// writes for HTTP/1.1), as HEADERS and DATA frames, and never becomes a stream channel. Every
+/// other frame goes on to the multiplexer, which gives the stream NIO's HTTP/2-to-HTTP/1 codec,
+/// `HTTP2StreamAdapter` and a `ClientChannelHandler`.
+///
+/// NIO's connection manager, before it, learns of every stream (answered here or not) from the
+/// handler's stream events, for its idle timeout and graceful close.
+final class HTTP2HitLane: ChannelDuplexHandler {
+    typealias InboundIn = HTTP2Frame
+    typealias InboundOut = HTTP2Frame
+    typealias OutboundIn = HTTP2Frame
+    typealias OutboundOut = HTTP2Frame
 
     private let server: ServerContext
     private let facts: ConnectionFacts
-    /// Adds the codec, adapter and connection handler after this handler.
-    private let install: (any Channel) throws -> Void
-    private var decided = false
+    /// The highest stream id a client opened (a HEADERS frame with a higher id opens a stream).
+    private var highestStream: HTTP2StreamID = .rootStream
+    private var wroteAnswers = false
     /// The Via value (`1.1 <name>`).
-    private var viaValue: String { "1.1 \(self.server.configuration.viaName)" }
+    private let viaValue: String
 
-    init(server: ServerContext, facts: ConnectionFacts, install: @escaping (any Channel) throws -> Void) {
+    init(server: ServerContext, facts: ConnectionFacts) {
         self.server = server
         self.facts = facts
-        self.install = install
+        self.viaValue = "1.1 \(server.configuration.viaName)"
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        guard !self.decided else { return context.fireChannelRead(data) }
-        self.decided = true
-        if case .headers(let headers) = self.unwrapInboundIn(data), headers.endStream,
-            self.answer(headers.headers, context: context)
-        {
-            return
-        }
-        do {
-            try self.install(context.channel)
-        } catch {
-            context.close(promise: nil)
-            return
+        let frame = self.unwrapInboundIn(data)
+        if case .headers(let headers) = frame.payload, frame.streamID > self.highestStream {
+            self.highestStream = frame.streamID
+            if headers.endStream, self.answer(headers.headers, stream: frame.streamID, context: context) {
+                return
+            }
+            self.server.counters.increment(.http2Streams)
         }
         context.fireChannelRead(data)
-        context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        if self.wroteAnswers {
+            self.wroteAnswers = false
+            context.flush()
+        }
+        context.fireChannelReadComplete()
     }
 
     /// A request the lane may answer, read from its header block: nil when it is not plain.
@@ -97,9 +106,9 @@ final class HTTP2HitLane: ChannelInboundHandler, RemovableChannelHandler {
         return request
     }
 
-    /// Writes the stored response if the lane may answer; false (nothing written, nothing
-    /// counted) otherwise.
-    private func answer(_ headers: HPACKHeaders, context: ChannelHandlerContext) -> Bool {
+    /// Writes the stored response for stream `stream` if the lane may answer; false (nothing
+    /// written, nothing counted) otherwise.
+    private func answer(_ headers: HPACKHeaders, stream: HTTP2StreamID, context: ChannelHandlerContext) -> Bool {
         let server = self.server
         guard server.hitPathIsBuiltin, server.rateLimiter == nil, context.channel.isWritable,
             let request = Self.plainRequest(headers, limits: server.configuration.limits)
@@ -111,6 +120,7 @@ final class HTTP2HitLane: ChannelInboundHandler, RemovableChannelHandler {
                 acceptEncoding: request.acceptEncoding, now: now, bansThrough: server.bans.newestSequence)
         else { return false }
         let started = NIODeadline.now()
+        server.counters.increment(.http2Streams)
         server.counters.increment(.clientReq)
         server.counters.increment(.cacheHit)
         server.counters.increment(.cacheHitFast)
@@ -124,11 +134,11 @@ final class HTTP2HitLane: ChannelInboundHandler, RemovableChannelHandler {
             if let large = object.writeInlineBody(into: &body) { body = large }
         }
         let hasBody = !request.isHead && body.readableBytes > 0
-        context.write(self.wrapOutboundOut(.headers(.init(headers: fields, endStream: !hasBody))), promise: nil)
+        context.write(self.wrapOutboundOut(HTTP2Frame(streamID: stream, payload: .headers(.init(headers: fields, endStream: !hasBody)))), promise: nil)
         if hasBody {
-            context.write(self.wrapOutboundOut(.data(.init(data: .byteBuffer(body), endStream: true))), promise: nil)
+            context.write(self.wrapOutboundOut(HTTP2Frame(streamID: stream, payload: .data(.init(data: .byteBuffer(body), endStream: true)))), promise: nil)
         }
-        context.flush()
+        self.wroteAnswers = true
         let duration = ClientChannelHandler.seconds(NIODeadline.now() - started)
         server.requestDurations.observe(.hit, seconds: duration)
         if server.accessLog.isCapturing {
