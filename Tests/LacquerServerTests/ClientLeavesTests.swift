@@ -145,7 +145,9 @@ struct ClientLeavesTests {
         try await withLacquer { lacquer, port, origin in
             let length = 2 << 20
             let expected = FixtureOrigin.pattern(length)
-            let target = "/slowbody/\(length)/20?piece=65536&cc=max-age%3D3600"
+            // 32 pieces 50 ms apart: the fill lasts 1.6 s, so a loaded machine still sends the
+            // waiter's request while it runs.
+            let target = "/slowbody/\(length)/50?piece=65536&cc=max-age%3D3600"
             for round in 0..<6 {
                 let purge = try await runBlocking { try httpGet(port: port, target, method: "PURGE") }
                 #expect(purge.status == 200 || purge.status == 404)
