@@ -3,6 +3,7 @@
 # loopback, with the same origin, certificate (ECDSA P-256) and cores (issue #17).
 #
 #   Benchmarks/scripts/edge.sh [--quick] [--no-build] [--rounds N] [--duration 10s] [--out FILE]
+#                              [--only "tls-hit-1k h2-hit-1k handshake resumed"]
 #
 # Scenarios, rounds interleaved (Lacquer, nginx, hitch+Varnish, Lacquer, ...), medians reported
 # with the ratios Lacquer/nginx and Lacquer/(hitch+Varnish):
@@ -18,6 +19,7 @@ ROOT=$(pwd)
 source Benchmarks/scripts/common.sh
 
 QUICK=0; BUILD=1; ROUNDS=""; DURATION=""; OUT=$ROOT/Benchmarks/results/edge-latest.md
+SCENARIOS="tls-hit-1k h2-hit-1k handshake resumed"
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) QUICK=1 ;;
@@ -25,7 +27,8 @@ while [ $# -gt 0 ]; do
     --rounds) ROUNDS=$2; shift ;;
     --duration) DURATION=$2; shift ;;
     --out) OUT=$2; shift ;;
-    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+    --only) SCENARIOS=$2; shift ;;
+    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
   shift
@@ -161,12 +164,13 @@ record() { printf '%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" >>"$RAW"; log "$1 $2 ro
 cat >"$W/close.lua" <<'EOF'
 wrk.headers["Connection"] = "close"
 EOF
+runs() { [[ " $SCENARIOS " == *" $1 "* ]]; }
 for round in $(seq 1 "$ROUNDS"); do
-  for c in "${CACHES[@]}"; do
+  runs tls-hit-1k && for c in "${CACHES[@]}"; do
     out=$(timeout $((DURATION_S + 30)) wrk -t$THREADS -c$CONNECTIONS -d"$DURATION" "${URL[$c]}/1k" 2>&1 || true)
     record tls-hit-1k "$c" "$round" "$(awk '/^Requests\/sec/ {print $2}' <<<"$out")"
   done
-  for c in "${CACHES[@]}"; do
+  runs h2-hit-1k && for c in "${CACHES[@]}"; do
     out=$(timeout $((DURATION_S + 30)) h2load -c $CONNECTIONS -m $H2_STREAMS -t $THREADS -D "$DURATION_S" --warm-up-time=1 "${URL[$c]}/1k" 2>&1 || true)
     ok=$(awk '/^requests:/ {for (i = 1; i <= NF; i++) if ($i == "succeeded,") print $(i-1)}' <<<"$out")
     proto=$(awk '/Application protocol:/ {print $3}' <<<"$out")
@@ -174,11 +178,11 @@ for round in $(seq 1 "$ROUNDS"); do
     [ "$proto" = "h2" ] || rps=""
     record h2-hit-1k "$c" "$round" "$rps"
   done
-  for c in "${CACHES[@]}"; do
+  runs handshake && for c in "${CACHES[@]}"; do
     out=$(timeout $((DURATION_S + 30)) wrk -t$THREADS -c16 -d"$DURATION" -s "$W/close.lua" "${URL[$c]}/1k" 2>&1 || true)
     record handshake "$c" "$round" "$(awk '/^Requests\/sec/ {print $2}' <<<"$out")"
   done
-  for c in "${CACHES[@]}"; do
+  runs resumed && for c in "${CACHES[@]}"; do
     hostport=${URL[$c]#https://}
     clients=()
     for k in 1 2; do
@@ -204,7 +208,7 @@ mkdir -p "$(dirname "$OUT")"
   echo
   echo "| scenario | Lacquer | nginx | hitch+Varnish | L/nginx | L/(hitch+Varnish) | goal |"
   echo "|---|---:|---:|---:|---:|---:|---|"
-  for s in tls-hit-1k h2-hit-1k handshake resumed; do
+  for s in $SCENARIOS; do
     l=$(median $(col $s lacquer)); n=$(median $(col $s nginx)); v=$(median $(col $s varnish))
     case $s in tls-hit-1k|h2-hit-1k) goal="L/nginx >= 1.0" ;; *) goal="L/nginx >= 0.8" ;; esac
     echo "| $s (per s) | ${l:-n/a} | ${n:-n/a} | ${v:-n/a} | $(ratio "$l" "$n") | $(ratio "$l" "$v") | $goal |"

@@ -110,8 +110,11 @@ enum ClientPipeline {
                 }
                 return channel.eventLoop.makeCompletedFuture {
                     // The counter sits before the negotiation handler, which keeps the
-                    // handshake-completed event to itself.
-                    try channel.pipeline.syncOperations.addHandlers([tlsHandler, TLSFailureCounter(counters: counters), negotiation])
+                    // handshake-completed event to itself; the coalescer joins small writes
+                    // into full records.
+                    try channel.pipeline.syncOperations.addHandlers([
+                        tlsHandler, TLSRecordCoalescer(), TLSFailureCounter(counters: counters), negotiation,
+                    ])
                 }
             })
         try channel.pipeline.syncOperations.addHandler(sni)
