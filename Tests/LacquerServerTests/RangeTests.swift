@@ -75,16 +75,104 @@ struct RangeTests {
         }
     }
 
-    @Test("a Range request that misses fetches the whole object (the origin never sees Range), then stores it")
+    @Test("a Range request that misses gets a 206 of its range while the whole object is fetched (the origin never sees Range) and stored")
     func rangeOnMiss() async throws {
+        try await withLacquer { lacquer, port, origin async throws in
+            let size = 5 * 1024 * 1024
+            let target = "/bytes/\(size)?cc=max-age%3D600"
+            let first = try httpGet(port: port, target, headers: [("Range", "bytes=100-199")], timeout: 30)
+            #expect(first.status == 206)
+            #expect(first.header("X-Cache-Status") == "MISS")
+            #expect(first.header("Content-Range") == "bytes 100-199/\(size)")
+            #expect(first.header("Content-Length") == "100")
+            #expect(first.body == Array(FixtureOrigin.pattern(size)[100..<200]))
+            #expect(origin.requests(path: "/bytes/\(size)").first?.header("Range") == nil)
+            #expect(try await eventually(within: 20) { lacquer.counters[.diskStored] >= 1 })
+            let second = try httpGet(port: port, target, headers: [("Range", "bytes=5000000-5000009")], timeout: 30)
+            #expect(second.status == 206 && second.header("X-Cache-Status") == "HIT")
+            #expect(second.body == Array(FixtureOrigin.pattern(size)[5_000_000..<5_000_010]))
+            #expect(origin.requestCount(path: "/bytes/\(size)") == 1)
+        }
+    }
+
+    @Test("on a miss: a suffix range, several ranges as multipart, an unsatisfiable range (416), an If-Range that does not match (200), unknown length (200)")
+    func rangeKindsOnMiss() async throws {
         try await withLacquer { _, port, origin async throws in
-            let target = "/bytes/200?cc=max-age%3D600"
-            let first = try httpGet(port: port, target, headers: [("Range", "bytes=0-9")])
-            #expect(first.status == 200)
-            #expect(origin.requests(path: "/bytes/200").first?.header("Range") == nil)
-            let second = try httpGet(port: port, target, headers: [("Range", "bytes=0-9")])
-            #expect(second.status == 206)
-            #expect(second.body == Array(FixtureOrigin.pattern(200)[0..<10]))
+            let body = FixtureOrigin.pattern(1000)
+            let suffix = try httpGet(port: port, "/m1/bytes?size=1000&cc=max-age%3D600", headers: [("Range", "bytes=-10")])
+            #expect(suffix.status == 206 && suffix.body == Array(body[990..<1000]))
+            #expect(suffix.header("Content-Range") == "bytes 990-999/1000")
+
+            let multi = try httpGet(port: port, "/m2?size=1000&cc=max-age%3D600", headers: [("Range", "bytes=0-4,500-509")])
+            #expect(multi.status == 206)
+            let contentType = try #require(multi.header("Content-Type"))
+            #expect(contentType.hasPrefix("multipart/byteranges; boundary="))
+            let text = String(decoding: multi.body, as: UTF8.self)
+            #expect(text.contains("Content-Range: bytes 0-4/1000\r\n\r\nabcde"))
+            #expect(text.contains("Content-Range: bytes 500-509/1000\r\n\r\n" + String(decoding: body[500..<510], as: UTF8.self)))
+            #expect(multi.header("Content-Length") == String(multi.body.count))
+            // The stored copy answers the same ranges the same way.
+            let again = try httpGet(port: port, "/m2?size=1000&cc=max-age%3D600", headers: [("Range", "bytes=0-4,500-509")])
+            #expect(again.header("X-Cache-Status") == "HIT" && again.body.count == multi.body.count)
+
+            let beyond = try httpGet(port: port, "/m3?size=1000&cc=max-age%3D600", headers: [("Range", "bytes=5000-")])
+            #expect(beyond.status == 416 && beyond.header("Content-Range") == "bytes */1000" && beyond.body.isEmpty)
+            let stored = try httpGet(port: port, "/m3?size=1000&cc=max-age%3D600")
+            #expect(stored.header("X-Cache-Status") == "HIT" && stored.body.count == 1000, "the 416 still stored the object")
+
+            let ifRange = try httpGet(
+                port: port, "/m4?size=1000&cc=max-age%3D600&etag=v2", headers: [("Range", "bytes=0-9"), ("If-Range", "\"v1\"")])
+            #expect(ifRange.status == 200 && ifRange.body.count == 1000)
+
+            let chunked = try httpGet(port: port, "/m5?size=1000&cc=max-age%3D600&chunked=1", headers: [("Range", "bytes=0-9")])
+            #expect(chunked.status == 200 && chunked.body == body, "without a length the whole 200 (RFC 9110 §14.2)")
+            #expect(origin.requestCount(path: "/m2") == 1 && origin.requestCount(path: "/m3") == 1)
+        }
+    }
+
+    @Test("a range that ends before the fill does: the response ends, the connection serves the next request, the fill is stored")
+    func rangeEndsBeforeFill() async throws {
+        try await withLacquer { lacquer, port, origin async throws in
+            // 100,000 bytes in 10 pieces 150 ms apart: the first 10 bytes are in the first piece.
+            let target = "/slowbody/100000/150?cc=max-age%3D600"
+            let client = try RawHTTPClient(port: port, timeout: 10)
+            defer { client.close() }
+            let started = ContinuousClock.now
+            let part = try client.request("GET", target, headers: [("Range", "bytes=0-9")])
+            #expect(part.status == 206 && part.body == Array(FixtureOrigin.pattern(100_000)[0..<10]))
+            #expect(ContinuousClock.now - started < .milliseconds(1200), "the 206 did not wait for the whole fill")
+            let next = try client.request("GET", "/other?cc=max-age%3D600")
+            #expect(next.status == 200 && next.body == Array("ok /other\n".utf8))
+            #expect(try await eventually(within: 10) { lacquer.counters[.objectsStored] >= 2 })
+            let whole = try httpGet(port: port, target)
+            #expect(whole.header("X-Cache-Status") == "HIT" && whole.body == FixtureOrigin.pattern(100_000))
+            #expect(origin.requestCount(path: "/slowbody/100000/150") == 1)
+        }
+    }
+
+    @Test("a request that waits on a fill gets its range of it")
+    func rangeWhileWaiting() async throws {
+        try await withLacquer { _, port, origin async throws in
+            let target = "/slowbody/20000/100?cc=max-age%3D600"
+            async let whole = runBlocking { try httpGet(port: port, target) }
+            try await Task.sleep(for: .milliseconds(250))
+            let part = try await runBlocking { try httpGet(port: port, target, headers: [("Range", "bytes=15000-15009")]) }
+            #expect(part.status == 206 && part.header("Content-Range") == "bytes 15000-15009/20000")
+            #expect(part.header("Cache-Status")?.contains("collapsed") == true, "\(part.header("Cache-Status") ?? "")")
+            #expect(part.body == Array(FixtureOrigin.pattern(20000)[15000..<15010]))
+            #expect(try await whole.body == FixtureOrigin.pattern(20000))
+            #expect(origin.requestCount(path: "/slowbody/20000/100") == 1)
+        }
+    }
+
+    @Test("a range of an answer nobody stores or waits for lets the origin go once the range is sent")
+    func rangeOfUncacheable() async throws {
+        try await withLacquer { _, port, origin async throws in
+            // 3 s of body; the range is in its first piece.
+            let uncacheable = try httpGet(port: port, "/slowbody/200000/300?cc=no-store", headers: [("Range", "bytes=0-9")])
+            #expect(uncacheable.status == 206 && uncacheable.body == Array(FixtureOrigin.pattern(200000)[0..<10]))
+            // A finished exchange would keep its connection in the pool; an abandoned one is closed.
+            #expect(try await eventually(within: 2) { origin.openConnections == 0 })
         }
     }
 

@@ -63,7 +63,17 @@ extension RequestFlow {
         case .resumeFetch:
             self.lease?.connection.resume()
         case .writeFetchedBody(let part):
-            self.emitBody(part)
+            if var window = self.fetchWindow {
+                let inside = window.take(part)
+                self.fetchWindow = window
+                if let inside { self.emitBody(inside) }
+                if window.isComplete {
+                    // The client has its range; the fetch goes on for the cache and the waiters.
+                    return self.dispatch(.clientPartSent)
+                }
+            } else {
+                self.emitBody(part)
+            }
             // The write may have found the client gone (and resumed the transfer for the fill):
             // hold the backend back only for a client that is still there and cannot take more.
             if let client = self.client, !client.isWritable {

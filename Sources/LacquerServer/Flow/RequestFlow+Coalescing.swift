@@ -95,12 +95,23 @@ extension RequestFlow {
         if self.closeAfter {
             headers.replaceOrAdd(name: "Connection", value: "close")
         }
-        guard
-            self.emitHead(
-                HTTPResponseHead(
-                    version: .http1_1, status: HTTPResponseStatus(statusCode: head.status, reasonPhrase: head.reason),
-                    headers: headers))
-        else { return }
+        var status = HTTPResponseStatus(statusCode: head.status, reasonPhrase: head.reason)
+        self.waitWindow = nil
+        if head.status == 200, let length = head.expectedLength, self.head.headers.contains(name: "range") {
+            // The client's range, as it streams by; the bytes before it are never read.
+            switch self.answerRange(&headers, length: length) {
+            case .whole:
+                break
+            case .partial(var window):
+                status = .partialContent
+                self.waitOffset = window.skipToFirstRange()
+                self.waitWindow = window
+            case .unsatisfiable:
+                guard self.emitHead(HTTPResponseHead(version: .http1_1, status: .rangeNotSatisfiable, headers: headers)) else { return }
+                return self.dispatch(.delivered)
+            }
+        }
+        guard self.emitHead(HTTPResponseHead(version: .http1_1, status: status, headers: headers)) else { return }
         if !hasBody || self.head.method == .HEAD {
             return self.dispatch(.delivered)
         }
@@ -126,7 +137,14 @@ extension RequestFlow {
             let (parts, outcome) = busy.body(from: self.waitOffset)
             for part in parts {
                 self.waitOffset += part.readableBytes
-                self.emitBody(part)
+                if var window = self.waitWindow {
+                    let inside = window.take(part)
+                    self.waitWindow = window
+                    if let inside { self.emitBody(inside) }
+                    if window.isComplete { return self.dispatch(.delivered) }
+                } else {
+                    self.emitBody(part)
+                }
                 guard let client = self.client, self.machine.response == .streaming(.busy) else { return }
                 if !client.isWritable {
                     return  // resumed by `clientWritable`

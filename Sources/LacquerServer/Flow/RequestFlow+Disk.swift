@@ -49,18 +49,18 @@ extension RequestFlow {
                 let plan = flow.writeStoredHead(
                     status: head.status, reason: head.reason, storedHeaders: head.headers,
                     bodyLength: Int(head.bodyLength), age: max(0, now - head.origin),
-                    xStatus: xStatus, cacheStatus: status, allowMultipart: false)
+                    xStatus: xStatus, cacheStatus: status)
                 guard !flow.bodySuppressed else { return reader.close() }
                 switch plan {
                 case .full where head.bodyLength > 0:
-                    flow.diskWindow = 0..<Int(head.bodyLength)
-                case .single(let range):
-                    flow.diskWindow = range.lowerBound..<(range.upperBound + 1)
+                    let length = Int(head.bodyLength)
+                    flow.diskWindow = BodyWindow(ranges: [0...(length - 1)], multipart: nil, length: length)
+                case .window(let window):
+                    flow.diskWindow = window
                 default:
                     reader.close()
                     return flow.dispatch(.delivered)
                 }
-                flow.diskPosition = 0
                 flow.diskReader = reader
                 flow.dispatch(.headWritten(.disk))
                 flow.pumpDisk(disk)
@@ -89,15 +89,10 @@ extension RequestFlow {
             switch result {
             case .success(.some(let chunk)):
                 // Only the part of the chunk inside the requested window goes out.
-                let start = flow.diskPosition
-                flow.diskPosition += chunk.readableBytes
-                let window = flow.diskWindow
-                let from = max(window.lowerBound, start)
-                let to = min(window.upperBound, flow.diskPosition)
-                if from < to, let part = chunk.getSlice(at: chunk.readerIndex + (from - start), length: to - from) {
+                if let part = flow.diskWindow.take(chunk) {
                     flow.emitBody(part)
                 }
-                if flow.diskPosition >= window.upperBound {
+                if flow.diskWindow.isComplete {
                     reader.close()
                     flow.diskReader = nil
                     return flow.dispatch(.delivered)

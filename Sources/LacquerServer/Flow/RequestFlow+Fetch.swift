@@ -20,6 +20,7 @@ extension RequestFlow: BackendExchangeDelegate {
         self.decision = nil
         self.bodyBytes = 0
         self.expectedLength = nil
+        self.fetchWindow = nil
         self.ctx.bereqRetries = self.machine.retries
         let isFill = mode.isFill
         // A HEAD miss fetches the whole object with GET, as Varnish does, so it can be stored.
@@ -308,9 +309,24 @@ extension RequestFlow: BackendExchangeDelegate {
             self.emitHead(HTTPResponseHead(version: .http1_1, status: .notModified, headers: out))
             return self.dispatch(.backendHead(.answered(keepFetching: self.accumulated != nil)))
         }
-        self.emitHead(
-            HTTPResponseHead(
-                version: .http1_1, status: HTTPResponseStatus(statusCode: status, reasonPhrase: reasonPhrase), headers: out))
+        var outStatus = HTTPResponseStatus(statusCode: status, reasonPhrase: reasonPhrase)
+        if mode.isFill, status == 200, let length = self.expectedLength, self.head.headers.contains(name: "range") {
+            // A Range request that missed: the whole object is fetched (and stored), the client
+            // gets its range as it streams by (Varnish does the same). Without a Content-Length
+            // the range cannot be placed before the end, so the client gets the whole 200, which
+            // RFC 9110 §14.2 allows.
+            switch self.answerRange(&out, length: length) {
+            case .whole:
+                break
+            case .partial(let window):
+                outStatus = .partialContent
+                self.fetchWindow = window
+            case .unsatisfiable:
+                self.emitHead(HTTPResponseHead(version: .http1_1, status: .rangeNotSatisfiable, headers: out))
+                return self.dispatch(.backendHead(.answered(keepFetching: self.accumulated != nil)))
+            }
+        }
+        self.emitHead(HTTPResponseHead(version: .http1_1, status: outStatus, headers: out))
         if mode.isFill, clientIsHead, self.accumulated == nil, Self.statusHasBody(status), self.expectedLength != 0 {
             // A HEAD answered from a body we will neither send nor store: end now and drop the connection.
             return self.dispatch(.backendHead(.answered(keepFetching: false)))

@@ -193,6 +193,9 @@ struct RequestStateMachine {
         /// requests wait on it).
         case backendBody(ByteBuffer, needed: Bool)
         case backendEnd
+        /// The client has every byte of its range of the body being fetched; the fetch goes on
+        /// without it.
+        case clientPartSent
         /// The fetch failed; `retryable`: the error and request allow one more try on a new
         /// connection (a reused connection the origin had closed, idempotent, body replayable).
         case backendFailed(BackendError, beforeHead: Bool, retryable: Bool, now: Double)
@@ -351,7 +354,7 @@ struct RequestStateMachine {
             guard self.fetching else { return }
             if self.response == .streaming(.backend), self.sendsFetchedBody, !self.clientGone {
                 self.emit(.writeFetchedBody(part))
-            } else if self.clientGone, !needed {
+            } else if self.clientGone || self.response == .finished, !needed {
                 // Nobody reads, nobody waits and nothing is stored: stop the transfer.
                 self.fetching = false
                 self.leading = false
@@ -360,6 +363,10 @@ struct RequestStateMachine {
             }
         case .backendEnd:
             self.backendEnd()
+        case .clientPartSent:
+            guard self.response == .streaming(.backend), !self.clientGone else { return }
+            if self.fetching { self.emit(.resumeFetch) }  // no longer paced by this client
+            self.finishResponse()
         case .backendFailed(let error, let beforeHead, let retryable, let now):
             self.backendFailed(error, beforeHead: beforeHead, retryable: retryable, now: now)
         case .revalidated(let ok):

@@ -74,6 +74,8 @@ final class RequestFlow {
     var waitID = 0
     /// How many body bytes of the busy fetch this waiter has written.
     var waitOffset = 0
+    /// The client's range of the body it waits on; nil: all of it.
+    var waitWindow: BodyWindow?
     /// Set while `pumpWait` writes: a write can make the connection writable again at once and
     /// call back into the pump, which then only asks the running pump to look again.
     var waitPumping = false
@@ -103,8 +105,9 @@ final class RequestFlow {
     var diskReader: DiskBodyReader?
     var diskReadPaused = false
     /// The byte window of the disk body to send (a single range, or all of it), and how far we read.
-    var diskWindow: Range<Int> = 0..<0
-    var diskPosition = 0
+    var diskWindow = BodyWindow(ranges: [], multipart: nil, length: 0)
+    /// The client's range of a body being fetched (a Range request that missed); nil: all of it.
+    var fetchWindow: BodyWindow?
     var bodyBytes = 0
     var expectedLength: Int?
 
@@ -323,7 +326,7 @@ final class RequestFlow {
         let plan = self.writeStoredHead(
             status: object.status, reason: object.reason, storedHeaders: storedHeaders,
             bodyLength: body.readableBytes, age: object.age(at: now),
-            xStatus: xStatus, cacheStatus: cacheStatus, allowMultipart: true)
+            xStatus: xStatus, cacheStatus: cacheStatus)
         switch plan {
         case .none:
             break
@@ -331,22 +334,10 @@ final class RequestFlow {
             if body.readableBytes > 0 {
                 self.emitFinalBody(body)
             }
-        case .single(let range):
-            if let slice = body.getSlice(at: body.readerIndex + range.lowerBound, length: range.count) {
-                self.emitFinalBody(slice)
+        case .window(var window):
+            if let out = window.take(body) {
+                self.emitFinalBody(out)
             }
-        case .multipart(let boundary, let contentType, let ranges):
-            var out = ByteBuffer()
-            for range in ranges {
-                out.writeString(
-                    Multipart.partHeader(
-                        boundary: boundary, contentType: contentType, range: range, length: body.readableBytes))
-                if var slice = body.getSlice(at: body.readerIndex + range.lowerBound, length: range.count) {
-                    out.writeBuffer(&slice)
-                }
-            }
-            out.writeString(Multipart.closing(boundary: boundary))
-            self.emitFinalBody(out)
         }
         if !self.bodySuppressed {
             self.dispatch(.delivered)
@@ -380,11 +371,11 @@ final class RequestFlow {
     }
 
     /// What follows a stored response's head.
-    enum BodyPlan: Equatable {
+    enum BodyPlan {
         case none
         case full
-        case single(ClosedRange<Int>)
-        case multipart(boundary: String, contentType: String?, ranges: [ClosedRange<Int>])
+        /// A 206: the bytes of the window (one range, or multipart/byteranges).
+        case window(BodyWindow)
     }
 
     /// Writes the head of a stored response: a 304 for a matching conditional request (RFC 9110
@@ -392,7 +383,7 @@ final class RequestFlow {
     /// Returns what the body must be.
     func writeStoredHead(
         status: Int, reason: String, storedHeaders: HTTPHeaders, bodyLength: Int, age: Double,
-        xStatus: XCacheStatus, cacheStatus: CacheStatusValue, allowMultipart: Bool
+        xStatus: XCacheStatus, cacheStatus: CacheStatusValue
     ) -> BodyPlan {
         var headers = storedHeaders
         headers.reserveCapacity(headers.count + 6)
@@ -418,44 +409,59 @@ final class RequestFlow {
         }
         var outStatus = HTTPResponseStatus(statusCode: status, reasonPhrase: reason)
         var plan = BodyPlan.full
+        headers.replaceOrAdd(name: "Content-Length", value: String(bodyLength))
         if status == 200 {
-            headers.replaceOrAdd(name: "Accept-Ranges", value: "bytes")
-            var decision = RangeRequest.evaluate(
-                rangeHeader: self.head.headers.first(name: "range"), ifRange: self.head.headers.first(name: "if-range"),
-                method: self.head.method.rawValue, storedStatus: status, storedHeaders: storedHeaders, length: bodyLength)
-            if case .multiple = decision, !allowMultipart {
-                decision = .full  // a server may ignore Range (RFC 9110 §14.2); large disk bodies stream whole
-            }
-            switch decision {
-            case .full:
+            switch self.answerRange(&headers, length: bodyLength) {
+            case .whole:
                 break
-            case .single(let range):
+            case .partial(let window):
                 outStatus = .partialContent
-                headers.replaceOrAdd(name: "Content-Range", value: RangeRequest.contentRange(range, length: bodyLength))
-                plan = .single(range)
-            case .multiple(let ranges):
-                outStatus = .partialContent
-                let boundary = Multipart.boundary(seed: self.xid)
-                let contentType = headers.first(name: "content-type")
-                headers.replaceOrAdd(name: "Content-Type", value: Multipart.contentType(boundary: boundary))
-                plan = .multipart(boundary: boundary, contentType: contentType, ranges: ranges)
+                plan = .window(window)
             case .unsatisfiable:
-                headers.replaceOrAdd(name: "Content-Range", value: RangeRequest.unsatisfiedContentRange(length: bodyLength))
-                headers.replaceOrAdd(name: "Content-Length", value: "0")
                 self.emitHead(HTTPResponseHead(version: .http1_1, status: .rangeNotSatisfiable, headers: headers))
                 return .none
             }
         }
-        let length: Int
-        switch plan {
-        case .single(let range): length = range.count
-        case .multipart(let boundary, let contentType, let ranges):
-            length = Multipart.totalLength(boundary: boundary, contentType: contentType, ranges: ranges, length: bodyLength)
-        default: length = bodyLength
-        }
-        headers.replaceOrAdd(name: "Content-Length", value: String(length))
         self.emitHead(HTTPResponseHead(version: .http1_1, status: outStatus, headers: headers))
         return self.head.method == .HEAD ? .none : plan
+    }
+
+    /// What a Range request gets of a complete 200.
+    enum RangeAnswer {
+        case whole
+        case partial(BodyWindow)
+        case unsatisfiable
+    }
+
+    /// RFC 9110 §14 for this request and a complete 200 of `length` bytes with the fields
+    /// `headers` (stored, or just received from the origin; their validators decide If-Range),
+    /// by `RangeRequest.evaluate`: sets Accept-Ranges, and for a 206 its Content-Range or
+    /// multipart Content-Type and its Content-Length, for a 416 `bytes */length` and no body.
+    /// Every delivery of a complete 200 (memory, disk, a fill, a waiter on a fill) asks this.
+    func answerRange(_ headers: inout HTTPHeaders, length: Int) -> RangeAnswer {
+        headers.replaceOrAdd(name: "Accept-Ranges", value: "bytes")
+        let decision = RangeRequest.evaluate(
+            rangeHeader: self.head.headers.first(name: "range"), ifRange: self.head.headers.first(name: "if-range"),
+            method: self.head.method.rawValue, storedStatus: 200, storedHeaders: headers, length: length)
+        let window: BodyWindow
+        switch decision {
+        case .full:
+            return .whole
+        case .single(let range):
+            headers.replaceOrAdd(name: "Content-Range", value: RangeRequest.contentRange(range, length: length))
+            window = BodyWindow(ranges: [range], multipart: nil, length: length)
+        case .multiple(let ranges):
+            let boundary = Multipart.boundary(seed: self.xid)
+            let contentType = headers.first(name: "content-type")
+            headers.replaceOrAdd(name: "Content-Type", value: Multipart.contentType(boundary: boundary))
+            window = BodyWindow(ranges: ranges, multipart: (boundary, contentType), length: length)
+        case .unsatisfiable:
+            headers.replaceOrAdd(name: "Content-Range", value: RangeRequest.unsatisfiedContentRange(length: length))
+            headers.replaceOrAdd(name: "Content-Length", value: "0")
+            return .unsatisfiable
+        }
+        headers.replaceOrAdd(name: "Content-Length", value: String(window.contentLength))
+        return .partial(window)
     }
 
     /// `return (purge)` from vcl_recv (builtin.vcl allows it from `purge_acl`): removes every
