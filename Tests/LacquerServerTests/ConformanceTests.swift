@@ -1545,6 +1545,40 @@ struct ConformanceCacheStatusTests {
         }
     }
 
+    @Test("RFC 8297 / RFC 9111 §3: a 103 reaches the client with its fields and name; only the final response is stored, and a hit has no 103 and none of its fields")
+    func earlyHintsNotStored() async throws {
+        try await withLacquer { _, port, origin async throws in
+            let url = target("/x-eh", [("status", "103"), ("ih", "Link:</s.css>; rel=preload; as=style"), ("ih", "X-Hint:1"), ("cc", "max-age=600")])
+            let client = try RawHTTPClient(port: port)
+            defer { client.close() }
+            try client.send("GET \(url) HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            let interim = try client.readResponse(returnInterim: true)
+            #expect(interim.status == 103 && interim.reason == "Early Hints")
+            #expect(interim.header("Link") == "</s.css>; rel=preload; as=style")
+            let first = try client.readResponse()
+            #expect(first.status == 200 && first.header("X-Cache-Status") == "MISS")
+            #expect(first.header("X-Hint") == nil && first.header("Link") == nil)
+            try client.send("GET \(url) HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            let hit = try client.readResponse(returnInterim: true)
+            #expect(hit.status == 200 && hit.header("X-Cache-Status") == "HIT", "a stored 1xx would come first")
+            #expect(hit.header("X-Hint") == nil && hit.header("Link") == nil)
+            #expect(origin.requestCount(path: "/x-eh") == 1)
+        }
+    }
+
+    @Test("RFC 9113 §8.1: a 103 from the origin reaches an HTTP/2 client before the final response")
+    func earlyHintsOverHTTP2() async throws {
+        try await withLacquer(configure: {
+            $0.listen = [HostAndPort(host: "127.0.0.1", port: 0, http2PriorKnowledge: true)]
+        }) { _, port, _ async throws in
+            let url = "http://127.0.0.1:\(port)" + target("/x-eh2", [("status", "103"), ("ih", "Link:</a.js>; rel=preload"), ("cc", "max-age=600")])
+            let outcome = try ExternalTool.run("curl", ["-s", "-S", "-D", "-", "-o", "/dev/null", "--http2-prior-knowledge", "--max-time", "10", url])
+            let statuses = outcome.output.split(separator: "\r\n").filter { $0.hasPrefix("HTTP/") }
+            #expect(statuses == ["HTTP/2 103 ", "HTTP/2 200 "], "\(outcome.output) \(outcome.errors)")
+            #expect(outcome.output.lowercased().contains("link: </a.js>; rel=preload"))
+        }
+    }
+
     @Test("RFC 9110 §15.2: a server MUST NOT send a 1xx response to an HTTP/1.0 client")
     func noInterimToHTTP10() async throws {
         try await withLacquer { _, port, _ async throws in

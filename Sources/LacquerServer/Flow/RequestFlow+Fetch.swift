@@ -131,15 +131,33 @@ extension RequestFlow: BackendExchangeDelegate {
 
     // MARK: BackendExchangeDelegate
 
-    /// 1xx answers pass through to HTTP/1.1 clients (RFC 9110 §15.2); hop-by-hop fields stripped.
+    /// 1xx answers (102 Processing, 103 Early Hints, RFC 8297) pass through to HTTP/1.1 and
+    /// HTTP/2 clients, never to HTTP/1.0 ones (RFC 9110 §15.2); hop-by-hop fields stripped. They
+    /// are never stored: only the final response is. A 100 Continue is ours to send, not the
+    /// origin's.
     func backendInterimResponse(_ head: HTTPResponseHead) {
-        guard let client = self.client, self.machine.response == .none, self.head.version.minor >= 1,
+        let version = self.head.version
+        guard let client = self.client, self.machine.response == .none, version.major >= 2 || version.minor >= 1,
             head.status != .continue
         else { return }
         var headers = head.headers
         HopByHop.strip(&headers)
-        client.writeHead(HTTPResponseHead(version: .http1_1, status: head.status, headers: headers))
+        let code = Int(head.status.code)
+        // NIO's decoder keeps no reason phrase for codes it has no name for (103).
+        let reason = head.status.reasonPhrase.isEmpty ? Self.interimReason(code) : head.status.reasonPhrase
+        client.writeHead(
+            HTTPResponseHead(version: .http1_1, status: HTTPResponseStatus(statusCode: code, reasonPhrase: reason), headers: headers))
         client.flush()
+    }
+
+    /// The registered names of the 1xx codes (RFC 9110 §15.2, RFC 8297).
+    static func interimReason(_ code: Int) -> String {
+        switch code {
+        case 101: return "Switching Protocols"
+        case 102: return "Processing"
+        case 103: return "Early Hints"
+        default: return "Informational"
+        }
     }
 
     /// `vcl_backend_response`, then the head goes to the client.
