@@ -68,7 +68,9 @@ public enum Storability {
     ///    response also has `must-understand` and a status we understand (§5.2.2.3);
     /// 3. (targeted fields: pass `TargetedCacheControl.effective(...)` as `responseCacheControl`, so
     ///    a `CDN-Cache-Control` or `Surrogate-Control: no-store` aimed at this cache decides; RFC 9213)
-    /// 4. status: 1xx, 304 and unknown codes (`status`), 206 (`partial`);
+    /// 4. status: 1xx and 304 (`status`), 206 (`partial`), a final code this cache does not
+    ///    understand with `must-understand` (`status`); other unknown final codes go on and need
+    ///    explicit freshness or `public` (rule 9);
     /// 5. `Vary: *` (`vary-star`): no later request can ever match it (§4.1);
     /// 6. `Set-Cookie` in the response (`set-cookie`): one user's session must not reach another;
     /// 7. bare `private` (`private`, §5.2.2.7);
@@ -102,7 +104,11 @@ public enum Storability {
             return .notStorable(reason: .noStore)
         }
         if status == 206 { return .notStorable(reason: .partial) }
-        guard understood else { return .notStorable(reason: .status) }
+        // A final status this cache has no meaning for may still be stored when the response
+        // says how long it is fresh (explicit freshness or `public`, checked below; none is
+        // heuristically cacheable), unless it demands `must-understand` (RFC 9111 §3, §5.2.2.3).
+        let unknownFinal = !understood && (200...599).contains(status) && status != 304
+        guard understood || (unknownFinal && !responseCacheControl.mustUnderstand) else { return .notStorable(reason: .status) }
 
         if VaryKey.fieldNames(responseHeaders) == nil { return .notStorable(reason: .varyStar) }
         if responseHeaders.contains(name: "set-cookie") { return .notStorable(reason: .setCookie) }

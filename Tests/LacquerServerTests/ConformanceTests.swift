@@ -1049,6 +1049,24 @@ struct ConformanceStatusTests {
         }
     }
 
+    @Test("§3: a final status the cache does not know is stored when it has explicit freshness (299, 499, 599), and served with its code and reason")
+    func unknownStatusWithFreshness() async throws {
+        try await withLacquer { _, port, origin async throws in
+            for code in [299, 499, 599] {
+                let url = target("/st-u\(code)", [("status", "\(code)"), ("cc", "max-age=3600")])
+                let first = try httpGet(port: port, url)
+                let second = try httpGet(port: port, url)
+                #expect(first.status == code && second.status == code)
+                #expect(second.header("X-Cache-Status") == "HIT", "\(code)")
+                #expect(second.body == first.body && second.reason == first.reason)
+                #expect(origin.requestCount(path: "/st-u\(code)") == 1, "\(code)")
+            }
+            // Without explicit freshness: never heuristically fresh, so not stored.
+            _ = try fetch(port, target("/st-u298", [("status", "298")]), times: 2)
+            #expect(origin.requestCount(path: "/st-u298") == 2)
+        }
+    }
+
     @Test("§3.3: an incomplete (truncated) response is not stored and never used later")
     func truncatedNotStored() async throws {
         try await withLacquer { _, port, origin async throws in
