@@ -114,9 +114,7 @@ public enum Storability {
         if responseHeaders.contains(name: "set-cookie") { return .notStorable(reason: .setCookie) }
         if responseCacheControl.isPrivate { return .notStorable(reason: .private) }
 
-        if requestHeaders.contains(name: "authorization"), !responseCacheControl.isPublic,
-            responseCacheControl.sMaxAge == nil, !responseCacheControl.mustRevalidate
-        {
+        if requestHeaders.contains(name: "authorization"), !Self.sharesWithAuthorization(responseCacheControl) {
             return .notStorable(reason: .authorization)
         }
 
@@ -130,6 +128,14 @@ public enum Storability {
             return .notStorable(reason: .noFreshness)
         }
         return .storable
+    }
+
+    /// Whether a response's directives let a shared cache reuse it for requests with
+    /// `Authorization` (RFC 9111 §3.5): `public`, `s-maxage` or `must-revalidate`. It decides both
+    /// whether a response to such a request is stored and whether a stored response, whatever
+    /// request stored it, may answer one.
+    public static func sharesWithAuthorization(_ responseCacheControl: CacheControl) -> Bool {
+        responseCacheControl.isPublic || responseCacheControl.sMaxAge != nil || responseCacheControl.mustRevalidate
     }
 
     /// Lowercased names of response fields a shared cache must not store: those of a qualified

@@ -1432,6 +1432,44 @@ struct ConformanceOtherTests {
         }
     }
 
+    @Test("§3.5: a request with Authorization is answered from the cache only by a response that allowed sharing, whatever request stored it")
+    func authorizationNeedsSharedResponse() async throws {
+        try await withLacquer { _, port, origin async throws in
+            let auth = [("Authorization", "Basic YTpi")]
+            // Stored by an anonymous request, with no word on sharing: the logged-in user goes to
+            // the origin (which sees the credentials); the stored copy stays for everyone else.
+            let url = target("/o-auth-anon", [("cc", "max-age=3600")])
+            _ = try httpGet(port: port, url)
+            let private1 = try httpGet(port: port, url, headers: auth)
+            #expect(private1.header("X-Cache-Status") == "MISS")
+            #expect(private1.header("Cache-Status")?.contains("fwd=request") == true, "\(private1.header("Cache-Status") ?? "")")
+            #expect(origin.requests(path: "/o-auth-anon").last?.header("Authorization") == "Basic YTpi")
+            let anonymous = try httpGet(port: port, url)
+            #expect(anonymous.header("X-Cache-Status") == "HIT", "the logged-in request neither replaced nor disabled the stored copy")
+            #expect(origin.requestCount(path: "/o-auth-anon") == 2)
+            // Responses that allowed sharing answer requests with Authorization from the cache.
+            for (index, cc) in ["public, max-age=3600", "s-maxage=3600", "must-revalidate, max-age=3600"].enumerated() {
+                let shared = target("/o-auth-shared\(index)", [("cc", cc)])
+                _ = try httpGet(port: port, shared)
+                #expect(try httpGet(port: port, shared, headers: auth).header("X-Cache-Status") == "HIT", "\(cc)")
+                #expect(origin.requestCount(path: "/o-auth-shared\(index)") == 1)
+            }
+        }
+    }
+
+    @Test("§3.5: a request with Authorization that arrives while an anonymous fill runs does not get that fill's answer")
+    func authorizationDoesNotWaitOnAnonymousFill() async throws {
+        try await withLacquer { _, port, origin async throws in
+            let url = target("/slowbody/2000/80", [("cc", "max-age=3600")])
+            async let anonymous = runBlocking { try httpGet(port: port, url) }
+            try await Task.sleep(for: .milliseconds(200))
+            let authorized = try await runBlocking { try httpGet(port: port, url, headers: [("Authorization", "Bearer t")]) }
+            #expect(authorized.header("X-Cache-Status") == "MISS", "\(authorized.header("Cache-Status") ?? "")")
+            #expect(try await anonymous.header("X-Cache-Status") == "MISS")
+            #expect(origin.requests(path: "/slowbody/2000/80").contains { $0.header("Authorization") == "Bearer t" })
+        }
+    }
+
     @Test("RFC 9110 §9.3.2: HEAD is answered from a stored GET with the same fields and no body")
     func headFromGet() async throws {
         try await withLacquer { _, port, origin async throws in

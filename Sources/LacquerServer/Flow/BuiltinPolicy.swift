@@ -68,7 +68,7 @@ enum BuiltinPolicy {
     }
 
     /// Picks the stored variant that matches the request and decides whether it may be used
-    /// (RFC 9111 §4, §4.1, §5.2.1).
+    /// (RFC 9111 §3.5, §4, §4.1, §5.2.1).
     static func lookup<Candidate: CacheCandidate>(
         variants: [Candidate],
         requestHeaders: HTTPHeaders,
@@ -84,6 +84,14 @@ enum BuiltinPolicy {
         }
         guard let object = selected else {
             return .miss(fwd: .varyMiss)
+        }
+        if requestHeaders.contains(name: "authorization"),
+            !Storability.sharesWithAuthorization(CacheControl(headers: object.headers))
+        {
+            // A logged-in user's request never gets a response its origin did not let a shared
+            // cache give to such requests, whoever's request stored it: it goes to the origin,
+            // leaving the stored object to the others.
+            return .miss(fwd: .request)
         }
         let remaining = HitRules.remainingFreshness(object, now: now, ttlCap: ttlCap)
         let age = max(0, now - object.origin)

@@ -61,6 +61,8 @@ extension RequestFlow {
             let forUs =
                 VaryKey.variant(names: head.varyNames, requestHeaders: self.head.headers) == head.variant
                 && !BodyTransform.needsGunzip(storedHeaders: head.headers, requestHeaders: self.head.headers)
+                && (!self.head.headers.contains(name: "authorization")
+                    || Storability.sharesWithAuthorization(CacheControl(headers: head.headers)))
             self.dispatch(.busyHead(forUs: forUs))
         case .data:
             self.dispatch(.busyData)

@@ -264,9 +264,13 @@ extension RequestFlow: BackendExchangeDelegate {
                 }
                 if status < 500 {
                     // Hit-for-miss: later requests go to the origin in parallel, not one behind
-                    // another. Not for server errors: a failing origin keeps getting one fetch at a time.
-                    let now = self.server.clock()
-                    self.server.coalescer.markHitForMiss(key, until: now + self.server.configuration.hitForMissTTL, now: now)
+                    // another. Not for server errors: a failing origin keeps getting one fetch at a
+                    // time. Not when only this request's Authorization kept it from being stored:
+                    // the next anonymous request may store it.
+                    if decision.reason != .authorization {
+                        let now = self.server.clock()
+                        self.server.coalescer.markHitForMiss(key, until: now + self.server.configuration.hitForMissTTL, now: now)
+                    }
                     self.releaseBusy(.uncacheable)
                 } else {
                     self.releaseBusy(.failed(.framing("origin answered \(status)")))
