@@ -35,7 +35,13 @@ public enum VaryKey {
     /// The result is unambiguous: each entry is `name`, then `=` and the value or `!` for absent,
     /// then a newline; backslash and line breaks (and `=`, `!` in names) are escaped, so no
     /// name or value can forge the boundary of another entry.
-    public static func variant(names: [String], requestHeaders: HTTPHeaders) -> String {
+    ///
+    /// Fields in `listFields` (by default Accept-Language) are read as weighted lists and
+    /// normalised further (`normaliseList`): members' case, order among equal weights, spelling
+    /// of q-values and repeats do not split variants.
+    public static func variant(
+        names: [String], requestHeaders: HTTPHeaders, listFields: Set<String> = Self.standardListFields
+    ) -> String {
         var result = ""
         for name in names {
             let lowered = name.lowercased()
@@ -47,11 +53,51 @@ public enum VaryKey {
                 result += "!"
             } else {
                 result += "="
-                Self.appendEscaped(Self.normalise(lines.joined(separator: ",")), isName: false, to: &result)
+                let combined = lines.joined(separator: ",")
+                let value = listFields.contains(lowered) ? Self.normaliseList(combined) : Self.normalise(combined)
+                Self.appendEscaped(value, isName: false, to: &result)
             }
             result += "\n"
         }
         return result
+    }
+
+    /// The fields read as weighted lists by default: Accept-Language (Accept-Encoding has its own,
+    /// stronger rule).
+    public static let standardListFields: Set<String> = ["accept-language"]
+
+    /// A weighted list (`a, b;q=0.5`, RFC 9110 §12.4.2) in one spelling: members lowercased with
+    /// their whitespace removed, a repeated member dropped (the first counts), q-values written
+    /// as thousandths (`q=0.9`, `q=0.90` and `Q=0.900` are the same; `q=1` left out; a q-value
+    /// outside RFC 9110's grammar stays as written), members sorted
+    /// by weight (highest first), then by name. Two values equal after this select the same
+    /// representation from any origin that follows the RFC.
+    public static func normaliseList(_ value: String) -> String {
+        var members: [(name: String, weight: Int)] = []
+        var seen: Set<String> = []
+        for element in value.split(separator: ",") {
+            var parameters: [String] = []
+            var weight = 1000
+            for (index, piece) in element.split(separator: ";", omittingEmptySubsequences: false).enumerated() {
+                let text = String(piece.filter { $0 != " " && $0 != "\t" }).lowercased()
+                if index > 0, text.hasPrefix("q="), let parsed = QValue.parse(String(text.dropFirst(2))) {
+                    weight = parsed
+                } else if index == 0 || !text.isEmpty {
+                    parameters.append(text)
+                }
+            }
+            let name = parameters.joined(separator: ";")
+            guard !name.isEmpty, seen.insert(name).inserted else { continue }
+            members.append((name, weight))
+        }
+        members.sort { $0.weight != $1.weight ? $0.weight > $1.weight : $0.name < $1.name }
+        return members.map { member in
+            guard member.weight != 1000 else { return member.name }
+            var digits = String(member.weight)
+            digits = String(repeating: "0", count: 3 - digits.count) + digits
+            while digits.hasSuffix("0") { digits.removeLast() }
+            return member.name + ";q=0." + (digits.isEmpty ? "0" : digits)
+        }.joined(separator: ",")
     }
 
     /// Whitespace normalisation of one combined field value (RFC 9111 §4.1).

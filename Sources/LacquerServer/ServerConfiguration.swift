@@ -1,3 +1,4 @@
+import CachePolicy
 import CacheStore
 import NIOCore
 import NIOHTTP1
@@ -35,6 +36,9 @@ public struct ServerConfiguration: Sendable {
     /// The response fields that list surrogate keys (cache tags); default xkey, Surrogate-Key
     /// and Cache-Tag.
     public var surrogateKeyHeaders: [String] = SurrogateKeyFields.standard.names
+    /// Request fields read as weighted lists when they form a variant key (`VaryKey.normaliseList`):
+    /// lowercased names (`--vary-normalise`).
+    public var varyListFields: Set<String> = VaryKey.standardListFields
     /// Whether clients get the surrogate key fields (by default they are removed, as Fastly does).
     public var showSurrogateKeys = false
     var surrogateKeyFields: SurrogateKeyFields {

@@ -92,6 +92,9 @@ struct Lacquer: AsyncParsableCommand {
     @Option(name: .customLong("surrogate-key-header"), help: ArgumentHelp("Response field that lists an object's surrogate keys (cache tags), space- or comma-separated, for PURGE with xkey-purge and POST /purge?key= (repeatable; replaces the default xkey, Surrogate-Key and Cache-Tag).", valueName: "NAME"))
     var surrogateKeyHeader: [String] = []
 
+    @Option(name: .customLong("vary-normalise"), help: ArgumentHelp("Request field read as a weighted list when a response varies on it: case, order among equal weights, q-value spelling and repeats do not make another variant (repeatable; replaces the default Accept-Language; 'none' for exact values). Accept-Encoding always keys on gzip or identity.", valueName: "NAME"))
+    var varyNormalise: [String] = []
+
     @Flag(name: .customLong("show-surrogate-keys"), help: "Send the surrogate key fields on to clients (by default they are removed from responses, as Fastly does).")
     var showSurrogateKeys = false
 
@@ -221,6 +224,9 @@ struct Lacquer: AsyncParsableCommand {
         if !(self.softPurgeGrace >= 0 && self.softPurgeGrace.isFinite) {
             throw ValidationError("--soft-purge-grace '\(self.softPurgeGrace)' must be a number of seconds, 0 or more")
         }
+        for name in self.varyNormalise where name != "none" && (name.isEmpty || !name.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F && $0 != UInt8(ascii: ":") })) {
+            throw ValidationError("--vary-normalise '\(name)' is not a header field name")
+        }
         for name in self.surrogateKeyHeader where name.isEmpty || !name.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F && $0 != UInt8(ascii: ":") }) {
             throw ValidationError("--surrogate-key-header '\(name)' is not a header field name")
         }
@@ -303,6 +309,9 @@ struct Lacquer: AsyncParsableCommand {
             configuration.surrogateKeyHeaders = self.surrogateKeyHeader
         }
         configuration.showSurrogateKeys = self.showSurrogateKeys
+        if !self.varyNormalise.isEmpty {
+            configuration.varyListFields = Set(self.varyNormalise.filter { $0 != "none" }.map { $0.lowercased() })
+        }
         configuration.softPurgeGrace = self.softPurgeGrace
         switch self.accessLog {
         case "off": configuration.accessLog = nil

@@ -125,4 +125,36 @@ struct VaryKeyTests {
         let variant = VaryKey.variant(names: ["accept-encoding"], requestHeaders: fields)
         #expect(variant == (AcceptEncoding.acceptsGzip(fields) ? "accept-encoding=gzip\n" : "accept-encoding=identity\n"))
     }
+    @Test(
+        "Accept-Language values that select the same representation share a variant (case, spaces, order among equal weights, q spelling, repeats)",
+        arguments: [
+            ("en-US,en;q=0.9", "EN-us , en;Q=0.90"),
+            ("en-US,en;q=0.9", "en;q=0.900,en-US"),
+            ("da, en-gb;q=0.8, en;q=0.7", "en-GB;q=0.8,da;q=1,en;q=0.7,da;q=0.1"),
+            ("fr;q=1.000, de", "de,fr"),
+            ("*;q=0", "* ; q=0.0"),
+        ] as [(String, String)])
+    func acceptLanguageShares(a: String, b: String) {
+        let first = VaryKey.variant(names: ["accept-language"], requestHeaders: headers(("Accept-Language", a)))
+        let second = VaryKey.variant(names: ["accept-language"], requestHeaders: headers(("Accept-Language", b)))
+        #expect(first == second, "\(first) \(second)")
+    }
+
+    @Test("Accept-Language values that select differently stay apart; the list rule applies only to the fields asked for")
+    func acceptLanguageDiffers() {
+        let en = headers(("Accept-Language", "en-US,en;q=0.9"))
+        for other in ["en;q=0.9,en-US;q=0.8", "en-US", "fr", "en-US,en;q=0.8", "en-US;q=0"] {
+            #expect(
+                VaryKey.variant(names: ["accept-language"], requestHeaders: en)
+                    != VaryKey.variant(names: ["accept-language"], requestHeaders: headers(("Accept-Language", other))), "\(other)")
+        }
+        #expect(VaryKey.normaliseList("en-US, EN;q=0.90, fr;q=0.5;x=1, de;q=abc") == "de;q=abc,en-us,en;q=0.9,fr;x=1;q=0.5")
+        // Exact values when the field is not read as a list.
+        let upper = VaryKey.variant(names: ["accept-language"], requestHeaders: headers(("Accept-Language", "EN")), listFields: [])
+        let lower = VaryKey.variant(names: ["accept-language"], requestHeaders: headers(("Accept-Language", "en")), listFields: [])
+        #expect(upper != lower)
+        // Any field can be read as a list.
+        let accept = VaryKey.variant(names: ["accept"], requestHeaders: headers(("Accept", "text/html, application/json")), listFields: ["accept"])
+        #expect(accept == VaryKey.variant(names: ["accept"], requestHeaders: headers(("Accept", "application/json,text/html")), listFields: ["accept"]))
+    }
 }

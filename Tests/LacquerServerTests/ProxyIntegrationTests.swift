@@ -127,6 +127,27 @@ struct ProxyIntegrationTests {
         }
     }
 
+    @Test("Vary: Accept-Language: equivalent values share one stored variant; --vary-normalise none keys on exact values")
+    func varyNormalisedLists() async throws {
+        try await withLacquer { _, port, origin async throws in
+            let url = "/lang?cc=max-age%3D600&vary=Accept-Language"
+            let first = try httpGet(port: port, url, headers: [("Accept-Language", "en-US,en;q=0.9,fr;q=0.5")])
+            #expect(first.header("X-Cache-Status") == "MISS")
+            for same in ["EN-us, en;q=0.90, fr;q=0.500", "en;q=0.9,en-US,fr;q=0.5", "fr;q=0.5, en-US, en;q=0.9, en-US"] {
+                let again = try httpGet(port: port, url, headers: [("Accept-Language", same)])
+                #expect(again.header("X-Cache-Status") == "HIT", "\(same)")
+            }
+            #expect(try httpGet(port: port, url, headers: [("Accept-Language", "fr,en;q=0.5")]).header("X-Cache-Status") == "MISS")
+            #expect(origin.requestCount(path: "/lang") == 2)
+        }
+        try await withLacquer(configure: { $0.varyListFields = [] }) { _, port, origin async throws in
+            let url = "/lang?cc=max-age%3D600&vary=Accept-Language"
+            _ = try httpGet(port: port, url, headers: [("Accept-Language", "en-US,en;q=0.9")])
+            #expect(try httpGet(port: port, url, headers: [("Accept-Language", "en-us,en;q=0.9")]).header("X-Cache-Status") == "MISS")
+            #expect(origin.requestCount(path: "/lang") == 2)
+        }
+    }
+
     @Test("a request with a Cookie is passed (BYPASS), as Varnish's built-in does")
     func cookiePass() async throws {
         try await withLacquer { _, port, origin async throws in

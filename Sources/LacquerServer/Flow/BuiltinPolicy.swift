@@ -73,6 +73,7 @@ enum BuiltinPolicy {
         variants: [Candidate],
         requestHeaders: HTTPHeaders,
         requestCacheControl cc: CacheControl,
+        varyListFields: Set<String> = VaryKey.standardListFields,
         now: Double,
         ttlCap: Double? = nil
     ) -> LookupOutcome<Candidate> {
@@ -80,7 +81,7 @@ enum BuiltinPolicy {
             return .miss(fwd: .uriMiss)
         }
         let selected = HitRules.selectVariant(variants) {
-            VaryKey.variant(names: $0.varyNames, requestHeaders: requestHeaders) == $0.variant
+            VaryKey.variant(names: $0.varyNames, requestHeaders: requestHeaders, listFields: varyListFields) == $0.variant
         }
         guard let object = selected else {
             return .miss(fwd: .varyMiss)

@@ -59,7 +59,7 @@ extension RequestFlow {
             // Not for us as it streams (another variant, or a coding we cannot take): look
             // again once it is stored.
             let forUs =
-                VaryKey.variant(names: head.varyNames, requestHeaders: self.head.headers) == head.variant
+                VaryKey.variant(names: head.varyNames, requestHeaders: self.head.headers, listFields: self.server.configuration.varyListFields) == head.variant
                 && !BodyTransform.needsGunzip(storedHeaders: head.headers, requestHeaders: self.head.headers)
                 && (!self.head.headers.contains(name: "authorization")
                     || Storability.sharesWithAuthorization(CacheControl(headers: head.headers)))

@@ -253,7 +253,7 @@ extension RequestFlow: BackendExchangeDelegate {
                 self.busy?.publishHead(
                     BusyFetch.Head(
                         status: status, reason: reasonPhrase, headers: stored, varyNames: self.varyNames,
-                        variant: VaryKey.variant(names: self.varyNames, requestHeaders: self.head.headers),
+                        variant: VaryKey.variant(names: self.varyNames, requestHeaders: self.head.headers, listFields: self.server.configuration.varyListFields),
                         origin: decision.origin, ttl: decision.ttl, expectedLength: self.expectedLength))
             } else {
                 self.counters.increment(.objectsNotStoredUncacheable)
@@ -457,7 +457,7 @@ extension RequestFlow: BackendExchangeDelegate {
             }
             let object = StoredObject(
                 key: key,
-                variant: VaryKey.variant(names: matchNames, requestHeaders: self.head.headers),
+                variant: VaryKey.variant(names: matchNames, requestHeaders: self.head.headers, listFields: self.server.configuration.varyListFields),
                 varyNames: matchNames,
                 status: status,
                 reason: backendHead.status.reasonPhrase,

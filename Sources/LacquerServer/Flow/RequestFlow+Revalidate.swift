@@ -71,7 +71,7 @@ extension RequestFlow {
         let varyNames = VaryKey.fieldNames(merged) ?? []
         let object = StoredObject(
             key: revalidation.key,
-            variant: VaryKey.variant(names: varyNames, requestHeaders: self.head.headers),
+            variant: VaryKey.variant(names: varyNames, requestHeaders: self.head.headers, listFields: self.server.configuration.varyListFields),
             varyNames: varyNames,
             status: status,
             reason: reason,

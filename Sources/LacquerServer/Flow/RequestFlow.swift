@@ -237,8 +237,8 @@ final class RequestFlow {
             }
         }
         let outcome = BuiltinPolicy.lookup(
-            variants: variants, requestHeaders: self.head.headers,
-            requestCacheControl: self.requestCacheControl, now: now, ttlCap: self.ctx.reqTTL)
+            variants: variants, requestHeaders: self.head.headers, requestCacheControl: self.requestCacheControl,
+            varyListFields: self.server.configuration.varyListFields, now: now, ttlCap: self.ctx.reqTTL)
         self.dispatch(.lookedUp(.init(outcome, copy: { .memory($0) }), .memory, now: now))
     }
 
@@ -269,8 +269,8 @@ final class RequestFlow {
             }
             let now = flow.server.clock()
             let outcome = BuiltinPolicy.lookup(
-                variants: heads, requestHeaders: flow.head.headers,
-                requestCacheControl: flow.requestCacheControl, now: now, ttlCap: flow.ctx.reqTTL)
+                variants: heads, requestHeaders: flow.head.headers, requestCacheControl: flow.requestCacheControl,
+                varyListFields: flow.server.configuration.varyListFields, now: now, ttlCap: flow.ctx.reqTTL)
             flow.dispatch(.lookedUp(.init(outcome, copy: { .disk($0) }), .disk, now: now))
         }
     }
