@@ -39,6 +39,8 @@ public struct ServerConfiguration: Sendable {
     /// Request fields read as weighted lists when they form a variant key (`VaryKey.normaliseList`):
     /// lowercased names (`--vary-normalise`).
     public var varyListFields: Set<String> = VaryKey.standardListFields
+    /// Answer requests as if they carried no Cache-Control or Pragma (`--ignore-request-cache-control`).
+    public var ignoreRequestCacheControl = false
     /// Whether clients get the surrogate key fields (by default they are removed, as Fastly does).
     public var showSurrogateKeys = false
     var surrogateKeyFields: SurrogateKeyFields {

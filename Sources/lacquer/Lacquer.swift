@@ -95,6 +95,9 @@ struct Lacquer: AsyncParsableCommand {
     @Option(name: .customLong("vary-normalise"), help: ArgumentHelp("Request field read as a weighted list when a response varies on it: case, order among equal weights, q-value spelling and repeats do not make another variant (repeatable; replaces the default Accept-Language; 'none' for exact values). Accept-Encoding always keys on gzip or identity.", valueName: "NAME"))
     var varyNormalise: [String] = []
 
+    @Flag(name: .customLong("ignore-request-cache-control"), help: "Answer requests as if they carried no Cache-Control or Pragma, as Varnish and nginx do by default: a client's reload (no-cache, max-age=0) is served from the cache instead of revalidating at the origin.")
+    var ignoreRequestCacheControl = false
+
     @Flag(name: .customLong("show-surrogate-keys"), help: "Send the surrogate key fields on to clients (by default they are removed from responses, as Fastly does).")
     var showSurrogateKeys = false
 
@@ -309,6 +312,7 @@ struct Lacquer: AsyncParsableCommand {
             configuration.surrogateKeyHeaders = self.surrogateKeyHeader
         }
         configuration.showSurrogateKeys = self.showSurrogateKeys
+        configuration.ignoreRequestCacheControl = self.ignoreRequestCacheControl
         if !self.varyNormalise.isEmpty {
             configuration.varyListFields = Set(self.varyNormalise.filter { $0 != "none" }.map { $0.lowercased() })
         }

@@ -24,7 +24,7 @@ struct BuiltinPolicyTests {
 
     func lookup(_ variants: [StoredObject], _ request: HTTPHeaders = [:], ttlCap: Double? = nil) -> String {
         switch BuiltinPolicy.lookup(
-            variants: variants, requestHeaders: request, requestCacheControl: BuiltinPolicy.requestCacheControl(request),
+            variants: variants, requestHeaders: request, requestCacheControl: BuiltinPolicy.requestCacheControl(request, ignored: false),
             now: Self.now, ttlCap: ttlCap)
         {
         case .hit: "hit"
@@ -76,7 +76,7 @@ struct BuiltinPolicyTests {
         let requestHeaders = HTTPHeaders(request)
         return BuiltinPolicy.backendResponse(
             method: "GET", requestHeaders: requestHeaders,
-            requestCacheControl: BuiltinPolicy.requestCacheControl(requestHeaders), status: status,
+            requestCacheControl: BuiltinPolicy.requestCacheControl(requestHeaders, ignored: false), status: status,
             responseHeaders: headers, requestTime: Self.now, responseTime: Self.now, configuration: configuration)
     }
 

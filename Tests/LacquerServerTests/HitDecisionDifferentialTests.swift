@@ -63,7 +63,7 @@ struct HitDecisionDifferentialTests {
             let variants = memory.variants(for: key)
             var flowChoice: StoredObject?
             if case .hit(let object) = BuiltinPolicy.lookup(
-                variants: variants, requestHeaders: request, requestCacheControl: BuiltinPolicy.requestCacheControl(request),
+                variants: variants, requestHeaders: request, requestCacheControl: BuiltinPolicy.requestCacheControl(request, ignored: false),
                 now: now),
                 HitRules.wantsStoredAsIs(method: .GET, requestHeaders: request),
                 HitRules.deliverableAsStored(object, clientTakesGzip: AcceptEncoding.acceptsGzip(request))

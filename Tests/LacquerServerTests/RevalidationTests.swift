@@ -76,6 +76,56 @@ struct RevalidationTests {
         }
     }
 
+    @Test("a reload storm (concurrent no-cache, max-age=0 and Pragma requests) makes one revalidation at the origin")
+    func reloadsCollapse() async throws {
+        try await withLacquer { _, port, origin async throws in
+            let target = "/delay/800/storm?cc=max-age%3D600&etag=s"
+            _ = try httpGet(port: port, target)
+            let reloads: [(String, String)] = [
+                ("Cache-Control", "no-cache"), ("Cache-Control", "max-age=0"), ("Pragma", "no-cache"),
+                ("Cache-Control", "no-cache"), ("Cache-Control", "max-age=0"), ("Cache-Control", "no-cache"),
+            ]
+            let answers = try await withThrowingTaskGroup(of: RawHTTPResponse.self) { group in
+                for field in reloads {
+                    group.addTask { try await runBlocking { try httpGet(port: port, target, headers: [field]) } }
+                }
+                var all: [RawHTTPResponse] = []
+                for try await answer in group { all.append(answer) }
+                return all
+            }
+            #expect(answers.count == 6 && answers.allSatisfy { $0.status == 200 && $0.body == Array("ok /delay/800/storm\n".utf8) })
+            #expect(origin.requestCount(path: "/delay/800/storm") == 2, "one fill, then one revalidation for all six reloads")
+            #expect(origin.requests(path: "/delay/800/storm").last?.header("If-None-Match") == "\"s\"")
+        }
+    }
+
+    @Test("--ignore-request-cache-control, or the VCL idiom, answers reloads from the cache")
+    func reloadsIgnored() async throws {
+        try await withLacquer(configure: { $0.ignoreRequestCacheControl = true }) { _, port, origin async throws in
+            let target = "/ig?cc=max-age%3D600"
+            _ = try httpGet(port: port, target)
+            for field in [("Cache-Control", "no-cache"), ("Cache-Control", "max-age=0"), ("Pragma", "no-cache"), ("Cache-Control", "no-store")] {
+                #expect(try httpGet(port: port, target, headers: [field]).header("X-Cache-Status") == "HIT", "\(field)")
+            }
+            #expect(origin.requestCount(path: "/ig") == 1)
+        }
+        let idiom = """
+            vcl 4.1;
+            backend origin { .host = "127.0.0.1"; .port = "1"; }
+            sub vcl_recv {
+                unset req.http.Cache-Control;
+                unset req.http.Pragma;
+            }
+            """
+        try await VCLIntegrationTests().withVCL(idiom) { _, port, origin in
+            let target = "/ig2?cc=max-age%3D600"
+            _ = try httpGet(port: port, target)
+            #expect(try httpGet(port: port, target, headers: [("Cache-Control", "no-cache")]).header("X-Cache-Status") == "HIT")
+            #expect(try httpGet(port: port, target, headers: [("Pragma", "no-cache")]).header("X-Cache-Status") == "HIT")
+            #expect(origin.requestCount(path: "/ig2") == 1)
+        }
+    }
+
     @Test("a no-cache response is stored but revalidated on every use")
     func noCacheAlwaysRevalidates() async throws {
         try await withLacquer { _, port, origin async throws in

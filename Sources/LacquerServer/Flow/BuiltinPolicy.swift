@@ -56,8 +56,12 @@ enum BuiltinPolicy {
         CacheKey(host: host, target: target)
     }
 
-    /// The request's own cache directives; `Pragma: no-cache` counts only when Cache-Control is absent.
-    static func requestCacheControl(_ headers: HTTPHeaders) -> CacheControl {
+    /// The request's own cache directives; `Pragma: no-cache` counts only when Cache-Control is
+    /// absent. None when the operator told Lacquer to ignore them (`--ignore-request-cache-control`,
+    /// Varnish's and nginx's default): then a client's reload (`no-cache`, `max-age=0`) is
+    /// answered from the cache like any other request.
+    static func requestCacheControl(_ headers: HTTPHeaders, ignored: Bool) -> CacheControl {
+        if ignored { return CacheControl() }
         var cc = CacheControl(headers: headers)
         if !headers.contains(name: "cache-control") {
             for value in headers["pragma"] where value.lowercased().contains("no-cache") {
@@ -75,7 +79,8 @@ enum BuiltinPolicy {
         requestCacheControl cc: CacheControl,
         varyListFields: Set<String> = VaryKey.standardListFields,
         now: Double,
-        ttlCap: Double? = nil
+        ttlCap: Double? = nil,
+        requestArrived: Double? = nil
     ) -> LookupOutcome<Candidate> {
         if variants.isEmpty {
             return .miss(fwd: .uriMiss)
@@ -96,14 +101,20 @@ enum BuiltinPolicy {
         }
         let remaining = HitRules.remainingFreshness(object, now: now, ttlCap: ttlCap)
         let age = max(0, now - object.origin)
-        if cc.noCache {
-            return .refresh(object, fwd: .request)
-        }
-        if let maxAge = cc.maxAge, age > Double(maxAge) {
-            return .refresh(object, fwd: .request)
+        // A response fetched or validated at the origin after this request arrived is what the
+        // request's no-cache, max-age and min-fresh ask for: requests that waited behind that
+        // one validation (a reload storm) take its result instead of validating again each.
+        let validatedSinceArrival = requestArrived.map { object.responseTime >= $0 } ?? false
+        if !validatedSinceArrival {
+            if cc.noCache {
+                return .refresh(object, fwd: .request)
+            }
+            if let maxAge = cc.maxAge, age > Double(maxAge) {
+                return .refresh(object, fwd: .request)
+            }
         }
         if remaining > 0 {
-            if let minFresh = cc.minFresh, remaining < Double(minFresh) {
+            if !validatedSinceArrival, let minFresh = cc.minFresh, remaining < Double(minFresh) {
                 return .refresh(object, fwd: .request)
             }
             return .hit(object)

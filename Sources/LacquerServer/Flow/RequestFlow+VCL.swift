@@ -123,7 +123,8 @@ extension RequestFlow {
         if let host = self.ctx.reqHeaders.first(name: "host"), host != self.host {
             self.host = RequestValidation.normaliseHost(host) ?? host.lowercased()
         }
-        self.requestCacheControl = BuiltinPolicy.requestCacheControl(self.head.headers)
+        self.requestCacheControl = BuiltinPolicy.requestCacheControl(
+            self.head.headers, ignored: self.server.configuration.ignoreRequestCacheControl)
     }
 
     // MARK: vcl_recv

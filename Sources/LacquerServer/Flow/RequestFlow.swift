@@ -89,6 +89,8 @@ final class RequestFlow {
     var revalidation: Revalidation?
     var revalidated: (object: StoredObject, cacheStatus: CacheStatusValue)?
     var requestTime: Double = 0
+    /// When the request arrived (the clock's time at the flow's start).
+    let arrivedAt: Double
     var responseTime: Double = 0
     var backendHead: HTTPResponseHead?
     var storedHeaders: HTTPHeaders = [:]
@@ -129,7 +131,8 @@ final class RequestFlow {
         self.requestBody = body
         let xid = server.nextXID()
         self.xid = xid
-        self.requestCacheControl = BuiltinPolicy.requestCacheControl(head.headers)
+        self.arrivedAt = server.clock()
+        self.requestCacheControl = BuiltinPolicy.requestCacheControl(head.headers, ignored: server.configuration.ignoreRequestCacheControl)
         self.vcl = server.vcl
         self.ctx = FlowContext(head: head, xid: xid, peer: client.peer, local: client.local)
         self.ctx.tls = client.tls
@@ -238,7 +241,8 @@ final class RequestFlow {
         }
         let outcome = BuiltinPolicy.lookup(
             variants: variants, requestHeaders: self.head.headers, requestCacheControl: self.requestCacheControl,
-            varyListFields: self.server.configuration.varyListFields, now: now, ttlCap: self.ctx.reqTTL)
+            varyListFields: self.server.configuration.varyListFields, now: now, ttlCap: self.ctx.reqTTL,
+            requestArrived: self.arrivedAt)
         self.dispatch(.lookedUp(.init(outcome, copy: { .memory($0) }), .memory, now: now))
     }
 
@@ -270,7 +274,8 @@ final class RequestFlow {
             let now = flow.server.clock()
             let outcome = BuiltinPolicy.lookup(
                 variants: heads, requestHeaders: flow.head.headers, requestCacheControl: flow.requestCacheControl,
-                varyListFields: flow.server.configuration.varyListFields, now: now, ttlCap: flow.ctx.reqTTL)
+                varyListFields: flow.server.configuration.varyListFields, now: now, ttlCap: flow.ctx.reqTTL,
+                requestArrived: flow.arrivedAt)
             flow.dispatch(.lookedUp(.init(outcome, copy: { .disk($0) }), .disk, now: now))
         }
     }
