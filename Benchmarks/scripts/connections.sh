@@ -1,0 +1,224 @@
+#!/usr/bin/env bash
+# Many connections (issue #19 item 6): Lacquer and nginx (proxy_cache) serve the same cached 1 KiB
+# object with 50 and with 10,000 keep-alive connections, and hold 10,000 idle ones, over loopback.
+#
+#   Benchmarks/scripts/connections.sh [--quick] [--no-build] [--rounds N] [--duration 10s] [--out FILE]
+#
+# Reports, medians of interleaved rounds (Lacquer, nginx, Lacquer, ...):
+#   hit-1k-c50     wrk -t2 -c50 requests/s
+#   hit-1k-c10k    wrk -t2 -c10000 requests/s (after the 10,000 connections are open: a 3 s run
+#                  opens them, the measured run reuses nothing, so wrk's own connect time is
+#                  spread the same way for both servers)
+#   10k/50         the ratio of the two (goal for Lacquer: >= 0.9)
+#   idle bytes     resident memory added per idle keep-alive connection: 10,000 connections
+#                  that each made one request, held open; (RSS with them - RSS before) / 10,000
+#                  (nginx: its workers' RSS summed), measured first, on servers as they started
+# A benchmark, not a test: it fails only when it cannot run.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+ROOT=$(pwd)
+source Benchmarks/scripts/common.sh
+
+QUICK=0; BUILD=1; ROUNDS=""; DURATION=""; OUT=$ROOT/Benchmarks/results/connections-latest.md
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --quick) QUICK=1 ;;
+    --no-build) BUILD=0 ;;
+    --rounds) ROUNDS=$2; shift ;;
+    --duration) DURATION=$2; shift ;;
+    --out) OUT=$2; shift ;;
+    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+    *) echo "unknown option $1" >&2; exit 2 ;;
+  esac
+  shift
+done
+if [ $QUICK = 1 ]; then ROUNDS=${ROUNDS:-1}; DURATION=${DURATION:-5s}; else ROUNDS=${ROUNDS:-3}; DURATION=${DURATION:-10s}; fi
+DURATION_S=${DURATION%s}
+MANY=10000
+T_START=$(date +%s)
+log() { printf '[%3ds] %s\n' $(( $(date +%s) - T_START )) "$*" >&2; }
+PATH=$PATH:/usr/sbin
+for tool in wrk:wrk nginx:nginx python3:python3; do
+  command -v "${tool%%:*}" >/dev/null 2>&1 || { echo "${tool%%:*} is required (apt-get install -y ${tool#*:})" >&2; exit 1; }
+done
+# 10,000 client sockets and 10,000 server sockets, plus slack.
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+if [ "$(ulimit -n)" -lt $((MANY + 1000)) ]; then
+  echo "open files limit $(ulimit -n) is below $((MANY + 1000)); raise it (ulimit -n)" >&2; exit 1
+fi
+
+SCRATCH=${SCRATCH:-$ROOT/.build-bench}
+if [ $BUILD = 1 ]; then
+  log "building lacquer (release) into $SCRATCH"
+  BIN=$(build_release_scratch "$SCRATCH" 2>"$SCRATCH-connections-build.log" | tail -1) || { tail -30 "$SCRATCH-connections-build.log" >&2; exit 1; }
+else
+  BIN=$(swift build -c release --scratch-path "$SCRATCH" --show-bin-path)
+fi
+
+W=$(mktemp -d /tmp/lacquer-connections-XXXXXX)
+chmod 755 "$W"
+STARTED=()
+finish() {
+  for pid in "${STARTED[@]:-}"; do [ -n "$pid" ] && kill -TERM "$pid" 2>/dev/null || true; done
+  sleep 0.5
+  for pid in "${STARTED[@]:-}"; do [ -n "$pid" ] && kill -KILL "$pid" 2>/dev/null || true; done
+  rm -rf "$W"
+}
+trap finish EXIT
+trap 'exit 130' INT TERM
+wait_port() {
+  for _ in $(seq 1 200); do
+    curl -s -o /dev/null --max-time 1 "http://127.0.0.1:$1/" && return 0
+    sleep 0.05
+  done
+  echo "nothing answers on port $1" >&2; return 1
+}
+
+NGINX_USER=""; [ "$(id -u)" = 0 ] && NGINX_USER="user $(id -un) $(id -gn);"
+nginx_conf() { # DIR WORKERS SERVER_BLOCK
+  cat <<EOF
+$NGINX_USER
+worker_processes $2;
+worker_rlimit_nofile 30000;
+pid $1/nginx.pid;
+error_log $1/error.log warn;
+events { worker_connections 20000; multi_accept on; }
+http {
+  access_log off; sendfile on; tcp_nodelay on;
+  keepalive_requests 1000000; keepalive_timeout 300s;
+  default_type application/octet-stream;
+  client_body_temp_path $1/ct; proxy_temp_path $1/pt; fastcgi_temp_path $1/ft; uwsgi_temp_path $1/ut; scgi_temp_path $1/st;
+$3
+}
+EOF
+}
+start_nginx() { # DIR PORT
+  nginx -p "$1" -c "$1/nginx.conf" -g 'daemon off;' >"$1/stderr.log" 2>&1 &
+  STARTED+=($!)
+  wait_port "$2" || { cat "$1/stderr.log" "$1/error.log" >&2; return 1; }
+}
+
+O=$W/origin; mkdir -p "$O/www"; head -c 1024 /dev/urandom >"$O/www/1k"
+ORIGIN_PORT=$(free_port)
+nginx_conf "$O" 1 "  server { listen 127.0.0.1:$ORIGIN_PORT; root $O/www; location = /1k { add_header Cache-Control \"max-age=86400\"; } }" >"$O/nginx.conf"
+start_nginx "$O" "$ORIGIN_PORT"
+
+LQ_PORT=$(free_port)
+"$BIN/lacquer" --listen 127.0.0.1:$LQ_PORT --admin off --backend "http://127.0.0.1:$ORIGIN_PORT" --threads 2 \
+  --log-level warning --access-log off --storage-dir "$W/lacquer-store" >"$W/lacquer.log" 2>&1 &
+LQ_PID=$!
+STARTED+=($LQ_PID)
+wait_port "$LQ_PORT" || { cat "$W/lacquer.log" >&2; exit 1; }
+
+N=$W/nginx; mkdir -p "$N/cache"
+NX_PORT=$(free_port)
+nginx_conf "$N" 2 "  proxy_cache_path $N/cache levels=1:2 keys_zone=edge:64m max_size=1g inactive=1d use_temp_path=off;
+  upstream origin { server 127.0.0.1:$ORIGIN_PORT; keepalive 64; }
+  server {
+    listen 127.0.0.1:$NX_PORT reuseport backlog=4096;
+    location / { proxy_pass http://origin; proxy_http_version 1.1; proxy_set_header Connection \"\"; proxy_cache edge; proxy_cache_lock on; }
+  }" >"$N/nginx.conf"
+start_nginx "$N" "$NX_PORT"
+
+declare -A PORT=([lacquer]=$LQ_PORT [nginx]=$NX_PORT)
+CACHES=(lacquer nginx)
+for c in "${CACHES[@]}"; do for _ in 1 2 3; do curl -s -o /dev/null --max-time 10 "http://127.0.0.1:${PORT[$c]}/1k"; done; done
+log "lacquer :$LQ_PORT, nginx :$NX_PORT"
+
+# Resident memory of a server: Lacquer's process, nginx's workers.
+server_rss_kib() {
+  case $1 in
+    lacquer) rss_kib "$LQ_PID" ;;
+    nginx) local total=0; for pid in $(pgrep -P "$(cat "$N/nginx.pid")"); do total=$((total + $(rss_kib "$pid"))); done; echo $total ;;
+  esac
+}
+
+# Holds COUNT idle keep-alive connections to PORT, each after one complete request; prints
+# "ready" once all are open and answered, then waits for stdin to close.
+cat >"$W/idle.py" <<'EOF'
+import selectors, socket, sys
+port, count = int(sys.argv[1]), int(sys.argv[2])
+request = b"GET /1k HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+sockets, pending = [], {}
+sel = selectors.DefaultSelector()
+for _ in range(count):
+    s = socket.socket()
+    s.setblocking(False)
+    s.connect_ex(("127.0.0.1", port))
+    sockets.append(s)
+    sel.register(s, selectors.EVENT_WRITE)
+answered = 0
+import time
+deadline = time.time() + 120
+while answered < count and time.time() < deadline:
+    for key, events in sel.select(timeout=1):
+        s = key.fileobj
+        if events & selectors.EVENT_WRITE:
+            s.send(request)
+            sel.modify(s, selectors.EVENT_READ)
+            pending[s] = b""
+        elif events & selectors.EVENT_READ:
+            data = s.recv(65536)
+            pending[s] += data
+            head, _, body = pending[s].partition(b"\r\n\r\n")
+            if b"\r\n\r\n" in pending[s] and len(body) >= 1024:
+                sel.unregister(s)
+                answered += 1
+print("ready" if answered == count else f"only {answered}", flush=True)
+sys.stdin.read()
+EOF
+
+RAW=$W/raw.tsv; : >"$RAW"
+record() { printf '%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" >>"$RAW"; log "$1 $2 round $3: $4"; }
+# Idle connections first, while each server is as it started (a load run leaves memory in its
+# allocator that new connections would reuse, hiding their cost).
+for c in "${CACHES[@]}"; do
+  before=$(server_rss_kib "$c")
+  coproc IDLE { python3 "$W/idle.py" "${PORT[$c]}" $MANY; }
+  read -r -t 150 status <&"${IDLE[0]}" || status="timeout"
+  sleep 1
+  after=$(server_rss_kib "$c")
+  eval "exec ${IDLE[1]}>&-"
+  wait "$IDLE_PID" 2>/dev/null || true
+  if [ "$status" = ready ]; then
+    record idle-bytes "$c" 1 "$(( (after - before) * 1024 / MANY ))"
+  else
+    log "idle connections to $c: $status"
+  fi
+  sleep 2
+done
+for round in $(seq 1 "$ROUNDS"); do
+  for c in "${CACHES[@]}"; do
+    url="http://127.0.0.1:${PORT[$c]}/1k"
+    out=$(timeout $((DURATION_S + 30)) wrk -t2 -c50 -d"$DURATION" "$url" 2>&1 || true)
+    record c50 "$c" "$round" "$(awk '/^Requests\/sec/ {print $2}' <<<"$out")"
+    # The measured 10k run follows a short one that opens the connections (and lets the server
+    # grow its buffers); wrk opens its own again, so both servers see the same connect storm.
+    timeout 40 wrk -t2 -c$MANY -d3s --timeout 10s "$url" >/dev/null 2>&1 || true
+    out=$(timeout $((DURATION_S + 40)) wrk -t2 -c$MANY -d"$DURATION" --timeout 10s "$url" 2>&1 || true)
+    record c10k "$c" "$round" "$(awk '/^Requests\/sec/ {print $2}' <<<"$out")"
+    sleep 2
+  done
+done
+
+col() { awk -F'\t' -v s="$1" -v c="$2" '$1 == s && $2 == c {print $4}' "$RAW"; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "" || b == "" || b + 0 == 0) print "n/a"; else printf "%.2f\n", a / b }'; }
+mkdir -p "$(dirname "$OUT")"
+{
+  echo "## Many connections (Benchmarks/scripts/connections.sh)"
+  echo
+  echo "$ROUNDS interleaved round(s) of $DURATION, medians. $(date -u '+%Y-%m-%d %H:%M UTC'); lacquer $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null); $(nginx -v 2>&1)."
+  echo "A cached 1 KiB object, 2 event loops / workers each, origin nginx (1 worker), wrk -t2 on the same 2 cores; idle: $MANY keep-alive connections that each made one request."
+  echo
+  echo "| measure | Lacquer | nginx | L/nginx | goal |"
+  echo "|---|---:|---:|---:|---|"
+  l50=$(median $(col c50 lacquer)); n50=$(median $(col c50 nginx))
+  lmany=$(median $(col c10k lacquer)); nmany=$(median $(col c10k nginx))
+  echo "| hit-1k, 50 connections (req/s) | ${l50:-n/a} | ${n50:-n/a} | $(ratio "$l50" "$n50") | |"
+  echo "| hit-1k, $MANY connections (req/s) | ${lmany:-n/a} | ${nmany:-n/a} | $(ratio "$lmany" "$nmany") | |"
+  echo "| $MANY / 50 connections | $(ratio "$lmany" "$l50") | $(ratio "$nmany" "$n50") | | Lacquer >= 0.9 |"
+  li=$(median $(col idle-bytes lacquer)); ni=$(median $(col idle-bytes nginx))
+  echo "| resident bytes per idle connection | ${li:-n/a} | ${ni:-n/a} | $(ratio "$li" "$ni") | reported |"
+} >"$OUT"
+cat "$OUT"
+log "done; written to $OUT"
