@@ -157,11 +157,11 @@ struct CoalescingTests {
     @Test("a PURGE that arrives while a fetch is in flight wins: the answer is delivered but not stored")
     func purgeWinsOverInFlightFetch() async throws {
         try await withLacquer { lacquer, port, origin async throws in
-            // The origin takes 2 s: the PURGE, sent 150 ms in, lands while the fetch is in flight
-            // even on a loaded machine (it finds nothing stored yet: 404).
+            // The origin takes 2 s: the PURGE, sent once the origin has the request, lands while
+            // the fetch is in flight even on a loaded machine (it finds nothing stored yet: 404).
             let target = "/delay/2000/pw?cc=max-age%3D60"
             async let slow = runBlocking { try httpGet(port: port, target) }
-            try await Task.sleep(for: .milliseconds(150))
+            #expect(try await eventually { origin.requestCount(path: "/delay/2000/pw") == 1 })
             #expect(try httpGet(port: port, target, method: "PURGE").status == 404)
             let delivered = try await slow
             #expect(delivered.status == 200)

@@ -97,7 +97,7 @@ struct RangeTests {
 
     @Test("on a miss: a suffix range, several ranges as multipart, an unsatisfiable range (416), an If-Range that does not match (200), unknown length (200)")
     func rangeKindsOnMiss() async throws {
-        try await withLacquer { _, port, origin async throws in
+        try await withLacquer { lacquer, port, origin async throws in
             let body = FixtureOrigin.pattern(1000)
             let suffix = try httpGet(port: port, "/m1/bytes?size=1000&cc=max-age%3D600", headers: [("Range", "bytes=-10")])
             #expect(suffix.status == 206 && suffix.body == Array(body[990..<1000]))
@@ -117,6 +117,8 @@ struct RangeTests {
 
             let beyond = try httpGet(port: port, "/m3?size=1000&cc=max-age%3D600", headers: [("Range", "bytes=5000-")])
             #expect(beyond.status == 416 && beyond.header("Content-Range") == "bytes */1000" && beyond.body.isEmpty)
+            // The 416 goes out with the origin's head; the fill's store follows its body.
+            #expect(try await eventually { lacquer.counters[.objectsStored] >= 3 })
             let stored = try httpGet(port: port, "/m3?size=1000&cc=max-age%3D600")
             #expect(stored.header("X-Cache-Status") == "HIT" && stored.body.count == 1000, "the 416 still stored the object")
 
