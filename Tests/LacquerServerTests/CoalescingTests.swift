@@ -154,6 +154,23 @@ struct CoalescingTests {
         }
     }
 
+    @Test("a request that misses just as a fill stores and lets go takes the stored object, not a second fetch")
+    func missRacingAStore() async throws {
+        try await withLacquer { _, port, origin async throws in
+            // The 416 goes out with the origin's head, so the next request is sent while the
+            // fill's body is still arriving: it misses memory and looks in the disk tier (whose
+            // write is queued) while the fill stores and lets go of the key.
+            for round in 0..<60 {
+                _ = try httpGet(port: port, "/warm\(round)?size=1000&cc=max-age%3D600", headers: [("Range", "bytes=0-4,500-509")])
+                let target = "/race\(round)?size=1000&cc=max-age%3D600"
+                #expect(try httpGet(port: port, target, headers: [("Range", "bytes=5000-")]).status == 416)
+                let next = try httpGet(port: port, target)
+                #expect(next.status == 200 && next.header("X-Cache-Status") == "HIT", "round \(round): \(next.header("Cache-Status") ?? "")")
+                #expect(origin.requestCount(path: "/race\(round)") == 1, "round \(round)")
+            }
+        }
+    }
+
     @Test("a PURGE that arrives while a fetch is in flight wins: the answer is delivered but not stored")
     func purgeWinsOverInFlightFetch() async throws {
         try await withLacquer { lacquer, port, origin async throws in

@@ -117,8 +117,6 @@ struct RangeTests {
 
             let beyond = try httpGet(port: port, "/m3?size=1000&cc=max-age%3D600", headers: [("Range", "bytes=5000-")])
             #expect(beyond.status == 416 && beyond.header("Content-Range") == "bytes */1000" && beyond.body.isEmpty)
-            // The 416 goes out with the origin's head; the fill's store follows its body.
-            #expect(try await eventually { lacquer.counters[.objectsStored] >= 3 })
             let stored = try httpGet(port: port, "/m3?size=1000&cc=max-age%3D600")
             #expect(stored.header("X-Cache-Status") == "HIT" && stored.body.count == 1000, "the 416 still stored the object")
 

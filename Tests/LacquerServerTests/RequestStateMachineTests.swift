@@ -288,6 +288,20 @@ struct RequestStateMachineTests {
         var lookAgain = waiter()
         #expect(lookAgain.take(.busyFinished(.retryLookup, now: Self.now)) == ["stop waiting", "hash"])
 
+        // Joining after a fill stored and let go: another lookup, not a fetch; at most 3 times.
+        var storedMeanwhile = Self.machine(at: .miss)
+        _ = storedMeanwhile.take(.sub(.miss, .builtin))
+        #expect(storedMeanwhile.take(.joined(.storedMeanwhile)) == ["hash"])
+        var keepsMissing = Self.machine(at: .miss)
+        _ = keepsMissing.take(.sub(.miss, .builtin))
+        for _ in 0..<3 {
+            #expect(keepsMissing.take(.joined(.storedMeanwhile)) == ["hash"])
+            _ = keepsMissing.take(.hashed(Self.key, alwaysMiss: false, ignoreBusy: false, onlyIfCached: false))
+            _ = keepsMissing.take(.lookedUp(.miss(fwd: .uriMiss), .memory, now: Self.now))
+            _ = keepsMissing.take(.sub(.miss, .builtin))
+        }
+        #expect(keepsMissing.take(.joined(.storedMeanwhile)) == ["prepare fill"])
+
         var failedBeforeHead = waiter()
         #expect(
             failedBeforeHead.take(.busyFinished(.failed(.connectTimeout), now: Self.now))

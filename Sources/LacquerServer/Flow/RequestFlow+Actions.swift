@@ -119,10 +119,31 @@ extension RequestFlow {
         }
     }
 
+    /// Whether the memory tier now holds an object this request takes as a hit (the lookup rule
+    /// decides). Asked once the request holds the key's busy state, so no fill can store and let
+    /// go between this check and the fetch the request would lead; a request that found a stale
+    /// copy finds it again here and fetches.
+    private func memoryNowAnswers(_ key: CacheKey) -> Bool {
+        let variants = self.server.memory.variants(for: key)
+        guard !variants.isEmpty else { return false }
+        let outcome = BuiltinPolicy.lookup(
+            variants: variants, requestHeaders: self.head.headers, requestCacheControl: self.requestCacheControl,
+            varyListFields: self.server.configuration.varyListFields, now: self.server.clock(), ttlCap: self.ctx.reqTTL,
+            requestArrived: self.arrivedAt)
+        if case .hit = outcome { return true }
+        return false
+    }
+
     /// Joins the key's busy fetch (Varnish's waiting list), or leads it.
     private func join(_ key: CacheKey) {
         switch self.server.coalescer.join(key, now: self.server.clock()) {
         case .leader(let busy):
+            if self.memoryNowAnswers(key) {
+                // A fill stored the object and let its busy state go while this request looked
+                // in the tiers: take the object, not a second fetch.
+                self.server.coalescer.release(busy, outcome: .retryLookup)
+                return self.dispatch(.joined(.storedMeanwhile))
+            }
             self.busy = busy
             self.dispatch(.joined(.leader))
         case .waiter(let busy):

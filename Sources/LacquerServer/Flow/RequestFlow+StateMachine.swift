@@ -81,7 +81,13 @@ struct RequestStateMachine {
     }
 
     /// The coalescer's answer to a miss.
-    enum Join: Equatable { case leader, waiter, hitForMiss }
+    enum Join: Equatable {
+        case leader, waiter, hitForMiss
+        /// A fill stored the object and let its busy state go while this request looked in the
+        /// tiers (memory, then the disk tier, whose write is still queued): look again instead
+        /// of fetching it a second time.
+        case storedMeanwhile
+    }
 
     /// What the driver made of the backend's response head.
     enum BackendHead {
@@ -254,7 +260,9 @@ struct RequestStateMachine {
     private var onlyIfCached = false
     private var memoryFwd: CacheStatusValue.Forward?
     private var found: Found?
-    private var missFrom: (stale: StaleCopy?, fwd: CacheStatusValue.Forward, expired: Bool)?
+    private var missFrom: MissFrom?
+    /// What a miss replaces: the stale copy (if any), why the origin is asked, whether it had expired.
+    typealias MissFrom = (stale: StaleCopy?, fwd: CacheStatusValue.Forward, expired: Bool)
     private var passCause: PassCause = .vcl
     private var closedRetry = false
     private var headSeen = false
@@ -619,7 +627,19 @@ struct RequestStateMachine {
             self.step = .lookup
             self.waiting = true
             self.emit(.wait)
+        case .storedMeanwhile:
+            self.lookAgain(key: key, from: from)
         }
+    }
+
+    /// Another lookup after a fill this request did not lead (at most 3, then it fetches its own:
+    /// the object keeps not matching it, e.g. another variant).
+    private mutating func lookAgain(key: CacheKey, from: MissFrom) {
+        self.lookupRetries += 1
+        guard self.lookupRetries <= 3 else {
+            return self.enterFetch(.fill(key: key, stale: from.stale, fwd: from.fwd))
+        }
+        self.enterHash(thenPurge: false)
     }
 
     private mutating func stopWaiting() {
@@ -642,12 +662,7 @@ struct RequestStateMachine {
         guard let key = self.key, let from = self.missFrom else { return self.end() }
         switch outcome {
         case .complete, .retryLookup:
-            self.lookupRetries += 1
-            guard self.lookupRetries <= 3 else {
-                // The object keeps not matching us (e.g. another variant): fetch our own.
-                return self.enterFetch(.fill(key: key, stale: from.stale, fwd: from.fwd))
-            }
-            self.enterHash(thenPurge: false)
+            self.lookAgain(key: key, from: from)
         case .uncacheable:
             // Released at once to fetch on our own, in parallel with the others: Varnish's
             // hit-for-miss, met while waiting.
