@@ -115,6 +115,20 @@ struct HTTP2Tests {
         }
     }
 
+    @Test("a range on a miss over HTTP/2: the stream gets its 206 as the fill streams by, the next stream a HIT")
+    func rangeOnMiss() async throws {
+        try await TLSTests.withTLSLacquer { _, _, plainPort, origin, _ in
+            let url = "http://127.0.0.1:\(plainPort)/bytes/3000000?cc=max-age%3D60"
+            let part = try #require(try Curl.curl(["--http2-prior-knowledge", "-r", "100-199", url]).first)
+            #expect(part.version == "HTTP/2" && part.status == 206)
+            #expect(part.header("content-range") == "bytes 100-199/3000000")
+            #expect(part.body == String(decoding: FixtureOrigin.pattern(3_000_000)[100..<200], as: UTF8.self))
+            let suffix = try #require(try Curl.curl(["--http2-prior-knowledge", "-r", "-10", url]).first)
+            #expect(suffix.status == 206 && suffix.body == String(decoding: FixtureOrigin.pattern(3_000_000)[2_999_990...], as: UTF8.self))
+            #expect(origin.requestCount(path: "/bytes/3000000") == 1)
+        }
+    }
+
     @Test("h2c with prior knowledge and HTTP/1.1 on one ,h2c listener; a POST body goes through; split cookies are joined")
     func priorKnowledge() async throws {
         try await TLSTests.withTLSLacquer { lacquer, _, plainPort, origin, _ in

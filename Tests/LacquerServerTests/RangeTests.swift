@@ -176,7 +176,45 @@ struct RangeTests {
         }
     }
 
-    @Test("a 206 from the origin is never stored as a whole")
+    @Test("a range on a miss whose origin fails inside it is cut, never a clean 206, and nothing is stored")
+    func rangeOnMissOriginFails() async throws {
+        try await withLacquer { _, port, origin async throws in
+            // The origin announces 200,000 bytes and closes after 100,000.
+            let target = "/truncate/200000?cc=max-age%3D600"
+            let client = try RawHTTPClient(port: port, timeout: 10)
+            defer { client.close() }
+            try client.send("GET \(target) HTTP/1.1\r\nHost: 127.0.0.1\r\nRange: bytes=1000-150000\r\n\r\n")
+            do {
+                let response = try client.readResponse()
+                Issue.record("a complete \(response.status) with \(response.body.count) bytes")
+            } catch RawHTTPError.incompleteBody(let partial, let expected) {
+                #expect(partial.status == 206 && expected == 149_001)
+                #expect(partial.body == Array(FixtureOrigin.pattern(200_000)[1000..<(1000 + partial.body.count)]))
+                #expect(partial.body.count < 99_001)
+            }
+            // Not stored: the next request goes to the origin again (and is cut again).
+            _ = try? httpGet(port: port, target)
+            #expect(origin.requestCount(path: "/truncate/200000") == 2, "the cut fill was not stored")
+        }
+    }
+
+    @Test("a client that leaves in the middle of its range on a miss: the fill goes on and is stored")
+    func rangeOnMissClientLeaves() async throws {
+        try await withLacquer { lacquer, port, origin async throws in
+            let target = "/slowbody/300000/100?cc=max-age%3D600"
+            let client = try RawHTTPClient(port: port, timeout: 10)
+            try client.send("GET \(target) HTTP/1.1\r\nHost: 127.0.0.1\r\nRange: bytes=0-250000\r\n\r\n")
+            let head = try client.readResponseHead()
+            #expect(head.status == 206)
+            client.reset()
+            #expect(try await eventually(within: 10) { lacquer.counters[.objectsStored] >= 1 })
+            let whole = try httpGet(port: port, target)
+            #expect(whole.header("X-Cache-Status") == "HIT" && whole.body == FixtureOrigin.pattern(300_000))
+            #expect(origin.requestCount(path: "/slowbody/300000/100") == 1)
+        }
+    }
+
+
     func partialFromOriginNotStored() async throws {
         try await withLacquer { _, port, origin async throws in
             let target = "/p206?status=206&cc=max-age%3D600&h=Content-Range%3Abytes+0-4%2F10&body=hello"
