@@ -288,6 +288,14 @@ struct RequestStateMachineTests {
         var lookAgain = waiter()
         #expect(lookAgain.take(.busyFinished(.retryLookup, now: Self.now)) == ["stop waiting", "hash"])
 
+        // A lookup that found nothing rechecks memory when it leads; a miss VCL forced does not.
+        var found = Self.machine(at: .miss)
+        #expect(found.take(.sub(.miss, .builtin)) == ["join, recheck"])
+        var forced = Self.machine()
+        for event in [Machine.Event.start, .sub(.recv, .returned(.hash))] { _ = forced.take(event) }
+        _ = forced.take(.hashed(Self.key, alwaysMiss: true, ignoreBusy: false, onlyIfCached: false))
+        #expect(forced.take(.sub(.miss, .builtin)) == ["join"])
+
         // Joining after a fill stored and let go: another lookup, not a fetch; at most 3 times.
         var storedMeanwhile = Self.machine(at: .miss)
         _ = storedMeanwhile.take(.sub(.miss, .builtin))
@@ -518,7 +526,7 @@ extension RequestStateMachine {
         case .hash: "hash"
         case .lookUp(_, let tier): "lookup \(tier)"
         case .purge: "purge"
-        case .join: "join"
+        case .join(_, let recheck): recheck ? "join, recheck" : "join"
         case .wait: "wait"
         case .stopWaiting: "stop waiting"
         case .writeWaiterHead: "write waiter head"

@@ -41,8 +41,8 @@ extension RequestFlow {
             self.lookUpDisk(key)
         case .purge(let key):
             self.purge(key)
-        case .join(let key):
-            self.join(key)
+        case .join(let key, let recheck):
+            self.join(key, recheck: recheck)
         case .wait:
             self.wait()
         case .stopWaiting:
@@ -121,8 +121,7 @@ extension RequestFlow {
 
     /// Whether the memory tier now holds an object this request takes as a hit (the lookup rule
     /// decides). Asked once the request holds the key's busy state, so no fill can store and let
-    /// go between this check and the fetch the request would lead; a request that found a stale
-    /// copy finds it again here and fetches.
+    /// go between this check and the fetch the request would lead.
     private func memoryNowAnswers(_ key: CacheKey) -> Bool {
         let variants = self.server.memory.variants(for: key)
         guard !variants.isEmpty else { return false }
@@ -135,10 +134,10 @@ extension RequestFlow {
     }
 
     /// Joins the key's busy fetch (Varnish's waiting list), or leads it.
-    private func join(_ key: CacheKey) {
+    private func join(_ key: CacheKey, recheck: Bool) {
         switch self.server.coalescer.join(key, now: self.server.clock()) {
         case .leader(let busy):
-            if self.memoryNowAnswers(key) {
+            if recheck, self.memoryNowAnswers(key) {
                 // A fill stored the object and let its busy state go while this request looked
                 // in the tiers: take the object, not a second fetch.
                 self.server.coalescer.release(busy, outcome: .retryLookup)

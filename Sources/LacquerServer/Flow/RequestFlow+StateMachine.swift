@@ -122,8 +122,10 @@ struct RequestStateMachine {
         case lookUp(CacheKey, Tier)
         /// Remove every variant under `key` from both tiers; report `.purged`.
         case purge(CacheKey)
-        /// Join the key's busy fetch; report `.joined`.
-        case join(CacheKey)
+        /// Join the key's busy fetch; report `.joined`. `recheck`: the lookup found nothing for
+        /// the request (not a copy it refreshes, nor a miss VCL asked for), so an object a fill
+        /// stored since then is taken instead of leading another fetch.
+        case join(CacheKey, recheck: Bool)
         /// Wait on the busy fetch just joined (subscribe, arm the wait timer).
         case wait
         /// Leave the busy fetch's waiting list (unsubscribe, disarm the timer).
@@ -605,7 +607,7 @@ struct RequestStateMachine {
                 // req.hash_ignore_busy: fetch (and store) our own, as Varnish's lookup does.
                 return self.enterFetch(.fill(key: key, stale: from.stale, fwd: from.fwd))
             }
-            self.emit(.join(key))
+            self.emit(.join(key, recheck: from.fwd == .uriMiss || from.fwd == .varyMiss))
         case .returned(.pass):
             self.enterPass(.vcl)
         default:
