@@ -532,7 +532,10 @@ struct RequestStateMachine {
                 self.memoryFwd = fwd
                 return self.emit(.lookUp(key, .disk))
             }
-            let reported = self.memoryFwd == .varyMiss ? .varyMiss : fwd
+            // What memory found but could not use for this request (another variant, a copy
+            // the request may not take) says more than the disk tier's miss.
+            var reported = fwd
+            if let inMemory = self.memoryFwd, inMemory == .varyMiss || inMemory == .request { reported = inMemory }
             self.enterMiss(key: key, stale: nil, fwd: reported, expired: false)
         case .hit(let copy), .staleHit(let copy), .refresh(let copy, _):
             self.step = .hit
