@@ -155,7 +155,8 @@ struct ClientLeavesTests {
                 let leaderClient = try RawHTTPClient(port: port, timeout: 20)
                 try leaderClient.send(bytes: RawHTTPClient.serialize("GET", target))
                 async let leader = runBlocking { try leaderClient.readResponse() }
-                try await Task.sleep(for: .milliseconds(50))
+                // The waiter goes once the leader's fill has reached the origin.
+                #expect(try await LacquerTesting.eventually(within: 10) { origin.requestCount(path: "/slowbody/\(length)/50") == round + 1 })
                 let waiter = try await runBlocking { try httpGet(port: port, target, timeout: 20) }
                 let first = try await leader
                 leaderClient.close()
