@@ -123,7 +123,9 @@ struct SurrogateKeyTests {
             #expect(try httpGet(port: port, "/", method: "PURGE", headers: [("xkey-softpurge", "disk-soft")]).status == 200)
             lacquer.memory.removeAll { _ in true }
             let fromDisk = try httpGet(port: port, onDisk)
-            #expect(fromDisk.header("X-Cache-Status") == "UPDATING")
+            #expect(
+                fromDisk.header("X-Cache-Status") == "UPDATING",
+                "\(fromDisk.header("Cache-Status") ?? "-"); origin asked \(origin.requestCount(path: "/s/3")) times; disk read errors \(lacquer.counters[.diskReadErrors])")
             #expect(fromDisk.header("Cache-Status")?.contains("detail=soft-purged") == true, "\(fromDisk.header("Cache-Status") ?? "-")")
         }
     }
