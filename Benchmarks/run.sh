@@ -95,13 +95,6 @@ finish() {
 trap finish EXIT
 trap 'exit 130' INT TERM
 
-wait_http() { # PORT: until anything answers on 127.0.0.1:PORT (10 s at most)
-  for _ in $(seq 1 200); do
-    curl -s -o /dev/null --max-time 1 "http://127.0.0.1:$1/" && return 0
-    sleep 0.05
-  done
-  echo "nothing answers on port $1" >&2; return 1
-}
 NGINX_USER=""; [ "$(id -u)" = 0 ] && NGINX_USER="user $(id -un) $(id -gn);"
 nginx_common() { # DIR: the lines both nginx instances share
   cat <<EOF
@@ -125,7 +118,7 @@ start_nginx() { # DIR PORT -> sets NGINX_PID (the master; config in DIR/nginx.co
   nginx -p "$1" -c "$1/nginx.conf" -g 'daemon off;' >"$1/stderr.log" 2>&1 &
   NGINX_PID=$!
   ALL_PIDS+=($NGINX_PID); PNAME[$NGINX_PID]="nginx $(basename "$1")"
-  wait_http "$2" || { cat "$1/stderr.log" "$1/error.log" >&2; return 1; }
+  wait_port "$2" || { cat "$1/stderr.log" "$1/error.log" >&2; return 1; }
 }
 
 # fixture-origin: the slow location (/delay/MS/...) behind the origin nginx.
@@ -178,8 +171,8 @@ start_lacq() {
     --threads $THREADS --log-level notice --access-log off --storage-dir "$W/$name-store" "$@" >"$W/$name.log" 2>&1 &
   LQ_PID=$!
   ALL_PIDS+=($LQ_PID); PNAME[$LQ_PID]="lacquer $name (log: $name.log)"
-  wait_http "$LQ_PORT" || { cat "$W/$name.log" >&2; return 1; }
-  wait_http "$LQ_ADMIN"
+  wait_port "$LQ_PORT" || { cat "$W/$name.log" >&2; return 1; }
+  wait_port "$LQ_ADMIN"
 }
 
 # Varnish: start_varnish NAME STORAGE -> sets VA_PID (manager) VA_CHILD VA_PORT VA_N
@@ -200,7 +193,7 @@ EOF
     >"$W/$name.log" 2>&1 &
   VA_PID=$!
   ALL_PIDS+=($VA_PID); PNAME[$VA_PID]="varnishd $name"
-  wait_http "$VA_PORT" || { cat "$W/$name.log" >&2; return 1; }
+  wait_port "$VA_PORT" || { cat "$W/$name.log" >&2; return 1; }
   VA_CHILD=$(pgrep -P "$VA_PID" | head -1)
 }
 varnish_stat() { # VA_N FIELD

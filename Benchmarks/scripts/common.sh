@@ -96,3 +96,68 @@ SELECT CAST(key AS BLOB) || CAST(i AS BLOB), CASE WHEN digest > 0 THEN digest - 
 FROM objects, n WHERE objects.id = (SELECT MIN(id) FROM objects);
 SQL
 }
+
+# --- Helpers shared by edge.sh and connections.sh ---------------------------------------------
+
+# wait_port PORT [SCHEME]: until anything answers on 127.0.0.1:PORT (10 s at most).
+wait_port() {
+  for _ in $(seq 1 200); do
+    curl -sk -o /dev/null --max-time 1 "${2:-http}://127.0.0.1:$1/" && return 0
+    sleep 0.05
+  done
+  echo "nothing answers on port $1" >&2; return 1
+}
+
+# bench_bin SCRATCH BUILD NAME -> the release bin path; with BUILD=1 lacquer and fixture-origin
+# are built into SCRATCH first (output in SCRATCH-NAME-build.log, its tail shown on failure).
+bench_bin() {
+  if [ "$2" = 1 ]; then
+    build_release_scratch "$1" 2>"$1-$3-build.log" | tail -1 || { tail -30 "$1-$3-build.log" >&2; return 1; }
+  else
+    swift build -c release --scratch-path "$1" --show-bin-path
+  fi
+}
+
+# bench_workdir NAME: sets W (a fresh work folder) and STARTED (pids); on exit every pid in
+# STARTED gets TERM, then KILL, and W is removed.
+bench_workdir() {
+  W=$(mktemp -d "/tmp/lacquer-$1-XXXXXX")
+  chmod 755 "$W"
+  STARTED=()
+  trap bench_finish EXIT
+  trap 'exit 130' INT TERM
+}
+bench_finish() {
+  for pid in "${STARTED[@]:-}"; do [ -n "$pid" ] && kill -TERM "$pid" 2>/dev/null || true; done
+  sleep 0.5
+  for pid in "${STARTED[@]:-}"; do [ -n "$pid" ] && kill -KILL "$pid" 2>/dev/null || true; done
+  rm -rf "$W"
+}
+
+# bench_nginx_conf DIR WORKERS CONNECTIONS SERVER_BLOCK -> an nginx.conf: WORKERS workers of
+# CONNECTIONS connections each, keep-alive without limits, no logs, its files under DIR.
+bench_nginx_conf() {
+  local user=""; [ "$(id -u)" = 0 ] && user="user $(id -un) $(id -gn);"
+  cat <<EOF
+$user
+worker_processes $2;
+worker_rlimit_nofile $(( $3 + 1000 ));
+pid $1/nginx.pid;
+error_log $1/error.log warn;
+events { worker_connections $3; multi_accept on; }
+http {
+  access_log off; sendfile on; tcp_nodelay on;
+  keepalive_requests 1000000; keepalive_timeout 300s; http2_max_requests 1000000;
+  default_type application/octet-stream;
+  client_body_temp_path $1/ct; proxy_temp_path $1/pt; fastcgi_temp_path $1/ft; uwsgi_temp_path $1/ut; scgi_temp_path $1/st;
+$4
+}
+EOF
+}
+
+# bench_start_nginx DIR PORT [SCHEME]: nginx with DIR/nginx.conf, its pid added to STARTED.
+bench_start_nginx() {
+  nginx -p "$1" -c "$1/nginx.conf" -g 'daemon off;' >"$1/stderr.log" 2>&1 &
+  STARTED+=($!)
+  wait_port "$2" "${3:-http}" || { cat "$1/stderr.log" "$1/error.log" >&2; return 1; }
+}

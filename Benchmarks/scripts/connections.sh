@@ -48,60 +48,15 @@ if [ "$(ulimit -n)" -lt $((MANY + 1000)) ]; then
 fi
 
 SCRATCH=${SCRATCH:-$ROOT/.build-bench}
-if [ $BUILD = 1 ]; then
-  log "building lacquer (release) into $SCRATCH"
-  BIN=$(build_release_scratch "$SCRATCH" 2>"$SCRATCH-connections-build.log" | tail -1) || { tail -30 "$SCRATCH-connections-build.log" >&2; exit 1; }
-else
-  BIN=$(swift build -c release --scratch-path "$SCRATCH" --show-bin-path)
-fi
+[ $BUILD = 1 ] && log "building lacquer (release) into $SCRATCH"
+BIN=$(bench_bin "$SCRATCH" $BUILD connections)
 
-W=$(mktemp -d /tmp/lacquer-connections-XXXXXX)
-chmod 755 "$W"
-STARTED=()
-finish() {
-  for pid in "${STARTED[@]:-}"; do [ -n "$pid" ] && kill -TERM "$pid" 2>/dev/null || true; done
-  sleep 0.5
-  for pid in "${STARTED[@]:-}"; do [ -n "$pid" ] && kill -KILL "$pid" 2>/dev/null || true; done
-  rm -rf "$W"
-}
-trap finish EXIT
-trap 'exit 130' INT TERM
-wait_port() {
-  for _ in $(seq 1 200); do
-    curl -s -o /dev/null --max-time 1 "http://127.0.0.1:$1/" && return 0
-    sleep 0.05
-  done
-  echo "nothing answers on port $1" >&2; return 1
-}
-
-NGINX_USER=""; [ "$(id -u)" = 0 ] && NGINX_USER="user $(id -un) $(id -gn);"
-nginx_conf() { # DIR WORKERS SERVER_BLOCK
-  cat <<EOF
-$NGINX_USER
-worker_processes $2;
-worker_rlimit_nofile 30000;
-pid $1/nginx.pid;
-error_log $1/error.log warn;
-events { worker_connections 20000; multi_accept on; }
-http {
-  access_log off; sendfile on; tcp_nodelay on;
-  keepalive_requests 1000000; keepalive_timeout 300s;
-  default_type application/octet-stream;
-  client_body_temp_path $1/ct; proxy_temp_path $1/pt; fastcgi_temp_path $1/ft; uwsgi_temp_path $1/ut; scgi_temp_path $1/st;
-$3
-}
-EOF
-}
-start_nginx() { # DIR PORT
-  nginx -p "$1" -c "$1/nginx.conf" -g 'daemon off;' >"$1/stderr.log" 2>&1 &
-  STARTED+=($!)
-  wait_port "$2" || { cat "$1/stderr.log" "$1/error.log" >&2; return 1; }
-}
+bench_workdir connections
 
 O=$W/origin; mkdir -p "$O/www"; head -c 1024 /dev/urandom >"$O/www/1k"
 ORIGIN_PORT=$(free_port)
-nginx_conf "$O" 1 "  server { listen 127.0.0.1:$ORIGIN_PORT; root $O/www; location = /1k { add_header Cache-Control \"max-age=86400\"; } }" >"$O/nginx.conf"
-start_nginx "$O" "$ORIGIN_PORT"
+bench_nginx_conf "$O" 1 20000 "  server { listen 127.0.0.1:$ORIGIN_PORT; root $O/www; location = /1k { add_header Cache-Control \"max-age=86400\"; } }" >"$O/nginx.conf"
+bench_start_nginx "$O" "$ORIGIN_PORT"
 
 LQ_PORT=$(free_port)
 "$BIN/lacquer" --listen 127.0.0.1:$LQ_PORT --admin off --backend "http://127.0.0.1:$ORIGIN_PORT" --threads 2 \
@@ -112,13 +67,13 @@ wait_port "$LQ_PORT" || { cat "$W/lacquer.log" >&2; exit 1; }
 
 N=$W/nginx; mkdir -p "$N/cache"
 NX_PORT=$(free_port)
-nginx_conf "$N" 2 "  proxy_cache_path $N/cache levels=1:2 keys_zone=edge:64m max_size=1g inactive=1d use_temp_path=off;
+bench_nginx_conf "$N" 2 20000 "  proxy_cache_path $N/cache levels=1:2 keys_zone=edge:64m max_size=1g inactive=1d use_temp_path=off;
   upstream origin { server 127.0.0.1:$ORIGIN_PORT; keepalive 64; }
   server {
     listen 127.0.0.1:$NX_PORT reuseport backlog=4096;
     location / { proxy_pass http://origin; proxy_http_version 1.1; proxy_set_header Connection \"\"; proxy_cache edge; proxy_cache_lock on; }
   }" >"$N/nginx.conf"
-start_nginx "$N" "$NX_PORT"
+bench_start_nginx "$N" "$NX_PORT"
 
 declare -A PORT=([lacquer]=$LQ_PORT [nginx]=$NX_PORT)
 CACHES=(lacquer nginx)

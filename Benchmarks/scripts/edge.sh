@@ -46,65 +46,21 @@ HAVE_VARNISH=1
 command -v varnishd >/dev/null 2>&1 && command -v hitch >/dev/null 2>&1 || HAVE_VARNISH=0
 
 SCRATCH=${SCRATCH:-$ROOT/.build-bench}
-if [ $BUILD = 1 ]; then
-  log "building lacquer (release) into $SCRATCH"
-  BIN=$(build_release_scratch "$SCRATCH" 2>"$SCRATCH-edge-build.log" | tail -1) || { tail -30 "$SCRATCH-edge-build.log" >&2; exit 1; }
-else
-  BIN=$(swift build -c release --scratch-path "$SCRATCH" --show-bin-path)
-fi
+[ $BUILD = 1 ] && log "building lacquer (release) into $SCRATCH"
+BIN=$(bench_bin "$SCRATCH" $BUILD edge)
 
-W=$(mktemp -d /tmp/lacquer-edge-XXXXXX)
-chmod 755 "$W"
-STARTED=()
-finish() {
-  for pid in "${STARTED[@]:-}"; do [ -n "$pid" ] && kill -TERM "$pid" 2>/dev/null || true; done
-  sleep 0.5
-  for pid in "${STARTED[@]:-}"; do [ -n "$pid" ] && kill -KILL "$pid" 2>/dev/null || true; done
-  rm -rf "$W"
-}
-trap finish EXIT
-trap 'exit 130' INT TERM
-wait_port() { # PORT [https]: until something answers (10 s at most)
-  for _ in $(seq 1 200); do
-    curl -sk -o /dev/null --max-time 1 "${2:-http}://127.0.0.1:$1/" && return 0
-    sleep 0.05
-  done
-  echo "nothing answers on port $1" >&2; return 1
-}
+bench_workdir edge
 
 # One certificate for everyone: ECDSA P-256 (what most sites serve now).
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$W/key.pem" -out "$W/cert.pem" \
   -days 2 -subj "/CN=localhost" -addext "subjectAltName=DNS:localhost" 2>/dev/null
 cat "$W/cert.pem" "$W/key.pem" >"$W/hitch.pem"
 
-NGINX_USER=""; [ "$(id -u)" = 0 ] && NGINX_USER="user $(id -un) $(id -gn);"
-nginx_conf() { # DIR WORKERS SERVER_BLOCK
-  cat <<EOF
-$NGINX_USER
-worker_processes $2;
-pid $1/nginx.pid;
-error_log $1/error.log warn;
-events { worker_connections 4096; multi_accept on; }
-http {
-  access_log off; sendfile on; tcp_nodelay on;
-  keepalive_requests 1000000; keepalive_timeout 300s; http2_max_requests 1000000;
-  default_type application/octet-stream;
-  client_body_temp_path $1/ct; proxy_temp_path $1/pt; fastcgi_temp_path $1/ft; uwsgi_temp_path $1/ut; scgi_temp_path $1/st;
-$3
-}
-EOF
-}
-start_nginx() { # DIR PORT SCHEME
-  nginx -p "$1" -c "$1/nginx.conf" -g 'daemon off;' >"$1/stderr.log" 2>&1 &
-  STARTED+=($!)
-  wait_port "$2" "$3" || { cat "$1/stderr.log" "$1/error.log" >&2; return 1; }
-}
-
 # The origin: nginx, 1 worker, a 1 KiB file with a long max-age.
 O=$W/origin; mkdir -p "$O/www"; head -c 1024 /dev/urandom >"$O/www/1k"
 ORIGIN_PORT=$(free_port)
-nginx_conf "$O" 1 "  server { listen 127.0.0.1:$ORIGIN_PORT; root $O/www; location = /1k { add_header Cache-Control \"max-age=86400\"; } }" >"$O/nginx.conf"
-start_nginx "$O" "$ORIGIN_PORT" http
+bench_nginx_conf "$O" 1 4096 "  server { listen 127.0.0.1:$ORIGIN_PORT; root $O/www; location = /1k { add_header Cache-Control \"max-age=86400\"; } }" >"$O/nginx.conf"
+bench_start_nginx "$O" "$ORIGIN_PORT" http
 
 # Lacquer: TLS listener, same certificate, 2 event loops.
 LQ_PORT=$(free_port)
@@ -118,7 +74,7 @@ wait_port "$LQ_PORT" https || { cat "$W/lacquer.log" >&2; exit 1; }
 # are tickets on, no shared cache; a shared cache is what a tuned site runs).
 N=$W/nginx; mkdir -p "$N/cache"
 NX_PORT=$(free_port)
-nginx_conf "$N" $THREADS "  proxy_cache_path $N/cache levels=1:2 keys_zone=edge:64m max_size=1g inactive=1d use_temp_path=off;
+bench_nginx_conf "$N" $THREADS 4096 "  proxy_cache_path $N/cache levels=1:2 keys_zone=edge:64m max_size=1g inactive=1d use_temp_path=off;
   upstream origin { server 127.0.0.1:$ORIGIN_PORT; keepalive 64; }
   server {
     listen 127.0.0.1:$NX_PORT ssl http2 reuseport backlog=4096;
@@ -130,7 +86,7 @@ nginx_conf "$N" $THREADS "  proxy_cache_path $N/cache levels=1:2 keys_zone=edge:
       add_header X-Cache-Status \$upstream_cache_status always;
     }
   }" >"$N/nginx.conf"
-start_nginx "$N" "$NX_PORT" https
+bench_start_nginx "$N" "$NX_PORT" https
 
 # Varnish behind hitch (PROXY v2 between them, ALPN h2 and http/1.1, HTTP/2 on in Varnish).
 if [ $HAVE_VARNISH = 1 ]; then
