@@ -87,6 +87,20 @@ public enum RangeRequest {
         "bytes \(range.lowerBound)-\(range.upperBound)/\(length)"
     }
 
+    /// A 206's `Content-Range: bytes first-last/length` (RFC 9110 §14.4), or nil when the value
+    /// is anything else (another unit, `*` for the length, last before first or past the length).
+    public static func parseContentRange(_ value: String?) -> (range: ClosedRange<Int>, length: Int)? {
+        guard let value else { return nil }
+        let bytes = Array(value.utf8)
+        guard bytes.count > 6, bytes[0..<6].elementsEqual("bytes ".utf8) else { return nil }
+        let spec = bytes[6...]
+        guard let dash = spec.firstIndex(of: UInt8(ascii: "-")), let slash = spec.firstIndex(of: UInt8(ascii: "/")), dash < slash,
+            let first = Self.number(spec[spec.startIndex..<dash]), let last = Self.number(spec[(dash + 1)..<slash]),
+            let length = Self.number(spec[(slash + 1)...]), first <= last, last < length
+        else { return nil }
+        return (first...last, length)
+    }
+
     /// `Content-Range` of a 416 (RFC 9110 §14.4, §15.5.17): `bytes */length`.
     public static func unsatisfiedContentRange(length: Int) -> String {
         "bytes */\(length)"

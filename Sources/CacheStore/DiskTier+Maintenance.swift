@@ -18,26 +18,35 @@ extension DiskTier {
     /// never comes back after a crash or power loss. Returns the number of objects removed.
     @discardableResult
     public func remove(key: CacheKey) throws -> Int {
+        try self.remove(keys: [key])
+    }
+
+    /// Purges every variant of each of `keys` (a sliced object's slices) in one transaction,
+    /// synced like `remove(key:)`. Returns the number of objects removed.
+    @discardableResult
+    public func remove(keys: [CacheKey]) throws -> Int {
         try self.purge(
-            "SELECT id FROM objects WHERE digest = ? AND key = ?",
-            [.integer(Int64(bitPattern: key.digest)), .blob(Array(key.canonical.utf8))]
-        )
+            keys.map { key in
+                ("SELECT id FROM objects WHERE digest = ? AND key = ?", [.integer(Int64(bitPattern: key.digest)), .blob(Array(key.canonical.utf8))])
+            })
     }
 
     /// Purges one stored object (one variant), `synchronous=FULL` like `remove(key:)`.
     /// Returns true if it was still there.
     @discardableResult
     public func remove(_ head: DiskObjectHead) throws -> Bool {
-        try self.purge("SELECT id FROM objects WHERE id = ?", [.integer(head.fileID)]) > 0
+        try self.purge([("SELECT id FROM objects WHERE id = ?", [.integer(head.fileID)])]) > 0
     }
 
-    private func purge(_ select: String, _ values: [SQLiteValue]) throws -> Int {
+    private func purge(_ selects: [(String, [SQLiteValue])]) throws -> Int {
         let removed = try self.withWriter { state, db in
             try db.execute("PRAGMA synchronous = FULL", operation: "purge: synchronous=FULL")
             defer { try? db.execute("PRAGMA synchronous = NORMAL", operation: "purge: synchronous=NORMAL") }
             var ids: [Int64] = []
             try db.transaction("purge") {
-                try db.query(select, values) { ids.append($0.int64(0)) }
+                for (select, values) in selects {
+                    try db.query(select, values) { ids.append($0.int64(0)) }
+                }
                 ids = try self.deleteRows(ids, &state, db)
             }
             state.counters.purged += ids.count

@@ -13,6 +13,7 @@ public enum Counter: Int, CaseIterable, Sendable {
     case backendReq, backendConn, backendReuse, backendRetry, backendClose, backendUnhealthy, backendCircuitOpened
     case fetchFailed, fetchConnectFailed, fetchTimeout, fetchFramingError, fetchTooLargeHeaders
     case objectsStored, objectsNotStoredUncacheable, objectsNotStoredTooLarge, objectsNotStoredPurged
+    case slicesStored, slicesChanged
     case synth502, synth503, synth504
     case clientGoneMidResponse, clientGoneMidUpload
     case gunzipped, gzippedOnStore, gzipCorrupt
@@ -83,6 +84,8 @@ public enum Counter: Int, CaseIterable, Sendable {
         case .objectsNotStoredUncacheable: "Responses not stored because they were not cacheable."
         case .objectsNotStoredTooLarge: "Responses not stored because they were too large."
         case .objectsNotStoredPurged: "Responses not stored because their key was purged while fetching."
+        case .slicesStored: "Slices of large objects stored."
+        case .slicesChanged: "Sliced objects dropped because a slice showed the origin's object had changed."
         case .synth502: "Synthetic 502 answers (bad gateway)."
         case .synth503: "Synthetic 503 answers (no backend available)."
         case .synth504: "Synthetic 504 answers (backend timeout)."
@@ -171,6 +174,8 @@ public enum Counter: Int, CaseIterable, Sendable {
         case .objectsNotStoredUncacheable: "objects_not_stored_uncacheable"
         case .objectsNotStoredTooLarge: "objects_not_stored_too_large"
         case .objectsNotStoredPurged: "objects_not_stored_purged"
+        case .slicesStored: "slices_stored"
+        case .slicesChanged: "slices_changed"
         case .synth502: "synth_502"
         case .synth503: "synth_503"
         case .synth504: "synth_504"

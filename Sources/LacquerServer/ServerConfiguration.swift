@@ -39,6 +39,12 @@ public struct ServerConfiguration: Sendable {
     /// Request fields read as weighted lists when they form a variant key (`VaryKey.normaliseList`):
     /// lowercased names (`--vary-normalise`).
     public var varyListFields: Set<String> = VaryKey.standardListFields
+    /// Objects larger than this (known from a 200's Content-Length) are stored as slices of
+    /// `sliceSize` bytes, each its own object, and served from the slices present, fetching only
+    /// the missing ones with Range (nginx's slice module). 0 turns slicing off.
+    public var sliceThreshold: Int = 8 << 20
+    /// The size of one slice (`--slice-size`).
+    public var sliceSize: Int = 1 << 20
     /// Answer requests as if they carried no Cache-Control or Pragma (`--ignore-request-cache-control`).
     public var ignoreRequestCacheControl = false
     /// Whether clients get the surrogate key fields (by default they are removed, as Fastly does).

@@ -95,6 +95,12 @@ struct Lacquer: AsyncParsableCommand {
     @Option(name: .customLong("vary-normalise"), help: ArgumentHelp("Request field read as a weighted list when a response varies on it: case, order among equal weights, q-value spelling and repeats do not make another variant (repeatable; replaces the default Accept-Language; 'none' for exact values). Accept-Encoding always keys on gzip or identity.", valueName: "NAME"))
     var varyNormalise: [String] = []
 
+    @Option(name: .customLong("slice-threshold"), help: ArgumentHelp("Objects larger than this (a 200 with Content-Length, Accept-Ranges: bytes and an ETag or Last-Modified) are stored as slices and served from the slices present, fetching only missing ones with Range; 'off' stores no slices.", valueName: "SIZE"))
+    var sliceThreshold: String = "8MiB"
+
+    @Option(name: .customLong("slice-size"), help: ArgumentHelp("Size of one slice of a large object (64KiB to 64MiB).", valueName: "SIZE"))
+    var sliceSize: String = "1MiB"
+
     @Flag(name: .customLong("ignore-request-cache-control"), help: "Answer requests as if they carried no Cache-Control or Pragma, as Varnish and nginx do by default: a client's reload (no-cache, max-age=0) is served from the cache instead of revalidating at the origin.")
     var ignoreRequestCacheControl = false
 
@@ -233,6 +239,12 @@ struct Lacquer: AsyncParsableCommand {
         for name in self.surrogateKeyHeader where name.isEmpty || !name.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F && $0 != UInt8(ascii: ":") }) {
             throw ValidationError("--surrogate-key-header '\(name)' is not a header field name")
         }
+        if self.sliceThreshold != "off", ByteSize.parse(self.sliceThreshold) == nil {
+            throw ValidationError("--slice-threshold '\(self.sliceThreshold)' is not a size (e.g. 8MiB) or 'off'")
+        }
+        guard let sliceSize = ByteSize.parse(self.sliceSize), (64 << 10)...(64 << 20) ~= sliceSize else {
+            throw ValidationError("--slice-size '\(self.sliceSize)' must be a size from 64KiB to 64MiB")
+        }
         if let size = self.maxObjectSize, ByteSize.parse(size) == nil {
             throw ValidationError("--max-object-size '\(size)' is not a size (e.g. 1MiB, 64MiB)")
         }
@@ -313,6 +325,8 @@ struct Lacquer: AsyncParsableCommand {
         }
         configuration.showSurrogateKeys = self.showSurrogateKeys
         configuration.ignoreRequestCacheControl = self.ignoreRequestCacheControl
+        configuration.sliceThreshold = self.sliceThreshold == "off" ? 0 : ByteSize.parse(self.sliceThreshold) ?? configuration.sliceThreshold
+        configuration.sliceSize = ByteSize.parse(self.sliceSize) ?? configuration.sliceSize
         if !self.varyNormalise.isEmpty {
             configuration.varyListFields = Set(self.varyNormalise.filter { $0 != "none" }.map { $0.lowercased() })
         }

@@ -545,6 +545,8 @@ extension RequestStateMachine {
         case .deliverRevalidated: "deliver revalidated"
         case .resumeDiskRead: "resume disk read"
         case .closeDiskReader: "close disk reader"
+        case .resumeSlices: "resume slices"
+        case .closeSlices: "close slices"
         case .writeSynthetic(let status, _, let body):
             body == nil ? "write synth \(status)" : "write synth \(status) \(body == .notInCache ? "not-in-cache" : "purged")"
         case .writeVCLSynthetic(let sub, _): "write vcl synth \(sub.rawValue)"

@@ -30,7 +30,18 @@ struct BodyWindow {
     /// Moves to the first byte the client gets (for a reader that can start anywhere); returns
     /// that offset.
     mutating func skipToFirstRange() -> Int {
-        self.offset = max(self.offset, self.ranges.first?.lowerBound ?? 0)
+        self.skipToNextRange()
+    }
+
+    /// Moves past the bytes before the next range the client gets (for a reader that can start
+    /// anywhere: a disk body, a sliced object's next slice); returns that offset.
+    mutating func skipToNextRange() -> Int {
+        while self.current < self.ranges.count, self.ranges[self.current].upperBound < self.offset {
+            self.current += 1
+        }
+        if self.current < self.ranges.count {
+            self.offset = max(self.offset, self.ranges[self.current].lowerBound)
+        }
         return self.offset
     }
 

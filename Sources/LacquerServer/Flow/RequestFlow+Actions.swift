@@ -28,8 +28,11 @@ extension RequestFlow {
         case .runBackendError(let error):
             self.dispatch(.sub(.backendError, self.runBackendError(error)))
         case .hash:
-            guard let key = self.computeKey() else {
+            guard var key = self.computeKey() else {
                 return self.dispatch(.sub(.hash, .failed))
+            }
+            if let slice = self.slice {
+                key = slice.geometry.key(key, index: slice.index)
             }
             self.dispatch(
                 .hashed(
@@ -102,6 +105,11 @@ extension RequestFlow {
                 self.diskReader = nil
                 self.diskReadPaused = false
             }
+        case .resumeSlices:
+            self.sliceWalker?.resume()
+        case .closeSlices:
+            self.sliceWalker?.close()
+            self.sliceWalker = nil
         case .writeSynthetic(let status, let reason, let body):
             self.writeSynthetic(status: status, reason: reason, extraHeaders: nil, body: self.render(body))
         case .writeVCLSynthetic(.backendError, _):

@@ -180,6 +180,7 @@ extension RequestFlow {
             server: self.server, client: BackgroundClient(eventLoop: self.eventLoop, peer: self.peer, local: self.local, tls: self.tls), head: head,
             host: self.host, body: nil)
         refresh.busy = busy
+        refresh.slice = self.slice
         refresh.ctx.backendHint = self.ctx.backendHint
         refresh.ctx.bereqBackend = self.ctx.bereqBackend
         refresh.dispatch(.startRefresh(key: key, stale: stale))

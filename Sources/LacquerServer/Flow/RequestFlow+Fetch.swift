@@ -21,6 +21,7 @@ extension RequestFlow: BackendExchangeDelegate {
         self.bodyBytes = 0
         self.expectedLength = nil
         self.fetchWindow = nil
+        self.sliceTee = nil
         self.ctx.bereqRetries = self.machine.retries
         let isFill = mode.isFill
         // A HEAD miss fetches the whole object with GET, as Varnish does, so it can be stored.
@@ -40,6 +41,10 @@ extension RequestFlow: BackendExchangeDelegate {
                 request.headers.replaceOrAdd(name: "If-Modified-Since", value: lastModified)
                 self.sentConditional = true
             }
+        }
+        if let slice = self.slice {
+            // A slice's fetch asks for its bytes only (revalidated with the validators above).
+            request.headers.replaceOrAdd(name: "Range", value: slice.rangeHeader)
         }
         // Timeouts VCL leaves alone (negative) come from the backend picked below.
         self.ctx.connectTimeout = -1
@@ -207,9 +212,11 @@ extension RequestFlow: BackendExchangeDelegate {
             // EXPIRED only when the stored copy had gone stale; a refetch the request demanded is a MISS.
             xStatus = (stale != nil && fwd == .stale) ? .expired : .miss
             cacheStatus.fwd = fwd
+            // A slice's fetch stores the 206 of exactly its range as it would a 200.
+            let isSlice = self.slice?.isAnswer(status: status, headers: headers) ?? false
             var decision = BuiltinPolicy.backendResponse(
                 method: "GET", requestHeaders: self.head.headers, requestCacheControl: self.requestCacheControl,
-                status: status, responseHeaders: headers, requestTime: self.requestTime,
+                status: isSlice ? 200 : status, responseHeaders: headers, requestTime: self.requestTime,
                 responseTime: self.responseTime, configuration: self.server.configuration)
             let verdict = self.runBackendResponse(status: &status, reason: &reasonPhrase, headers: &headers, decision: &decision)
             guard self.carryOut(verdict) else { return }
@@ -231,7 +238,11 @@ extension RequestFlow: BackendExchangeDelegate {
                 self.server.disk == nil
                 ? self.server.memory.admissionLimit
                 : max(self.server.memory.admissionLimit, self.server.configuration.diskMaxBufferedObjectBytes)
-            if decision.storable, let length = self.expectedLength, length > self.storeLimit {
+            if decision.storable, let geometry = self.sliceGeometry(status: status, headers: headers, decision: decision) {
+                // Too large to hold whole: stored in slices as it streams by.
+                self.sliceTee = SliceTee(key: key, geometry: geometry)
+            }
+            if decision.storable, self.sliceTee == nil, let length = self.expectedLength, length > self.storeLimit {
                 decision.storable = false
                 decision.reason = .tooLarge
                 self.counters.increment(.objectsNotStoredTooLarge)
@@ -246,7 +257,7 @@ extension RequestFlow: BackendExchangeDelegate {
                     stored.remove(name: name)
                 }
                 self.storedHeaders = stored
-                self.accumulated = self.allocator.buffer(capacity: self.expectedLength ?? 0)
+                self.accumulated = self.sliceTee == nil ? self.allocator.buffer(capacity: self.expectedLength ?? 0) : nil
                 cacheStatus.stored = true
                 cacheStatus.ttl = Int(decision.ttl - (self.responseTime - decision.origin))
                 // Waiters may start streaming now.
@@ -384,6 +395,9 @@ extension RequestFlow: BackendExchangeDelegate {
     func backendResponseBody(_ buffer: ByteBuffer) {
         self.bodyBytes += buffer.readableBytes
         self.busy?.publishChunk(buffer)
+        if self.sliceTee != nil {
+            self.teeSlices(buffer)
+        }
         if self.accumulated != nil {
             if self.accumulated!.readableBytes + buffer.readableBytes > self.storeLimit {
                 self.accumulated = nil
@@ -395,7 +409,11 @@ extension RequestFlow: BackendExchangeDelegate {
                 }
             }
         }
-        self.dispatch(.backendBody(buffer, needed: self.accumulated != nil || (self.busy?.waiterCount ?? 0) > 0))
+        // A fill stored in slices goes on without its client until its marker is stored (one
+        // slice); after that, missing slices are fetched when someone asks for them.
+        let needed =
+            self.accumulated != nil || (self.busy?.waiterCount ?? 0) > 0 || (self.sliceTee.map { !$0.markerStored } ?? false)
+        self.dispatch(.backendBody(buffer, needed: needed))
     }
 
     func backendResponseEnd() {
@@ -479,7 +497,7 @@ extension RequestFlow: BackendExchangeDelegate {
             let inMemory = self.server.memory.insert(object)
             let toDisk = self.server.disk?.store(object) ?? false
             if inMemory || toDisk {
-                self.counters.increment(.objectsStored)
+                self.counters.increment(self.slice == nil ? .objectsStored : .slicesStored)
             } else {
                 self.counters.increment(.objectsNotStoredTooLarge)
             }

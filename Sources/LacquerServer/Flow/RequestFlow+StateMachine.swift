@@ -158,6 +158,11 @@ struct RequestStateMachine {
         /// Read the next chunk of the disk body being delivered.
         case resumeDiskRead
         case closeDiskReader
+        /// The client can take more of a sliced object's body: let the slice being read go on.
+        case resumeSlices
+        /// The client left during a sliced object's body: stop reading slices (a slice being
+        /// fetched is still stored).
+        case closeSlices
         /// Write a short text response of our own (no VCL).
         case writeSynthetic(status: Int, reason: String, body: SynthBody?)
         /// Write the response vcl_synth or vcl_backend_error built (`fallback`: the body when
@@ -227,9 +232,10 @@ struct RequestStateMachine {
         case finished
     }
 
-    /// Where the body of the response being written comes from: a disk body file, the busy
-    /// fetch we waited on (a collapsed hit), or our own backend fetch.
-    enum Source: Equatable { case disk, busy, backend }
+    /// Where the body of the response being written comes from: a disk body file, the slices
+    /// of a sliced object (`SliceWalker`), the busy fetch we waited on (a collapsed hit), or our
+    /// own backend fetch.
+    enum Source: Equatable { case disk, slices, busy, backend }
 
     /// How long a fetch may still be retried by VCL (Varnish's max_retries) and a request
     /// restarted (max_restarts).
@@ -404,6 +410,7 @@ struct RequestStateMachine {
             guard !self.clientGone, case .streaming(let source) = self.response else { return }
             switch source {
             case .disk: self.emit(.resumeDiskRead)
+            case .slices: self.emit(.resumeSlices)
             case .busy: self.emit(.pumpWaiter)
             case .backend: if self.fetching { self.emit(.resumeFetch) }
             }
@@ -911,6 +918,7 @@ struct RequestStateMachine {
         self.clientGone = true
         if self.waiting { self.stopWaiting() }
         if self.response == .streaming(.disk) { self.emit(.closeDiskReader) }
+        if self.response == .streaming(.slices) { self.emit(.closeSlices) }
         if self.fetching {
             if self.fetch?.isFill ?? false {
                 // A fill goes on so the object gets stored and its waiters get it.

@@ -112,6 +112,12 @@ final class RequestFlow {
     var fetchWindow: BodyWindow?
     var bodyBytes = 0
     var expectedLength: Int?
+    /// Set on a slice's sub-request (see `SliceWalker`): the slice it reads or fetches.
+    var slice: SliceFetch?
+    /// A fill whose answer is stored as slices while it streams by.
+    var sliceTee: SliceTee?
+    /// The walk over a sliced object's slices this response's body comes from.
+    var sliceWalker: SliceWalker?
 
     init(server: ServerContext, client: any FlowClient, head: HTTPRequestHead, host: String, body: RequestBodyStream?) {
         self.server = server
@@ -308,6 +314,11 @@ final class RequestFlow {
     /// `vcl_deliver` for a stored object: stored head + Age, Via and the cache status fields.
     func deliver(_ stored: StoredObject, xStatus: XCacheStatus, cacheStatus: CacheStatusValue, now: Double) {
         self.ctx.objHits = 1  // obj.hits: 0 on a fetch, at least 1 when delivering a stored object
+        if self.slice == nil, let geometry = SliceGeometry.marker(stored) {
+            return self.deliverSliced(
+                key: stored.key, storedHeaders: stored.headers, geometry: geometry, age: stored.age(at: now), xStatus: xStatus,
+                cacheStatus: cacheStatus)
+        }
         if self.deliverPlain(stored, xStatus: xStatus, cacheStatus: cacheStatus, now: now) {
             return
         }
@@ -492,12 +503,7 @@ final class RequestFlow {
             self.purgeNote = "soft"
             work = self.server.softPurge(key, on: self.eventLoop)
         } else {
-            self.server.coalescer.markPurged(key, at: self.server.clock())
-            let inMemory = self.server.memory.remove(key: key).count
-            guard let disk = self.server.disk else {
-                return self.purged(count: inMemory)
-            }
-            work = disk.remove(key, now: self.server.clock(), on: self.eventLoop).map { max(inMemory, $0) }
+            work = self.removeWithSlices(key)
         }
         work.whenComplete { result in
             let flow = loopBound.value
@@ -536,12 +542,12 @@ final class RequestFlow {
         }
     }
 
-    /// Removes `key` from both tiers without waiting for the disk (its tombstone takes effect at once).
+    /// Removes `key` (and a sliced object's slices) from both tiers without waiting for the disk
+    /// (its tombstone takes effect at once). Returns the number of memory copies removed.
     func invalidate(_ key: CacheKey) -> Int {
-        self.server.coalescer.markPurged(key, at: self.server.clock())
-        let removed = self.server.memory.remove(key: key).count
-        _ = self.server.disk?.remove(key, now: self.server.clock(), on: self.eventLoop)
-        return removed
+        let before = self.server.memory.variants(for: key).count
+        _ = self.removeWithSlices(key)
+        return before
     }
 
     /// Writes a synthetic response; `extraHeaders` (from VCL's resp.http / beresp.http) replace

@@ -242,21 +242,48 @@ final class DiskStorage: Sendable {
     /// Removes every variant of `key` from disk (a durable purge: the commit is fully synced).
     /// Lookups ignore older disk copies from now on, even before the commit.
     func remove(_ key: CacheKey, now: Double, on eventLoop: any EventLoop) -> EventLoopFuture<Int> {
-        self.tombstones.withLock { $0[key] = max($0[key] ?? 0, now) }
-        let promise = eventLoop.makePromise(of: Int.self)
+        self.remove(keys: [key], now: now, on: eventLoop).map(\.count)
+    }
+
+    /// Removes every variant of each of `keys` in one durable commit; lookups ignore older disk
+    /// copies of them from now on. `related` names further keys to remove with them, from the
+    /// stored heads of the first key (a sliced object's slices); the answer is then the number
+    /// of objects that were under the first key (else of all removed) and the related keys.
+    func remove(
+        keys: [CacheKey], now: Double, on eventLoop: any EventLoop,
+        related: (@Sendable ([DiskObjectHead]) -> [CacheKey])? = nil
+    ) -> EventLoopFuture<(count: Int, related: [CacheKey])> {
+        self.tombstones.withLock { tombstones in
+            for key in keys { tombstones[key] = max(tombstones[key] ?? 0, now) }
+        }
+        let promise = eventLoop.makePromise(of: (count: Int, related: [CacheKey]).self)
         self.writer.submit { [self] state in
             guard case .active = state else {
                 return promise.fail(CacheStoreError.closed(path: self.tier.directory))
             }
+            var keys = keys
             do {
-                let removed = try self.tier.remove(key: key)
-                promise.succeed(removed)
+                var extra: [CacheKey] = []
+                var underFirst: Int?
+                if let related, let first = keys.first {
+                    let heads = try self.tier.lookup(first)
+                    underFirst = heads.count
+                    extra = related(heads)
+                    self.tombstones.withLock { tombstones in
+                        for key in extra { tombstones[key] = max(tombstones[key] ?? 0, now) }
+                    }
+                    keys += extra
+                }
+                let removed = try self.tier.remove(keys: keys)
+                promise.succeed((underFirst ?? removed, extra))
             } catch {
                 self.counters.increment(.diskWriteErrors)
                 promise.fail(error)
             }
             self.tombstones.withLock { tombstones in
-                if let t = tombstones[key], t <= now { tombstones[key] = nil }
+                for key in keys {
+                    if let t = tombstones[key], t <= now { tombstones[key] = nil }
+                }
             }
         }
         return promise.futureResult

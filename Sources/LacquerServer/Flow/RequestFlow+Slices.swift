@@ -1,0 +1,158 @@
+import CachePolicy
+import CacheStore
+import NIOCore
+import NIOHTTP1
+
+/// Large objects in slices (see `SliceGeometry`): the first download is cut into slices as it
+/// streams by (`SliceTee`); a request that finds the marker is answered from the slices
+/// (`SliceWalker`), each read by a sub-request that fetches it with Range when it is missing;
+/// removing the object removes its slices.
+extension RequestFlow {
+    /// Whether this fill's answer is stored as slices: a 200 to a GET, storable, longer than
+    /// `--slice-threshold` and one slice, with no Vary, that the origin serves in ranges
+    /// (`Accept-Ranges: bytes`) and whose versions it tells apart (ETag or Last-Modified), not
+    /// recoded on the way in. Not for a slice's own fetch.
+    func sliceGeometry(status: Int, headers: HTTPHeaders, decision: BackendResponseDecision) -> SliceGeometry? {
+        let configuration = self.server.configuration
+        guard self.slice == nil, configuration.sliceThreshold > 0, status == 200, decision.storable, self.head.method == .GET,
+            self.varyNames.isEmpty, !self.ctx.doGzip, !self.ctx.doGunzip,
+            let length = self.expectedLength, length > configuration.sliceThreshold, length > configuration.sliceSize,
+            headers["accept-ranges"].contains(where: { $0.lowercased().contains("bytes") }),
+            headers.contains(name: "etag") || headers.contains(name: "last-modified")
+        else { return nil }
+        return SliceGeometry(size: configuration.sliceSize, length: length)
+    }
+
+    /// A body part of a fill stored as slices: every slice it completes is stored, and the
+    /// marker once slice 0 is.
+    func teeSlices(_ part: ByteBuffer) {
+        guard var tee = self.sliceTee else { return }
+        let completed = tee.take(part, allocator: self.allocator)
+        self.sliceTee = tee
+        for (index, body) in completed {
+            guard self.storeSlice(index, body: body, geometry: tee.geometry, base: tee.key) else {
+                // A purge or ban arrived while fetching: nothing more of this answer is stored.
+                self.sliceTee = nil
+                return
+            }
+            if index == 0, !tee.markerStored {
+                self.sliceTee?.markerStored = true
+                self.storeMarker(tee.key, geometry: tee.geometry)
+            }
+        }
+    }
+
+    /// Stores slice `index` of the answer being fetched; false when a purge or ban forbids it.
+    @discardableResult
+    func storeSlice(_ index: Int, body: ByteBuffer, geometry: SliceGeometry, base: CacheKey) -> Bool {
+        guard let decision = self.decision else { return false }
+        var headers = self.storedHeaders
+        headers.replaceOrAdd(name: "Content-Range", value: RangeRequest.contentRange(geometry.range(index), length: geometry.length))
+        headers.replaceOrAdd(name: "Content-Length", value: String(body.readableBytes))
+        let object = self.storable(key: geometry.key(base, index: index), status: 206, headers: headers, body: body, decision: decision)
+        guard self.mayStore(object) else {
+            self.counters.increment(.objectsNotStoredPurged)
+            return false
+        }
+        let inMemory = self.server.memory.insert(object)
+        let toDisk = self.server.disk?.store(object) ?? false
+        if inMemory || toDisk { self.counters.increment(.slicesStored) }
+        return true
+    }
+
+    /// Stores the marker of the object being fetched in slices (its fields, freshness and
+    /// geometry; no body).
+    private func storeMarker(_ key: CacheKey, geometry: SliceGeometry) {
+        guard let decision = self.decision else { return }
+        var headers = self.storedHeaders
+        headers.replaceOrAdd(name: "Content-Range", value: geometry.markerContentRange)
+        headers.remove(name: "content-length")
+        let marker = self.storable(key: key, status: 206, headers: headers, body: ByteBuffer(), decision: decision)
+        guard self.mayStore(marker) else {
+            self.counters.increment(.objectsNotStoredPurged)
+            return
+        }
+        self.server.coalescer.clearHitForMiss(key)
+        let inMemory = self.server.memory.insert(marker)
+        let toDisk = self.server.disk?.store(marker) ?? false
+        if inMemory || toDisk { self.counters.increment(.objectsStored) }
+    }
+
+    private func storable(key: CacheKey, status: Int, headers: HTTPHeaders, body: ByteBuffer, decision: BackendResponseDecision)
+        -> StoredObject
+    {
+        StoredObject(
+            key: key, variant: "", varyNames: [], status: status, reason: "Partial Content", headers: headers, body: body,
+            requestTime: self.requestTime, responseTime: self.responseTime, origin: decision.origin, ttl: decision.ttl,
+            grace: decision.grace, keep: decision.keep, mustRevalidate: decision.mustRevalidate,
+            hiddenFields: self.server.memory.surrogateKeyFields)
+    }
+
+    /// Answers from a sliced object's marker: the whole body (a 200 of the object's length), the
+    /// client's ranges (206, multipart too) or a 304 / 416, with the body read slice by slice.
+    func deliverSliced(
+        key: CacheKey, storedHeaders: HTTPHeaders, geometry: SliceGeometry, age: Double, xStatus: XCacheStatus,
+        cacheStatus: CacheStatusValue
+    ) {
+        if BodyTransform.needsGunzip(storedHeaders: storedHeaders, requestHeaders: self.head.headers) {
+            // A gzip body for a client that cannot take it: fetch a fresh answer for it.
+            self.counters.increment(.cacheBypass)
+            return self.dispatch(.codingUnavailable)
+        }
+        var headers = storedHeaders
+        headers.remove(name: "content-range")
+        let plan = self.writeStoredHead(
+            status: 200, reason: "OK", storedHeaders: headers, bodyLength: geometry.length, age: age, xStatus: xStatus,
+            cacheStatus: cacheStatus)
+        guard !self.bodySuppressed else { return }
+        let window: BodyWindow
+        switch plan {
+        case .none:
+            return self.dispatch(.delivered)
+        case .full:
+            window = BodyWindow(ranges: [0...(geometry.length - 1)], multipart: nil, length: geometry.length)
+        case .window(let ranges):
+            window = ranges
+        }
+        let walker = SliceWalker(flow: self, key: key, geometry: geometry, headers: headers, window: window)
+        self.sliceWalker = walker
+        self.dispatch(.headWritten(.slices))
+        walker.start()
+    }
+
+    /// Removes every variant of `key` from both tiers, with the slices of a sliced object
+    /// stored under it: the memory copies at once, the disk copies in one durable commit
+    /// (their lookups ignore them from now on). Answers the number of objects under `key`.
+    func removeWithSlices(_ key: CacheKey) -> EventLoopFuture<Int> {
+        let now = self.server.clock()
+        let memory = self.server.memory
+        let coalescer = self.server.coalescer
+        coalescer.markPurged(key, at: now)
+        let removed = memory.remove(key: key)
+        for geometry in Set(removed.compactMap(SliceGeometry.marker)) {
+            for sliceKey in geometry.keys(key) {
+                coalescer.markPurged(sliceKey, at: now)
+                _ = memory.remove(key: sliceKey)
+            }
+        }
+        guard let disk = self.server.disk else {
+            return self.eventLoop.makeSucceededFuture(removed.count)
+        }
+        let loopBound = NIOLoopBound(self, eventLoop: self.eventLoop)
+        return disk.remove(keys: [key], now: now, on: self.eventLoop) { heads in
+            var keys: [CacheKey] = []
+            for geometry in Set(heads.compactMap { SliceGeometry.marker(status: $0.status, headers: $0.headers) }) {
+                keys += geometry.keys(key)
+            }
+            return keys
+        }.map { result in
+            // Slices of a marker only the disk tier held may be in memory too.
+            let flow = loopBound.value
+            for sliceKey in result.related {
+                flow.server.coalescer.markPurged(sliceKey, at: now)
+                _ = flow.server.memory.remove(key: sliceKey)
+            }
+            return max(removed.count, result.count)
+        }
+    }
+}
