@@ -87,6 +87,18 @@ public enum RangeRequest {
         "bytes \(range.lowerBound)-\(range.upperBound)/\(length)"
     }
 
+    /// The lowest first-byte position a `Range` value asks for, when every range names its first
+    /// byte (no suffix range); nil otherwise or when the value is not a valid bytes range.
+    public static func lowestFirstPosition(_ value: String) -> Int? {
+        guard let specs = Self.parse(value) else { return nil }
+        var lowest: Int?
+        for spec in specs {
+            guard case .from(let first, _) = spec else { return nil }
+            lowest = min(lowest ?? first, first)
+        }
+        return lowest
+    }
+
     /// A 206's `Content-Range: bytes first-last/length` (RFC 9110 §14.4), or nil when the value
     /// is anything else (another unit, `*` for the length, last before first or past the length).
     public static func parseContentRange(_ value: String?) -> (range: ClosedRange<Int>, length: Int)? {

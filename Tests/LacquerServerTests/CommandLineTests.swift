@@ -70,6 +70,9 @@ struct CommandLineTests {
             (["--drain-timeout=-1", "--backend", "http://127.0.0.1:1"], "--drain-timeout '-1.0'"),
             (["--user", "no-such-user-here", "--backend", "http://127.0.0.1:1"], "--user 'no-such-user-here': no such user"),
             (["--max-object-size", "big", "--backend", "http://127.0.0.1:1"], "--max-object-size 'big'"),
+            (["--slice-threshold", "huge", "--backend", "http://127.0.0.1:1"], "--slice-threshold 'huge' is not a size"),
+            (["--slice-size", "1KiB", "--backend", "http://127.0.0.1:1"], "--slice-size '1KiB' must be a size from 64KiB to 64MiB"),
+            (["--slice-size", "1GiB", "--backend", "http://127.0.0.1:1"], "--slice-size '1GiB' must be"),
             (["admin", "frobnicate"], "unknown admin command 'frobnicate'"),
             (["log", "-q", "colour == red"], "unknown field 'colour'"),
         ])
@@ -89,7 +92,7 @@ struct CommandLineTests {
             "--check-config", "--grace", "--stale-if-error", "--hit-for-miss", "--max-request-body", "--disk-size",
             "--passive-failures", "--passive-cooldown", "--passive-5xx", "--rate-limit", "--rate-burst", "--max-client-connections",
             "--access-log", "--access-log-format", "--drain-timeout", "--admin-secret", "--max-object-size", "--user",
-            "--gzip-on-store", "--threads", "--log-level", "--version",
+            "--gzip-on-store", "--threads", "--log-level", "--version", "--slice-threshold", "--slice-size",
         ] {
             #expect(result.stdout.contains(flag), "\(flag) missing from --help")
         }

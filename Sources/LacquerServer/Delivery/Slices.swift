@@ -57,6 +57,13 @@ struct SliceGeometry: Hashable {
     static func marker(_ object: StoredObject) -> SliceGeometry? {
         Self.marker(status: object.status, headers: object.headers)
     }
+
+    /// Whether fields tell an object's versions apart well enough to combine slices fetched at
+    /// different times (RFC 9111 §3.4): a strong ETag, or with no ETag a Last-Modified.
+    static func identifiesVersion(_ headers: HTTPHeaders) -> Bool {
+        if let etag = headers.first(name: "etag") { return !etag.hasPrefix("W/") }
+        return headers.contains(name: "last-modified")
+    }
 }
 
 /// What a slice sub-request fetches: one slice of a sliced object (set on the `RequestFlow`
@@ -237,7 +244,7 @@ final class SliceWalker {
             return
         }
         self.dropSub()
-        if !self.refetched {
+        if !self.refetched && head.headers.first(name: "x-cache-status") != "MISS" {
             // A stored slice of another version, or a failed answer: ask the origin once more.
             let (index, skip) = (self.index, self.skip)
             self.refetched = true
@@ -312,11 +319,11 @@ final class SliceWalker {
     /// Whether a slice's fields name the marker's version: the same strong ETag, or with no ETag
     /// the same Last-Modified.
     private func sameVersion(_ headers: HTTPHeaders) -> Bool {
+        guard SliceGeometry.identifiesVersion(headers) else { return false }
         if let etag = self.etag {
-            return !etag.hasPrefix("W/") && headers.first(name: "etag") == etag
+            return headers.first(name: "etag") == etag
         }
-        guard let lastModified = self.lastModified else { return false }
-        return headers.first(name: "last-modified") == lastModified
+        return self.lastModified != nil && headers.first(name: "etag") == nil && headers.first(name: "last-modified") == self.lastModified
     }
 }
 

@@ -87,15 +87,16 @@ extension RequestFlow {
         case .failFetch(let error):
             self.releaseBusy(.failed(error))
         case .completeRevalidation:
+            if self.sliceProbe != nil { return self.completeSliceProbe() }
             guard let revalidation = self.revalidation else { return self.dispatch(.revalidated(ok: false)) }
             self.revalidation = nil
             self.completeRevalidation(revalidation)
         case .deliver(let copy, let xStatus, let detail, let refresh):
             self.deliverStored(copy, xStatus: xStatus, detail: detail, refresh: refresh)
         case .deliverRevalidated:
-            guard let (object, cacheStatus) = self.revalidated else { return }
+            guard let (object, cacheStatus, xStatus) = self.revalidated else { return }
             self.revalidated = nil
-            self.deliver(object, xStatus: .revalidated, cacheStatus: cacheStatus, now: self.server.clock())
+            self.deliver(object, xStatus: xStatus, cacheStatus: cacheStatus, now: self.server.clock())
         case .resumeDiskRead:
             _ = self.resumeDiskIfPaused()
         case .closeDiskReader:

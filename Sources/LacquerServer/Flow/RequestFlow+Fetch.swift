@@ -22,6 +22,10 @@ extension RequestFlow: BackendExchangeDelegate {
         self.expectedLength = nil
         self.fetchWindow = nil
         self.sliceTee = nil
+        self.sliceProbeIndex = nil
+        self.sliceProbe = nil
+        self.probeCacheStatus = nil
+        self.probeMarker = nil
         self.ctx.bereqRetries = self.machine.retries
         let isFill = mode.isFill
         // A HEAD miss fetches the whole object with GET, as Varnish does, so it can be stored.
@@ -45,6 +49,12 @@ extension RequestFlow: BackendExchangeDelegate {
         if let slice = self.slice {
             // A slice's fetch asks for its bytes only (revalidated with the validators above).
             request.headers.replaceOrAdd(name: "Range", value: slice.rangeHeader)
+        } else if case .fill(_, nil, _) = mode, let index = self.sliceProbeTarget() {
+            // A Range request past the first slice that missed: ask for the slice its range starts
+            // in, as nginx's slice module does; the answer says whether the object is large.
+            let size = self.server.configuration.sliceSize
+            request.headers.replaceOrAdd(name: "Range", value: "bytes=\(index * size)-\((index + 1) * size - 1)")
+            self.sliceProbeIndex = index
         }
         // Timeouts VCL leaves alone (negative) come from the backend picked below.
         self.ctx.connectTimeout = -1
@@ -212,8 +222,21 @@ extension RequestFlow: BackendExchangeDelegate {
             // EXPIRED only when the stored copy had gone stale; a refetch the request demanded is a MISS.
             xStatus = (stale != nil && fwd == .stale) ? .expired : .miss
             cacheStatus.fwd = fwd
+            var probed: SliceFetch?
+            if let index = self.sliceProbeIndex {
+                self.sliceProbeIndex = nil
+                switch self.probeAnswer(index: index, status: status, headers: headers) {
+                case .slice(let fetch): probed = fetch
+                case .other: break
+                case .fetchWhole:
+                    // Not a slice of a large object (a smaller one, or a range we cannot place):
+                    // ask for the whole object instead.
+                    self.noSliceProbe = true
+                    return self.dispatch(.backendHead(.retry))
+                }
+            }
             // A slice's fetch stores the 206 of exactly its range as it would a 200.
-            let isSlice = self.slice?.isAnswer(status: status, headers: headers) ?? false
+            let isSlice = (self.slice ?? probed)?.isAnswer(status: status, headers: headers) ?? false
             var decision = BuiltinPolicy.backendResponse(
                 method: "GET", requestHeaders: self.head.headers, requestCacheControl: self.requestCacheControl,
                 status: isSlice ? 200 : status, responseHeaders: headers, requestTime: self.requestTime,
@@ -238,7 +261,13 @@ extension RequestFlow: BackendExchangeDelegate {
                 self.server.disk == nil
                 ? self.server.memory.admissionLimit
                 : max(self.server.memory.admissionLimit, self.server.configuration.diskMaxBufferedObjectBytes)
-            if decision.storable, let geometry = self.sliceGeometry(status: status, headers: headers, decision: decision) {
+            if let probed {
+                guard self.maySlice(length: probed.geometry.length, headers: headers, decision: decision) else {
+                    self.noSliceProbe = true
+                    return self.dispatch(.backendHead(.retry))
+                }
+                self.sliceProbe = probed
+            } else if decision.storable, let geometry = self.sliceGeometry(status: status, headers: headers, decision: decision) {
                 // Too large to hold whole: stored in slices as it streams by.
                 self.sliceTee = SliceTee(key: key, geometry: geometry)
             }
@@ -260,6 +289,13 @@ extension RequestFlow: BackendExchangeDelegate {
                 self.accumulated = self.sliceTee == nil ? self.allocator.buffer(capacity: self.expectedLength ?? 0) : nil
                 cacheStatus.stored = true
                 cacheStatus.ttl = Int(decision.ttl - (self.responseTime - decision.origin))
+                if self.sliceProbe != nil {
+                    // The slice is kept and stored with its marker; the client (and every waiter,
+                    // told to look again) is then answered from the slices.
+                    self.decision = decision
+                    self.probeCacheStatus = cacheStatus
+                    return self.dispatch(.backendHead(.notModified))
+                }
                 // Waiters may start streaming now.
                 self.busy?.publishHead(
                     BusyFetch.Head(
@@ -439,6 +475,9 @@ extension RequestFlow: BackendExchangeDelegate {
     func storeAccumulated() {
         guard !self.storeDone else { return }
         self.storeDone = true
+        if let probe = self.sliceProbe {
+            return self.storeProbedSlice(probe)
+        }
         if case .fill(let key, _, _) = self.machine.fetch, let decision = self.decision, decision.storable,
             var body = self.accumulated, let backendHead = self.backendHead
         {

@@ -61,9 +61,11 @@ extension RequestFlow {
         for name in TargetedCacheControl.fieldsToStripBeforeForwarding() {
             merged.remove(name: name)
         }
+        // A sliced object's marker, or one of its slices, is stored as its 200 would be.
+        let sliced = status == 206 && (self.slice != nil || SliceGeometry.marker(status: status, headers: revalidation.stale.headers) != nil)
         let decision = BuiltinPolicy.backendResponse(
             method: "GET", requestHeaders: self.head.headers, requestCacheControl: self.requestCacheControl,
-            status: status, responseHeaders: merged, requestTime: self.requestTime,
+            status: sliced ? 200 : status, responseHeaders: merged, requestTime: self.requestTime,
             responseTime: self.responseTime, configuration: self.server.configuration)
         for name in decision.omittedFields {
             merged.remove(name: name)
@@ -99,7 +101,7 @@ extension RequestFlow {
         self.counters.increment(.cacheRevalidated)
         // Waiters look up again and find the updated object.
         self.releaseBusy(.retryLookup)
-        self.revalidated = (object, cacheStatus)
+        self.revalidated = (object, cacheStatus, .revalidated)
         self.dispatch(.revalidated(ok: true))
     }
 }

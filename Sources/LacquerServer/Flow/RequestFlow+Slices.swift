@@ -8,19 +8,91 @@ import NIOHTTP1
 /// (`SliceWalker`), each read by a sub-request that fetches it with Range when it is missing;
 /// removing the object removes its slices.
 extension RequestFlow {
-    /// Whether this fill's answer is stored as slices: a 200 to a GET, storable, longer than
-    /// `--slice-threshold` and one slice, with no Vary, that the origin serves in ranges
-    /// (`Accept-Ranges: bytes`) and whose versions it tells apart (ETag or Last-Modified), not
-    /// recoded on the way in. Not for a slice's own fetch.
-    func sliceGeometry(status: Int, headers: HTTPHeaders, decision: BackendResponseDecision) -> SliceGeometry? {
+    /// Whether an answer of `length` bytes with these fields may be stored as slices: storable,
+    /// to a GET, longer than `--slice-threshold` and one slice, with no Vary, with fields that
+    /// tell its versions apart (`SliceGeometry.identifiesVersion`), not recoded on the way in.
+    /// Not for a slice's own fetch.
+    func maySlice(length: Int, headers: HTTPHeaders, decision: BackendResponseDecision) -> Bool {
         let configuration = self.server.configuration
-        guard self.slice == nil, configuration.sliceThreshold > 0, status == 200, decision.storable, self.head.method == .GET,
-            self.varyNames.isEmpty, !self.ctx.doGzip, !self.ctx.doGunzip,
-            let length = self.expectedLength, length > configuration.sliceThreshold, length > configuration.sliceSize,
+        return self.slice == nil && configuration.sliceThreshold > 0 && decision.storable && self.head.method == .GET
+            && self.varyNames.isEmpty && !self.ctx.doGzip && !self.ctx.doGunzip && length > configuration.sliceThreshold
+            && length > configuration.sliceSize && SliceGeometry.identifiesVersion(headers)
+    }
+
+    /// The geometry a fill's whole answer is stored in, when it is stored as slices: a 200 with a
+    /// Content-Length that the origin also serves in ranges (`Accept-Ranges: bytes`).
+    func sliceGeometry(status: Int, headers: HTTPHeaders, decision: BackendResponseDecision) -> SliceGeometry? {
+        guard status == 200, let length = self.expectedLength,
             headers["accept-ranges"].contains(where: { $0.lowercased().contains("bytes") }),
-            headers.contains(name: "etag") || headers.contains(name: "last-modified")
+            self.maySlice(length: length, headers: headers, decision: decision)
         else { return nil }
-        return SliceGeometry(size: configuration.sliceSize, length: length)
+        return SliceGeometry(size: self.server.configuration.sliceSize, length: length)
+    }
+
+    /// The slice a fill asks for instead of the whole object: for a GET whose ranges all start
+    /// past the first slice (a player seeking into an object not stored yet), the slice holding
+    /// the lowest one. Not with If-Range (it needs the whole answer's validators first).
+    func sliceProbeTarget() -> Int? {
+        let configuration = self.server.configuration
+        guard self.slice == nil, !self.noSliceProbe, configuration.sliceThreshold > 0, self.head.method == .GET,
+            !self.head.headers.contains(name: "if-range"), let value = self.head.headers.first(name: "range"),
+            let first = RangeRequest.lowestFirstPosition(value), first >= configuration.sliceSize
+        else { return nil }
+        return first / configuration.sliceSize
+    }
+
+    enum ProbeAnswer {
+        /// Exactly the slice asked for, of an object longer than the threshold.
+        case slice(SliceFetch)
+        /// Another answer (a 200 is the whole object; an error is an error): handled as usual.
+        case other
+        /// A 206 or 416 that is not that: ask for the whole object.
+        case fetchWhole
+    }
+
+    /// What the answer to a slice probe is.
+    func probeAnswer(index: Int, status: Int, headers: HTTPHeaders) -> ProbeAnswer {
+        let configuration = self.server.configuration
+        switch status {
+        case 206:
+            guard let (range, length) = RangeRequest.parseContentRange(headers.first(name: "content-range")),
+                length > configuration.sliceThreshold, length > configuration.sliceSize
+            else { return .fetchWhole }
+            let fetch = SliceFetch(geometry: SliceGeometry(size: configuration.sliceSize, length: length), index: index)
+            guard index < fetch.geometry.count, range == fetch.range else { return .fetchWhole }
+            return .slice(fetch)
+        case 416:
+            return .fetchWhole
+        default:
+            return .other
+        }
+    }
+
+    /// Stores the probe's slice and its marker (at the end of its body).
+    func storeProbedSlice(_ probe: SliceFetch) {
+        guard case .fill(let key, _, _) = self.machine.fetch, let body = self.accumulated, body.readableBytes == probe.range.count,
+            self.storeSlice(probe.index, body: body, geometry: probe.geometry, base: key)
+        else { return }
+        self.probeMarker = self.storeMarker(key, geometry: probe.geometry)
+    }
+
+    /// The probe's body is complete: the client and the waiters are answered from the slices,
+    /// or, when nothing could be stored, the whole object is fetched.
+    func completeSliceProbe() {
+        self.observeFetchDuration()
+        if let expected = self.expectedLength, expected != self.bodyBytes {
+            self.accumulated = nil
+        }
+        self.storeAccumulated()
+        self.accumulated = nil
+        guard let marker = self.probeMarker, let cacheStatus = self.probeCacheStatus else {
+            self.noSliceProbe = true
+            return self.dispatch(.revalidated(ok: false))
+        }
+        self.probeMarker = nil
+        self.releaseBusy(.retryLookup)
+        self.revalidated = (marker, cacheStatus, .miss)
+        self.dispatch(.revalidated(ok: true))
     }
 
     /// A body part of a fill stored as slices: every slice it completes is stored, and the
@@ -61,21 +133,23 @@ extension RequestFlow {
     }
 
     /// Stores the marker of the object being fetched in slices (its fields, freshness and
-    /// geometry; no body).
-    private func storeMarker(_ key: CacheKey, geometry: SliceGeometry) {
-        guard let decision = self.decision else { return }
+    /// geometry; no body); returns it unless a purge or ban forbids it.
+    @discardableResult
+    private func storeMarker(_ key: CacheKey, geometry: SliceGeometry) -> StoredObject? {
+        guard let decision = self.decision else { return nil }
         var headers = self.storedHeaders
         headers.replaceOrAdd(name: "Content-Range", value: geometry.markerContentRange)
         headers.remove(name: "content-length")
         let marker = self.storable(key: key, status: 206, headers: headers, body: ByteBuffer(), decision: decision)
         guard self.mayStore(marker) else {
             self.counters.increment(.objectsNotStoredPurged)
-            return
+            return nil
         }
         self.server.coalescer.clearHitForMiss(key)
         let inMemory = self.server.memory.insert(marker)
         let toDisk = self.server.disk?.store(marker) ?? false
         if inMemory || toDisk { self.counters.increment(.objectsStored) }
+        return marker
     }
 
     private func storable(key: CacheKey, status: Int, headers: HTTPHeaders, body: ByteBuffer, decision: BackendResponseDecision)

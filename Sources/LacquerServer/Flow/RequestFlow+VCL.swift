@@ -307,7 +307,9 @@ extension RequestFlow {
     func emitHead(_ head: HTTPResponseHead) -> Bool {
         guard let client = self.client else { return false }
         var head = head
-        guard self.runDeliver(&head) else { return false }
+        // vcl_deliver runs on what the client gets: a slice's sub-request only feeds the
+        // response of the request it serves, which runs vcl_deliver itself.
+        guard self.slice != nil || self.runDeliver(&head) else { return false }
         client.writeHead(head)
         return true
     }

@@ -87,7 +87,7 @@ final class RequestFlow {
     var sentValidators = false
     /// Set when the backend answered 304 to our conditional fill, then the object it made.
     var revalidation: Revalidation?
-    var revalidated: (object: StoredObject, cacheStatus: CacheStatusValue)?
+    var revalidated: (object: StoredObject, cacheStatus: CacheStatusValue, xStatus: XCacheStatus)?
     var requestTime: Double = 0
     /// When the request arrived (the clock's time at the flow's start).
     let arrivedAt: Double
@@ -118,6 +118,16 @@ final class RequestFlow {
     var sliceTee: SliceTee?
     /// The walk over a sliced object's slices this response's body comes from.
     var sliceWalker: SliceWalker?
+    /// The slice a fill asked the origin for instead of the whole object (a Range request past
+    /// the first slice that missed), until its answer's head arrives.
+    var sliceProbeIndex: Int?
+    /// The probe's answer, when it was that slice of a large object: stored with its marker.
+    var sliceProbe: SliceFetch?
+    /// Set after a probe's answer was not a slice of a large object: the fill asks for all of it.
+    var noSliceProbe = false
+    /// The probe's Cache-Status, and the marker stored with its slice.
+    var probeCacheStatus: CacheStatusValue?
+    var probeMarker: StoredObject?
 
     init(server: ServerContext, client: any FlowClient, head: HTTPRequestHead, host: String, body: RequestBodyStream?) {
         self.server = server
