@@ -215,12 +215,35 @@ struct RangeTests {
     }
 
 
-    func partialFromOriginNotStored() async throws {
+    @Test("a 206 from the origin is stored as the part it is (RFC 9111 §3.3): Range requests inside it are HITs, others go to the origin")
+    func partialFromOriginStoredAsPart() async throws {
         try await withLacquer { _, port, origin async throws in
-            let target = "/p206?status=206&cc=max-age%3D600&h=Content-Range%3Abytes+0-4%2F10&body=hello"
-            _ = try httpGet(port: port, target)
-            _ = try httpGet(port: port, target)
-            #expect(origin.requestCount(path: "/p206") == 2)
+            // The cache-tests "partial" cases: the origin answers 206 bytes 4-9/10 whatever it is asked.
+            let target = "/p206?status=206&cc=max-age%3D600&h=Content-Range%3Abytes+4-9%2F10&body=012345"
+            let first = try httpGet(port: port, target, headers: [("Range", "bytes=-6")])
+            #expect(first.status == 206 && first.bodyString == "012345")
+            for (range, body, contentRange) in [
+                ("bytes=-5", "12345", "bytes 5-9/10"), ("bytes=6-8", "234", "bytes 6-8/10"), ("bytes=6-", "2345", "bytes 6-9/10"),
+                ("bytes=-1", "5", "bytes 9-9/10"), ("bytes=4-9", "012345", "bytes 4-9/10"),
+            ] {
+                let part = try httpGet(port: port, target, headers: [("Range", range)])
+                #expect(part.status == 206 && part.header("X-Cache-Status") == "HIT", "\(range)")
+                #expect(part.bodyString == body && part.header("Content-Range") == contentRange, "\(range)")
+            }
+            let multi = try httpGet(port: port, target, headers: [("Range", "bytes=4-5,8-9")])
+            #expect(multi.status == 206 && multi.header("X-Cache-Status") == "HIT" && multi.bodyString.contains("Content-Range: bytes 8-9/10"))
+            #expect(origin.requestCount(path: "/p206") == 1)
+            // Outside the part, or no Range at all: the origin is asked.
+            let outside = try httpGet(port: port, target, headers: [("Range", "bytes=0-5")])
+            #expect(outside.header("X-Cache-Status") == "MISS")
+            let whole = try httpGet(port: port, target)
+            #expect(whole.header("X-Cache-Status") == "MISS")
+            #expect(origin.requestCount(path: "/p206") == 3)
+            // A 206 whose body does not match its Content-Range is not stored.
+            let wrong = "/p206bad?status=206&cc=max-age%3D600&h=Content-Range%3Abytes+0-3%2F10&body=hello"
+            _ = try httpGet(port: port, wrong, headers: [("Range", "bytes=0-3")])
+            _ = try httpGet(port: port, wrong, headers: [("Range", "bytes=0-3")])
+            #expect(origin.requestCount(path: "/p206bad") == 2)
         }
     }
 

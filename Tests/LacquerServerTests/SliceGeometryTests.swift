@@ -35,10 +35,11 @@ struct SliceGeometryTests {
     @Test("a marker is a stored 206 whose range starts at 0 and ends before the length")
     func marker() {
         let headers: HTTPHeaders = ["Content-Range": "bytes 0-1048575/10485760", "ETag": "\"a\""]
-        #expect(SliceGeometry.marker(status: 206, headers: headers) == SliceGeometry(size: 1 << 20, length: 10 << 20))
-        #expect(SliceGeometry.marker(status: 200, headers: headers) == nil)
-        #expect(SliceGeometry.marker(status: 206, headers: ["Content-Range": "bytes 5-9/10"]) == nil)
-        #expect(SliceGeometry.marker(status: 206, headers: ["Content-Range": "bytes 0-9/10"]) == nil, "a whole object is no marker")
+        #expect(SliceGeometry.marker(status: 206, headers: headers, bodyLength: 0) == SliceGeometry(size: 1 << 20, length: 10 << 20))
+        #expect(SliceGeometry.marker(status: 206, headers: headers, bodyLength: 1 << 20) == nil, "a stored part of a representation")
+        #expect(SliceGeometry.marker(status: 200, headers: headers, bodyLength: 0) == nil)
+        #expect(SliceGeometry.marker(status: 206, headers: ["Content-Range": "bytes 5-9/10"], bodyLength: 0) == nil)
+        #expect(SliceGeometry.marker(status: 206, headers: ["Content-Range": "bytes 0-9/10"], bodyLength: 0) == nil, "a whole object is no marker")
         #expect(SliceGeometry(size: 1 << 20, length: 10 << 20).markerContentRange == "bytes 0-1048575/10485760")
     }
 

@@ -45,17 +45,18 @@ struct SliceGeometry: Hashable {
         RangeRequest.contentRange(0...(self.size - 1), length: self.length)
     }
 
-    /// The geometry a stored response stands for when it is a marker (a 206 whose range starts
-    /// at 0 and ends before the length), else nil.
-    static func marker(status: Int, headers: @autoclosure () -> HTTPHeaders) -> SliceGeometry? {
-        guard status == 206, let (range, length) = RangeRequest.parseContentRange(headers().first(name: "content-range")),
+    /// The geometry a stored response stands for when it is a marker (a 206 with no body whose
+    /// range starts at 0 and ends before the length), else nil.
+    static func marker(status: Int, headers: @autoclosure () -> HTTPHeaders, bodyLength: Int) -> SliceGeometry? {
+        guard status == 206, bodyLength == 0,
+            let (range, length) = RangeRequest.parseContentRange(headers().first(name: "content-range")),
             range.lowerBound == 0, range.upperBound + 1 < length
         else { return nil }
         return SliceGeometry(size: range.count, length: length)
     }
 
     static func marker(_ object: StoredObject) -> SliceGeometry? {
-        Self.marker(status: object.status, headers: object.headers)
+        Self.marker(status: object.status, headers: object.headers, bodyLength: object.bodyLength)
     }
 
     /// Whether fields tell an object's versions apart well enough to combine slices fetched at
@@ -360,4 +361,36 @@ final class SliceSink: FlowClient {
     func finishResponse(_ flow: RequestFlow, close: Bool) { self.walker?.sliceEnd(from: self) }
     func abort(_ flow: RequestFlow) { self.walker?.sliceFailed(from: self) }
     func mustCloseAfter(_ head: HTTPRequestHead) -> Bool { false }
+}
+
+/// A stored 206 that holds part of a representation (RFC 9111 §3.3): an origin's partial answer,
+/// stored as it came. It answers Range requests that fall inside it; any other request misses it
+/// and fetches the whole object, which then replaces it.
+enum StoredPart {
+    /// The part's range and the representation's length, when a response of `status` with these
+    /// fields and `bodyLength` body bytes is one: a 206 whose body is exactly its Content-Range.
+    static func range(status: Int, headers: @autoclosure () -> HTTPHeaders, bodyLength: Int) -> (range: ClosedRange<Int>, length: Int)? {
+        guard status == 206, bodyLength > 0,
+            let (range, length) = RangeRequest.parseContentRange(headers().first(name: "content-range")), range.count == bodyLength
+        else { return nil }
+        return (range, length)
+    }
+
+    /// Whether a request (its Range, If-Range and method) is answered by a stored part: every
+    /// range it asks for lies inside the part. The lookup and the delivery ask the same rule.
+    static func answers(
+        _ part: (range: ClosedRange<Int>, length: Int), storedHeaders: HTTPHeaders, method: String, requestHeaders: HTTPHeaders
+    ) -> Bool {
+        let decision = RangeRequest.evaluate(
+            rangeHeader: requestHeaders.first(name: "range"), ifRange: requestHeaders.first(name: "if-range"), method: method,
+            storedStatus: 200, storedHeaders: storedHeaders, length: part.length)
+        switch decision {
+        case .single(let range):
+            return part.range.contains(range.lowerBound) && part.range.contains(range.upperBound)
+        case .multiple(let ranges):
+            return ranges.allSatisfy { part.range.contains($0.lowerBound) && part.range.contains($0.upperBound) }
+        case .full, .unsatisfiable:
+            return false
+        }
+    }
 }

@@ -29,10 +29,16 @@ protocol CacheCandidate {
     var headers: HTTPHeaders { get }
     var grace: Double { get }
     var keep: Double { get }
+    /// The stored body's length in bytes.
+    var storedBodyLength: Int { get }
 }
 
-extension StoredObject: CacheCandidate {}
-extension DiskObjectHead: CacheCandidate {}
+extension StoredObject: CacheCandidate {
+    var storedBodyLength: Int { self.bodyLength }
+}
+extension DiskObjectHead: CacheCandidate {
+    var storedBodyLength: Int { Int(self.bodyLength) }
+}
 
 /// What `vcl_backend_response` decided about a fetched response.
 struct BackendResponseDecision: Equatable {

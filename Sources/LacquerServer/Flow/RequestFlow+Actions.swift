@@ -132,7 +132,8 @@ extension RequestFlow {
     /// decides). Asked once the request holds the key's busy state, so no fill can store and let
     /// go between this check and the fetch the request would lead.
     private func memoryNowAnswers(_ key: CacheKey) -> Bool {
-        let variants = self.server.memory.variants(for: key)
+        var variants = self.server.memory.variants(for: key)
+        self.dropPartsThatCannotAnswer(&variants)
         guard !variants.isEmpty else { return false }
         let outcome = BuiltinPolicy.lookup(
             variants: variants, requestHeaders: self.head.headers, requestCacheControl: self.requestCacheControl,

@@ -46,12 +46,23 @@ extension RequestFlow {
                 let now = flow.server.clock()
                 let status = CacheStatusValue(
                     hit: true, ttl: Int((head.origin + head.ttl - now).rounded(.down)), detail: detail ?? "disk")
+                // A stored part of a representation is presented as that representation's 206.
+                let part = flow.slice == nil ? StoredPart.range(status: head.status, headers: head.headers, bodyLength: Int(head.bodyLength)) : nil
+                var storedHeaders = head.headers
+                if part != nil { storedHeaders.remove(name: "content-range") }
                 let plan = flow.writeStoredHead(
-                    status: head.status, reason: head.reason, storedHeaders: head.headers,
-                    bodyLength: Int(head.bodyLength), age: max(0, now - head.origin),
+                    status: part == nil ? head.status : 200, reason: part == nil ? head.reason : "OK", storedHeaders: storedHeaders,
+                    bodyLength: part?.length ?? Int(head.bodyLength), age: max(0, now - head.origin),
                     xStatus: xStatus, cacheStatus: status)
                 guard !flow.bodySuppressed else { return reader.close() }
                 switch plan {
+                case .full where part != nil:
+                    // The lookup took the part for this request's ranges only: never reached.
+                    reader.close()
+                    return flow.dispatch(.deliveryFailed)
+                case .window(let window) where part != nil:
+                    flow.diskWindow = BodyWindow(
+                        ranges: window.ranges, multipart: window.multipart, length: window.length, startingAt: part?.range.lowerBound ?? 0)
                 case .full where head.bodyLength > 0:
                     let length = Int(head.bodyLength)
                     flow.diskWindow = BodyWindow(ranges: [0...(length - 1)], multipart: nil, length: length)

@@ -235,11 +235,14 @@ extension RequestFlow: BackendExchangeDelegate {
                     return self.dispatch(.backendHead(.retry))
                 }
             }
-            // A slice's fetch stores the 206 of exactly its range as it would a 200.
+            // A slice's fetch stores the 206 of exactly its range as it would a 200; so does any
+            // fill whose answer is a 206 with a body of exactly its Content-Range (RFC 9111 §3.3:
+            // stored as the part it is, `StoredPart`).
             let isSlice = (self.slice ?? probed)?.isAnswer(status: status, headers: headers) ?? false
+            let isPart = StoredPart.range(status: status, headers: headers, bodyLength: self.expectedLength ?? 0) != nil
             var decision = BuiltinPolicy.backendResponse(
                 method: "GET", requestHeaders: self.head.headers, requestCacheControl: self.requestCacheControl,
-                status: isSlice ? 200 : status, responseHeaders: headers, requestTime: self.requestTime,
+                status: isSlice || isPart ? 200 : status, responseHeaders: headers, requestTime: self.requestTime,
                 responseTime: self.responseTime, configuration: self.server.configuration)
             let verdict = self.runBackendResponse(status: &status, reason: &reasonPhrase, headers: &headers, decision: &decision)
             guard self.carryOut(verdict) else { return }

@@ -61,11 +61,11 @@ extension RequestFlow {
         for name in TargetedCacheControl.fieldsToStripBeforeForwarding() {
             merged.remove(name: name)
         }
-        // A sliced object's marker, or one of its slices, is stored as its 200 would be.
-        let sliced = status == 206 && (self.slice != nil || SliceGeometry.marker(status: status, headers: revalidation.stale.headers) != nil)
+        // A stored 206 (a sliced object's marker, a slice, part of a representation) was stored
+        // as its 200 would be.
         let decision = BuiltinPolicy.backendResponse(
             method: "GET", requestHeaders: self.head.headers, requestCacheControl: self.requestCacheControl,
-            status: sliced ? 200 : status, responseHeaders: merged, requestTime: self.requestTime,
+            status: status == 206 ? 200 : status, responseHeaders: merged, requestTime: self.requestTime,
             responseTime: self.responseTime, configuration: self.server.configuration)
         for name in decision.omittedFields {
             merged.remove(name: name)

@@ -215,7 +215,7 @@ extension RequestFlow {
         let loopBound = NIOLoopBound(self, eventLoop: self.eventLoop)
         return disk.remove(keys: [key], now: now, on: self.eventLoop) { heads in
             var keys: [CacheKey] = []
-            for geometry in Set(heads.compactMap { SliceGeometry.marker(status: $0.status, headers: $0.headers) }) {
+            for geometry in Set(heads.compactMap { SliceGeometry.marker(status: $0.status, headers: $0.headers, bodyLength: Int($0.bodyLength)) }) {
                 keys += geometry.keys(key)
             }
             return keys
@@ -227,6 +227,48 @@ extension RequestFlow {
                 _ = flow.server.memory.remove(key: sliceKey)
             }
             return max(removed.count, result.count)
+        }
+    }
+}
+
+/// Stored parts of a representation (`StoredPart`, RFC 9111 §3.3).
+extension RequestFlow {
+    /// Leaves out of a lookup the stored parts this request cannot be answered from (all of them
+    /// for a request without Range). A slice's sub-request keeps its slices: they are its objects.
+    func dropPartsThatCannotAnswer<Candidate: CacheCandidate>(_ candidates: inout [Candidate]) {
+        guard self.slice == nil else { return }
+        candidates.removeAll { candidate in
+            guard let part = StoredPart.range(status: candidate.status, headers: candidate.headers, bodyLength: candidate.storedBodyLength)
+            else { return false }
+            return !StoredPart.answers(
+                part, storedHeaders: candidate.headers, method: self.head.method.rawValue, requestHeaders: self.head.headers)
+        }
+    }
+
+    /// Answers a Range request from a stored part that holds every range it asks for.
+    func deliverPart(
+        _ stored: StoredObject, part: (range: ClosedRange<Int>, length: Int), age: Double, xStatus: XCacheStatus,
+        cacheStatus: CacheStatusValue
+    ) {
+        var headers = stored.headers
+        headers.remove(name: "content-range")
+        let plan = self.writeStoredHead(
+            status: 200, reason: "OK", storedHeaders: headers, bodyLength: part.length, age: age, xStatus: xStatus,
+            cacheStatus: cacheStatus)
+        switch plan {
+        case .none:
+            break
+        case .window(let ranges):
+            var window = BodyWindow(ranges: ranges.ranges, multipart: ranges.multipart, length: part.length, startingAt: part.range.lowerBound)
+            if let out = window.take(stored.body) {
+                self.emitFinalBody(out)
+            }
+        case .full:
+            // The lookup took the part for this request's ranges only: never reached.
+            return self.dispatch(.deliveryFailed)
+        }
+        if !self.bodySuppressed {
+            self.dispatch(.delivered)
         }
     }
 }

@@ -255,6 +255,7 @@ final class RequestFlow {
                 }
             }
         }
+        self.dropPartsThatCannotAnswer(&variants)
         let outcome = BuiltinPolicy.lookup(
             variants: variants, requestHeaders: self.head.headers, requestCacheControl: self.requestCacheControl,
             varyListFields: self.server.configuration.varyListFields, now: now, ttlCap: self.ctx.reqTTL,
@@ -288,6 +289,7 @@ final class RequestFlow {
                 }
             }
             let now = flow.server.clock()
+            flow.dropPartsThatCannotAnswer(&heads)
             let outcome = BuiltinPolicy.lookup(
                 variants: heads, requestHeaders: flow.head.headers, requestCacheControl: flow.requestCacheControl,
                 varyListFields: flow.server.configuration.varyListFields, now: now, ttlCap: flow.ctx.reqTTL,
@@ -328,6 +330,9 @@ final class RequestFlow {
             return self.deliverSliced(
                 key: stored.key, storedHeaders: stored.headers, geometry: geometry, age: stored.age(at: now), xStatus: xStatus,
                 cacheStatus: cacheStatus)
+        }
+        if self.slice == nil, let part = StoredPart.range(status: stored.status, headers: stored.headers, bodyLength: stored.bodyLength) {
+            return self.deliverPart(stored, part: part, age: stored.age(at: now), xStatus: xStatus, cacheStatus: cacheStatus)
         }
         if self.deliverPlain(stored, xStatus: xStatus, cacheStatus: cacheStatus, now: now) {
             return
