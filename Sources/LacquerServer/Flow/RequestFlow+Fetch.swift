@@ -185,11 +185,9 @@ extension RequestFlow: BackendExchangeDelegate {
         var reasonPhrase = head.status.reasonPhrase
         var headers = head.headers
         HopByHop.strip(&headers)
-        if status != 206 && status != 416 {
-            // Content-Range means nothing outside 206 and 416 (RFC 9110 §14.4); Varnish's
-            // builtin drops it too, so no client or stored copy sees a bogus range.
-            headers.remove(name: "content-range")
-        }
+        // Content-Range on another status has no meaning (RFC 9110 §14.4) but is stored and
+        // forwarded like any field (RFC 9111 §3.1); a 206 or 416 Lacquer makes from it states its
+        // own.
         if !headers.contains(name: "date") {
             headers.add(name: "Date", value: HTTPDate.format(Int64(self.responseTime)))
         }
