@@ -16,6 +16,9 @@ import Testing
 struct ChaosTests {
     enum Kind: CaseIterable {
         case get, slowGet, truncated, serverError, conditional, noCache, head, range, post, purge, ban, dropped, keyPurge, softPurge
+        /// A whole object or a range of one stored in slices (over the 200,000-byte threshold),
+        /// whose origin sometimes cuts its answers to slice requests.
+        case slicedGet, slicedRange
     }
 
     enum Fate: CaseIterable {
@@ -85,6 +88,15 @@ struct ChaosTests {
             return Plan(bytes: RawHTTPClient.serialize("PURGE", target, headers: [header]))
         case .dropped:
             return Plan(bytes: get("/drop?\(query)"))
+        case .slicedGet, .slicedRange:
+            let large = [300_000, 700_000].randomElement(using: &random)!
+            let fails = Int.random(in: 0..<4, using: &random) == 0 ? "&rangefail=1" : ""
+            let target = "/bytes/\(large)?\(query)&ranges=1&etag=s\(id)\(fails)"
+            guard kind == .slicedRange else { return Plan(bytes: get(target), expected200: FixtureOrigin.pattern(large)) }
+            let first = Int.random(in: 0..<large, using: &random)
+            let last = min(large - 1, first + Int.random(in: 0..<200_000, using: &random))
+            return Plan(
+                bytes: get(target, [("Range", "bytes=\(first)-\(last)")]), expected200: FixtureOrigin.pattern(large), range: first...last)
         }
     }
 
@@ -170,6 +182,8 @@ struct ChaosTests {
         var storage = ""
         try await withLacquer(configure: { configuration in
             configuration.memoryMaxObjectBytes = 64 * 1024  // larger bodies are served from the disk tier
+            configuration.sliceThreshold = 200_000
+            configuration.sliceSize = 64 * 1024
             configuration.clientTimeouts.idle = .seconds(2)
             storage = configuration.storageDirectory
         }) { lacquer, port, origin in
