@@ -152,6 +152,27 @@ struct SliceTests {
         }
     }
 
+    @Test("concurrent readers of a sliced object with its slices missing: each slice is fetched once, every body is right")
+    func concurrentReadersShareSliceFetches() async throws {
+        try await withLacquer(configure: Self.configure(disk: false)) { lacquer, port, origin async throws in
+            let target = "\(Self.path)?ranges=1&etag=v1&cc=max-age%3D600&delay=50"
+            _ = try httpGet(port: port, target, timeout: 30)
+            #expect(try await LacquerTesting.eventually(within: 5) { lacquer.counters[.slicesStored] == 12 })
+            Self.evict(lacquer, slices: 0..<12)
+            let bodies = try await withThrowingTaskGroup(of: [UInt8].self) { group in
+                for _ in 0..<4 {
+                    group.addTask { try await runBlocking { try httpGet(port: port, target, timeout: 30).body } }
+                }
+                var all: [[UInt8]] = []
+                for try await body in group { all.append(body) }
+                return all
+            }
+            #expect(bodies.count == 4 && bodies.allSatisfy { $0 == FixtureOrigin.pattern(Self.size) })
+            #expect(origin.requestCount(path: Self.path) == 13, "each of the 12 slices fetched once")
+            #expect(lacquer.counters[.coalescedWaiters] >= 1)
+        }
+    }
+
     @Test("a slice of a new version from the origin drops the sliced copy and cuts the response")
     func changedObjectDiscardsSlices() async throws {
         try await withLacquer(configure: Self.configure(disk: false)) { lacquer, port, origin async throws in
