@@ -155,6 +155,8 @@ final class SliceWalker {
     private var sink: SliceSink?
     private var paused = false
     private(set) var finished = false
+    /// The highest slice read ahead so far.
+    private var readAhead = -1
 
     init(flow: RequestFlow, key: CacheKey, geometry: SliceGeometry, headers: HTTPHeaders, window: BodyWindow) {
         self.flow = flow
@@ -212,18 +214,43 @@ final class SliceWalker {
         self.received = 0
         self.accepted = false
         let sink = SliceSink(walker: self, eventLoop: flow.eventLoop, allocator: flow.allocator, peer: flow.peer, local: flow.local, tls: flow.tls)
-        var head = flow.head
-        head.method = .GET
-        for name in ["range", "if-range", "if-none-match", "if-modified-since", "if-match", "if-unmodified-since"] {
-            head.headers.remove(name: name)
-        }
-        let sub = RequestFlow(server: flow.server, client: sink, head: head, host: flow.host, body: nil)
+        let sub = RequestFlow(server: flow.server, client: sink, head: self.subHead(flow), host: flow.host, body: nil)
         sub.slice = SliceFetch(geometry: self.geometry, index: index)
         sub.ctx.backendHint = flow.ctx.backendHint
         if fresh { sub.ctx.hashAlwaysMiss = true }
         self.sub = sub
         self.sink = sink
         sub.start()
+        self.readAhead(after: index)
+    }
+
+    /// Starts reading the slice after `index` while this one is sent, when the client wants some
+    /// of it and memory does not hold it: a sub-request of its own whose answer goes nowhere, so
+    /// the slice is fetched (or loaded from disk) and stored, and the walker finds it stored, or
+    /// joins its fetch, when it gets there. The origin's latency is not paid once per slice.
+    private func readAhead(after index: Int) {
+        let next = index + 1
+        guard !self.finished, next > self.readAhead, next < self.geometry.count, let flow = self.flow,
+            let last = self.window.ranges.last?.upperBound, last >= self.geometry.range(next).lowerBound
+        else { return }
+        self.readAhead = next
+        let key = self.geometry.key(self.key, index: next)
+        guard flow.server.memory.variants(for: key).isEmpty else { return }
+        let client = BackgroundClient(eventLoop: flow.eventLoop, peer: flow.peer, local: flow.local, tls: flow.tls)
+        let ahead = RequestFlow(server: flow.server, client: client, head: self.subHead(flow), host: flow.host, body: nil)
+        ahead.slice = SliceFetch(geometry: self.geometry, index: next)
+        ahead.ctx.backendHint = flow.ctx.backendHint
+        ahead.start()
+    }
+
+    /// A slice sub-request's head: the client's GET without its Range and conditional fields.
+    private func subHead(_ flow: RequestFlow) -> HTTPRequestHead {
+        var head = flow.head
+        head.method = .GET
+        for name in ["range", "if-range", "if-none-match", "if-modified-since", "if-match", "if-unmodified-since"] {
+            head.headers.remove(name: name)
+        }
+        return head
     }
 
     private func dropSub() {
