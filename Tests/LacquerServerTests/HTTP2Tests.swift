@@ -129,6 +129,26 @@ struct HTTP2Tests {
         }
     }
 
+    @Test("a sliced object over HTTP/2: a seek fetches one slice, then the whole body streams from the slices")
+    func slicedObject() async throws {
+        try await TLSTests.withTLSLacquer(configure: {
+            $0.sliceThreshold = 1 << 20
+            $0.sliceSize = 256 << 10
+        }) { lacquer, _, plainPort, origin, _ in
+            let url = "http://127.0.0.1:\(plainPort)/bytes/3000000?cc=max-age%3D60&ranges=1&etag=h2"
+            let pattern = FixtureOrigin.pattern(3_000_000)
+            let seek = try #require(try Curl.curl(["--http2-prior-knowledge", "-r", "2000000-2000099", url]).first)
+            #expect(seek.version == "HTTP/2" && seek.status == 206 && seek.header("content-range") == "bytes 2000000-2000099/3000000")
+            #expect(seek.body == String(decoding: pattern[2_000_000..<2_000_100], as: UTF8.self))
+            #expect(origin.requests(path: "/bytes/3000000").map { $0.header("Range") } == ["bytes=1835008-2097151"])
+            let whole = try #require(try Curl.curl(["--http2-prior-knowledge", url]).first)
+            #expect(whole.status == 200 && whole.header("x-cache-status") == "HIT")
+            #expect(whole.body == String(decoding: pattern, as: UTF8.self))
+            #expect(origin.requestCount(path: "/bytes/3000000") == 12)
+            #expect(lacquer.counters[.slicesStored] == 12)
+        }
+    }
+
     @Test("h2c with prior knowledge and HTTP/1.1 on one ,h2c listener; a POST body goes through; split cookies are joined")
     func priorKnowledge() async throws {
         try await TLSTests.withTLSLacquer { lacquer, _, plainPort, origin, _ in
