@@ -76,7 +76,7 @@ struct RequestStateMachineTests {
         .hashed(key, alwaysMiss: false, ignoreBusy: false, onlyIfCached: false),
         .lookedUp(.hit(copy()), .memory, now: now), .lookedUp(.miss(fwd: .miss), .disk, now: now),
         .purged(count: 1), .joined(.waiter), .busyHead(forUs: true), .busyData, .busyFinished(.complete, now: now),
-        .timer(now: now), .diskReadFailed(key), .codingUnavailable, .headWritten(.disk), .backendConnected,
+        .timer(now: now), .diskReadFailed(key), .codingUnavailable, .headWritten(.disk), .headWritten(.slices), .backendConnected,
         .backendHead(.streaming(sendsBody: true)), .backendBody(ByteBuffer(), needed: true), .backendBody(ByteBuffer(), needed: false),
         .backendEnd, .backendFailed(.closedMidBody, beforeHead: false, retryable: false, now: now),
         .revalidated(ok: true), .revalidated(ok: false), .deliverReplaced(status: 500, reason: "x"), .delivered,
@@ -423,6 +423,20 @@ struct RequestStateMachineTests {
         #expect(stream.take(.clientWritable) == ["resume disk read"])
         #expect(stream.take(.clientGone) == ["close disk reader"])
 
+        // A sliced object's body (SliceWalker) is paced and stopped the same way.
+        var slices = Self.machine(disk: true)
+        for event in Self.route(to: .hit) { _ = slices.take(event) }
+        _ = slices.take(.sub(.hit, .builtin))
+        #expect(slices.take(.headWritten(.slices)) == [])
+        #expect(slices.take(.clientWritable) == ["resume slices"])
+        #expect(slices.take(.deliveryFailed) == ["abort"])
+        #expect(slices.take(.clientWritable) == [], "nothing after the response is over")
+        var leaving = Self.machine(disk: true)
+        for event in Self.route(to: .hit) { _ = leaving.take(event) }
+        _ = leaving.take(.sub(.hit, .builtin))
+        _ = leaving.take(.headWritten(.slices))
+        #expect(leaving.take(.clientGone) == ["close slices"])
+
         var coding = Self.machine(disk: true)
         for event in Self.route(to: .hit) { _ = coding.take(event) }
         _ = coding.take(.sub(.hit, .builtin))
@@ -503,6 +517,7 @@ struct RequestStateMachineTests {
     static func touchesClient(_ action: String) -> Bool {
         action.hasPrefix("write") || action.hasPrefix("deliver") || action.hasPrefix("pump")
             || action.hasPrefix("run vcl_synth") || action == "finish" || action == "abort" || action == "resume disk read"
+            || action == "resume slices"
     }
 }
 
