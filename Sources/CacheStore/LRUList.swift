@@ -128,6 +128,29 @@ package struct LRUList<Element> {
         return slot
     }
 
+    /// Inserts `element` at the back (the next to be evicted) and returns its slot.
+    @discardableResult
+    package mutating func pushBack(_ element: Element) -> Int {
+        let slot: Int
+        if self.freeHead != LRUList.none {
+            slot = self.freeHead
+            self.freeHead = self.nodes[slot].next
+            self.nodes[slot] = Node(element: element, previous: self.tail, next: LRUList.none)
+        } else {
+            slot = self.nodes.count
+            precondition(slot < Self.maxSlots, "LRUList: more than \(Self.maxSlots) slots")
+            self.nodes.append(Node(element: element, previous: self.tail, next: LRUList.none))
+        }
+        if self.tail != LRUList.none {
+            self.nodes[self.tail].next = slot
+        } else {
+            self.head = slot
+        }
+        self.tail = slot
+        self.count += 1
+        return slot
+    }
+
     /// Makes the element in `slot` the most recently used.
     package mutating func moveToFront(_ slot: Int) {
         precondition(self.nodes[slot].element != nil, "LRUList: slot \(slot) is free")

@@ -98,7 +98,7 @@ extension MemoryTier {
         /// Stores `entry` at the front (its cost must be at most `budget`).
         ///
         /// - Returns: the replaced and evicted objects, for the caller to release after unlocking.
-        mutating func insert(_ entry: Entry) -> [StoredObject] {
+        mutating func insert(_ entry: Entry, cold: Bool) -> [StoredObject] {
             precondition(entry.cost <= self.budget, "MemoryTier: admitted an object larger than a shard")
             let key = entry.object.key
             var released: [StoredObject] = []
@@ -135,7 +135,7 @@ extension MemoryTier {
                 released.append(self.removeSlot(victim))
                 self.counters.evictions += 1
             }
-            let slot = self.lru.pushFront(entry)
+            let slot = cold ? self.lru.pushBack(entry) : self.lru.pushFront(entry)
             self.index(entry.tags, slot: slot)
             // Optional chaining yields nil when the key has no slots yet: start its list.
             if self.map[key.digest]?.prepend(slot) == nil {

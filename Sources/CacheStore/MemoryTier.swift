@@ -127,8 +127,10 @@ public final class MemoryTier: Sendable {
     ///
     /// - Returns: `false`, storing and evicting nothing, when the body is longer than
     ///   `admissionLimit` or the object costs more than a shard's budget.
+    /// - Parameter cold: store it as the least recently used object (the next to go), not the
+    ///   most: for the slices of a large object, which must not push hot objects out.
     @discardableResult
-    public func insert(_ object: StoredObject) -> Bool {
+    public func insert(_ object: StoredObject, cold: Bool = false) -> Bool {
         // `cost` walks the headers: compute it (and the expiry) before taking the lock.
         let entry = Entry(object, tags: object.surrogateKeys(self.surrogateKeyFields))
         guard object.bodyLength <= self.admissionLimit, entry.cost <= self.shardBudget else {
@@ -136,7 +138,7 @@ public final class MemoryTier: Sendable {
             return false
         }
         // The replaced and evicted objects come back out of the lock and are released here.
-        _ = self.shard(for: object.key).state.withLock { $0.insert(entry) }
+        _ = self.shard(for: object.key).state.withLock { $0.insert(entry, cold: cold) }
         return true
     }
 

@@ -33,6 +33,22 @@ struct LRUListTests {
         #expect(list.consistencyProblem() == nil)
     }
 
+    @Test("pushBack puts an element at the back, next to be removed, into an empty list or a free slot")
+    func pushBackOrder() {
+        var list = LRUList<String>()
+        let a = list.pushBack("a")
+        #expect(list.first == a && list.last == a)
+        list.pushFront("b")
+        let c = list.pushBack("c")
+        #expect(self.order(list) == ["b", "a", "c"])
+        #expect(list.last == c)
+        #expect(list.removeLast()?.element == "c")
+        let d = list.pushBack("d")
+        #expect(d == c, "the freed slot is reused")
+        #expect(self.order(list) == ["b", "a", "d"])
+        #expect(list.consistencyProblem() == nil)
+    }
+
     @Test("moveToFront makes an element the most recent; moving the front changes nothing")
     func moveToFront() {
         var list = LRUList<String>()

@@ -179,6 +179,23 @@ struct MemoryTierTests {
         #expect(tier.consistencyProblem() == nil)
     }
 
+    @Test("a cold insert is the next to be evicted: a stream of them never pushes out the objects already stored")
+    func coldInsertsGoFirst() {
+        let tier = MemoryTier(capacityBytes: 10 * 1024, shardCount: 1)
+        let hot = (0..<8).map { makeObject(key("/hot/\($0)"), cost: 1024) }
+        for object in hot { #expect(tier.insert(object)) }
+        for index in 0..<50 {
+            #expect(tier.insert(makeObject(key("/slice/\(index)"), cost: 1024), cold: true))
+            #expect(tier.variants(for: key("/slice/\(index)")).count == 1, "the newest cold object is kept")
+        }
+        #expect(hot.allSatisfy { tier.variants(for: $0.key).count == 1 }, "no hot object was evicted")
+        #expect(tier.stats.objects == 10 && tier.stats.bytes == 10 * 1024)
+        #expect(tier.consistencyProblem() == nil)
+        // A normal insert still evicts the least recently used: the cold ones first.
+        tier.insert(makeObject(key("/new"), cost: 1024))
+        #expect(hot.allSatisfy { tier.variants(for: $0.key).count == 1 })
+    }
+
     @Test("eviction takes the least recently used; a touched object survives, a looked-up one does not")
     func evictsLeastRecentlyUsed() {
         // One shard, so the whole tier is one LRU list: ten 1 KiB objects fit.

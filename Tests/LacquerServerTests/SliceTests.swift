@@ -173,6 +173,26 @@ struct SliceTests {
         }
     }
 
+    @Test("a download larger than the memory tier keeps the hot small objects in memory: slices go in at the cold end")
+    func largeDownloadKeepsHotObjects() async throws {
+        try await withLacquer(configure: {
+            Self.configure(disk: true)(&$0)
+            $0.memoryBytes = 16 << 20
+        }) { lacquer, port, origin async throws in
+            let hot = (0..<20).map { "/hot/\($0)?cc=max-age%3D600" }
+            for target in hot { _ = try httpGet(port: port, target) }
+            let size = 40_000_000
+            let large = try httpGet(port: port, "/bytes/\(size)?ranges=1&etag=big&cc=max-age%3D600", timeout: 60)
+            #expect(large.status == 200 && large.body.count == size)
+            #expect(lacquer.memory.stats.evictions > 0, "the download did not fill the memory tier")
+            for target in hot {
+                let again = try httpGet(port: port, target)
+                #expect(again.header("X-Cache-Status") == "HIT" && again.header("Cache-Status")?.contains("disk") == false, "\(target)")
+            }
+            #expect(origin.requestCount(path: "/hot/0") == 1)
+        }
+    }
+
     @Test("a slice of a new version from the origin drops the sliced copy and cuts the response")
     func changedObjectDiscardsSlices() async throws {
         try await withLacquer(configure: Self.configure(disk: false)) { lacquer, port, origin async throws in

@@ -9,9 +9,13 @@ import NIOHTTP1
 ///
 /// A sliced object leaves a *marker* under its own key: a stored `206` with no body whose
 /// `Content-Range: bytes 0-(size - 1)/length` gives the geometry, and whose other fields and
-/// freshness are those of the whole response. Nothing else stores a 206 under a request's key,
-/// so a stored 206 there always means "the body is in slices". The marker is revalidated like
-/// any object; the slices carry the same validators and are checked against it when read.
+/// freshness are those of the whole response. No other stored 206 has an empty body, so such an
+/// object under a request's key always means "the body is in slices". The marker is revalidated
+/// like any object; the slices carry the same validators and are checked against it when read.
+///
+/// Slices enter the memory tier at its cold end and stay there when read (the marker is an object
+/// like any other): they are the first to go, so a large download never pushes the small hot
+/// objects out of memory; the disk tier keeps them, as nginx keeps its slices on disk.
 struct SliceGeometry: Hashable {
     /// Bytes per slice (the last one may be shorter).
     let size: Int

@@ -18,7 +18,7 @@ extension RequestFlow {
                 let flow = loopBound.value
                 switch result {
                 case .success(let object):
-                    if flow.server.memory.insert(object) {
+                    if flow.server.memory.insert(object, cold: flow.slice != nil) {
                         flow.counters.increment(.diskPromotions)
                     }
                     guard flow.client != nil else { return }

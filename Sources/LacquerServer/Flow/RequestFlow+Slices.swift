@@ -126,7 +126,8 @@ extension RequestFlow {
             self.counters.increment(.objectsNotStoredPurged)
             return false
         }
-        let inMemory = self.server.memory.insert(object)
+        // Slices go in at the cold end of the memory tier (see `SliceGeometry`).
+        let inMemory = self.server.memory.insert(object, cold: true)
         let toDisk = self.server.disk?.store(object) ?? false
         if inMemory || toDisk { self.counters.increment(.slicesStored) }
         return true

@@ -314,7 +314,8 @@ final class RequestFlow {
         let now = self.server.clock()
         switch copy {
         case .memory(let object):
-            if xStatus == .hit { self.server.memory.touch(object) }
+            // A slice stays at the cold end of the memory tier (see `SliceGeometry`).
+            if xStatus == .hit, self.slice == nil { self.server.memory.touch(object) }
             let status = CacheStatusValue(hit: true, ttl: Int(object.remainingTTL(at: now).rounded(.down)), detail: detail)
             self.deliver(object, xStatus: xStatus, cacheStatus: status, now: now)
         case .disk(let head):
