@@ -106,6 +106,21 @@ enum BodyFile {
         return checksums
     }
 
+    /// The CRC32C of each 64 KiB block of `body` (what `write` returns, for a body kept in the index).
+    static func checksums(_ body: ByteBuffer) -> [UInt32] {
+        var checksums: [UInt32] = []
+        checksums.reserveCapacity(self.blockCount(length: Int64(body.readableBytes)))
+        body.withUnsafeReadableBytes { bytes in
+            var offset = 0
+            while offset < bytes.count {
+                let end = min(offset + self.blockSize, bytes.count)
+                checksums.append(CRC32C.checksum(UnsafeRawBufferPointer(rebasing: bytes[offset..<end])))
+                offset = end
+            }
+        }
+        return checksums
+    }
+
     /// Writes all of `bytes` to `fd`, retrying short writes and EINTR.
     static func writeAll(fd: Int32, _ bytes: UnsafeRawBufferPointer, path: String, directory: String) throws {
         var offset = 0

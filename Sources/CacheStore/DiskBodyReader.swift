@@ -49,6 +49,15 @@ public final class DiskBodyReader: Sendable {
         self.state = Mutex(State(fd: fd, current: allocator.buffer(capacity: 0)))
     }
 
+    /// A reader over a body already read and verified (one kept in the index row): no file.
+    init(head: DiskObjectHead, path: String, verifiedBody: ByteBuffer, allocator: ByteBufferAllocator) {
+        self.head = head
+        self.path = path
+        self.allocator = allocator
+        self.onFailure = { _ in }
+        self.state = Mutex(State(fd: -1, nextBlock: head.blockChecksums.count, current: verifiedBody))
+    }
+
     deinit {
         self.close()
     }

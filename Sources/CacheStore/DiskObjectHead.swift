@@ -33,6 +33,8 @@ public struct DiskObjectHead: Sendable {
     public let size: Int64
     /// Whether a soft purge made it stale.
     public private(set) var softPurged: Bool
+    /// Whether the body is kept in the index row, not in a file (`inlineBodyLimit`).
+    public let inlineBody: Bool
 
     /// The head as a soft purge at `time` leaves it: stale from then on, servable stale for at
     /// least `minimumGrace` seconds (`StoredObject.softPurged`). Nil when already stale then.
@@ -76,7 +78,7 @@ public struct DiskObjectHead: Sendable {
     /// The columns `init(row:)` reads, in order.
     static let columns = """
         id, key, variant, vary_names, status, reason, headers, body_length, checksums, request_time, \
-        response_time, origin, ttl, grace, keep, must_revalidate, last_access, size, soft_purged
+        response_time, origin, ttl, grace, keep, must_revalidate, last_access, size, soft_purged, body IS NOT NULL
         """
 
     /// Decodes an index row selected with `columns`; nil if the row is malformed (it is then dropped).
@@ -116,6 +118,7 @@ public struct DiskObjectHead: Sendable {
         self.lastAccess = row.double(16)
         self.size = row.int64(17)
         self.softPurged = row.int64(18) != 0
+        self.inlineBody = row.int64(19) != 0
     }
 }
 

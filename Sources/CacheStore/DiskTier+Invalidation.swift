@@ -30,6 +30,19 @@ extension DiskTier {
         }
     }
 
+    /// Holds the bodies of small objects in the row itself (`DiskTier.Configuration.inlineBodyLimit`):
+    /// no file, no inode, one write per object instead of a file created, written and renamed.
+    /// Added to an index that predates it; existing rows read NULL (their body is a file).
+    static func addBodyColumn(_ db: SQLiteConnection) throws {
+        var present = false
+        try db.query("PRAGMA table_info(objects)") { row in
+            if row.text(1) == "body" { present = true }
+        }
+        if !present {
+            try db.execute("ALTER TABLE objects ADD COLUMN body BLOB", operation: "add body column")
+        }
+    }
+
     /// Purges by surrogate key still being carried out: each removes the objects tagged with its
     /// key that were received at or before its time. The row is committed before a purge is
     /// reported and dropped once every such object is gone, so a purge interrupted by a crash

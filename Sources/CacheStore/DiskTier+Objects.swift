@@ -14,7 +14,8 @@ extension DiskTier {
     /// Stores `object`, replacing the stored copy of the same key and variant.
     ///
     /// Order: body → temp file → (fsync) → rename → commit the row (which replaces the old one)
-    /// → unlink the old body → evict if over capacity.
+    /// → unlink the old body → evict if over capacity. A body up to `inlineBodyLimit` is kept in
+    /// the row instead, written with it in the same commit.
     ///
     /// - Parameters:
     ///   - object: the complete object.
@@ -32,7 +33,10 @@ extension DiskTier {
         let keyBytes = Array(object.key.canonical.utf8)
         let headerBytes = HeaderCodec.encode(headers)
         let tags = object.surrogateKeys(self.configuration.surrogateKeyFields)
-        let size = Self.chargedSize(bodyLength: bodyLength, metadataBytes: keyBytes.count + headerBytes.count + object.variant.utf8.count + object.reason.utf8.count)
+        let inline = bodyLength <= self.configuration.inlineBodyLimit
+        let size = Self.chargedSize(
+            bodyLength: bodyLength, metadataBytes: keyBytes.count + headerBytes.count + object.variant.utf8.count + object.reason.utf8.count,
+            inline: inline)
         guard bodyLength <= self.configuration.maxObjectBytes, size <= self.configuration.capacityBytes,
             HeaderCodec.withinLimits(headers)
         else {
@@ -59,7 +63,10 @@ extension DiskTier {
         }
         let checksums: [UInt32]
         do {
-            checksums = try BodyFile.write(
+            checksums =
+                inline
+                ? BodyFile.checksums(body)
+                : try BodyFile.write(
                 body,
                 tempPath: self.directory + "/" + BodyFile.tempRelativePath(id),
                 finalPath: self.bodyPath(id),
@@ -87,7 +94,7 @@ extension DiskTier {
             .blob(headerBytes), .integer(bodyLength), .blob(checksumBytes), .real(object.requestTime),
             .real(object.responseTime), .real(object.origin), .real(object.ttl), .real(object.grace),
             .real(object.keep), .integer(object.mustRevalidate ? 1 : 0), .real(object.expiresEntirely),
-            .real(now), .integer(size),
+            .real(now), .integer(size), inline ? .blob(Array(body.readableBytesView)) : .null,
         ]
 
         let outcome: Result<(replaced: [Int64], overCapacity: Bool), any Error> = self.writer.withLock { state in
@@ -187,6 +194,9 @@ extension DiskTier {
     public func openBody(_ head: DiskObjectHead, allocator: ByteBufferAllocator = ByteBufferAllocator()) throws
         -> DiskBodyReader
     {
+        if head.inlineBody {
+            return try self.openInlineBody(head, allocator: allocator)
+        }
         let path = self.bodyPath(head.fileID)
         let fd = open(path, O_RDONLY | O_CLOEXEC)
         if fd < 0 {
@@ -217,6 +227,32 @@ extension DiskTier {
     {
         let reader = try self.openBody(head, allocator: allocator)
         return head.storedObject(body: try reader.readAll(), hiddenFields: self.configuration.surrogateKeyFields)
+    }
+
+    /// A body kept in the index row: read whole (it is at most `inlineBodyLimit`), its length and
+    /// every block's CRC32C checked before a reader hands out any of it.
+    private func openInlineBody(_ head: DiskObjectHead, allocator: ByteBufferAllocator) throws -> DiskBodyReader {
+        let path = self.directory + "/" + DiskIndexSchema.fileName + "#" + String(head.fileID)
+        let found: Result<[UInt8]?, any Error> = self.reader.withLock { connection in
+            guard let connection else { return .failure(CacheStoreError.closed(path: self.directory)) }
+            return Result {
+                var bytes: [UInt8]?
+                try connection.query("SELECT body FROM objects WHERE id = ?", [.integer(head.fileID)]) { bytes = $0.blob(0) }
+                return bytes
+            }
+        }
+        guard let bytes = try found.mapError(self.flagIfCorrupt).get() else {
+            try self.bodyFailed(head, .bodyMissing(key: head.key.description, path: path))
+        }
+        var body = allocator.buffer(capacity: bytes.count)
+        body.writeBytes(bytes)
+        guard Int64(bytes.count) == head.bodyLength, BodyFile.checksums(body) == head.blockChecksums else {
+            try self.bodyFailed(
+                head,
+                Int64(bytes.count) < head.bodyLength
+                    ? .bodyMissing(key: head.key.description, path: path) : .bodyChecksumMismatch(key: head.key.description, path: path))
+        }
+        return DiskBodyReader(head: head, path: path, verifiedBody: body, allocator: allocator)
     }
 
     /// Drops the object and throws `error`.
@@ -251,9 +287,9 @@ extension DiskTier {
         }
     }
 
-    /// What an object is charged against capacity: its body rounded up to whole 4 KiB filesystem
-    /// blocks, its metadata bytes and `rowOverhead`.
-    static func chargedSize(bodyLength: Int64, metadataBytes: Int) -> Int64 {
-        ((bodyLength + 4095) / 4096) * 4096 + Int64(metadataBytes) + self.rowOverhead
+    /// What an object is charged against capacity: its body (rounded up to whole 4 KiB filesystem
+    /// blocks when it is a file of its own), its metadata bytes and `rowOverhead`.
+    static func chargedSize(bodyLength: Int64, metadataBytes: Int, inline: Bool = false) -> Int64 {
+        (inline ? bodyLength : ((bodyLength + 4095) / 4096) * 4096) + Int64(metadataBytes) + self.rowOverhead
     }
 }

@@ -60,6 +60,10 @@ public final class DiskTier: Sendable {
         public var freeSpaceFloor: Double
         /// The response fields whose surrogate keys are indexed beside each object.
         public var surrogateKeyFields: SurrogateKeyFields = .none
+        /// Bodies up to this size are kept in the index row instead of a file of their own
+        /// (SQLite reads and writes small blobs faster than a file system opens files, and a
+        /// small file costs a whole block and an inode). 0 keeps every body in a file.
+        public var inlineBodyLimit: Int64 = 16 * 1024
 
         public init(
             directory: String,
@@ -169,6 +173,7 @@ public final class DiskTier: Sendable {
             try db.execute(DiskTier.tagsTable, operation: "create surrogate key index")
             try db.execute(DiskTier.tagPurgesTable, operation: "create purges by surrogate key")
             try DiskTier.addSoftPurgedColumn(db)
+            try DiskTier.addBodyColumn(db)
             try db.query("SELECT objects, bytes FROM totals WHERE id = 0") { row in
                 state.objects = row.int64(0)
                 state.bytes = row.int64(1)

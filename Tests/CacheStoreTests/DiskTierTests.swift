@@ -68,8 +68,77 @@ func diskTestFileExists(_ path: String) -> Bool {
 
 @Suite("DiskTier")
 struct DiskTierTests {
-    func configuration(_ dir: borrowing DiskTestDirectory, capacity: Int64 = 1 << 30) -> DiskTier.Configuration {
-        DiskTier.Configuration(directory: dir.path, capacityBytes: capacity, freeSpaceFloor: 0)
+    /// Every body in a file of its own unless `inline` says up to which size bodies go in the
+    /// row (most tests here are about body files).
+    func configuration(_ dir: borrowing DiskTestDirectory, capacity: Int64 = 1 << 30, inline: Int64 = 0) -> DiskTier.Configuration {
+        var configuration = DiskTier.Configuration(directory: dir.path, capacityBytes: capacity, freeSpaceFloor: 0)
+        configuration.inlineBodyLimit = inline
+        return configuration
+    }
+
+    @Test("a body up to the inline limit lives in the index row: no file, byte-identical after a reopen, charged without block rounding")
+    func inlineBodies() throws {
+        let dir = try DiskTestDirectory()
+        let small = diskTestObject(target: "/small", body: Array(repeating: 7, count: 16 * 1024))
+        let large = diskTestObject(target: "/large", body: Array(repeating: 9, count: 16 * 1024 + 1))
+        do {
+            let tier = try DiskTier(configuration: self.configuration(dir, inline: 16 * 1024))
+            defer { tier.close() }
+            #expect(try tier.store(small) && tier.store(large))
+            let smallHead = try #require(try tier.lookup(small.key).first)
+            let largeHead = try #require(try tier.lookup(large.key).first)
+            #expect(smallHead.inlineBody && !largeHead.inlineBody)
+            #expect(!diskTestFileExists(tier.bodyPath(smallHead.fileID)))
+            #expect(diskTestFileExists(tier.bodyPath(largeHead.fileID)))
+            #expect(smallHead.size < largeHead.size - 4000, "no 4 KiB rounding for a body in the row")
+            let reader = try tier.openBody(smallHead)
+            #expect(reader.remainingBytes == 16 * 1024)
+            #expect(Array(try #require(try reader.next(maxBytes: 10_000)).readableBytesView) == Array(repeating: 7, count: 10_000))
+            #expect(try reader.next()?.readableBytes == 16 * 1024 - 10_000)
+            #expect(try reader.next() == nil)
+        }
+        let tier = try DiskTier(configuration: self.configuration(dir, inline: 16 * 1024))
+        defer { tier.close() }
+        let head = try #require(try tier.lookup(small.key).first)
+        #expect(Array(try tier.load(head).body.readableBytesView) == Array(repeating: 7, count: 16 * 1024))
+        #expect(try tier.remove(key: small.key) == 1)
+        #expect(try tier.lookup(small.key).isEmpty)
+    }
+
+    @Test("a body in the row that no longer matches its checksums is never returned: dropped and counted")
+    func inlineBodyCorruption() throws {
+        let dir = try DiskTestDirectory()
+        let tier = try DiskTier(configuration: self.configuration(dir, inline: 16 * 1024))
+        defer { tier.close() }
+        try tier.store(diskTestObject())
+        let head = try #require(try tier.lookup(diskTestObject().key).first)
+        #expect(head.inlineBody)
+        let db = try SQLiteConnection(path: dir.path + "/index.sqlite", create: false)
+        _ = try db.run("UPDATE objects SET body = ? WHERE id = ?", [.blob(Array("hellO, disk".utf8)), .integer(head.fileID)])
+        #expect(throws: CacheStoreError.self) { try tier.load(head) }
+        #expect(try tier.lookup(diskTestObject().key).isEmpty)
+        #expect(tier.stats.checksumFailures == 1 && tier.stats.objects == 0)
+    }
+
+    @Test("an index written before bodies could live in the row gains the column; its file bodies still read")
+    func bodyColumnAddedToOlderIndex() throws {
+        let dir = try DiskTestDirectory()
+        do {
+            let tier = try DiskTier(configuration: self.configuration(dir))
+            defer { tier.close() }
+            try tier.store(diskTestObject())
+        }
+        do {
+            let db = try SQLiteConnection(path: dir.path + "/index.sqlite", create: false)
+            try db.execute("ALTER TABLE objects DROP COLUMN body")
+        }
+        let tier = try DiskTier(configuration: self.configuration(dir, inline: 16 * 1024))
+        defer { tier.close() }
+        let head = try #require(try tier.lookup(diskTestObject().key).first)
+        #expect(!head.inlineBody)
+        #expect(Array(try tier.load(head).body.readableBytesView) == Array("hello, disk".utf8))
+        try tier.store(diskTestObject(target: "/new"))
+        #expect(try #require(try tier.lookup(diskTestObject(target: "/new").key).first).inlineBody)
     }
 
     @Test("store → lookup → body is byte-identical", arguments: [11, 300 * 1024, 65_536, 0])

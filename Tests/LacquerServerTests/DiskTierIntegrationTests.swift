@@ -189,7 +189,7 @@ struct DiskTierIntegrationTests {
     @Test("a corrupted body file is never served: it is a miss, refetched, dropped and counted")
     func corruptBodyIsAMiss() async throws {
         try await withLacquer { lacquer, port, origin in
-            let target = "/bytes/5000?cc=max-age%3D600"
+            let target = "/bytes/50000?cc=max-age%3D600"
             _ = try httpGet(port: port, target)
             #expect(try await waitForDiskWrites(lacquer, count: 1), "disk writes did not complete")
             // Flip one byte in every body file.
@@ -211,8 +211,8 @@ struct DiskTierIntegrationTests {
             let response = try httpGet(port: port, target)
             #expect(response.status == 200)
             #expect(response.header("X-Cache-Status") == "MISS")
-            #expect(response.body == FixtureOrigin.pattern(5000))
-            #expect(origin.requestCount(path: "/bytes/5000") == 2)
+            #expect(response.body == FixtureOrigin.pattern(50000))
+            #expect(origin.requestCount(path: "/bytes/50000") == 2)
             #expect(lacquer.counters[.diskReadErrors] == 1)
             #expect((lacquer.diskStats?.checksumFailures ?? 0) == 1)
         }
