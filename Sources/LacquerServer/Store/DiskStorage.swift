@@ -85,7 +85,14 @@ final class DiskStorage: Sendable {
     private let writeQueue = Mutex(WriteQueue())
     /// Decides, just before a queued object is written, whether it may still be (a ban added
     /// while it waited); set once by the server.
-    private let admission = Mutex<(@Sendable (StoredObject) -> Bool)?>(nil)
+    /// The admission test, boxed: a closure held directly as a Mutex's value is reabstracted on
+    /// every `withLock` and written back wrapped in another thunk, so each call got slower than
+    /// the last (the disk writer spent a quarter of its time walking the chain in a miss storm).
+    private let admission = Mutex<Admission?>(nil)
+    private final class Admission: Sendable {
+        let admits: @Sendable (StoredObject) -> Bool
+        init(_ admits: @escaping @Sendable (StoredObject) -> Bool) { self.admits = admits }
+    }
 
     private struct WriteQueue: ~Copyable {
         var objects: [StoredObject] = []
@@ -113,7 +120,8 @@ final class DiskStorage: Sendable {
     }
 
     func setAdmission(_ admits: @escaping @Sendable (StoredObject) -> Bool) {
-        self.admission.withLock { $0 = admits }
+        let box = Admission(admits)
+        self.admission.withLock { $0 = box }
     }
 
     // MARK: Reads
@@ -226,7 +234,7 @@ final class DiskStorage: Sendable {
         {
             return  // its surrogate key was purged while it waited
         }
-        if let admits = self.admission.withLock({ $0 }), !admits(object) {
+        if let admission = self.admission.withLock({ $0 }), !admission.admits(object) {
             return  // banned while it waited
         }
         do {
