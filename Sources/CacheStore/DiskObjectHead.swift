@@ -33,7 +33,7 @@ public struct DiskObjectHead: Sendable {
     public let size: Int64
     /// Whether a soft purge made it stale.
     public private(set) var softPurged: Bool
-    /// Whether the body is kept in the index row, not in a file (`inlineBodyLimit`).
+    /// Whether the body is kept in the index (its `bodies` table), not in a file (`inlineBodyLimit`).
     public let inlineBody: Bool
 
     /// The head as a soft purge at `time` leaves it: stale from then on, servable stale for at
@@ -78,7 +78,7 @@ public struct DiskObjectHead: Sendable {
     /// The columns `init(row:)` reads, in order.
     static let columns = """
         id, key, variant, vary_names, status, reason, headers, body_length, checksums, request_time, \
-        response_time, origin, ttl, grace, keep, must_revalidate, last_access, size, soft_purged, body IS NOT NULL
+        response_time, origin, ttl, grace, keep, must_revalidate, last_access, size, soft_purged, inline_body
         """
 
     /// Decodes an index row selected with `columns`; nil if the row is malformed (it is then dropped).

@@ -30,17 +30,27 @@ extension DiskTier {
         }
     }
 
-    /// Holds the bodies of small objects in the row itself (`DiskTier.Configuration.inlineBodyLimit`):
-    /// no file, no inode, one write per object instead of a file created, written and renamed.
-    /// Added to an index that predates it; existing rows read NULL (their body is a file).
-    static func addBodyColumn(_ db: SQLiteConnection) throws {
+    /// Small objects' bodies (`DiskTier.Configuration.inlineBodyLimit`) live in the index, in a
+    /// table of their own keyed by the object's id, so the objects table (what lookups, scans and
+    /// the ban lurker read) stays metadata only: no file, no inode, one write per object instead
+    /// of a file created, written and renamed. `inline_body` says which rows have one; a trigger
+    /// removes the body with its row. Added to an index that predates it; its rows read 0.
+    static func addInlineBodies(_ db: SQLiteConnection) throws {
         var present = false
         try db.query("PRAGMA table_info(objects)") { row in
-            if row.text(1) == "body" { present = true }
+            if row.text(1) == "inline_body" { present = true }
         }
         if !present {
-            try db.execute("ALTER TABLE objects ADD COLUMN body BLOB", operation: "add body column")
+            try db.execute(
+                "ALTER TABLE objects ADD COLUMN inline_body INTEGER NOT NULL DEFAULT 0", operation: "add inline_body column")
         }
+        try db.execute(
+            """
+            CREATE TABLE IF NOT EXISTS bodies(id INTEGER PRIMARY KEY, body BLOB NOT NULL);
+            CREATE TRIGGER IF NOT EXISTS objects_unbody AFTER DELETE ON objects WHEN OLD.inline_body BEGIN
+                DELETE FROM bodies WHERE id = OLD.id;
+            END;
+            """, operation: "create bodies table")
     }
 
     /// Purges by surrogate key still being carried out: each removes the objects tagged with its

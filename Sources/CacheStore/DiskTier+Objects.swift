@@ -15,7 +15,7 @@ extension DiskTier {
     ///
     /// Order: body → temp file → (fsync) → rename → commit the row (which replaces the old one)
     /// → unlink the old body → evict if over capacity. A body up to `inlineBodyLimit` is kept in
-    /// the row instead, written with it in the same commit.
+    /// the index instead (its `bodies` table), written with the row in the same commit.
     ///
     /// - Parameters:
     ///   - object: the complete object.
@@ -94,7 +94,7 @@ extension DiskTier {
             .blob(headerBytes), .integer(bodyLength), .blob(checksumBytes), .real(object.requestTime),
             .real(object.responseTime), .real(object.origin), .real(object.ttl), .real(object.grace),
             .real(object.keep), .integer(object.mustRevalidate ? 1 : 0), .real(object.expiresEntirely),
-            .real(now), .integer(size), inline ? .blob(Array(body.readableBytesView)) : .null,
+            .real(now), .integer(size), .integer(inline ? 1 : 0),
         ]
 
         let outcome: Result<(replaced: [Int64], overCapacity: Bool), any Error> = self.writer.withLock { state in
@@ -114,6 +114,9 @@ extension DiskTier {
                         try db.run("DELETE FROM objects WHERE id = ?", [.integer(old)])
                     }
                     try db.run(DiskIndexSchema.insertObject, values)
+                    if inline {
+                        try db.run("INSERT INTO bodies(id, body) VALUES (?, ?)", [.integer(id), .blob(Array(body.readableBytesView))])
+                    }
                     for tag in tags {
                         try db.run("INSERT INTO tags(tag, id) VALUES (?, ?)", [.text(tag), .integer(id)])
                     }
@@ -237,7 +240,7 @@ extension DiskTier {
             guard let connection else { return .failure(CacheStoreError.closed(path: self.directory)) }
             return Result {
                 var bytes: [UInt8]?
-                try connection.query("SELECT body FROM objects WHERE id = ?", [.integer(head.fileID)]) { bytes = $0.blob(0) }
+                try connection.query("SELECT body FROM bodies WHERE id = ?", [.integer(head.fileID)]) { bytes = $0.blob(0) }
                 return bytes
             }
         }

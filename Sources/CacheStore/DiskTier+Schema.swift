@@ -80,7 +80,7 @@ enum DiskIndexSchema {
     static let insertObject = """
         INSERT INTO objects(id, key, digest, variant, vary_names, status, reason, headers, body_length, \
         checksums, request_time, response_time, origin, ttl, grace, keep, must_revalidate, expires, \
-        last_access, size, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+        last_access, size, inline_body) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
         """
 
     /// Pragmas every connection gets: WAL, NORMAL sync (a commit is durable at the next

@@ -173,7 +173,7 @@ public final class DiskTier: Sendable {
             try db.execute(DiskTier.tagsTable, operation: "create surrogate key index")
             try db.execute(DiskTier.tagPurgesTable, operation: "create purges by surrogate key")
             try DiskTier.addSoftPurgedColumn(db)
-            try DiskTier.addBodyColumn(db)
+            try DiskTier.addInlineBodies(db)
             try db.query("SELECT objects, bytes FROM totals WHERE id = 0") { row in
                 state.objects = row.int64(0)
                 state.bytes = row.int64(1)

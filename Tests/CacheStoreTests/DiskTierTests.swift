@@ -76,7 +76,7 @@ struct DiskTierTests {
         return configuration
     }
 
-    @Test("a body up to the inline limit lives in the index row: no file, byte-identical after a reopen, charged without block rounding")
+    @Test("a body up to the inline limit lives in the index: no file, byte-identical after a reopen, charged without block rounding, gone with its row")
     func inlineBodies() throws {
         let dir = try DiskTestDirectory()
         let small = diskTestObject(target: "/small", body: Array(repeating: 7, count: 16 * 1024))
@@ -103,6 +103,8 @@ struct DiskTierTests {
         #expect(Array(try tier.load(head).body.readableBytesView) == Array(repeating: 7, count: 16 * 1024))
         #expect(try tier.remove(key: small.key) == 1)
         #expect(try tier.lookup(small.key).isEmpty)
+        let db = try SQLiteConnection(path: dir.path + "/index.sqlite", create: false)
+        #expect(try db.scalar("SELECT COUNT(*) FROM bodies") == 0, "the body went with its row")
     }
 
     @Test("a body in the row that no longer matches its checksums is never returned: dropped and counted")
@@ -114,7 +116,7 @@ struct DiskTierTests {
         let head = try #require(try tier.lookup(diskTestObject().key).first)
         #expect(head.inlineBody)
         let db = try SQLiteConnection(path: dir.path + "/index.sqlite", create: false)
-        _ = try db.run("UPDATE objects SET body = ? WHERE id = ?", [.blob(Array("hellO, disk".utf8)), .integer(head.fileID)])
+        _ = try db.run("UPDATE bodies SET body = ? WHERE id = ?", [.blob(Array("hellO, disk".utf8)), .integer(head.fileID)])
         #expect(throws: CacheStoreError.self) { try tier.load(head) }
         #expect(try tier.lookup(diskTestObject().key).isEmpty)
         #expect(tier.stats.checksumFailures == 1 && tier.stats.objects == 0)
@@ -130,7 +132,7 @@ struct DiskTierTests {
         }
         do {
             let db = try SQLiteConnection(path: dir.path + "/index.sqlite", create: false)
-            try db.execute("ALTER TABLE objects DROP COLUMN body")
+            try db.execute("DROP TRIGGER objects_unbody; DROP TABLE bodies; ALTER TABLE objects DROP COLUMN inline_body")
         }
         let tier = try DiskTier(configuration: self.configuration(dir, inline: 16 * 1024))
         defer { tier.close() }
