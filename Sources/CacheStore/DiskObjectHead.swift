@@ -35,6 +35,9 @@ public struct DiskObjectHead: Sendable {
     public private(set) var softPurged: Bool
     /// Whether the body is kept in the index (its `bodies` table), not in a file (`inlineBodyLimit`).
     public let inlineBody: Bool
+    /// A body kept in the index, read (and verified) by the lookup that found the head: a disk
+    /// hit on a small object needs no second read.
+    public internal(set) var prefetchedBody: ByteBuffer?
 
     /// The head as a soft purge at `time` leaves it: stale from then on, servable stale for at
     /// least `minimumGrace` seconds (`StoredObject.softPurged`). Nil when already stale then.
@@ -119,6 +122,7 @@ public struct DiskObjectHead: Sendable {
         self.size = row.int64(17)
         self.softPurged = row.int64(18) != 0
         self.inlineBody = row.int64(19) != 0
+        self.prefetchedBody = nil
     }
 }
 

@@ -165,14 +165,28 @@ extension DiskTier {
             return Result {
                 var heads: [DiskObjectHead] = []
                 try connection.query(
-                    "SELECT \(DiskObjectHead.columns) FROM objects WHERE digest = ? AND key = ? ORDER BY id",
+                    """
+                    SELECT \(DiskObjectHead.columns), (SELECT body FROM bodies WHERE bodies.id = objects.id) \
+                    FROM objects WHERE digest = ? AND key = ? ORDER BY id
+                    """,
                     [.integer(Int64(bitPattern: key.digest)), .blob(keyBytes)]
                 ) { row in
-                    if let head = DiskObjectHead(row: row) {
-                        heads.append(head)
-                    } else {
+                    guard var head = DiskObjectHead(row: row) else {
                         malformed.append(row.int64(0))
+                        return
                     }
+                    if head.inlineBody {
+                        // Read with the head, checked now: a body that does not match is dropped.
+                        let bytes = row.blob(20)
+                        var body = ByteBuffer()
+                        body.writeBytes(bytes)
+                        guard Int64(bytes.count) == head.bodyLength, BodyFile.checksums(body) == head.blockChecksums else {
+                            malformed.append(head.fileID)
+                            return
+                        }
+                        head.prefetchedBody = body
+                    }
+                    heads.append(head)
                 }
                 return heads
             }
@@ -198,6 +212,10 @@ extension DiskTier {
         -> DiskBodyReader
     {
         if head.inlineBody {
+            if let body = head.prefetchedBody {
+                let path = self.directory + "/" + DiskIndexSchema.fileName + "#" + String(head.fileID)
+                return DiskBodyReader(head: head, path: path, verifiedBody: body, allocator: allocator)
+            }
             return try self.openInlineBody(head, allocator: allocator)
         }
         let path = self.bodyPath(head.fileID)

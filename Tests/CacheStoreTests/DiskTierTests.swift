@@ -116,10 +116,15 @@ struct DiskTierTests {
         let head = try #require(try tier.lookup(diskTestObject().key).first)
         #expect(head.inlineBody)
         let db = try SQLiteConnection(path: dir.path + "/index.sqlite", create: false)
+        #expect(head.prefetchedBody.map { Array($0.readableBytesView) } == Array("hello, disk".utf8), "read with the head")
         _ = try db.run("UPDATE bodies SET body = ? WHERE id = ?", [.blob(Array("hellO, disk".utf8)), .integer(head.fileID)])
-        #expect(throws: CacheStoreError.self) { try tier.load(head) }
+        // The lookup reads the body with the head and checks it: the damaged object is a miss.
         #expect(try tier.lookup(diskTestObject().key).isEmpty)
         #expect(tier.stats.checksumFailures == 1 && tier.stats.objects == 0)
+        // A head read before the damage, opened after it was dropped, finds nothing either.
+        var stale = head
+        stale.prefetchedBody = nil
+        #expect(throws: CacheStoreError.self) { try tier.load(stale) }
     }
 
     @Test("an index written before bodies could live in the row gains the column; its file bodies still read")

@@ -12,6 +12,16 @@ extension RequestFlow {
         self.ctx.objHits = 1
         self.counters.increment(.diskHit)
         disk.touch(head)
+        if let body = head.prefetchedBody {
+            // A small body the lookup read with the head (verified): no second trip to the disk.
+            let object = head.storedObject(body: body, hiddenFields: self.server.memory.surrogateKeyFields)
+            if self.server.memory.insert(object, cold: self.slice != nil) {
+                self.counters.increment(.diskPromotions)
+            }
+            let now = self.server.clock()
+            let status = CacheStatusValue(hit: true, ttl: Int(object.remainingTTL(at: now).rounded(.down)), detail: detail ?? "disk")
+            return self.deliver(object, xStatus: xStatus, cacheStatus: status, now: now)
+        }
         let loopBound = NIOLoopBound(self, eventLoop: self.eventLoop)
         if head.bodyLength <= Int64(self.server.memory.admissionLimit) {
             disk.load(head, on: self.eventLoop).whenComplete { result in
