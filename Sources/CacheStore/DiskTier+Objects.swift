@@ -153,7 +153,8 @@ extension DiskTier {
         }
     }
 
-    /// Every stored variant of `key`, metadata only (no body file is touched).
+    /// Every stored variant of `key`: metadata, and the bodies kept in the index (checked as they
+    /// are read); no body file is touched.
     ///
     /// Counts a hit when at least one variant is found, a miss otherwise. Rows that cannot be
     /// decoded are dropped (and counted in `checksumFailures`).
@@ -177,10 +178,7 @@ extension DiskTier {
                     }
                     if head.inlineBody {
                         // Read with the head, checked now: a body that does not match is dropped.
-                        let bytes = row.blob(20)
-                        var body = ByteBuffer()
-                        body.writeBytes(bytes)
-                        guard Int64(bytes.count) == head.bodyLength, BodyFile.checksums(body) == head.blockChecksums else {
+                        guard let body = Self.verifiedInlineBody(row.blob(20), of: head, allocator: ByteBufferAllocator()) else {
                             malformed.append(head.fileID)
                             return
                         }
@@ -213,8 +211,7 @@ extension DiskTier {
     {
         if head.inlineBody {
             if let body = head.prefetchedBody {
-                let path = self.directory + "/" + DiskIndexSchema.fileName + "#" + String(head.fileID)
-                return DiskBodyReader(head: head, path: path, verifiedBody: body, allocator: allocator)
+                return DiskBodyReader(head: head, path: self.inlineBodyPath(head), verifiedBody: body, allocator: allocator)
             }
             return try self.openInlineBody(head, allocator: allocator)
         }
@@ -253,7 +250,7 @@ extension DiskTier {
     /// A body kept in the index row: read whole (it is at most `inlineBodyLimit`), its length and
     /// every block's CRC32C checked before a reader hands out any of it.
     private func openInlineBody(_ head: DiskObjectHead, allocator: ByteBufferAllocator) throws -> DiskBodyReader {
-        let path = self.directory + "/" + DiskIndexSchema.fileName + "#" + String(head.fileID)
+        let path = self.inlineBodyPath(head)
         let found: Result<[UInt8]?, any Error> = self.reader.withLock { connection in
             guard let connection else { return .failure(CacheStoreError.closed(path: self.directory)) }
             return Result {
@@ -265,15 +262,26 @@ extension DiskTier {
         guard let bytes = try found.mapError(self.flagIfCorrupt).get() else {
             try self.bodyFailed(head, .bodyMissing(key: head.key.description, path: path))
         }
-        var body = allocator.buffer(capacity: bytes.count)
-        body.writeBytes(bytes)
-        guard Int64(bytes.count) == head.bodyLength, BodyFile.checksums(body) == head.blockChecksums else {
+        guard let body = Self.verifiedInlineBody(bytes, of: head, allocator: allocator) else {
             try self.bodyFailed(
                 head,
                 Int64(bytes.count) < head.bodyLength
                     ? .bodyMissing(key: head.key.description, path: path) : .bodyChecksumMismatch(key: head.key.description, path: path))
         }
         return DiskBodyReader(head: head, path: path, verifiedBody: body, allocator: allocator)
+    }
+
+    /// A body kept in the index as a buffer, when its length and every block's CRC32C match `head`.
+    static func verifiedInlineBody(_ bytes: [UInt8], of head: DiskObjectHead, allocator: ByteBufferAllocator) -> ByteBuffer? {
+        guard Int64(bytes.count) == head.bodyLength else { return nil }
+        var body = allocator.buffer(capacity: bytes.count)
+        body.writeBytes(bytes)
+        return BodyFile.checksums(body) == head.blockChecksums ? body : nil
+    }
+
+    /// What errors name as the place of a body kept in the index.
+    private func inlineBodyPath(_ head: DiskObjectHead) -> String {
+        self.directory + "/" + DiskIndexSchema.fileName + "#" + String(head.fileID)
     }
 
     /// Drops the object and throws `error`.

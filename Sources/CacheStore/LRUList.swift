@@ -108,45 +108,41 @@ package struct LRUList<Element> {
     /// Inserts `element` at the front and returns its slot, reusing a free slot if there is one.
     @discardableResult
     package mutating func pushFront(_ element: Element) -> Int {
-        let slot: Int
-        if self.freeHead != LRUList.none {
-            slot = self.freeHead
-            self.freeHead = self.nodes[slot].next
-            self.nodes[slot] = Node(element: element, previous: LRUList.none, next: self.head)
-        } else {
-            slot = self.nodes.count
-            precondition(slot < Self.maxSlots, "LRUList: more than \(Self.maxSlots) slots")
-            self.nodes.append(Node(element: element, previous: LRUList.none, next: self.head))
-        }
+        let slot = self.place(Node(element: element, previous: LRUList.none, next: self.head))
         if self.head != LRUList.none {
             self.nodes[self.head].previous = slot
         } else {
             self.tail = slot
         }
         self.head = slot
-        self.count += 1
         return slot
     }
 
     /// Inserts `element` at the back (the next to be evicted) and returns its slot.
     @discardableResult
     package mutating func pushBack(_ element: Element) -> Int {
-        let slot: Int
-        if self.freeHead != LRUList.none {
-            slot = self.freeHead
-            self.freeHead = self.nodes[slot].next
-            self.nodes[slot] = Node(element: element, previous: self.tail, next: LRUList.none)
-        } else {
-            slot = self.nodes.count
-            precondition(slot < Self.maxSlots, "LRUList: more than \(Self.maxSlots) slots")
-            self.nodes.append(Node(element: element, previous: self.tail, next: LRUList.none))
-        }
+        let slot = self.place(Node(element: element, previous: self.tail, next: LRUList.none))
         if self.tail != LRUList.none {
             self.nodes[self.tail].next = slot
         } else {
             self.head = slot
         }
         self.tail = slot
+        return slot
+    }
+
+    /// Stores `node` in a free slot (or a new one) and counts it; the caller links it in.
+    private mutating func place(_ node: Node) -> Int {
+        let slot: Int
+        if self.freeHead != LRUList.none {
+            slot = self.freeHead
+            self.freeHead = self.nodes[slot].next
+            self.nodes[slot] = node
+        } else {
+            slot = self.nodes.count
+            precondition(slot < Self.maxSlots, "LRUList: more than \(Self.maxSlots) slots")
+            self.nodes.append(node)
+        }
         self.count += 1
         return slot
     }

@@ -30,6 +30,12 @@ struct SliceTests {
         return "bytes=\(first)-\(min(first + sliceSize, size) - 1)"
     }
 
+    /// Downloads `target` whole once and waits until its 12 slices are stored.
+    static func download(_ lacquer: LacquerServer, _ port: Int, _ target: String) async throws {
+        _ = try httpGet(port: port, target, timeout: 30)
+        #expect(try await LacquerTesting.eventually(within: 5) { lacquer.counters[.slicesStored] == 12 })
+    }
+
     /// Removes slice `index` of the test object from the memory tier.
     static func evict(_ lacquer: LacquerServer, slices: some Sequence<Int>) {
         let suffixes = slices.map { "slice \(sliceSize) \($0)" }
@@ -72,8 +78,7 @@ struct SliceTests {
     @Test("missing slices are fetched from the origin with Range, each once, and the rest come from the cache")
     func missingSlicesFetchedWithRange() async throws {
         try await withLacquer(configure: Self.configure(disk: false)) { lacquer, port, origin async throws in
-            _ = try httpGet(port: port, Self.target, timeout: 30)
-            #expect(try await LacquerTesting.eventually(within: 5) { lacquer.counters[.slicesStored] == 12 })
+            try await Self.download(lacquer, port, Self.target)
             Self.evict(lacquer, slices: [3, 4, 11])
             let whole = try httpGet(port: port, Self.target, timeout: 30)
             #expect(whole.status == 200 && whole.header("X-Cache-Status") == "HIT")
@@ -133,8 +138,7 @@ struct SliceTests {
     func olderSlicesFetchedAgain() async throws {
         try await withLacquer(configure: Self.configure(disk: false)) { lacquer, port, origin async throws in
             let target = "\(Self.path)?ranges=1&etag=v1&newetag=v2&cc=max-age%3D600"
-            _ = try httpGet(port: port, target, timeout: 30)
-            #expect(try await LacquerTesting.eventually(within: 5) { lacquer.counters[.slicesStored] == 12 })
+            try await Self.download(lacquer, port, target)
             // A new version's first slice and marker replace the old ones (the client wanted
             // only its first bytes); slices 1 to 11 stay from version 1.
             lacquer.memory.removeAll { !$0.key.description.contains("slice") }
@@ -156,8 +160,7 @@ struct SliceTests {
     func concurrentReadersShareSliceFetches() async throws {
         try await withLacquer(configure: Self.configure(disk: false)) { lacquer, port, origin async throws in
             let target = "\(Self.path)?ranges=1&etag=v1&cc=max-age%3D600&delay=50"
-            _ = try httpGet(port: port, target, timeout: 30)
-            #expect(try await LacquerTesting.eventually(within: 5) { lacquer.counters[.slicesStored] == 12 })
+            try await Self.download(lacquer, port, target)
             Self.evict(lacquer, slices: 0..<12)
             let bodies = try await withThrowingTaskGroup(of: [UInt8].self) { group in
                 for _ in 0..<4 {
@@ -197,8 +200,7 @@ struct SliceTests {
     func changedObjectDiscardsSlices() async throws {
         try await withLacquer(configure: Self.configure(disk: false)) { lacquer, port, origin async throws in
             let target = "\(Self.path)?ranges=1&etag=v1&newetag=v2&cc=max-age%3D600"
-            _ = try httpGet(port: port, target, timeout: 30)
-            #expect(try await LacquerTesting.eventually(within: 5) { lacquer.counters[.slicesStored] == 12 })
+            try await Self.download(lacquer, port, target)
             Self.evict(lacquer, slices: [5])
             let client = try RawHTTPClient(port: port, timeout: 10)
             defer { client.close() }
@@ -224,8 +226,7 @@ struct SliceTests {
     func originFailsInsideSlice() async throws {
         try await withLacquer(configure: Self.configure(disk: false)) { lacquer, port, origin async throws in
             let target = "\(Self.path)?ranges=1&etag=v1&rangefail=1&cc=max-age%3D600"
-            _ = try httpGet(port: port, target, timeout: 30)
-            #expect(try await LacquerTesting.eventually(within: 5) { lacquer.counters[.slicesStored] == 12 })
+            try await Self.download(lacquer, port, target)
             Self.evict(lacquer, slices: [2])
             for attempt in 1...2 {
                 let client = try RawHTTPClient(port: port, timeout: 10)
@@ -249,8 +250,7 @@ struct SliceTests {
     @Test("a client that leaves while a slice is fetched: the slice is still stored, the connection to the origin ends")
     func clientLeavesDuringSliceFetch() async throws {
         try await withLacquer(configure: Self.configure(disk: false)) { lacquer, port, origin async throws in
-            _ = try httpGet(port: port, Self.target, timeout: 30)
-            #expect(try await LacquerTesting.eventually(within: 5) { lacquer.counters[.slicesStored] == 12 })
+            try await Self.download(lacquer, port, Self.target)
             Self.evict(lacquer, slices: 1..<12)
             let client = try RawHTTPClient(port: port, timeout: 10)
             try client.send("GET \(Self.target) HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
@@ -310,8 +310,7 @@ struct SliceTests {
         let clock = TestClock()
         try await withLacquer(configure: Self.configure(disk: false), clock: clock.now) { lacquer, port, origin async throws in
             let target = "\(Self.path)?ranges=1&etag=v1&nodate=1&cc=max-age%3D60"
-            _ = try httpGet(port: port, target, timeout: 30)
-            #expect(try await LacquerTesting.eventually(within: 5) { lacquer.counters[.slicesStored] == 12 })
+            try await Self.download(lacquer, port, target)
             clock.advance(120)
             let whole = try httpGet(port: port, target, timeout: 30)
             #expect(whole.status == 200 && whole.header("X-Cache-Status") == "REVALIDATED")
@@ -332,8 +331,7 @@ struct SliceTests {
         print("SliceTests.randomRangesAndEvictions seed: \(random.seed)")
         try await withLacquer(configure: Self.configure(disk: false)) { lacquer, port, origin async throws in
             let pattern = FixtureOrigin.pattern(Self.size)
-            _ = try httpGet(port: port, Self.target, timeout: 30)
-            #expect(try await LacquerTesting.eventually(within: 5) { lacquer.counters[.slicesStored] == 12 })
+            try await Self.download(lacquer, port, Self.target)
             for round in 0..<40 {
                 Self.evict(lacquer, slices: (0..<12).filter { _ in Int(random.next(upperBound: UInt64(4))) == 0 })
                 let first = Int(random.next(upperBound: UInt64(Self.size)))

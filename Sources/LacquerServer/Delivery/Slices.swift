@@ -251,7 +251,7 @@ final class SliceWalker {
     private func subHead(_ flow: RequestFlow) -> HTTPRequestHead {
         var head = flow.head
         head.method = .GET
-        for name in ["range", "if-range", "if-none-match", "if-modified-since", "if-match", "if-unmodified-since"] {
+        for name in BackendRequest.fillStrippedFields {
             head.headers.remove(name: name)
         }
         return head

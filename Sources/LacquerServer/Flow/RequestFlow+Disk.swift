@@ -14,13 +14,7 @@ extension RequestFlow {
         disk.touch(head)
         if let body = head.prefetchedBody {
             // A small body the lookup read with the head (verified): no second trip to the disk.
-            let object = head.storedObject(body: body, hiddenFields: self.server.memory.surrogateKeyFields)
-            if self.server.memory.insert(object, cold: self.slice != nil) {
-                self.counters.increment(.diskPromotions)
-            }
-            let now = self.server.clock()
-            let status = CacheStatusValue(hit: true, ttl: Int(object.remainingTTL(at: now).rounded(.down)), detail: detail ?? "disk")
-            return self.deliver(object, xStatus: xStatus, cacheStatus: status, now: now)
+            return self.deliverLoaded(head.storedObject(body: body, hiddenFields: self.server.memory.surrogateKeyFields), xStatus: xStatus, detail: detail)
         }
         let loopBound = NIOLoopBound(self, eventLoop: self.eventLoop)
         if head.bodyLength <= Int64(self.server.memory.admissionLimit) {
@@ -28,14 +22,7 @@ extension RequestFlow {
                 let flow = loopBound.value
                 switch result {
                 case .success(let object):
-                    if flow.server.memory.insert(object, cold: flow.slice != nil) {
-                        flow.counters.increment(.diskPromotions)
-                    }
-                    guard flow.client != nil else { return }
-                    let now = flow.server.clock()
-                    let status = CacheStatusValue(
-                        hit: true, ttl: Int(object.remainingTTL(at: now).rounded(.down)), detail: detail ?? "disk")
-                    flow.deliver(object, xStatus: xStatus, cacheStatus: status, now: now)
+                    flow.deliverLoaded(object, xStatus: xStatus, detail: detail)
                 case .failure(let error):
                     disk.noteReadFailure(error, key: head.key)
                     flow.dispatch(.diskReadFailed(head.key))
@@ -90,6 +77,17 @@ extension RequestFlow {
                 flow.dispatch(.diskReadFailed(head.key))
             }
         }
+    }
+
+    /// A disk object read whole: promoted into memory (a slice at the cold end), then delivered.
+    private func deliverLoaded(_ object: StoredObject, xStatus: XCacheStatus, detail: String?) {
+        if self.server.memory.insert(object, cold: self.slice != nil) {
+            self.counters.increment(.diskPromotions)
+        }
+        guard self.client != nil else { return }
+        let now = self.server.clock()
+        let status = CacheStatusValue(hit: true, ttl: Int(object.remainingTTL(at: now).rounded(.down)), detail: detail ?? "disk")
+        self.deliver(object, xStatus: xStatus, cacheStatus: status, now: now)
     }
 
     /// Reads the next chunk and writes it; pauses while the client cannot take more.

@@ -196,38 +196,34 @@ extension RequestFlow {
     }
 
     /// Removes every variant of `key` from both tiers, with the slices of a sliced object
-    /// stored under it: the memory copies at once, the disk copies in one durable commit
-    /// (their lookups ignore them from now on). Answers the number of objects under `key`.
-    func removeWithSlices(_ key: CacheKey) -> EventLoopFuture<Int> {
+    /// stored under it: the memory copies at once (`inMemory` counts those under `key`), the disk
+    /// copies in one durable commit (their lookups ignore them from now on; `committed` answers
+    /// the number of objects that were under `key`).
+    func removeWithSlices(_ key: CacheKey) -> (inMemory: Int, committed: EventLoopFuture<Int>) {
         let now = self.server.clock()
-        let memory = self.server.memory
-        let coalescer = self.server.coalescer
-        coalescer.markPurged(key, at: now)
-        let removed = memory.remove(key: key)
-        for geometry in Set(removed.compactMap(SliceGeometry.marker)) {
-            for sliceKey in geometry.keys(key) {
-                coalescer.markPurged(sliceKey, at: now)
-                _ = memory.remove(key: sliceKey)
-            }
-        }
+        self.server.coalescer.markPurged(key, at: now)
+        let removed = self.server.memory.remove(key: key)
+        self.forgetSlices(Set(removed.compactMap(SliceGeometry.marker)).flatMap { $0.keys(key) }, at: now)
         guard let disk = self.server.disk else {
-            return self.eventLoop.makeSucceededFuture(removed.count)
+            return (removed.count, self.eventLoop.makeSucceededFuture(removed.count))
         }
         let loopBound = NIOLoopBound(self, eventLoop: self.eventLoop)
-        return disk.remove(keys: [key], now: now, on: self.eventLoop) { heads in
-            var keys: [CacheKey] = []
-            for geometry in Set(heads.compactMap { SliceGeometry.marker(status: $0.status, headers: $0.headers, bodyLength: Int($0.bodyLength)) }) {
-                keys += geometry.keys(key)
-            }
-            return keys
+        let committed = disk.remove(keys: [key], now: now, on: self.eventLoop) { heads in
+            Set(heads.compactMap { SliceGeometry.marker(status: $0.status, headers: $0.headers, bodyLength: Int($0.bodyLength)) })
+                .flatMap { $0.keys(key) }
         }.map { result in
             // Slices of a marker only the disk tier held may be in memory too.
-            let flow = loopBound.value
-            for sliceKey in result.related {
-                flow.server.coalescer.markPurged(sliceKey, at: now)
-                _ = flow.server.memory.remove(key: sliceKey)
-            }
+            loopBound.value.forgetSlices(result.related, at: now)
             return max(removed.count, result.count)
+        }
+        return (removed.count, committed)
+    }
+
+    /// Removes slices from memory, and keeps a fill in flight from storing them.
+    private func forgetSlices(_ keys: [CacheKey], at now: Double) {
+        for sliceKey in keys {
+            self.server.coalescer.markPurged(sliceKey, at: now)
+            _ = self.server.memory.remove(key: sliceKey)
         }
     }
 }

@@ -519,7 +519,7 @@ final class RequestFlow {
             self.purgeNote = "soft"
             work = self.server.softPurge(key, on: self.eventLoop)
         } else {
-            work = self.removeWithSlices(key)
+            work = self.removeWithSlices(key).committed
         }
         work.whenComplete { result in
             let flow = loopBound.value
@@ -561,9 +561,7 @@ final class RequestFlow {
     /// Removes `key` (and a sliced object's slices) from both tiers without waiting for the disk
     /// (its tombstone takes effect at once). Returns the number of memory copies removed.
     func invalidate(_ key: CacheKey) -> Int {
-        let before = self.server.memory.variants(for: key).count
-        _ = self.removeWithSlices(key)
-        return before
+        self.removeWithSlices(key).inMemory
     }
 
     /// Writes a synthetic response; `extraHeaders` (from VCL's resp.http / beresp.http) replace
