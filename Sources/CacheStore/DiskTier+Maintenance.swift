@@ -3,6 +3,7 @@ import Glibc
 #elseif canImport(Musl)
 import Musl
 #endif
+import Synchronization
 
 /// Purge, expiry, LRU bookkeeping, eviction and the orphan sweep.
 extension DiskTier {
@@ -65,7 +66,9 @@ extension DiskTier {
         deleted.reserveCapacity(ids.count)
         for id in ids where try db.run("DELETE FROM objects WHERE id = ?", [.integer(id)]) > 0 {
             deleted.append(id)
-            state.pendingTouches[id] = nil
+        }
+        self.touches.withLock { pending in
+            for id in deleted { pending[id] = nil }
         }
         return deleted
     }
@@ -95,16 +98,29 @@ extension DiskTier {
         }
     }
 
-    /// Records a use of `head` for LRU eviction. Cheap: touches within `touchInterval` seconds of
-    /// the last recorded access are skipped, the rest are batched and written together.
+    /// Whether a use at `now` of an object last used at `lastAccess` is worth recording.
+    public static func touchDue(lastAccess: Double, now: Double) -> Bool {
+        now - lastAccess >= Self.touchInterval
+    }
+
+    /// Records a use of `head` for LRU eviction without touching the index: uses within
+    /// `touchInterval` seconds of the last recorded one are skipped, the rest wait in memory and
+    /// are written together. Cheap enough for an event loop (one uncontended lock).
+    ///
+    /// - Returns: true when this use filled a batch: the caller should run `flushTouches()`
+    ///   where blocking is allowed (eviction and `close()` flush too).
+    public func noteUse(_ head: DiskObjectHead, now: Double = DiskTier.wallClock()) -> Bool {
+        self.touches.withLock { pending in
+            guard Self.touchDue(lastAccess: pending[head.fileID] ?? head.lastAccess, now: now) else { return false }
+            pending[head.fileID] = now
+            return pending.count == Self.touchBatch
+        }
+    }
+
+    /// `noteUse`, then the batch written at once if it is full.
     public func touch(_ head: DiskObjectHead, now: Double = DiskTier.wallClock()) throws {
-        try self.withWriter { state, db in
-            let last = state.pendingTouches[head.fileID] ?? head.lastAccess
-            guard now - last >= Self.touchInterval else { return }
-            state.pendingTouches[head.fileID] = now
-            if state.pendingTouches.count >= Self.touchBatch {
-                try self.flushTouches(&state, db)
-            }
+        if self.noteUse(head, now: now) {
+            try self.flushTouches()
         }
     }
 
@@ -114,8 +130,11 @@ extension DiskTier {
     }
 
     func flushTouches(_ state: inout WriterState, _ db: SQLiteConnection) throws {
-        guard !state.pendingTouches.isEmpty else { return }
-        let touches = state.pendingTouches
+        let touches = self.touches.withLock { pending in
+            defer { pending.removeAll(keepingCapacity: true) }
+            return pending
+        }
+        guard !touches.isEmpty else { return }
         try db.transaction("touch") {
             for (id, time) in touches {
                 try db.run(
@@ -124,7 +143,6 @@ extension DiskTier {
                 )
             }
         }
-        state.pendingTouches.removeAll(keepingCapacity: true)
     }
 
     /// Evicts least-recently-used objects until the total is within `capacityBytes`, in batches.

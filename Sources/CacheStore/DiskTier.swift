@@ -107,8 +107,6 @@ public final class DiskTier: Sendable {
         var nextFileID: Int64
         /// Ids whose temp or body file is being written and has no row yet (the sweep must spare them).
         var inFlight: Set<Int64> = []
-        /// LRU touches not yet written: id → last access.
-        var pendingTouches: [Int64: Double] = [:]
         var objects: Int64 = 0
         var bytes: Int64 = 0
         var counters = Counters()
@@ -126,6 +124,8 @@ public final class DiskTier: Sendable {
     }
     let published = Mutex(Figures())
     let reader: Mutex<SQLiteConnection?>
+    /// LRU touches not yet written: id → last access (`noteUse`; written by `flushTouches`).
+    let touches = Mutex<[Int64: Double]>([:])
     let hits = Atomic<Int>(0)
     let misses = Atomic<Int>(0)
 

@@ -373,6 +373,35 @@ struct DiskTierTests {
         #expect(try tier.evict() == 0)
     }
 
+    @Test("uses are noted in memory, asked to be written once per full batch, and count in the LRU after the flush")
+    func usesAreBatched() throws {
+        let dir = try DiskTestDirectory()
+        let tier = try DiskTier(configuration: self.configuration(dir))
+        defer { tier.close() }
+        let count = DiskTier.touchBatch + 5
+        for index in 0..<count {
+            try tier.store(diskTestObject(target: "/u\(index)", body: diskTestBytes(100, seed: UInt64(index))), now: 1_000)
+        }
+        let heads = try (0..<count).map { try #require(try tier.lookup(diskTestObject(target: "/u\($0)").key).first) }
+        #expect(!tier.noteUse(heads[0], now: 1_030))  // within touchInterval of the store: nothing to note
+        var flushRequests: [Int] = []
+        for (index, head) in heads.enumerated() where tier.noteUse(head, now: 2_000) {
+            flushRequests.append(index)
+        }
+        // The same uses again are already noted: no second request, no second batch.
+        for head in heads { #expect(!tier.noteUse(head, now: 2_010)) }
+        #expect(flushRequests == [DiskTier.touchBatch - 1])
+        // Nothing is written until a flush: the index still has the stored time.
+        #expect(try tier.lookup(diskTestObject(target: "/u0").key).first?.lastAccess == 1_000)
+        try tier.flushTouches()
+        for index in [0, count - 1] {
+            #expect(try tier.lookup(diskTestObject(target: "/u\(index)").key).first?.lastAccess == 2_000)
+        }
+        // A flushed use no longer counts as pending: the next one within the interval is skipped.
+        let fresh = try #require(try tier.lookup(diskTestObject(target: "/u0").key).first)
+        #expect(!tier.noteUse(fresh, now: 2_030))
+    }
+
     @Test("objects over maxObjectBytes are refused")
     func oversizedObjectIsRefused() throws {
         let dir = try DiskTestDirectory()

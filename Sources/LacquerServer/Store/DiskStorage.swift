@@ -163,12 +163,13 @@ final class DiskStorage: Sendable {
         }
     }
 
-    /// Marks a disk hit as used (LRU), off the request path.
+    /// Marks a disk hit as used (LRU): noted in memory on the caller's loop; a full batch is
+    /// written on the writer thread.
     func touch(_ head: DiskObjectHead) {
-        let now = self.clock()
+        guard self.tier.noteUse(head, now: self.clock()) else { return }
         self.writer.submit { [tier] state in
             guard case .active = state else { return }
-            try? tier.touch(head, now: now)
+            try? tier.flushTouches()
         }
     }
 
