@@ -28,6 +28,7 @@ let package = Package(
     targets: [
         .systemLibrary(name: "CSQLite", pkgConfig: "sqlite3", providers: [.apt(["libsqlite3-dev"])]),
         .target(name: "CCRC32C"),
+        .target(name: "CSQLiteNoWait", dependencies: ["CSQLite"]),
         .target(
             name: "CachePolicy",
             dependencies: [.product(name: "NIOHTTP1", package: "swift-nio")],
@@ -36,7 +37,7 @@ let package = Package(
         .target(
             name: "CacheStore",
             dependencies: [
-                "CachePolicy", "CSQLite", "CCRC32C",
+                "CachePolicy", "CSQLite", "CSQLiteNoWait", "CCRC32C",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
             ],

@@ -3,6 +3,7 @@ import Glibc
 #elseif canImport(Musl)
 import Musl
 #endif
+import CSQLiteNoWait
 import NIOCore
 import Synchronization
 
@@ -159,46 +160,80 @@ extension DiskTier {
     /// Counts a hit when at least one variant is found, a miss otherwise. Rows that cannot be
     /// decoded are dropped (and counted in `checksumFailures`).
     public func lookup(_ key: CacheKey) throws -> [DiskObjectHead] {
-        let keyBytes = Array(key.canonical.utf8)
         var malformed: [Int64] = []
         let result: Result<[DiskObjectHead], any Error> = self.reader.withLock { connection in
             guard let connection else { return .failure(CacheStoreError.closed(path: self.directory)) }
-            return Result {
-                var heads: [DiskObjectHead] = []
-                try connection.query(
-                    """
-                    SELECT \(DiskObjectHead.columns), (SELECT body FROM bodies WHERE bodies.id = objects.id) \
-                    FROM objects WHERE digest = ? AND key = ? ORDER BY id
-                    """,
-                    [.integer(Int64(bitPattern: key.digest)), .blob(keyBytes)]
-                ) { row in
-                    guard var head = DiskObjectHead(row: row) else {
-                        malformed.append(row.int64(0))
-                        return
-                    }
-                    if head.inlineBody {
-                        // Read with the head, checked now: a body that does not match is dropped.
-                        guard let body = Self.verifiedInlineBody(row.blob(20), of: head, allocator: ByteBufferAllocator()) else {
-                            malformed.append(head.fileID)
-                            return
-                        }
-                        head.prefetchedBody = body
-                    }
-                    heads.append(head)
-                }
-                return heads
-            }
+            return Result { try Self.readHeads(key, connection, malformed: &malformed) }
         }
         if !malformed.isEmpty {
             try self.drop(malformed, missing: false)
         }
         let heads = try result.mapError(self.flagIfCorrupt).get()
-        if heads.isEmpty {
-            self.misses.add(1, ordering: .relaxed)
-        } else {
-            self.hits.add(1, ordering: .relaxed)
+        self.countLookup(found: !heads.isEmpty)
+        return heads
+    }
+
+    /// `lookup` on the caller's thread, without ever waiting: nil when that cannot be done (an
+    /// index page or WAL frame it needs is not in the page cache, every nowait connection is
+    /// busy, the tier is closed, a row is malformed, or any other error). The caller then runs
+    /// `lookup` where blocking is allowed, which also reports and repairs what went wrong.
+    public func lookupWithoutWaiting(_ key: CacheKey) -> [DiskObjectHead]? {
+        let count = self.nowaitReaders.count
+        let first = count > 0 ? Int(lacquer_thread_slot()) % count : 0
+        for index in 0..<count {
+            let reader = self.nowaitReaders[(first + index) % count]
+            let attempt: [DiskObjectHead]?? = reader.ifFree { connection -> [DiskObjectHead]? in
+                guard let connection else { return nil }
+                var malformed: [Int64] = []
+                let heads = try? Self.readHeads(key, connection, malformed: &malformed)
+                return malformed.isEmpty ? heads : nil
+            }
+            guard let attempt else { continue }  // busy: try the next connection
+            guard let heads = attempt else { break }
+            self.nowaitAnswered.add(1, ordering: .relaxed)
+            self.countLookup(found: !heads.isEmpty)
+            return heads
+        }
+        self.nowaitDeclined.add(1, ordering: .relaxed)
+        return nil
+    }
+
+    /// The rows of `key` as heads, with the bodies kept in the index verified; the ids of rows
+    /// that cannot be decoded, or whose kept body does not match, go to `malformed`.
+    private static func readHeads(_ key: CacheKey, _ connection: SQLiteConnection, malformed: inout [Int64]) throws
+        -> [DiskObjectHead]
+    {
+        var heads: [DiskObjectHead] = []
+        try connection.query(
+            """
+            SELECT \(DiskObjectHead.columns), (SELECT body FROM bodies WHERE bodies.id = objects.id) \
+            FROM objects WHERE digest = ? AND key = ? ORDER BY id
+            """,
+            [.integer(Int64(bitPattern: key.digest)), .blob(Array(key.canonical.utf8))]
+        ) { row in
+            guard var head = DiskObjectHead(row: row) else {
+                malformed.append(row.int64(0))
+                return
+            }
+            if head.inlineBody {
+                // Read with the head, checked now: a body that does not match is dropped.
+                guard let body = Self.verifiedInlineBody(row.blob(20), of: head, allocator: ByteBufferAllocator()) else {
+                    malformed.append(head.fileID)
+                    return
+                }
+                head.prefetchedBody = body
+            }
+            heads.append(head)
         }
         return heads
+    }
+
+    private func countLookup(found: Bool) {
+        if found {
+            self.hits.add(1, ordering: .relaxed)
+        } else {
+            self.misses.add(1, ordering: .relaxed)
+        }
     }
 
     /// Opens `head`'s body for streaming. The file's length is checked here; each block's

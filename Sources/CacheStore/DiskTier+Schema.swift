@@ -104,6 +104,13 @@ enum DiskIndexSchema {
         PRAGMA query_only = ON;
         """
 
+    /// A reader that must never wait (it runs on an event loop): no busy wait and no memory map
+    /// (a fault on a mapped page that is not cached would wait for the disk).
+    static let nowaitReaderPragmas = readerPragmas + """
+        PRAGMA busy_timeout = 0;
+        PRAGMA mmap_size = 0;
+        """
+
     /// What start-up found in an existing index file.
     enum Verdict {
         case ready

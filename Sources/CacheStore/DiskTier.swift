@@ -3,6 +3,8 @@ import Glibc
 #elseif canImport(Musl)
 import Musl
 #endif
+import CSQLite
+import CSQLiteNoWait
 import NIOCore
 import Synchronization
 
@@ -31,6 +33,12 @@ import Synchronization
 /// commit without waiting for the writer, so a lookup on the request path is never queued behind an
 /// eviction batch, an expiry sweep or a FULL-synced purge commit. Body I/O (writing temp files,
 /// reading blocks, unlinking) happens outside both locks except where ordering needs it.
+///
+/// Lookups that never wait: `lookupWithoutWaiting` runs the lookup on the caller's thread (an
+/// event loop) through read connections whose reads fail instead of waiting for the disk (the
+/// `lacquer-nowait` VFS, preadv2 with RWF_NOWAIT). When the index pages it needs are in the
+/// kernel's page cache, which they are for a tier in use, a disk hit costs no thread hop; when
+/// one is not, the caller repeats the lookup with `lookup` on a thread that may block.
 ///
 /// Lifecycle of an object: `store` (tmp → rename → row) → `lookup` (row → `DiskObjectHead`) →
 /// `openBody`/`load` (verified bytes) and `touch` (LRU) → gone by `remove`, `removeExpired`,
@@ -64,6 +72,9 @@ public final class DiskTier: Sendable {
         /// (SQLite reads and writes small blobs faster than a file system opens files, and a
         /// small file costs a whole block and an inode). 0 keeps every body in a file.
         public var inlineBodyLimit: Int64 = 16 * 1024
+        /// Read connections for `lookupWithoutWaiting` (one per event loop is plenty); 0 sends
+        /// every lookup to `lookup`.
+        public var nowaitReaders = 2
 
         public init(
             directory: String,
@@ -126,6 +137,40 @@ public final class DiskTier: Sendable {
     let reader: Mutex<SQLiteConnection?>
     /// LRU touches not yet written: id → last access (`noteUse`; written by `flushTouches`).
     let touches = Mutex<[Int64: Double]>([:])
+    /// Read connections through the `lacquer-nowait` VFS, each taken only if free (empty when
+    /// that VFS cannot be registered).
+    let nowaitReaders: [NowaitReader]
+    /// One nowait read connection, used by one thread at a time: taken with a compare-and-swap
+    /// or not at all (a `Mutex`'s try-lock can enter the kernel when it fails).
+    final class NowaitReader: @unchecked Sendable {
+        private let busy = Atomic<Bool>(false)
+        /// Guarded by `busy`.
+        private var connection: SQLiteConnection?
+
+        init(path: String) throws {
+            let connection = try SQLiteConnection(path: path, create: false, vfs: LACQUER_NOWAIT_VFS_NAME)
+            try connection.execute(DiskIndexSchema.nowaitReaderPragmas, operation: "configure reader")
+            self.connection = connection
+        }
+
+        /// `body` with the connection (nil once closed), or nil if another thread has it.
+        func ifFree<T>(_ body: (SQLiteConnection?) -> T) -> T? {
+            guard self.busy.compareExchange(expected: false, desired: true, ordering: .acquiring).exchanged else { return nil }
+            defer { self.busy.store(false, ordering: .releasing) }
+            return body(self.connection)
+        }
+
+        /// Closes the connection, waiting for a lookup using it to finish (one query).
+        func close() {
+            while self.ifFree({ _ in self.connection?.close() }) == nil {
+                sched_yield()
+            }
+        }
+    }
+    /// Lookups answered by `lookupWithoutWaiting`, and those it handed back (a page not cached,
+    /// every connection busy, or anything else the blocking lookup then deals with).
+    let nowaitAnswered = Atomic<Int>(0)
+    let nowaitDeclined = Atomic<Int>(0)
     let hits = Atomic<Int>(0)
     let misses = Atomic<Int>(0)
 
@@ -139,6 +184,7 @@ public final class DiskTier: Sendable {
         while directory.count > 1 && directory.hasSuffix("/") { directory.removeLast() }
         self.configuration = configuration
         self.directory = directory
+        lacquer_sqlite_configure()
 
         try BodyFile.makeDirectories(directory)
         for sub in ["bodies", "tmp"] {
@@ -167,6 +213,7 @@ public final class DiskTier: Sendable {
         var warnings: [String] = []
         let db: SQLiteConnection
         let readDB: SQLiteConnection
+        var nowaitReaders: [NowaitReader] = []
         var state = WriterState(db: nil, lockFD: lockFD, nextFileID: 1)
         do {
             db = try DiskIndexSchema.openWriter(directory: directory, warnings: &warnings)
@@ -181,6 +228,11 @@ public final class DiskTier: Sendable {
             state.nextFileID = (try db.scalar("SELECT MAX(id) FROM objects") ?? 0) + 1
             readDB = try SQLiteConnection(path: directory + "/" + DiskIndexSchema.fileName, create: false)
             try readDB.execute(DiskIndexSchema.readerPragmas, operation: "configure reader")
+            if configuration.nowaitReaders > 0, lacquer_nowait_vfs_register() == SQLITE_OK {
+                for _ in 0..<configuration.nowaitReaders {
+                    nowaitReaders.append(try NowaitReader(path: directory + "/" + DiskIndexSchema.fileName))
+                }
+            }
         } catch {
             Glibc.close(lockFD)
             if let error = error as? CacheStoreError, error.isIndexCorruption {
@@ -193,6 +245,7 @@ public final class DiskTier: Sendable {
         self.published.withLock { $0 = Figures(objects: state.objects, bytes: state.bytes, counters: state.counters, diskFull: state.diskFull) }
         self.writer = Mutex(state)
         self.reader = Mutex(readDB)
+        self.nowaitReaders = nowaitReaders
     }
 
     deinit {
@@ -205,6 +258,9 @@ public final class DiskTier: Sendable {
         self.reader.withLock { connection in
             connection?.close()
             connection = nil
+        }
+        for reader in self.nowaitReaders {
+            reader.close()
         }
         self.writer.withLock { state in
             guard let db = state.db else { return }
@@ -234,7 +290,9 @@ public final class DiskTier: Sendable {
                 missingBodies: state.counters.missingBodies,
                 writeErrors: state.counters.writeErrors,
                 refused: state.counters.refused,
-                diskFull: state.diskFull
+                diskFull: state.diskFull,
+                lookupsWithoutWait: self.nowaitAnswered.load(ordering: .relaxed),
+                lookupsHandedOff: self.nowaitDeclined.load(ordering: .relaxed)
             )
         }
     }
@@ -325,4 +383,8 @@ public struct DiskTierStats: Sendable, Equatable {
     public var refused: Int
     /// True while the filesystem is below the free-space floor (or the last write hit ENOSPC).
     public var diskFull: Bool
+    /// Lookups `lookupWithoutWaiting` answered on the caller's thread.
+    public var lookupsWithoutWait: Int = 0
+    /// Lookups it handed back to a blocking `lookup` (an index page not cached, a busy connection).
+    public var lookupsHandedOff: Int = 0
 }

@@ -66,24 +66,16 @@ extension MemoryTier {
             for key: CacheKey, matching: (StoredObject) -> MemoryTier.VariantMatch, servable: (StoredObject) -> Bool
         ) -> StoredObject? {
             guard let slots = self.map[key.digest] else { return nil }
-            var best: (slot: Int, object: StoredObject)?
-            var unknown = false
+            var choice = MemoryTier.VariantChoice<Int>()
             slots.forEach { slot in
                 let object = self.lru[slot].object
-                guard !unknown, object.key == key else { return }
-                switch matching(object) {
-                case .matches:
-                    if best == nil || object.responseTime > best!.object.responseTime { best = (slot, object) }
-                case .differs:
-                    break
-                case .unknown:
-                    unknown = true
-                }
+                guard object.key == key else { return }
+                choice.consider(slot, object, matching: matching)
             }
-            guard !unknown, let best, servable(best.object) else { return nil }
+            guard let best = choice.chosen(servable: servable) else { return nil }
             self.counters.hits += 1
-            self.lru.moveToFront(best.slot)
-            self.map[key.digest]?.moveToFront(best.slot)
+            self.lru.moveToFront(best.candidate)
+            self.map[key.digest]?.moveToFront(best.candidate)
             return best.object
         }
 

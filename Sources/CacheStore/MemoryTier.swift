@@ -105,6 +105,35 @@ public final class MemoryTier: Sendable {
         case unknown
     }
 
+    /// The rule `selectVariant` applies, for any list of candidates (the shard's slots, or the
+    /// variants a disk lookup found): the newest of those `matching` says match, none if it cannot
+    /// tell for any of them.
+    public struct VariantChoice<Candidate> {
+        public private(set) var best: (candidate: Candidate, object: StoredObject)?
+        private var unknown = false
+
+        public init() {}
+
+        public mutating func consider(_ candidate: Candidate, _ object: StoredObject, matching: (StoredObject) -> VariantMatch) {
+            guard !self.unknown else { return }
+            switch matching(object) {
+            case .matches:
+                if let best = self.best, best.object.responseTime >= object.responseTime { return }
+                self.best = (candidate, object)
+            case .differs:
+                break
+            case .unknown:
+                self.unknown = true
+            }
+        }
+
+        /// The chosen candidate, when there is one and `servable` takes its object.
+        public func chosen(servable: (StoredObject) -> Bool) -> (candidate: Candidate, object: StoredObject)? {
+            guard !self.unknown, let best = self.best, servable(best.object) else { return nil }
+            return best
+        }
+    }
+
     /// The variant under `key` that a request selects (the newest of those `matching` says match,
     /// as `BuiltinPolicy.lookup` picks), when `servable` takes it: then it counts a hit and the
     /// object becomes the most recently used, all under one lock hold. Otherwise nil, counting

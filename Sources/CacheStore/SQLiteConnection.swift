@@ -18,8 +18,9 @@ final class SQLiteConnection {
     private var handle: OpaquePointer?
     private var statements: [String: SQLiteStatement] = [:]
 
-    /// Opens (and with `create`, creates) the database at `path`.
-    init(path: String, create: Bool = true, readOnly: Bool = false) throws {
+    /// Opens (and with `create`, creates) the database at `path`, through the VFS named `vfs`
+    /// (SQLite's default when nil).
+    init(path: String, create: Bool = true, readOnly: Bool = false, vfs: String? = nil) throws {
         self.path = path
         var flags = SQLITE_OPEN_NOMUTEX
         if readOnly {
@@ -28,7 +29,7 @@ final class SQLiteConnection {
             flags |= SQLITE_OPEN_READWRITE | (create ? SQLITE_OPEN_CREATE : 0)
         }
         var db: OpaquePointer?
-        let code = sqlite3_open_v2(path, &db, flags, nil)
+        let code = sqlite3_open_v2(path, &db, flags, vfs)
         guard code == SQLITE_OK, let db else {
             let message = db.map { String(cString: sqlite3_errmsg($0)) } ?? "out of memory"
             sqlite3_close_v2(db)

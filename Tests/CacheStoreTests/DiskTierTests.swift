@@ -373,6 +373,65 @@ struct DiskTierTests {
         #expect(try tier.evict() == 0)
     }
 
+    @Test("a lookup without waiting finds what the blocking lookup finds while the index is cached, and hands back when it is not")
+    func lookupWithoutWaiting() throws {
+        let dir = try DiskTestDirectory()
+        let targets = (0..<3).map { "/nw\($0)" }
+        do {
+            let tier = try DiskTier(configuration: self.configuration(dir, inline: 16 * 1024))
+            defer { tier.close() }
+            for (index, target) in targets.enumerated() {
+                try tier.store(diskTestObject(target: target, body: diskTestBytes(12_000 + index, seed: UInt64(index))))
+            }
+            for target in targets {
+                let key = diskTestObject(target: target).key
+                let quick = try #require(tier.lookupWithoutWaiting(key))
+                let blocking = try tier.lookup(key)
+                #expect(quick.map(\.fileID) == blocking.map(\.fileID) && quick.count == 1)
+                #expect(quick.first?.prefetchedBody == blocking.first?.prefetchedBody && quick.first?.prefetchedBody != nil)
+            }
+            #expect(tier.lookupWithoutWaiting(diskTestObject(target: "/absent").key)?.isEmpty == true)
+            #expect(tier.stats.lookupsWithoutWait == 4 && tier.stats.lookupsHandedOff == 0)
+        }
+
+        // Out of the page cache (closed, so the WAL is checkpointed into the file; reopened, then
+        // the file synced and its pages dropped): the lookup that may not wait hands back, the
+        // blocking one reads the disk, and then the pages are cached again.
+        let tier = try DiskTier(configuration: self.configuration(dir, inline: 16 * 1024))
+        defer { tier.close() }
+        let index = dir.path + "/index.sqlite"
+        guard Self.dropFromPageCache(index) else {
+            print("lookupWithoutWaiting: this file system keeps \(index) cached; the hand-back is not tested here")
+            return
+        }
+        let key = diskTestObject(target: targets[2]).key
+        #expect(tier.lookupWithoutWaiting(key) == nil)
+        #expect(tier.stats.lookupsHandedOff == 1)
+        let blocking = try tier.lookup(key)
+        #expect(blocking.count == 1 && blocking.first?.prefetchedBody?.readableBytes == 12_002)
+        let quick = try #require(tier.lookupWithoutWaiting(key))
+        #expect(quick.map(\.fileID) == blocking.map(\.fileID))
+        #expect(tier.stats.checksumFailures == 0)
+    }
+
+    /// Syncs `path` and asks the kernel to drop its pages; true when none is left cached (mincore).
+    static func dropFromPageCache(_ path: String) -> Bool {
+        let fd = open(path, O_RDONLY)
+        guard fd >= 0 else { return false }
+        defer { close(fd) }
+        var info = stat()
+        guard fstat(fd, &info) == 0, info.st_size > 0 else { return false }
+        fsync(fd)
+        posix_fadvise(fd, 0, 0, Int32(POSIX_FADV_DONTNEED))
+        let length = Int(info.st_size)
+        guard let map = mmap(nil, length, PROT_READ, MAP_SHARED, fd, 0), map != MAP_FAILED else { return false }
+        defer { munmap(map, length) }
+        let pages = (length + 4095) / 4096
+        var resident = [UInt8](repeating: 0, count: pages)
+        guard mincore(map, length, &resident) == 0 else { return false }
+        return resident.allSatisfy { $0 & 1 == 0 }
+    }
+
     @Test("uses are noted in memory, asked to be written once per full batch, and count in the LRU after the flush")
     func usesAreBatched() throws {
         let dir = try DiskTestDirectory()

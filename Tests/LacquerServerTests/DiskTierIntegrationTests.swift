@@ -44,6 +44,50 @@ struct DiskTierIntegrationTests {
         }
     }
 
+    @Test("a disk hit on a small object is answered by the hit lane on the loop, as the flow answers it; purges and bans still win")
+    func diskHitInTheLane() async throws {
+        try await withLacquer { lacquer, port, origin in
+            let targets = (0..<4).map { "/bytes/3000?cc=max-age%3D60&n=\($0)" }
+            for target in targets { #expect(try httpGet(port: port, target).header("X-Cache-Status") == "MISS") }
+            #expect(try await waitForDiskWrites(lacquer, count: targets.count), "disk writes did not complete")
+
+            // The flow's answer from disk (a request the lane leaves to the flow), then the lane's.
+            lacquer.memory.removeAll { _ in true }
+            let fast0 = lacquer.counters[.cacheHitFast]
+            let viaFlow = try httpGet(port: port, targets[0], headers: [("Cache-Control", "max-stale=0")])
+            #expect(lacquer.counters[.cacheHitFast] == fast0)
+            lacquer.memory.removeAll { _ in true }
+            let viaLane = try httpGet(port: port, targets[0])
+            #expect(lacquer.counters[.cacheHitFast] == fast0 + 1)
+            #expect(lacquer.counters[.diskHit] == 2)
+            for response in [viaFlow, viaLane] {
+                #expect(response.header("X-Cache-Status") == "HIT")
+                #expect(response.header("Cache-Status")?.contains("detail=disk") == true)
+                #expect(response.body == FixtureOrigin.pattern(3000))
+            }
+            for name in ["Content-Length", "Content-Type", "ETag", "Cache-Control", "Via", "Accept-Ranges"] {
+                #expect(viaFlow.header(name) == viaLane.header(name), "\(name) differs")
+            }
+            // Promoted: the next hit is from memory.
+            #expect(lacquer.counters[.diskPromotions] == 2)
+            #expect(try httpGet(port: port, targets[0]).header("Cache-Status")?.contains("detail=disk") == false)
+
+            // A purge is not undone by the lane: the object is fetched again.
+            lacquer.memory.removeAll { _ in true }
+            #expect(try httpGet(port: port, targets[1], method: "PURGE").status == 200)
+            #expect(try httpGet(port: port, targets[1]).header("X-Cache-Status") == "MISS")
+            #expect(origin.requestCount(path: "/bytes/3000") == targets.count + 1)
+
+            // With a ban in force the lane leaves disk objects to the flow, which applies it.
+            #expect(lacquer.ban("req.url ~ n=2") == nil)
+            let fast1 = lacquer.counters[.cacheHitFast]
+            #expect(try httpGet(port: port, targets[2]).header("X-Cache-Status") == "MISS")
+            #expect(try httpGet(port: port, targets[3]).header("X-Cache-Status") == "HIT")
+            #expect(lacquer.counters[.cacheHitFast] == fast1)
+            #expect(origin.requestCount(path: "/bytes/3000") == targets.count + 2)
+        }
+    }
+
     @Test("an object too large for memory streams from disk, byte-identical")
     func largeObjectFromDisk() async throws {
         try await withLacquer { lacquer, port, origin in

@@ -160,15 +160,29 @@ final class HitFastLane: ChannelInboundHandler {
         let acceptEncoding = head.acceptEncoding.map { range in
             buffer.withUnsafeReadableBytes { String(decoding: UnsafeRawBufferPointer(rebasing: $0[range]), as: UTF8.self) }
         }
-        guard
-            let object = Self.storedResponse(
-                memory: server.memory, key: key, acceptEncoding: acceptEncoding, now: now,
-                bansThrough: server.bans.newestSequence)
-        else { return false }
+        let bansThrough = server.bans.newestSequence
+        var found = Self.storedResponse(
+            memory: server.memory, key: key, acceptEncoding: acceptEncoding, now: now, bansThrough: bansThrough)
+        var detail: String?
+        if found == nil, let disk = server.disk,
+            let fromDisk = Self.diskResponse(
+                disk: disk, memory: server.memory, key: key, acceptEncoding: acceptEncoding, now: now, bansThrough: bansThrough)
+        {
+            // A disk hit, as `RequestFlow.deliverFromDisk` counts and promotes it.
+            found = fromDisk.object
+            detail = "disk"
+            server.counters.increment(.diskHit)
+            disk.touch(fromDisk.head)
+            if server.memory.insert(fromDisk.object) {
+                server.counters.increment(.diskPromotions)
+            }
+        }
+        guard let object = found else { return false }
         let started = NIODeadline.now()
         server.counters.increment(.cacheHit)
         server.counters.increment(.cacheHitFast)
-        let status = CacheStatusValue(hit: true, ttl: Int(HitRules.remainingFreshness(object, now: now).rounded(.down)))
+        let status = CacheStatusValue(
+            hit: true, ttl: Int(HitRules.remainingFreshness(object, now: now).rounded(.down)), detail: detail)
         let (response, largeBody) = PlainHit.encode(
             object, withBody: !head.isHead, age: object.age(at: now), xStatus: .hit, cacheStatus: status,
             close: false, viaLine: server.viaLine, cacheName: server.cacheStatusName,
@@ -217,24 +231,56 @@ final class HitFastLane: ChannelInboundHandler {
     static func storedResponse(
         memory: MemoryTier, key: CacheKey, acceptEncoding: String?, now: Double, bansThrough: UInt32 = 0
     ) -> StoredObject? {
-        // What the request's Accept-Encoding selects (Vary) and allows (a gzip body as it is),
-        // read as the flow reads it; no Accept-Encoding selects identity and allows no gzip.
-        let takesGzip = acceptEncoding.map { AcceptEncoding.acceptsGzip(lines: [$0]) } ?? false
-        let selectedVariant = takesGzip ? Self.gzipVariant : Self.identityVariant
-        return memory.selectVariant(
-            for: key,
-            matching: { object in
-                let names = object.varyNames
-                if names.isEmpty { return .matches }
-                // A Vary on anything but Accept-Encoding is the flow's to evaluate.
-                guard names.count == 1, names[0] == "accept-encoding" else { return .unknown }
-                return object.variant == selectedVariant ? .matches : .differs
-            },
-            servable: { object in
-                // An object not yet tested against every active ban is the flow's to test.
-                object.bansCheckedThrough >= bansThrough
-                    && HitRules.deliverableAsStored(object, clientTakesGzip: takesGzip)
-                    && HitRules.remainingFreshness(object, now: now) > 0
-            })
+        let rule = Rule(acceptEncoding: acceptEncoding, now: now, bansThrough: bansThrough)
+        return memory.selectVariant(for: key, matching: rule.matching, servable: rule.servable)
+    }
+
+    /// The same answer from the disk tier, when the memory tier holds nothing under `key`: the
+    /// lookup runs here only if it need not wait for the disk, and only a body read with its head
+    /// (kept in the index) is answered. Returns the object (to promote into memory) and its head.
+    static func diskResponse(
+        disk: DiskStorage, memory: MemoryTier, key: CacheKey, acceptEncoding: String?, now: Double, bansThrough: UInt32
+    ) -> (object: StoredObject, head: DiskObjectHead)? {
+        guard memory.variants(for: key).isEmpty, let heads = disk.lookupWithoutWaiting(key), !heads.isEmpty else { return nil }
+        let rule = Rule(acceptEncoding: acceptEncoding, now: now, bansThrough: bansThrough)
+        var choice = MemoryTier.VariantChoice<DiskObjectHead>()
+        for head in heads {
+            guard let body = head.prefetchedBody else { return nil }
+            choice.consider(head, head.storedObject(body: body, hiddenFields: memory.surrogateKeyFields), matching: rule.matching)
+        }
+        return choice.chosen(servable: rule.servable).map { ($0.object, $0.candidate) }
+    }
+
+    /// What the lane answers, for one request.
+    private struct Rule {
+        /// What the request's Accept-Encoding allows (a gzip body as it is), read as the flow
+        /// reads it; no Accept-Encoding allows no gzip.
+        let takesGzip: Bool
+        /// The variant it selects (Vary: Accept-Encoding).
+        let selectedVariant: String
+        let now: Double
+        let bansThrough: UInt32
+
+        init(acceptEncoding: String?, now: Double, bansThrough: UInt32) {
+            self.takesGzip = acceptEncoding.map { AcceptEncoding.acceptsGzip(lines: [$0]) } ?? false
+            self.selectedVariant = self.takesGzip ? HitFastLane.gzipVariant : HitFastLane.identityVariant
+            self.now = now
+            self.bansThrough = bansThrough
+        }
+
+        func matching(_ object: StoredObject) -> MemoryTier.VariantMatch {
+            let names = object.varyNames
+            if names.isEmpty { return .matches }
+            // A Vary on anything but Accept-Encoding is the flow's to evaluate.
+            guard names.count == 1, names[0] == "accept-encoding" else { return .unknown }
+            return object.variant == self.selectedVariant ? .matches : .differs
+        }
+
+        func servable(_ object: StoredObject) -> Bool {
+            // An object not yet tested against every active ban is the flow's to test.
+            object.bansCheckedThrough >= self.bansThrough
+                && HitRules.deliverableAsStored(object, clientTakesGzip: self.takesGzip)
+                && HitRules.remainingFreshness(object, now: self.now) > 0
+        }
     }
 }

@@ -573,7 +573,8 @@ public final class LacquerServer: Service, Sendable {
                 ("inserts", disk.inserts), ("hits", disk.hits), ("misses", disk.misses), ("evictions", disk.evictions),
                 ("expired", disk.expired), ("purged", disk.purged), ("checksum_failures", disk.checksumFailures),
                 ("missing_bodies", disk.missingBodies), ("write_errors", disk.writeErrors), ("refused", disk.refused),
-                ("disk_full", disk.diskFull ? 1 : 0),
+                ("disk_full", disk.diskFull ? 1 : 0), ("lookups_without_wait", disk.lookupsWithoutWait),
+                ("lookups_handed_off", disk.lookupsHandedOff),
             ]
         }
         var counters = self.counters.snapshot

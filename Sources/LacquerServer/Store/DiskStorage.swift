@@ -127,16 +127,37 @@ final class DiskStorage: Sendable {
     // MARK: Reads
 
     /// Every variant stored on disk under `key`, minus those a pending purge removed.
+    ///
+    /// Answered on the calling event loop when the index pages are cached (no thread hop), else
+    /// on the reader threads (see `DiskTier.lookupWithoutWaiting`).
     func lookup(_ key: CacheKey, on eventLoop: any EventLoop) -> EventLoopFuture<[DiskObjectHead]> {
+        let pending = self.pendingPurges(key)
+        if let found = self.tier.lookupWithoutWaiting(key) {
+            return eventLoop.makeSucceededFuture(pending(found))
+        }
+        return self.readers.runIfActive(eventLoop: eventLoop) { [tier] in
+            pending(try tier.lookup(key))
+        }
+    }
+
+    /// `lookup` on the caller's thread, or nil when that would wait for the disk.
+    func lookupWithoutWaiting(_ key: CacheKey) -> [DiskObjectHead]? {
+        self.tier.lookupWithoutWaiting(key).map(self.pendingPurges(key))
+    }
+
+    /// What purges queued but not yet committed do to the heads of `key`: a purge hides them, a
+    /// soft purge makes them stale (taken now, before the lookup, so a purge queued after it
+    /// is not missed by an answer read before it committed).
+    private func pendingPurges(_ key: CacheKey) -> @Sendable ([DiskObjectHead]) -> [DiskObjectHead] {
         let cutoff = self.tombstones.withLock { $0[key] }
         let purges = self.tagPurges.withLock { $0 }
-        return self.readers.runIfActive(eventLoop: eventLoop) { [tier] in
-            var heads = try tier.lookup(key)
+        let fields = self.tier.configuration.surrogateKeyFields
+        return { found in
+            var heads = found
             if let cutoff {
                 heads.removeAll { $0.responseTime <= cutoff }
             }
             if !purges.isEmpty {
-                let fields = tier.configuration.surrogateKeyFields
                 heads = heads.compactMap { purges.apply(to: $0, fields: fields) }
             }
             return heads

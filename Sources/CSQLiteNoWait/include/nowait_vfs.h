@@ -1,0 +1,21 @@
+#ifndef LACQUER_NOWAIT_VFS_H
+#define LACQUER_NOWAIT_VFS_H
+
+/// The name of the VFS that never waits for the disk.
+#define LACQUER_NOWAIT_VFS_NAME "lacquer-nowait"
+
+/// Registers the "lacquer-nowait" VFS (not as the default); idempotent and thread safe.
+/// Returns an SQLite result code: SQLITE_OK, or SQLITE_ERROR when the default VFS is too old to
+/// wrap (callers then keep every read on their blocking threads).
+int lacquer_nowait_vfs_register(void);
+
+/// Process-wide SQLite settings, applied once before SQLite initialises (later calls do
+/// nothing): no memory statistics, whose global mutex every allocation of every connection
+/// takes (SQLITE_CONFIG_MEMSTATUS).
+void lacquer_sqlite_configure(void);
+
+/// A small number unique to the calling thread (0, 1, 2, ... in order of first call), so that
+/// each event loop starts with a reader of its own.
+int lacquer_thread_slot(void);
+
+#endif
