@@ -149,6 +149,9 @@ struct Lacquer: AsyncParsableCommand {
     @Option(name: .customLong("max-client-connections"), help: ArgumentHelp("Connections one client address may hold open at once (off by default); more are closed at once.", valueName: "N"))
     var maxClientConnections: Int?
 
+    @Option(name: .customLong("keepalive-requests"), help: ArgumentHelp("Requests one HTTP/1.1 connection may make before it is closed after its response (nginx's keepalive_requests).", valueName: "N"))
+    var keepaliveRequests: Int = 1000
+
     @Option(name: .customLong("rate-burst"), help: ArgumentHelp("Requests a client may send at once above --rate-limit (default: the rate, at least 1).", valueName: "N"))
     var rateBurst: Double?
 
@@ -167,6 +170,9 @@ struct Lacquer: AsyncParsableCommand {
         }
         for (index, value) in self.backend.enumerated() where BackendConfiguration.parse(url: value, name: "b\(index)") == nil {
             throw ValidationError("--backend '\(value)' is not an http://HOST[:PORT] or https://HOST[:PORT] URL (no path)")
+        }
+        if self.keepaliveRequests < 1 {
+            throw ValidationError("--keepalive-requests '\(self.keepaliveRequests)' must be 1 or more")
         }
         if let count = self.maxClientConnections, count < 1 {
             throw ValidationError("--max-client-connections '\(count)' must be 1 or more")
@@ -380,6 +386,7 @@ struct Lacquer: AsyncParsableCommand {
         }
 
         configuration.limits.connectionsPerClient = self.maxClientConnections
+        configuration.limits.requestsPerConnection = self.keepaliveRequests
         if let rate = self.rateLimit {
             configuration.rateLimit = RateLimitConfiguration(rate: rate, burst: self.rateBurst ?? max(1, rate))
         }

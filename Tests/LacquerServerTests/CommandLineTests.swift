@@ -66,6 +66,7 @@ struct CommandLineTests {
             (["--passive-cooldown=-3", "--backend", "http://127.0.0.1:1"], "--passive-cooldown '-3.0'"),
             (["--rate-limit", "0", "--backend", "http://127.0.0.1:1"], "--rate-limit '0.0'"),
             (["--max-client-connections", "0", "--backend", "http://127.0.0.1:1"], "--max-client-connections '0'"),
+            (["--keepalive-requests", "0", "--backend", "http://127.0.0.1:1"], "--keepalive-requests '0' must be 1 or more"),
             (["--access-log-format", "%h %Z", "--backend", "http://127.0.0.1:1"], "--access-log-format: column 4"),
             (["--drain-timeout=-1", "--backend", "http://127.0.0.1:1"], "--drain-timeout '-1.0'"),
             (["--user", "no-such-user-here", "--backend", "http://127.0.0.1:1"], "--user 'no-such-user-here': no such user"),
@@ -90,14 +91,14 @@ struct CommandLineTests {
         for flag in [
             "--listen", "--backend", "--memory", "--storage-dir", "--admin", "--purge-acl", "--demo", "--config",
             "--check-config", "--grace", "--stale-if-error", "--hit-for-miss", "--max-request-body", "--disk-size",
-            "--passive-failures", "--passive-cooldown", "--passive-5xx", "--rate-limit", "--rate-burst", "--max-client-connections",
+            "--passive-failures", "--passive-cooldown", "--passive-5xx", "--rate-limit", "--rate-burst", "--max-client-connections", "--keepalive-requests",
             "--access-log", "--access-log-format", "--drain-timeout", "--admin-secret", "--max-object-size", "--user",
             "--gzip-on-store", "--threads", "--log-level", "--version", "--slice-threshold", "--slice-size",
         ] {
             #expect(result.stdout.contains(flag), "\(flag) missing from --help")
         }
         // Every option with a default shows it.
-        for shown in ["(default: 256MiB)", "(default: 1GiB)", "(default: 30.0)", "(default: -)", "(default: ./lacquer-cache)"] {
+        for shown in ["(default: 256MiB)", "(default: 1000)", "(default: 1GiB)", "(default: 30.0)", "(default: -)", "(default: ./lacquer-cache)"] {
             #expect(result.stdout.contains(shown), "\(shown) missing from --help")
         }
         for subcommand in ["stat", "log", "admin"] {
