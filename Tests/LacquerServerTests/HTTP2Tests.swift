@@ -1,3 +1,4 @@
+import CacheStore
 import FixtureOrigin
 import Foundation
 import LacquerTesting
@@ -126,6 +127,25 @@ struct HTTP2Tests {
             let suffix = try #require(try Curl.curl(["--http2-prior-knowledge", "-r", "-10", url]).first)
             #expect(suffix.status == 206 && suffix.body == String(decoding: FixtureOrigin.pattern(3_000_000)[2_999_990...], as: UTF8.self))
             #expect(origin.requestCount(path: "/bytes/3000000") == 1)
+        }
+    }
+
+    @Test("a disk hit over HTTP/2 is answered by the stream lane, as over HTTP/1.1: detail=disk, promoted, counted")
+    func diskHitInTheLane() async throws {
+        try await TLSTests.withTLSLacquer { lacquer, _, plainPort, origin, _ in
+            let url = "http://127.0.0.1:\(plainPort)/bytes/5000?cc=max-age%3D60"
+            let miss = try #require(try Curl.curl(["--http2-prior-knowledge", url]).first)
+            #expect(miss.status == 200 && miss.header("x-cache-status") == "MISS")
+            #expect(try await waitForDiskWrites(lacquer, count: 1), "disk writes did not complete")
+            lacquer.memory.removeAll { _ in true }
+            let fast = lacquer.counters[.cacheHitFast]
+            let hit = try #require(try Curl.curl(["--http2-prior-knowledge", url]).first)
+            #expect(hit.version == "HTTP/2" && hit.status == 200 && hit.header("x-cache-status") == "HIT")
+            #expect(hit.header("cache-status")?.contains("detail=disk") == true)
+            #expect(hit.body == String(decoding: FixtureOrigin.pattern(5000), as: UTF8.self))
+            #expect(lacquer.counters[.cacheHitFast] == fast + 1)
+            #expect(lacquer.counters[.diskHit] == 1 && lacquer.counters[.diskPromotions] == 1)
+            #expect(origin.requestCount(path: "/bytes/5000") == 1)
         }
     }
 

@@ -115,16 +115,15 @@ final class HTTP2HitLane: ChannelDuplexHandler {
         else { return false }
         let now = server.clock()
         guard
-            let object = HitFastLane.storedResponse(
-                memory: server.memory, key: CacheKey(host: request.authority, target: request.path),
-                acceptEncoding: request.acceptEncoding, now: now, bansThrough: server.bans.newestSequence)
+            let (object, status) = HitFastLane.laneHit(
+                server: server, key: CacheKey(host: request.authority, target: request.path),
+                acceptEncoding: request.acceptEncoding, now: now)
         else { return false }
         let started = NIODeadline.now()
         server.counters.increment(.http2Streams)
         server.counters.increment(.clientReq)
         server.counters.increment(.cacheHit)
         server.counters.increment(.cacheHitFast)
-        let status = CacheStatusValue(hit: true, ttl: Int(HitRules.remainingFreshness(object, now: now).rounded(.down)))
         let fields = PlainHit.http2Fields(
             object, age: object.age(at: now), xStatus: .hit, cacheStatus: status, viaValue: self.viaValue,
             cacheName: server.cacheStatusName, cache: server.http2FieldCache(on: context.eventLoop))

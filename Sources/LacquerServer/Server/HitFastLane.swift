@@ -160,29 +160,12 @@ final class HitFastLane: ChannelInboundHandler {
         let acceptEncoding = head.acceptEncoding.map { range in
             buffer.withUnsafeReadableBytes { String(decoding: UnsafeRawBufferPointer(rebasing: $0[range]), as: UTF8.self) }
         }
-        let bansThrough = server.bans.newestSequence
-        var found = Self.storedResponse(
-            memory: server.memory, key: key, acceptEncoding: acceptEncoding, now: now, bansThrough: bansThrough)
-        var detail: String?
-        if found == nil, let disk = server.disk,
-            let fromDisk = Self.diskResponse(
-                disk: disk, memory: server.memory, key: key, acceptEncoding: acceptEncoding, now: now, bansThrough: bansThrough)
-        {
-            // A disk hit, as `RequestFlow.deliverFromDisk` counts and promotes it.
-            found = fromDisk.object
-            detail = "disk"
-            server.counters.increment(.diskHit)
-            disk.touch(fromDisk.head)
-            if server.memory.insert(fromDisk.object) {
-                server.counters.increment(.diskPromotions)
-            }
+        guard let (object, status) = Self.laneHit(server: server, key: key, acceptEncoding: acceptEncoding, now: now) else {
+            return false
         }
-        guard let object = found else { return false }
         let started = NIODeadline.now()
         server.counters.increment(.cacheHit)
         server.counters.increment(.cacheHitFast)
-        let status = CacheStatusValue(
-            hit: true, ttl: Int(HitRules.remainingFreshness(object, now: now).rounded(.down)), detail: detail)
         let (response, largeBody) = PlainHit.encode(
             object, withBody: !head.isHead, age: object.age(at: now), xStatus: .hit, cacheStatus: status,
             close: false, viaLine: server.viaLine, cacheName: server.cacheStatusName,
@@ -222,6 +205,33 @@ final class HitFastLane: ChannelInboundHandler {
         record.userAgent = text(head.userAgent)
         record.referer = text(head.referer)
         return record
+    }
+
+    /// What a lane (this one or `HTTP2HitLane`) answers a plain GET or HEAD for `key` with: the
+    /// object from memory (`storedResponse`) or, when memory holds nothing under the key, from
+    /// disk (`diskResponse`: counted as a disk hit, noted for the disk LRU and promoted into
+    /// memory, as `RequestFlow.deliverFromDisk` does), with its Cache-Status. Nil: the flow decides.
+    static func laneHit(server: ServerContext, key: CacheKey, acceptEncoding: String?, now: Double)
+        -> (object: StoredObject, status: CacheStatusValue)?
+    {
+        let bansThrough = server.bans.newestSequence
+        var detail: String?
+        var found = Self.storedResponse(
+            memory: server.memory, key: key, acceptEncoding: acceptEncoding, now: now, bansThrough: bansThrough)
+        if found == nil, let disk = server.disk,
+            let fromDisk = Self.diskResponse(
+                disk: disk, memory: server.memory, key: key, acceptEncoding: acceptEncoding, now: now, bansThrough: bansThrough)
+        {
+            found = fromDisk.object
+            detail = "disk"
+            server.counters.increment(.diskHit)
+            disk.touch(fromDisk.head)
+            if server.memory.insert(fromDisk.object) {
+                server.counters.increment(.diskPromotions)
+            }
+        }
+        guard let object = found else { return nil }
+        return (object, CacheStatusValue(hit: true, ttl: Int(HitRules.remainingFreshness(object, now: now).rounded(.down)), detail: detail))
     }
 
     /// The stored object the lane answers a plain GET or HEAD for `key` with, given its one
