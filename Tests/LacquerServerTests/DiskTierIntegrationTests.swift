@@ -88,6 +88,28 @@ struct DiskTierIntegrationTests {
         }
     }
 
+    @Test("a miss asks the disk once: the flow takes the lane's word that nothing is stored, for that request only")
+    func missAsksTheDiskOnce() async throws {
+        try await withLacquer { lacquer, port, origin in
+            let misses0 = try #require(lacquer.diskStats).misses
+            #expect(try httpGet(port: port, "/bytes/700?cc=max-age%3D60&m=1").header("X-Cache-Status") == "MISS")
+            #expect(try #require(lacquer.diskStats).misses == misses0 + 1)
+            // A request the lane leaves to the flow: the flow asks the disk itself.
+            #expect(
+                try httpGet(port: port, "/bytes/700?cc=max-age%3D60&m=2", headers: [("Cache-Control", "max-stale=0")])
+                    .header("X-Cache-Status") == "MISS")
+            #expect(try #require(lacquer.diskStats).misses == misses0 + 2)
+            // Stored on disk and dropped from memory: the lane finds it there, no origin request.
+            #expect(try await waitForDiskWrites(lacquer, count: 2), "disk writes did not complete")
+            lacquer.memory.removeAll { _ in true }
+            for m in 1...2 {
+                let again = try httpGet(port: port, "/bytes/700?cc=max-age%3D60&m=\(m)")
+                #expect(again.header("X-Cache-Status") == "HIT" && again.body == FixtureOrigin.pattern(700))
+            }
+            #expect(origin.requestCount(path: "/bytes/700") == 2)
+        }
+    }
+
     @Test("an object too large for memory streams from disk, byte-identical")
     func largeObjectFromDisk() async throws {
         try await withLacquer { lacquer, port, origin in

@@ -1,4 +1,5 @@
 import CachePolicy
+import CacheStore
 import NIOCore
 import NIOHTTP1
 
@@ -29,6 +30,14 @@ protocol FlowClient: AnyObject {
     func abort(_ flow: RequestFlow)
     /// Whether the connection must close after the response to `head`.
     func mustCloseAfter(_ head: HTTPRequestHead) -> Bool
+    /// True when the hit lane, looking at this very request, found nothing stored under `key` in
+    /// either tier, so the flow need not ask the disk again; forgets what was noted either way.
+    func takeNothingStored(_ key: CacheKey) -> Bool
+}
+
+extension FlowClient {
+    /// Only a connection whose hit lane looks at its requests notes anything.
+    func takeNothingStored(_ key: CacheKey) -> Bool { false }
 }
 
 extension ClientChannelHandler: FlowClient {}

@@ -268,8 +268,12 @@ final class RequestFlow {
         guard let disk = self.server.disk else {
             return self.dispatch(.lookedUp(.miss(fwd: .uriMiss), .disk, now: self.server.clock()))
         }
+        // The hit lane has just asked the disk for this request and found nothing.
+        let found =
+            self.client?.takeNothingStored(key) == true
+            ? self.eventLoop.makeSucceededFuture([]) : disk.lookup(key, on: self.eventLoop)
         let loopBound = NIOLoopBound(self, eventLoop: self.eventLoop)
-        disk.lookup(key, on: self.eventLoop).whenComplete { result in
+        found.whenComplete { result in
             let flow = loopBound.value
             var heads: [DiskObjectHead]
             switch result {

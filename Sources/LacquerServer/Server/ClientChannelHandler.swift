@@ -1,4 +1,5 @@
 import CachePolicy
+import CacheStore
 import NIOCore
 import NIOHTTP1
 import Synchronization
@@ -114,6 +115,9 @@ final class ClientChannelHandler: ChannelDuplexHandler, RemovableChannelHandler,
 
     /// The byte observer before the decoder (for classifying parser errors).
     weak var observer: FirstByteObserver?
+    /// The key the hit lane found nothing stored under, for the request it handed over next
+    /// (cleared by that request's disk lookup or at the end of its response).
+    private var nothingStored: CacheKey?
     /// The chunk-size reader before the decoder (a parse error it raised is counted as such).
     weak var framingGuard: ChunkedFramingGuard?
     /// The response encoder (told which responses answer HEAD and which are pre-encoded).
@@ -411,6 +415,16 @@ final class ClientChannelHandler: ChannelDuplexHandler, RemovableChannelHandler,
         context.write(self.wrapOutboundOut(.body(.byteBuffer(bytes))), promise: nil)
     }
 
+    /// The hit lane found nothing stored under `key` for the request it is handing over.
+    func noteNothingStored(_ key: CacheKey) {
+        self.nothingStored = key
+    }
+
+    func takeNothingStored(_ key: CacheKey) -> Bool {
+        defer { self.nothingStored = nil }
+        return self.nothingStored == key
+    }
+
     func flush() {
         self.context?.flush()
     }
@@ -429,6 +443,7 @@ final class ClientChannelHandler: ChannelDuplexHandler, RemovableChannelHandler,
 
     /// Ends the current response; `close` ends the connection after it is flushed.
     func finishResponse(_ flow: RequestFlow, close: Bool) {
+        self.nothingStored = nil  // a note its flow did not use is about no later request
         self.noteFlow(flow)
         self.run(self.state.responseFinished(flow, close: close, now: self.now()))
     }

@@ -7,7 +7,7 @@ import NIOHTTP2
 
 /// `HitFastLane` for HTTP/2, on the connection between NIO's HTTP/2 handler and the stream
 /// multiplexer: a new stream whose request is a plain GET or HEAD (the same allow-list of
-/// fields as `FastRequestHead`) for an object `HitFastLane.storedResponse` selects is answered
+/// fields as `FastRequestHead`) for an object `HitFastLane.laneHit` selects is answered
 /// here with the fields of a plain delivery (`PlainHit.http2Fields`, the list `PlainHit.encode`
 /// writes for HTTP/1.1), as HEADERS and DATA frames, and never becomes a stream channel. Every
 /// other frame goes on to the multiplexer, which gives the stream NIO's HTTP/2-to-HTTP/1 codec,
@@ -115,7 +115,7 @@ final class HTTP2HitLane: ChannelDuplexHandler {
         else { return false }
         let now = server.clock()
         guard
-            let (object, status) = HitFastLane.laneHit(
+            case .hit(let object, let status) = HitFastLane.laneHit(
                 server: server, key: CacheKey(host: request.authority, target: request.path),
                 acceptEncoding: request.acceptEncoding, now: now)
         else { return false }

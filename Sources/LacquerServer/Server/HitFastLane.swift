@@ -160,7 +160,16 @@ final class HitFastLane: ChannelInboundHandler {
         let acceptEncoding = head.acceptEncoding.map { range in
             buffer.withUnsafeReadableBytes { String(decoding: UnsafeRawBufferPointer(rebasing: $0[range]), as: UTF8.self) }
         }
-        guard let (object, status) = Self.laneHit(server: server, key: key, acceptEncoding: acceptEncoding, now: now) else {
+        let object: StoredObject
+        let status: CacheStatusValue
+        switch Self.laneHit(server: server, key: key, acceptEncoding: acceptEncoding, now: now) {
+        case .hit(let found, let foundStatus):
+            (object, status) = (found, foundStatus)
+        case .nothingStored:
+            // The flow this request is handed to need not ask the disk again.
+            self.connection.noteNothingStored(key)
+            return false
+        case .flow:
             return false
         }
         let started = NIODeadline.now()
@@ -207,31 +216,43 @@ final class HitFastLane: ChannelInboundHandler {
         return record
     }
 
-    /// What a lane (this one or `HTTP2HitLane`) answers a plain GET or HEAD for `key` with: the
-    /// object from memory (`storedResponse`) or, when memory holds nothing under the key, from
-    /// disk (`diskResponse`: counted as a disk hit, noted for the disk LRU and promoted into
-    /// memory, as `RequestFlow.deliverFromDisk` does), with its Cache-Status. Nil: the flow decides.
-    static func laneHit(server: ServerContext, key: CacheKey, acceptEncoding: String?, now: Double)
-        -> (object: StoredObject, status: CacheStatusValue)?
-    {
+    /// What a lane (this one or `HTTP2HitLane`) found for a plain GET or HEAD.
+    enum LaneAnswer {
+        /// The object from memory (`storedResponse`) or, when memory holds nothing under the key,
+        /// from disk (`diskResponse`: counted as a disk hit, noted for the disk LRU and promoted
+        /// into memory, as `RequestFlow.deliverFromDisk` does), with its Cache-Status.
+        case hit(StoredObject, CacheStatusValue)
+        /// Neither tier holds anything under the key (the disk said so without waiting).
+        case nothingStored
+        /// The flow decides.
+        case flow
+    }
+
+    static func laneHit(server: ServerContext, key: CacheKey, acceptEncoding: String?, now: Double) -> LaneAnswer {
         let bansThrough = server.bans.newestSequence
         var detail: String?
         var found = Self.storedResponse(
             memory: server.memory, key: key, acceptEncoding: acceptEncoding, now: now, bansThrough: bansThrough)
-        if found == nil, let disk = server.disk,
-            let fromDisk = Self.diskResponse(
+        if found == nil, let disk = server.disk {
+            switch Self.diskResponse(
                 disk: disk, memory: server.memory, key: key, acceptEncoding: acceptEncoding, now: now, bansThrough: bansThrough)
-        {
-            found = fromDisk.object
-            detail = "disk"
-            server.counters.increment(.diskHit)
-            disk.touch(fromDisk.head)
-            if server.memory.insert(fromDisk.object) {
-                server.counters.increment(.diskPromotions)
+            {
+            case .some(.some(let fromDisk)):
+                found = fromDisk.object
+                detail = "disk"
+                server.counters.increment(.diskHit)
+                disk.touch(fromDisk.head)
+                if server.memory.insert(fromDisk.object) {
+                    server.counters.increment(.diskPromotions)
+                }
+            case .some(.none):
+                return .nothingStored
+            case .none:
+                break
             }
         }
-        guard let object = found else { return nil }
-        return (object, CacheStatusValue(hit: true, ttl: Int(HitRules.remainingFreshness(object, now: now).rounded(.down)), detail: detail))
+        guard let object = found else { return .flow }
+        return .hit(object, CacheStatusValue(hit: true, ttl: Int(HitRules.remainingFreshness(object, now: now).rounded(.down)), detail: detail))
     }
 
     /// The stored object the lane answers a plain GET or HEAD for `key` with, given its one
@@ -247,18 +268,21 @@ final class HitFastLane: ChannelInboundHandler {
 
     /// The same answer from the disk tier, when the memory tier holds nothing under `key`: the
     /// lookup runs here only if it need not wait for the disk, and only a body read with its head
-    /// (kept in the index) is answered. Returns the object (to promote into memory) and its head.
+    /// (kept in the index) is answered. Returns the object (to promote into memory) and its head;
+    /// `.some(nil)` when the disk holds nothing under the key; nil when the flow must decide.
     static func diskResponse(
         disk: DiskStorage, memory: MemoryTier, key: CacheKey, acceptEncoding: String?, now: Double, bansThrough: UInt32
-    ) -> (object: StoredObject, head: DiskObjectHead)? {
-        guard memory.variants(for: key).isEmpty, let heads = disk.lookupWithoutWaiting(key), !heads.isEmpty else { return nil }
+    ) -> (object: StoredObject, head: DiskObjectHead)?? {
+        guard memory.variants(for: key).isEmpty, let heads = disk.lookupWithoutWaiting(key) else { return nil }
+        guard !heads.isEmpty else { return .some(nil) }
         let rule = Rule(acceptEncoding: acceptEncoding, now: now, bansThrough: bansThrough)
         var choice = MemoryTier.VariantChoice<DiskObjectHead>()
         for head in heads {
             guard let body = head.prefetchedBody else { return nil }
             choice.consider(head, head.storedObject(body: body, hiddenFields: memory.surrogateKeyFields), matching: rule.matching)
         }
-        return choice.chosen(servable: rule.servable).map { ($0.object, $0.candidate) }
+        guard let chosen = choice.chosen(servable: rule.servable) else { return nil }
+        return (chosen.object, chosen.candidate)
     }
 
     /// What the lane answers, for one request.
