@@ -523,6 +523,8 @@ public final class LacquerServer: Service, Sendable {
             directory: self.configuration.storageDirectory,
             capacityBytes: self.configuration.diskBytes)
         tierConfiguration.surrogateKeyFields = self.configuration.surrogateKeyFields
+        // One read connection that never waits per event loop (see `DiskTier.lookupWithoutWaiting`).
+        tierConfiguration.nowaitReaders = self.configuration.threads > 0 ? self.configuration.threads : System.coreCount
         do {
             let tier = try DiskTier(configuration: tierConfiguration)
             for warning in tier.startupWarnings {

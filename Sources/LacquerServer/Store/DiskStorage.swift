@@ -146,8 +146,8 @@ final class DiskStorage: Sendable {
     }
 
     /// What purges queued but not yet committed do to the heads of `key`: a purge hides them, a
-    /// soft purge makes them stale (taken now, before the lookup, so a purge queued after it
-    /// is not missed by an answer read before it committed).
+    /// soft purge makes them stale. Read before the lookup: a purge that commits while the
+    /// lookup runs drops its note, and the lookup may have read the rows before that commit.
     private func pendingPurges(_ key: CacheKey) -> @Sendable ([DiskObjectHead]) -> [DiskObjectHead] {
         let cutoff = self.tombstones.withLock { $0[key] }
         let purges = self.tagPurges.withLock { $0 }
