@@ -613,6 +613,10 @@ public final class LacquerServer: Service, Sendable {
             // Accept a burst of connections per wake-up, not NIO's default handful.
             .serverChannelOption(.maxMessagesPerRead, value: 256)
             .childChannelOption(.maxMessagesPerRead, value: 16)
+            // The first read of a connection into 1 KiB, nginx's client_header_buffer_size (NIO's
+            // default is 2 KiB): the buffer is kept for the next read, so an idle keep-alive
+            // connection holds this much. A longer head fills it, and the next read is twice as large.
+            .childChannelOption(.recvAllocator, value: AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 1024, maximum: 65536))
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     let open = context.openConnections.wrappingAdd(1, ordering: .relaxed).newValue
