@@ -160,12 +160,13 @@ public final class MemoryTier: Sendable {
     ///   most: for the slices of a large object, which must not push hot objects out.
     @discardableResult
     public func insert(_ object: StoredObject, cold: Bool = false) -> Bool {
-        // `cost` walks the headers: compute it (and the expiry) before taking the lock.
-        let entry = Entry(object, tags: object.surrogateKeys(self.surrogateKeyFields))
-        guard object.bodyLength <= self.admissionLimit, entry.cost <= self.shardBudget else {
+        // `cost` walks the headers: compute it (and the expiry) before taking the lock, and the
+        // surrogate keys only for an object that is let in.
+        guard object.bodyLength <= self.admissionLimit, object.cost <= self.shardBudget else {
             self.rejectedTooLarge.wrappingAdd(1, ordering: .relaxed)
             return false
         }
+        let entry = Entry(object, tags: object.surrogateKeys(self.surrogateKeyFields))
         // The replaced and evicted objects come back out of the lock and are released here.
         _ = self.shard(for: object.key).state.withLock { $0.insert(entry, cold: cold) }
         return true
