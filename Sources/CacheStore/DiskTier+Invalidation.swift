@@ -20,13 +20,17 @@ extension DiskTier {
     /// Marks rows a soft purge made stale (so a stale answer from one can say so). Added to an
     /// index that predates it; existing rows read 0.
     static func addSoftPurgedColumn(_ db: SQLiteConnection) throws {
+        try self.addObjectsColumn("soft_purged", db)
+    }
+
+    /// Adds the 0/1 column `name` to `objects` when an index that predates it lacks it.
+    private static func addObjectsColumn(_ name: String, _ db: SQLiteConnection) throws {
         var present = false
         try db.query("PRAGMA table_info(objects)") { row in
-            if row.text(1) == "soft_purged" { present = true }
+            if row.text(1) == name { present = true }
         }
         if !present {
-            try db.execute(
-                "ALTER TABLE objects ADD COLUMN soft_purged INTEGER NOT NULL DEFAULT 0", operation: "add soft_purged column")
+            try db.execute("ALTER TABLE objects ADD COLUMN \(name) INTEGER NOT NULL DEFAULT 0", operation: "add \(name) column")
         }
     }
 
@@ -36,14 +40,7 @@ extension DiskTier {
     /// of a file created, written and renamed. `inline_body` says which rows have one; a trigger
     /// removes the body with its row. Added to an index that predates it; its rows read 0.
     static func addInlineBodies(_ db: SQLiteConnection) throws {
-        var present = false
-        try db.query("PRAGMA table_info(objects)") { row in
-            if row.text(1) == "inline_body" { present = true }
-        }
-        if !present {
-            try db.execute(
-                "ALTER TABLE objects ADD COLUMN inline_body INTEGER NOT NULL DEFAULT 0", operation: "add inline_body column")
-        }
+        try self.addObjectsColumn("inline_body", db)
         try db.execute(
             """
             CREATE TABLE IF NOT EXISTS bodies(id INTEGER PRIMARY KEY, body BLOB NOT NULL);
