@@ -44,22 +44,32 @@ extension MemoryTier {
         }
 
         mutating func variants(for key: CacheKey) -> [StoredObject] {
-            guard let slots = self.map[key.digest] else {
-                self.counters.misses += 1
-                return []
-            }
             var objects: [StoredObject] = []
-            objects.reserveCapacity(slots.count)
-            slots.forEach { slot in
-                let object = self.lru[slot].object
-                if object.key == key { objects.append(object) }
-            }
-            if objects.isEmpty {
-                self.counters.misses += 1
-            } else {
-                self.counters.hits += 1
-            }
+            self.forEachVariant(of: key) { objects.append($0) }
             return objects
+        }
+
+        /// Whether `key` has no variant, counted as `variants(for:)` counts, without building the list.
+        mutating func holdsNothing(for key: CacheKey) -> Bool {
+            var found = false
+            self.forEachVariant(of: key) { _ in found = true }
+            return !found
+        }
+
+        /// Calls `body` with each variant stored under `key`; counts a hit if there was one, else a miss.
+        private mutating func forEachVariant(of key: CacheKey, _ body: (StoredObject) -> Void) {
+            var found = false
+            self.map[key.digest]?.forEach { slot in
+                let object = self.lru[slot].object
+                guard object.key == key else { return }
+                found = true
+                body(object)
+            }
+            if found {
+                self.counters.hits += 1
+            } else {
+                self.counters.misses += 1
+            }
         }
 
         mutating func selectVariant(

@@ -98,6 +98,12 @@ public final class MemoryTier: Sendable {
         self.shard(for: key).state.withLock { $0.variants(for: key) }
     }
 
+    /// Whether nothing is stored under `key`, counted as a lookup like `variants(for:)`, without
+    /// building the list of variants.
+    public func holdsNothing(for key: CacheKey) -> Bool {
+        self.shard(for: key).state.withLock { $0.holdsNothing(for: key) }
+    }
+
     /// Whether a stored variant answers a request, as far as a caller can tell.
     public enum VariantMatch: Sendable {
         case matches, differs

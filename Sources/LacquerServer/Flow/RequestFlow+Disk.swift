@@ -10,8 +10,7 @@ import NIOHTTP1
 extension RequestFlow {
     func deliverFromDisk(_ head: DiskObjectHead, disk: DiskStorage, xStatus: XCacheStatus, detail: String?) {
         self.ctx.objHits = 1
-        self.counters.increment(.diskHit)
-        disk.touch(head)
+        self.server.servedFromDisk(head, disk: disk)
         if let body = head.prefetchedBody {
             // A small body the lookup read with the head (verified): no second trip to the disk.
             return self.deliverLoaded(head.storedObject(body: body, hiddenFields: self.server.memory.surrogateKeyFields), xStatus: xStatus, detail: detail)
@@ -79,11 +78,9 @@ extension RequestFlow {
         }
     }
 
-    /// A disk object read whole: promoted into memory (a slice at the cold end), then delivered.
+    /// A disk object read whole: promoted into memory, then delivered.
     private func deliverLoaded(_ object: StoredObject, xStatus: XCacheStatus, detail: String?) {
-        if self.server.memory.insert(object, cold: self.slice != nil) {
-            self.counters.increment(.diskPromotions)
-        }
+        self.server.promoteFromDisk(object, cold: self.slice != nil)
         guard self.client != nil else { return }
         let now = self.server.clock()
         let status = CacheStatusValue(hit: true, ttl: Int(object.remainingTTL(at: now).rounded(.down)), detail: detail ?? "disk")

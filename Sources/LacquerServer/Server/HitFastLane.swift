@@ -230,29 +230,18 @@ final class HitFastLane: ChannelInboundHandler {
 
     static func laneHit(server: ServerContext, key: CacheKey, acceptEncoding: String?, now: Double) -> LaneAnswer {
         let bansThrough = server.bans.newestSequence
-        var detail: String?
-        var found = Self.storedResponse(
+        if let object = Self.storedResponse(
             memory: server.memory, key: key, acceptEncoding: acceptEncoding, now: now, bansThrough: bansThrough)
-        if found == nil, let disk = server.disk {
-            switch Self.diskResponse(
-                disk: disk, memory: server.memory, key: key, acceptEncoding: acceptEncoding, now: now, bansThrough: bansThrough)
-            {
-            case .some(.some(let fromDisk)):
-                found = fromDisk.object
-                detail = "disk"
-                server.counters.increment(.diskHit)
-                disk.touch(fromDisk.head)
-                if server.memory.insert(fromDisk.object) {
-                    server.counters.increment(.diskPromotions)
-                }
-            case .some(.none):
-                return .nothingStored
-            case .none:
-                break
-            }
+        {
+            return .hit(object, Self.cacheStatus(object, now: now, detail: nil))
         }
-        guard let object = found else { return .flow }
-        return .hit(object, CacheStatusValue(hit: true, ttl: Int(HitRules.remainingFreshness(object, now: now).rounded(.down)), detail: detail))
+        guard let disk = server.disk else { return .flow }
+        return Self.diskResponse(
+            server: server, disk: disk, key: key, rule: Rule(acceptEncoding: acceptEncoding, now: now, bansThrough: bansThrough))
+    }
+
+    private static func cacheStatus(_ object: StoredObject, now: Double, detail: String?) -> CacheStatusValue {
+        CacheStatusValue(hit: true, ttl: Int(HitRules.remainingFreshness(object, now: now).rounded(.down)), detail: detail)
     }
 
     /// The stored object the lane answers a plain GET or HEAD for `key` with, given its one
@@ -268,21 +257,19 @@ final class HitFastLane: ChannelInboundHandler {
 
     /// The same answer from the disk tier, when the memory tier holds nothing under `key`: the
     /// lookup runs here only if it need not wait for the disk, and only a body read with its head
-    /// (kept in the index) is answered. Returns the object (to promote into memory) and its head;
-    /// `.some(nil)` when the disk holds nothing under the key; nil when the flow must decide.
-    static func diskResponse(
-        disk: DiskStorage, memory: MemoryTier, key: CacheKey, acceptEncoding: String?, now: Double, bansThrough: UInt32
-    ) -> (object: StoredObject, head: DiskObjectHead)?? {
-        guard memory.variants(for: key).isEmpty, let heads = disk.lookupWithoutWaiting(key) else { return nil }
-        guard !heads.isEmpty else { return .some(nil) }
-        let rule = Rule(acceptEncoding: acceptEncoding, now: now, bansThrough: bansThrough)
+    /// (kept in the index) is answered: counted, noted and promoted as the flow does.
+    private static func diskResponse(server: ServerContext, disk: DiskStorage, key: CacheKey, rule: Rule) -> LaneAnswer {
+        guard server.memory.holdsNothing(for: key), let heads = disk.lookupWithoutWaiting(key) else { return .flow }
+        guard !heads.isEmpty else { return .nothingStored }
         var choice = MemoryTier.VariantChoice<DiskObjectHead>()
         for head in heads {
-            guard let body = head.prefetchedBody else { return nil }
-            choice.consider(head, head.storedObject(body: body, hiddenFields: memory.surrogateKeyFields), matching: rule.matching)
+            guard let body = head.prefetchedBody else { return .flow }
+            choice.consider(head, head.storedObject(body: body, hiddenFields: server.memory.surrogateKeyFields), matching: rule.matching)
         }
-        guard let chosen = choice.chosen(servable: rule.servable) else { return nil }
-        return (chosen.object, chosen.candidate)
+        guard let chosen = choice.chosen(servable: rule.servable) else { return .flow }
+        server.servedFromDisk(chosen.candidate, disk: disk)
+        server.promoteFromDisk(chosen.object)
+        return .hit(chosen.object, Self.cacheStatus(chosen.object, now: rule.now, detail: "disk"))
     }
 
     /// What the lane answers, for one request.

@@ -480,3 +480,20 @@ protocol DrainableConnection: AnyObject {
 }
 
 extension ClientChannelHandler: DrainableConnection {}
+
+// What every disk hit does, wherever it is answered (`RequestFlow.deliverFromDisk`, the hit lanes).
+extension ServerContext {
+    /// Counts a disk hit and notes the object's use for the disk tier's LRU.
+    func servedFromDisk(_ head: DiskObjectHead, disk: DiskStorage) {
+        self.counters.increment(.diskHit)
+        disk.touch(head)
+    }
+
+    /// Puts an object read whole from disk into memory (a slice at the cold end: see
+    /// `SliceGeometry`), counted when the memory tier takes it.
+    func promoteFromDisk(_ object: StoredObject, cold: Bool = false) {
+        if self.memory.insert(object, cold: cold) {
+            self.counters.increment(.diskPromotions)
+        }
+    }
+}
