@@ -105,7 +105,7 @@ let package = Package(
             swiftSettings: strict
         ),
         .testTarget(name: "CachePolicyTests", dependencies: ["CachePolicy", "LacquerTesting"], swiftSettings: strict),
-        .testTarget(name: "CacheStoreTests", dependencies: ["CacheStore", "LacquerTesting"], swiftSettings: strict),
+        .testTarget(name: "CacheStoreTests", dependencies: ["CacheStore", "CSQLiteNoWait", "LacquerTesting"], swiftSettings: strict),
         .testTarget(name: "VCLTests", dependencies: ["VCL", "LacquerTesting"], swiftSettings: strict),
         .testTarget(
             name: "LacquerServerTests",

@@ -2,8 +2,9 @@
 //
 // Reads of the main database and its WAL go through preadv2(2) with RWF_NOWAIT (Linux >= 4.14):
 // a page that is in the kernel's page cache is copied as by pread(2); one that is not makes the
-// read fail with EAGAIN, which the shim turns into SQLITE_IOERR_READ. The statement then fails
-// and the caller retries the same query on a thread that may block.
+// read fail with EAGAIN (the kernel may start reading it ahead; the read does not wait for it),
+// which the shim turns into SQLITE_IOERR_READ. The statement then fails and the caller retries
+// the same query on a thread that may block.
 // A read error aborts only the statement: the pager drops the page it could not read and the
 // connection stays usable (sqlite.org/c3ref/io_methods.html: xRead returns an error code).
 // Everything else (locks, the WAL index in shared memory, writes, which a query-only
@@ -35,9 +36,16 @@ static sqlite3_io_methods nowait_methods;
 #define BASE ((sqlite3_vfs *)nowait_vfs.pAppData)
 #define REAL(f) (((NoWaitFile *)(f))->real)
 
+static __thread int fail_reads;
+
+void lacquer_nowait_fail_reads(int on) {
+    fail_reads = on;
+}
+
 static int nw_read(sqlite3_file *file, void *buffer, int amount, sqlite3_int64 offset) {
     NoWaitFile *p = (NoWaitFile *)file;
     if (p->fd < 0) return REAL(file)->pMethods->xRead(REAL(file), buffer, amount, offset);
+    if (fail_reads) return SQLITE_IOERR_READ;
     char *out = buffer;
     int done = 0;
     while (done < amount) {

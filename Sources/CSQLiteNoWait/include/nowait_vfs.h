@@ -18,4 +18,10 @@ void lacquer_sqlite_configure(void);
 /// each event loop starts with a reader of its own.
 int lacquer_thread_slot(void);
 
+/// Tests only: while `on` is nonzero, every read on the calling thread through the nowait VFS fails
+/// as a read of a page
+/// that is not cached does (the kernel may start readahead for such a read and finish it before
+/// the read looks again, so a test cannot count on a dropped page staying absent).
+void lacquer_nowait_fail_reads(int on);
+
 #endif
