@@ -97,7 +97,7 @@ FROM objects, n WHERE objects.id = (SELECT MIN(id) FROM objects);
 SQL
 }
 
-# --- Helpers shared by edge.sh and connections.sh ---------------------------------------------
+# --- Helpers shared by edge.sh, connections.sh and tail.sh -------------------------------------
 
 # wait_port PORT [SCHEME]: until anything answers on 127.0.0.1:PORT (10 s at most).
 wait_port() {
@@ -160,4 +160,38 @@ bench_start_nginx() {
   nginx -p "$1" -c "$1/nginx.conf" -g 'daemon off;' >"$1/stderr.log" 2>&1 &
   STARTED+=($!)
   wait_port "$2" "${3:-http}" || { cat "$1/stderr.log" "$1/error.log" >&2; return 1; }
+}
+
+# bench_origin_1k CONNECTIONS: an nginx origin (1 worker) serving a random 1 KiB /1k with a long
+# max-age, under $W/origin; sets O and ORIGIN_PORT. (connections.sh, tail.sh)
+bench_origin_1k() {
+  O=$W/origin; mkdir -p "$O/www"; head -c 1024 /dev/urandom >"$O/www/1k"
+  ORIGIN_PORT=$(free_port)
+  bench_nginx_conf "$O" 1 "$1" "  server { listen 127.0.0.1:$ORIGIN_PORT; root $O/www; location = /1k { add_header Cache-Control \"max-age=86400\"; } }" >"$O/nginx.conf"
+  bench_start_nginx "$O" "$ORIGIN_PORT"
+}
+
+# bench_lacquer_edge [ARGS...]: Lacquer (2 loops, no admin, defaults otherwise plus ARGS) in front
+# of ORIGIN_PORT; sets LQ_PORT and LQ_PID. (connections.sh, tail.sh)
+bench_lacquer_edge() {
+  LQ_PORT=$(free_port)
+  "$BIN/lacquer" --listen 127.0.0.1:$LQ_PORT --admin off --backend "http://127.0.0.1:$ORIGIN_PORT" --threads 2 \
+    --log-level warning --access-log off --storage-dir "$W/lacquer-store" "$@" >"$W/lacquer.log" 2>&1 &
+  LQ_PID=$!
+  STARTED+=($LQ_PID)
+  wait_port "$LQ_PORT" || { cat "$W/lacquer.log" >&2; exit 1; }
+}
+
+# bench_nginx_edge CONNECTIONS: nginx proxy_cache (2 workers, cache lock, keep-alive upstream) in
+# front of ORIGIN_PORT, under $W/nginx; sets N and NX_PORT. (connections.sh, tail.sh)
+bench_nginx_edge() {
+  N=$W/nginx; mkdir -p "$N/cache"
+  NX_PORT=$(free_port)
+  bench_nginx_conf "$N" 2 "$1" "  proxy_cache_path $N/cache levels=1:2 keys_zone=edge:64m max_size=1g inactive=1d use_temp_path=off;
+  upstream origin { server 127.0.0.1:$ORIGIN_PORT; keepalive 64; }
+  server {
+    listen 127.0.0.1:$NX_PORT reuseport backlog=4096;
+    location / { proxy_pass http://origin; proxy_http_version 1.1; proxy_set_header Connection \"\"; proxy_cache edge; proxy_cache_lock on; }
+  }" >"$N/nginx.conf"
+  bench_start_nginx "$N" "$NX_PORT"
 }

@@ -53,27 +53,9 @@ BIN=$(bench_bin "$SCRATCH" $BUILD connections)
 
 bench_workdir connections
 
-O=$W/origin; mkdir -p "$O/www"; head -c 1024 /dev/urandom >"$O/www/1k"
-ORIGIN_PORT=$(free_port)
-bench_nginx_conf "$O" 1 20000 "  server { listen 127.0.0.1:$ORIGIN_PORT; root $O/www; location = /1k { add_header Cache-Control \"max-age=86400\"; } }" >"$O/nginx.conf"
-bench_start_nginx "$O" "$ORIGIN_PORT"
-
-LQ_PORT=$(free_port)
-"$BIN/lacquer" --listen 127.0.0.1:$LQ_PORT --admin off --backend "http://127.0.0.1:$ORIGIN_PORT" --threads 2 \
-  --log-level warning --access-log off --storage-dir "$W/lacquer-store" >"$W/lacquer.log" 2>&1 &
-LQ_PID=$!
-STARTED+=($LQ_PID)
-wait_port "$LQ_PORT" || { cat "$W/lacquer.log" >&2; exit 1; }
-
-N=$W/nginx; mkdir -p "$N/cache"
-NX_PORT=$(free_port)
-bench_nginx_conf "$N" 2 20000 "  proxy_cache_path $N/cache levels=1:2 keys_zone=edge:64m max_size=1g inactive=1d use_temp_path=off;
-  upstream origin { server 127.0.0.1:$ORIGIN_PORT; keepalive 64; }
-  server {
-    listen 127.0.0.1:$NX_PORT reuseport backlog=4096;
-    location / { proxy_pass http://origin; proxy_http_version 1.1; proxy_set_header Connection \"\"; proxy_cache edge; proxy_cache_lock on; }
-  }" >"$N/nginx.conf"
-bench_start_nginx "$N" "$NX_PORT"
+bench_origin_1k 20000
+bench_lacquer_edge
+bench_nginx_edge 20000
 
 declare -A PORT=([lacquer]=$LQ_PORT [nginx]=$NX_PORT)
 CACHES=(lacquer nginx)
