@@ -17,6 +17,8 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/uio.h>
 #include <unistd.h>
 #include "nowait_vfs.h"
@@ -172,3 +174,49 @@ int lacquer_nowait_vfs_register(void) {
     return registered;
 }
 
+
+// A body file that may be sent with sendfile(2) from an event loop: sendfile reads the pages it
+// sends, and a page that is not cached would make the loop wait for the disk. cachestat(2)
+// counts the cached pages of a range without touching them (the counts are a snapshot: a page
+// reclaimed right after is read back by sendfile, which is rare and bounded by one file).
+#ifndef __NR_cachestat
+#define __NR_cachestat 451
+#endif
+struct lacquer_cachestat_range { unsigned long long off, len; };
+struct lacquer_cachestat {
+    unsigned long long nr_cache, nr_dirty, nr_writeback, nr_evicted, nr_recently_evicted;
+};
+
+int lacquer_file_identity(int fd, struct lacquer_file_identity *identity) {
+    struct stat info;
+    if (fstat(fd, &info) != 0) return -errno;
+    identity->device = (unsigned long long)info.st_dev;
+    identity->inode = (unsigned long long)info.st_ino;
+    identity->change_seconds = (long long)info.st_ctim.tv_sec;
+    identity->change_nanoseconds = (long long)info.st_ctim.tv_nsec;
+    identity->size = (long long)info.st_size;
+    return 0;
+}
+
+int lacquer_open_if_cached(const char *path, const struct lacquer_file_identity *expected) {
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return -errno;
+    struct lacquer_file_identity found;
+    long long length = expected->size;
+    if (lacquer_file_identity(fd, &found) != 0 || found.device != expected->device || found.inode != expected->inode
+        || found.change_seconds != expected->change_seconds || found.change_nanoseconds != expected->change_nanoseconds
+        || found.size != length || length <= 0) {
+        close(fd);
+        return -ESTALE;
+    }
+    long page = sysconf(_SC_PAGESIZE);
+    unsigned long long pages = ((unsigned long long)length + (unsigned long long)page - 1) / (unsigned long long)page;
+    struct lacquer_cachestat_range range = { 0, (unsigned long long)length };
+    struct lacquer_cachestat counts;
+    memset(&counts, 0, sizeof counts);
+    if (syscall(__NR_cachestat, fd, &range, &counts, 0) != 0 || counts.nr_cache < pages) {
+        close(fd);
+        return -EAGAIN;
+    }
+    return fd;
+}

@@ -3,6 +3,7 @@ import Glibc
 #elseif canImport(Musl)
 import Musl
 #endif
+import CSQLiteNoWait
 import NIOCore
 
 /// Body files on disk: where they live, how they are written (temp file, optional fsync, rename)
@@ -22,18 +23,44 @@ enum BodyFile {
     static let blockSize = 65_536
 
     static func fileName(_ id: Int64) -> String {
-        let hex = String(UInt64(bitPattern: id), radix: 16)
-        return String(repeating: "0", count: max(0, 16 - hex.utf8.count)) + hex
+        String(self.relativePath(id).utf8.suffix(16))!
     }
 
     /// The two-level directory a body lives in, relative to the cache directory.
     static func shardDirectory(_ id: Int64) -> String {
-        let bits = UInt64(bitPattern: id)
-        return "bodies/" + self.hexByte(bits & 0xFF) + "/" + self.hexByte((bits >> 8) & 0xFF)
+        String(self.relativePath(id).utf8.prefix(self.relativePathLength - 17))!
     }
 
     static func relativePath(_ id: Int64) -> String {
-        self.shardDirectory(id) + "/" + self.fileName(id)
+        String(unsafeUninitializedCapacity: self.relativePathLength) { out in
+            self.writeRelativePath(id, into: out)
+            return self.relativePathLength
+        }
+    }
+
+    /// The length of `bodies/ab/cd/<16 hex digits>`.
+    static let relativePathLength = 29
+
+    /// Writes the layout above for `id` as bytes (a hit that sends a file builds no String).
+    static func writeRelativePath(_ id: Int64, into out: UnsafeMutableBufferPointer<UInt8>) {
+        let bits = UInt64(bitPattern: id)
+        let digits: StaticString = "0123456789abcdef"
+        var at = 0
+        func put(_ byte: UInt8) {
+            out[at] = byte
+            at += 1
+        }
+        func hex(_ value: UInt64, digitCount: Int) {
+            for shift in stride(from: (digitCount - 1) * 4, through: 0, by: -4) {
+                put(digits.utf8Start[Int((value >> UInt64(shift)) & 0xF)])
+            }
+        }
+        for byte in "bodies/".utf8 { put(byte) }
+        hex(bits & 0xFF, digitCount: 2)
+        put(UInt8(ascii: "/"))
+        hex((bits >> 8) & 0xFF, digitCount: 2)
+        put(UInt8(ascii: "/"))
+        hex(bits, digitCount: 16)
     }
 
     static func tempRelativePath(_ id: Int64) -> String {
@@ -199,9 +226,31 @@ enum BodyFile {
         }
         return .ioFailed(operation: operation, path: path, reason: self.describe(code))
     }
+}
 
-    private static func hexByte(_ value: UInt64) -> String {
-        let hex = String(value, radix: 16)
-        return hex.utf8.count == 1 ? "0" + hex : hex
+/// A body file known to hold exactly a memory object's body (`StoredObject.bodyFile`): its id
+/// and the version of the file (device, inode, change time, size) at the moment that was known.
+/// A file written, renamed over or replaced since then is another version and is not sent.
+public struct BodyFileNote: Sendable {
+    public let id: Int64
+    let identity: lacquer_file_identity
+
+    /// The note for file `id` as `fd` (open on it) finds it now; nil if it cannot be read.
+    init?(id: Int64, fd: CInt) {
+        var identity = lacquer_file_identity()
+        guard lacquer_file_identity(fd, &identity) == 0 else { return nil }
+        self.id = id
+        self.identity = identity
     }
+
+    /// The note for file `id` at `path` as it is now; nil if it cannot be opened.
+    init?(id: Int64, path: String) {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        self.init(id: id, fd: fd)
+    }
+
+    /// The length the file had.
+    public var length: Int64 { self.identity.size }
 }

@@ -21,6 +21,8 @@ public final class DiskBodyReader: Sendable {
     public let head: DiskObjectHead
     /// The body file.
     public let path: String
+    /// The body file's version as it was opened (nil for a body kept in the index).
+    let fileNote: BodyFileNote?
 
     private struct State {
         var fd: Int32
@@ -39,11 +41,13 @@ public final class DiskBodyReader: Sendable {
         head: DiskObjectHead,
         path: String,
         fd: Int32,
+        fileNote: BodyFileNote?,
         allocator: ByteBufferAllocator,
         onFailure: @escaping @Sendable (CacheStoreError) -> Void
     ) {
         self.head = head
         self.path = path
+        self.fileNote = fileNote
         self.allocator = allocator
         self.onFailure = onFailure
         self.state = Mutex(State(fd: fd, current: allocator.buffer(capacity: 0)))
@@ -55,6 +59,7 @@ public final class DiskBodyReader: Sendable {
         self.path = path
         self.allocator = allocator
         self.onFailure = { _ in }
+        self.fileNote = nil
         self.state = Mutex(State(fd: -1, nextBlock: head.blockChecksums.count, current: verifiedBody))
     }
 

@@ -141,6 +141,10 @@ extension DiskTier {
         }
         switch outcome {
         case .success(let result):
+            // The file is complete (renamed before the commit) and holds the object's bytes.
+            if !inline, let note = BodyFileNote(id: id, path: self.bodyPath(id)), note.length == bodyLength {
+                object.noteBodyFile(note)
+            }
             self.unlinkBodies(result.replaced)
             if result.overCapacity {
                 _ = try self.evict()
@@ -259,17 +263,19 @@ extension DiskTier {
             }
             try self.bodyFailed(head, .bodyMissing(key: head.key.description, path: path))
         }
-        var info = stat()
-        if fstat(fd, &info) != 0 || Int64(info.st_size) != head.bodyLength {
+        // The file's version as opened: what `load` notes once every block it reads matched.
+        let note = BodyFileNote(id: head.fileID, fd: fd)
+        let length = note?.length ?? 0
+        if length != head.bodyLength {
             Glibc.close(fd)
-            let short = Int64(info.st_size) < head.bodyLength
+            let short = length < head.bodyLength
             try self.bodyFailed(
                 head,
                 short ? .bodyMissing(key: head.key.description, path: path)
                     : .bodyChecksumMismatch(key: head.key.description, path: path)
             )
         }
-        return DiskBodyReader(head: head, path: path, fd: fd, allocator: allocator) { [weak self] error in
+        return DiskBodyReader(head: head, path: path, fd: fd, fileNote: note, allocator: allocator) { [weak self] error in
             try? self?.drop([head.fileID], missing: { if case .bodyMissing = error { true } else { false } }())
         }
     }
@@ -279,7 +285,10 @@ extension DiskTier {
         -> StoredObject
     {
         let reader = try self.openBody(head, allocator: allocator)
-        return head.storedObject(body: try reader.readAll(), hiddenFields: self.configuration.surrogateKeyFields)
+        let object = head.storedObject(body: try reader.readAll(), hiddenFields: self.configuration.surrogateKeyFields)
+        // Read whole, every block's checksum matched: that version of the file may be sent as it is.
+        if let note = reader.fileNote { object.noteBodyFile(note) }
+        return object
     }
 
     /// A body kept in the index row: read whole (it is at most `inlineBodyLimit`), its length and

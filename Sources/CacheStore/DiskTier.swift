@@ -99,6 +99,8 @@ public final class DiskTier: Sendable {
     public let startupWarnings: [String]
     /// The cache directory, without a trailing slash.
     public let directory: String
+    /// `directory` and a slash, as bytes, to build body file paths without a String.
+    private let directoryPrefix: [UInt8]
 
     struct Counters {
         var inserts = 0
@@ -184,6 +186,7 @@ public final class DiskTier: Sendable {
         while directory.count > 1 && directory.hasSuffix("/") { directory.removeLast() }
         self.configuration = configuration
         self.directory = directory
+        self.directoryPrefix = Array((directory + "/").utf8)
         lacquer_sqlite_configure()
 
         try BodyFile.makeDirectories(directory)
@@ -306,6 +309,34 @@ public final class DiskTier: Sendable {
 
     func bodyPath(_ id: Int64) -> String {
         self.directory + "/" + BodyFile.relativePath(id)
+    }
+
+    /// What `openIfCached` found.
+    public enum CachedBodyFile: Sendable {
+        /// The file, open for reading: the noted version, every page in the page cache. The
+        /// caller owns the descriptor.
+        case open(CInt)
+        /// Some of it is not in the page cache: sending it could wait for the disk.
+        case notCached
+        /// It is gone (evicted, purged) or another version (written to, replaced).
+        case gone
+    }
+
+    /// Opens the body file `note` names when sending it cannot wait for the disk (see
+    /// `lacquer_open_if_cached`); callable from an event loop: it takes no lock and reads no page.
+    public func openIfCached(_ note: BodyFileNote) -> CachedBodyFile {
+        let prefix = self.directoryPrefix
+        let count = prefix.count + BodyFile.relativePathLength
+        let fd = withUnsafeTemporaryAllocation(of: UInt8.self, capacity: count + 1) { path -> CInt in
+            _ = path.initialize(from: prefix)
+            BodyFile.writeRelativePath(note.id, into: UnsafeMutableBufferPointer(rebasing: path[prefix.count..<count]))
+            path[count] = 0
+            return withUnsafePointer(to: note.identity) { identity in
+                path.withMemoryRebound(to: CChar.self) { lacquer_open_if_cached($0.baseAddress!, identity) }
+            }
+        }
+        if fd >= 0 { return .open(fd) }
+        return fd == -EAGAIN ? .notCached : .gone
     }
 
     /// Runs `body` with the writer connection; throws `.closed` after `close()`.

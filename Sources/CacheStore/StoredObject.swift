@@ -73,7 +73,40 @@ public final class StoredObject: @unchecked Sendable {
     /// Where the rewritten fields end (and the reason phrase starts) in `wire`.
     private let rewrittenEnd: UInt32
     /// The body, when it is larger than `inlineBodyLimit`: shared by every delivery, never copied.
-    let largeBody: ByteBuffer?
+    var largeBody: ByteBuffer? { self.large?.bytes }
+    /// A large body and, once the disk tier holds it, its file there (a reference: an object
+    /// with an inline body pays 8 bytes for it, not a `ByteBuffer`'s 24).
+    private let large: LargeBody?
+
+    private final class LargeBody: Sendable {
+        let bytes: ByteBuffer
+        /// The disk tier's file holding exactly these bytes, if one is known. See `bodyFile`.
+        let file = Mutex<BodyFileNote?>(nil)
+
+        init(_ bytes: ByteBuffer) {
+            self.bytes = bytes
+        }
+    }
+
+    /// A disk tier body file known to hold exactly this object's (large) body: noted by the disk
+    /// tier when its row for this object commits, or when a disk hit read the file whole and its
+    /// checksums matched. A delivery may send the body from that file (sendfile(2)) while the
+    /// file is still that version and its pages are in the page cache; else it writes the bytes
+    /// it holds.
+    public var bodyFile: BodyFileNote? {
+        self.large?.file.withLock { $0 }
+    }
+
+    /// Notes that `file` holds this object's body (ignored for an inline body).
+    public func noteBodyFile(_ file: BodyFileNote) {
+        self.large?.file.withLock { $0 = file }
+    }
+
+    /// Forgets `file` (it is gone, or another version now); a later note of another file stays.
+    public func forgetBodyFile(_ file: BodyFileNote) {
+        self.large?.file.withLock { if $0?.id == file.id { $0 = nil } }
+    }
+
     /// When the request that produced this response was sent (RFC 9111 `request_time`).
     public let requestTime: Double
     /// When the response was received (RFC 9111 `response_time`).
@@ -212,7 +245,7 @@ public final class StoredObject: @unchecked Sendable {
         self.plainEnd = UInt32(plainBytes)
         self.inlineBodyEnd = UInt32(plainBytes + bodyBytes)
         self.rewrittenEnd = UInt32(plainBytes + bodyBytes + rewrittenBytes)
-        self.largeBody = inline ? nil : body
+        self.large = inline ? nil : LargeBody(body)
         self.plainDeliverable = status == 200 && !merged
         self.mentionsGzip = gzip
     }

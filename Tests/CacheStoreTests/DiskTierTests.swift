@@ -416,6 +416,61 @@ struct DiskTierTests {
     }
 
 
+    @Test("a large body's file is noted on the object when its row commits and when a read of it matched; it opens only as that version, fully cached")
+    func bodyFileNotes() throws {
+        let dir = try DiskTestDirectory()
+        let tier = try DiskTier(configuration: self.configuration(dir, inline: 16 * 1024))
+        defer { tier.close() }
+        let bytes = diskTestBytes(100_000, seed: 7)
+        let object = diskTestObject(target: "/large", body: bytes)
+        #expect(object.bodyFile == nil)
+        try tier.store(object)
+        let note = try #require(object.bodyFile)
+        #expect(note.length == 100_000)
+        guard case .open(let fd) = tier.openIfCached(note) else {
+            Issue.record("a file just written is not open as cached")
+            return
+        }
+        var read = [UInt8](repeating: 0, count: 100_001)
+        #expect(pread(fd, &read, read.count, 0) == 100_000)
+        close(fd)
+        #expect(Array(read.prefix(100_000)) == bytes)
+
+        // A small body lives in the index and has no file to note.
+        let small = diskTestObject(target: "/small", body: diskTestBytes(20_000, seed: 8))
+        try tier.store(small)
+        #expect(small.bodyFile != nil)  // 20,000 bytes: large in memory, a file on disk (over 16 KiB)
+        let inline = diskTestObject(target: "/inline", body: diskTestBytes(10_000, seed: 9))
+        try tier.store(inline)
+        #expect(inline.bodyFile == nil)
+
+        // Read whole with matching checksums: the loaded object carries the note of that version.
+        let head = try #require(try tier.lookup(object.key).first)
+        let loaded = try tier.load(head)
+        let loadedNote = try #require(loaded.bodyFile)
+        #expect(loadedNote.id == note.id)
+
+        // Written to since (its change time moves): another version, not opened.
+        let path = dir.path + "/" + BodyFile.relativePath(note.id)
+        let handle = try #require(FileHandle(forWritingAtPath: path))
+        try handle.seek(toOffset: 10)
+        handle.write(Data([bytes[10]]))  // the same byte: the content is unchanged, the version is not
+        try handle.close()
+        guard case .gone = tier.openIfCached(note) else {
+            Issue.record("a rewritten file opened as the noted version")
+            return
+        }
+        // Removed with its row: gone.
+        let other = diskTestObject(target: "/other", body: diskTestBytes(70_000, seed: 10))
+        try tier.store(other)
+        let otherNote = try #require(other.bodyFile)
+        _ = try tier.remove(keys: [other.key])
+        guard case .gone = tier.openIfCached(otherNote) else {
+            Issue.record("a removed file opened")
+            return
+        }
+    }
+
     @Test("uses are noted in memory, asked to be written once per full batch, and count in the LRU after the flush")
     func usesAreBatched() throws {
         let dir = try DiskTestDirectory()

@@ -24,4 +24,24 @@ int lacquer_thread_slot(void);
 /// the read looks again, so a test cannot count on a dropped page staying absent).
 void lacquer_nowait_fail_reads(int on);
 
+/// What tells one version of a file from another: a write to it, a rename or a replacement
+/// changes the inode or its change time (st_ctim, which no one sets at will), and the size.
+struct lacquer_file_identity {
+    unsigned long long device;
+    unsigned long long inode;
+    long long change_seconds;
+    long long change_nanoseconds;
+    long long size;
+};
+
+/// Reads the identity of open file `fd`. Returns 0, or a negative errno.
+int lacquer_file_identity(int fd, struct lacquer_file_identity *identity);
+
+/// Opens the file at `path` for reading when sending all of it cannot wait for the disk and it
+/// is still the version `expected` names: same identity, and every page of it in the page cache
+/// (cachestat(2), Linux >= 6.5). Returns the descriptor; else -ENOENT when there is no such
+/// file, -ESTALE when it is another version, -EAGAIN when it is not all cached (or the kernel
+/// cannot tell), another negative errno on other failures.
+int lacquer_open_if_cached(const char *path, const struct lacquer_file_identity *expected);
+
 #endif
