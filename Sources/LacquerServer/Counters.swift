@@ -19,6 +19,7 @@ public enum Counter: Int, CaseIterable, Sendable {
     case gunzipped, gzippedOnStore, gzipCorrupt
     case coalescedWaiters, backgroundRefreshes, staleServed, updatingServed, waiterTimeouts
     case diskHit, diskPromotions, diskStored, diskWriteDropped, diskWriteErrors, diskReadErrors
+    case bodySentFromFile, bodyFileNotCached
     case vclFailures, restarts, vclReloads, vclReloadFailures
     case bansAdded, bansRefused, bannedObjects, bansExpired, proxyHeaderRefused
     case tlsHandshakes, tlsHandshakeFailures, tlsHandshakeTimeouts, tlsReloads, tlsReloadFailures, http2Connections, http2Streams, http2ConnectionErrors
@@ -105,6 +106,8 @@ public enum Counter: Int, CaseIterable, Sendable {
         case .diskWriteDropped: "Disk tier writes dropped because the write queue was full."
         case .diskWriteErrors: "Disk tier writes that failed."
         case .diskReadErrors: "Disk tier reads that failed."
+        case .bodySentFromFile: "Large bodies sent from their disk tier file with sendfile instead of copied from memory."
+        case .bodyFileNotCached: "Large bodies copied from memory because their disk tier file was not all in the page cache."
         case .vclFailures: "VCL runs that failed."
         case .restarts: "Request restarts asked for by VCL."
         case .vclReloads: "Configuration reloads."
@@ -195,6 +198,8 @@ public enum Counter: Int, CaseIterable, Sendable {
         case .diskWriteDropped: "disk_write_dropped"
         case .diskWriteErrors: "disk_write_errors"
         case .diskReadErrors: "disk_read_errors"
+        case .bodySentFromFile: "body_sent_from_file"
+        case .bodyFileNotCached: "body_file_not_cached"
         case .vclFailures: "vcl_fail"
         case .restarts: "req_restarts"
         case .vclReloads: "vcl_reloads"

@@ -79,6 +79,9 @@ public struct ServerConfiguration: Sendable {
     public var hitForMissTTL: Double = 120
     /// Gzip compressible, uncompressed responses once when storing them (one copy serves all).
     public var gzipOnStore: Bool = false
+    /// Send large stored bodies from their disk tier file with sendfile(2) on plain HTTP/1.1
+    /// connections (`FileBody`); off, they are always copied from memory (nginx's `sendfile`).
+    public var sendfile: Bool = true
     /// Event loop threads; 0 means one per core.
     public var threads: Int = 0
     public var limits: Limits = Limits()

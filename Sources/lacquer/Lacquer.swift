@@ -128,6 +128,9 @@ struct Lacquer: AsyncParsableCommand {
     @Flag(name: .customLong("gzip-on-store"), help: "Gzip compressible uncompressed responses once when storing them; clients that do not accept gzip get them gunzipped.")
     var gzipOnStore = false
 
+    @Flag(name: .customLong("no-sendfile"), help: "Copy large stored bodies (64 KiB and more) from memory into the socket instead of sending them from their disk tier file with sendfile (nginx's 'sendfile off').")
+    var noSendfile = false
+
     @Flag(name: .customLong("demo"), help: "Start in front of a built-in slow demo origin and print curl commands to try.")
     var demo = false
 
@@ -353,6 +356,7 @@ struct Lacquer: AsyncParsableCommand {
         configuration.defaultStaleIfError = self.staleIfError
         configuration.hitForMissTTL = self.hitForMiss
         configuration.gzipOnStore = self.gzipOnStore
+        configuration.sendfile = !self.noSendfile
         configuration.threads = self.threads
         if let path = self.config {
             let vcl: CompiledVCL

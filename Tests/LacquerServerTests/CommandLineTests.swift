@@ -93,7 +93,7 @@ struct CommandLineTests {
             "--check-config", "--grace", "--stale-if-error", "--hit-for-miss", "--max-request-body", "--disk-size",
             "--passive-failures", "--passive-cooldown", "--passive-5xx", "--rate-limit", "--rate-burst", "--max-client-connections", "--keepalive-requests",
             "--access-log", "--access-log-format", "--drain-timeout", "--admin-secret", "--max-object-size", "--user",
-            "--gzip-on-store", "--threads", "--log-level", "--version", "--slice-threshold", "--slice-size",
+            "--gzip-on-store", "--no-sendfile", "--threads", "--log-level", "--version", "--slice-threshold", "--slice-size",
         ] {
             #expect(result.stdout.contains(flag), "\(flag) missing from --help")
         }

@@ -23,6 +23,9 @@ protocol FlowClient: AnyObject {
     /// Body bytes the end of the response follows immediately: written without a flush of
     /// their own, so head, body and end leave in one write.
     func writeFinalBody(_ buffer: ByteBuffer)
+    /// `writeFinalBody` for `object`'s large body, which a connection may send from the disk
+    /// tier's file instead (`FileBody`).
+    func writeStoredBody(_ buffer: ByteBuffer, of object: StoredObject)
     func flush()
     /// Ends the response; `close` ends the connection after it.
     func finishResponse(_ flow: RequestFlow, close: Bool)
@@ -38,6 +41,11 @@ protocol FlowClient: AnyObject {
 extension FlowClient {
     /// Only a connection whose hit lane looks at its requests notes anything.
     func takeNothingStored(_ key: CacheKey) -> Bool { false }
+
+    /// Only a client connection sends files.
+    func writeStoredBody(_ buffer: ByteBuffer, of object: StoredObject) {
+        self.writeFinalBody(buffer)
+    }
 }
 
 extension ClientChannelHandler: FlowClient {}

@@ -400,7 +400,7 @@ final class RequestFlow {
         let bodyBytes = method == .HEAD ? 0 : object.bodyLength
         client.writePreEncoded(head, status: object.status, cache: xStatus, bodyBytes: largeBody == nil ? bodyBytes : 0)
         if let largeBody {
-            client.writeFinalBody(largeBody)
+            client.writeStoredBody(largeBody, of: object)
         }
         self.dispatch(.delivered)
         return true

@@ -100,6 +100,9 @@ final class ClientChannelHandler: ChannelDuplexHandler, RemovableChannelHandler,
     let isStream: Bool
     /// Whether responses may be written as HTTP/1.1 bytes the flow encoded itself.
     var takesPreEncoded: Bool { !self.isStream }
+    /// Whether a stored body may be sent from its disk file (`FileBody`): HTTP/1.1 over plain
+    /// TCP, set when the pipeline is built.
+    var sendsFiles = false
     private var activated = false
     /// Set when the hit fast lane took a rate-limit token for the request it then left to the
     /// decoder (so the request does not pay twice).
@@ -439,6 +442,14 @@ final class ClientChannelHandler: ChannelDuplexHandler, RemovableChannelHandler,
     func writeFinalBody(_ buffer: ByteBuffer) {
         if self.logRecord != nil { self.logRecord?.bytes += buffer.readableBytes }
         self.context?.write(self.wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
+    }
+
+    func writeStoredBody(_ buffer: ByteBuffer, of object: StoredObject) {
+        guard let context = self.context else { return }
+        if self.logRecord != nil { self.logRecord?.bytes += buffer.readableBytes }
+        FileBody.write(buffer, of: object, allowed: self.sendsFiles, server: self.server, loop: self.eventLoop) { part, promise in
+            context.write(self.wrapOutboundOut(.body(part)), promise: promise)
+        }
     }
 
     /// Ends the current response; `close` ends the connection after it is flushed.

@@ -130,6 +130,8 @@ enum ClientPipeline {
         decoderLimits.maxHeaderListSize = limits.headerTotalBytes * 2
         decoderLimits.maxHeaderFieldCount = limits.headerFieldCount * 2
         let handler = ClientChannelHandler(server: context, eventLoop: channel.eventLoop, facts: facts)
+        // Behind TLS the session is known by now (ALPN chose HTTP/1.1); only plain TCP takes files.
+        handler.sendsFiles = facts.tls == nil && context.configuration.sendfile
         let observer = FirstByteObserver()
         observer.traffic = context.traffic(on: channel.eventLoop)
         handler.observer = observer

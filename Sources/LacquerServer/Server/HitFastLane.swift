@@ -181,7 +181,9 @@ final class HitFastLane: ChannelInboundHandler {
             allocator: context.channel.allocator)
         context.write(NIOAny(response), promise: nil)
         if let largeBody {
-            context.write(NIOAny(largeBody), promise: nil)
+            FileBody.write(largeBody, of: object, allowed: self.connection.sendsFiles, server: server, loop: context.eventLoop) {
+                context.write(NIOAny($0), promise: $1)
+            }
         }
         let duration = ClientChannelHandler.seconds(NIODeadline.now() - started)
         server.requestDurations.observe(.hit, seconds: duration)

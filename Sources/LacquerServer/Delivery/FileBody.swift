@@ -1,0 +1,51 @@
+import CacheStore
+import NIOCore
+
+/// A large stored body sent from the disk tier's file with sendfile(2) instead of copied from
+/// memory into the socket (nginx's `sendfile on`; Varnish's `-s file` gets the same effect from
+/// mmap). The kernel then hands the page cache's pages to the socket: the copy of every body byte
+/// into the socket buffer, most of a large hit's CPU, is gone.
+///
+/// Only when nothing can go wrong that the copy would have avoided:
+/// - the connection is HTTP/1.1 over plain TCP (TLS and HTTP/2 need the bytes in user space);
+/// - the object's body is at least `minimumBytes` (below that, opening the file costs more than
+///   the copy it saves);
+/// - the disk tier noted the file as holding exactly this object's body (`StoredObject.bodyFile`:
+///   written from these bytes, or read whole with every checksum matching);
+/// - the file is still there and still that version (not written to or replaced since: inode,
+///   change time and size), and every page of it is in the page cache, so sendfile does not wait
+///   for the disk on an event loop (`DiskTier.openIfCached`).
+/// Otherwise the bytes held in memory are written, as before; a file found gone or changed is
+/// forgotten.
+enum FileBody {
+    /// Bodies smaller than this are copied (measured with Benchmarks/scripts/filebody.sh).
+    static let minimumBytes = 64 * 1024
+
+    /// Writes `bytes`, the large body of `object`, with `write`; or, when `allowed` and the rules
+    /// above hold, a region of its disk file. The file is closed once that write completed or
+    /// failed (a client that left fails it).
+    static func write(
+        _ bytes: ByteBuffer, of object: StoredObject, allowed: Bool, server: ServerContext, loop: any EventLoop,
+        _ write: (IOData, EventLoopPromise<Void>?) -> Void
+    ) {
+        guard allowed, bytes.readableBytes >= Self.minimumBytes, let disk = server.disk, let file = object.bodyFile,
+            file.length == bytes.readableBytes
+        else {
+            return write(.byteBuffer(bytes), nil)
+        }
+        switch disk.tier.openIfCached(file) {
+        case .open(let descriptor):
+            server.counters.increment(.bodySentFromFile)
+            let handle = NIOFileHandle(_deprecatedTakingOwnershipOfDescriptor: descriptor)
+            let written = loop.makePromise(of: Void.self)
+            written.futureResult.whenComplete { _ in try? handle.close() }
+            write(.fileRegion(FileRegion(fileHandle: handle, readerIndex: 0, endIndex: bytes.readableBytes)), written)
+        case .notCached:
+            server.counters.increment(.bodyFileNotCached)
+            write(.byteBuffer(bytes), nil)
+        case .gone:
+            object.forgetBodyFile(file)
+            write(.byteBuffer(bytes), nil)
+        }
+    }
+}

@@ -1,0 +1,234 @@
+import CacheStore
+import FixtureOrigin
+import Foundation
+import LacquerServer
+import LacquerTesting
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Large bodies sent from the disk tier's file (sendfile) instead of copied from memory
+/// (`FileBody`): only the noted version of a file whose pages are all cached, only on plain
+/// HTTP/1.1, and always the origin's bytes.
+@Suite("Large bodies sent from their disk file", .serialized, .timeLimit(.minutes(3)))
+struct FileBodyTests {
+    static let length = 300_000
+    static let target = "/bytes/\(length)?cc=max-age%3D600"
+
+    /// The body files under the storage folder (paths).
+    static func bodyFiles(_ storage: String) -> [String] {
+        let enumerator = FileManager.default.enumerator(atPath: storage + "/bodies")
+        var files: [String] = []
+        while let relative = enumerator?.nextObject() as? String {
+            let path = storage + "/bodies/" + relative
+            var isDirectory: ObjCBool = false
+            if FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory), !isDirectory.boolValue {
+                files.append(path)
+            }
+        }
+        return files
+    }
+
+    /// Stores `target` (a MISS) and waits for its disk write.
+    static func stored(_ lacquer: LacquerServer, port: Int, _ target: String = Self.target) async throws {
+        let miss = try await runBlocking { try httpGet(port: port, target, timeout: 20) }
+        #expect(miss.header("X-Cache-Status") == "MISS")
+        #expect(try await waitForDiskWrites(lacquer, count: 1), "disk write did not complete")
+    }
+
+    @Test("a memory hit of a large body on plain HTTP/1.1 is sent from its disk file, lane and flow alike; HEAD and small bodies are not")
+    func sentFromFile() async throws {
+        try await withLacquer { lacquer, port, origin in
+            try await Self.stored(lacquer, port: port)
+            let expected = FixtureOrigin.pattern(Self.length)
+
+            let viaLane = try await runBlocking { try httpGet(port: port, Self.target, timeout: 20) }
+            #expect(viaLane.header("X-Cache-Status") == "HIT")
+            #expect(viaLane.header("Content-Length") == String(Self.length))
+            #expect(ClientLeavesTests.difference(viaLane.body, expected) == nil)
+            #expect(lacquer.counters[.bodySentFromFile] == 1)
+            #expect(lacquer.counters[.cacheHitFast] == 1)
+
+            // A request the lane leaves to the flow (a request directive) takes the same path.
+            let viaFlow = try await runBlocking {
+                try httpGet(port: port, Self.target, headers: [("Cache-Control", "max-stale=0")], timeout: 20)
+            }
+            #expect(viaFlow.header("X-Cache-Status") == "HIT")
+            #expect(ClientLeavesTests.difference(viaFlow.body, expected) == nil)
+            #expect(lacquer.counters[.cacheHitFast] == 1)
+            #expect(lacquer.counters[.bodySentFromFile] == 2)
+
+            // Several on one keep-alive connection, the file sent between pre-encoded heads.
+            try await runBlocking {
+                let client = try RawHTTPClient(port: port, timeout: 20)
+                defer { client.close() }
+                for _ in 0..<3 {
+                    try client.send(bytes: RawHTTPClient.serialize("GET", Self.target))
+                    let response = try client.readResponse()
+                    #expect(ClientLeavesTests.difference(response.body, expected) == nil)
+                }
+                try client.send(bytes: RawHTTPClient.serialize("HEAD", Self.target))
+                let head = try client.readResponse(isHead: true)
+                #expect(head.header("Content-Length") == String(Self.length) && head.body.isEmpty)
+            }
+            #expect(lacquer.counters[.bodySentFromFile] == 5)
+
+            // Below FileBody.minimumBytes a body is copied.
+            let small = "/bytes/40000?cc=max-age%3D600"
+            _ = try await runBlocking { try httpGet(port: port, small) }
+            #expect(try await waitForDiskWrites(lacquer, count: 2))
+            let smallHit = try await runBlocking { try httpGet(port: port, small) }
+            #expect(smallHit.header("X-Cache-Status") == "HIT" && smallHit.body == FixtureOrigin.pattern(40000))
+            #expect(lacquer.counters[.bodySentFromFile] == 5)
+            #expect(lacquer.counters[.bodyFileNotCached] == 0)
+            #expect(origin.requestCount(path: "/bytes/\(Self.length)") == 1)
+        }
+    }
+
+    @Test("a body file that was removed, rewritten in place or dropped from the page cache is not sent: the bytes in memory are")
+    func fileNotAsNoted() async throws {
+        try await withLacquer { lacquer, port, origin in
+            let expected = FixtureOrigin.pattern(Self.length)
+            let storage = lacquer.configuration.storageDirectory
+
+            // Dropped from the page cache (written back first, so the pages are clean and go).
+            try await Self.stored(lacquer, port: port)
+            let path = try #require(Self.bodyFiles(storage).first)
+            var dropped = false
+            for _ in 0..<5 where !dropped {
+                let fd = open(path, O_RDONLY)
+                #expect(fd >= 0)
+                fsync(fd)
+                posix_fadvise(fd, 0, 0, Int32(POSIX_FADV_DONTNEED))
+                close(fd)
+                let hit = try await runBlocking { try httpGet(port: port, Self.target, timeout: 20) }
+                #expect(ClientLeavesTests.difference(hit.body, expected) == nil)
+                dropped = lacquer.counters[.bodyFileNotCached] > 0
+            }
+            #expect(dropped, "the kernel kept the pages through five drops")
+            let sentBefore = lacquer.counters[.bodySentFromFile]
+
+            // Rewritten in place (one byte flipped, as a failing disk or a stray writer would):
+            // another version, never sent; the memory copy is.
+            var data = try Data(contentsOf: URL(fileURLWithPath: path))
+            data[1000] ^= 0xFF
+            try data.write(to: URL(fileURLWithPath: path))
+            for _ in 0..<2 {
+                let hit = try await runBlocking { try httpGet(port: port, Self.target, timeout: 20) }
+                #expect(hit.header("X-Cache-Status") == "HIT")
+                #expect(ClientLeavesTests.difference(hit.body, expected) == nil)
+            }
+            #expect(lacquer.counters[.bodySentFromFile] == sentBefore)
+
+            // Removed: the memory copy is sent, and the file is not looked for again.
+            let other = "/bytes/\(Self.length)?cc=max-age%3D600&n=2"
+            _ = try await runBlocking { try httpGet(port: port, other, timeout: 20) }
+            #expect(try await waitForDiskWrites(lacquer, count: 2))
+            let sent = lacquer.counters[.bodySentFromFile]
+            _ = try await runBlocking { try httpGet(port: port, other, timeout: 20) }
+            #expect(lacquer.counters[.bodySentFromFile] == sent + 1)
+            for file in Self.bodyFiles(storage) where file != path { try FileManager.default.removeItem(atPath: file) }
+            for _ in 0..<2 {
+                let hit = try await runBlocking { try httpGet(port: port, other, timeout: 20) }
+                #expect(ClientLeavesTests.difference(hit.body, expected) == nil)
+            }
+            #expect(lacquer.counters[.bodySentFromFile] == sent + 1)
+            #expect(origin.requestCount(path: "/bytes/\(Self.length)") == 2)
+        }
+    }
+
+    @Test("an object read whole from disk (checksums matched) is sent from that file once it is back in memory")
+    func promotedFromDisk() async throws {
+        try await withLacquer { lacquer, port, origin in
+            try await Self.stored(lacquer, port: port)
+            lacquer.memory.removeAll { _ in true }
+            let fromDisk = try await runBlocking { try httpGet(port: port, Self.target, timeout: 20) }
+            #expect(fromDisk.header("Cache-Status")?.contains("detail=disk") == true)
+            #expect(ClientLeavesTests.difference(fromDisk.body, FixtureOrigin.pattern(Self.length)) == nil)
+            let sent = lacquer.counters[.bodySentFromFile]
+            let fromMemory = try await runBlocking { try httpGet(port: port, Self.target, timeout: 20) }
+            #expect(fromMemory.header("Cache-Status")?.contains("detail=disk") == false)
+            #expect(ClientLeavesTests.difference(fromMemory.body, FixtureOrigin.pattern(Self.length)) == nil)
+            #expect(lacquer.counters[.bodySentFromFile] == sent + 1)
+            #expect(origin.requestCount(path: "/bytes/\(Self.length)") == 1)
+        }
+    }
+
+    @Test("clients that leave while a body file is being sent: every file is closed, the object stays")
+    func clientLeavesMidFile() async throws {
+        let length = 4_000_000
+        let target = "/bytes/\(length)?cc=max-age%3D600"
+        try await withLacquer(configure: { $0.memoryMaxObjectBytes = 8 << 20 }) { lacquer, port, origin in
+            try await Self.stored(lacquer, port: port, target)
+            let storage = lacquer.configuration.storageDirectory
+            let baseline = OpenSockets.files(under: storage)
+            for leaveAfter in [0, 1, 100_000] {
+                try await runBlocking {
+                    let client = try RawHTTPClient(port: port, timeout: 10)
+                    try client.send(bytes: RawHTTPClient.serialize("GET", target))
+                    if leaveAfter > 0 {
+                        _ = try client.readResponseHead()
+                        _ = try client.readToEOF(max: leaveAfter)
+                    }
+                    client.reset()
+                }
+            }
+            #expect(try await eventually { OpenSockets.files(under: storage) <= baseline }, "body files left open")
+            #expect(lacquer.counters[.bodySentFromFile] >= 2)
+            let whole = try await runBlocking { try httpGet(port: port, target, timeout: 20) }
+            #expect(ClientLeavesTests.difference(whole.body, FixtureOrigin.pattern(length)) == nil)
+            #expect(try await eventually { OpenSockets.files(under: storage) <= baseline }, "body files left open")
+            #expect(origin.requestCount(path: "/bytes/\(length)") == 1)
+        }
+    }
+}
+
+extension FileBodyTests {
+    @Test("behind TLS (HTTP/1.1 and HTTP/2) and over h2c the body is copied from memory, never sent from the file")
+    func notOverTLSOrHTTP2() async throws {
+        try await TLSTests.withTLSLacquer { lacquer, tlsPort, plainPort, origin, _ in
+            let host = "localhost:\(tlsPort)"
+            let miss = try await runBlocking { try httpGet(port: plainPort, Self.target, headers: [("Host", host)], timeout: 20) }
+            #expect(miss.header("X-Cache-Status") == "MISS")
+            #expect(try await waitForDiskWrites(lacquer, count: 1))
+            let output = try makeTemporaryDirectory("filebody") + "/body"
+            defer { try? FileManager.default.removeItem(atPath: (output as NSString).deletingLastPathComponent) }
+            let clients: [[String]] = [
+                ["-k", "--http1.1", "https://\(host)\(Self.target)"],
+                ["-k", "--http2", "https://\(host)\(Self.target)"],
+                ["--http2-prior-knowledge", "-H", "Host: \(host)", "http://127.0.0.1:\(plainPort)\(Self.target)"],
+            ]
+            for arguments in clients {
+                let outcome = try ExternalTool.run(
+                    "curl", ["-s", "-S", "--max-time", "10", "--resolve", "localhost:\(tlsPort):127.0.0.1", "-o", output] + arguments)
+                #expect(outcome.status == 0, "curl \(arguments): \(outcome.errors)")
+                let body = [UInt8](try Data(contentsOf: URL(fileURLWithPath: output)))
+                #expect(ClientLeavesTests.difference(body, FixtureOrigin.pattern(Self.length)) == nil, "\(arguments)")
+            }
+            #expect(lacquer.counters[.cacheHit] == 3)
+            #expect(lacquer.counters[.bodySentFromFile] == 0)
+            // The same object on plain HTTP/1.1 is sent from the file.
+            let plain = try await runBlocking { try httpGet(port: plainPort, Self.target, headers: [("Host", host)], timeout: 20) }
+            #expect(ClientLeavesTests.difference(plain.body, FixtureOrigin.pattern(Self.length)) == nil)
+            #expect(lacquer.counters[.bodySentFromFile] == 1)
+            #expect(origin.requestCount(path: "/bytes/\(Self.length)") == 1)
+        }
+    }
+}
+
+extension FileBodyTests {
+    @Test("with sendfile off (--no-sendfile) a large body is always copied from memory")
+    func sendfileOff() async throws {
+        try await withLacquer(configure: { $0.sendfile = false }) { lacquer, port, _ in
+            try await Self.stored(lacquer, port: port)
+            for _ in 0..<2 {
+                let hit = try await runBlocking { try httpGet(port: port, Self.target, timeout: 20) }
+                #expect(hit.header("X-Cache-Status") == "HIT")
+                #expect(ClientLeavesTests.difference(hit.body, FixtureOrigin.pattern(Self.length)) == nil)
+            }
+            #expect(lacquer.counters[.bodySentFromFile] == 0 && lacquer.counters[.bodyFileNotCached] == 0)
+        }
+    }
+}
