@@ -198,15 +198,14 @@ int lacquer_file_identity(int fd, struct lacquer_file_identity *identity) {
     return 0;
 }
 
-int lacquer_open_if_cached(const char *path, const struct lacquer_file_identity *expected) {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return -errno;
-    struct lacquer_file_identity found;
+int lacquer_check_if_cached(int fd, const struct lacquer_file_identity *expected) {
+    struct stat info;
+    if (fstat(fd, &info) != 0) return -errno;
     long long length = expected->size;
-    if (lacquer_file_identity(fd, &found) != 0 || found.device != expected->device || found.inode != expected->inode
-        || found.change_seconds != expected->change_seconds || found.change_nanoseconds != expected->change_nanoseconds
-        || found.size != length || length <= 0) {
-        close(fd);
+    if ((unsigned long long)info.st_dev != expected->device || (unsigned long long)info.st_ino != expected->inode
+        || (long long)info.st_ctim.tv_sec != expected->change_seconds
+        || (long long)info.st_ctim.tv_nsec != expected->change_nanoseconds || (long long)info.st_size != length
+        || info.st_nlink == 0 || length <= 0) {
         return -ESTALE;
     }
     long page = sysconf(_SC_PAGESIZE);
@@ -214,9 +213,17 @@ int lacquer_open_if_cached(const char *path, const struct lacquer_file_identity 
     struct lacquer_cachestat_range range = { 0, (unsigned long long)length };
     struct lacquer_cachestat counts;
     memset(&counts, 0, sizeof counts);
-    if (syscall(__NR_cachestat, fd, &range, &counts, 0) != 0 || counts.nr_cache < pages) {
+    if (syscall(__NR_cachestat, fd, &range, &counts, 0) != 0 || counts.nr_cache < pages) return -EAGAIN;
+    return 0;
+}
+
+int lacquer_open_if_cached(const char *path, const struct lacquer_file_identity *expected) {
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return -errno;
+    int checked = lacquer_check_if_cached(fd, expected);
+    if (checked != 0) {
         close(fd);
-        return -EAGAIN;
+        return checked;
     }
     return fd;
 }

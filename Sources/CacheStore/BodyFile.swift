@@ -5,6 +5,7 @@ import Musl
 #endif
 import CSQLiteNoWait
 import NIOCore
+import Synchronization
 
 /// Body files on disk: where they live, how they are written (temp file, optional fsync, rename)
 /// and the small POSIX helpers around them.
@@ -253,4 +254,37 @@ public struct BodyFileNote: Sendable {
 
     /// The length the file had.
     public var length: Int64 { self.identity.size }
+}
+
+/// A body file held open for sending (nginx's `open_file_cache`): one descriptor shared by every
+/// send of it, on any thread (each send passes its own offsets), closed when the last holder
+/// lets go. A memory object keeps the one of its body (`StoredObject.openBodyFile`) while fewer
+/// than `limit` are kept process-wide; beyond that a send opens and closes its own.
+public final class OpenBodyFile: Sendable {
+    public let descriptor: CInt
+    /// Whether this one counts against `limit` (kept by an object).
+    let counted: Bool
+    private static let kept = Atomic<Int>(0)
+    /// A quarter of the descriptors the process may open, so kept files never starve accepts.
+    static let limit: Int = {
+        var limits = rlimit()
+        guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limits) == 0 else { return 256 }
+        return Int(min(limits.rlim_cur / 4, 65_536))
+    }()
+
+    /// Takes ownership of `descriptor`; `keep` asks to count it as kept, which it is only while
+    /// under the limit.
+    init(descriptor: CInt, keep: Bool) {
+        self.descriptor = descriptor
+        self.counted = keep && Self.kept.wrappingAdd(1, ordering: .relaxed).newValue <= Self.limit
+        if keep && !self.counted { Self.kept.wrappingSubtract(1, ordering: .relaxed) }
+    }
+
+    deinit {
+        close(self.descriptor)
+        if self.counted { Self.kept.wrappingSubtract(1, ordering: .relaxed) }
+    }
+
+    /// How many are kept by objects now.
+    public static var keptCount: Int { self.kept.load(ordering: .relaxed) }
 }

@@ -313,21 +313,43 @@ public final class DiskTier: Sendable {
 
     /// What `openIfCached` found.
     public enum CachedBodyFile: Sendable {
-        /// The file, open for reading: the noted version, every page in the page cache. The
-        /// caller owns the descriptor.
-        case open(CInt)
-        /// Some of it is not in the page cache: sending it could wait for the disk.
+        /// The file, open for reading: the noted version, every page in the page cache.
+        case open(OpenBodyFile)
+        /// Some of it is not in the page cache (sending it could wait for the disk), or it cannot
+        /// be opened at the moment (out of file descriptors).
         case notCached
-        /// It is gone (evicted, purged) or another version (written to, replaced).
+        /// No file is noted, or it is gone (evicted, purged) or another version (written to,
+        /// replaced): the note is forgotten.
         case gone
     }
 
-    /// Opens the body file `note` names when sending it cannot wait for the disk (see
-    /// `lacquer_open_if_cached`); callable from an event loop: it takes no lock and reads no page.
-    public func openIfCached(_ note: BodyFileNote) -> CachedBodyFile {
+    /// `object`'s body file, open, when sending it cannot wait for the disk (see
+    /// `lacquer_check_if_cached`): the descriptor the object keeps, checked again, or a new one
+    /// (then kept, within `OpenBodyFile.limit`). Callable from an event loop: it takes no lock
+    /// held across I/O and reads no page.
+    public func openIfCached(bodyOf object: StoredObject) -> CachedBodyFile {
+        guard let (note, kept) = object.bodyFileState else { return .gone }
+        let result: CInt
+        if let kept {
+            result = withUnsafePointer(to: note.identity) { lacquer_check_if_cached(kept.descriptor, $0) }
+            if result == 0 { return .open(kept) }
+        } else {
+            result = self.openNoted(note)
+            if result >= 0 {
+                return .open(object.keepOpen(OpenBodyFile(descriptor: result, keep: true), for: note))
+            }
+        }
+        // Out of descriptors or memory is a moment's trouble, not a sign the file changed.
+        if [EAGAIN, EMFILE, ENFILE, ENOMEM, EINTR].contains(-result) { return .notCached }
+        object.forgetBodyFile(note)
+        return .gone
+    }
+
+    /// `lacquer_open_if_cached` on the file `note` names.
+    private func openNoted(_ note: BodyFileNote) -> CInt {
         let prefix = self.directoryPrefix
         let count = prefix.count + BodyFile.relativePathLength
-        let fd = withUnsafeTemporaryAllocation(of: UInt8.self, capacity: count + 1) { path -> CInt in
+        return withUnsafeTemporaryAllocation(of: UInt8.self, capacity: count + 1) { path -> CInt in
             _ = path.initialize(from: prefix)
             BodyFile.writeRelativePath(note.id, into: UnsafeMutableBufferPointer(rebasing: path[prefix.count..<count]))
             path[count] = 0
@@ -335,8 +357,6 @@ public final class DiskTier: Sendable {
                 path.withMemoryRebound(to: CChar.self) { lacquer_open_if_cached($0.baseAddress!, identity) }
             }
         }
-        if fd >= 0 { return .open(fd) }
-        return fd == -EAGAIN ? .notCached : .gone
     }
 
     /// Runs `body` with the writer connection; throws `.closed` after `close()`.

@@ -80,8 +80,9 @@ public final class StoredObject: @unchecked Sendable {
 
     private final class LargeBody: Sendable {
         let bytes: ByteBuffer
-        /// The disk tier's file holding exactly these bytes, if one is known. See `bodyFile`.
-        let file = Mutex<BodyFileNote?>(nil)
+        /// The disk tier's file holding exactly these bytes, if one is known, and the descriptor
+        /// kept open on it. See `bodyFile`.
+        let file = Mutex<(note: BodyFileNote?, open: OpenBodyFile?)>((nil, nil))
 
         init(_ bytes: ByteBuffer) {
             self.bytes = bytes
@@ -94,17 +95,39 @@ public final class StoredObject: @unchecked Sendable {
     /// file is still that version and its pages are in the page cache; else it writes the bytes
     /// it holds.
     public var bodyFile: BodyFileNote? {
-        self.large?.file.withLock { $0 }
+        self.large?.file.withLock { $0.note }
+    }
+
+    /// The note and the descriptor kept open on its file, if any.
+    var bodyFileState: (note: BodyFileNote, open: OpenBodyFile?)? {
+        self.large?.file.withLock { state in state.note.map { ($0, state.open) } }
     }
 
     /// Notes that `file` holds this object's body (ignored for an inline body).
     public func noteBodyFile(_ file: BodyFileNote) {
-        self.large?.file.withLock { $0 = file }
+        self.large?.file.withLock { $0 = (file, nil) }
     }
 
-    /// Forgets `file` (it is gone, or another version now); a later note of another file stays.
+    /// Forgets `file` (it is gone, or another version now) and closes what was kept open on it;
+    /// a later note of another file stays.
     public func forgetBodyFile(_ file: BodyFileNote) {
-        self.large?.file.withLock { if $0?.id == file.id { $0 = nil } }
+        let dropped: OpenBodyFile? = self.large?.file.withLock { state in
+            guard state.note?.id == file.id else { return nil }
+            defer { state = (nil, nil) }
+            return state.open
+        }
+        _ = dropped  // released outside the lock: its deinit closes the descriptor
+    }
+
+    /// Keeps `open` (on the file `note` names) with the object, unless one is kept already (that
+    /// one is returned) or the note changed (`open` is returned, not kept).
+    func keepOpen(_ open: OpenBodyFile, for note: BodyFileNote) -> OpenBodyFile {
+        self.large?.file.withLock { state in
+            guard state.note?.id == note.id else { return open }
+            if let kept = state.open { return kept }
+            state.open = open
+            return open
+        } ?? open
     }
 
     /// When the request that produced this response was sent (RFC 9111 `request_time`).

@@ -427,14 +427,19 @@ struct DiskTierTests {
         try tier.store(object)
         let note = try #require(object.bodyFile)
         #expect(note.length == 100_000)
-        guard case .open(let fd) = tier.openIfCached(note) else {
+        guard case .open(let file) = tier.openIfCached(bodyOf: object) else {
             Issue.record("a file just written is not open as cached")
             return
         }
         var read = [UInt8](repeating: 0, count: 100_001)
-        #expect(pread(fd, &read, read.count, 0) == 100_000)
-        close(fd)
+        #expect(pread(file.descriptor, &read, read.count, 0) == 100_000)
         #expect(Array(read.prefix(100_000)) == bytes)
+        // The object keeps the descriptor: the next send checks it again instead of opening.
+        guard case .open(let again) = tier.openIfCached(bodyOf: object) else {
+            Issue.record("the kept file is not open as cached")
+            return
+        }
+        #expect(again === file)
 
         // A small body lives in the index and has no file to note.
         let small = diskTestObject(target: "/small", body: diskTestBytes(20_000, seed: 8))
@@ -450,25 +455,31 @@ struct DiskTierTests {
         let loadedNote = try #require(loaded.bodyFile)
         #expect(loadedNote.id == note.id)
 
-        // Written to since (its change time moves): another version, not opened.
+        // Written to since (its change time moves): another version, not sent, the note and the
+        // kept descriptor dropped.
         let path = dir.path + "/" + BodyFile.relativePath(note.id)
         let handle = try #require(FileHandle(forWritingAtPath: path))
         try handle.seek(toOffset: 10)
         handle.write(Data([bytes[10]]))  // the same byte: the content is unchanged, the version is not
         try handle.close()
-        guard case .gone = tier.openIfCached(note) else {
+        guard case .gone = tier.openIfCached(bodyOf: object) else {
             Issue.record("a rewritten file opened as the noted version")
             return
         }
-        // Removed with its row: gone.
+        #expect(object.bodyFile == nil)
+        // Removed with its row while its descriptor was kept: gone (unlinked), dropped.
         let other = diskTestObject(target: "/other", body: diskTestBytes(70_000, seed: 10))
         try tier.store(other)
-        let otherNote = try #require(other.bodyFile)
+        guard case .open = tier.openIfCached(bodyOf: other) else {
+            Issue.record("a file just written is not open as cached")
+            return
+        }
         _ = try tier.remove(keys: [other.key])
-        guard case .gone = tier.openIfCached(otherNote) else {
+        guard case .gone = tier.openIfCached(bodyOf: other) else {
             Issue.record("a removed file opened")
             return
         }
+        #expect(other.bodyFile == nil)
     }
 
     @Test("uses are noted in memory, asked to be written once per full batch, and count in the LRU after the flush")

@@ -74,6 +74,9 @@ struct FileBodyTests {
                 #expect(head.header("Content-Length") == String(Self.length) && head.body.isEmpty)
             }
             #expect(lacquer.counters[.bodySentFromFile] == 5)
+            // One descriptor, kept with the object (not one per send); released with the object.
+            let bodies = lacquer.configuration.storageDirectory + "/bodies"
+            #expect(OpenSockets.files(under: bodies) == 1)
 
             // Below FileBody.minimumBytes a body is copied.
             let small = "/bytes/40000?cc=max-age%3D600"
@@ -84,6 +87,8 @@ struct FileBodyTests {
             #expect(lacquer.counters[.bodySentFromFile] == 5)
             #expect(lacquer.counters[.bodyFileNotCached] == 0)
             #expect(origin.requestCount(path: "/bytes/\(Self.length)") == 1)
+            lacquer.memory.removeAll { _ in true }
+            #expect(try await eventually { OpenSockets.files(under: bodies) == 0 }, "the kept descriptor outlived its object")
         }
     }
 
@@ -162,8 +167,7 @@ struct FileBodyTests {
         let target = "/bytes/\(length)?cc=max-age%3D600"
         try await withLacquer(configure: { $0.memoryMaxObjectBytes = 8 << 20 }) { lacquer, port, origin in
             try await Self.stored(lacquer, port: port, target)
-            let storage = lacquer.configuration.storageDirectory
-            let baseline = OpenSockets.files(under: storage)
+            let bodies = lacquer.configuration.storageDirectory + "/bodies"
             for leaveAfter in [0, 1, 100_000] {
                 try await runBlocking {
                     let client = try RawHTTPClient(port: port, timeout: 10)
@@ -175,12 +179,14 @@ struct FileBodyTests {
                     client.reset()
                 }
             }
-            #expect(try await eventually { OpenSockets.files(under: storage) <= baseline }, "body files left open")
+            // Only the descriptor the object keeps is open.
+            #expect(try await eventually { OpenSockets.files(under: bodies) <= 1 }, "body files left open")
             #expect(lacquer.counters[.bodySentFromFile] >= 2)
             let whole = try await runBlocking { try httpGet(port: port, target, timeout: 20) }
             #expect(ClientLeavesTests.difference(whole.body, FixtureOrigin.pattern(length)) == nil)
-            #expect(try await eventually { OpenSockets.files(under: storage) <= baseline }, "body files left open")
             #expect(origin.requestCount(path: "/bytes/\(length)") == 1)
+            lacquer.memory.removeAll { _ in true }
+            #expect(try await eventually { OpenSockets.files(under: bodies) == 0 }, "body files left open")
         }
     }
 }

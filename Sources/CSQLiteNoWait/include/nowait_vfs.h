@@ -37,11 +37,15 @@ struct lacquer_file_identity {
 /// Reads the identity of open file `fd`. Returns 0, or a negative errno.
 int lacquer_file_identity(int fd, struct lacquer_file_identity *identity);
 
-/// Opens the file at `path` for reading when sending all of it cannot wait for the disk and it
-/// is still the version `expected` names: same identity, and every page of it in the page cache
-/// (cachestat(2), Linux >= 6.5). Returns the descriptor; else -ENOENT when there is no such
-/// file, -ESTALE when it is another version, -EAGAIN when it is not all cached (or the kernel
-/// cannot tell), another negative errno on other failures.
+/// Whether open file `fd` may be sent without waiting for the disk as the version `expected`
+/// names: same identity, still linked (not removed), and every page of it in the page cache
+/// (cachestat(2), Linux >= 6.5). Returns 0; else -ESTALE when it is another version or was
+/// removed, -EAGAIN when it is not all cached (or the kernel cannot tell), another negative errno
+/// on other failures.
+int lacquer_check_if_cached(int fd, const struct lacquer_file_identity *expected);
+
+/// Opens the file at `path` for reading when `lacquer_check_if_cached` passes for it. Returns the
+/// descriptor; else -ENOENT when there is no such file, or what the check returned.
 int lacquer_open_if_cached(const char *path, const struct lacquer_file_identity *expected);
 
 #endif

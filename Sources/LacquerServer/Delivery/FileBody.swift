@@ -33,18 +33,22 @@ enum FileBody {
         else {
             return write(.byteBuffer(bytes), nil)
         }
-        switch disk.tier.openIfCached(file) {
-        case .open(let descriptor):
+        switch disk.tier.openIfCached(bodyOf: object) {
+        case .open(let file):
             server.counters.increment(.bodySentFromFile)
-            let handle = NIOFileHandle(_deprecatedTakingOwnershipOfDescriptor: descriptor)
+            // The region's handle borrows the descriptor `file` owns (it may be shared by sends on
+            // other loops: each passes its own offsets); `file` is held until the write is done.
+            let handle = NIOFileHandle(_deprecatedTakingOwnershipOfDescriptor: file.descriptor)
             let written = loop.makePromise(of: Void.self)
-            written.futureResult.whenComplete { _ in try? handle.close() }
+            written.futureResult.whenComplete { _ in
+                _ = try? handle.takeDescriptorOwnership()
+                withExtendedLifetime(file) {}
+            }
             write(.fileRegion(FileRegion(fileHandle: handle, readerIndex: 0, endIndex: bytes.readableBytes)), written)
         case .notCached:
             server.counters.increment(.bodyFileNotCached)
             write(.byteBuffer(bytes), nil)
         case .gone:
-            object.forgetBodyFile(file)
             write(.byteBuffer(bytes), nil)
         }
     }
