@@ -5,6 +5,8 @@
 #
 #   Benchmarks/scripts/filebody.sh [--no-build] [--rounds N] [--duration 5s] [--sizes "16 64 100 1024"]
 #   OLD_BIN=/path/to/old/lacquer Benchmarks/scripts/filebody.sh ...
+#   OLD_BIN=.build-bench/release/lacquer OLD_ARGS=--no-sendfile Benchmarks/scripts/filebody.sh --no-build
+#     (the same build with sendfile off: what sending from the file buys)
 #
 # Per size (KiB), medians of interleaved rounds of wrk -t2 -c64: req/s of each server, Lacquer's
 # CPU per request (µs, from /proc), and the ratios Lacquer/nginx (and new/old). Lacquer runs with
@@ -23,7 +25,7 @@ while [ $# -gt 0 ]; do
     --rounds) ROUNDS=$2; shift ;;
     --duration) DURATION=$2; shift ;;
     --sizes) SIZES=$2; shift ;;
-    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
   shift
@@ -47,7 +49,7 @@ SERVERS="lacquer nginx"
 if [ -n "${OLD_BIN:-}" ]; then
   OLD_PORT=$(free_port)
   "$OLD_BIN" --listen 127.0.0.1:$OLD_PORT --admin off --backend "http://127.0.0.1:$ORIGIN_PORT" --threads 2 \
-    --log-level warning --access-log off --storage-dir "$W/old-store" --memory 512MiB >"$W/old.log" 2>&1 &
+    --log-level warning --access-log off --storage-dir "$W/old-store" --memory 512MiB ${OLD_ARGS:-} >"$W/old.log" 2>&1 &
   PID[old]=$!; STARTED+=($!)
   wait_port "$OLD_PORT"
   PORT[old]=$OLD_PORT; SERVERS="old lacquer nginx"
