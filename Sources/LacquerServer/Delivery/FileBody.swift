@@ -8,29 +8,27 @@ import NIOCore
 ///
 /// Only when nothing can go wrong that the copy would have avoided:
 /// - the connection is HTTP/1.1 over plain TCP (TLS and HTTP/2 need the bytes in user space);
-/// - the object's body is at least `minimumBytes` (below that, opening the file costs more than
-///   the copy it saves);
+/// - the object's body is at least `minimumBytes` (below that, checking the file and a second
+///   syscall cost about what the copy they save does);
 /// - the disk tier noted the file as holding exactly this object's body (`StoredObject.bodyFile`:
 ///   written from these bytes, or read whole with every checksum matching);
-/// - the file is still there and still that version (not written to or replaced since: inode,
-///   change time and size), and every page of it is in the page cache, so sendfile does not wait
-///   for the disk on an event loop (`DiskTier.openIfCached`).
+/// - the file is still there and still that version (not written to, replaced or removed since:
+///   inode, change time, size, links), and every page of it is in the page cache, so sendfile
+///   does not wait for the disk on an event loop (`DiskTier.openIfCached`).
 /// Otherwise the bytes held in memory are written, as before; a file found gone or changed is
-/// forgotten.
+/// forgotten. The descriptor stays open with the object (`OpenBodyFile`) for its next sends.
 enum FileBody {
     /// Bodies smaller than this are copied (measured with Benchmarks/scripts/filebody.sh).
     static let minimumBytes = 64 * 1024
 
     /// Writes `bytes`, the large body of `object`, with `write`; or, when `allowed` and the rules
-    /// above hold, a region of its disk file. The file is closed once that write completed or
-    /// failed (a client that left fails it).
+    /// above hold, a region of its disk file, whose descriptor is held until that write completed
+    /// or failed (a client that left fails it).
     static func write(
         _ bytes: ByteBuffer, of object: StoredObject, allowed: Bool, server: ServerContext, loop: any EventLoop,
         _ write: (IOData, EventLoopPromise<Void>?) -> Void
     ) {
-        guard allowed, bytes.readableBytes >= Self.minimumBytes, let disk = server.disk, let file = object.bodyFile,
-            file.length == bytes.readableBytes
-        else {
+        guard allowed, bytes.readableBytes >= Self.minimumBytes, let disk = server.disk else {
             return write(.byteBuffer(bytes), nil)
         }
         switch disk.tier.openIfCached(bodyOf: object) {
@@ -48,7 +46,7 @@ enum FileBody {
         case .notCached:
             server.counters.increment(.bodyFileNotCached)
             write(.byteBuffer(bytes), nil)
-        case .gone:
+        case .gone:  // no file noted, or no longer the one noted
             write(.byteBuffer(bytes), nil)
         }
     }
