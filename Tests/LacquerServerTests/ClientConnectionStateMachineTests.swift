@@ -71,7 +71,7 @@ struct ClientConnectionStateMachineTests {
     @Test("drain: an idle connection closes at once; a request in progress finishes, then the connection closes")
     func drain() {
         var idle = self.machine()
-        guard case .close(nil) = idle.drain() else { Issue.record("an idle connection was not closed"); return }
+        guard case .closeWhenSent = idle.drain() else { Issue.record("an idle connection was not closed"); return }
         #expect(idle.isClosed)
 
         var busy = self.machine()

@@ -238,3 +238,31 @@ extension FileBodyTests {
         }
     }
 }
+
+extension FileBodyTests {
+    @Test("a drain lets a large hit being sent from its file finish, to the last byte, then closes", arguments: [true, false])
+    func drainFinishesFileSend(sendfile: Bool) async throws {
+        let length = 8_000_000
+        let target = "/bytes/\(length)?cc=max-age%3D600"
+        try await withLacquer(configure: {
+            $0.memoryMaxObjectBytes = 16 << 20
+            $0.sendfile = sendfile
+            $0.drainTimeout = 30
+        }) { lacquer, port, _ in
+            try await Self.stored(lacquer, port: port, target)
+            let download = try RawHTTPClient(port: port, timeout: 10)
+            try download.send(bytes: RawHTTPClient.serialize("GET", target))
+            let head = try download.readResponseHead()
+            #expect(head.header("X-Cache-Status") == "HIT")
+            // The client has read only the head: most of the body waits in the server's socket.
+            try await Task.sleep(for: .milliseconds(200))
+            let drained = Task { await lacquer.drain() }
+            try await Task.sleep(for: .milliseconds(300))
+            let body = try await runBlocking { try download.readToEOF(max: length + 1) }
+            #expect(ClientLeavesTests.difference(body, FixtureOrigin.pattern(length)) == nil)
+            #expect(download.isClosedByPeer)
+            await drained.value
+            #expect(lacquer.counters[.bodySentFromFile] == (sendfile ? 1 : 0))
+        }
+    }
+}

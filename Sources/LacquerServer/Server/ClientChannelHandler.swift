@@ -296,6 +296,9 @@ final class ClientChannelHandler: ChannelDuplexHandler, RemovableChannelHandler,
             if let counter { self.server.counters.increment(counter) }
             self.finishRequest(incomplete: true)
             self.closeNow()
+        case .closeWhenSent:
+            self.finishRequest(incomplete: true)
+            self.closeWhenSent()
         case .read:
             self.context?.read()
         }
@@ -599,5 +602,15 @@ final class ClientChannelHandler: ChannelDuplexHandler, RemovableChannelHandler,
     private func closeNow() {
         self.dropTimer()
         self.context?.close(promise: nil)
+    }
+
+    /// Closes once every byte written so far has left: with bytes still buffered (a large
+    /// response to a slow reader), NIO writes them, then shuts the output down, and the client's
+    /// end of the connection closes it (the drain timeout bounds a client that never does).
+    private func closeWhenSent() {
+        self.dropTimer()
+        guard let context = self.context else { return }
+        let buffered = (try? context.channel.syncOptions?.getOption(.bufferedWritableBytes)) ?? 0
+        context.close(mode: buffered > 0 ? .output : .all, promise: nil)
     }
 }

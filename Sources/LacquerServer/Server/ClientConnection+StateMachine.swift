@@ -74,6 +74,9 @@ struct ClientConnectionStateMachine<Flow: AnyObject, Upload: AnyObject> {
         case clientGone(Flow?, upload: Upload?, uploadCut: Bool, counter: Counter?)
         /// Close now; count `counter` if set (a timeout).
         case close(Counter?)
+        /// Close without cutting what was written: the last response (a hit answered at once may
+        /// still be on its way to a slow client) goes out first (a drain).
+        case closeWhenSent
         /// Issue the read that was held back.
         case read
     }
@@ -499,7 +502,7 @@ struct ClientConnectionStateMachine<Flow: AnyObject, Upload: AnyObject> {
         case .idle(sawFirstByte: false):
             self.state = .closed
             self.deadline = nil
-            return .close(nil)
+            return .closeWhenSent
         case .idle(sawFirstByte: true), .head, .responding, .discarding, .closed:
             return .none
         }
