@@ -187,27 +187,28 @@ struct lacquer_cachestat {
     unsigned long long nr_cache, nr_dirty, nr_writeback, nr_evicted, nr_recently_evicted;
 };
 
+static void identity_of(const struct stat *info, struct lacquer_file_identity *identity) {
+    identity->device = (unsigned long long)info->st_dev;
+    identity->inode = (unsigned long long)info->st_ino;
+    identity->change_seconds = (long long)info->st_ctim.tv_sec;
+    identity->change_nanoseconds = (long long)info->st_ctim.tv_nsec;
+    identity->size = (long long)info->st_size;
+}
+
 int lacquer_file_identity(int fd, struct lacquer_file_identity *identity) {
     struct stat info;
     if (fstat(fd, &info) != 0) return -errno;
-    identity->device = (unsigned long long)info.st_dev;
-    identity->inode = (unsigned long long)info.st_ino;
-    identity->change_seconds = (long long)info.st_ctim.tv_sec;
-    identity->change_nanoseconds = (long long)info.st_ctim.tv_nsec;
-    identity->size = (long long)info.st_size;
+    identity_of(&info, identity);
     return 0;
 }
 
 int lacquer_check_if_cached(int fd, const struct lacquer_file_identity *expected) {
     struct stat info;
     if (fstat(fd, &info) != 0) return -errno;
+    struct lacquer_file_identity found;
+    identity_of(&info, &found);
     long long length = expected->size;
-    if ((unsigned long long)info.st_dev != expected->device || (unsigned long long)info.st_ino != expected->inode
-        || (long long)info.st_ctim.tv_sec != expected->change_seconds
-        || (long long)info.st_ctim.tv_nsec != expected->change_nanoseconds || (long long)info.st_size != length
-        || info.st_nlink == 0 || length <= 0) {
-        return -ESTALE;
-    }
+    if (memcmp(&found, expected, sizeof found) != 0 || info.st_nlink == 0 || length <= 0) return -ESTALE;
     long page = sysconf(_SC_PAGESIZE);
     unsigned long long pages = ((unsigned long long)length + (unsigned long long)page - 1) / (unsigned long long)page;
     struct lacquer_cachestat_range range = { 0, (unsigned long long)length };
