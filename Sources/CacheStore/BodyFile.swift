@@ -284,7 +284,4 @@ public final class OpenBodyFile: Sendable {
         close(self.descriptor)
         if self.counted { Self.kept.wrappingSubtract(1, ordering: .relaxed) }
     }
-
-    /// How many are kept by objects now.
-    public static var keptCount: Int { self.kept.load(ordering: .relaxed) }
 }
