@@ -64,7 +64,8 @@ struct CoalescingTests {
             #expect(responses.allSatisfy { $0.status == 200 })
             #expect(origin.requestCount(path: "/delay/800/private") == 10)
             // One behind another would take 10 × 800 ms; released waiters fetch in parallel.
-            #expect(elapsed < .milliseconds(4000), "took \(elapsed)")
+            // (The bound leaves room for a loaded CI machine: 4.2 s was seen once.)
+            #expect(elapsed < .milliseconds(6000), "took \(elapsed)")
             #expect(lacquer.counters[.cacheHitForMiss] >= 1)
             #expect(lacquer.stats.json().contains("\"hit_for_miss_objects\":1"))
             // Later requests go straight to the origin, without waiting on each other.
