@@ -48,7 +48,7 @@ let package = Package(
         .target(
             name: "LacquerServer",
             dependencies: [
-                "CachePolicy", "CacheStore", "VCL",
+                "CachePolicy", "CacheStore", "VCL", "CSQLiteNoWait",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),

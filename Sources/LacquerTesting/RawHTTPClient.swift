@@ -120,9 +120,11 @@ public final class RawHTTPClient: @unchecked Sendable {
     ///   - host: a numeric address or a name (`localhost`); `127.0.0.1` by default.
     ///   - port: the TCP port.
     ///   - timeout: seconds any single send or receive may block.
-    public init(host: String = "127.0.0.1", port: Int, timeout: Double = 10) throws {
+    ///   - receiveBuffer: the socket's receive buffer in bytes (SO_RCVBUF, set before connecting),
+    ///     for a reader whose kernel must not take a large response off the server at once.
+    public init(host: String = "127.0.0.1", port: Int, timeout: Double = 10, receiveBuffer: Int? = nil) throws {
         self.timeout = timeout
-        self.fd = try Self.connect(host: host, port: port, timeout: timeout)
+        self.fd = try Self.connect(host: host, port: port, timeout: timeout, receiveBuffer: receiveBuffer)
         self.storage = .allocate(byteCount: 256 * 1024, alignment: 16)
     }
 
@@ -522,7 +524,7 @@ public final class RawHTTPClient: @unchecked Sendable {
 
     // MARK: - Connecting
 
-    private static func connect(host: String, port: Int, timeout: Double) throws -> Int32 {
+    private static func connect(host: String, port: Int, timeout: Double, receiveBuffer: Int?) throws -> Int32 {
         var hints = addrinfo()
         hints.ai_family = AF_UNSPEC
         hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
@@ -545,6 +547,10 @@ public final class RawHTTPClient: @unchecked Sendable {
             setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &interval, socklen_t(MemoryLayout<timeval>.size))
             var one: Int32 = 1
             setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
+            if let receiveBuffer {
+                var bytes = Int32(clamping: receiveBuffer)
+                setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &bytes, socklen_t(MemoryLayout<Int32>.size))
+            }
             if Glibc.connect(fd, info.pointee.ai_addr, info.pointee.ai_addrlen) == 0 {
                 return fd
             }

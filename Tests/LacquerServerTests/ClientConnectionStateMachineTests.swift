@@ -177,10 +177,107 @@ struct ClientConnectionStateMachineTests {
         _ = machine.timerToSchedule()
         #expect(machine.timerFired(now: Self.t0 + .seconds(1)).isNone)
         #expect(machine.timerToSchedule() == Self.t0 + .seconds(5))
-        guard case .close(.sessClosedIdle?) = machine.timerFired(now: Self.t0 + .seconds(5)) else {
+        guard case .measureUnsent = machine.timerFired(now: Self.t0 + .seconds(5)) else {
+            Issue.record("keep-alive time over without asking what is unsent"); return
+        }
+        guard case .close(.sessClosedIdle?) = machine.unsentMeasured(0, now: Self.t0 + .seconds(5)) else {
             Issue.record("not closed as idle"); return
         }
         #expect(machine.isClosed)
+    }
+
+    /// A machine whose response (a hit handed over whole) ended at t0, with its keep-alive time
+    /// (5 s) just run out and the unsent bytes being measured.
+    func keepAliveRanOut(_ configure: (inout Limits, inout ClientTimeouts) -> Void = { _, _ in }) -> Machine {
+        var machine = self.machine(configure)
+        let (flow, _) = self.start(&machine, self.head())
+        machine.responseHeadWritten(now: Self.t0)
+        _ = machine.responseFinished(flow, close: false, now: Self.t0)
+        _ = machine.timerToSchedule()
+        guard case .measureUnsent = machine.timerFired(now: Self.t0 + .seconds(5)) else {
+            Issue.record("keep-alive time over without asking what is unsent")
+            return machine
+        }
+        return machine
+    }
+
+    @Test("a response still leaving when the keep-alive time runs out keeps its connection; the keep-alive time starts after its last byte")
+    func keepAliveWaitsForTheLastByte() {
+        var machine = self.keepAliveRanOut()
+        #expect(machine.unsentMeasured(4_000_000, now: Self.t0 + .seconds(5)).isNone)
+        #expect(!machine.isClosed)
+        #expect(machine.timerToSchedule() == Self.t0 + .seconds(10), "measured again after min(idle, send-idle)")
+        guard case .measureUnsent = machine.timerFired(now: Self.t0 + .seconds(10)) else {
+            Issue.record("not measured again"); return
+        }
+        #expect(machine.unsentMeasured(1_000, now: Self.t0 + .seconds(10)).isNone, "progress: still open")
+        guard case .measureUnsent = machine.timerFired(now: Self.t0 + .seconds(15)) else {
+            Issue.record("not measured again"); return
+        }
+        #expect(machine.unsentMeasured(0, now: Self.t0 + .seconds(15)).isNone, "the last byte left: a full keep-alive time follows")
+        #expect(machine.timerToSchedule() == Self.t0 + .seconds(20))
+        #expect(machine.fastLaneMayAnswer(handedOver: machine.responsesCompleted), "the connection takes its next request")
+        guard case .measureUnsent = machine.timerFired(now: Self.t0 + .seconds(20)) else {
+            Issue.record("keep-alive time over without asking what is unsent"); return
+        }
+        guard case .close(.sessClosedIdle?) = machine.unsentMeasured(0, now: Self.t0 + .seconds(20)) else {
+            Issue.record("not closed as idle"); return
+        }
+    }
+
+    @Test("a reader that takes nothing for the send-idle timeout is cut, counted as a timeout")
+    func stalledReaderAfterTheResponse() {
+        var machine = self.keepAliveRanOut { _, timeouts in timeouts.sendIdle = .seconds(8) }
+        #expect(machine.unsentMeasured(4_000_000, now: Self.t0 + .seconds(5)).isNone)
+        #expect(machine.timerToSchedule() == Self.t0 + .seconds(10))
+        _ = machine.timerFired(now: Self.t0 + .seconds(10))
+        #expect(machine.unsentMeasured(4_000_000, now: Self.t0 + .seconds(10)).isNone, "no progress yet, within send-idle")
+        #expect(machine.timerToSchedule() == Self.t0 + .seconds(13), "the send-idle deadline comes before the next measure")
+        guard case .measureUnsent = machine.timerFired(now: Self.t0 + .seconds(13)) else {
+            Issue.record("not measured at the send-idle deadline"); return
+        }
+        guard case .close(.sessClosedTimeout?) = machine.unsentMeasured(4_000_000, now: Self.t0 + .seconds(13)) else {
+            Issue.record("a stalled reader was not cut"); return
+        }
+        #expect(machine.isClosed)
+    }
+
+    @Test("a reader that keeps taking bytes is still cut at the send-total timeout, counted from the response")
+    func slowReaderHitsSendTotal() {
+        var machine = self.keepAliveRanOut { _, timeouts in timeouts.sendTotal = .seconds(12) }
+        var unsent = 4_000_000
+        #expect(machine.unsentMeasured(unsent, now: Self.t0 + .seconds(5)).isNone)
+        #expect(machine.timerToSchedule() == Self.t0 + .seconds(10))
+        _ = machine.timerFired(now: Self.t0 + .seconds(10))
+        unsent -= 1_000
+        #expect(machine.unsentMeasured(unsent, now: Self.t0 + .seconds(10)).isNone)
+        #expect(machine.timerToSchedule() == Self.t0 + .seconds(12))
+        _ = machine.timerFired(now: Self.t0 + .seconds(12))
+        unsent -= 1_000
+        guard case .close(.sessClosedTimeout?) = machine.unsentMeasured(unsent, now: Self.t0 + .seconds(12)) else {
+            Issue.record("not cut at the send-total timeout"); return
+        }
+    }
+
+    @Test("a request arriving while the unsent bytes are measured takes over: the measure is ignored")
+    func requestDuringTheMeasure() {
+        var machine = self.keepAliveRanOut()
+        machine.bytesArrived(now: Self.t0 + .seconds(5))
+        #expect(machine.unsentMeasured(0, now: Self.t0 + .seconds(5)).isNone)
+        #expect(!machine.isClosed)
+        #expect(machine.timerToSchedule() == Self.t0 + .seconds(15), "the header timer runs")
+        #expect(machine.requestHead(self.head(), now: Self.t0 + .seconds(5)).isNone)
+    }
+
+    @Test("a drain while a response is still leaving closes only once it has left")
+    func drainWhileStillSending() {
+        var machine = self.keepAliveRanOut()
+        #expect(machine.unsentMeasured(4_000_000, now: Self.t0 + .seconds(5)).isNone)
+        guard case .closeWhenSent = machine.drain() else {
+            Issue.record("a drain cut a response still leaving"); return
+        }
+        #expect(machine.isClosed)
+        #expect(machine.unsentMeasured(0, now: Self.t0 + .seconds(6)).isNone, "a late measure changes nothing")
     }
 
     @Test("the header timer replaces the idle timer at the first byte")

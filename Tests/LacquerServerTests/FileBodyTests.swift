@@ -3,6 +3,7 @@ import FixtureOrigin
 import Foundation
 import LacquerServer
 import LacquerTesting
+import NIOCore
 import Testing
 
 #if canImport(Glibc)
@@ -267,6 +268,73 @@ extension FileBodyTests {
             await drained.value
             #expect(Date().timeIntervalSince(closed) < 10)
             #expect(lacquer.counters[.bodySentFromFile] == (sendfile ? 1 : 0))
+        }
+    }
+
+    @Test("a slow reader of a large hit gets every byte past the keep-alive time, then the connection serves its next request", arguments: [true, false])
+    func slowReaderOutlastsKeepAlive(sendfile: Bool) async throws {
+        let length = 8_000_000
+        let target = "/bytes/\(length)?cc=max-age%3D600"
+        try await withLacquer(configure: {
+            $0.memoryMaxObjectBytes = 16 << 20
+            $0.sendfile = sendfile
+            $0.clientTimeouts.idle = .milliseconds(500)
+        }) { lacquer, port, _ in
+            try await Self.stored(lacquer, port: port, target)
+            // A small receive buffer, so that most of the body waits on the server's side while it
+            // is read, as over a slow link.
+            let download = try RawHTTPClient(port: port, timeout: 10, receiveBuffer: 64 * 1024)
+            try download.send(bytes: RawHTTPClient.serialize("GET", target))
+            let head = try download.readResponseHead()
+            #expect(head.header("X-Cache-Status") == "HIT")
+            // About 2 s of reading: four times the keep-alive time, with the response handed over at once.
+            let started = Date()
+            let (received, checksum, next) = try await runBlocking {
+                var received = 0
+                var checksum = RawHTTPClient.fnvOffsetBasis
+                for _ in 0..<2_000 where received < length && Date().timeIntervalSince(started) < 30 {
+                    let bytes = try download.readSome()
+                    if bytes.isEmpty { break }
+                    received += bytes.count
+                    checksum = RawHTTPClient.fnv1a(bytes, seed: checksum)
+                    usleep(30_000)
+                }
+                // The next request at once, within the keep-alive time that follows the last byte.
+                let next = try download.request("GET", Self.target)
+                return (received, checksum, next)
+            }
+            // Read before the checks below, which take longer than the keep-alive time in a debug build.
+            #expect(lacquer.counters[.sessClosedIdle] == 0 && lacquer.counters[.sessClosedTimeout] == 0)
+            #expect(next.status == 200 && next.body.count == Self.length)
+            #expect(Date().timeIntervalSince(started) > 1, "the read was not slow enough to outlast the keep-alive time")
+            #expect(received == length)
+            #expect(checksum == RawHTTPClient.fnv1a(FixtureOrigin.pattern(length)))
+
+        }
+    }
+
+    @Test("a reader that stops taking a large hit's bytes is cut at the send-idle timeout, not held forever")
+    func stalledReaderIsCut() async throws {
+        let length = 8_000_000
+        let target = "/bytes/\(length)?cc=max-age%3D600"
+        try await withLacquer(configure: {
+            $0.memoryMaxObjectBytes = 16 << 20
+            $0.clientTimeouts.idle = .milliseconds(300)
+            $0.clientTimeouts.sendIdle = .seconds(1)
+        }) { lacquer, port, _ in
+            try await Self.stored(lacquer, port: port, target)
+            let download = try RawHTTPClient(port: port, timeout: 10, receiveBuffer: 64 * 1024)
+            try download.send(bytes: RawHTTPClient.serialize("GET", target))
+            #expect(try download.readResponseHead().header("X-Cache-Status") == "HIT")
+            var cut = false
+            for _ in 0..<100 where !cut {
+                try await Task.sleep(for: .milliseconds(100))
+                cut = lacquer.counters[.sessClosedTimeout] == 1
+            }
+            #expect(cut, "a reader that took nothing for 10 s was not cut")
+            #expect(lacquer.counters[.sessClosedIdle] == 0)
+            let rest = (try? await runBlocking { try download.readToEOF(max: length + 1) }) ?? []
+            #expect(rest.count < length, "the whole body arrived although the reader was cut")
         }
     }
 }

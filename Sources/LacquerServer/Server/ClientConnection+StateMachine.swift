@@ -19,6 +19,13 @@ import NIOHTTP1
 /// the deadline; the handler schedules a task only when `timerToSchedule()` asks, and a task
 /// that fires early (the deadline moved later) asks for one more.
 ///
+/// A response handed over whole (a hit) leaves the connection idle while its bytes may still
+/// be on their way to a slow reader. The keep-alive time counts from when the last byte left
+/// (as nginx's `keepalive_timeout` starts once the response is sent): when it runs out, the
+/// handler measures what is still unsent (`.measureUnsent`, answered by `unsentMeasured`), and
+/// a connection still sending stays open while it makes progress, under the send-idle and
+/// send-total timeouts.
+///
 /// Generic over the flow and the upload so tests drive it with stand-ins; time comes in with
 /// each event that needs it.
 struct ClientConnectionStateMachine<Flow: AnyObject, Upload: AnyObject> {
@@ -79,6 +86,9 @@ struct ClientConnectionStateMachine<Flow: AnyObject, Upload: AnyObject> {
         case closeWhenSent
         /// Issue the read that was held back.
         case read
+        /// Measure the bytes written but not yet sent (the channel's and the kernel's send
+        /// queue) and report them with `unsentMeasured`.
+        case measureUnsent
     }
 
     let limits: Limits
@@ -106,6 +116,14 @@ struct ClientConnectionStateMachine<Flow: AnyObject, Upload: AnyObject> {
     /// Set by `drain`: the connection closes after the response it is working on.
     private(set) var draining = false
     private var timerRequest: NIODeadline?
+    /// When the connection last went idle (a response handed over, or the connection opened):
+    /// the send-total timeout of a response still being sent counts from here.
+    private var idleSince: NIODeadline?
+    /// Set while the keep-alive time ran out and the handler is measuring what is unsent.
+    private var measuringUnsent = false
+    /// The last response is still leaving: the bytes unsent at the last measure, and when they
+    /// last went down.
+    private var stillSending: (unsent: Int, progressAt: NIODeadline)?
 
     /// Requests arrive as HTTP/2 streams (one request each; version 2.0).
     let isHTTP2Stream: Bool
@@ -148,6 +166,8 @@ struct ClientConnectionStateMachine<Flow: AnyObject, Upload: AnyObject> {
     mutating func bytesArrived(now: NIODeadline) {
         guard case .idle(false) = self.state else { return }
         self.state = .idle(sawFirstByte: true)
+        self.measuringUnsent = false
+        self.stillSending = nil
         self.arm(now + self.timeouts.header, counter: .sessClosedTimeout)
     }
 
@@ -423,6 +443,12 @@ struct ClientConnectionStateMachine<Flow: AnyObject, Upload: AnyObject> {
             self.requestTimer(at: deadline)
             return .none
         }
+        if case .idle(sawFirstByte: false) = self.state, self.deadlineCounter == .sessClosedIdle, !self.isHTTP2Stream {
+            // Keep-alive time is over, unless the last response is still being sent.
+            self.deadline = nil
+            self.measuringUnsent = true
+            return .measureUnsent
+        }
         let previous = self.state
         self.state = .closed
         self.deadline = nil
@@ -434,6 +460,38 @@ struct ClientConnectionStateMachine<Flow: AnyObject, Upload: AnyObject> {
     }
 
     // MARK: Sending
+
+    /// What `.measureUnsent` found: `unsent` bytes written but not yet sent. None: the keep-alive
+    /// time is over (counted from when the last byte left). Some, going down: the connection
+    /// stays open and is measured again. None sent for the send-idle timeout, or the response
+    /// older than the send-total timeout: the client is cut (HARDENING.md §4).
+    mutating func unsentMeasured(_ unsent: Int, now: NIODeadline) -> Action {
+        guard self.measuringUnsent, case .idle(sawFirstByte: false) = self.state else { return .none }
+        self.measuringUnsent = false
+        let previous = self.stillSending
+        self.stillSending = nil
+        if unsent <= 0 {
+            if previous != nil {
+                // The last byte left since the previous measure: the keep-alive time starts.
+                self.arm(now + self.timeouts.idle, counter: .sessClosedIdle)
+                return .none
+            }
+            self.state = .closed
+            return .close(.sessClosedIdle)
+        }
+        var progressAt = now
+        if let previous, unsent >= previous.unsent { progressAt = previous.progressAt }
+        let sendTotal = (self.idleSince ?? now) + self.timeouts.sendTotal
+        let sendIdle = progressAt + self.timeouts.sendIdle
+        if now >= sendIdle || now >= sendTotal {
+            self.state = .closed
+            return .close(.sessClosedTimeout)
+        }
+        self.stillSending = (unsent, progressAt)
+        let next = now + min(self.timeouts.idle, self.timeouts.sendIdle)
+        self.arm(min(next, sendIdle, sendTotal), counter: .sessClosedIdle)
+        return .none
+    }
 
     /// The connection stopped (or went back to) taking response bytes. A client that takes
     /// nothing for the send-idle timeout is cut (HARDENING.md §4; Varnish's send_timeout idea):
@@ -528,6 +586,9 @@ struct ClientConnectionStateMachine<Flow: AnyObject, Upload: AnyObject> {
     private mutating func armIdle(now: NIODeadline) {
         self.bodyDeadline = nil
         self.sendTotalDeadline = nil
+        self.idleSince = now
+        self.measuringUnsent = false
+        self.stillSending = nil
         if !self.isClosed { self.state = .idle(sawFirstByte: false) }
         self.arm(now + self.timeouts.idle, counter: .sessClosedIdle)
     }
