@@ -496,6 +496,40 @@ struct ClientChannelHandlerTests {
         #expect(!channel.isActive)
     }
 
+    @Test("a connection whose requests the hit lane answers never builds the HTTP/1.1 decoder; the first request handed over builds it")
+    func decoderBuiltOnFirstHandOver() throws {
+        let loop = EmbeddedEventLoop()
+        let context = ServerContext(
+            configuration: ServerConfiguration(), memory: MemoryTier(capacityBytes: 1 << 20), disk: nil, counters: Counters(),
+            logger: Logger(label: "test"), clock: { 1_000_000 }, eventLoops: [loop])
+        var body = ByteBuffer()
+        body.writeString("stored")
+        _ = context.memory.insert(
+            StoredObject(
+                key: CacheKey(host: "a", target: "/x"), variant: "", varyNames: [], status: 200, reason: "OK",
+                headers: HTTPHeaders([("Cache-Control", "max-age=600")]), body: body, requestTime: 1_000_000,
+                responseTime: 1_000_000, origin: 1_000_000, ttl: 600, grace: 0, keep: 0, mustRevalidate: false))
+        let channel = EmbeddedChannel(loop: loop)
+        try ClientPipeline.addHTTP1(channel, facts: ConnectionFacts(peer: nil, local: nil), context: context, proxyProtocol: false)
+        try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
+        let decoderPresent = { (try? channel.pipeline.syncOperations.handler(type: HTTPServerPipelineHandler.self)) != nil }
+
+        for _ in 0..<3 {
+            try channel.writeInbound(ByteBuffer(string: "GET /x HTTP/1.1\r\nHost: a\r\n\r\n"))
+            let response = try #require(try channel.readOutbound(as: ByteBuffer.self))
+            #expect(String(buffer: response).hasPrefix("HTTP/1.1 200 OK\r\n"))
+            #expect(String(buffer: response).hasSuffix("\r\n\r\nstored"))
+        }
+        #expect(context.counters[.cacheHitFast] == 3)
+        #expect(!decoderPresent(), "hits alone built the decoder")
+
+        // A request the lane does not answer (a PURGE) goes to the decoder, built for it.
+        try channel.writeInbound(ByteBuffer(string: "PURGE /x HTTP/1.1\r\nHost: a\r\n\r\n"))
+        #expect(decoderPresent())
+        #expect(context.counters[.clientReq] == 4, "the handed-over request did not reach the connection handler")
+        _ = try? channel.finish()
+    }
+
     @Test("an idle connection closes when its keep-alive timer runs out, not before")
     func idleTimeout() throws {
         let (channel, loop) = try self.channel()

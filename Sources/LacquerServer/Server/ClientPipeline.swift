@@ -123,12 +123,6 @@ enum ClientPipeline {
     /// The HTTP/1.1 pipeline: the byte observer, the hit fast lane, our response encoder, the
     /// chunk-size guard, NIO's request decoder and pipelining handler, then the connection.
     static func addHTTP1(_ channel: any Channel, facts: ConnectionFacts, context: ServerContext, proxyProtocol: Bool) throws {
-        let limits = context.configuration.limits
-        // Generous parser limits; the exact HARDENING limits (414/431) are checked on the parsed head.
-        var decoderLimits = NIOHTTPDecoderLimitConfiguration()
-        decoderLimits.maxHeaderFieldSize = max(limits.requestLineBytes, limits.headerFieldBytes) * 2
-        decoderLimits.maxHeaderListSize = limits.headerTotalBytes * 2
-        decoderLimits.maxHeaderFieldCount = limits.headerFieldCount * 2
         let handler = ClientChannelHandler(server: context, eventLoop: channel.eventLoop, facts: facts)
         // Behind TLS the session is known by now (ALPN chose HTTP/1.1); only plain TCP takes files.
         handler.sendsFiles = facts.tls == nil && context.configuration.sendfile
@@ -144,20 +138,40 @@ enum ClientPipeline {
                     handler.adoptProxiedAddresses()
                 })
         }
-        try sync.addHandler(HitFastLane(server: context, connection: handler))
+        let limits = context.configuration.limits
+        try sync.addHandler(
+            HitFastLane(server: context, connection: handler) { [weak handler] pipeline in
+                guard let handler else { return }
+                try self.addRequestDecoder(pipeline, before: handler, limits: limits)
+            })
         let encoder = ResponseEncoder()
         handler.encoder = encoder
         try sync.addHandler(encoder)
-        let framingGuard = ChunkedFramingGuard(side: .request, maxChunkExtensionBytes: limits.chunkExtensionBytes)
-        handler.framingGuard = framingGuard
-        try sync.addHandler(framingGuard)
-        try sync.addHandler(
-            ByteToMessageHandler(
-                HTTPRequestDecoder(leftOverBytesStrategy: .dropBytes, informationalResponseStrategy: .drop, limitConfiguration: decoderLimits)))
-        try sync.addHandler(HTTPServerPipelineHandler())
         try sync.addHandler(handler)
         let bound = NIOLoopBound(handler, eventLoop: channel.eventLoop)
         observer.onBytes = { bound.value.bytesArrived() }
+    }
+
+    /// The HTTP/1.1 request decoder and NIO's pipelining handler, added before `handler` when the
+    /// hit lane first hands it a request: a connection whose requests the lane answers (hits)
+    /// never builds them, which keeps an idle keep-alive connection smaller.
+    static func addRequestDecoder(_ pipeline: ChannelPipeline.SynchronousOperations, before handler: ClientChannelHandler, limits: Limits) throws {
+        // Generous parser limits; the exact HARDENING limits (414/431) are checked on the parsed head.
+        var decoderLimits = NIOHTTPDecoderLimitConfiguration()
+        decoderLimits.maxHeaderFieldSize = max(limits.requestLineBytes, limits.headerFieldBytes) * 2
+        decoderLimits.maxHeaderListSize = limits.headerTotalBytes * 2
+        decoderLimits.maxHeaderFieldCount = limits.headerFieldCount * 2
+        let framingGuard = ChunkedFramingGuard(side: .request, maxChunkExtensionBytes: limits.chunkExtensionBytes)
+        handler.framingGuard = framingGuard
+        try pipeline.addHandlers(
+            [
+                framingGuard,
+                ByteToMessageHandler(
+                    HTTPRequestDecoder(
+                        leftOverBytesStrategy: .dropBytes, informationalResponseStrategy: .drop, limitConfiguration: decoderLimits)),
+                HTTPServerPipelineHandler(),
+            ],
+            position: .before(handler))
     }
 
     /// The HTTP/2 pipeline (RFC 9113): NIO's frame handler with our limits, its connection

@@ -20,6 +20,9 @@ import NIOHTTP1
 ///   request handed over has been answered, which keeps responses in order;
 /// - anything it does not fully understand (a body, an upgrade, odd syntax, a head past the
 ///   limits): the decoder gets all bytes from there on, for the rest of the connection.
+///
+/// The decoder (and what goes with it) is added to the pipeline when the lane first hands it
+/// bytes (`addDecoder`), so a connection that only ever asks for hits never builds it.
 final class HitFastLane: ChannelInboundHandler {
     typealias InboundIn = ByteBuffer
     typealias InboundOut = ByteBuffer
@@ -37,21 +40,46 @@ final class HitFastLane: ChannelInboundHandler {
     private var handedOver = 0
     /// Set once the decoder has taken over the connection's bytes.
     private var passthrough = false
+    /// Adds the decoder after the lane; nil once done (or when the pipeline had it from the start).
+    private var addDecoder: ((ChannelPipeline.SynchronousOperations) throws -> Void)?
 
     /// The variants `Vary: Accept-Encoding` gives (see `VaryKey.variant`).
     private static let gzipVariant = VaryKey.variant(
         names: ["accept-encoding"], requestHeaders: HTTPHeaders([("accept-encoding", "gzip")]))
     private static let identityVariant = VaryKey.variant(names: ["accept-encoding"], requestHeaders: HTTPHeaders())
 
-    init(server: ServerContext, connection: ClientChannelHandler) {
+    init(
+        server: ServerContext, connection: ClientChannelHandler,
+        addDecoder: ((ChannelPipeline.SynchronousOperations) throws -> Void)? = nil
+    ) {
         self.server = server
         self.connection = connection
         self.limits = server.configuration.limits
+        self.addDecoder = addDecoder
+    }
+
+    /// Passes `bytes` on to the decoder, adding it first if it is not there yet. False when it
+    /// could not be added (the connection is then closed).
+    @discardableResult
+    private func toDecoder(_ bytes: ByteBuffer, context: ChannelHandlerContext) -> Bool {
+        if let addDecoder = self.addDecoder {
+            self.addDecoder = nil
+            do {
+                try addDecoder(context.pipeline.syncOperations)
+            } catch {
+                context.close(promise: nil)
+                return false
+            }
+        }
+        context.fireChannelRead(self.wrapInboundOut(bytes))
+        return true
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         if self.passthrough {
-            return context.fireChannelRead(data)
+            if self.addDecoder == nil { return context.fireChannelRead(data) }
+            self.toDecoder(self.unwrapInboundIn(data), context: context)
+            return
         }
         var buffer = self.unwrapInboundIn(data)
         if var pending = self.pending {
@@ -119,7 +147,7 @@ final class HitFastLane: ChannelInboundHandler {
     private func leaveToDecoder(_ rest: ByteBuffer, flushing: Bool, context: ChannelHandlerContext) {
         self.passthrough = true
         if flushing { context.flush() }
-        context.fireChannelRead(self.wrapInboundOut(rest))
+        self.toDecoder(rest, context: context)
     }
 
     /// A bodiless request as the decoder may take it: an extension method the parser does not
@@ -143,7 +171,7 @@ final class HitFastLane: ChannelInboundHandler {
 
     private func handOver(_ request: ByteBuffer, context: ChannelHandlerContext) {
         self.handedOver += 1
-        context.fireChannelRead(self.wrapInboundOut(request))
+        self.toDecoder(request, context: context)
     }
 
     /// Writes the stored response for `head` if the lane may answer it; false (nothing written,
