@@ -22,9 +22,13 @@ final class FirstByteObserver: ChannelDuplexHandler, RemovableChannelHandler {
     var traffic: LoopTraffic?
     /// The first bytes of the latest read (at most ``prefixLimit``), copied into storage
     /// allocated once: enough to tell an unknown method from a malformed request line when the
-    /// parser rejects the method.
+    /// parser rejects the method. Kept only once the connection has a decoder
+    /// (`startKeepingPrefix`): reads the hit lane answers need none.
     private(set) var prefix: [UInt8] = []
     static let prefixLimit = 256
+    private var keepsPrefix = false
+    /// The read being passed on, while it is (so the decoder added for it can have its prefix).
+    private var current: ByteBuffer?
 
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
         if let traffic = self.traffic {
@@ -37,6 +41,23 @@ final class FirstByteObserver: ChannelDuplexHandler, RemovableChannelHandler {
         self.onBytes?()
         let buffer = self.unwrapInboundIn(data)
         self.traffic?.received.wrappingAdd(buffer.readableBytes, ordering: .relaxed)
+        if self.keepsPrefix {
+            self.keepPrefix(of: buffer)
+            return context.fireChannelRead(data)
+        }
+        self.current = buffer
+        context.fireChannelRead(data)
+        self.current = nil
+    }
+
+    /// The decoder was added: from now on (from the read being passed on, if any) each read's
+    /// start is kept.
+    func startKeepingPrefix() {
+        self.keepsPrefix = true
+        if let current = self.current { self.keepPrefix(of: current) }
+    }
+
+    private func keepPrefix(of buffer: ByteBuffer) {
         let count = min(buffer.readableBytes, Self.prefixLimit)
         if self.prefix.capacity < Self.prefixLimit {
             self.prefix.reserveCapacity(Self.prefixLimit)
@@ -45,7 +66,6 @@ final class FirstByteObserver: ChannelDuplexHandler, RemovableChannelHandler {
         buffer.withUnsafeReadableBytes { bytes in
             self.prefix.append(contentsOf: bytes.prefix(count))
         }
-        context.fireChannelRead(data)
     }
 
 

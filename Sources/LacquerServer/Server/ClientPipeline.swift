@@ -140,9 +140,10 @@ enum ClientPipeline {
         }
         let limits = context.configuration.limits
         try sync.addHandler(
-            HitFastLane(server: context, connection: handler) { [weak handler] pipeline in
+            HitFastLane(server: context, connection: handler) { [weak handler, weak observer] pipeline in
                 guard let handler else { return }
                 try self.addRequestDecoder(pipeline, before: handler, limits: limits)
+                observer?.startKeepingPrefix()
             })
         let encoder = ResponseEncoder()
         handler.encoder = encoder
