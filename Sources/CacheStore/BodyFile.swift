@@ -136,15 +136,18 @@ enum BodyFile {
 
     /// The CRC32C of each 64 KiB block of `body` (what `write` returns, for a body kept in the index).
     static func checksums(_ body: ByteBuffer) -> [UInt32] {
+        body.withUnsafeReadableBytes { self.checksums($0) }
+    }
+
+    /// The CRC32C of each 64 KiB block of `bytes`.
+    static func checksums(_ bytes: UnsafeRawBufferPointer) -> [UInt32] {
         var checksums: [UInt32] = []
-        checksums.reserveCapacity(self.blockCount(length: Int64(body.readableBytes)))
-        body.withUnsafeReadableBytes { bytes in
-            var offset = 0
-            while offset < bytes.count {
-                let end = min(offset + self.blockSize, bytes.count)
-                checksums.append(CRC32C.checksum(UnsafeRawBufferPointer(rebasing: bytes[offset..<end])))
-                offset = end
-            }
+        checksums.reserveCapacity(self.blockCount(length: Int64(bytes.count)))
+        var offset = 0
+        while offset < bytes.count {
+            let end = min(offset + self.blockSize, bytes.count)
+            checksums.append(CRC32C.checksum(UnsafeRawBufferPointer(rebasing: bytes[offset..<end])))
+            offset = end
         }
         return checksums
     }

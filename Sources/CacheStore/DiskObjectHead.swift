@@ -85,25 +85,30 @@ public struct DiskObjectHead: Sendable {
         """
 
     /// Decodes an index row selected with `columns`; nil if the row is malformed (it is then dropped).
-    init?(row: SQLiteStatement) {
-        let keyBytes = row.blob(1)
-        let parts = keyBytes.split(separator: 0, omittingEmptySubsequences: false).map {
-            String(decoding: $0, as: UTF8.self)
-        }
-        guard let headers = HeaderCodec.decode(row.blob(6)) else { return nil }
-        let checksumBytes = row.blob(8)
+    /// `key`: the key the row was selected by (`key = ?`), which its key column then holds; it is
+    /// taken as it is instead of being decoded again.
+    init?(row: SQLiteStatement, key: CacheKey? = nil) {
+        guard let headers = row.withBlob(6, HeaderCodec.decode) else { return nil }
         let bodyLength = row.int64(7)
-        guard bodyLength >= 0, checksumBytes.count == BodyFile.blockCount(length: bodyLength) * 4 else { return nil }
-        var checksums: [UInt32] = []
-        checksums.reserveCapacity(checksumBytes.count / 4)
-        checksumBytes.withUnsafeBytes { raw in
+        let checksums: [UInt32]? = row.withBlob(8) { raw in
+            guard bodyLength >= 0, raw.count == BodyFile.blockCount(length: bodyLength) * 4 else { return nil }
+            var checksums: [UInt32] = []
+            checksums.reserveCapacity(raw.count / 4)
             for index in stride(from: 0, to: raw.count, by: 4) {
                 checksums.append(UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: index, as: UInt32.self)))
             }
+            return checksums
         }
+        guard let checksums else { return nil }
         let varyNames = row.text(3)
         self.fileID = row.int64(0)
-        self.key = CacheKey(parts: keyBytes.isEmpty ? [] : parts)
+        self.key =
+            key
+            ?? row.withBlob(1) { keyBytes in
+                CacheKey(
+                    parts: keyBytes.isEmpty
+                        ? [] : keyBytes.split(separator: 0, omittingEmptySubsequences: false).map { String(decoding: $0, as: UTF8.self) })
+            }
         self.variant = row.text(2)
         self.varyNames = varyNames.isEmpty ? [] : varyNames.split(separator: ",").map(String.init)
         self.status = Int(row.int64(4))
@@ -159,10 +164,14 @@ enum HeaderCodec {
     }
 
     static func decode(_ bytes: [UInt8]) -> HTTPHeaders? {
+        bytes.withUnsafeBytes { self.decode($0) }
+    }
+
+    static func decode(_ bytes: UnsafeRawBufferPointer) -> HTTPHeaders? {
         var offset = 0
         func readUInt32() -> Int? {
             guard bytes.count - offset >= 4 else { return nil }
-            let value = bytes.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: offset, as: UInt32.self) }
+            let value = bytes.loadUnaligned(fromByteOffset: offset, as: UInt32.self)
             offset += 4
             return Int(UInt32(littleEndian: value))
         }
@@ -171,7 +180,7 @@ enum HeaderCodec {
                 return nil
             }
             defer { offset += length }
-            return String(decoding: bytes[offset..<(offset + length)], as: UTF8.self)
+            return String(decoding: UnsafeRawBufferPointer(rebasing: bytes[offset..<(offset + length)]), as: UTF8.self)
         }
         guard let count = readUInt32(), count <= self.maxFields else { return nil }
         var fields: [(String, String)] = []

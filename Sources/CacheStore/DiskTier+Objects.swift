@@ -215,13 +215,14 @@ extension DiskTier {
             """,
             [.integer(Int64(bitPattern: key.digest)), .blob(Array(key.canonical.utf8))]
         ) { row in
-            guard var head = DiskObjectHead(row: row) else {
+            guard var head = DiskObjectHead(row: row, key: key) else {
                 malformed.append(row.int64(0))
                 return
             }
             if head.inlineBody {
                 // Read with the head, checked now: a body that does not match is dropped.
-                guard let body = Self.verifiedInlineBody(row.blob(20), of: head, allocator: ByteBufferAllocator()) else {
+                let verified = row.withBlob(20) { Self.verifiedInlineBody($0, of: head, allocator: ByteBufferAllocator()) }
+                guard let body = verified else {
                     malformed.append(head.fileID)
                     return
                 }
@@ -317,10 +318,15 @@ extension DiskTier {
 
     /// A body kept in the index as a buffer, when its length and every block's CRC32C match `head`.
     static func verifiedInlineBody(_ bytes: [UInt8], of head: DiskObjectHead, allocator: ByteBufferAllocator) -> ByteBuffer? {
-        guard Int64(bytes.count) == head.bodyLength else { return nil }
+        bytes.withUnsafeBytes { self.verifiedInlineBody($0, of: head, allocator: allocator) }
+    }
+
+    /// The body checked where it lies (an index row's column), then copied out once.
+    static func verifiedInlineBody(_ bytes: UnsafeRawBufferPointer, of head: DiskObjectHead, allocator: ByteBufferAllocator) -> ByteBuffer? {
+        guard Int64(bytes.count) == head.bodyLength, BodyFile.checksums(bytes) == head.blockChecksums else { return nil }
         var body = allocator.buffer(capacity: bytes.count)
         body.writeBytes(bytes)
-        return BodyFile.checksums(body) == head.blockChecksums ? body : nil
+        return body
     }
 
     /// What errors name as the place of a body kept in the index.

@@ -218,9 +218,14 @@ final class SQLiteStatement {
     }
 
     func blob(_ column: Int32) -> [UInt8] {
-        guard let pointer = sqlite3_column_blob(self.handle, column) else { return [] }
+        self.withBlob(column) { Array($0) }
+    }
+
+    /// The column's bytes in place (valid only inside `body`), without copying them out.
+    func withBlob<R>(_ column: Int32, _ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R {
+        guard let pointer = sqlite3_column_blob(self.handle, column) else { return try body(UnsafeRawBufferPointer(start: nil, count: 0)) }
         let count = Int(sqlite3_column_bytes(self.handle, column))
-        return Array(UnsafeRawBufferPointer(start: pointer, count: count))
+        return try body(UnsafeRawBufferPointer(start: pointer, count: count))
     }
 }
 
