@@ -338,3 +338,45 @@ extension FileBodyTests {
         }
     }
 }
+
+extension FileBodyTests {
+    @Test(
+        "curl reading a large hit at 1 MB/s (over 4 keep-alive times) gets all of it on plain HTTP/1.1, TLS HTTP/1.1, TLS HTTP/2 and h2c, then its next request"
+    )
+    func rateLimitedClients() async throws {
+        let length = 2_000_000
+        let target = "/bytes/\(length)?cc=max-age%3D600"
+        try await TLSTests.withTLSLacquer(configure: {
+            $0.memoryMaxObjectBytes = 16 << 20
+            $0.clientTimeouts.idle = .milliseconds(500)
+        }) { lacquer, tlsPort, plainPort, _, _ in
+            let host = "localhost:\(tlsPort)"
+            let miss = try await runBlocking { try httpGet(port: plainPort, target, headers: [("Host", host)], timeout: 20) }
+            #expect(miss.header("X-Cache-Status") == "MISS")
+            // The plain listener speaks HTTP/1.1 too (h2c is chosen by the preface). The same URL
+            // twice, the second request after the slow download; once for h2c, since curl 7.88
+            // cannot reuse a prior-knowledge connection (it fails against nginx the same way).
+            let clients: [(name: String, arguments: [String], twice: Bool)] = [
+                ("plain HTTP/1.1", ["--http1.1", "-H", "Host: \(host)", "http://127.0.0.1:\(plainPort)\(target)"], true),
+                ("TLS HTTP/1.1", ["-k", "--http1.1", "https://\(host)\(target)"], true),
+                ("TLS HTTP/2", ["-k", "--http2", "https://\(host)\(target)"], true),
+                ("h2c", ["--http2-prior-knowledge", "-H", "Host: \(host)", "http://127.0.0.1:\(plainPort)\(target)"], false),
+            ]
+            for (name, arguments, twice) in clients {
+                let outcome = try await runBlocking {
+                    try ExternalTool.run(
+                        "curl",
+                        [
+                            "-s", "-S", "--max-time", "20", "--limit-rate", "1M", "--resolve", "localhost:\(tlsPort):127.0.0.1",
+                            "-w", "%{http_code} %{size_download}\\n",
+                        ] + (twice ? ["-o", "/dev/null", "-o", "/dev/null"] + arguments + [arguments.last ?? ""] : ["-o", "/dev/null"] + arguments))
+                }
+                #expect(outcome.status == 0, "\(name): curl \(outcome.status): \(outcome.errors)")
+                let expected = String(repeating: "200 \(length)\n", count: twice ? 2 : 1)
+                #expect(outcome.output == expected, "\(name): \(outcome.output)")
+            }
+            #expect(lacquer.counters[.sessClosedTimeout] == 0)
+        }
+    }
+}
+

@@ -1,13 +1,8 @@
-import CSQLiteNoWait
 import CachePolicy
 import CacheStore
 import NIOCore
 import NIOHTTP1
 import Synchronization
-
-#if canImport(Glibc)
-import Glibc
-#endif
 
 /// Notes the first bytes of each request so the header timeout (10 s from the first byte)
 /// can replace the keep-alive idle timeout. Sits before the HTTP decoder.
@@ -643,20 +638,9 @@ final class ClientChannelHandler: ChannelDuplexHandler, RemovableChannelHandler,
         }
     }
 
-    /// Measures the bytes written but not yet sent: those NIO still buffers and those the
-    /// kernel holds unsent in the socket's send queue (`TCP_INFO`'s `tcpi_notsent_bytes`; bytes
-    /// sent but not yet acknowledged do not count). Reports them on the loop, 0 without a channel.
+    /// Measures what is written but not yet sent (`UnsentBytes`); reports on the loop, 0 without a channel.
     private func measureUnsent(_ report: @escaping (ClientChannelHandler, Int) -> Void) {
         guard let context = self.context else { return report(self, 0) }
-        let channel = context.channel
-        let buffered = (try? channel.syncOptions?.getOption(.bufferedWritableBytes)) ?? 0
-        guard let socket = channel as? any SocketOptionProvider else { return report(self, buffered) }
-        let bound = NIOLoopBound((handler: self, report: report), eventLoop: context.eventLoop)
-        let info: EventLoopFuture<lacquer_tcp_info> = socket.unsafeGetSocketOption(
-            level: .tcp, name: NIOBSDSocket.Option(rawValue: CInt(TCP_INFO)))
-        info.whenComplete { result in
-            let queued = (try? result.get()).map { info in withUnsafePointer(to: info) { Int(lacquer_tcp_info_notsent_bytes($0)) } } ?? 0
-            bound.value.report(bound.value.handler, buffered + queued)
-        }
+        UnsentBytes.measure(context.channel) { unsent in report(self, unsent) }
     }
 }
