@@ -146,7 +146,30 @@ final class ClientChannelHandler: ChannelDuplexHandler, RemovableChannelHandler,
     /// The response encoder (told which responses answer HEAD and which are pre-encoded).
     weak var encoder: ResponseEncoder?
     /// The access log record of the request being answered (nil while the log captures nothing).
-    private var logRecord: AccessRecord?
+    /// Kept in storage the connection allocates the first time it logs a request through the
+    /// flow and then reuses: a connection that never does (its requests were all hits the lane
+    /// answered, or the log is off) carries no record inline.
+    private var logRecord: AccessRecord? {
+        get { self.logBox?.record }
+        set {
+            if let box = self.logBox {
+                box.record = newValue
+            } else if newValue != nil {
+                self.logBox = LogRecordBox(newValue)
+            }
+        }
+        _modify {
+            let box = self.logBox ?? LogRecordBox(nil)
+            self.logBox = box
+            yield &box.record
+        }
+    }
+    private var logBox: LogRecordBox?
+
+    private final class LogRecordBox {
+        var record: AccessRecord?
+        init(_ record: AccessRecord?) { self.record = record }
+    }
     /// When the head of the request being answered arrived (nil between requests).
     private var requestStart: NIODeadline?
     /// The X-Cache-Status of the response being written (for the duration histogram).
@@ -165,7 +188,7 @@ final class ClientChannelHandler: ChannelDuplexHandler, RemovableChannelHandler,
         self.facts = facts
         self.isStream = isStream
         self.now = now
-        self.state = StateMachine(limits: server.configuration.limits, timeouts: server.configuration.clientTimeouts, isHTTP2Stream: isStream)
+        self.state = StateMachine(settings: server.connectionSettings, isHTTP2Stream: isStream)
         self.logShard = server.loopIndex(eventLoop)
     }
 

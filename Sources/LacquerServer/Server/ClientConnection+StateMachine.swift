@@ -28,6 +28,17 @@ import NIOHTTP1
 ///
 /// Generic over the flow and the upload so tests drive it with stand-ins; time comes in with
 /// each event that needs it.
+/// The limits and timeouts of a server's client connections.
+final class ConnectionSettings: Sendable {
+    let limits: Limits
+    let timeouts: ClientTimeouts
+
+    init(limits: Limits, timeouts: ClientTimeouts) {
+        self.limits = limits
+        self.timeouts = timeouts
+    }
+}
+
 struct ClientConnectionStateMachine<Flow: AnyObject, Upload: AnyObject> {
     enum State {
         /// Between requests; `sawFirstByte` once the next one started arriving.
@@ -91,8 +102,10 @@ struct ClientConnectionStateMachine<Flow: AnyObject, Upload: AnyObject> {
         case measureUnsent
     }
 
-    let limits: Limits
-    let timeouts: ClientTimeouts
+    /// Shared by every connection of the server (a reference: an idle connection keeps no copy).
+    let settings: ConnectionSettings
+    var limits: Limits { self.settings.limits }
+    var timeouts: ClientTimeouts { self.settings.timeouts }
     private(set) var state: State = .idle(sawFirstByte: false)
     /// Requests answered on this connection (flow or fast lane).
     private(set) var requestsServed = 0
@@ -128,10 +141,13 @@ struct ClientConnectionStateMachine<Flow: AnyObject, Upload: AnyObject> {
     /// Requests arrive as HTTP/2 streams (one request each; version 2.0).
     let isHTTP2Stream: Bool
 
-    init(limits: Limits, timeouts: ClientTimeouts, isHTTP2Stream: Bool = false) {
-        self.limits = limits
-        self.timeouts = timeouts
+    init(settings: ConnectionSettings, isHTTP2Stream: Bool = false) {
+        self.settings = settings
         self.isHTTP2Stream = isHTTP2Stream
+    }
+
+    init(limits: Limits, timeouts: ClientTimeouts, isHTTP2Stream: Bool = false) {
+        self.init(settings: ConnectionSettings(limits: limits, timeouts: timeouts), isHTTP2Stream: isHTTP2Stream)
     }
 
     var isClosed: Bool {

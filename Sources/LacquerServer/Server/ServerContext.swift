@@ -9,6 +9,8 @@ import VCL
 /// backend pools. Immutable after start-up except through thread-safe members.
 final class ServerContext: Sendable {
     let configuration: ServerConfiguration
+    /// The client limits and timeouts, one copy every connection refers to.
+    let connectionSettings: ConnectionSettings
     let memory: MemoryTier
     /// The disk tier, when enabled and opened.
     let disk: DiskStorage?
@@ -75,6 +77,7 @@ final class ServerContext: Sendable {
         accessLog: AccessLog? = nil
     ) {
         self.configuration = configuration
+        self.connectionSettings = ConnectionSettings(limits: configuration.limits, timeouts: configuration.clientTimeouts)
         self.accessLog = accessLog ?? AccessLog(counters: counters, logger: logger)
         self.cacheStatusName = CacheStatusValue.tokenOrString(configuration.cacheName)
         self.rateLimiter = configuration.rateLimit.map(RateLimiter.init)
