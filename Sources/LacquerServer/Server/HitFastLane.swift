@@ -33,7 +33,8 @@ final class HitFastLane: ChannelInboundHandler {
 
     private let server: ServerContext
     private let connection: ClientChannelHandler
-    private let limits: Limits
+    /// The server's limits (shared, not copied per connection).
+    private let settings: ConnectionSettings
     /// The start of a request whose head is not complete yet.
     private var pending: ByteBuffer?
     /// Requests handed to the decoder (compared with the responses the connection completed).
@@ -54,7 +55,7 @@ final class HitFastLane: ChannelInboundHandler {
     ) {
         self.server = server
         self.connection = connection
-        self.limits = server.configuration.limits
+        self.settings = server.connectionSettings
         self.addDecoder = addDecoder
     }
 
@@ -89,7 +90,7 @@ final class HitFastLane: ChannelInboundHandler {
         }
         var answered = false
         reading: while buffer.readableBytes > 0 {
-            let outcome = buffer.withUnsafeReadableBytes { FastRequestHead.classify($0, limits: self.limits) }
+            let outcome = buffer.withUnsafeReadableBytes { FastRequestHead.classify($0, limits: self.settings.limits) }
             switch outcome {
             case .needMore:
                 guard buffer.readableBytes <= Self.maxPendingHeadBytes else {
