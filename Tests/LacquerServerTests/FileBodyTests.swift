@@ -32,6 +32,24 @@ struct FileBodyTests {
         return files
     }
 
+    /// Lacquer (sendfile on or off, configured further by `configure`) with an 8 MB object stored,
+    /// in memory and on disk: `body` gets the server, its port, the object's target and length.
+    static func withLargeHit(
+        sendfile: Bool = true, _ configure: (inout ServerConfiguration) -> Void,
+        _ body: (LacquerServer, Int, String, Int) async throws -> Void
+    ) async throws {
+        let length = 8_000_000
+        let target = "/bytes/\(length)?cc=max-age%3D600"
+        try await withLacquer(configure: {
+            $0.memoryMaxObjectBytes = 16 << 20
+            $0.sendfile = sendfile
+            configure(&$0)
+        }) { lacquer, port, _ in
+            try await Self.stored(lacquer, port: port, target)
+            try await body(lacquer, port, target, length)
+        }
+    }
+
     /// Stores `target` (a MISS) and waits for its disk write.
     static func stored(_ lacquer: LacquerServer, port: Int, _ target: String = Self.target) async throws {
         let miss = try await runBlocking { try httpGet(port: port, target, timeout: 20) }
@@ -243,14 +261,7 @@ extension FileBodyTests {
 extension FileBodyTests {
     @Test("a drain lets a large hit being sent from its file finish, to the last byte, then closes", arguments: [true, false])
     func drainFinishesFileSend(sendfile: Bool) async throws {
-        let length = 8_000_000
-        let target = "/bytes/\(length)?cc=max-age%3D600"
-        try await withLacquer(configure: {
-            $0.memoryMaxObjectBytes = 16 << 20
-            $0.sendfile = sendfile
-            $0.drainTimeout = 30
-        }) { lacquer, port, _ in
-            try await Self.stored(lacquer, port: port, target)
+        try await Self.withLargeHit(sendfile: sendfile, { $0.drainTimeout = 30 }) { lacquer, port, target, length in
             let download = try RawHTTPClient(port: port, timeout: 10)
             try download.send(bytes: RawHTTPClient.serialize("GET", target))
             let head = try download.readResponseHead()
@@ -273,14 +284,7 @@ extension FileBodyTests {
 
     @Test("a slow reader of a large hit gets every byte past the keep-alive time, then the connection serves its next request", arguments: [true, false])
     func slowReaderOutlastsKeepAlive(sendfile: Bool) async throws {
-        let length = 8_000_000
-        let target = "/bytes/\(length)?cc=max-age%3D600"
-        try await withLacquer(configure: {
-            $0.memoryMaxObjectBytes = 16 << 20
-            $0.sendfile = sendfile
-            $0.clientTimeouts.idle = .seconds(1)
-        }) { lacquer, port, _ in
-            try await Self.stored(lacquer, port: port, target)
+        try await Self.withLargeHit(sendfile: sendfile, { $0.clientTimeouts.idle = .seconds(1) }) { lacquer, port, target, length in
             // A small receive buffer, so that most of the body waits on the server's side while it
             // is read, as over a slow link.
             let download = try RawHTTPClient(port: port, timeout: 10, receiveBuffer: 64 * 1024)
@@ -315,14 +319,10 @@ extension FileBodyTests {
 
     @Test("a reader that stops taking a large hit's bytes is cut at the send-idle timeout, not held forever")
     func stalledReaderIsCut() async throws {
-        let length = 8_000_000
-        let target = "/bytes/\(length)?cc=max-age%3D600"
-        try await withLacquer(configure: {
-            $0.memoryMaxObjectBytes = 16 << 20
+        try await Self.withLargeHit({
             $0.clientTimeouts.idle = .milliseconds(300)
             $0.clientTimeouts.sendIdle = .seconds(1)
-        }) { lacquer, port, _ in
-            try await Self.stored(lacquer, port: port, target)
+        }) { lacquer, port, target, length in
             let download = try RawHTTPClient(port: port, timeout: 10, receiveBuffer: 64 * 1024)
             try download.send(bytes: RawHTTPClient.serialize("GET", target))
             #expect(try download.readResponseHead().header("X-Cache-Status") == "HIT")
