@@ -522,10 +522,12 @@ struct ClientChannelHandlerTests {
         }
         #expect(context.counters[.cacheHitFast] == 3)
         #expect(!decoderPresent(), "hits alone built the decoder")
+        #expect((try? channel.pipeline.syncOperations.handler(type: ResponseEncoder.self)) == nil, "hits alone built the encoder")
 
         // A request the lane does not answer (a PURGE) goes to the decoder, built for it.
         try channel.writeInbound(ByteBuffer(string: "PURGE /x HTTP/1.1\r\nHost: a\r\n\r\n"))
         #expect(decoderPresent())
+        #expect((try? channel.pipeline.syncOperations.handler(type: ResponseEncoder.self)) != nil)
         #expect(context.counters[.clientReq] == 4, "the handed-over request did not reach the connection handler")
         _ = try? channel.finish()
     }

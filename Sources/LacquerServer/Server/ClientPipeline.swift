@@ -145,27 +145,28 @@ enum ClientPipeline {
                 try self.addRequestDecoder(pipeline, before: handler, limits: limits)
                 observer?.startKeepingPrefix()
             })
-        let encoder = ResponseEncoder()
-        handler.encoder = encoder
-        try sync.addHandler(encoder)
         try sync.addHandler(handler)
         let bound = NIOLoopBound(handler, eventLoop: channel.eventLoop)
         observer.onBytes = { bound.value.bytesArrived() }
     }
 
-    /// The HTTP/1.1 request decoder and NIO's pipelining handler, added before `handler` when the
-    /// hit lane first hands it a request: a connection whose requests the lane answers (hits)
-    /// never builds them, which keeps an idle keep-alive connection smaller.
+    /// The response encoder, the HTTP/1.1 request decoder and NIO's pipelining handler, added
+    /// before `handler` when the hit lane first hands it a request: a connection whose requests
+    /// the lane answers (hits, written as bytes) never builds them, which keeps an idle
+    /// keep-alive connection smaller.
     static func addRequestDecoder(_ pipeline: ChannelPipeline.SynchronousOperations, before handler: ClientChannelHandler, limits: Limits) throws {
         // Generous parser limits; the exact HARDENING limits (414/431) are checked on the parsed head.
         var decoderLimits = NIOHTTPDecoderLimitConfiguration()
         decoderLimits.maxHeaderFieldSize = max(limits.requestLineBytes, limits.headerFieldBytes) * 2
         decoderLimits.maxHeaderListSize = limits.headerTotalBytes * 2
         decoderLimits.maxHeaderFieldCount = limits.headerFieldCount * 2
+        let encoder = ResponseEncoder()
+        handler.encoder = encoder
         let framingGuard = ChunkedFramingGuard(side: .request, maxChunkExtensionBytes: limits.chunkExtensionBytes)
         handler.framingGuard = framingGuard
         try pipeline.addHandlers(
             [
+                encoder,
                 framingGuard,
                 ByteToMessageHandler(
                     HTTPRequestDecoder(
