@@ -1,6 +1,18 @@
 import NIOCore
 import NIOHTTP1
 
+/// The limits and timeouts of a server's client connections: one instance per server, which
+/// every connection refers to.
+final class ConnectionSettings: Sendable {
+    let limits: Limits
+    let timeouts: ClientTimeouts
+
+    init(limits: Limits, timeouts: ClientTimeouts) {
+        self.limits = limits
+        self.timeouts = timeouts
+    }
+}
+
 /// The life of one client connection, decided without I/O: `ClientChannelHandler` feeds it
 /// events (bytes, parsed request parts, the flow's response ending, timers, the peer leaving)
 /// and carries out the action each returns. Modelled on swift-nio's
@@ -28,17 +40,6 @@ import NIOHTTP1
 ///
 /// Generic over the flow and the upload so tests drive it with stand-ins; time comes in with
 /// each event that needs it.
-/// The limits and timeouts of a server's client connections.
-final class ConnectionSettings: Sendable {
-    let limits: Limits
-    let timeouts: ClientTimeouts
-
-    init(limits: Limits, timeouts: ClientTimeouts) {
-        self.limits = limits
-        self.timeouts = timeouts
-    }
-}
-
 struct ClientConnectionStateMachine<Flow: AnyObject, Upload: AnyObject> {
     enum State {
         /// Between requests; `sawFirstByte` once the next one started arriving.

@@ -120,8 +120,8 @@ enum ClientPipeline {
         try channel.pipeline.syncOperations.addHandler(sni)
     }
 
-    /// The HTTP/1.1 pipeline: the byte observer, the hit fast lane, our response encoder, the
-    /// chunk-size guard, NIO's request decoder and pipelining handler, then the connection.
+    /// The HTTP/1.1 pipeline: the byte observer, the hit fast lane, then the connection; the
+    /// lane adds the rest (`addRequestDecoder`) before the connection when it first needs it.
     static func addHTTP1(_ channel: any Channel, facts: ConnectionFacts, context: ServerContext, proxyProtocol: Bool) throws {
         let handler = ClientChannelHandler(server: context, eventLoop: channel.eventLoop, facts: facts)
         // Behind TLS the session is known by now (ALPN chose HTTP/1.1); only plain TCP takes files.
@@ -138,11 +138,11 @@ enum ClientPipeline {
                     handler.adoptProxiedAddresses()
                 })
         }
-        let limits = context.configuration.limits
+        let settings = context.connectionSettings  // a reference: no copy of the limits per connection
         try sync.addHandler(
             HitFastLane(server: context, connection: handler) { [weak handler, weak observer] pipeline in
                 guard let handler else { return }
-                try self.addRequestDecoder(pipeline, before: handler, limits: limits)
+                try self.addRequestDecoder(pipeline, before: handler, limits: settings.limits)
                 observer?.startKeepingPrefix()
             })
         try sync.addHandler(handler)

@@ -41,7 +41,7 @@ final class HitFastLane: ChannelInboundHandler {
     private var handedOver = 0
     /// Set once the decoder has taken over the connection's bytes.
     private var passthrough = false
-    /// Adds the decoder after the lane; nil once done (or when the pipeline had it from the start).
+    /// Adds the decoder after the lane; nil once done.
     private var addDecoder: ((ChannelPipeline.SynchronousOperations) throws -> Void)?
 
     /// The variants `Vary: Accept-Encoding` gives (see `VaryKey.variant`).
@@ -51,7 +51,7 @@ final class HitFastLane: ChannelInboundHandler {
 
     init(
         server: ServerContext, connection: ClientChannelHandler,
-        addDecoder: ((ChannelPipeline.SynchronousOperations) throws -> Void)? = nil
+        addDecoder: @escaping (ChannelPipeline.SynchronousOperations) throws -> Void
     ) {
         self.server = server
         self.connection = connection
@@ -59,28 +59,23 @@ final class HitFastLane: ChannelInboundHandler {
         self.addDecoder = addDecoder
     }
 
-    /// Passes `bytes` on to the decoder, adding it first if it is not there yet. False when it
-    /// could not be added (the connection is then closed).
-    @discardableResult
-    private func toDecoder(_ bytes: ByteBuffer, context: ChannelHandlerContext) -> Bool {
+    /// Passes `bytes` on to the decoder, adding it first if it is not there yet (the connection
+    /// closes when it cannot be added).
+    private func toDecoder(_ bytes: ByteBuffer, context: ChannelHandlerContext) {
         if let addDecoder = self.addDecoder {
             self.addDecoder = nil
             do {
                 try addDecoder(context.pipeline.syncOperations)
             } catch {
-                context.close(promise: nil)
-                return false
+                return context.close(promise: nil)
             }
         }
         context.fireChannelRead(self.wrapInboundOut(bytes))
-        return true
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         if self.passthrough {
-            if self.addDecoder == nil { return context.fireChannelRead(data) }
-            self.toDecoder(self.unwrapInboundIn(data), context: context)
-            return
+            return self.toDecoder(self.unwrapInboundIn(data), context: context)
         }
         var buffer = self.unwrapInboundIn(data)
         if var pending = self.pending {
