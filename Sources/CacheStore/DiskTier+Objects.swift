@@ -102,6 +102,7 @@ extension DiskTier {
             defer {
                 state.inFlight.remove(id)
                 self.publish(state)
+                self.countWrite()
             }
             guard let db = state.db else { return .failure(CacheStoreError.closed(path: self.directory)) }
             return Result {
@@ -186,8 +187,7 @@ extension DiskTier {
         let first = count > 0 ? Int(lacquer_thread_slot()) % count : 0
         for index in 0..<count {
             let reader = self.nowaitReaders[(first + index) % count]
-            let attempt: [DiskObjectHead]?? = reader.ifFree { connection -> [DiskObjectHead]? in
-                guard let connection else { return nil }
+            let attempt: [DiskObjectHead]?? = reader.read(writes: self.writes) { connection -> [DiskObjectHead]? in
                 var malformed: [Int64] = []
                 let heads = try? Self.readHeads(key, connection, malformed: &malformed)
                 return malformed.isEmpty ? heads : nil

@@ -142,12 +142,27 @@ public final class DiskTier: Sendable {
     /// Read connections through the `lacquer-nowait` VFS, each taken only if free (empty when
     /// that VFS cannot be registered).
     let nowaitReaders: [NowaitReader]
+    /// Writes made through the writer connection (each counted once its transaction has ended):
+    /// a nowait reader's kept read transaction is current while this has not moved.
+    let writes = Atomic<Int>(0)
     /// One nowait read connection, used by one thread at a time: taken with a compare-and-swap
     /// or not at all (a `Mutex`'s try-lock can enter the kernel when it fails).
+    ///
+    /// Its read transaction is kept open from one lookup to the next while nothing has been
+    /// written since it began: beginning and ending one takes the WAL's read lock (an `fcntl`
+    /// and a mutex shared with the other connections), and SQLite keeps its page cache only
+    /// while the database is unchanged. It ends as soon as a write is counted: at the next
+    /// lookup, or at once if no lookup holds the connection (`release`, which the writer calls
+    /// after each write so that an idle reader never holds a checkpoint back). A snapshot that
+    /// began after the count was read sees every write counted before it: a lookup never
+    /// misses a purge or a store that was counted when it started.
     final class NowaitReader: @unchecked Sendable {
         private let busy = Atomic<Bool>(false)
         /// Guarded by `busy`.
         private var connection: SQLiteConnection?
+        /// The write count read before the open read transaction began; nil when none is open.
+        /// Guarded by `busy`.
+        private var snapshot: Int?
 
         init(path: String) throws {
             let connection = try SQLiteConnection(path: path, create: false, vfs: LACQUER_NOWAIT_VFS_NAME)
@@ -155,8 +170,47 @@ public final class DiskTier: Sendable {
             self.connection = connection
         }
 
+        /// `body` with the connection inside a read transaction that saw every write counted in
+        /// `writes` so far; nil if another thread has the connection. `body`'s nil (it failed)
+        /// ends the transaction; so does a closed connection (`body` is then not called).
+        func read<T>(writes: borrowing Atomic<Int>, _ body: (SQLiteConnection) -> T?) -> T?? {
+            guard self.busy.compareExchange(expected: false, desired: true, ordering: .acquiring).exchanged else { return nil }
+            defer { self.busy.store(false, ordering: .releasing) }
+            guard let connection = self.connection else { return .some(nil) }
+            let count = writes.load(ordering: .sequentiallyConsistent)
+            if let snapshot = self.snapshot, snapshot != count {
+                self.end(connection)
+            }
+            if self.snapshot == nil {
+                // Deferred: the snapshot is taken by the first read, after `count` was read.
+                guard (try? connection.run("BEGIN")) != nil else { return .some(nil) }
+                self.snapshot = count
+            }
+            let result = body(connection)
+            if result == nil {
+                self.end(connection)
+            }
+            return .some(result)
+        }
+
+        /// Ends the kept read transaction, unless a lookup holds the connection (that lookup
+        /// ends it itself when it next finds the write count moved).
+        func release() {
+            _ = self.ifFree { connection in
+                if let connection { self.end(connection) }
+            }
+        }
+
+        /// Ends the read transaction if one is open (after a failed statement SQLite may have
+        /// ended it already; the error is then expected and ignored).
+        private func end(_ connection: SQLiteConnection) {
+            guard self.snapshot != nil else { return }
+            self.snapshot = nil
+            _ = try? connection.run("ROLLBACK")
+        }
+
         /// `body` with the connection (nil once closed), or nil if another thread has it.
-        func ifFree<T>(_ body: (SQLiteConnection?) -> T) -> T? {
+        private func ifFree<T>(_ body: (SQLiteConnection?) -> T) -> T? {
             guard self.busy.compareExchange(expected: false, desired: true, ordering: .acquiring).exchanged else { return nil }
             defer { self.busy.store(false, ordering: .releasing) }
             return body(self.connection)
@@ -164,7 +218,11 @@ public final class DiskTier: Sendable {
 
         /// Closes the connection, waiting for a lookup using it to finish (one query).
         func close() {
-            while self.ifFree({ _ in self.connection?.close() }) == nil {
+            while self.ifFree({ (connection: SQLiteConnection?) -> Void in
+                if let connection { self.end(connection) }
+                connection?.close()
+                self.connection = nil
+            }) == nil {
                 sched_yield()
             }
         }
@@ -363,10 +421,22 @@ public final class DiskTier: Sendable {
     func withWriter<T: Sendable>(_ body: @Sendable (inout WriterState, SQLiteConnection) throws -> T) throws -> T {
         let result: Result<T, any Error> = self.writer.withLock { state in
             guard let db = state.db else { return .failure(CacheStoreError.closed(path: self.directory)) }
-            defer { self.publish(state) }
+            defer {
+                self.publish(state)
+                self.countWrite()
+            }
             return Result { try body(&state, db) }
         }
         return try result.mapError(self.flagIfCorrupt).get()
+    }
+
+    /// Counts a write that has ended (committed or not) and ends the kept read transactions of
+    /// the nowait readers no lookup holds (called with the writer lock held).
+    func countWrite() {
+        self.writes.add(1, ordering: .sequentiallyConsistent)
+        for reader in self.nowaitReaders {
+            reader.release()
+        }
     }
 
     /// Copies the writer's figures for `stats` (called with the writer lock held).

@@ -416,6 +416,46 @@ struct DiskTierTests {
     }
 
 
+    @Test("a nowait reader's kept read transaction never hides a later write, and a write ends it so a checkpoint can reset the WAL")
+    func keptSnapshotFollowsWrites() throws {
+        let dir = try DiskTestDirectory()
+        var configuration = self.configuration(dir, inline: 16 * 1024)
+        configuration.nowaitReaders = 1  // every lookup below uses the same connection and its kept transaction
+        let tier = try DiskTier(configuration: configuration)
+        defer { tier.close() }
+        let a = diskTestObject(target: "/a", body: diskTestBytes(5_000, seed: 1))
+        try tier.store(a)
+        #expect(try #require(tier.lookupWithoutWaiting(a.key)).first?.prefetchedBody?.readableBytes == 5_000)
+
+        // Stored after the transaction began: seen.
+        let b = diskTestObject(target: "/b", body: diskTestBytes(6_000, seed: 2))
+        try tier.store(b)
+        #expect(try #require(tier.lookupWithoutWaiting(b.key)).count == 1)
+        // Replaced: the new body, never the one the kept transaction read.
+        try tier.store(diskTestObject(target: "/a", body: diskTestBytes(7_000, seed: 3)))
+        let replaced = try #require(tier.lookupWithoutWaiting(a.key))
+        #expect(replaced.count == 1 && replaced.first?.prefetchedBody?.readableBytes == 7_000)
+        // Removed: gone at once.
+        #expect(try tier.remove(key: a.key) == 1)
+        #expect(tier.lookupWithoutWaiting(a.key)?.isEmpty == true)
+        #expect(tier.stats.lookupsHandedOff == 0)
+
+        // Held across lookups: a TRUNCATE checkpoint cannot reset the WAL under it ...
+        let outside = try SQLiteConnection(path: dir.path + "/" + DiskIndexSchema.fileName, create: false)
+        defer { outside.close() }
+        func checkpointBlocked() throws -> Bool {
+            var busy: Int64 = -1
+            try outside.query("PRAGMA wal_checkpoint(TRUNCATE)") { busy = $0.int64(0) }
+            return busy != 0
+        }
+        #expect(tier.lookupWithoutWaiting(b.key)?.count == 1)
+        #expect(try checkpointBlocked())
+        // ... and the next write ends it, with no lookup needed.
+        try tier.store(diskTestObject(target: "/c"))
+        #expect(try !checkpointBlocked())
+        #expect(tier.lookupWithoutWaiting(b.key)?.count == 1)
+    }
+
     @Test("a large body's file is noted on the object when its row commits and when a read of it matched; it opens only as that version, fully cached")
     func bodyFileNotes() throws {
         let dir = try DiskTestDirectory()
