@@ -227,11 +227,16 @@ do {
         i = (i &+ 7) % keys.count
         blackHole(try? tier.lookup(keys[i]))
     }
+    let nowaitLookup = measure("DiskTier lookupWithoutWaiting, same objects", iterations: 50_000) {
+        i = (i &+ 7) % keys.count
+        blackHole(tier.lookupWithoutWaiting(keys[i]))
+    }
     let head = try tier.lookup(keys[0])[0]
     let toObject = measure("  disk head + body -> StoredObject", iterations: 50_000) {
         blackHole(head.storedObject(body: head.prefetchedBody ?? ByteBuffer(), hiddenFields: .none))
     }
     print("  disk lookup / memory lookup      " + String(format: "%8.1fx", diskLookup / lookup))
+    print("  without waiting / memory lookup  " + String(format: "%8.1fx", nowaitLookup / lookup))
     blackHole(toObject)
 } catch {
     print("disk lookup: \(error)")

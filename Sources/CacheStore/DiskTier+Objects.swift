@@ -203,15 +203,16 @@ extension DiskTier {
     }
 
     /// The rows of `key` as heads, with the bodies kept in the index verified; the ids of rows
-    /// that cannot be decoded, or whose kept body does not match, go to `malformed`.
+    /// that cannot be decoded, or whose kept body does not match, go to `malformed`. The body
+    /// comes from a join rather than a scalar subquery, whose result SQLite copies once more.
     private static func readHeads(_ key: CacheKey, _ connection: SQLiteConnection, malformed: inout [Int64]) throws
         -> [DiskObjectHead]
     {
         var heads: [DiskObjectHead] = []
         try connection.query(
             """
-            SELECT \(DiskObjectHead.columns), (SELECT body FROM bodies WHERE bodies.id = objects.id) \
-            FROM objects WHERE digest = ? AND key = ? ORDER BY id
+            SELECT \(DiskObjectHead.columns), body \
+            FROM objects LEFT JOIN bodies USING (id) WHERE digest = ? AND key = ? ORDER BY id
             """,
             [.integer(Int64(bitPattern: key.digest)), .blob(Array(key.canonical.utf8))]
         ) { row in
