@@ -1,6 +1,7 @@
 import Foundation
 import NIOCore
 import NIOHTTP1
+import LacquerTesting
 import Testing
 
 @testable import CacheStore
@@ -30,12 +31,23 @@ struct BodyFileTests {
     @Test("the CPU's CRC-32C instruction and the tables agree at every length and alignment")
     func crc32cHardwareMatchesTables() {
         let data = diskTestBytes(70_000, seed: 9)
+        // Around the three-lane lengths too: 3 x 256 and 3 x 8192 bytes, and their multiples.
+        let lanes = [767, 768, 769, 775, 776, 1_536, 1_543, 16_384, 24_575, 24_576, 24_577, 24_576 + 768 + 9, 49_152, 65_536]
         data.withUnsafeBytes { raw in
             for start in 0..<9 {
-                for length in [0, 1, 7, 8, 9, 15, 16, 17, 63, 64, 65, 1_000, 65_536] {
+                for length in [0, 1, 7, 8, 9, 15, 16, 17, 63, 64, 65, 1_000] + lanes {
                     let slice = UnsafeRawBufferPointer(rebasing: raw[start..<(start + length)])
                     #expect(CRC32C.update(0x1234_5678, slice) == CRC32C.updateSoftware(0x1234_5678, slice))
                 }
+            }
+            var random = SeededRandom(seed: SeededRandom.seed(fallback: 0x0C3C_32C0))
+            print("crc32cHardwareMatchesTables: seed \(random.seed)")
+            for _ in 0..<200 {
+                let start = Int(random.next() % 64)
+                let length = Int(random.next() % UInt64(raw.count - start))
+                let slice = UnsafeRawBufferPointer(rebasing: raw[start..<(start + length)])
+                let crc = UInt32(truncatingIfNeeded: random.next())
+                #expect(CRC32C.update(crc, slice) == CRC32C.updateSoftware(crc, slice), "start \(start), length \(length)")
             }
         }
         #expect(CRC32C.updateSoftware(0, UnsafeRawBufferPointer(start: nil, count: 0)) == 0)
