@@ -12,7 +12,15 @@ public struct DiskObjectHead: Sendable {
     public let varyNames: [String]
     public let status: Int
     public let reason: String
-    public let headers: HTTPHeaders
+    /// The stored header fields in the index's encoding (`HeaderCodec`), checked when the row
+    /// was read: a disk hit builds its object from these bytes, and only a request that reads
+    /// the fields as a list decodes them.
+    let encodedHeaders: [UInt8]
+    /// The stored header fields.
+    public var headers: HTTPHeaders {
+        // Checked when the row was read, so this never fails; an empty list if it ever did.
+        HeaderCodec.decode(self.encodedHeaders) ?? HTTPHeaders()
+    }
     public let requestTime: Double
     public let responseTime: Double
     public let origin: Double
@@ -56,26 +64,29 @@ public struct DiskObjectHead: Sendable {
         self.origin + self.ttl + self.grace + self.keep
     }
 
-    /// The object with `body` attached (the caller has read and verified it).
+    /// The object with `body` attached (the caller has read and verified it), built from the
+    /// encoded fields as they are (no header list in between).
     public func storedObject(body: ByteBuffer, hiddenFields: SurrogateKeyFields = .none) -> StoredObject {
-        StoredObject(
-            key: self.key,
-            variant: self.variant,
-            varyNames: self.varyNames,
-            status: self.status,
-            reason: self.reason,
-            headers: self.headers,
-            body: body,
-            requestTime: self.requestTime,
-            responseTime: self.responseTime,
-            origin: self.origin,
-            ttl: self.ttl,
-            grace: self.grace,
-            keep: self.keep,
-            mustRevalidate: self.mustRevalidate,
-            hiddenFields: hiddenFields,
-            softPurged: self.softPurged
-        )
+        self.encodedHeaders.withUnsafeBytes { fields in
+            StoredObject(
+                key: self.key,
+                variant: self.variant,
+                varyNames: self.varyNames,
+                status: self.status,
+                reason: self.reason,
+                encodedFields: fields,
+                body: body,
+                requestTime: self.requestTime,
+                responseTime: self.responseTime,
+                origin: self.origin,
+                ttl: self.ttl,
+                grace: self.grace,
+                keep: self.keep,
+                mustRevalidate: self.mustRevalidate,
+                hiddenFields: hiddenFields,
+                softPurged: self.softPurged
+            )
+        }
     }
 
     /// The columns `init(row:)` reads, in order.
@@ -88,7 +99,7 @@ public struct DiskObjectHead: Sendable {
     /// `key`: the key the row was selected by (`key = ?`), which its key column then holds; it is
     /// taken as it is instead of being decoded again.
     init?(row: SQLiteStatement, key: CacheKey? = nil) {
-        guard let headers = row.withBlob(6, HeaderCodec.decode) else { return nil }
+        guard let encodedHeaders = row.withBlob(6, { HeaderCodec.isValid($0) ? Array($0) : nil }) else { return nil }
         let bodyLength = row.int64(7)
         let checksums: [UInt32]? = row.withBlob(8) { raw in
             guard bodyLength >= 0, raw.count == BodyFile.blockCount(length: bodyLength) * 4 else { return nil }
@@ -113,7 +124,7 @@ public struct DiskObjectHead: Sendable {
         self.varyNames = varyNames.isEmpty ? [] : varyNames.split(separator: ",").map(String.init)
         self.status = Int(row.int64(4))
         self.reason = row.text(5)
-        self.headers = headers
+        self.encodedHeaders = encodedHeaders
         self.bodyLength = bodyLength
         self.blockChecksums = checksums
         self.requestTime = row.double(9)
@@ -168,6 +179,26 @@ enum HeaderCodec {
     }
 
     static func decode(_ bytes: UnsafeRawBufferPointer) -> HTTPHeaders? {
+        var fields: [(String, String)] = []
+        let valid = self.forEachField(bytes) { name, value in
+            if fields.isEmpty { fields.reserveCapacity(8) }
+            fields.append((String(decoding: name, as: UTF8.self), String(decoding: value, as: UTF8.self)))
+        }
+        return valid ? HTTPHeaders(fields) : nil
+    }
+
+    /// Whether `bytes` decode: `decode` would not return nil.
+    static func isValid(_ bytes: UnsafeRawBufferPointer) -> Bool {
+        self.forEachField(bytes) { _, _ in }
+    }
+
+    /// Calls `body` with each field's name and value bytes, in order, as long as the encoding
+    /// holds; returns whether all of `bytes` was a valid encoding within the limits. The one
+    /// reader of the format: `decode`, `isValid` and `StoredObject(encodedFields:)` use it.
+    @discardableResult
+    static func forEachField(
+        _ bytes: UnsafeRawBufferPointer, _ body: (UnsafeBufferPointer<UInt8>, UnsafeBufferPointer<UInt8>) -> Void
+    ) -> Bool {
         var offset = 0
         func readUInt32() -> Int? {
             guard bytes.count - offset >= 4 else { return nil }
@@ -175,27 +206,24 @@ enum HeaderCodec {
             offset += 4
             return Int(UInt32(littleEndian: value))
         }
-        func readString() -> String? {
+        func readBytes() -> UnsafeBufferPointer<UInt8>? {
             guard let length = readUInt32(), length <= self.maxFieldBytes, bytes.count - offset >= length else {
                 return nil
             }
             defer { offset += length }
-            return String(decoding: UnsafeRawBufferPointer(rebasing: bytes[offset..<(offset + length)]), as: UTF8.self)
+            return UnsafeRawBufferPointer(rebasing: bytes[offset..<(offset + length)]).assumingMemoryBound(to: UInt8.self)
         }
-        guard let count = readUInt32(), count <= self.maxFields else { return nil }
-        var fields: [(String, String)] = []
-        fields.reserveCapacity(count)
+        guard let count = readUInt32(), count <= self.maxFields else { return false }
         var total = 0
         for _ in 0..<count {
-            guard let name = readString(), let value = readString() else { return nil }
-            total += name.utf8.count + value.utf8.count
-            guard name.utf8.count + value.utf8.count <= self.maxFieldBytes, total <= self.maxTotalBytes else {
-                return nil
+            guard let name = readBytes(), let value = readBytes() else { return false }
+            total += name.count + value.count
+            guard name.count + value.count <= self.maxFieldBytes, total <= self.maxTotalBytes else {
+                return false
             }
-            fields.append((name, value))
+            body(name, value)
         }
-        guard offset == bytes.count else { return nil }
-        return HTTPHeaders(fields)
+        return offset == bytes.count
     }
 
     private static func append(_ value: UInt32, to bytes: inout [UInt8]) {

@@ -175,7 +175,7 @@ public final class StoredObject: @unchecked Sendable {
     /// kept as their own shared buffer.
     public static let inlineBodyLimit = 16 * 1024
 
-    public init(
+    public convenience init(
         key: CacheKey,
         variant: String,
         varyNames: [String],
@@ -192,6 +192,77 @@ public final class StoredObject: @unchecked Sendable {
         mustRevalidate: Bool,
         hiddenFields: SurrogateKeyFields = .none,
         softPurged: Bool = false
+    ) {
+        self.init(
+            key: key, variant: variant, varyNames: varyNames, status: status, reason: reason, fields: .list(headers),
+            body: body, requestTime: requestTime, responseTime: responseTime, origin: origin, ttl: ttl, grace: grace,
+            keep: keep, mustRevalidate: mustRevalidate, hiddenFields: hiddenFields, softPurged: softPurged)
+    }
+
+    /// The same object built from header fields in the disk index's encoding (`HeaderCodec`),
+    /// already checked (`HeaderCodec.isValid`): a disk hit builds no header list.
+    convenience init(
+        key: CacheKey,
+        variant: String,
+        varyNames: [String],
+        status: Int,
+        reason: String,
+        encodedFields: UnsafeRawBufferPointer,
+        body: ByteBuffer,
+        requestTime: Double,
+        responseTime: Double,
+        origin: Double,
+        ttl: Double,
+        grace: Double,
+        keep: Double,
+        mustRevalidate: Bool,
+        hiddenFields: SurrogateKeyFields,
+        softPurged: Bool
+    ) {
+        self.init(
+            key: key, variant: variant, varyNames: varyNames, status: status, reason: reason,
+            fields: .encoded(encodedFields), body: body, requestTime: requestTime, responseTime: responseTime,
+            origin: origin, ttl: ttl, grace: grace, keep: keep, mustRevalidate: mustRevalidate,
+            hiddenFields: hiddenFields, softPurged: softPurged)
+    }
+
+    /// Where the header fields come from: a list, or the disk index's encoding read in place.
+    private enum FieldSource {
+        case list(HTTPHeaders)
+        case encoded(UnsafeRawBufferPointer)
+
+        /// Calls `body` with each field's name and value bytes, in order.
+        func forEach(_ body: (UnsafeBufferPointer<UInt8>, UnsafeBufferPointer<UInt8>) -> Void) {
+            switch self {
+            case .list(let headers):
+                for (name, value) in headers {
+                    var name = name
+                    var value = value
+                    name.withUTF8 { name in value.withUTF8 { value in body(name, value) } }
+                }
+            case .encoded(let bytes):
+                HeaderCodec.forEachField(bytes, body)
+            }
+        }
+    }
+
+    private init(
+        key: CacheKey,
+        variant: String,
+        varyNames: [String],
+        status: Int,
+        reason: String,
+        fields: FieldSource,
+        body: ByteBuffer,
+        requestTime: Double,
+        responseTime: Double,
+        origin: Double,
+        ttl: Double,
+        grace: Double,
+        keep: Double,
+        mustRevalidate: Bool,
+        hiddenFields: SurrogateKeyFields,
+        softPurged: Bool
     ) {
         self.key = key
         self.vary = variant.isEmpty && varyNames.isEmpty ? nil : Vary(variant: variant, names: varyNames)
@@ -210,19 +281,19 @@ public final class StoredObject: @unchecked Sendable {
         var merged = false
         var gzip = false
         var kinds: [FieldKind] = []
-        kinds.reserveCapacity(headers.count)
-        for (name, value) in headers {
+        kinds.reserveCapacity(8)
+        fields.forEach { name, value in
             var kind = Self.fieldKind(name, status: status)
             if kind == .plain, hiddenFields.hides(name) {
                 // Kept (the index and VCL read it) but out of what a plain delivery copies.
                 kind = .rewritten
             }
             kinds.append(kind)
-            let size = name.utf8.count + value.utf8.count + 4
+            let size = name.count + value.count + 4
             switch kind {
             case .plain:
                 plainBytes += size
-                if name.utf8.count == 16, name.lowercased() == "content-encoding", value.lowercased().contains("gzip") {
+                if name.count == 16, Self.equalsLowercased(name, "content-encoding"), Self.containsLowercased(value, "gzip") {
                     gzip = true
                 }
             case .rewritten:
@@ -242,8 +313,10 @@ public final class StoredObject: @unchecked Sendable {
         do {
             let buffer = UnsafeMutableBufferPointer(start: base, count: total)
             var at = 0
-            for (index, (name, value)) in headers.enumerated() where kinds[index] == .plain {
-                Self.writeField(name: name, value: value, into: buffer, at: &at)
+            var index = 0
+            fields.forEach { name, value in
+                if kinds[index] == .plain { Self.writeField(name: name, value: value, into: buffer, at: &at) }
+                index += 1
             }
             if inline {
                 body.withUnsafeReadableBytes { bytes in
@@ -254,8 +327,12 @@ public final class StoredObject: @unchecked Sendable {
                     at += bytes.count
                 }
             }
-            for (index, (name, value)) in headers.enumerated() where kinds[index] == .rewritten || kinds[index] == .merged {
-                Self.writeField(name: name, value: value, into: buffer, at: &at)
+            index = 0
+            fields.forEach { name, value in
+                if kinds[index] == .rewritten || kinds[index] == .merged {
+                    Self.writeField(name: name, value: value, into: buffer, at: &at)
+                }
+                index += 1
             }
             for byte in reason.utf8 {
                 buffer[at] = byte
@@ -281,34 +358,68 @@ public final class StoredObject: @unchecked Sendable {
         case plain, rewritten, merged, dropped
     }
 
-    private static func fieldKind(_ name: String, status: Int) -> FieldKind {
-        switch name.utf8.count {
-        case 3, 12, 13, 14:
-            switch name.lowercased() {
-            case "via", "cache-status", "x-cache-status": return .merged
-            case "content-length": return .dropped
-            case "accept-ranges": return status == 200 ? .dropped : .rewritten
-            default: return .plain
-            }
+    private static func fieldKind(_ name: UnsafeBufferPointer<UInt8>, status: Int) -> FieldKind {
+        switch name.count {
+        case 3:
+            return Self.equalsLowercased(name, "via") ? .merged : .plain
+        case 12:
+            return Self.equalsLowercased(name, "cache-status") ? .merged : .plain
+        case 13:
+            guard Self.equalsLowercased(name, "accept-ranges") else { return .plain }
+            return status == 200 ? .dropped : .rewritten
+        case 14:
+            if Self.equalsLowercased(name, "x-cache-status") { return .merged }
+            return Self.equalsLowercased(name, "content-length") ? .dropped : .plain
         default:
             return .plain
         }
     }
 
+    /// Whether `bytes`, ASCII letters lowercased, are `lowercase` (field names are
+    /// case-insensitive ASCII tokens, RFC 9110 §5.1).
+    private static func equalsLowercased(_ bytes: UnsafeBufferPointer<UInt8>, _ lowercase: StaticString) -> Bool {
+        guard bytes.count == lowercase.utf8CodeUnitCount else { return false }
+        let expected = lowercase.utf8Start
+        for index in 0..<bytes.count where Self.lower(bytes[index]) != expected[index] {
+            return false
+        }
+        return true
+    }
+
+    /// Whether `bytes`, ASCII letters lowercased, contain `lowercase`.
+    private static func containsLowercased(_ bytes: UnsafeBufferPointer<UInt8>, _ lowercase: StaticString) -> Bool {
+        let count = lowercase.utf8CodeUnitCount
+        guard count > 0, bytes.count >= count else { return count == 0 }
+        let expected = lowercase.utf8Start
+        outer: for start in 0...(bytes.count - count) {
+            for offset in 0..<count where Self.lower(bytes[start + offset]) != expected[offset] {
+                continue outer
+            }
+            return true
+        }
+        return false
+    }
+
+    @inline(__always)
+    private static func lower(_ byte: UInt8) -> UInt8 {
+        byte >= 0x41 && byte <= 0x5A ? byte | 0x20 : byte
+    }
+
     /// Writes `name: value\r\n`. CR, LF and NUL cannot be part of a field: they become SP
     /// (RFC 9110 §5.5), so a stored field can never split a response.
     private static func writeField(
-        name: String, value: String, into buffer: UnsafeMutableBufferPointer<UInt8>, at: inout Int
+        name: UnsafeBufferPointer<UInt8>, value: UnsafeBufferPointer<UInt8>, into buffer: UnsafeMutableBufferPointer<UInt8>,
+        at: inout Int
     ) {
         @inline(__always) func put(_ byte: UInt8) {
             buffer[at] = (byte == 0x0D || byte == 0x0A || byte == 0x00) ? 0x20 : byte
             at += 1
         }
-        for byte in name.utf8 { put(byte) }
+        for byte in name { put(byte) }
         buffer[at] = UInt8(ascii: ":")
         buffer[at + 1] = UInt8(ascii: " ")
         at += 2
-        for byte in value.utf8 { put(byte) }
+        for byte in value { put(byte) }
         buffer[at] = 0x0D
         buffer[at + 1] = 0x0A
         at += 2

@@ -38,7 +38,7 @@ public struct SurrogateKeyFields: Sendable, Equatable {
     }
 
     /// Whether a stored field of this name is kept out of plain deliveries.
-    func hides(_ name: String) -> Bool {
+    func hides(_ name: UnsafeBufferPointer<UInt8>) -> Bool {
         self.hidden && self.reads(name)
     }
 

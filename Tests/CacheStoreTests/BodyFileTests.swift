@@ -118,5 +118,47 @@ struct BodyFileTests {
         let tooLong = HTTPHeaders([("X-Long", String(repeating: "a", count: 9000))])
         #expect(!HeaderCodec.withinLimits(tooLong))
         #expect(HeaderCodec.decode(HeaderCodec.encode(tooLong)) == nil)
+        for bad in [[1, 2], HeaderCodec.encode(headers) + [0], HeaderCodec.encode(tooMany), HeaderCodec.encode(tooLong)] {
+            #expect(!bad.withUnsafeBytes(HeaderCodec.isValid))
+        }
+        #expect(HeaderCodec.encode(headers).withUnsafeBytes(HeaderCodec.isValid))
+    }
+
+    @Test("an object built from the index's encoded fields is the object built from the field list")
+    func objectFromEncodedFields() {
+        var random = SeededRandom(seed: SeededRandom.seed(fallback: 0x5E1D_F1E1))
+        print("objectFromEncodedFields: seed \(random.seed)")
+        // Names a delivery treats apart, in any case, among ordinary ones.
+        let names = [
+            "Via", "vIA", "Cache-Status", "X-Cache-Status", "x-cache-STATUS", "Content-Length", "Accept-Ranges",
+            "ACCEPT-RANGES", "Content-Encoding", "content-encoding", "xkey", "Surrogate-Key", "Cache-Tag", "Date",
+            "ETag", "Set-Cookie", "X-A", "Vib", "Content-Lengthx", "X-Cache-Statu",
+        ]
+        let values = ["", "gzip", "x-GZIP, br", "1.1 up", "a\r\nb", "nul\u{0}byte", "gzi", "Tue, 24 Nov 2026 20:00:00 GMT", "é ü"]
+        for round in 0..<300 {
+            var headers = HTTPHeaders()
+            for _ in 0..<Int(random.next() % 9) {
+                headers.add(name: names[Int(random.next() % UInt64(names.count))], value: values[Int(random.next() % UInt64(values.count))])
+            }
+            let status = [200, 200, 206, 404][Int(random.next() % 4)]
+            let hidden: SurrogateKeyFields = random.next() % 2 == 0 ? .standard : .none
+            let body = ByteBuffer(repeating: UInt8(round & 0xFF), count: [0, 5, 16 * 1024, 16 * 1024 + 1][Int(random.next() % 4)])
+            let key = CacheKey(host: "example.test", target: "/o\(round)")
+            let fromList = StoredObject(
+                key: key, variant: "", varyNames: [], status: status, reason: "R\(round)", headers: headers, body: body,
+                requestTime: 1, responseTime: 2, origin: 3, ttl: 60, grace: 5, keep: 6, mustRevalidate: true,
+                hiddenFields: hidden, softPurged: false)
+            let fromEncoded = HeaderCodec.encode(headers).withUnsafeBytes { encoded in
+                StoredObject(
+                    key: key, variant: "", varyNames: [], status: status, reason: "R\(round)", encodedFields: encoded,
+                    body: body, requestTime: 1, responseTime: 2, origin: 3, ttl: 60, grace: 5, keep: 6,
+                    mustRevalidate: true, hiddenFields: hidden, softPurged: false)
+            }
+            #expect(Array(fromEncoded.wire) == Array(fromList.wire), "round \(round): \(headers)")
+            #expect(fromEncoded.plainFieldsEnd == fromList.plainFieldsEnd && fromEncoded.bodyEnd == fromList.bodyEnd)
+            #expect(fromEncoded.plainDeliverable == fromList.plainDeliverable && fromEncoded.mentionsGzip == fromList.mentionsGzip)
+            #expect(fromEncoded.body == fromList.body && fromEncoded.cost == fromList.cost)
+            #expect(fromEncoded.surrogateKeys(.standard) == fromList.surrogateKeys(.standard))
+        }
     }
 }
