@@ -2,6 +2,8 @@ import Dispatch
 import Foundation
 import NIOCore
 import NIOHTTP1
+import LacquerTesting
+import Synchronization
 import Testing
 
 @testable import CacheStore
@@ -454,6 +456,54 @@ struct DiskTierTests {
         try tier.store(diskTestObject(target: "/c"))
         #expect(try !checkpointBlocked())
         #expect(tier.lookupWithoutWaiting(b.key)?.count == 1)
+    }
+
+    @Test("under concurrent lookups, a lookup that starts after a removal or a replacement returned never finds the old row")
+    func keptSnapshotsUnderConcurrency() throws {
+        let dir = try DiskTestDirectory()
+        let tier = try DiskTier(configuration: self.configuration(dir, inline: 16 * 1024))
+        defer { tier.close() }
+        let seed = SeededRandom.seed(fallback: 0x5A9_5407)
+        print("keptSnapshotsUnderConcurrency: seed \(seed)")
+        let keys = (0..<20).map { diskTestObject(target: "/c\($0)").key }
+        for (index, key) in keys.enumerated() {
+            try tier.store(diskTestObject(target: "/c\(index)", body: diskTestBytes(3_000, seed: 1)))
+            #expect(tier.lookupWithoutWaiting(key)?.count == 1)
+        }
+        // Lookups on both nowait connections all along, so their read transactions stay open.
+        let stop = Atomic<Bool>(false)
+        let noise = DispatchGroup()
+        for thread in 0..<2 {
+            DispatchQueue.global().async(group: noise) {
+                var random = SeededRandom(seed: seed &+ UInt64(thread))
+                var count = 0
+                while !stop.load(ordering: .relaxed), count < 2_000_000 {
+                    _ = tier.lookupWithoutWaiting(keys[Int(random.next() % UInt64(keys.count))])
+                    count += 1
+                }
+            }
+        }
+        var random = SeededRandom(seed: seed)
+        var stale = 0
+        for round in 0..<200 {
+            let index = Int(random.next() % UInt64(keys.count))
+            if random.next() % 2 == 0 {
+                _ = try tier.remove(key: keys[index])
+                for _ in 0..<3 where tier.lookupWithoutWaiting(keys[index])?.isEmpty == false { stale += 1 }
+            } else {
+                let length = 3_001 + round
+                try tier.store(diskTestObject(target: "/c\(index)", body: diskTestBytes(length, seed: UInt64(round))))
+                for _ in 0..<3 {
+                    if let heads = tier.lookupWithoutWaiting(keys[index]), heads.first?.prefetchedBody?.readableBytes != length {
+                        stale += 1
+                    }
+                }
+            }
+        }
+        stop.store(true, ordering: .relaxed)
+        noise.wait()
+        #expect(stale == 0)
+        #expect(tier.stats.checksumFailures == 0)
     }
 
     @Test("a large body's file is noted on the object when its row commits and when a read of it matched; it opens only as that version, fully cached")
