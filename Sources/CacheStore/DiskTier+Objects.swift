@@ -202,18 +202,22 @@ extension DiskTier {
         return nil
     }
 
+    /// `readHeads`'s statement, built once (the prepared statement is found by its text on every
+    /// lookup). The body comes from a join rather than a scalar subquery, whose result SQLite
+    /// copies once more.
+    private static let headsQuery = """
+        SELECT \(DiskObjectHead.columns), body \
+        FROM objects LEFT JOIN bodies USING (id) WHERE digest = ? AND key = ? ORDER BY id
+        """
+
     /// The rows of `key` as heads, with the bodies kept in the index verified; the ids of rows
-    /// that cannot be decoded, or whose kept body does not match, go to `malformed`. The body
-    /// comes from a join rather than a scalar subquery, whose result SQLite copies once more.
+    /// that cannot be decoded, or whose kept body does not match, go to `malformed`.
     private static func readHeads(_ key: CacheKey, _ connection: SQLiteConnection, malformed: inout [Int64]) throws
         -> [DiskObjectHead]
     {
         var heads: [DiskObjectHead] = []
         try connection.query(
-            """
-            SELECT \(DiskObjectHead.columns), body \
-            FROM objects LEFT JOIN bodies USING (id) WHERE digest = ? AND key = ? ORDER BY id
-            """,
+            Self.headsQuery,
             [.integer(Int64(bitPattern: key.digest)), .blob(Array(key.canonical.utf8))]
         ) { row in
             guard var head = DiskObjectHead(row: row, key: key) else {
