@@ -61,8 +61,9 @@ final class DiskStorage: Sendable {
         /// What lookups see of `head`: nil when a purge removed it, a stale copy when a soft one covers it.
         func apply(to head: DiskObjectHead, fields: SurrogateKeyFields) -> DiskObjectHead? {
             var keys: [String] = []
+            let headers = head.headers  // decoded from the stored encoding on each access: once
             for name in fields.names {
-                for value in head.headers[name] { SurrogateKeyFields.split(value, into: &keys) }
+                for value in headers[name] { SurrogateKeyFields.split(value, into: &keys) }
             }
             guard !keys.isEmpty else { return head }
             if keys.contains(where: { (self.hard[$0] ?? -.infinity) >= head.responseTime }) { return nil }
