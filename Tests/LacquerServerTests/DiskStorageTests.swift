@@ -5,6 +5,7 @@ import Logging
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import Synchronization
 import Testing
 
 @testable import LacquerServer
@@ -70,4 +71,39 @@ struct DiskStorageTests {
         #expect(reopened.tier.stats.objects == 1)
         await reopened.shutdown()
     }
+    @Test("a lookup without waiting that starts once a removal was asked for never finds the removed object, while the removal commits")
+    func removalRacesLookups() async throws {
+        let directory = try makeTemporaryDirectory("lacquer-diskq")
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let loop = MultiThreadedEventLoopGroup.singleton.next()
+        let storage = try Self.open(directory, counters: Counters())
+        let now = Date().timeIntervalSince1970
+        var stale = 0
+        var found = 0
+        for round in 0..<150 {
+            let key = CacheKey(host: "example.com", target: "/r\(round)")
+            #expect(storage.store(Self.object("/r\(round)", responseTime: now - 10)))
+            try await storage.onWriter(on: loop) { _ in }.get()  // stored
+            if storage.lookupWithoutWaiting(key)?.count == 1 { found += 1 }
+            let done = RemovalDone()
+            let removal = storage.remove(key, now: now, on: loop)
+            removal.whenComplete { _ in done.flag.store(true, ordering: .releasing) }
+            // Lookups all through the commit (bounded): the tombstone must hide the row until
+            // the commit does.
+            var lookups = 0
+            while !done.flag.load(ordering: .acquiring), lookups < 200_000 {
+                if let heads = storage.lookupWithoutWaiting(key), !heads.isEmpty { stale += 1 }
+                lookups += 1
+            }
+            #expect(try await removal.get() == 1)
+            #expect(storage.lookupWithoutWaiting(key)?.isEmpty != false)
+        }
+        #expect(stale == 0)
+        #expect(found > 100)  // the lookups ran on the loop's path, not handed off
+        await storage.shutdown()
+    }
+}
+
+private final class RemovalDone: Sendable {
+    let flag = Atomic<Bool>(false)
 }

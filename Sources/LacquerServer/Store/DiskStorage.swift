@@ -143,7 +143,10 @@ final class DiskStorage: Sendable {
 
     /// `lookup` on the caller's thread, or nil when that would wait for the disk.
     func lookupWithoutWaiting(_ key: CacheKey) -> [DiskObjectHead]? {
-        self.tier.lookupWithoutWaiting(key).map(self.pendingPurges(key))
+        // The pending purges first, as `lookup` does: read after the rows, a removal that
+        // committed in between (and dropped its tombstone) would let the removed rows through.
+        let pending = self.pendingPurges(key)
+        return self.tier.lookupWithoutWaiting(key).map(pending)
     }
 
     /// What purges queued but not yet committed do to the heads of `key`: a purge hides them, a
