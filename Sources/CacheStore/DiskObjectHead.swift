@@ -74,7 +74,7 @@ public struct DiskObjectHead: Sendable {
                 varyNames: self.varyNames,
                 status: self.status,
                 reason: self.reason,
-                encodedFields: fields,
+                fields: .encoded(fields),
                 body: body,
                 requestTime: self.requestTime,
                 responseTime: self.responseTime,
@@ -194,7 +194,7 @@ enum HeaderCodec {
 
     /// Calls `body` with each field's name and value bytes, in order, as long as the encoding
     /// holds; returns whether all of `bytes` was a valid encoding within the limits. The one
-    /// reader of the format: `decode`, `isValid` and `StoredObject(encodedFields:)` use it.
+    /// reader of the format: `decode`, `isValid` and `StoredObject`'s `.encoded` fields use it.
     @discardableResult
     static func forEachField(
         _ bytes: UnsafeRawBufferPointer, _ body: (UnsafeBufferPointer<UInt8>, UnsafeBufferPointer<UInt8>) -> Void

@@ -199,35 +199,9 @@ public final class StoredObject: @unchecked Sendable {
             keep: keep, mustRevalidate: mustRevalidate, hiddenFields: hiddenFields, softPurged: softPurged)
     }
 
-    /// The same object built from header fields in the disk index's encoding (`HeaderCodec`),
-    /// already checked (`HeaderCodec.isValid`): a disk hit builds no header list.
-    convenience init(
-        key: CacheKey,
-        variant: String,
-        varyNames: [String],
-        status: Int,
-        reason: String,
-        encodedFields: UnsafeRawBufferPointer,
-        body: ByteBuffer,
-        requestTime: Double,
-        responseTime: Double,
-        origin: Double,
-        ttl: Double,
-        grace: Double,
-        keep: Double,
-        mustRevalidate: Bool,
-        hiddenFields: SurrogateKeyFields,
-        softPurged: Bool
-    ) {
-        self.init(
-            key: key, variant: variant, varyNames: varyNames, status: status, reason: reason,
-            fields: .encoded(encodedFields), body: body, requestTime: requestTime, responseTime: responseTime,
-            origin: origin, ttl: ttl, grace: grace, keep: keep, mustRevalidate: mustRevalidate,
-            hiddenFields: hiddenFields, softPurged: softPurged)
-    }
-
-    /// Where the header fields come from: a list, or the disk index's encoding read in place.
-    private enum FieldSource {
+    /// Where the header fields come from: a list, or the disk index's encoding (`HeaderCodec`)
+    /// read in place, already checked (`HeaderCodec.isValid`): a disk hit builds no header list.
+    enum FieldSource {
         case list(HTTPHeaders)
         case encoded(UnsafeRawBufferPointer)
 
@@ -246,7 +220,7 @@ public final class StoredObject: @unchecked Sendable {
         }
     }
 
-    private init(
+    init(
         key: CacheKey,
         variant: String,
         varyNames: [String],

@@ -150,7 +150,7 @@ struct BodyFileTests {
                 hiddenFields: hidden, softPurged: false)
             let fromEncoded = HeaderCodec.encode(headers).withUnsafeBytes { encoded in
                 StoredObject(
-                    key: key, variant: "", varyNames: [], status: status, reason: "R\(round)", encodedFields: encoded,
+                    key: key, variant: "", varyNames: [], status: status, reason: "R\(round)", fields: .encoded(encoded),
                     body: body, requestTime: 1, responseTime: 2, origin: 3, ttl: 60, grace: 5, keep: 6,
                     mustRevalidate: true, hiddenFields: hidden, softPurged: false)
             }
