@@ -107,3 +107,36 @@ struct DiskStorageTests {
 private final class RemovalDone: Sendable {
     let flag = Atomic<Bool>(false)
 }
+
+@Suite("Promotion from disk")
+struct DiskPromotionTests {
+    private static func object(_ target: String, xkey: String) -> StoredObject {
+        StoredObject(
+            key: CacheKey(host: "example.com", target: target), variant: "", varyNames: [], status: 200, reason: "OK",
+            headers: HTTPHeaders([("Content-Type", "text/plain"), ("xkey", xkey)]), body: ByteBuffer(string: "disk copy"),
+            requestTime: 10, responseTime: 10, origin: 10, ttl: 3600, grace: 0, keep: 0, mustRevalidate: false)
+    }
+
+    @Test("an object read from disk before a purge of its key or surrogate key is not put into memory after it; one read after is")
+    func noPromotionAcrossAPurge() {
+        let counters = Counters()
+        let context = ServerContext(
+            configuration: ServerConfiguration(), memory: MemoryTier(capacityBytes: 1 << 20, surrogateKeyFields: .standard), disk: nil,
+            counters: counters,
+            logger: Logger(label: "test"), clock: { 1_000 }, eventLoops: [])
+        let byKey = Self.object("/by-key", xkey: "k1")
+        context.coalescer.markPurged(byKey.key, at: 100)
+        context.promoteFromDisk(byKey, lookedUpAt: 99)  // looked up before the purge
+        #expect(context.memory.holdsNothing(for: byKey.key))
+        context.promoteFromDisk(byKey, lookedUpAt: 101)  // after it
+        #expect(context.memory.variants(for: byKey.key).count == 1)
+
+        let byTag = Self.object("/by-tag", xkey: "news sports")
+        context.coalescer.markPurged(tags: ["sports"], at: 200)
+        context.promoteFromDisk(byTag, lookedUpAt: 150)
+        #expect(context.memory.holdsNothing(for: byTag.key))
+        context.promoteFromDisk(byTag, lookedUpAt: 250)
+        #expect(context.memory.variants(for: byTag.key).count == 1)
+        #expect(counters[.diskPromotions] == 2)
+    }
+}

@@ -80,7 +80,7 @@ extension RequestFlow {
 
     /// A disk object read whole: promoted into memory, then delivered.
     private func deliverLoaded(_ object: StoredObject, xStatus: XCacheStatus, detail: String?) {
-        self.server.promoteFromDisk(object, cold: self.slice != nil)
+        self.server.promoteFromDisk(object, lookedUpAt: self.arrivedAt, cold: self.slice != nil)
         guard self.client != nil else { return }
         let now = self.server.clock()
         let status = CacheStatusValue(hit: true, ttl: Int(object.remainingTTL(at: now).rounded(.down)), detail: detail ?? "disk")

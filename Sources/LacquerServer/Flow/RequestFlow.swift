@@ -219,13 +219,7 @@ final class RequestFlow {
     /// or everything since its request was sent, and no ban added since it was received. A
     /// storable object is marked as checked against every current ban.
     func mayStore(_ object: StoredObject) -> Bool {
-        let coalescer = self.server.coalescer
-        if coalescer.purgedSince(object.key, self.requestTime) { return false }
-        if coalescer.remembersTagPurges,
-            coalescer.purgedSince(tags: object.surrogateKeys(self.server.memory.surrogateKeyFields), self.requestTime)
-        {
-            return false
-        }
+        if self.server.purgedSince(object, self.requestTime) { return false }
         switch self.banVerdict(object, checkedThrough: 0) {
         case .banned(let sequence):
             self.server.bans.noteRemoved(sequence)

@@ -294,7 +294,7 @@ final class HitFastLane: ChannelInboundHandler {
         }
         guard let chosen = choice.chosen(servable: rule.servable) else { return .flow }
         server.servedFromDisk(chosen.candidate, disk: disk)
-        server.promoteFromDisk(chosen.object)
+        server.promoteFromDisk(chosen.object, lookedUpAt: rule.now)
         return .hit(chosen.object, Self.cacheStatus(chosen.object, now: rule.now, detail: "disk"))
     }
 

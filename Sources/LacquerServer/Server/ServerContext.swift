@@ -493,10 +493,26 @@ extension ServerContext {
     }
 
     /// Puts an object read whole from disk into memory (a slice at the cold end: see
-    /// `SliceGeometry`), counted when the memory tier takes it.
-    func promoteFromDisk(_ object: StoredObject, cold: Bool = false) {
-        if self.memory.insert(object, cold: cold) {
-            self.counters.increment(.diskPromotions)
+    /// `SliceGeometry`), counted when the memory tier takes it; unless its key or one of its
+    /// surrogate keys was purged at or after `lookedUpAt`, a time taken before its disk lookup
+    /// began. That lookup may have read the row just before the purge's tombstone, and putting
+    /// the object into memory would bring back what the purge removed after it had answered.
+    /// Checked again once inserted: a purge records itself before it removes from memory, so a
+    /// purge that lands between the first check and the insertion is seen by the second.
+    func promoteFromDisk(_ object: StoredObject, lookedUpAt: Double, cold: Bool = false) {
+        guard !self.purgedSince(object, lookedUpAt), self.memory.insert(object, cold: cold) else { return }
+        if self.purgedSince(object, lookedUpAt) {
+            _ = self.memory.remove(object)
+            return
         }
+        self.counters.increment(.diskPromotions)
+    }
+
+    /// Whether a purge of `object`'s key, or of one of its surrogate keys, came at or after
+    /// `time`: what may not go into memory (a fill sent before it, a disk copy read before it).
+    func purgedSince(_ object: StoredObject, _ time: Double) -> Bool {
+        if self.coalescer.purgedSince(object.key, time) { return true }
+        return self.coalescer.remembersTagPurges
+            && self.coalescer.purgedSince(tags: object.surrogateKeys(self.memory.surrogateKeyFields), time)
     }
 }
