@@ -534,7 +534,7 @@ extension RequestFlow: BackendExchangeDelegate {
                 return
             }
             self.server.coalescer.clearHitForMiss(key)
-            let inMemory = self.server.memory.insert(object, cold: self.slice != nil)
+            let inMemory = self.server.insertIntoMemory(object, unlessPurgedSince: self.requestTime, cold: self.slice != nil)
             let toDisk = self.server.disk?.store(object) ?? false
             if inMemory || toDisk {
                 self.counters.increment(self.slice == nil ? .objectsStored : .slicesStored)

@@ -88,7 +88,7 @@ extension RequestFlow {
             mustRevalidate: decision.mustRevalidate, hiddenFields: self.server.memory.surrogateKeyFields)
         var cacheStatus = CacheStatusValue(fwd: revalidation.fwd, fwdStatus: 304)
         if decision.storable && VaryKey.fieldNames(merged) != nil && self.mayStore(object) {
-            _ = self.server.memory.insert(object, cold: self.slice != nil)
+            _ = self.server.insertIntoMemory(object, unlessPurgedSince: self.requestTime, cold: self.slice != nil)
             self.server.disk?.store(object)
             cacheStatus.stored = true
             cacheStatus.ttl = Int((object.remainingTTL(at: self.responseTime)).rounded(.down))

@@ -127,7 +127,7 @@ extension RequestFlow {
             return false
         }
         // Slices go in at the cold end of the memory tier (see `SliceGeometry`).
-        let inMemory = self.server.memory.insert(object, cold: true)
+        let inMemory = self.server.insertIntoMemory(object, unlessPurgedSince: self.requestTime, cold: true)
         let toDisk = self.server.disk?.store(object) ?? false
         if inMemory || toDisk { self.counters.increment(.slicesStored) }
         return true
@@ -147,7 +147,7 @@ extension RequestFlow {
             return nil
         }
         self.server.coalescer.clearHitForMiss(key)
-        let inMemory = self.server.memory.insert(marker)
+        let inMemory = self.server.insertIntoMemory(marker, unlessPurgedSince: self.requestTime)
         let toDisk = self.server.disk?.store(marker) ?? false
         if inMemory || toDisk { self.counters.increment(.objectsStored) }
         return marker

@@ -497,15 +497,24 @@ extension ServerContext {
     /// surrogate keys was purged at or after `lookedUpAt`, a time taken before its disk lookup
     /// began. That lookup may have read the row just before the purge's tombstone, and putting
     /// the object into memory would bring back what the purge removed after it had answered.
-    /// Checked again once inserted: a purge records itself before it removes from memory, so a
-    /// purge that lands between the first check and the insertion is seen by the second.
     func promoteFromDisk(_ object: StoredObject, lookedUpAt: Double, cold: Bool = false) {
-        guard !self.purgedSince(object, lookedUpAt), self.memory.insert(object, cold: cold) else { return }
-        if self.purgedSince(object, lookedUpAt) {
-            _ = self.memory.remove(object)
-            return
+        if self.insertIntoMemory(object, unlessPurgedSince: lookedUpAt, cold: cold) {
+            self.counters.increment(.diskPromotions)
         }
-        self.counters.increment(.diskPromotions)
+    }
+
+    /// Puts `object` into memory unless a purge of its key or a surrogate key came at or after
+    /// `time` (`purgedSince`); whether the memory tier took it and keeps it. Checked before the
+    /// insertion and again after it: a purge records itself before it removes from memory, so a
+    /// purge that lands between the check and the insertion is seen by the second check (else
+    /// the object would stay in memory after the purge had answered).
+    func insertIntoMemory(_ object: StoredObject, unlessPurgedSince time: Double, cold: Bool = false) -> Bool {
+        guard !self.purgedSince(object, time), self.memory.insert(object, cold: cold) else { return false }
+        if self.purgedSince(object, time) {
+            _ = self.memory.remove(object)
+            return false
+        }
+        return true
     }
 
     /// Whether a purge of `object`'s key, or of one of its surrogate keys, came at or after
