@@ -270,6 +270,12 @@ final class FetchCoalescer: Sendable {
     /// Whether a surrogate key purge is remembered (so stored objects' keys are worth reading).
     var remembersTagPurges: Bool { self.state.withLock { !$0.purgedTags.isEmpty } }
 
+    /// Whether one of `object`'s surrogate keys (listed in `fields`) was purged at or after
+    /// `time`; its keys are read only while some purge by key is remembered.
+    func purgedSince(surrogateKeysOf object: StoredObject, fields: SurrogateKeyFields, _ time: Double) -> Bool {
+        self.remembersTagPurges && self.purgedSince(tags: object.surrogateKeys(fields), time)
+    }
+
     func clearHitForMiss(_ key: CacheKey) {
         _ = self.state.withLock { $0.hitForMiss.removeValue(forKey: key) }
     }

@@ -96,7 +96,7 @@ final class ServerContext: Sendable {
         let coalescer = self.coalescer
         let keyFields = memory.surrogateKeyFields
         disk?.setAdmission { [lurker] object in
-            if coalescer.remembersTagPurges, coalescer.purgedSince(tags: object.surrogateKeys(keyFields), object.requestTime) {
+            if coalescer.purgedSince(surrogateKeysOf: object, fields: keyFields, object.requestTime) {
                 return false  // its surrogate key was purged while it waited
             }
             return lurker.admits(object)
@@ -520,8 +520,7 @@ extension ServerContext {
     /// Whether a purge of `object`'s key, or of one of its surrogate keys, came at or after
     /// `time`: what may not go into memory (a fill sent before it, a disk copy read before it).
     func purgedSince(_ object: StoredObject, _ time: Double) -> Bool {
-        if self.coalescer.purgedSince(object.key, time) { return true }
-        return self.coalescer.remembersTagPurges
-            && self.coalescer.purgedSince(tags: object.surrogateKeys(self.memory.surrogateKeyFields), time)
+        self.coalescer.purgedSince(object.key, time)
+            || self.coalescer.purgedSince(surrogateKeysOf: object, fields: self.memory.surrogateKeyFields, time)
     }
 }
