@@ -181,7 +181,6 @@ enum HeaderCodec {
     static func decode(_ bytes: UnsafeRawBufferPointer) -> HTTPHeaders? {
         var fields: [(String, String)] = []
         let valid = self.forEachField(bytes) { name, value in
-            if fields.isEmpty { fields.reserveCapacity(8) }
             fields.append((String(decoding: name, as: UTF8.self), String(decoding: value, as: UTF8.self)))
         }
         return valid ? HTTPHeaders(fields) : nil

@@ -267,7 +267,7 @@ public final class StoredObject: @unchecked Sendable {
             switch kind {
             case .plain:
                 plainBytes += size
-                if name.count == 16, Self.equalsLowercased(name, "content-encoding"), Self.containsLowercased(value, "gzip") {
+                if name.count == 16, ASCIIFolding.equals(name, "content-encoding"), ASCIIFolding.contains(value, "gzip") {
                     gzip = true
                 }
             case .rewritten:
@@ -335,48 +335,18 @@ public final class StoredObject: @unchecked Sendable {
     private static func fieldKind(_ name: UnsafeBufferPointer<UInt8>, status: Int) -> FieldKind {
         switch name.count {
         case 3:
-            return Self.equalsLowercased(name, "via") ? .merged : .plain
+            return ASCIIFolding.equals(name, "via") ? .merged : .plain
         case 12:
-            return Self.equalsLowercased(name, "cache-status") ? .merged : .plain
+            return ASCIIFolding.equals(name, "cache-status") ? .merged : .plain
         case 13:
-            guard Self.equalsLowercased(name, "accept-ranges") else { return .plain }
+            guard ASCIIFolding.equals(name, "accept-ranges") else { return .plain }
             return status == 200 ? .dropped : .rewritten
         case 14:
-            if Self.equalsLowercased(name, "x-cache-status") { return .merged }
-            return Self.equalsLowercased(name, "content-length") ? .dropped : .plain
+            if ASCIIFolding.equals(name, "x-cache-status") { return .merged }
+            return ASCIIFolding.equals(name, "content-length") ? .dropped : .plain
         default:
             return .plain
         }
-    }
-
-    /// Whether `bytes`, ASCII letters lowercased, are `lowercase` (field names are
-    /// case-insensitive ASCII tokens, RFC 9110 §5.1).
-    private static func equalsLowercased(_ bytes: UnsafeBufferPointer<UInt8>, _ lowercase: StaticString) -> Bool {
-        guard bytes.count == lowercase.utf8CodeUnitCount else { return false }
-        let expected = lowercase.utf8Start
-        for index in 0..<bytes.count where Self.lower(bytes[index]) != expected[index] {
-            return false
-        }
-        return true
-    }
-
-    /// Whether `bytes`, ASCII letters lowercased, contain `lowercase`.
-    private static func containsLowercased(_ bytes: UnsafeBufferPointer<UInt8>, _ lowercase: StaticString) -> Bool {
-        let count = lowercase.utf8CodeUnitCount
-        guard count > 0, bytes.count >= count else { return count == 0 }
-        let expected = lowercase.utf8Start
-        outer: for start in 0...(bytes.count - count) {
-            for offset in 0..<count where Self.lower(bytes[start + offset]) != expected[offset] {
-                continue outer
-            }
-            return true
-        }
-        return false
-    }
-
-    @inline(__always)
-    private static func lower(_ byte: UInt8) -> UInt8 {
-        byte >= 0x41 && byte <= 0x5A ? byte | 0x20 : byte
     }
 
     /// Writes `name: value\r\n`. CR, LF and NUL cannot be part of a field: they become SP

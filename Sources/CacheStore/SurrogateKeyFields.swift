@@ -31,19 +31,12 @@ public struct SurrogateKeyFields: Sendable, Equatable {
     }
 
     func reads(_ name: UnsafeBufferPointer<UInt8>) -> Bool {
-        for candidate in self.names where candidate.utf8.count == name.count {
-            if zip(candidate.utf8, name).allSatisfy({ $0 == Self.lower($1) }) { return true }
-        }
-        return false
+        self.names.contains { ASCIIFolding.equals(name, $0.utf8) }
     }
 
     /// Whether a stored field of this name is kept out of plain deliveries.
     func hides(_ name: UnsafeBufferPointer<UInt8>) -> Bool {
         self.hidden && self.reads(name)
-    }
-
-    private static func lower(_ byte: UInt8) -> UInt8 {
-        byte >= 0x41 && byte <= 0x5A ? byte | 0x20 : byte
     }
 
     /// Appends the keys in `value` (space- or comma-separated) to `keys`, skipping repeats,
