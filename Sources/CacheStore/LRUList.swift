@@ -6,7 +6,8 @@
 /// pointer chasing across the heap. Here a node is an element of `nodes`; links are slot
 /// indices; a removed node's slot goes onto a free list (threaded through `next`) and is reused
 /// by the next insert, so a list in a steady state allocates nothing. The array only grows (to
-/// the largest number of elements ever held at once; the memory tier's byte budget bounds it).
+/// the largest number of elements ever held at once; the memory tier's byte budget bounds it),
+/// by a quarter at a time.
 ///
 /// A slot index stays valid from `pushFront(_:)` until `remove(_:)` returns; after that it may
 /// be handed out again. Callers keep indices (the memory tier's key map does) and must forget
@@ -21,7 +22,7 @@ package struct LRUList<Element> {
     /// "No slot": the end of a chain.
     private static var none: Int { -1 }
 
-    /// Links are kept as 32-bit slot numbers: a node of the memory tier is 32 bytes, not 40,
+    /// Links are kept as 32-bit slot numbers: a node of the memory tier is 24 bytes, not 32,
     /// and the list is bounded by `maxSlots` (far more objects than any memory tier holds).
     fileprivate struct Node {
         /// `nil` exactly when the slot is free.
@@ -141,6 +142,12 @@ package struct LRUList<Element> {
         } else {
             slot = self.nodes.count
             precondition(slot < Self.maxSlots, "LRUList: more than \(Self.maxSlots) slots")
+            if slot == self.nodes.capacity {
+                // A quarter more, not twice as many: the array stays within a fifth of the
+                // slots in use (it is most of a shard's bookkeeping), at the price of more,
+                // smaller copies (each element is copied about four times over the growth).
+                self.nodes.reserveCapacity(Swift.max(16, slot + slot / 4))
+            }
             self.nodes.append(node)
         }
         self.count += 1

@@ -1,19 +1,32 @@
 extension MemoryTier {
     /// What a shard's LRU slot holds: the object and what it was charged, fixed at insert so
-    /// that the byte count stays exact whatever `cost` would compute later.
+    /// that the byte count stays exact whatever `cost` would compute later. 16 bytes, so an LRU
+    /// node is 24: every cached object pays for one.
     struct Entry: Sendable {
         let object: StoredObject
-        let cost: Int
-        /// `object.expiresEntirely`, kept inline so the expiry walk does not chase pointers.
-        let expires: Double
-        /// The object's surrogate keys, as indexed (empty for most objects: no allocation).
-        let tags: [String]
+        private let charged: UInt32
+        /// `object.expiresEntirely` rounded up to a whole second, kept inline so the expiry walk
+        /// does not chase pointers for the objects that are clearly not due.
+        private let expiresBy: UInt32
 
-        init(_ object: StoredObject, tags: [String] = []) {
+        /// The object's cost must be at most `UInt32.max` (the tier admits nothing larger).
+        init(_ object: StoredObject) {
             self.object = object
-            self.cost = object.cost
-            self.expires = object.expiresEntirely
-            self.tags = tags
+            self.charged = UInt32(clamping: object.cost)
+            let expires = object.expiresEntirely
+            self.expiresBy = expires.isNaN ? .max : expires >= Double(UInt32.max) ? .max : UInt32(clamping: Int(expires.rounded(.up)))
+        }
+
+        var cost: Int { Int(self.charged) }
+
+        /// Whether the object's drop time is before `now`: decided by the rounded time when it
+        /// can be, else by the object's own.
+        func expired(now: Double) -> Bool {
+            let bound = Double(self.expiresBy)
+            // `.max` stands for any time from 2106 on (or none): only the object can tell.
+            if bound < now, self.expiresBy != .max { return true }
+            if bound - 1 >= now { return false }
+            return self.object.expiresEntirely < now
         }
     }
 
@@ -28,13 +41,16 @@ extension MemoryTier {
     struct Shard: Sendable {
         let budget: Int
         private var lru = LRUList<Entry>()
-        /// Each key's slots, its most recently used variant first, under the key's 64-bit
-        /// digest: 8 bytes a bucket instead of the key's 24 (and no string to retain). Should
-        /// two keys ever share a digest, their slots share the list: every use compares the
-        /// stored object's key, so neither ever sees the other's objects.
-        private var map: [UInt64: VariantSlots] = [:]
+        /// Each key's slots, its most recently used variant first, by the key's 64-bit digest
+        /// (no string kept or retained). Slots of keys whose digests share a bucket, or collide,
+        /// are met in the same chain: every use compares the stored object's key, so no key
+        /// ever sees another's objects.
+        private var map = SlotIndex()
         /// The slots of the objects tagged with each surrogate key.
         private var tagIndex: [String: Set<Int>] = [:]
+        /// The surrogate keys each tagged slot is indexed under (most objects have none, and
+        /// pay nothing for them).
+        private var tagsOfSlot: [Int: [String]] = [:]
         /// `objects` and `bytes` are kept current; `capacityBytes` is this shard's budget.
         private(set) var counters: MemoryTierStats
 
@@ -59,7 +75,7 @@ extension MemoryTier {
         /// Calls `body` with each variant stored under `key`; counts a hit if there was one, else a miss.
         private mutating func forEachVariant(of key: CacheKey, _ body: (StoredObject) -> Void) {
             var found = false
-            self.map[key.digest]?.forEach { slot in
+            self.map.forEach(digest: key.digest) { slot in
                 let object = self.lru[slot].object
                 guard object.key == key else { return }
                 found = true
@@ -75,9 +91,8 @@ extension MemoryTier {
         mutating func selectVariant(
             for key: CacheKey, matching: (StoredObject) -> MemoryTier.VariantMatch, servable: (StoredObject) -> Bool
         ) -> StoredObject? {
-            guard let slots = self.map[key.digest] else { return nil }
             var choice = MemoryTier.VariantChoice<Int>()
-            slots.forEach { slot in
+            self.map.forEach(digest: key.digest) { slot in
                 let object = self.lru[slot].object
                 guard object.key == key else { return }
                 choice.consider(slot, object, matching: matching)
@@ -85,7 +100,7 @@ extension MemoryTier {
             guard let best = choice.chosen(servable: servable) else { return nil }
             self.counters.hits += 1
             self.lru.moveToFront(best.candidate)
-            self.map[key.digest]?.moveToFront(best.candidate)
+            self.map.moveToFront(best.candidate, digest: key.digest)
             return best.object
         }
 
@@ -94,25 +109,25 @@ extension MemoryTier {
                 return
             }
             self.lru.moveToFront(slot)
-            self.map[object.key.digest]?.moveToFront(slot)
+            self.map.moveToFront(slot, digest: object.key.digest)
         }
 
         /// Stores `entry` at the front (its cost must be at most `budget`).
         ///
         /// - Returns: the replaced and evicted objects, for the caller to release after unlocking.
-        mutating func insert(_ entry: Entry, cold: Bool) -> [StoredObject] {
+        mutating func insert(_ entry: Entry, tags: [String], cold: Bool) -> [StoredObject] {
             precondition(entry.cost <= self.budget, "MemoryTier: admitted an object larger than a shard")
             let key = entry.object.key
             var released: [StoredObject] = []
             // Decide first, in a scope of its own, so the copy of the key's slots is gone
             // before `removeSlot` changes them (no copy-on-write of the slot array).
             var displaced: (slot: Int, isEviction: Bool)?
-            if let slots = self.map[key.digest] {
+            do {
                 let variant = entry.object.variant
                 var same: Int?
                 var leastRecent: Int?
                 var variants = 0
-                slots.forEach { slot in
+                self.map.forEach(digest: key.digest) { slot in
                     let object = self.lru[slot].object
                     guard object.key == key else { return }
                     variants += 1
@@ -138,11 +153,8 @@ extension MemoryTier {
                 self.counters.evictions += 1
             }
             let slot = cold ? self.lru.pushBack(entry) : self.lru.pushFront(entry)
-            self.index(entry.tags, slot: slot)
-            // Optional chaining yields nil when the key has no slots yet: start its list.
-            if self.map[key.digest]?.prepend(slot) == nil {
-                self.map[key.digest] = VariantSlots(slot)
-            }
+            self.index(tags, slot: slot)
+            self.map.insert(slot, digest: key.digest) { self.lru[$0].object.key.digest }
             self.counters.bytes += entry.cost
             self.counters.objects += 1
             self.counters.inserts += 1
@@ -151,12 +163,8 @@ extension MemoryTier {
 
         /// Removes every variant under `key`, most recently used first.
         mutating func removeAll(key: CacheKey) -> [StoredObject] {
-            guard let slots = self.map[key.digest] else {
-                return []
-            }
             var matching: [Int] = []
-            matching.reserveCapacity(slots.count)
-            slots.forEach { slot in
+            self.map.forEach(digest: key.digest) { slot in
                 if self.lru[slot].object.key == key { matching.append(slot) }
             }
             return matching.map { self.removeSlot($0) }
@@ -175,23 +183,26 @@ extension MemoryTier {
         }
 
         /// Replaces this very object with `entry` in its slot; returns whether it was stored.
-        mutating func replace(_ object: StoredObject, with entry: Entry) -> Bool {
+        mutating func replace(_ object: StoredObject, with entry: Entry, tags: [String]) -> Bool {
             guard let slot = self.slot(of: object) else { return false }
             let old = self.lru[slot]
-            self.unindex(old.tags, slot: slot)
+            self.unindex(slot: slot)
             self.lru.replace(slot, with: entry)
-            self.index(entry.tags, slot: slot)
+            self.index(tags, slot: slot)
             self.counters.bytes += entry.cost - old.cost
             return true
         }
 
         private mutating func index(_ tags: [String], slot: Int) {
+            guard !tags.isEmpty else { return }
+            self.tagsOfSlot[slot] = tags
             for tag in tags {
                 self.tagIndex[tag, default: []].insert(slot)
             }
         }
 
-        private mutating func unindex(_ tags: [String], slot: Int) {
+        private mutating func unindex(slot: Int) {
+            guard !self.tagsOfSlot.isEmpty, let tags = self.tagsOfSlot.removeValue(forKey: slot) else { return }
             for tag in tags {
                 if self.tagIndex[tag]?.remove(slot) != nil, self.tagIndex[tag]?.isEmpty == true {
                     self.tagIndex[tag] = nil
@@ -222,7 +233,7 @@ extension MemoryTier {
             }
             let end = min(start + limit, self.lru.slotCount)
             for slot in start..<end {
-                if let entry = self.lru.element(at: slot), entry.expires < now {
+                if let entry = self.lru.element(at: slot), entry.expired(now: now) {
                     removed.append(self.removeSlot(slot))
                     self.counters.expired += 1
                 }
@@ -248,24 +259,16 @@ extension MemoryTier {
 
         /// The slot holding this very object, if any.
         private func slot(of object: StoredObject) -> Int? {
-            self.map[object.key.digest]?.first(where: { self.lru[$0].object === object })
+            self.map.first(digest: object.key.digest, where: { self.lru[$0].object === object })
         }
 
         /// Unlinks a slot from the LRU and from its key, and uncharges it.
         @discardableResult
         private mutating func removeSlot(_ slot: Int) -> StoredObject {
             let entry = self.lru.remove(slot)
-            self.unindex(entry.tags, slot: slot)
-            let digest = entry.object.key.digest
-            switch self.map[digest]?.remove(slot) {
-            case .some(true):
-                break
-            case .some(false):
-                // That was the key's last variant.
-                self.map[digest] = nil
-            case .none:
-                assertionFailure("MemoryTier: slot \(slot) missing from its key's list")
-            }
+            self.unindex(slot: slot)
+            let indexed = self.map.remove(slot, digest: entry.object.key.digest)
+            assert(indexed, "MemoryTier: slot \(slot) missing from its key's list")
             self.counters.bytes -= entry.cost
             self.counters.objects -= 1
             return entry.object
@@ -275,41 +278,44 @@ extension MemoryTier {
             if let problem = self.lru.consistencyProblem() {
                 return "LRU list: \(problem)"
             }
-            var mapped = 0
-            for (digest, slots) in self.map {
-                var variants: [CacheKey: Set<String>] = [:]
-                for slot in slots.slots {
-                    guard let entry = self.lru.element(at: slot) else {
-                        return "digest \(digest) lists free slot \(slot)"
-                    }
-                    let key = entry.object.key
-                    guard key.digest == digest else {
-                        return "digest \(digest) lists slot \(slot) of \(key)"
-                    }
-                    guard variants[key, default: []].insert(entry.object.variant).inserted else {
-                        return "\(key) holds variant \"\(entry.object.variant)\" twice"
-                    }
-                    guard variants[key]!.count <= MemoryTier.maxVariantsPerKey else {
-                        return "\(key) has more than \(MemoryTier.maxVariantsPerKey) variants"
-                    }
-                    mapped += 1
-                }
+            if let problem = self.map.consistencyProblem(
+                isIndexed: { self.lru.element(at: $0) != nil }, digestOf: { self.lru[$0].object.key.digest })
+            {
+                return "key index: \(problem)"
             }
-            guard mapped == self.lru.count, self.counters.objects == self.lru.count else {
-                return "map lists \(mapped) slots, LRU holds \(self.lru.count), count says \(self.counters.objects)"
+            guard self.map.count == self.lru.count, self.counters.objects == self.lru.count else {
+                return "index holds \(self.map.count) slots, LRU holds \(self.lru.count), count says \(self.counters.objects)"
+            }
+            var variants: [CacheKey: Set<String>] = [:]
+            for slot in self.lru.slotsFromFront {
+                let object = self.lru[slot].object
+                guard self.map.first(digest: object.key.digest, where: { $0 == slot }) != nil else {
+                    return "slot \(slot) is not indexed under its key"
+                }
+                guard variants[object.key, default: []].insert(object.variant).inserted else {
+                    return "\(object.key) holds variant \"\(object.variant)\" twice"
+                }
+                guard variants[object.key, default: []].count <= MemoryTier.maxVariantsPerKey else {
+                    return "\(object.key) has more than \(MemoryTier.maxVariantsPerKey) variants"
+                }
             }
             for (tag, slots) in self.tagIndex {
                 for slot in slots {
-                    guard let entry = self.lru.element(at: slot), entry.tags.contains(tag) else {
+                    guard self.lru.element(at: slot) != nil, self.tagsOfSlot[slot]?.contains(tag) == true else {
                         return "tag \(tag) lists slot \(slot), which does not carry it"
                     }
                 }
             }
-            var bytes = 0
-            for slot in self.lru.slotsFromFront {
-                for tag in self.lru[slot].tags where self.tagIndex[tag]?.contains(slot) != true {
+            for (slot, tags) in self.tagsOfSlot {
+                guard self.lru.element(at: slot) != nil else {
+                    return "free slot \(slot) keeps surrogate keys"
+                }
+                for tag in tags where self.tagIndex[tag]?.contains(slot) != true {
                     return "slot \(slot) carries tag \(tag) but is not indexed under it"
                 }
+            }
+            var bytes = 0
+            for slot in self.lru.slotsFromFront {
                 bytes += self.lru[slot].cost
             }
             guard bytes == self.counters.bytes else {

@@ -168,13 +168,15 @@ public final class MemoryTier: Sendable {
     public func insert(_ object: StoredObject, cold: Bool = false) -> Bool {
         // `cost` walks the headers: compute it (and the expiry) before taking the lock, and the
         // surrogate keys only for an object that is let in.
-        guard object.bodyLength <= self.admissionLimit, object.cost <= self.shardBudget else {
+        let cost = object.cost
+        guard object.bodyLength <= self.admissionLimit, cost <= self.shardBudget, cost <= Int(UInt32.max) else {
             self.rejectedTooLarge.wrappingAdd(1, ordering: .relaxed)
             return false
         }
-        let entry = Entry(object, tags: object.surrogateKeys(self.surrogateKeyFields))
+        let entry = Entry(object)
+        let tags = object.surrogateKeys(self.surrogateKeyFields)
         // The replaced and evicted objects come back out of the lock and are released here.
-        _ = self.shard(for: object.key).state.withLock { $0.insert(entry, cold: cold) }
+        _ = self.shard(for: object.key).state.withLock { $0.insert(entry, tags: tags, cold: cold) }
         return true
     }
 
@@ -210,8 +212,10 @@ public final class MemoryTier: Sendable {
     @discardableResult
     public func replace(_ old: StoredObject, with new: StoredObject) -> Bool {
         precondition(old.key == new.key && old.variant == new.variant, "MemoryTier: replace changes the key")
-        let entry = Entry(new, tags: new.surrogateKeys(self.surrogateKeyFields))
-        return self.shard(for: old.key).state.withLock { $0.replace(old, with: entry) }
+        guard new.cost <= Int(UInt32.max) else { return false }
+        let entry = Entry(new)
+        let tags = new.surrogateKeys(self.surrogateKeyFields)
+        return self.shard(for: old.key).state.withLock { $0.replace(old, with: entry, tags: tags) }
     }
 
     /// Drops every object whose `expiresEntirely` is before `now`.

@@ -335,6 +335,25 @@ struct MemoryTierTests {
         #expect(tier.consistencyProblem() == nil)
     }
 
+    @Test("removeExpired is exact to the fraction of a second, far in the future, and for a drop time never reached")
+    func removeExpiredFractions() {
+        let tier = MemoryTier(capacityBytes: 4 << 20, shardCount: 1)
+        let soon = makeObject(key("/soon"), cost: 300, expires: 10.25)
+        let later = makeObject(key("/later"), cost: 300, expires: 10.75)
+        let far = makeObject(key("/far"), cost: 300, expires: 9e12)  // past what 32 bits of seconds hold
+        let never = makeObject(key("/never"), cost: 300, expires: .infinity)
+        for object in [soon, later, far, never] { tier.insert(object) }
+        #expect(tier.removeExpired(now: 10.2) == 0)
+        #expect(tier.removeExpired(now: 10.25) == 0)
+        #expect(tier.removeExpired(now: 10.3) == 1)
+        #expect(tier.variants(for: soon.key).isEmpty && tier.variants(for: later.key).count == 1)
+        #expect(tier.removeExpired(now: 10.76) == 1)
+        #expect(tier.removeExpired(now: 5e9) == 0)
+        #expect(tier.removeExpired(now: 9.1e12) == 1)
+        #expect(tier.variants(for: never.key).count == 1)
+        #expect(tier.consistencyProblem() == nil)
+    }
+
     @Test("removeAll(where:) removes what the predicate selects, across shards and batches")
     func removeAllWhere() {
         let tier = MemoryTier(capacityBytes: 8 << 20)
