@@ -31,7 +31,7 @@ extension DiskTier {
         let headers = object.headers
         let body = object.body
         let bodyLength = Int64(body.readableBytes)
-        let keyBytes = Array(object.key.canonical.utf8)
+        let keyBytes = Array(object.keyBytes)
         let headerBytes = HeaderCodec.encode(headers)
         let tags = object.surrogateKeys(self.configuration.surrogateKeyFields)
         let inline = bodyLength <= self.configuration.inlineBodyLimit
@@ -88,7 +88,7 @@ extension DiskTier {
         for checksum in checksums {
             withUnsafeBytes(of: checksum.littleEndian) { checksumBytes.append(contentsOf: $0) }
         }
-        let digest = Int64(bitPattern: object.key.digest)
+        let digest = Int64(bitPattern: object.keyDigest)
         let values: [SQLiteValue] = [
             .integer(id), .blob(keyBytes), .integer(digest), .text(object.variant),
             .text(object.varyNames.joined(separator: ",")), .integer(Int64(object.status)), .text(object.reason),

@@ -77,7 +77,7 @@ extension MemoryTier {
             var found = false
             self.map.forEach(digest: key.digest) { slot in
                 let object = self.lru[slot].object
-                guard object.key == key else { return }
+                guard object.hasKey(key) else { return }
                 found = true
                 body(object)
             }
@@ -94,7 +94,7 @@ extension MemoryTier {
             var choice = MemoryTier.VariantChoice<Int>()
             self.map.forEach(digest: key.digest) { slot in
                 let object = self.lru[slot].object
-                guard object.key == key else { return }
+                guard object.hasKey(key) else { return }
                 choice.consider(slot, object, matching: matching)
             }
             guard let best = choice.chosen(servable: servable) else { return nil }
@@ -109,7 +109,7 @@ extension MemoryTier {
                 return
             }
             self.lru.moveToFront(slot)
-            self.map.moveToFront(slot, digest: object.key.digest)
+            self.map.moveToFront(slot, digest: object.keyDigest)
         }
 
         /// Stores `entry` at the front (its cost must be at most `budget`).
@@ -117,19 +117,19 @@ extension MemoryTier {
         /// - Returns: the replaced and evicted objects, for the caller to release after unlocking.
         mutating func insert(_ entry: Entry, tags: [String], cold: Bool) -> [StoredObject] {
             precondition(entry.cost <= self.budget, "MemoryTier: admitted an object larger than a shard")
-            let key = entry.object.key
+            let new = entry.object
             var released: [StoredObject] = []
             // Decide first, in a scope of its own, so the copy of the key's slots is gone
             // before `removeSlot` changes them (no copy-on-write of the slot array).
             var displaced: (slot: Int, isEviction: Bool)?
             do {
-                let variant = entry.object.variant
+                let variant = new.variant
                 var same: Int?
                 var leastRecent: Int?
                 var variants = 0
-                self.map.forEach(digest: key.digest) { slot in
+                self.map.forEach(digest: new.keyDigest) { slot in
                     let object = self.lru[slot].object
-                    guard object.key == key else { return }
+                    guard object.hasSameKey(as: new) else { return }
                     variants += 1
                     leastRecent = slot
                     if same == nil, object.variant == variant { same = slot }
@@ -154,7 +154,7 @@ extension MemoryTier {
             }
             let slot = cold ? self.lru.pushBack(entry) : self.lru.pushFront(entry)
             self.index(tags, slot: slot)
-            self.map.insert(slot, digest: key.digest) { self.lru[$0].object.key.digest }
+            self.map.insert(slot, digest: new.keyDigest) { self.lru[$0].object.keyDigest }
             self.counters.bytes += entry.cost
             self.counters.objects += 1
             self.counters.inserts += 1
@@ -165,7 +165,7 @@ extension MemoryTier {
         mutating func removeAll(key: CacheKey) -> [StoredObject] {
             var matching: [Int] = []
             self.map.forEach(digest: key.digest) { slot in
-                if self.lru[slot].object.key == key { matching.append(slot) }
+                if self.lru[slot].object.hasKey(key) { matching.append(slot) }
             }
             return matching.map { self.removeSlot($0) }
         }
@@ -259,7 +259,7 @@ extension MemoryTier {
 
         /// The slot holding this very object, if any.
         private func slot(of object: StoredObject) -> Int? {
-            self.map.first(digest: object.key.digest, where: { self.lru[$0].object === object })
+            self.map.first(digest: object.keyDigest, where: { self.lru[$0].object === object })
         }
 
         /// Unlinks a slot from the LRU and from its key, and uncharges it.
@@ -267,7 +267,7 @@ extension MemoryTier {
         private mutating func removeSlot(_ slot: Int) -> StoredObject {
             let entry = self.lru.remove(slot)
             self.unindex(slot: slot)
-            let indexed = self.map.remove(slot, digest: entry.object.key.digest)
+            let indexed = self.map.remove(slot, digest: entry.object.keyDigest)
             assert(indexed, "MemoryTier: slot \(slot) missing from its key's list")
             self.counters.bytes -= entry.cost
             self.counters.objects -= 1
@@ -279,7 +279,7 @@ extension MemoryTier {
                 return "LRU list: \(problem)"
             }
             if let problem = self.map.consistencyProblem(
-                isIndexed: { self.lru.element(at: $0) != nil }, digestOf: { self.lru[$0].object.key.digest })
+                isIndexed: { self.lru.element(at: $0) != nil }, digestOf: { self.lru[$0].object.keyDigest })
             {
                 return "key index: \(problem)"
             }
@@ -289,7 +289,7 @@ extension MemoryTier {
             var variants: [CacheKey: Set<String>] = [:]
             for slot in self.lru.slotsFromFront {
                 let object = self.lru[slot].object
-                guard self.map.first(digest: object.key.digest, where: { $0 == slot }) != nil else {
+                guard self.map.first(digest: object.keyDigest, where: { $0 == slot }) != nil else {
                     return "slot \(slot) is not indexed under its key"
                 }
                 guard variants[object.key, default: []].insert(object.variant).inserted else {

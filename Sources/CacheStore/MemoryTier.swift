@@ -153,7 +153,7 @@ public final class MemoryTier: Sendable {
     /// Marks `object` most recently used, in its shard and among its key's variants.
     /// A no-op if this very object (compared by identity) is no longer stored.
     public func touch(_ object: StoredObject) {
-        self.shard(for: object.key).state.withLock { $0.touch(object) }
+        self.shard(forDigest: object.keyDigest).state.withLock { $0.touch(object) }
     }
 
     /// Stores `object` as the most recently used, replacing any stored object with the same
@@ -176,7 +176,7 @@ public final class MemoryTier: Sendable {
         let entry = Entry(object)
         let tags = object.surrogateKeys(self.surrogateKeyFields)
         // The replaced and evicted objects come back out of the lock and are released here.
-        _ = self.shard(for: object.key).state.withLock { $0.insert(entry, tags: tags, cold: cold) }
+        _ = self.shard(forDigest: object.keyDigest).state.withLock { $0.insert(entry, tags: tags, cold: cold) }
         return true
     }
 
@@ -193,7 +193,7 @@ public final class MemoryTier: Sendable {
     /// - Returns: whether it was stored.
     @discardableResult
     public func remove(_ object: StoredObject) -> Bool {
-        self.shard(for: object.key).state.withLock { $0.remove(object) }
+        self.shard(forDigest: object.keyDigest).state.withLock { $0.remove(object) }
     }
 
     /// Every stored object tagged with at least one of `keys` (a snapshot; each shard's index
@@ -211,11 +211,11 @@ public final class MemoryTier: Sendable {
     /// its place in the LRU order: a soft purge's stale copy. Returns false if `old` is gone.
     @discardableResult
     public func replace(_ old: StoredObject, with new: StoredObject) -> Bool {
-        precondition(old.key == new.key && old.variant == new.variant, "MemoryTier: replace changes the key")
+        precondition(old.hasSameKey(as: new) && old.variant == new.variant, "MemoryTier: replace changes the key")
         guard new.cost <= Int(UInt32.max) else { return false }
         let entry = Entry(new)
         let tags = new.surrogateKeys(self.surrogateKeyFields)
-        return self.shard(for: old.key).state.withLock { $0.replace(old, with: entry, tags: tags) }
+        return self.shard(forDigest: old.keyDigest).state.withLock { $0.replace(old, with: entry, tags: tags) }
     }
 
     /// Drops every object whose `expiresEntirely` is before `now`.
@@ -309,9 +309,13 @@ public final class MemoryTier: Sendable {
     }
 
     private func shard(for key: CacheKey) -> ShardLock {
+        self.shard(forDigest: key.digest)
+    }
+
+    private func shard(forDigest digest: UInt64) -> ShardLock {
         // FNV-1a's low bits depend only on the input's low bits; multiply (Fibonacci hashing)
         // and take high bits so that every bit of the digest picks the shard.
-        let mixed = (key.digest &* 0x9E37_79B9_7F4A_7C15) >> 32
+        let mixed = (digest &* 0x9E37_79B9_7F4A_7C15) >> 32
         return self.shards[Int(mixed % UInt64(self.shards.count))]
     }
 }

@@ -1,3 +1,4 @@
+import Glibc
 import NIOCore
 import Synchronization
 import NIOHTTP1
@@ -17,7 +18,43 @@ import NIOHTTP1
 // Sendable: every stored property is immutable after init but the atomic ban mark; the field
 // bytes behind `wireBase` are written once in init, only read afterwards, and freed in deinit.
 public final class StoredObject: @unchecked Sendable {
-    public let key: CacheKey
+    // Stored properties are declared widest first, so the object packs into 126 bytes.
+
+    /// The cache key. Its bytes live at the end of `wire` (a String of its own would be one
+    /// more allocation per object); this builds a `CacheKey` from them. To compare, use
+    /// `hasKey(_:)`, which builds nothing.
+    public var key: CacheKey {
+        CacheKey(canonical: String(decoding: self.keyBytes, as: UTF8.self), digest: self.keyDigest)
+    }
+    /// The key's digest (`CacheKey.digest`).
+    public let keyDigest: UInt64
+
+    /// Whether this object is stored under `key` (digest, then bytes).
+    public func hasKey(_ key: CacheKey) -> Bool {
+        guard key.digest == self.keyDigest else { return false }
+        let bytes = self.keyBytes
+        var canonical = key.canonical
+        return canonical.withUTF8 { other in
+            guard other.count == bytes.count else { return false }
+            guard let lhs = other.baseAddress, let rhs = bytes.baseAddress else { return true }  // both empty
+            return memcmp(lhs, rhs, bytes.count) == 0
+        }
+    }
+
+    /// Whether both objects are stored under the same key.
+    public func hasSameKey(as other: StoredObject) -> Bool {
+        guard other.keyDigest == self.keyDigest else { return false }
+        let lhs = self.keyBytes
+        let rhs = other.keyBytes
+        guard lhs.count == rhs.count else { return false }
+        guard let left = lhs.baseAddress, let right = rhs.baseAddress else { return true }  // both empty
+        return memcmp(left, right, lhs.count) == 0
+    }
+
+    /// The key's canonical bytes (`CacheKey.canonical`), in the object's own allocation.
+    var keyBytes: UnsafeBufferPointer<UInt8> {
+        UnsafeBufferPointer(rebasing: self.wire[Int(self.keyStart)...])
+    }
     /// The normalised values of the request headers named by the response's `Vary`
     /// (empty when the response has no Vary). See `CachePolicy.VaryKey`.
     public var variant: String { self.vary?.variant ?? "" }
@@ -40,21 +77,21 @@ public final class StoredObject: @unchecked Sendable {
     /// The reason phrase, kept at the end of `wire` (a String of its own would cost 16 bytes
     /// of every object).
     public var reason: String {
-        String(decoding: UnsafeBufferPointer(rebasing: self.wire[Int(self.rewrittenEnd)...]), as: UTF8.self)
+        String(decoding: UnsafeBufferPointer(rebasing: self.wire[Int(self.rewrittenEnd)..<Int(self.keyStart)]), as: UTF8.self)
     }
     /// Whether the reason phrase is `OK` (compared without building a String).
     public var reasonIsOK: Bool {
         let wire = self.wire
         let start = Int(self.rewrittenEnd)
-        return wire.count - start == 2 && wire[start] == UInt8(ascii: "O") && wire[start + 1] == UInt8(ascii: "K")
+        return Int(self.keyStart) - start == 2 && wire[start] == UInt8(ascii: "O") && wire[start + 1] == UInt8(ascii: "K")
     }
     /// The stored header fields as wire bytes (`name: value\r\n` each) with the body between
     /// them, in one allocation of exactly this size (a `ByteBuffer` would round it up to a power
     /// of two):
     ///
     /// ```
-    /// [plain fields] [body, when at most `inlineBodyLimit` bytes] [rewritten fields] [reason phrase]
-    /// 0              plainFieldsEnd                              bodyEnd            rewrittenEnd
+    /// [plain fields] [body, when at most `inlineBodyLimit` bytes] [rewritten fields] [reason phrase] [key]
+    /// 0              plainFieldsEnd                              bodyEnd            rewrittenEnd    keyStart
     /// ```
     ///
     /// "Rewritten" fields are those a delivery replaces (`Content-Length`, `Accept-Ranges`,
@@ -153,6 +190,8 @@ public final class StoredObject: @unchecked Sendable {
     public let mentionsGzip: Bool
     /// Whether a soft purge made this copy stale (a stale answer from it says so).
     public let softPurged: Bool
+    /// Where the reason phrase ends (and the key's canonical bytes start) in `wire`.
+    private let keyStart: UInt32
     /// Kept small and last, with the flags, so the object packs into fewer bytes.
     private let statusCode: UInt16
     /// The newest ban this object has been tested against (Varnish's per-object ban pointer):
@@ -238,7 +277,7 @@ public final class StoredObject: @unchecked Sendable {
         hiddenFields: SurrogateKeyFields,
         softPurged: Bool
     ) {
-        self.key = key
+        self.keyDigest = key.digest
         self.vary = variant.isEmpty && varyNames.isEmpty ? nil : Vary(variant: variant, names: varyNames)
         self.statusCode = UInt16(clamping: status)
         self.requestTime = requestTime
@@ -282,7 +321,8 @@ public final class StoredObject: @unchecked Sendable {
         let inline = body.readableBytes <= Self.inlineBodyLimit
         let bodyBytes = inline ? body.readableBytes : 0
         let reasonBytes = reason.utf8.count
-        let total = plainBytes + bodyBytes + rewrittenBytes + reasonBytes
+        let keyBytes = key.canonical.utf8.count
+        let total = plainBytes + bodyBytes + rewrittenBytes + reasonBytes + keyBytes
         let base = total > 0 ? UnsafeMutablePointer<UInt8>.allocate(capacity: total) : nil
         do {
             let buffer = UnsafeMutableBufferPointer(start: base, count: total)
@@ -312,6 +352,10 @@ public final class StoredObject: @unchecked Sendable {
                 buffer[at] = byte
                 at += 1
             }
+            for byte in key.canonical.utf8 {
+                buffer[at] = byte
+                at += 1
+            }
             precondition(at == total, "StoredObject: field bytes miscounted")
         }
         self.wireBase = base
@@ -319,6 +363,7 @@ public final class StoredObject: @unchecked Sendable {
         self.plainEnd = UInt32(plainBytes)
         self.inlineBodyEnd = UInt32(plainBytes + bodyBytes)
         self.rewrittenEnd = UInt32(plainBytes + bodyBytes + rewrittenBytes)
+        self.keyStart = UInt32(plainBytes + bodyBytes + rewrittenBytes + reasonBytes)
         self.large = inline ? nil : LargeBody(body)
         self.plainDeliverable = status == 200 && !merged
         self.mentionsGzip = gzip

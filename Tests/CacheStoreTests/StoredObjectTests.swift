@@ -51,6 +51,37 @@ struct StoredObjectTests {
         }
     }
 
+    @Test("the key is kept in the object's own bytes: it comes back whole, and compares by digest and bytes")
+    func keyKeptWithTheFields() {
+        let keys = [
+            CacheKey(host: "example.test", target: "/k"),
+            CacheKey(host: "a", target: ""),
+            CacheKey(parts: []),
+            CacheKey(parts: ["/caf\u{E9}?q=\u{2603}", "h\u{F6}st.test", "extra part from hash_data"]),
+            CacheKey(host: "example.test", target: "/" + String(repeating: "long/", count: 2_000)),
+        ]
+        for (index, key) in keys.enumerated() {
+            for body in [ByteBuffer(string: "small"), ByteBuffer(repeating: 7, count: StoredObject.inlineBodyLimit + 1)] {
+                let stored = StoredObject(
+                    key: key, variant: "", varyNames: [], status: 404, reason: "Not Found",
+                    headers: HTTPHeaders([("Via", "1.1 up"), ("X-A", "1")]), body: body, requestTime: 0, responseTime: 0,
+                    origin: 0, ttl: 60, grace: 0, keep: 0, mustRevalidate: false)
+                #expect(stored.key == key)
+                #expect(stored.key.canonical == key.canonical && stored.keyDigest == key.digest)
+                #expect(stored.hasKey(key))
+                #expect(stored.reason == "Not Found" && fields(stored.headers) == ["X-A: 1", "Via: 1.1 up"])
+                #expect(stored.body == body)
+                for (otherIndex, other) in keys.enumerated() where otherIndex != index {
+                    #expect(!stored.hasKey(other))
+                }
+                let twin = stored.replacing(headers: HTTPHeaders(), body: ByteBuffer(string: "x"))
+                #expect(twin.hasSameKey(as: stored) && stored.hasSameKey(as: twin) && twin.key == key)
+                let stranger = object(headers: [])
+                #expect(!stranger.hasSameKey(as: stored) && !stored.hasSameKey(as: stranger))
+            }
+        }
+    }
+
     @Test("fields a delivery rewrites or merges are kept after the others, in their order")
     func rewrittenFieldsKept() {
         let stored = object(

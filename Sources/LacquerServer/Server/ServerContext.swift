@@ -520,7 +520,7 @@ extension ServerContext {
     /// Whether a purge of `object`'s key, or of one of its surrogate keys, came at or after
     /// `time`: what may not go into memory (a fill sent before it, a disk copy read before it).
     func purgedSince(_ object: StoredObject, _ time: Double) -> Bool {
-        self.coalescer.purgedSince(object.key, time)
+        self.coalescer.purgedSince(keyOf: object, time)
             || self.coalescer.purgedSince(surrogateKeysOf: object, fields: self.memory.surrogateKeyFields, time)
     }
 }

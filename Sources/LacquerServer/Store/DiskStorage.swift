@@ -251,7 +251,10 @@ final class DiskStorage: Sendable {
             self.pendingWrites.wrappingSubtract(1, ordering: .relaxed)
         }
         guard active else { return }
-        if let cutoff = self.tombstones.withLock({ $0[object.key] }), object.responseTime <= cutoff {
+        // The key is built (a String) only while some tombstone is kept.
+        if !self.tombstones.withLock({ $0.isEmpty }), case let key = object.key,
+            let cutoff = self.tombstones.withLock({ $0[key] }), object.responseTime <= cutoff
+        {
             return  // purged while it waited
         }
         let purges = self.tagPurges.withLock { $0 }
