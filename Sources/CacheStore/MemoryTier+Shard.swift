@@ -119,8 +119,7 @@ extension MemoryTier {
             precondition(entry.cost <= self.budget, "MemoryTier: admitted an object larger than a shard")
             let new = entry.object
             var released: [StoredObject] = []
-            // Decide first, in a scope of its own, so the copy of the key's slots is gone
-            // before `removeSlot` changes them (no copy-on-write of the slot array).
+            // Decide first, walking the key's chain, then change it (`removeSlot` unlinks).
             var displaced: (slot: Int, isEviction: Bool)?
             do {
                 let variant = new.variant
