@@ -66,7 +66,11 @@ public struct DiskObjectHead: Sendable {
 
     /// The object with `body` attached (the caller has read and verified it), built from the
     /// encoded fields as they are (no header list in between).
-    public func storedObject(body: ByteBuffer, hiddenFields: SurrogateKeyFields = .none) -> StoredObject {
+    ///
+    /// `kept`: whether the memory tier may keep the object (`MemoryTier.admits`). One it will not
+    /// keep is delivered once and dropped, so its body stays the buffer it was read into instead
+    /// of being copied into the object's own allocation.
+    public func storedObject(body: ByteBuffer, hiddenFields: SurrogateKeyFields = .none, kept: Bool = true) -> StoredObject {
         self.encodedHeaders.withUnsafeBytes { fields in
             StoredObject(
                 key: self.key,
@@ -84,7 +88,8 @@ public struct DiskObjectHead: Sendable {
                 keep: self.keep,
                 mustRevalidate: self.mustRevalidate,
                 hiddenFields: hiddenFields,
-                softPurged: self.softPurged
+                softPurged: self.softPurged,
+                inlineBody: kept
             )
         }
     }

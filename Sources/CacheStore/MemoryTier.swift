@@ -169,7 +169,7 @@ public final class MemoryTier: Sendable {
         // `cost` walks the headers: compute it (and the expiry) before taking the lock, and the
         // surrogate keys only for an object that is let in.
         let cost = object.cost
-        guard object.bodyLength <= self.admissionLimit, cost <= self.shardBudget, cost <= Int(UInt32.max) else {
+        guard self.admits(bodyLength: object.bodyLength), cost <= self.shardBudget, cost <= Int(UInt32.max) else {
             self.rejectedTooLarge.wrappingAdd(1, ordering: .relaxed)
             return false
         }
@@ -178,6 +178,11 @@ public final class MemoryTier: Sendable {
         // The replaced and evicted objects come back out of the lock and are released here.
         _ = self.shard(forDigest: object.keyDigest).state.withLock { $0.insert(entry, tags: tags, cold: cold) }
         return true
+    }
+
+    /// Whether a body this long may be kept (`admissionLimit`): what `insert` checks first.
+    public func admits(bodyLength: Int) -> Bool {
+        bodyLength <= self.admissionLimit
     }
 
     /// Removes every variant stored under `key` (a purge).

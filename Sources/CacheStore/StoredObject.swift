@@ -275,7 +275,8 @@ public final class StoredObject: @unchecked Sendable {
         keep: Double,
         mustRevalidate: Bool,
         hiddenFields: SurrogateKeyFields,
-        softPurged: Bool
+        softPurged: Bool,
+        inlineBody: Bool = true
     ) {
         self.keyDigest = key.digest
         self.vary = variant.isEmpty && varyNames.isEmpty ? nil : Vary(variant: variant, names: varyNames)
@@ -318,7 +319,9 @@ public final class StoredObject: @unchecked Sendable {
                 break
             }
         }
-        let inline = body.readableBytes <= Self.inlineBodyLimit
+        // `inlineBody` false: the body stays the buffer it came in (an object delivered once and
+        // not kept, which need not pay for a copy).
+        let inline = inlineBody && body.readableBytes <= Self.inlineBodyLimit
         let bodyBytes = inline ? body.readableBytes : 0
         let reasonBytes = reason.utf8.count
         let keyBytes = key.canonical.utf8.count

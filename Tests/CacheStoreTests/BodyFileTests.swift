@@ -159,6 +159,19 @@ struct BodyFileTests {
             #expect(fromEncoded.plainDeliverable == fromList.plainDeliverable && fromEncoded.mentionsGzip == fromList.mentionsGzip)
             #expect(fromEncoded.body == fromList.body && fromEncoded.cost == fromList.cost)
             #expect(fromEncoded.surrogateKeys(.standard) == fromList.surrogateKeys(.standard))
+            // Not to be kept (a disk hit the memory tier will not take): the body stays its own
+            // buffer, everything a delivery reads is the same.
+            let notKept = HeaderCodec.encode(headers).withUnsafeBytes { encoded in
+                StoredObject(
+                    key: key, variant: "", varyNames: [], status: status, reason: "R\(round)", fields: .encoded(encoded),
+                    body: body, requestTime: 1, responseTime: 2, origin: 3, ttl: 60, grace: 5, keep: 6,
+                    mustRevalidate: true, hiddenFields: hidden, softPurged: false, inlineBody: false)
+            }
+            #expect(notKept.largeBody == body && notKept.bodyEnd == notKept.plainFieldsEnd)
+            #expect(Array(notKept.wire[..<notKept.plainFieldsEnd]) == Array(fromList.wire[..<fromList.plainFieldsEnd]))
+            #expect(Array(notKept.wire[notKept.bodyEnd...]) == Array(fromList.wire[fromList.bodyEnd...]))
+            #expect(notKept.body == fromList.body && notKept.cost == fromList.cost && notKept.headers == fromList.headers)
+            #expect(notKept.reason == fromList.reason && notKept.key == fromList.key)
         }
     }
 }

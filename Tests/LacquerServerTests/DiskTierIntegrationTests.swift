@@ -88,6 +88,41 @@ struct DiskTierIntegrationTests {
         }
     }
 
+    @Test("a disk hit the memory tier will not keep is answered whole from the bytes read, by the lane and the flow, and stays on disk")
+    func diskHitNotKeptInMemory() async throws {
+        // 64 KiB of memory over 16 shards admits bodies of at most 2 KiB: a 3,000-byte object
+        // lives on disk only, and every hit builds an object that is delivered once.
+        try await withLacquer(configure: { $0.memoryBytes = 64 << 10 }) { lacquer, port, origin in
+            #expect(!lacquer.memory.admits(bodyLength: 3000))
+            let target = "/bytes/3000?cc=max-age%3D60&k=1"
+            let miss = try httpGet(port: port, target)
+            #expect(miss.header("X-Cache-Status") == "MISS")
+            #expect(try await waitForDiskWrites(lacquer, count: 1), "disk writes did not complete")
+            let fast0 = lacquer.counters[.cacheHitFast]
+            let viaLane = try httpGet(port: port, target)
+            #expect(lacquer.counters[.cacheHitFast] == fast0 + 1)
+            let viaFlow = try httpGet(port: port, target, headers: [("Cache-Control", "max-stale=0")])
+            #expect(lacquer.counters[.cacheHitFast] == fast0 + 1)
+            for response in [viaLane, viaFlow] {
+                #expect(response.status == 200 && response.header("X-Cache-Status") == "HIT")
+                #expect(response.header("Cache-Status")?.contains("detail=disk") == true)
+                #expect(response.header("Content-Length") == "3000")
+                #expect(response.body == FixtureOrigin.pattern(3000))
+                for name in ["Content-Type", "ETag", "Cache-Control"] {
+                    #expect(response.header(name) == miss.header(name), "\(name) differs")
+                }
+            }
+            let head = try httpGet(port: port, target, method: "HEAD")
+            #expect(head.header("X-Cache-Status") == "HIT" && head.header("Content-Length") == "3000" && head.body.isEmpty)
+            let part = try httpGet(port: port, target, headers: [("Range", "bytes=100-199")])
+            #expect(part.status == 206 && part.header("Content-Range") == "bytes 100-199/3000")
+            #expect(part.body == Array(FixtureOrigin.pattern(3000)[100..<200]))
+            #expect(lacquer.counters[.diskPromotions] == 0)
+            #expect(lacquer.memory.stats.objects == 0)
+            #expect(origin.requestCount(path: "/bytes/3000") == 1)
+        }
+    }
+
     @Test("a miss asks the disk once: the flow takes the lane's word that nothing is stored, for that request only")
     func missAsksTheDiskOnce() async throws {
         try await withLacquer { lacquer, port, origin in

@@ -13,10 +13,13 @@ extension RequestFlow {
         self.server.servedFromDisk(head, disk: disk)
         if let body = head.prefetchedBody {
             // A small body the lookup read with the head (verified): no second trip to the disk.
-            return self.deliverLoaded(head.storedObject(body: body, hiddenFields: self.server.memory.surrogateKeyFields), xStatus: xStatus, detail: detail)
+            let object = head.storedObject(
+                body: body, hiddenFields: self.server.memory.surrogateKeyFields,
+                kept: self.server.memory.admits(bodyLength: body.readableBytes))
+            return self.deliverLoaded(object, xStatus: xStatus, detail: detail)
         }
         let loopBound = NIOLoopBound(self, eventLoop: self.eventLoop)
-        if head.bodyLength <= Int64(self.server.memory.admissionLimit) {
+        if self.server.memory.admits(bodyLength: Int(clamping: head.bodyLength)) {
             disk.load(head, on: self.eventLoop).whenComplete { result in
                 let flow = loopBound.value
                 switch result {

@@ -499,7 +499,7 @@ extension RequestFlow: BackendExchangeDelegate {
                 body = plainBody
                 self.counters.increment(.gunzipped)
             } else if self.server.configuration.gzipOnStore || self.ctx.doGzip, !self.ctx.doGunzip,
-                body.readableBytes <= self.server.memory.admissionLimit,
+                self.server.memory.admits(bodyLength: body.readableBytes),
                 let (gzHeaders, gzBody) = BodyTransform.gzipForStore(status: status, headers: headers, body: body)
             {
                 // --gzip-on-store or beresp.do_gzip.
