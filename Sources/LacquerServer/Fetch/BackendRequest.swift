@@ -37,9 +37,9 @@ enum BackendRequest {
             for name in fillStrippedFields {
                 headers.remove(name: name)
             }
-            // One stored copy serves all clients: ask for gzip only if this client takes it,
-            // matching VaryKey's Accept-Encoding normalisation.
-            let acceptsGzip = VaryKey.variant(names: ["accept-encoding"], requestHeaders: headers).contains("gzip")
+            // One stored copy serves all clients: ask for gzip only if this client takes it, by
+            // the rule VaryKey's Accept-Encoding normalisation applies (no variant string built).
+            let acceptsGzip = AcceptEncoding.acceptsGzip(headers)
             headers.remove(name: "accept-encoding")
             if acceptsGzip {
                 headers.add(name: "Accept-Encoding", value: "gzip")
