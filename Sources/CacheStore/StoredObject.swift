@@ -18,7 +18,9 @@ import NIOHTTP1
 // Sendable: every stored property is immutable after init but the atomic ban mark; the field
 // bytes behind `wireBase` are written once in init, only read afterwards, and freed in deinit.
 public final class StoredObject: @unchecked Sendable {
-    // Stored properties are declared widest first, so the object packs into 126 bytes.
+    // Stored properties are declared in an order that leaves almost no padding between them
+    // (the 32-bit offsets in pairs, the flags, status and ban mark last): 128 bytes with the
+    // object's header.
 
     /// The cache key. Its bytes live at the end of `wire` (a String of its own would be one
     /// more allocation per object); this builds a `CacheKey` from them. To compare, use
