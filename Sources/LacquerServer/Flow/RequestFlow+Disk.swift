@@ -13,10 +13,7 @@ extension RequestFlow {
         self.server.servedFromDisk(head, disk: disk)
         if let body = head.prefetchedBody {
             // A small body the lookup read with the head (verified): no second trip to the disk.
-            let object = head.storedObject(
-                body: body, hiddenFields: self.server.memory.surrogateKeyFields,
-                kept: self.server.memory.admits(bodyLength: body.readableBytes))
-            return self.deliverLoaded(object, xStatus: xStatus, detail: detail)
+            return self.deliverLoaded(self.server.objectFromDisk(head, body: body), xStatus: xStatus, detail: detail)
         }
         let loopBound = NIOLoopBound(self, eventLoop: self.eventLoop)
         if self.server.memory.admits(bodyLength: Int(clamping: head.bodyLength)) {

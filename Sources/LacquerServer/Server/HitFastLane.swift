@@ -290,10 +290,7 @@ final class HitFastLane: ChannelInboundHandler {
         var choice = MemoryTier.VariantChoice<DiskObjectHead>()
         for head in heads {
             guard let body = head.prefetchedBody else { return .flow }
-            let object = head.storedObject(
-                body: body, hiddenFields: server.memory.surrogateKeyFields,
-                kept: server.memory.admits(bodyLength: body.readableBytes))
-            choice.consider(head, object, matching: rule.matching)
+            choice.consider(head, server.objectFromDisk(head, body: body), matching: rule.matching)
         }
         guard let chosen = choice.chosen(servable: rule.servable) else { return .flow }
         server.servedFromDisk(chosen.candidate, disk: disk)

@@ -492,6 +492,14 @@ extension ServerContext {
         disk.touch(head)
     }
 
+    /// The object a disk hit delivers, from its head and the body read with it. One the memory
+    /// tier will not keep (`MemoryTier.admits`) keeps its body as read (it is delivered once).
+    func objectFromDisk(_ head: DiskObjectHead, body: ByteBuffer) -> StoredObject {
+        head.storedObject(
+            body: body, hiddenFields: self.memory.surrogateKeyFields,
+            kept: self.memory.admits(bodyLength: body.readableBytes))
+    }
+
     /// Puts an object read whole from disk into memory (a slice at the cold end: see
     /// `SliceGeometry`), counted when the memory tier takes it; unless its key or one of its
     /// surrogate keys was purged at or after `lookedUpAt`, a time taken before its disk lookup
