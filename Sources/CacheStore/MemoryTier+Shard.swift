@@ -9,10 +9,10 @@ extension MemoryTier {
         /// does not chase pointers for the objects that are clearly not due.
         private let expiresBy: UInt32
 
-        /// The object's cost must be at most `UInt32.max` (the tier admits nothing larger).
-        init(_ object: StoredObject) {
+        /// `cost`: the object's, at most `UInt32.max` (the tier admits nothing larger).
+        init(_ object: StoredObject, cost: Int) {
             self.object = object
-            self.charged = UInt32(clamping: object.cost)
+            self.charged = UInt32(clamping: cost)
             let expires = object.expiresEntirely
             self.expiresBy = expires.isNaN ? .max : expires >= Double(UInt32.max) ? .max : UInt32(clamping: Int(expires.rounded(.up)))
         }

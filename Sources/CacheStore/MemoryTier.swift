@@ -173,7 +173,7 @@ public final class MemoryTier: Sendable {
             self.rejectedTooLarge.wrappingAdd(1, ordering: .relaxed)
             return false
         }
-        let entry = Entry(object)
+        let entry = Entry(object, cost: cost)
         let tags = object.surrogateKeys(self.surrogateKeyFields)
         // The replaced and evicted objects come back out of the lock and are released here.
         _ = self.shard(forDigest: object.keyDigest).state.withLock { $0.insert(entry, tags: tags, cold: cold) }
@@ -217,8 +217,9 @@ public final class MemoryTier: Sendable {
     @discardableResult
     public func replace(_ old: StoredObject, with new: StoredObject) -> Bool {
         precondition(old.hasSameKey(as: new) && old.variant == new.variant, "MemoryTier: replace changes the key")
-        guard new.cost <= Int(UInt32.max) else { return false }
-        let entry = Entry(new)
+        let cost = new.cost
+        guard cost <= Int(UInt32.max) else { return false }
+        let entry = Entry(new, cost: cost)
         let tags = new.surrogateKeys(self.surrogateKeyFields)
         return self.shard(forDigest: old.keyDigest).state.withLock { $0.replace(old, with: entry, tags: tags) }
     }

@@ -240,13 +240,13 @@ final class FetchCoalescer: Sendable {
         }
     }
 
-    /// Whether `key` was purged at or after `time` (a fetch started at `time` lost the race).
     /// `purgedSince(_:_:)` for the object's key; builds the key only while some purge is remembered.
     func purgedSince(keyOf object: StoredObject, _ time: Double) -> Bool {
         guard self.state.withLock({ !$0.purged.isEmpty }) else { return false }
         return self.purgedSince(object.key, time)
     }
 
+    /// Whether `key` was purged at or after `time` (a fetch started at `time` lost the race).
     func purgedSince(_ key: CacheKey, _ time: Double) -> Bool {
         self.state.withLock { state in
             guard let purged = state.purged[key] else { return false }
