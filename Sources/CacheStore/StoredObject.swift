@@ -328,7 +328,7 @@ public final class StoredObject: @unchecked Sendable {
         let reasonBytes = reason.utf8.count
         let keyBytes = key.canonical.utf8.count
         let total = plainBytes + bodyBytes + rewrittenBytes + reasonBytes + keyBytes
-        let base = total > 0 ? UnsafeMutablePointer<UInt8>.allocate(capacity: total) : nil
+        let base = total > 0 ? ObjectMemory.shared.allocate(total) : nil
         do {
             let buffer = UnsafeMutableBufferPointer(start: base, count: total)
             var at = 0
@@ -475,7 +475,7 @@ public final class StoredObject: @unchecked Sendable {
     }
 
     deinit {
-        self.wireBase?.deallocate()
+        if let base = self.wireBase { ObjectMemory.shared.deallocate(base, count: Int(self.wireCount)) }
     }
 
     /// A copy with other header fields and body (e.g. a transformed coding); everything else kept.

@@ -380,7 +380,12 @@ struct DiskTierIntegrationTests {
             #expect(disk["checksum_failures"] as? Int == 0)
             let counters = try #require(document["counters"] as? [String: Any])
             #expect(counters["disk_stored"] as? Int == 1)
-            #expect((document["memory"] as? [String: Any])?["objects"] as? Int == 1)
+            let memory = try #require(document["memory"] as? [String: Any])
+            #expect(memory["objects"] as? Int == 1)
+            // The object's bytes are in a run (process-wide figures: other tests' objects count too).
+            let slotBytes = try #require(memory["slot_bytes"] as? Int)
+            let runBytes = try #require(memory["run_bytes"] as? Int)
+            #expect(slotBytes > 0 && runBytes >= 64 * 1024 && runBytes >= slotBytes)
         }
     }
 }

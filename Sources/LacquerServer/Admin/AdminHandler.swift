@@ -434,7 +434,7 @@ public struct StatsSnapshot: Sendable {
     }
 
     /// Tier figures that are levels (gauges); the others only grow (counters).
-    static let gaugeFigures: Set<String> = ["objects", "bytes", "capacity_bytes", "disk_full"]
+    static let gaugeFigures: Set<String> = ["objects", "bytes", "capacity_bytes", "disk_full", "slot_bytes", "run_bytes"]
 }
 
 /// The JSON document `/stats` serves: a Codable view of a `StatsSnapshot`.

@@ -588,6 +588,7 @@ public final class LacquerServer: Service, Sendable {
                 if counters[index].name == Counter.clientBytesSent.name { counters[index].value = sent }
             }
         }
+        let objectMemory = ObjectMemory.shared.stats
         return StatsSnapshot(
             uptimeSeconds: self.clock() - self.startedAt,
             counters: counters,
@@ -595,6 +596,8 @@ public final class LacquerServer: Service, Sendable {
                 ("objects", memory.objects), ("bytes", memory.bytes), ("capacity_bytes", memory.capacityBytes),
                 ("inserts", memory.inserts), ("evictions", memory.evictions), ("hits", memory.hits),
                 ("misses", memory.misses), ("rejected_too_large", memory.rejectedTooLarge),
+                // Where objects' bytes live (`ObjectMemory`): slots in use, and the runs holding them.
+                ("slot_bytes", objectMemory.slotBytes), ("run_bytes", objectMemory.runs * ObjectMemory.runBytes),
             ],
             disk: diskFigures,
             fetches: self.fetchFigures,
