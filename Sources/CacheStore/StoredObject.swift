@@ -196,6 +196,8 @@ public final class StoredObject: @unchecked Sendable {
     private let keyStart: UInt32
     /// Kept small and last, with the flags, so the object packs into fewer bytes.
     private let statusCode: UInt16
+    /// Whether `wire` came from `ObjectMemory` (else from malloc).
+    let wireInSlot: Bool
     /// The newest ban this object has been tested against (Varnish's per-object ban pointer):
     /// bans up to it need no test again. The only mutable state, and atomic.
     private let banMark = Atomic<UInt32>(0)
@@ -328,7 +330,10 @@ public final class StoredObject: @unchecked Sendable {
         let reasonBytes = reason.utf8.count
         let keyBytes = key.canonical.utf8.count
         let total = plainBytes + bodyBytes + rewrittenBytes + reasonBytes + keyBytes
-        let base = total > 0 ? ObjectMemory.shared.allocate(total) : nil
+        // An object that will be kept takes a slot of `ObjectMemory` (apart from request memory);
+        // one delivered once and dropped (`inlineBody` false) takes malloc's, freed at once.
+        let base = total > 0 ? (inlineBody ? ObjectMemory.shared.allocate(total) : .allocate(capacity: total)) : nil
+        self.wireInSlot = inlineBody
         do {
             let buffer = UnsafeMutableBufferPointer(start: base, count: total)
             var at = 0
@@ -475,7 +480,12 @@ public final class StoredObject: @unchecked Sendable {
     }
 
     deinit {
-        if let base = self.wireBase { ObjectMemory.shared.deallocate(base, count: Int(self.wireCount)) }
+        guard let base = self.wireBase else { return }
+        if self.wireInSlot {
+            ObjectMemory.shared.deallocate(base, count: Int(self.wireCount))
+        } else {
+            base.deallocate()
+        }
     }
 
     /// A copy with other header fields and body (e.g. a transformed coding); everything else kept.

@@ -172,6 +172,8 @@ struct BodyFileTests {
             #expect(Array(notKept.wire[notKept.bodyEnd...]) == Array(fromList.wire[fromList.bodyEnd...]))
             #expect(notKept.body == fromList.body && notKept.cost == fromList.cost && notKept.headers == fromList.headers)
             #expect(notKept.reason == fromList.reason && notKept.key == fromList.key)
+            // Kept objects' bytes come from ObjectMemory; one delivered once and dropped takes malloc's.
+            #expect(fromList.wireInSlot && fromEncoded.wireInSlot && !notKept.wireInSlot)
         }
     }
 }
