@@ -19,8 +19,8 @@ import NIOHTTP1
 // bytes behind `wireBase` are written once in init, only read afterwards, and freed in deinit.
 public final class StoredObject: @unchecked Sendable {
     // Stored properties are declared in an order that leaves almost no padding between them
-    // (the 32-bit offsets in pairs, the flags, status and ban mark last): 128 bytes with the
-    // object's header.
+    // (the 32-bit offsets in pairs, the flags, status and ban mark last): 120 bytes with the
+    // object's header, so malloc's chunk is 128.
 
     /// The cache key. Its bytes live at the end of `wire` (a String of its own would be one
     /// more allocation per object); this builds a `CacheKey` from them. To compare, use
@@ -59,20 +59,23 @@ public final class StoredObject: @unchecked Sendable {
     }
     /// The normalised values of the request headers named by the response's `Vary`
     /// (empty when the response has no Vary). See `CachePolicy.VaryKey`.
-    public var variant: String { self.vary?.variant ?? "" }
+    public var variant: String { self.extras?.variant ?? "" }
     /// The lowercased field names the stored response's `Vary` lists (empty when none).
-    public var varyNames: [String] { self.vary?.names ?? [] }
-    /// Both, for the few objects stored with a Vary (one reference instead of 24 bytes in
-    /// every object).
-    private let vary: Vary?
+    public var varyNames: [String] { self.extras?.varyNames ?? [] }
+    /// What few objects have: a Vary (its variant and names) and a body larger than
+    /// `inlineBodyLimit`. One reference for both: an object with neither pays 8 bytes, and the
+    /// object is 120 bytes (a 128-byte malloc chunk; two references made it 128, a 144-byte chunk).
+    private let extras: Extras?
 
-    private final class Vary: Sendable {
+    private final class Extras: Sendable {
         let variant: String
-        let names: [String]
+        let varyNames: [String]
+        let large: LargeBody?
 
-        init(variant: String, names: [String]) {
+        init(variant: String, varyNames: [String], large: LargeBody?) {
             self.variant = variant
-            self.names = names
+            self.varyNames = varyNames
+            self.large = large
         }
     }
     public var status: Int { Int(self.statusCode) }
@@ -113,9 +116,9 @@ public final class StoredObject: @unchecked Sendable {
     private let rewrittenEnd: UInt32
     /// The body, when it is larger than `inlineBodyLimit`: shared by every delivery, never copied.
     var largeBody: ByteBuffer? { self.large?.bytes }
-    /// A large body and, once the disk tier holds it, its file there (a reference: an object
-    /// with an inline body pays 8 bytes for it, not a `ByteBuffer`'s 24).
-    private let large: LargeBody?
+    /// A large body and, once the disk tier holds it, its file there (in `extras`: an object
+    /// with an inline body pays nothing for it, not a `ByteBuffer`'s 24 bytes).
+    private var large: LargeBody? { self.extras?.large }
 
     private final class LargeBody: Sendable {
         let bytes: ByteBuffer
@@ -283,7 +286,6 @@ public final class StoredObject: @unchecked Sendable {
         inlineBody: Bool = true
     ) {
         self.keyDigest = key.digest
-        self.vary = variant.isEmpty && varyNames.isEmpty ? nil : Vary(variant: variant, names: varyNames)
         self.statusCode = UInt16(clamping: status)
         self.requestTime = requestTime
         self.responseTime = responseTime
@@ -374,7 +376,10 @@ public final class StoredObject: @unchecked Sendable {
         self.inlineBodyEnd = UInt32(plainBytes + bodyBytes)
         self.rewrittenEnd = UInt32(plainBytes + bodyBytes + rewrittenBytes)
         self.keyStart = UInt32(plainBytes + bodyBytes + rewrittenBytes + reasonBytes)
-        self.large = inline ? nil : LargeBody(body)
+        let large = inline ? nil : LargeBody(body)
+        self.extras =
+            variant.isEmpty && varyNames.isEmpty && large == nil
+            ? nil : Extras(variant: variant, varyNames: varyNames, large: large)
         self.plainDeliverable = status == 200 && !merged
         self.mentionsGzip = gzip
     }

@@ -3,6 +3,10 @@ import NIOCore
 import NIOHTTP1
 import Testing
 
+/// glibc's `malloc_usable_size(3)` (not in the Glibc module's headers): the bytes a chunk holds.
+@_silgen_name("malloc_usable_size")
+private func mallocUsableSize(_ pointer: UnsafeMutableRawPointer) -> Int
+
 private func object(
     status: Int = 200,
     headers: [(String, String)],
@@ -78,6 +82,26 @@ struct StoredObjectTests {
                 #expect(twin.hasSameKey(as: stored) && stored.hasSameKey(as: twin) && twin.key == key)
                 let stranger = object(headers: [])
                 #expect(!stranger.hasSameKey(as: stored) && !stored.hasSameKey(as: stranger))
+            }
+        }
+    }
+
+    @Test("Vary and a large body are kept alone and together; the object itself takes a 128-byte malloc chunk")
+    func varyAndLargeBody() {
+        let small = ByteBuffer(string: "small")
+        let large = ByteBuffer(repeating: 9, count: StoredObject.inlineBodyLimit + 1)
+        for (variant, names) in [("", [String]()), ("gzip", ["accept-encoding"]), ("", ["cookie"])] {
+            for body in [small, large] {
+                let stored = StoredObject(
+                    key: CacheKey(host: "example.test", target: "/v"), variant: variant, varyNames: names, status: 200,
+                    reason: "OK", headers: HTTPHeaders([("X-A", "1")]), body: body, requestTime: 0, responseTime: 0,
+                    origin: 0, ttl: 60, grace: 0, keep: 0, mustRevalidate: false)
+                #expect(stored.variant == variant && stored.varyNames == names)
+                #expect(stored.body == body && stored.bodyLength == body.readableBytes)
+                #expect(stored.plainBytes == (body == large ? stored.plainFieldsEnd : stored.plainFieldsEnd + body.readableBytes))
+                // 120 bytes of instance: with malloc's 8-byte header, a 128-byte chunk (136 would take 144).
+                let instance = Unmanaged.passUnretained(stored).toOpaque()
+                #expect(mallocUsableSize(instance) <= 120, "the object's instance grew: \(mallocUsableSize(instance)) bytes")
             }
         }
     }
