@@ -12,8 +12,8 @@ import Synchronization
 /// 1 KiB remainder that nothing long-lived fits. Measured on `Benchmarks/run.sh`'s memory
 /// scenario (10,000 objects of 1 KiB), those remainders were about 90 bytes per object. Here an
 /// object's bytes come from a run that holds only objects of its size class, so freed request
-/// memory is left for the next request, and objects pack one after the other (jemalloc and
-/// Varnish's storage allocators keep long-lived objects apart in the same way).
+/// memory is left for the next request, and objects pack one after the other (jemalloc's
+/// slabs of one size class each work the same way).
 ///
 /// - Size classes: every multiple of 16 bytes up to `largestSlot` (a request is rounded up to
 ///   the next one, as malloc rounds it up to its 16-byte chunks). Larger requests, and any
