@@ -79,12 +79,11 @@ package final class ObjectMemory: Sendable {
         var emptyRuns: [UnsafeMutableRawPointer] = []
         /// Every region reserved: where it starts.
         var regions: [UnsafeMutableRawPointer] = []
-        /// Where the next never-used run of the newest region starts, and where that region ends.
+        /// Where the next never-used run of the newest region starts (its end: nothing left there).
         var nextRun: UnsafeMutableRawPointer?
-        var regionEnd: UnsafeMutableRawPointer?
+        /// Slots, slot bytes, runs and fallbacks; the empty runs and regions are counted from the
+        /// arrays when read.
         var stats = Stats()
-        /// Set when a region could not be mapped: frees must then tell run slots from malloc's.
-        var mallocFallbackSeen = false
     }
 
     private let state: Mutex<State>
@@ -114,7 +113,6 @@ package final class ObjectMemory: Sendable {
         let slot: UnsafeMutableRawPointer? = self.state.withLock { state in
             guard let run = state.withRoom[slotClass] ?? self.newRun(&state, slotClass: slotClass) else {
                 state.stats.fallbacks += 1
-                state.mallocFallbackSeen = true
                 return nil
             }
             let header = run.assumingMemoryBound(to: RunHeader.self)
@@ -150,7 +148,8 @@ package final class ObjectMemory: Sendable {
         let address = UInt(bitPattern: pointer)
         let fromMalloc: Bool = self.state.withLock { state in
             let slot = UnsafeMutableRawPointer(bitPattern: address)!
-            if state.mallocFallbackSeen, !state.regions.contains(where: { slot >= $0 && slot < $0 + self.regionBytes }) {
+            // After a fallback, frees must tell run slots from malloc's.
+            if state.stats.fallbacks > 0, !state.regions.contains(where: { slot >= $0 && slot < $0 + self.regionBytes }) {
                 return true
             }
             let run = UnsafeMutableRawPointer(bitPattern: address & ~UInt(Self.runBytes - 1))!
@@ -167,7 +166,6 @@ package final class ObjectMemory: Sendable {
                 madvise(run, Self.runBytes, MADV_DONTNEED)
                 state.emptyRuns.append(run)
                 state.stats.runs -= 1
-                state.stats.emptyRuns += 1
             } else if !header.pointee.onList {
                 Self.link(&state, run: run, slotClass: slotClass)
             }
@@ -178,7 +176,12 @@ package final class ObjectMemory: Sendable {
 
     /// What is allocated now.
     package var stats: Stats {
-        self.state.withLock { $0.stats }
+        self.state.withLock { state in
+            var stats = state.stats
+            stats.emptyRuns = state.emptyRuns.count
+            stats.regions = state.regions.count
+            return stats
+        }
     }
 
     /// A run for `slotClass`, put first on its class's list: an empty one if any, else the next
@@ -187,14 +190,11 @@ package final class ObjectMemory: Sendable {
         let run: UnsafeMutableRawPointer
         if let empty = state.emptyRuns.popLast() {
             run = empty
-            state.stats.emptyRuns -= 1
         } else {
-            if state.nextRun == nil || state.nextRun == state.regionEnd {
+            if state.nextRun == nil || state.nextRun == state.regions.last.map({ $0 + self.regionBytes }) {
                 guard state.regions.count < self.maxRegions, let region = self.reserveRegion() else { return nil }
                 state.regions.append(region)
-                state.stats.regions += 1
                 state.nextRun = region
-                state.regionEnd = region + self.regionBytes
             }
             guard let next = state.nextRun else { return nil }
             run = next
