@@ -49,31 +49,57 @@ public enum HTTPDate {
     /// Times outside years 0000–9999 are clamped into that range, since IMF-fixdate has a
     /// four-digit year.
     public static func format(_ secondsSinceEpoch: Int64) -> String {
+        String(unsafeUninitializedCapacity: Self.fixdateLength) { buffer in
+            Self.writeFixdate(secondsSinceEpoch, to: UnsafeMutableRawPointer(buffer.baseAddress!))
+            return Self.fixdateLength
+        }
+    }
+
+    /// The length of every IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`).
+    public static let fixdateLength = 29
+
+    /// Writes `secondsSinceEpoch` as IMF-fixdate into the `fixdateLength` bytes at `target`
+    /// (clamped as ``format(_:)`` says). Allocates nothing: a stored object's dates are written
+    /// out this way on every delivery (`PackedFields`).
+    public static func writeFixdate(_ secondsSinceEpoch: Int64, to target: UnsafeMutableRawPointer) {
         // 0000-01-01T00:00:00Z ... 9999-12-31T23:59:59Z
         let seconds = min(max(secondsSinceEpoch, -62_167_219_200), 253_402_300_799)
         let days = Self.floorDiv(seconds, 86_400)
         let secondOfDay = seconds - days * 86_400
         let date = Self.civil(fromDays: days)
         let weekday = Int((days % 7 + 7 + 4) % 7)  // 1970-01-01 was a Thursday (4).
-
-        var bytes: [UInt8] = []
-        bytes.reserveCapacity(29)
-        bytes.append(contentsOf: Self.shortDayNames[weekday].utf8)
-        bytes.append(contentsOf: ", ".utf8)
-        Self.appendDigits(Int64(date.day), count: 2, to: &bytes)
-        bytes.append(UInt8(ascii: " "))
-        bytes.append(contentsOf: Self.monthNames[date.month - 1].utf8)
-        bytes.append(UInt8(ascii: " "))
-        Self.appendDigits(date.year, count: 4, to: &bytes)
-        bytes.append(UInt8(ascii: " "))
-        Self.appendDigits(secondOfDay / 3600, count: 2, to: &bytes)
-        bytes.append(UInt8(ascii: ":"))
-        Self.appendDigits(secondOfDay / 60 % 60, count: 2, to: &bytes)
-        bytes.append(UInt8(ascii: ":"))
-        Self.appendDigits(secondOfDay % 60, count: 2, to: &bytes)
-        bytes.append(contentsOf: " GMT".utf8)
-        return String(decoding: bytes, as: UTF8.self)
+        let out = target.assumingMemoryBound(to: UInt8.self)
+        @inline(__always) func two(_ value: Int64, at index: Int) {
+            out[index] = UInt8(truncatingIfNeeded: 0x30 + value / 10)
+            out[index + 1] = UInt8(truncatingIfNeeded: 0x30 + value % 10)
+        }
+        Self.dayAndMonthLetters.withUnsafeBufferPointer { letters in
+            for index in 0..<3 {
+                out[index] = letters[weekday * 3 + index]
+                out[index + 8] = letters[21 + (date.month - 1) * 3 + index]
+            }
+        }
+        out[3] = UInt8(ascii: ",")
+        out[4] = UInt8(ascii: " ")
+        two(Int64(date.day), at: 5)
+        out[7] = UInt8(ascii: " ")
+        out[11] = UInt8(ascii: " ")
+        two(date.year / 100, at: 12)
+        two(date.year % 100, at: 14)
+        out[16] = UInt8(ascii: " ")
+        two(secondOfDay / 3600, at: 17)
+        out[19] = UInt8(ascii: ":")
+        two(secondOfDay / 60 % 60, at: 20)
+        out[22] = UInt8(ascii: ":")
+        two(secondOfDay % 60, at: 23)
+        out[25] = UInt8(ascii: " ")
+        out[26] = UInt8(ascii: "G")
+        out[27] = UInt8(ascii: "M")
+        out[28] = UInt8(ascii: "T")
     }
+
+    /// `shortDayNames` then `monthNames`, three letters each, for `writeFixdate`.
+    private static let dayAndMonthLetters: [UInt8] = Array((Self.shortDayNames + Self.monthNames).joined().utf8)
 
     // MARK: - Calendar arithmetic
 
@@ -117,17 +143,6 @@ public enum HTTPDate {
         a >= 0 ? a / b : -((-a + b - 1) / b)
     }
 
-    private static func appendDigits(_ value: Int64, count: Int, to bytes: inout [UInt8]) {
-        var divisor: Int64 = 1
-        for _ in 1..<count { divisor *= 10 }
-        var rest = value
-        while divisor > 0 {
-            bytes.append(UInt8(ascii: "0") + UInt8(rest / divisor))
-            rest %= divisor
-            divisor /= 10
-        }
-    }
-
     static let shortDayNames = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"]
     static let longDayNames = ["Sunday", "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday"]
     static let monthNames = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
@@ -140,6 +155,12 @@ public enum HTTPDate {
             var scanner = DateScanner(bytes: buffer)
             return scanner.parse(referenceYear: referenceYear)
         }
+    }
+
+    /// Parses an HTTP-date's bytes as ``parse(_:)`` does (without building a String).
+    public static func parse(bytes: UnsafeBufferPointer<UInt8>) -> Int64? {
+        var scanner = DateScanner(bytes: bytes)
+        return scanner.parse(referenceYear: Self.referenceYear)
     }
 }
 

@@ -90,25 +90,24 @@ public final class StoredObject: @unchecked Sendable {
         let start = Int(self.rewrittenEnd)
         return Int(self.keyStart) - start == 2 && wire[start] == UInt8(ascii: "O") && wire[start + 1] == UInt8(ascii: "K")
     }
-    /// The stored header fields as wire bytes (`name: value\r\n` each) with the body between
-    /// them, in one allocation of exactly this size (a `ByteBuffer` would round it up to a power
-    /// of two):
+    /// The stored header fields, packed (`PackedFields`), with the body between them, in one
+    /// allocation of exactly this size (a `ByteBuffer` would round it up to a power of two):
     ///
     /// ```
-    /// [plain fields] [body, when at most `inlineBodyLimit` bytes] [rewritten fields] [reason phrase] [key]
-    /// 0              plainFieldsEnd                              bodyEnd            rewrittenEnd    keyStart
+    /// [plain lines size] [plain fields] [body, when at most `inlineBodyLimit` bytes] [rewritten fields] [reason phrase] [key]
+    /// 0                                 plainEnd                                    bodyEnd            rewrittenEnd    keyStart
     /// ```
     ///
     /// "Rewritten" fields are those a delivery replaces (`Content-Length`, `Accept-Ranges`,
-    /// `Via`, `Cache-Status`, `X-Cache-Status`); everything else is copied to the client as it
-    /// is, so a plain hit writes the plain fields and the body without parsing anything.
+    /// `Via`, `Cache-Status`, `X-Cache-Status`); everything else is written to the client as it
+    /// was stored, so a plain hit writes the plain fields out and copies the body. The plain
+    /// fields' size as lines (a LEB128 length) leads, so a delivery sizes its buffer at once.
     /// (Raw memory rather than an array: no array header, and the allocation is exactly its size.)
-    private let wireBase: UnsafeMutablePointer<UInt8>?
+    private let wireBase: UnsafeMutablePointer<UInt8>
     private let wireCount: UInt32
     var wire: UnsafeBufferPointer<UInt8> { UnsafeBufferPointer(start: self.wireBase, count: Int(self.wireCount)) }
-    /// Where the plain fields end (and the inline body starts) in `wire`.
-    public var plainFieldsEnd: Int { Int(self.plainEnd) }
-    private let plainEnd: UInt32
+    /// Where the packed plain fields end (and the inline body starts) in `wire`.
+    let plainEnd: UInt32
     /// Where the inline body ends (and the rewritten fields start) in `wire`.
     var bodyEnd: Int { Int(self.inlineBodyEnd) }
     private let inlineBodyEnd: UInt32
@@ -296,35 +295,40 @@ public final class StoredObject: @unchecked Sendable {
         self.mustRevalidate = mustRevalidate
         self.softPurged = softPurged
 
+        // Two passes over the fields: where each goes and how it packs, then the bytes.
         var plainBytes = 0
+        var plainLines = 0
         var rewrittenBytes = 0
         var merged = false
         var gzip = false
-        var kinds: [FieldKind] = []
-        kinds.reserveCapacity(8)
+        var plans: [(kind: FieldKind, packing: PackedFields.Plan)] = []
+        plans.reserveCapacity(8)
         fields.forEach { name, value in
             var kind = Self.fieldKind(name, status: status)
             if kind == .plain, hiddenFields.hides(name) {
                 // Kept (the index and VCL read it) but out of what a plain delivery copies.
                 kind = .rewritten
             }
-            kinds.append(kind)
-            let size = name.count + value.count + 4
+            let packing = PackedFields.plan(name: name, value: value)
+            plans.append((kind, packing))
             switch kind {
             case .plain:
-                plainBytes += size
+                plainBytes += packing.packedSize
+                plainLines += packing.lineSize
                 if name.count == 16, ASCIIFolding.equals(name, "content-encoding"), ASCIIFolding.contains(value, "gzip") {
                     gzip = true
                 }
             case .rewritten:
-                rewrittenBytes += size
+                rewrittenBytes += packing.packedSize
             case .merged:
-                rewrittenBytes += size
+                rewrittenBytes += packing.packedSize
                 merged = true
             case .dropped:
                 break
             }
         }
+        // The plain fields' size as lines leads, so a delivery sizes its buffer without a pass.
+        plainBytes += PackedFields.lengthSize(plainLines)
         // `inlineBody` false: the body stays the buffer it came in (an object delivered once and
         // not kept, which need not pay for a copy).
         let inline = inlineBody && body.readableBytes <= Self.inlineBodyLimit
@@ -334,14 +338,17 @@ public final class StoredObject: @unchecked Sendable {
         let total = plainBytes + bodyBytes + rewrittenBytes + reasonBytes + keyBytes
         // An object that will be kept takes a slot of `ObjectMemory` (apart from request memory);
         // one delivered once and dropped (`inlineBody` false) takes malloc's, freed at once.
-        let base = total > 0 ? (inlineBody ? ObjectMemory.shared.allocate(total) : .allocate(capacity: total)) : nil
+        let base = inlineBody ? ObjectMemory.shared.allocate(total) : .allocate(capacity: total)
         self.wireInSlot = inlineBody
         do {
             let buffer = UnsafeMutableBufferPointer(start: base, count: total)
             var at = 0
+            PackedFields.writeLength(plainLines, into: buffer, at: &at)
             var index = 0
             fields.forEach { name, value in
-                if kinds[index] == .plain { Self.writeField(name: name, value: value, into: buffer, at: &at) }
+                if plans[index].kind == .plain {
+                    PackedFields.pack(name: name, value: value, plan: plans[index].packing, into: buffer, at: &at)
+                }
                 index += 1
             }
             if inline {
@@ -355,8 +362,8 @@ public final class StoredObject: @unchecked Sendable {
             }
             index = 0
             fields.forEach { name, value in
-                if kinds[index] == .rewritten || kinds[index] == .merged {
-                    Self.writeField(name: name, value: value, into: buffer, at: &at)
+                if plans[index].kind == .rewritten || plans[index].kind == .merged {
+                    PackedFields.pack(name: name, value: value, plan: plans[index].packing, into: buffer, at: &at)
                 }
                 index += 1
             }
@@ -409,74 +416,76 @@ public final class StoredObject: @unchecked Sendable {
         }
     }
 
-    /// Writes `name: value\r\n`. CR, LF and NUL cannot be part of a field: they become SP
-    /// (RFC 9110 §5.5), so a stored field can never split a response.
-    private static func writeField(
-        name: UnsafeBufferPointer<UInt8>, value: UnsafeBufferPointer<UInt8>, into buffer: UnsafeMutableBufferPointer<UInt8>,
-        at: inout Int
-    ) {
-        @inline(__always) func put(_ byte: UInt8) {
-            buffer[at] = (byte == 0x0D || byte == 0x0A || byte == 0x00) ? 0x20 : byte
-            at += 1
-        }
-        for byte in name { put(byte) }
-        buffer[at] = UInt8(ascii: ":")
-        buffer[at + 1] = UInt8(ascii: " ")
-        at += 2
-        for byte in value { put(byte) }
-        buffer[at] = 0x0D
-        buffer[at + 1] = 0x0A
-        at += 2
-    }
-
     /// The response header fields as stored: hop-by-hop fields removed, no `Age`, `Date` present.
     /// Parsed from the stored bytes on each call: the hit path does not need it.
     public var headers: HTTPHeaders {
         var headers = HTTPHeaders()
-        let bytes = self.wire
-        Self.parseFields(bytes, from: 0, to: self.plainFieldsEnd, into: &headers)
-        Self.parseFields(bytes, from: self.bodyEnd, to: Int(self.rewrittenEnd), into: &headers)
+        self.forEachField { name, value in
+            headers.add(name: String(decoding: name, as: UTF8.self), value: String(decoding: value, as: UTF8.self))
+        }
         return headers
     }
 
-    private static func parseFields(
-        _ bytes: UnsafeBufferPointer<UInt8>, from start: Int, to end: Int, into headers: inout HTTPHeaders
-    ) {
-        Self.forEachField(bytes, from: start, to: end) { name, value in
-            headers.add(name: String(decoding: name, as: UTF8.self), value: value())
-        }
+    /// Calls `body` with each stored field's name and value bytes, in order (the plain fields,
+    /// then the rewritten ones).
+    private func forEachField(_ body: (UnsafeBufferPointer<UInt8>, UnsafeBufferPointer<UInt8>) -> Void) {
+        let bytes = self.wire
+        PackedFields.forEachField(bytes, from: self.plainStart, to: Int(self.plainEnd), body)
+        PackedFields.forEachField(bytes, from: self.bodyEnd, to: Int(self.rewrittenEnd), body)
     }
+
+    /// The plain fields' size as lines, and where the packed plain fields start in `wire`.
+    private var plainLinesAndStart: (lines: Int, start: Int) {
+        var at = 0
+        let lines = PackedFields.readLength(self.wire, at: &at)
+        return (lines, at)
+    }
+
+    private var plainStart: Int { self.plainLinesAndStart.start }
 
     /// The complete response body (a copy of the stored bytes when they are kept inline).
     public var body: ByteBuffer {
         if let largeBody = self.largeBody { return largeBody }
         var buffer = ByteBuffer()
-        buffer.reserveCapacity(self.bodyEnd - self.plainFieldsEnd)
-        buffer.writeBytes(UnsafeRawBufferPointer(rebasing: UnsafeRawBufferPointer(self.wire)[self.plainFieldsEnd..<self.bodyEnd]))
+        buffer.reserveCapacity(self.inlineBodyLength)
+        self.writeWire(into: &buffer, from: Int(self.plainEnd), to: self.bodyEnd)
         return buffer
     }
 
     /// The body length in bytes.
     public var bodyLength: Int {
-        self.largeBody?.readableBytes ?? (self.bodyEnd - self.plainFieldsEnd)
+        self.largeBody?.readableBytes ?? self.inlineBodyLength
     }
+
+    /// The length of the body kept in the object's own allocation (0 for a large body).
+    public var inlineBodyLength: Int { self.bodyEnd - Int(self.plainEnd) }
+
+    /// The bytes `writePlainFields` appends.
+    public var plainFieldsLength: Int { self.plainLinesAndStart.lines }
 
     /// Appends the plain stored fields (each `name: value\r\n`) to `buffer`.
     public func writePlainFields(into buffer: inout ByteBuffer) {
-        self.writeWire(into: &buffer, from: 0, to: self.plainFieldsEnd)
+        let (lines, start) = self.plainLinesAndStart
+        guard lines > 0 else { return }
+        let wire = self.wire
+        let end = Int(self.plainEnd)
+        buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: lines) { target in
+            PackedFields.writeLines(wire, from: start, to: end, into: target)
+        }
     }
 
     /// Appends the body to `buffer` when it is kept inline; returns the large body otherwise
     /// (to be written as a buffer of its own).
     public func writeInlineBody(into buffer: inout ByteBuffer) -> ByteBuffer? {
         if let largeBody = self.largeBody { return largeBody }
-        self.writeWire(into: &buffer, from: self.plainFieldsEnd, to: self.bodyEnd)
+        self.writeWire(into: &buffer, from: Int(self.plainEnd), to: self.bodyEnd)
         return nil
     }
 
-    /// The bytes of the plain fields, plus the body's when it is kept inline.
+    /// The bytes `writePlainFields` and `writeInlineBody` append together (the body's only when
+    /// it is kept inline).
     public var plainBytes: Int {
-        self.largeBody == nil ? self.bodyEnd : self.plainFieldsEnd
+        self.plainFieldsLength + self.inlineBodyLength
     }
 
     private func writeWire(into buffer: inout ByteBuffer, from start: Int, to end: Int) {
@@ -485,11 +494,10 @@ public final class StoredObject: @unchecked Sendable {
     }
 
     deinit {
-        guard let base = self.wireBase else { return }
         if self.wireInSlot {
-            ObjectMemory.shared.deallocate(base, count: Int(self.wireCount))
+            ObjectMemory.shared.deallocate(self.wireBase, count: Int(self.wireCount))
         } else {
-            base.deallocate()
+            self.wireBase.deallocate()
         }
     }
 
@@ -522,37 +530,14 @@ public final class StoredObject: @unchecked Sendable {
     public func surrogateKeys(_ fields: SurrogateKeyFields) -> [String] {
         guard !fields.names.isEmpty else { return [] }
         var keys: [String] = []
-        let bytes = self.wire
         var values: [String] = []
-        Self.forEachField(bytes, from: 0, to: self.plainFieldsEnd) { name, value in
-            if fields.reads(name) { values.append(value()) }
-        }
-        Self.forEachField(bytes, from: self.bodyEnd, to: Int(self.rewrittenEnd)) { name, value in
-            if fields.reads(name) { values.append(value()) }
+        self.forEachField { name, value in
+            if fields.reads(name) { values.append(String(decoding: value, as: UTF8.self)) }
         }
         for value in values {
             SurrogateKeyFields.split(value, into: &keys)
         }
         return keys
-    }
-
-    /// Calls `body` with each stored field's name bytes and a maker of its value, in order.
-    private static func forEachField(
-        _ bytes: UnsafeBufferPointer<UInt8>, from start: Int, to end: Int,
-        _ body: (UnsafeBufferPointer<UInt8>, () -> String) -> Void
-    ) {
-        var lineStart = start
-        while lineStart < end {
-            var colon = lineStart
-            while bytes[colon] != UInt8(ascii: ":") { colon += 1 }
-            var lineEnd = colon + 2
-            while bytes[lineEnd] != 0x0D { lineEnd += 1 }
-            let valueRange = (colon + 2)..<lineEnd
-            body(UnsafeBufferPointer(rebasing: bytes[lineStart..<colon])) {
-                String(decoding: UnsafeBufferPointer(rebasing: bytes[valueRange]), as: UTF8.self)
-            }
-            lineStart = lineEnd + 2
-        }
     }
 
     /// The age in seconds at `now` (never negative).

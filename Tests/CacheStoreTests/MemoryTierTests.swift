@@ -10,7 +10,8 @@ private func makeObject(
     cost: Int = 1024,
     expires: Double = 1_000_000
 ) -> StoredObject {
-    let bodyBytes = cost - StoredObject.overhead - variant.utf8.count
+    // No fields: one byte for their size as lines (`StoredObject.wire`), then the body.
+    let bodyBytes = cost - StoredObject.overhead - variant.utf8.count - 1
     precondition(bodyBytes >= 0, "cost \(cost) too small for a test object")
     let object = StoredObject(
         key: key,
@@ -223,19 +224,20 @@ struct MemoryTierTests {
 
     @Test("an object whose body is longer than the admission limit is rejected and evicts nothing")
     func tooLargeRejected() {
-        let overhead = StoredObject.overhead
+        let overhead = StoredObject.overhead  // + 1 below: the body is the cost less the overhead and one byte
+        // (`makeObject`)
         let capped = MemoryTier(capacityBytes: 1 << 20, maxObjectBytes: 4096, shardCount: 4)
         #expect(capped.admissionLimit == 4096)
-        #expect(!capped.insert(makeObject(key("/big"), cost: 4097 + overhead)))
+        #expect(!capped.insert(makeObject(key("/big"), cost: 4097 + overhead + 1)))
         // A body of exactly the limit is kept, though the object costs more with its bookkeeping.
-        #expect(capped.insert(makeObject(key("/fits"), cost: 4096 + overhead)))
+        #expect(capped.insert(makeObject(key("/fits"), cost: 4096 + overhead + 1)))
 
         // 16 shards of 1 KiB: no body above half a shard is kept.
         let small = MemoryTier(capacityBytes: 16 * 1024)
         #expect(small.admissionLimit == 512)
         let resident = makeObject(key("/resident"), cost: 400)
         #expect(small.insert(resident))
-        #expect(!small.insert(makeObject(key("/resident"), cost: 513 + overhead)))
+        #expect(!small.insert(makeObject(key("/resident"), cost: 513 + overhead + 1)))
         #expect(same(small.variants(for: key("/resident")), [resident]))
         let stats = small.stats
         #expect(stats.rejectedTooLarge == 1)

@@ -16,7 +16,7 @@ package enum PlainHit {
         _ object: StoredObject, withBody: Bool, age: Double, xStatus: XCacheStatus, cacheStatus: CacheStatusValue,
         close: Bool, viaLine: String, cacheName: String, allocator: ByteBufferAllocator
     ) -> (head: ByteBuffer, largeBody: ByteBuffer?) {
-        var buffer = allocator.buffer(capacity: 256 + (withBody ? object.plainBytes : object.plainFieldsEnd))
+        var buffer = allocator.buffer(capacity: 256 + (withBody ? object.plainBytes : object.plainFieldsLength))
         buffer.writeStaticString("HTTP/1.1 200 ")
         if object.reasonIsOK {
             buffer.writeStaticString("OK\r\n")

@@ -129,7 +129,7 @@ final class HTTP2HitLane: ChannelDuplexHandler {
             cacheName: server.cacheStatusName, cache: server.http2FieldCache(on: context.eventLoop))
         var body = ByteBuffer()
         if !request.isHead {
-            body = context.channel.allocator.buffer(capacity: object.plainBytes - object.plainFieldsEnd)
+            body = context.channel.allocator.buffer(capacity: object.inlineBodyLength)
             if let large = object.writeInlineBody(into: &body) { body = large }
         }
         let hasBody = !request.isHead && body.readableBytes > 0
