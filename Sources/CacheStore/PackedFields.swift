@@ -175,17 +175,49 @@ enum PackedFields {
         }
     }
 
-    /// The table code for `name` (0: not in the table, spelled otherwise).
+    /// The table code for `name` (0: not in the table, spelled otherwise): the candidates its
+    /// bucket names, compared byte for byte.
     private static func code(of name: UnsafeBufferPointer<UInt8>) -> UInt8 {
         guard let base = name.baseAddress, name.count > 0 else { return 0 }
+        let bucket = Self.bucket(name)
         return Self.withTable { table in
-            for code in 1..<table.spans.count {
-                let candidate = table.name(code)
-                if candidate.count == name.count, memcmp(candidate.baseAddress!, base, name.count) == 0 { return UInt8(code) }
+            for slot in 0..<Self.bucketSlots {
+                let code = Int(Self.tableBuckets[bucket * Self.bucketSlots + slot])
+                guard code != 0 else { return 0 }
+                if table.name(code).count == name.count {
+                    if memcmp(table.name(code).baseAddress!, base, name.count) == 0 { return UInt8(code) }
+                    let lowercase = code + Int(Self.lowercaseCodes)
+                    if memcmp(table.name(lowercase).baseAddress!, base, name.count) == 0 { return UInt8(lowercase) }
+                }
             }
             return 0
         }
     }
+
+    private static let bucketCount = 64
+    private static let bucketSlots = 4
+
+    /// A name's bucket: its length and its first and last letters, case folded, so a name and
+    /// its lowercase form share one.
+    @inline(__always)
+    private static func bucket(_ name: UnsafeBufferPointer<UInt8>) -> Int {
+        let first = Int(name[0] | 0x20)
+        let last = Int(name[name.count - 1] | 0x20)
+        return (name.count &* 7 &+ first &* 3 &+ last) & (Self.bucketCount - 1)
+    }
+
+    /// For each bucket, the canonical codes of the names in it (0 ends the list).
+    private static let tableBuckets: [UInt8] = {
+        var buckets = Array(repeating: UInt8(0), count: Self.bucketCount * Self.bucketSlots)
+        for (index, name) in Self.names.enumerated() {
+            let bucket = Array(name.utf8).withUnsafeBufferPointer { Self.bucket($0) }
+            guard let slot = (0..<Self.bucketSlots).first(where: { buckets[bucket * Self.bucketSlots + $0] == 0 }) else {
+                preconditionFailure("PackedFields: bucket \(bucket) is full at \(name)")
+            }
+            buckets[bucket * Self.bucketSlots + slot] = UInt8(index + 1)
+        }
+        return buckets
+    }()
 
     /// The seconds of `value` when it is an IMF-fixdate that `HTTPDate.writeFixdate` writes
     /// back byte for byte, between 1970 and 2106 (four bytes).
