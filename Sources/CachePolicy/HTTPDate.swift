@@ -192,13 +192,13 @@ private struct DateScanner {
             self.index += 1
             guard self.expect(" ") else { return nil }
             if nameLength == 3 {
-                guard self.matchName(from: nameStart, length: 3, in: HTTPDate.shortDayNames) else { return nil }
+                guard Self.shortDayKeys.contains(self.folded3(at: nameStart)) else { return nil }
                 return self.parseIMFFixdate()
             }
             guard self.matchName(from: nameStart, length: nameLength, in: HTTPDate.longDayNames) else { return nil }
             return self.parseRFC850(referenceYear: referenceYear)
         }
-        guard nameLength == 3, self.matchName(from: nameStart, length: 3, in: HTTPDate.shortDayNames) else {
+        guard nameLength == 3, Self.shortDayKeys.contains(self.folded3(at: nameStart)) else {
             return nil
         }
         guard self.expect(" ") else { return nil }
@@ -261,12 +261,27 @@ private struct DateScanner {
     }
 
     private mutating func month() -> Int? {
-        guard self.end - self.index >= 3 else { return nil }
-        for (offset, name) in HTTPDate.monthNames.enumerated() where self.matches(name, at: self.index) {
-            self.index += 3
-            return offset + 1
+        guard self.end - self.index >= 3, let offset = Self.monthKeys.firstIndex(of: self.folded3(at: self.index)) else {
+            return nil
         }
-        return nil
+        self.index += 3
+        return offset + 1
+    }
+
+    /// Three letters as one number, case folded (`folded3`): the short day names and the months.
+    private static let shortDayKeys: [UInt32] = HTTPDate.shortDayNames.map { Self.folded3(Array($0.utf8), at: 0) }
+    private static let monthKeys: [UInt32] = HTTPDate.monthNames.map { Self.folded3(Array($0.utf8), at: 0) }
+
+    /// The three bytes at `start` as one number, each with bit 5 set: a letter compares equal to
+    /// itself in either case (and to nothing else; as `matches` compares).
+    @inline(__always)
+    private func folded3(at start: Int) -> UInt32 {
+        Self.folded3(self.bytes, at: start)
+    }
+
+    @inline(__always)
+    private static func folded3<C: Collection<UInt8>>(_ bytes: C, at start: C.Index) -> UInt32 where C.Index == Int {
+        UInt32(bytes[start] | 0x20) << 16 | UInt32(bytes[start + 1] | 0x20) << 8 | UInt32(bytes[start + 2] | 0x20)
     }
 
     private mutating func digits(_ count: Int) -> Int64? {

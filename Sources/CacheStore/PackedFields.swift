@@ -95,11 +95,14 @@ enum PackedFields {
         let lineSize: Int
     }
 
-    static func plan(name: UnsafeBufferPointer<UInt8>, value: UnsafeBufferPointer<UInt8>) -> Plan {
+    /// How to pack a field. `packDates` false keeps every value as its bytes: for fields that
+    /// are written out once and dropped (a disk hit the memory tier will not keep), where
+    /// reading a date costs more than its bytes.
+    static func plan(name: UnsafeBufferPointer<UInt8>, value: UnsafeBufferPointer<UInt8>, packDates: Bool = true) -> Plan {
         var tag = Self.code(of: name)
         var size = 1 + (tag == 0 ? Self.lengthSize(name.count) + name.count : 0)
         var date: UInt32 = 0
-        if let seconds = Self.packableDate(value) {
+        if packDates, let seconds = Self.packableDate(value) {
             tag |= Self.dateFlag
             date = seconds
             size += 4

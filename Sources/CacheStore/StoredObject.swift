@@ -309,7 +309,7 @@ public final class StoredObject: @unchecked Sendable {
                 // Kept (the index and VCL read it) but out of what a plain delivery copies.
                 kind = .rewritten
             }
-            let packing = PackedFields.plan(name: name, value: value)
+            let packing = PackedFields.plan(name: name, value: value, packDates: inlineBody)
             plans.append((kind, packing))
             switch kind {
             case .plain:
