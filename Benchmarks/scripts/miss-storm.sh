@@ -102,7 +102,7 @@ bench_start_nginx "$N" "$NG_PORT"
 log "nginx: $DURATION of distinct misses"
 wrk -t2 -c32 -d"$DURATION" -s "$W/miss.lua" "http://127.0.0.1:$NG_PORT" >"$W/wrk-nginx.txt"
 sleep 3
-N_RPS=$(rps "$W/wrk-nginx.txt"); N_FILES=$(find "$N/cache" -type f | wc -l); N_DU=$(du -s --block-size=1 "$N/cache" | cut -f1)
+N_RPS=$(rps "$W/wrk-nginx.txt"); N_FILES=$(find "$N/cache" -type f | wc -l); N_DU=$( (du -s --block-size=1 "$N/cache" 2>/dev/null || true) | cut -f1)  # nginx's cache manager may remove a file mid-walk
 
 per() { python3 -c "import sys; a, b = float(sys.argv[1]), float(sys.argv[2]); print(f'{a / b:,.0f}' if b else '-')" "$1" "$2"; }
 ratio() { python3 -c "import sys; a, b = float(sys.argv[1]), float(sys.argv[2]); print(f'{a / b:.2f}' if b else '-')" "$1" "$2"; }
