@@ -41,11 +41,10 @@ enum PackedFields {
     private static let dateFlag: UInt8 = 0x80
     private static let lowercaseCodes: UInt8 = 64
 
-    /// Every code's name bytes (canonical spellings, then their lowercase forms) end to end.
-    private static let tableBytes: [UInt8] = Self.buildTable().bytes
-    /// Where each code's name starts and ends in `tableBytes`: `tableSpans[code]` (code 0 and
-    /// codes past the table are empty).
-    private static let tableSpans: [Span] = Self.buildTable().spans
+    /// Every code's name bytes (canonical spellings, then their lowercase forms) end to end, and
+    /// where each code's name starts and ends in them: `spans[code]` (code 0 and codes past the
+    /// table are empty).
+    private static let table: (bytes: [UInt8], spans: [Span]) = Self.buildTable()
 
     private struct Span {
         let start: Int32
@@ -69,8 +68,9 @@ enum PackedFields {
     /// The table, read through pointers for the length of `body`.
     @inline(__always)
     private static func withTable<R>(_ body: (Table) -> R) -> R {
-        Self.tableBytes.withUnsafeBufferPointer { bytes in
-            Self.tableSpans.withUnsafeBufferPointer { spans in body(Table(bytes: bytes, spans: spans)) }
+        let (bytes, spans) = Self.table
+        return bytes.withUnsafeBufferPointer { bytes in
+            spans.withUnsafeBufferPointer { spans in body(Table(bytes: bytes, spans: spans)) }
         }
     }
 
@@ -292,23 +292,6 @@ enum PackedFields {
                 }
             }
         }
-    }
-
-    /// The bytes the fields packed in `bytes[start..<end]` take as lines.
-    static func lineSize(_ bytes: UnsafeBufferPointer<UInt8>, from start: Int, to end: Int) -> Int {
-        var size = 0
-        Self.withTable { table in
-            var at = start
-            while at < end {
-                size += Self.withField(bytes, at: &at, table: table) { name, value in
-                    switch value {
-                    case .bytes(let value): name.count + value.count + 4
-                    case .date: name.count + HTTPDate.fixdateLength + 4
-                    }
-                }
-            }
-        }
-        return size
     }
 
     private enum Value {
