@@ -136,8 +136,6 @@ final class ClientChannelHandler: ChannelDuplexHandler, RemovableChannelHandler,
     /// The clock deadlines are measured on (NIO's monotonic one; tests may pass their own).
     private let now: @Sendable () -> NIODeadline
 
-    /// The byte observer before the decoder (for classifying parser errors).
-    weak var observer: FirstByteObserver?
     /// The key the hit lane found nothing stored under, for the request it handed over next
     /// (cleared by that request's disk lookup or at the end of its response).
     private var nothingStored: CacheKey?
@@ -425,9 +423,17 @@ final class ClientChannelHandler: ChannelDuplexHandler, RemovableChannelHandler,
             self.server.counters.increment(.clientReqBadFraming)
         }
         let unknownMethod =
-            parserError == .invalidMethod && FirstByteObserver.looksLikeUnknownMethod(self.observer?.prefix ?? [])
+            parserError == .invalidMethod && FirstByteObserver.looksLikeUnknownMethod(Self.observedPrefix(context))
         let requestLineTooLong = parserError == .headerOverflow && (self.framingGuard?.scanner.readingStartLine ?? false)
         self.run(self.state.parserError(parserError, unknownMethod: unknownMethod, requestLineTooLong: requestLineTooLong))
+    }
+
+    /// The first bytes the connection's byte observer kept (for classifying a parser error),
+    /// found through the pipeline on this rare path. Neither handler keeps a weak reference
+    /// to the other: a weakly referenced object's every retain and release takes the Swift
+    /// runtime's slow path (a side table), and NIO retains handlers on every event.
+    private static func observedPrefix(_ context: ChannelHandlerContext) -> [UInt8] {
+        (try? context.pipeline.syncOperations.handler(type: FirstByteObserver.self))?.prefix ?? []
     }
 
     // MARK: - Writing, called by the flow

@@ -128,7 +128,6 @@ enum ClientPipeline {
         handler.sendsFiles = facts.tls == nil && context.configuration.sendfile
         let observer = FirstByteObserver()
         observer.traffic = context.traffic(on: channel.eventLoop)
-        handler.observer = observer
         let sync = channel.pipeline.syncOperations
         try sync.addHandler(observer)
         if proxyProtocol {
@@ -139,11 +138,13 @@ enum ClientPipeline {
                 })
         }
         let settings = context.connectionSettings  // a reference: no copy of the limits per connection
+        // The lane holds the connection and the observer strongly (neither holds the lane, so
+        // there is no cycle): a weak reference would give each a side table, and every retain
+        // and release NIO makes of them per event would take the runtime's slow path.
         try sync.addHandler(
-            HitFastLane(server: context, connection: handler) { [weak handler, weak observer] pipeline in
-                guard let handler else { return }
+            HitFastLane(server: context, connection: handler) { pipeline in
                 try self.addRequestDecoder(pipeline, before: handler, limits: settings.limits)
-                observer?.startKeepingPrefix()
+                observer.startKeepingPrefix()
             })
         try sync.addHandler(handler)
         let bound = NIOLoopBound(handler, eventLoop: channel.eventLoop)
