@@ -10,6 +10,11 @@
 #                  opens them, the measured run reuses nothing, so wrk's own connect time is
 #                  spread the same way for both servers)
 #   10k/50         the ratio of the two (goal for Lacquer: >= 0.9)
+#   CPU per request  of the server (/proc: Lacquer's process, nginx's workers) and of wrk (bash's
+#                  `time`) in both runs, and from them the 10k/50 ratio a server whose CPU per
+#                  request did not grow at all would reach on these shared cores: with the
+#                  cores saturated, req/s is about cores / (server + wrk CPU per request), so the
+#                  ceiling is (server50 + wrk50) / (server50 + wrk10k)
 #   idle bytes     resident memory added per idle keep-alive connection: 10,000 connections
 #                  that each made one request, held open; (RSS with them - RSS before) / 10,000
 #                  (nginx: its workers' RSS summed), measured first, on servers as they started
@@ -124,16 +129,42 @@ for c in "${CACHES[@]}"; do
   fi
   sleep 2
 done
+# CPU time (user + system, clock ticks) of a server: Lacquer's process, nginx's workers.
+TICK_HZ=$(getconf CLK_TCK)
+server_ticks() {
+  local pids
+  case $1 in
+    lacquer) pids=$LQ_PID ;;
+    nginx) pids=$(pgrep -P "$(cat "$N/nginx.pid")") ;;
+  esac
+  local total=0 pid
+  for pid in $pids; do total=$((total + $(awk '{print $14 + $15}' "/proc/$pid/stat"))); done
+  echo $total
+}
+# wrk_measured NAME CACHE ROUND CONNECTIONS URL [WRK ARGS...]: one measured wrk run; records its
+# req/s as NAME, and the CPU microseconds per request of the server and of wrk itself (bash's
+# `time`: wrk's user + system) as NAME-cpu-server and NAME-cpu-wrk.
+wrk_measured() {
+  local name=$1 c=$2 round=$3 conns=$4 url=$5; shift 5
+  local t0 t1 out requests TIMEFORMAT='%3U %3S'
+  t0=$(server_ticks "$c")
+  { time timeout $((DURATION_S + 40)) wrk -t2 -c"$conns" -d"$DURATION" "$@" "$url" >"$W/wrk.out" 2>&1 || true; } 2>"$W/wrk.time"
+  t1=$(server_ticks "$c")
+  out=$(cat "$W/wrk.out")
+  record "$name" "$c" "$round" "$(awk '/^Requests\/sec/ {print $2}' <<<"$out")"
+  requests=$(awk '/requests in/ {print $1}' <<<"$out")
+  [ -n "$requests" ] && [ "$requests" -gt 0 ] || return 0
+  record "$name-cpu-server" "$c" "$round" "$(awk -v t=$((t1 - t0)) -v hz="$TICK_HZ" -v q="$requests" 'BEGIN {printf "%.1f", t * 1e6 / hz / q}')"
+  record "$name-cpu-wrk" "$c" "$round" "$(awk -v q="$requests" '{printf "%.1f", ($1 + $2) * 1e6 / q}' "$W/wrk.time")"
+}
 for round in $(seq 1 "$ROUNDS"); do
   for c in "${CACHES[@]}"; do
     url="http://127.0.0.1:${PORT[$c]}/1k"
-    out=$(timeout $((DURATION_S + 30)) wrk -t2 -c50 -d"$DURATION" "$url" 2>&1 || true)
-    record c50 "$c" "$round" "$(awk '/^Requests\/sec/ {print $2}' <<<"$out")"
+    wrk_measured c50 "$c" "$round" 50 "$url"
     # The measured 10k run follows a short one that opens the connections (and lets the server
     # grow its buffers); wrk opens its own again, so both servers see the same connect storm.
     timeout 40 wrk -t2 -c$MANY -d3s --timeout 10s "$url" >/dev/null 2>&1 || true
-    out=$(timeout $((DURATION_S + 40)) wrk -t2 -c$MANY -d"$DURATION" --timeout 10s "$url" 2>&1 || true)
-    record c10k "$c" "$round" "$(awk '/^Requests\/sec/ {print $2}' <<<"$out")"
+    wrk_measured c10k "$c" "$round" $MANY "$url" --timeout 10s
     sleep 2
   done
 done
@@ -154,6 +185,16 @@ mkdir -p "$(dirname "$OUT")"
   echo "| hit-1k, 50 connections (req/s) | ${l50:-n/a} | ${n50:-n/a} | $(ratio "$l50" "$n50") | |"
   echo "| hit-1k, $MANY connections (req/s) | ${lmany:-n/a} | ${nmany:-n/a} | $(ratio "$lmany" "$nmany") | |"
   echo "| $MANY / 50 connections | $(ratio "$lmany" "$l50") | $(ratio "$nmany" "$n50") | | Lacquer >= 0.9 |"
+  declare -A cpu
+  for c in "${CACHES[@]}"; do for m in c50-cpu-server c50-cpu-wrk c10k-cpu-server c10k-cpu-wrk; do
+    cpu[$c-$m]=$(median $(col "$m" "$c")); done; done
+  echo "| server CPU µs per request, 50 / $MANY connections | ${cpu[lacquer-c50-cpu-server]:-n/a} / ${cpu[lacquer-c10k-cpu-server]:-n/a} | ${cpu[nginx-c50-cpu-server]:-n/a} / ${cpu[nginx-c10k-cpu-server]:-n/a} | | reported |"
+  echo "| wrk CPU µs per request, 50 / $MANY connections | ${cpu[lacquer-c50-cpu-wrk]:-n/a} / ${cpu[lacquer-c10k-cpu-wrk]:-n/a} | ${cpu[nginx-c50-cpu-wrk]:-n/a} / ${cpu[nginx-c10k-cpu-wrk]:-n/a} | | reported |"
+  # With the cores saturated, req/s is about cores / (server + wrk CPU per request). Were the
+  # server's cost per request the same with $MANY connections as with 50, the ratio would be
+  # (server50 + wrk50) / (server50 + wrk10k): what wrk's own growth leaves reachable.
+  ceiling() { awk -v s="$1" -v w="$2" -v w2="$3" 'BEGIN { if (s == "" || w == "" || w2 == "") print "n/a"; else printf "%.2f\n", (s + w) / (s + w2) }'; }
+  echo "| $MANY / 50 if the server's CPU per request did not grow | $(ceiling "${cpu[lacquer-c50-cpu-server]}" "${cpu[lacquer-c50-cpu-wrk]}" "${cpu[lacquer-c10k-cpu-wrk]}") | $(ceiling "${cpu[nginx-c50-cpu-server]}" "${cpu[nginx-c50-cpu-wrk]}" "${cpu[nginx-c10k-cpu-wrk]}") | | reported |"
   li=$(median $(col idle-bytes lacquer)); ni=$(median $(col idle-bytes nginx))
   echo "| resident bytes per idle connection | ${li:-n/a} | ${ni:-n/a} | $(ratio "$li" "$ni") | reported |"
 } >"$OUT"
