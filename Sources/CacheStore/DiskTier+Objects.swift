@@ -187,14 +187,23 @@ extension DiskTier {
         let first = count > 0 ? Int(lacquer_thread_slot()) % count : 0
         for index in 0..<count {
             let reader = self.nowaitReaders[(first + index) % count]
-            let attempt: [DiskObjectHead]?? = reader.read(writes: self.writes) { connection -> [DiskObjectHead]? in
+            var fromKeptRows = false
+            let attempt: [DiskObjectHead]?? = reader.read(writes: self.writes) { connection, snapshot -> [DiskObjectHead]? in
+                if let kept = snapshot.rows(of: key) {
+                    fromKeptRows = true
+                    return kept
+                }
                 var malformed: [Int64] = []
-                let heads = try? Self.readHeads(key, connection, malformed: &malformed)
-                return malformed.isEmpty ? heads : nil
+                guard let heads = try? Self.readHeads(key, connection, malformed: &malformed), malformed.isEmpty else {
+                    return nil
+                }
+                snapshot.keep(heads, of: key)
+                return heads
             }
             guard let attempt else { continue }  // busy: try the next connection
             guard let heads = attempt else { break }
             self.nowaitAnswered.add(1, ordering: .relaxed)
+            if fromKeptRows { self.nowaitFromKeptRows.add(1, ordering: .relaxed) }
             self.countLookup(found: !heads.isEmpty)
             return heads
         }

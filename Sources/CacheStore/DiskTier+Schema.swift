@@ -106,15 +106,16 @@ enum DiskIndexSchema {
 
     /// A reader that must never wait (it runs on an event loop): no busy wait and no memory map
     /// (a fault on a mapped page that is not cached would wait for the disk). Its page cache
-    /// holds up to 8 MiB: these connections answer the disk hits, and a page they keep is read
-    /// without a system call or a copy from the kernel (a 16 KiB body kept in the index spans
-    /// five pages). SQLite keeps the cache while the database is unchanged
-    /// (`DiskTier.NowaitReader`); it is allocated as pages are read, so an index that is
-    /// not read from costs nothing.
+    /// holds up to 4 MiB: these connections answer the disk hits, and a page they keep is read
+    /// without a system call or a copy from the kernel. SQLite keeps the cache while the
+    /// database is unchanged (`DiskTier.NowaitReader`); it is allocated as pages are read, so
+    /// an index that is not read from costs nothing. Another 4 MiB (`DiskTier.SnapshotRows`)
+    /// holds rows already decoded, their small bodies assembled from their pages and verified,
+    /// for as long.
     static let nowaitReaderPragmas = readerPragmas + """
         PRAGMA busy_timeout = 0;
         PRAGMA mmap_size = 0;
-        PRAGMA cache_size = -8192;
+        PRAGMA cache_size = -4096;
         """
 
     /// What start-up found in an existing index file.

@@ -163,6 +163,9 @@ public final class DiskTier: Sendable {
         /// The write count read before the open read transaction began; nil when none is open.
         /// Guarded by `busy`.
         private var snapshot: Int?
+        /// Rows read in the open read transaction (`SnapshotRows`); emptied when it ends.
+        /// Guarded by `busy`.
+        private var rows = SnapshotRows()
 
         init(path: String) throws {
             let connection = try SQLiteConnection(path: path, create: false, vfs: LACQUER_NOWAIT_VFS_NAME)
@@ -173,7 +176,7 @@ public final class DiskTier: Sendable {
         /// `body` with the connection inside a read transaction that saw every write counted in
         /// `writes` so far; nil if another thread has the connection. `body`'s nil (it failed)
         /// ends the transaction; so does a closed connection (`body` is then not called).
-        func read<T>(writes: borrowing Atomic<Int>, _ body: (SQLiteConnection) -> T?) -> T?? {
+        func read<T>(writes: borrowing Atomic<Int>, _ body: (SQLiteConnection, inout SnapshotRows) -> T?) -> T?? {
             guard self.busy.compareExchange(expected: false, desired: true, ordering: .acquiring).exchanged else { return nil }
             defer { self.busy.store(false, ordering: .releasing) }
             guard let connection = self.connection else { return .some(nil) }
@@ -186,7 +189,7 @@ public final class DiskTier: Sendable {
                 guard (try? connection.run("BEGIN")) != nil else { return .some(nil) }
                 self.snapshot = count
             }
-            let result = body(connection)
+            let result = body(connection, &self.rows)
             if result == nil {
                 self.end(connection)
             }
@@ -206,6 +209,7 @@ public final class DiskTier: Sendable {
         private func end(_ connection: SQLiteConnection) {
             guard self.snapshot != nil else { return }
             self.snapshot = nil
+            self.rows = SnapshotRows()
             _ = try? connection.run("ROLLBACK")
         }
 
@@ -227,10 +231,53 @@ public final class DiskTier: Sendable {
             }
         }
     }
+
+    /// The rows a nowait reader's open read transaction has answered for, by key: heads, and
+    /// the small bodies kept in the index as they were read and verified. Within one
+    /// transaction the index cannot change (SQLite's snapshot isolation), so the rows of a key
+    /// are what its query would return again: a later lookup of the same key in the same
+    /// transaction takes them from here instead of searching the index, decoding the row,
+    /// assembling the body from its pages, copying it and checking its checksums again. A key
+    /// with no rows is kept too. Everything goes when the transaction ends (the first write
+    /// counted after it began), as SQLite's own page cache does.
+    ///
+    /// What it keeps is bounded by `budget` bytes (heads and bodies, estimated), taken from the
+    /// reader's SQLite page cache (`DiskIndexSchema.nowaitReaderPragmas`), which would
+    /// otherwise hold the same bytes as pages for as long. Once the budget is spent, the keys
+    /// already kept stay and new ones are read from the index every time.
+    struct SnapshotRows {
+        static let budget = 4 << 20
+        /// What a dictionary entry and a head cost beyond the bytes they refer to (estimated).
+        static let entryOverhead = 64
+        static let headOverhead = 256
+        private var byKey: [CacheKey: [DiskObjectHead]] = [:]
+        private(set) var bytes = 0
+
+        func rows(of key: CacheKey) -> [DiskObjectHead]? {
+            self.byKey[key]
+        }
+
+        /// Keeps `heads`, bodies included, as `key`'s rows in this transaction, if they fit.
+        mutating func keep(_ heads: [DiskObjectHead], of key: CacheKey) {
+            let bytes = heads.reduce(Self.entryOverhead + key.canonical.utf8.count) { $0 + Self.estimatedBytes(of: $1) }
+            guard self.bytes + bytes <= Self.budget else { return }
+            self.bytes += bytes
+            self.byKey[key] = heads
+        }
+
+        static func estimatedBytes(of head: DiskObjectHead) -> Int {
+            Self.headOverhead + head.encodedHeaders.count + head.blockChecksums.count * 4 + head.variant.utf8.count
+                + head.reason.utf8.count + head.varyNames.reduce(0) { $0 + $1.utf8.count + 16 }
+                + (head.prefetchedBody?.capacity ?? 0)  // what the buffer holds, not what it uses
+        }
+    }
+
     /// Lookups answered by `lookupWithoutWaiting`, and those it handed back (a page not cached,
     /// every connection busy, or anything else the blocking lookup then deals with).
     let nowaitAnswered = Atomic<Int>(0)
     let nowaitDeclined = Atomic<Int>(0)
+    /// Of those answered, the ones a reader's kept rows answered (`SnapshotRows`).
+    let nowaitFromKeptRows = Atomic<Int>(0)
     let hits = Atomic<Int>(0)
     let misses = Atomic<Int>(0)
 
@@ -353,7 +400,8 @@ public final class DiskTier: Sendable {
                 refused: state.counters.refused,
                 diskFull: state.diskFull,
                 lookupsWithoutWait: self.nowaitAnswered.load(ordering: .relaxed),
-                lookupsHandedOff: self.nowaitDeclined.load(ordering: .relaxed)
+                lookupsHandedOff: self.nowaitDeclined.load(ordering: .relaxed),
+                lookupsFromKeptRows: self.nowaitFromKeptRows.load(ordering: .relaxed)
             )
         }
     }
@@ -508,4 +556,7 @@ public struct DiskTierStats: Sendable, Equatable {
     public var lookupsWithoutWait: Int = 0
     /// Lookups it handed back to a blocking `lookup` (an index page not cached, a busy connection).
     public var lookupsHandedOff: Int = 0
+    /// Of the lookups answered without waiting, those answered by rows the same read
+    /// transaction had already read (`DiskTier.SnapshotRows`): no index search, no body copy.
+    public var lookupsFromKeptRows: Int = 0
 }

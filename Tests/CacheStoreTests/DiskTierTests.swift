@@ -458,6 +458,80 @@ struct DiskTierTests {
         #expect(tier.lookupWithoutWaiting(b.key)?.count == 1)
     }
 
+    @Test("within one read transaction a key read once is answered from the rows it read, as the index would answer; the next write ends them")
+    func keptRowsAnswerRepeatedLookups() throws {
+        let dir = try DiskTestDirectory()
+        var configuration = self.configuration(dir, inline: 16 * 1024)
+        configuration.nowaitReaders = 1  // every lookup below uses the same connection and its kept rows
+        let tier = try DiskTier(configuration: configuration)
+        defer { tier.close() }
+        let a = diskTestObject(target: "/a", body: diskTestBytes(5_000, seed: 1))
+        let b = diskTestObject(target: "/b", body: diskTestBytes(9_000, seed: 2))
+        try tier.store(a)
+        try tier.store(b)
+
+        let first = try #require(tier.lookupWithoutWaiting(a.key))
+        #expect(tier.stats.lookupsFromKeptRows == 0)
+        let again = try #require(tier.lookupWithoutWaiting(a.key))
+        #expect(tier.stats.lookupsFromKeptRows == 1)
+        #expect(again.map(\.fileID) == first.map(\.fileID) && again.count == 1)
+        #expect(again.first?.prefetchedBody == first.first?.prefetchedBody)
+        #expect(again.first?.prefetchedBody.map { Array($0.readableBytesView) } == diskTestBytes(5_000, seed: 1))
+
+        // Kept rows need no read of the index: with every read failing, a kept key is still
+        // answered and one not read yet in this transaction is handed back.
+        _ = try #require(tier.lookupWithoutWaiting(b.key))
+        let absent = diskTestObject(target: "/absent", body: diskTestBytes(100, seed: 3))
+        #expect(tier.lookupWithoutWaiting(absent.key)?.isEmpty == true)  // no rows is kept too
+        lacquer_nowait_fail_reads(1)
+        let keptB = tier.lookupWithoutWaiting(b.key)
+        let keptAbsent = tier.lookupWithoutWaiting(absent.key)
+        lacquer_nowait_fail_reads(0)
+        #expect(keptB?.first?.prefetchedBody?.readableBytes == 9_000)
+        #expect(keptAbsent?.isEmpty == true)
+        #expect(tier.stats.lookupsFromKeptRows == 3)
+
+        // A write ends them: a store, a removal and a replacement are seen at the next lookup.
+        try tier.store(absent)
+        #expect(tier.lookupWithoutWaiting(absent.key)?.count == 1)
+        #expect(try tier.remove(key: b.key) == 1)
+        #expect(tier.lookupWithoutWaiting(b.key)?.isEmpty == true)
+        try tier.store(diskTestObject(target: "/a", body: diskTestBytes(7_000, seed: 4)))
+        let replaced = try #require(tier.lookupWithoutWaiting(a.key))
+        #expect(replaced.count == 1 && replaced.first?.prefetchedBody?.readableBytes == 7_000)
+        #expect(tier.stats.lookupsFromKeptRows == 3)
+        #expect(tier.stats.lookupsHandedOff == 0 && tier.stats.checksumFailures == 0)
+    }
+
+    @Test("kept rows stay within their budget: past it, a key is read from the index every time, with the same answer")
+    func keptRowsBudget() throws {
+        let dir = try DiskTestDirectory()
+        var configuration = self.configuration(dir, inline: 16 * 1024)
+        configuration.nowaitReaders = 1
+        let tier = try DiskTier(configuration: configuration)
+        defer { tier.close() }
+        // 16 KiB bodies: more of them than the budget holds.
+        let count = DiskTier.SnapshotRows.budget / (16 * 1024) + 40
+        for index in 0..<count {
+            try tier.store(diskTestObject(target: "/k\(index)", body: diskTestBytes(16 * 1024, seed: UInt64(index))))
+        }
+        func lookUpAll() throws {
+            for index in 0..<count {
+                let heads = try #require(tier.lookupWithoutWaiting(diskTestObject(target: "/k\(index)").key))
+                #expect(heads.first?.prefetchedBody.map { Array($0.readableBytesView) } == diskTestBytes(16 * 1024, seed: UInt64(index)))
+            }
+        }
+        try lookUpAll()
+        #expect(tier.stats.lookupsFromKeptRows == 0)
+        try lookUpAll()
+        let kept = tier.stats.lookupsFromKeptRows
+        // Each kept key costs its body and a head (estimated): the budget holds most, not all.
+        #expect(kept > 0 && kept < count)
+        #expect(kept * 16 * 1024 <= DiskTier.SnapshotRows.budget)
+        #expect(kept >= count - 60)
+        #expect(tier.stats.lookupsHandedOff == 0 && tier.stats.checksumFailures == 0)
+    }
+
     @Test("under concurrent lookups, a lookup that starts after a removal or a replacement returned never finds the old row")
     func keptSnapshotsUnderConcurrency() throws {
         let dir = try DiskTestDirectory()

@@ -576,7 +576,7 @@ public final class LacquerServer: Service, Sendable {
                 ("expired", disk.expired), ("purged", disk.purged), ("checksum_failures", disk.checksumFailures),
                 ("missing_bodies", disk.missingBodies), ("write_errors", disk.writeErrors), ("refused", disk.refused),
                 ("disk_full", disk.diskFull ? 1 : 0), ("lookups_without_wait", disk.lookupsWithoutWait),
-                ("lookups_handed_off", disk.lookupsHandedOff),
+                ("lookups_handed_off", disk.lookupsHandedOff), ("lookups_from_kept_rows", disk.lookupsFromKeptRows),
             ]
         }
         var counters = self.counters.snapshot
