@@ -27,13 +27,116 @@ extension DiskTier {
     ///   `.ioFailed`, `.sqlite`, `.closed`.
     @discardableResult
     public func store(_ object: StoredObject, now: Double = DiskTier.wallClock()) throws -> Bool {
+        try self.store([object], now: now)[0].get()
+    }
+
+    /// Stores `objects` as `store` stores each, with one commit for all of them (a group
+    /// commit: the pages every insert touches, the totals row and the upper levels of the
+    /// indexes, go to the write-ahead log once per batch, not once per object). Later objects
+    /// in the list replace earlier ones of the same key and variant, as separate stores would.
+    /// Returns, in order, what `store` would have returned or thrown for each. If the shared
+    /// commit fails, each object is committed alone, so one that cannot be stored costs only
+    /// itself.
+    public func store(_ objects: [StoredObject], now: Double = DiskTier.wallClock()) -> [Result<Bool, any Error>] {
+        var results = [Result<Bool, any Error>](repeating: .success(false), count: objects.count)
+        var accepted: [(index: Int, item: PendingStore)] = []
+        for (index, object) in objects.enumerated() {
+            switch Result(catching: { try self.pendingStore(object) }) {
+            case .success(let pending?): accepted.append((index, pending))
+            case .success(nil): results[index] = .success(false)
+            case .failure(let error): results[index] = .failure(error)
+            }
+        }
+        guard !accepted.isEmpty else { return results }
+        // Ids for the batch, taken at once.
+        let firstID: Int64
+        do {
+            firstID = try self.withWriter { [count = Int64(accepted.count)] state, _ in
+                let first = state.nextFileID
+                state.nextFileID += count
+                for id in first..<(first + count) { state.inFlight.insert(id) }
+                return first
+            }
+        } catch {
+            for (index, _) in accepted { results[index] = .failure(error) }
+            return results
+        }
+        var ready: [(index: Int, item: PendingStore)] = []
+        for (offset, entry) in accepted.enumerated() {
+            var item = entry.item
+            item.id = firstID + Int64(offset)
+            do {
+                try self.writeBody(&item)
+                ready.append((entry.index, item))
+            } catch {
+                try? self.withWriter { [id = item.id] state, _ in
+                    state.inFlight.remove(id)
+                    state.counters.writeErrors += 1
+                    if case .diskFull = error as? CacheStoreError { state.diskFull = true }
+                }
+                results[entry.index] = .failure(error)
+            }
+        }
+        guard !ready.isEmpty else { return results }
+        var overCapacity = false
+        switch self.commit(ready.map(\.item), now: now) {
+        case .success(let outcome):
+            for (entry, replaced) in zip(ready, outcome.replaced) {
+                self.committed(entry.item, replaced: replaced)
+                results[entry.index] = .success(true)
+            }
+            overCapacity = outcome.overCapacity
+        case .failure(let error) where ready.count == 1:
+            self.notCommitted(ready[0].item)
+            results[ready[0].index] = .failure(self.flagIfCorrupt(error))
+        case .failure:
+            // One by one: the objects that can be stored are, and each failure is its own.
+            for entry in ready {
+                switch self.commit([entry.item], now: now) {
+                case .success(let outcome):
+                    self.committed(entry.item, replaced: outcome.replaced[0])
+                    results[entry.index] = .success(true)
+                    overCapacity = overCapacity || outcome.overCapacity
+                case .failure(let error):
+                    self.notCommitted(entry.item)
+                    results[entry.index] = .failure(self.flagIfCorrupt(error))
+                }
+            }
+        }
+        if overCapacity {
+            do {
+                _ = try self.evict()
+            } catch {
+                // Reported like a store's own failure: to the objects whose store ran it.
+                for (index, _) in ready where (try? results[index].get()) == true { results[index] = .failure(error) }
+            }
+        }
+        return results
+    }
+
+    /// An object on its way into the index: what `store` computes before its commit.
+    struct PendingStore {
+        let object: StoredObject
+        let body: ByteBuffer
+        let bodyLength: Int64
+        let keyBytes: [UInt8]
+        let headerBytes: [UInt8]
+        let tags: [String]
+        let inline: Bool
+        let size: Int64
+        var id: Int64 = 0
+        var checksums: [UInt32] = []
+    }
+
+    /// `object` checked against the limits (nil, counted as refused, if it is over one) and the
+    /// free-space floor (throws `.diskFull`).
+    private func pendingStore(_ object: StoredObject) throws -> PendingStore? {
         // Both are computed from the object's stored bytes on each access: take them once.
         let headers = object.headers
         let body = object.body
         let bodyLength = Int64(body.readableBytes)
         let keyBytes = Array(object.keyBytes)
         let headerBytes = HeaderCodec.encode(headers)
-        let tags = object.surrogateKeys(self.configuration.surrogateKeyFields)
         let inline = bodyLength <= self.configuration.inlineBodyLimit
         let size = Self.chargedSize(
             bodyLength: bodyLength, metadataBytes: keyBytes.count + headerBytes.count + object.variant.utf8.count + object.reason.utf8.count,
@@ -42,7 +145,7 @@ extension DiskTier {
             HeaderCodec.withinLimits(headers)
         else {
             try self.withWriter { state, _ in state.counters.refused += 1 }
-            return false
+            return nil
         }
 
         if self.configuration.freeSpaceFloor > 0,
@@ -55,108 +158,119 @@ extension DiskTier {
             }
             throw CacheStoreError.diskFull(path: self.directory)
         }
+        return PendingStore(
+            object: object, body: body, bodyLength: bodyLength, keyBytes: keyBytes, headerBytes: headerBytes,
+            tags: object.surrogateKeys(self.configuration.surrogateKeyFields), inline: inline, size: size)
+    }
 
-        let id = try self.withWriter { state, _ in
-            let id = state.nextFileID
-            state.nextFileID += 1
-            state.inFlight.insert(id)
-            return id
-        }
-        let checksums: [UInt32]
-        do {
-            checksums =
-                inline
-                ? BodyFile.checksums(body)
-                : try BodyFile.write(
-                body,
-                tempPath: self.directory + "/" + BodyFile.tempRelativePath(id),
-                finalPath: self.bodyPath(id),
+    /// The body's checksums, and for a body not kept in the index its file: temp file →
+    /// (fsync) → rename, before the row that names it commits.
+    private func writeBody(_ item: inout PendingStore) throws {
+        item.checksums =
+            item.inline
+            ? BodyFile.checksums(item.body)
+            : try BodyFile.write(
+                item.body,
+                tempPath: self.directory + "/" + BodyFile.tempRelativePath(item.id),
+                finalPath: self.bodyPath(item.id),
                 directory: self.directory,
                 sync: self.configuration.fsync == .always
             )
-        } catch {
-            try? self.withWriter { state, _ in
-                state.inFlight.remove(id)
-                state.counters.writeErrors += 1
-                if case .diskFull = error as? CacheStoreError { state.diskFull = true }
-            }
-            throw error
-        }
+    }
 
-        var checksumBytes: [UInt8] = []
-        checksumBytes.reserveCapacity(checksums.count * 4)
-        for checksum in checksums {
-            withUnsafeBytes(of: checksum.littleEndian) { checksumBytes.append(contentsOf: $0) }
-        }
-        let digest = Int64(bitPattern: object.keyDigest)
-        let values: [SQLiteValue] = [
-            .integer(id), .blob(keyBytes), .integer(digest), .text(object.variant),
-            .text(object.varyNames.joined(separator: ",")), .integer(Int64(object.status)), .text(object.reason),
-            .blob(headerBytes), .integer(bodyLength), .blob(checksumBytes), .real(object.requestTime),
-            .real(object.responseTime), .real(object.origin), .real(object.ttl), .real(object.grace),
-            .real(object.keep), .integer(object.mustRevalidate ? 1 : 0), .real(object.expiresEntirely),
-            .real(now), .integer(size), .integer(inline ? 1 : 0),
-        ]
-
-        let outcome: Result<(replaced: [Int64], overCapacity: Bool), any Error> = self.writer.withLock { state in
+    /// Commits the rows of `items` in one transaction; per item the rows it replaced (the same
+    /// key and variant, and variants beyond `maxVariantsPerKey`), and whether the tier is now
+    /// over capacity. Nothing is committed if it fails.
+    private func commit(_ items: [PendingStore], now: Double) -> Result<(replaced: [[Int64]], overCapacity: Bool), any Error> {
+        self.writer.withLock { state in
             defer {
-                state.inFlight.remove(id)
+                for item in items { state.inFlight.remove(item.id) }
                 self.publish(state)
                 self.countWrite()
             }
             guard let db = state.db else { return .failure(CacheStoreError.closed(path: self.directory)) }
             return Result {
-                var replaced: [Int64] = []
-                try db.transaction("store object") {
-                    try db.query(
-                        "SELECT id FROM objects WHERE digest = ? AND key = ? AND variant = ?",
-                        [.integer(digest), .blob(keyBytes), .text(object.variant)]
-                    ) { replaced.append($0.int64(0)) }
-                    for old in replaced {
-                        try db.run("DELETE FROM objects WHERE id = ?", [.integer(old)])
+                var replacedByItem: [[Int64]] = []
+                var evicted = 0
+                try db.transaction("store objects") {
+                    replacedByItem = []
+                    evicted = 0
+                    for item in items {
+                        let (replaced, surplus) = try Self.insertRows(item, now: now, db)
+                        replacedByItem.append(replaced + surplus)
+                        evicted += surplus.count
                     }
-                    try db.run(DiskIndexSchema.insertObject, values)
-                    if inline {
-                        try db.run("INSERT INTO bodies(id, body) VALUES (?, ?)", [.integer(id), .blob(Array(body.readableBytesView))])
-                    }
-                    for tag in tags {
-                        try db.run("INSERT INTO tags(tag, id) VALUES (?, ?)", [.text(tag), .integer(id)])
-                    }
-                    // Keep at most `maxVariantsPerKey` variants: drop the least recently used beyond that.
-                    var surplus: [Int64] = []
-                    try db.query(
-                        "SELECT id FROM objects WHERE digest = ? AND key = ? ORDER BY last_access DESC, id DESC LIMIT -1 OFFSET ?",
-                        [.integer(digest), .blob(keyBytes), .integer(Int64(Self.maxVariantsPerKey))]
-                    ) { surplus.append($0.int64(0)) }
-                    for old in surplus {
-                        try db.run("DELETE FROM objects WHERE id = ?", [.integer(old)])
-                    }
-                    state.counters.evictions += surplus.count
-                    replaced += surplus
                 }
-                state.counters.inserts += 1
+                state.counters.evictions += evicted
+                state.counters.inserts += items.count
                 state.diskFull = false
                 try self.refreshTotals(&state, db)
-                return (replaced, state.bytes > self.configuration.capacityBytes)
+                return (replacedByItem, state.bytes > self.configuration.capacityBytes)
             }
         }
-        switch outcome {
-        case .success(let result):
-            // The file is complete (renamed before the commit) and holds the object's bytes.
-            if !inline, let note = BodyFileNote(id: id, path: self.bodyPath(id)), note.length == bodyLength {
-                object.noteBodyFile(note)
-            }
-            self.unlinkBodies(result.replaced)
-            if result.overCapacity {
-                _ = try self.evict()
-            }
-            return true
-        case .failure(let error):
-            // The row was not committed: the new body is an orphan, remove it now.
-            self.unlinkBodies([id])
-            try? self.withWriter { state, _ in state.counters.writeErrors += 1 }
-            throw self.flagIfCorrupt(error)
+    }
+
+    /// One object's rows, inside the caller's transaction: the stored copy of the same key and
+    /// variant goes, the new row (and its body, if kept in the index) and tags go in, and the
+    /// least recently used variants beyond `maxVariantsPerKey` go. Returns the ids replaced and
+    /// the ids evicted as surplus.
+    private static func insertRows(_ item: PendingStore, now: Double, _ db: SQLiteConnection) throws -> (replaced: [Int64], surplus: [Int64]) {
+        let object = item.object
+        var checksumBytes: [UInt8] = []
+        checksumBytes.reserveCapacity(item.checksums.count * 4)
+        for checksum in item.checksums {
+            withUnsafeBytes(of: checksum.littleEndian) { checksumBytes.append(contentsOf: $0) }
         }
+        let digest = Int64(bitPattern: object.keyDigest)
+        var replaced: [Int64] = []
+        try db.query(
+            "SELECT id FROM objects WHERE digest = ? AND key = ? AND variant = ?",
+            [.integer(digest), .blob(item.keyBytes), .text(object.variant)]
+        ) { replaced.append($0.int64(0)) }
+        for old in replaced {
+            try db.run("DELETE FROM objects WHERE id = ?", [.integer(old)])
+        }
+        try db.run(
+            DiskIndexSchema.insertObject,
+            [
+                .integer(item.id), .blob(item.keyBytes), .integer(digest), .text(object.variant),
+                .text(object.varyNames.joined(separator: ",")), .integer(Int64(object.status)), .text(object.reason),
+                .blob(item.headerBytes), .integer(item.bodyLength), .blob(checksumBytes), .real(object.requestTime),
+                .real(object.responseTime), .real(object.origin), .real(object.ttl), .real(object.grace),
+                .real(object.keep), .integer(object.mustRevalidate ? 1 : 0), .real(object.expiresEntirely),
+                .real(now), .integer(item.size), .integer(item.inline ? 1 : 0),
+            ])
+        if item.inline {
+            try db.run("INSERT INTO bodies(id, body) VALUES (?, ?)", [.integer(item.id), .blob(Array(item.body.readableBytesView))])
+        }
+        for tag in item.tags {
+            try db.run("INSERT INTO tags(tag, id) VALUES (?, ?)", [.text(tag), .integer(item.id)])
+        }
+        // Keep at most `maxVariantsPerKey` variants: drop the least recently used beyond that.
+        var surplus: [Int64] = []
+        try db.query(
+            "SELECT id FROM objects WHERE digest = ? AND key = ? ORDER BY last_access DESC, id DESC LIMIT -1 OFFSET ?",
+            [.integer(digest), .blob(item.keyBytes), .integer(Int64(Self.maxVariantsPerKey))]
+        ) { surplus.append($0.int64(0)) }
+        for old in surplus {
+            try db.run("DELETE FROM objects WHERE id = ?", [.integer(old)])
+        }
+        return (replaced, surplus)
+    }
+
+    /// After `item`'s row committed: the object notes its body file (complete, renamed before
+    /// the commit, holding the object's bytes), and the bodies it replaced go.
+    private func committed(_ item: PendingStore, replaced: [Int64]) {
+        if !item.inline, let note = BodyFileNote(id: item.id, path: self.bodyPath(item.id)), note.length == item.bodyLength {
+            item.object.noteBodyFile(note)
+        }
+        self.unlinkBodies(replaced)
+    }
+
+    /// After `item`'s row failed to commit: its new body is an orphan, removed now.
+    private func notCommitted(_ item: PendingStore) {
+        self.unlinkBodies([item.id])
+        try? self.withWriter { state, _ in state.counters.writeErrors += 1 }
     }
 
     /// Every stored variant of `key`: metadata, and the bodies kept in the index (checked as they

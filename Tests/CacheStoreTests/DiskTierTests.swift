@@ -458,6 +458,65 @@ struct DiskTierTests {
         #expect(tier.lookupWithoutWaiting(b.key)?.count == 1)
     }
 
+    @Test("stores in one commit leave each object as a store of its own would: a later one replaces an earlier one of its key and variant, a refused one costs only itself")
+    func batchedStores() throws {
+        let dir = try DiskTestDirectory()
+        var configuration = self.configuration(dir, inline: 16 * 1024)
+        configuration.maxObjectBytes = 200_000
+        let a = diskTestObject(target: "/a", body: diskTestBytes(3_000, seed: 1))
+        let b = diskTestObject(target: "/b", body: diskTestBytes(40_000, seed: 2))  // a file of its own
+        let a2 = diskTestObject(target: "/a", body: diskTestBytes(4_000, seed: 3))
+        let big = diskTestObject(target: "/big", body: diskTestBytes(300_000, seed: 4))
+        do {
+            let tier = try DiskTier(configuration: configuration)
+            defer { tier.close() }
+            let results = tier.store([a, b, a2, big]).map { try? $0.get() }
+            #expect(results == [true, true, true, false])
+            let stats = tier.stats
+            #expect(stats.objects == 2 && stats.inserts == 3 && stats.refused == 1 && stats.writeErrors == 0)
+            let heads = try tier.lookup(a.key)
+            #expect(heads.count == 1 && heads.first?.prefetchedBody.map { Array($0.readableBytesView) } == diskTestBytes(4_000, seed: 3))
+            #expect(b.bodyFile?.length == 40_000)  // noted when its row committed
+        }
+        // Committed: all there after a reopen, the file body whole.
+        let tier = try DiskTier(configuration: configuration)
+        defer { tier.close() }
+        #expect(tier.stats.objects == 2)
+        let head = try #require(try tier.lookup(b.key).first)
+        #expect(try diskTestReadAll(tier.openBody(head)) == diskTestBytes(40_000, seed: 2))
+    }
+
+    @Test("when a shared commit fails, each object is committed alone: the others are stored, the failing one gets its own error and its body file is removed")
+    func batchedStoreFallsBackToSingleCommits() throws {
+        let dir = try DiskTestDirectory()
+        let tier = try DiskTier(configuration: self.configuration(dir, inline: 16 * 1024))
+        defer { tier.close() }
+        // The index refuses one row (a trigger added from outside), so the batch's commit fails.
+        let outside = try SQLiteConnection(path: dir.path + "/" + DiskIndexSchema.fileName, create: false)
+        try outside.execute(
+            "CREATE TRIGGER refuse BEFORE INSERT ON objects WHEN NEW.variant = 'refuse' BEGIN SELECT RAISE(ABORT, 'refused'); END;",
+            operation: "add trigger")
+        outside.close()
+        let good1 = diskTestObject(target: "/g1", body: diskTestBytes(2_000, seed: 1))
+        let bad = diskTestObject(target: "/bad", variant: "refuse", body: diskTestBytes(40_000, seed: 2))
+        let good2 = diskTestObject(target: "/g2", body: diskTestBytes(50_000, seed: 3))
+        let results = tier.store([good1, bad, good2])
+        #expect((try? results[0].get()) == true)
+        #expect((try? results[2].get()) == true)
+        #expect(throws: (any Error).self) { try results[1].get() }
+        #expect(try tier.lookup(good1.key).count == 1 && tier.lookup(good2.key).count == 1)
+        #expect(try tier.lookup(bad.key).isEmpty)
+        #expect(tier.stats.objects == 2 && tier.stats.writeErrors == 1)
+        // Only good2's body is a file: bad's was removed when its row did not commit.
+        var files = 0
+        if let walk = FileManager.default.enumerator(atPath: dir.path + "/bodies") {
+            for case let path as String in walk where (try? FileManager.default.attributesOfItem(atPath: dir.path + "/bodies/" + path))?[.type] as? FileAttributeType == .typeRegular {
+                files += 1
+            }
+        }
+        #expect(files == 1)
+    }
+
     @Test("within one read transaction a key read once is answered from the rows it read, as the index would answer; the next write ends them")
     func keptRowsAnswerRepeatedLookups() throws {
         let dir = try DiskTestDirectory()

@@ -227,7 +227,11 @@ final class DiskStorage: Sendable {
         return true
     }
 
-    /// Writes queued objects until the queue is empty (on the writer thread).
+    /// Most objects written in one commit (`DiskTier.store(_:now:)` with a list).
+    static let writeBatch = 256
+
+    /// Writes queued objects until the queue is empty (on the writer thread), up to
+    /// `writeBatch` in each commit: a miss storm's stores share their commits.
     private func drainWrites(active: Bool) {
         while true {
             let batch: [StoredObject] = self.writeQueue.withLock { queue in
@@ -239,41 +243,59 @@ final class DiskStorage: Sendable {
                 return queue.objects
             }
             if batch.isEmpty { return }
-            for object in batch {
-                self.write(object, active: active)
+            var start = 0
+            while start < batch.count {
+                let end = min(start + Self.writeBatch, batch.count)
+                self.write(batch[start..<end], active: active)
+                start = end
             }
         }
     }
 
-    private func write(_ object: StoredObject, active: Bool) {
+    private func write(_ objects: ArraySlice<StoredObject>, active: Bool) {
         defer {
-            self.queuedBytes.wrappingSubtract(object.bodyLength, ordering: .relaxed)
-            self.pendingWrites.wrappingSubtract(1, ordering: .relaxed)
+            for object in objects {
+                self.queuedBytes.wrappingSubtract(object.bodyLength, ordering: .relaxed)
+                self.pendingWrites.wrappingSubtract(1, ordering: .relaxed)
+            }
         }
         guard active else { return }
+        // Checked for every object just before the commit, which runs on this thread: a purge
+        // or ban that comes later runs after it (on the writer too) and removes what it wrote.
+        let writing = objects.filter { self.stillWanted($0) }
+        guard !writing.isEmpty else { return }
+        for (object, result) in zip(writing, self.tier.store(writing, now: self.clock())) {
+            switch result {
+            case .success(true):
+                self.counters.increment(.diskStored)
+            case .success(false):
+                break  // refused by the tier's limits (counted there)
+            case .failure(let error):
+                self.counters.increment(.diskWriteErrors)
+                self.logger.warning("disk tier write failed", metadata: ["key": "\(object.key)", "error": "\(error)"])
+            }
+        }
+    }
+
+    /// Whether a queued object may still be written: not purged, by key or surrogate key, and
+    /// not banned while it waited.
+    private func stillWanted(_ object: StoredObject) -> Bool {
         // The key is built (a String) only while some tombstone is kept.
         if !self.tombstones.withLock({ $0.isEmpty }), case let key = object.key,
             let cutoff = self.tombstones.withLock({ $0[key] }), object.responseTime <= cutoff
         {
-            return  // purged while it waited
+            return false  // purged while it waited
         }
         let purges = self.tagPurges.withLock { $0 }
         if !purges.isEmpty,
             purges.covers(object.surrogateKeys(self.tier.configuration.surrogateKeyFields), receivedAt: object.responseTime)
         {
-            return  // its surrogate key was purged while it waited
+            return false  // its surrogate key was purged while it waited
         }
         if let admission = self.admission.withLock({ $0 }), !admission.admits(object) {
-            return  // banned while it waited
+            return false  // banned while it waited
         }
-        do {
-            if try self.tier.store(object, now: self.clock()) {
-                self.counters.increment(.diskStored)
-            }
-        } catch {
-            self.counters.increment(.diskWriteErrors)
-            self.logger.warning("disk tier write failed", metadata: ["key": "\(object.key)", "error": "\(error)"])
-        }
+        return true
     }
 
     /// Removes every variant of `key` from disk (a durable purge: the commit is fully synced).
