@@ -48,11 +48,14 @@ extension DiskTier {
 
     /// Drops the bans that cover no stored object: those older than the oldest object (all of
     /// them when nothing is stored). For start-up, when the disk tier is all there is. Returns
-    /// how many were dropped.
+    /// how many were dropped. Finding the oldest object reads the whole `objects` table (no
+    /// index on the time it was received: every insert would pay for one), so it is done only
+    /// when a ban is kept: without one, start-up does not depend on how many objects there are.
     @discardableResult
     public func removeBansCoveringNothing() throws -> Int {
         try self.withWriter { _, db in
             try db.execute(Self.bansTable, operation: "bans: create table")
+            guard try db.scalar("SELECT EXISTS (SELECT 1 FROM bans)") == 1 else { return 0 }
             var oldest: Double?
             try db.query("SELECT MIN(response_time) FROM objects") { row in
                 if !row.isNull(0) { oldest = row.double(0) }
