@@ -92,11 +92,18 @@ enum DiskIndexSchema {
     /// the indexes every lookup walks. What is saved is memory-tier room for more objects.
     static let connectionPragmas = """
         PRAGMA busy_timeout = 5000;
-        PRAGMA cache_size = -256;
+        PRAGMA cache_size = -\(writerCacheKiB);
         PRAGMA synchronous = NORMAL;
         PRAGMA journal_size_limit = 67108864;
         PRAGMA temp_store = MEMORY;
         """
+
+    /// The writer's page cache while stores come one at a time, in KiB.
+    static let writerCacheKiB = 256
+    /// The writer's page cache while it works through a backlog of stores (`DiskTier.useBacklogCache`),
+    /// in KiB: with a million rows, the inserts and evictions of one group commit touch pages of
+    /// every index all over it, and with 256 KiB most were read again from the kernel each time.
+    static let backlogCacheKiB = 4096
 
     /// The read connection's: the common pragmas, a 512 KiB page cache, and no writes.
     static let readerPragmas = connectionPragmas + """

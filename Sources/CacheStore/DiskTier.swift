@@ -124,6 +124,10 @@ public final class DiskTier: Sendable {
         var bytes: Int64 = 0
         var counters = Counters()
         var diskFull = false
+        /// Whether the writer's page cache is the backlog size (`useBacklogCache`), and when a
+        /// backlog last asked for it.
+        var backlogCache = false
+        var lastBacklog = -Double.infinity
     }
 
     let writer: Mutex<WriterState>
@@ -477,6 +481,28 @@ public final class DiskTier: Sendable {
         }
         return try result.mapError(self.flagIfCorrupt).get()
     }
+
+    /// Sizes the writer's page cache: `DiskIndexSchema.connectionPragmas`' small one while
+    /// stores come one at a time (the memory goes to objects), `DiskIndexSchema.backlogCacheKiB`
+    /// while a backlog of stores is written (a miss storm): each group commit then finds the
+    /// index pages its inserts and evictions touch in the cache instead of reading them from
+    /// the kernel again. The small size comes back once no backlog has asked for
+    /// `backlogCacheLinger` seconds (a storm's writer catches up now and then; dropping the
+    /// pages each time would read them all again); lowering the size frees the pages.
+    public func useBacklogCache(_ backlog: Bool, now: Double) {
+        self.writer.withLock { state in
+            if backlog { state.lastBacklog = now }
+            let wanted = backlog || now - state.lastBacklog < Self.backlogCacheLinger
+            guard state.backlogCache != wanted, let db = state.db else { return }
+            let kib = wanted ? DiskIndexSchema.backlogCacheKiB : DiskIndexSchema.writerCacheKiB
+            if (try? db.execute("PRAGMA cache_size = -\(kib)", operation: "writer cache size")) != nil {
+                state.backlogCache = wanted
+            }
+        }
+    }
+
+    /// How long the writer keeps its backlog cache after the last backlog, in seconds.
+    static let backlogCacheLinger = 10.0
 
     /// Counts a write that has ended (committed or not) and ends the kept read transactions of
     /// the nowait readers no lookup holds (called with the writer lock held).

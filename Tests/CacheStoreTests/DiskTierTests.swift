@@ -486,6 +486,29 @@ struct DiskTierTests {
         #expect(try diskTestReadAll(tier.openBody(head)) == diskTestBytes(40_000, seed: 2))
     }
 
+    @Test("the writer's page cache grows for a backlog of stores and shrinks back a while after the last one")
+    func backlogCache() throws {
+        let dir = try DiskTestDirectory()
+        let tier = try DiskTier(configuration: self.configuration(dir, inline: 16 * 1024))
+        defer { tier.close() }
+        func writerCacheKiB() throws -> Int64? {
+            try tier.writer.withLock { state in try state.db?.scalar("PRAGMA cache_size") }.map { -$0 }
+        }
+        #expect(try writerCacheKiB() == Int64(DiskIndexSchema.writerCacheKiB))
+        tier.useBacklogCache(false, now: 1_000)
+        #expect(try writerCacheKiB() == Int64(DiskIndexSchema.writerCacheKiB))
+        tier.useBacklogCache(true, now: 1_000)
+        #expect(try writerCacheKiB() == Int64(DiskIndexSchema.backlogCacheKiB))
+        #expect(tier.store((0..<300).map { diskTestObject(target: "/b\($0)") }).allSatisfy { (try? $0.get()) == true })
+        // The writer caught up: the cache stays for a while (a storm catches up now and then) ...
+        tier.useBacklogCache(false, now: 1_000 + DiskTier.backlogCacheLinger - 1)
+        #expect(try writerCacheKiB() == Int64(DiskIndexSchema.backlogCacheKiB))
+        // ... and goes once no backlog has asked for it that long.
+        tier.useBacklogCache(false, now: 1_000 + DiskTier.backlogCacheLinger)
+        #expect(try writerCacheKiB() == Int64(DiskIndexSchema.writerCacheKiB))
+        #expect(tier.stats.objects == 300)
+    }
+
     @Test("when a shared commit fails, each object is committed alone: the others are stored, the failing one gets its own error and its body file is removed")
     func batchedStoreFallsBackToSingleCommits() throws {
         let dir = try DiskTestDirectory()

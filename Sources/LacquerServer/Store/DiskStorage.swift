@@ -230,6 +230,10 @@ final class DiskStorage: Sendable {
     /// Most objects written in one commit (`DiskTier.store(_:now:)` with a list).
     static let writeBatch = 256
 
+    /// A drain that finds this many objects queued has a backlog: the tier writes it with its
+    /// larger page cache (`DiskTier.useBacklogCache`), kept a while after the queue empties.
+    static let backlogObjects = 64
+
     /// Writes queued objects until the queue is empty (on the writer thread), up to
     /// `writeBatch` in each commit: a miss storm's stores share their commits.
     private func drainWrites(active: Bool) {
@@ -242,7 +246,11 @@ final class DiskStorage: Sendable {
                 defer { queue.objects = [] }
                 return queue.objects
             }
-            if batch.isEmpty { return }
+            if batch.isEmpty {
+                self.tier.useBacklogCache(false, now: self.clock())
+                return
+            }
+            if active, batch.count >= Self.backlogObjects { self.tier.useBacklogCache(true, now: self.clock()) }
             var start = 0
             while start < batch.count {
                 let end = min(start + Self.writeBatch, batch.count)
