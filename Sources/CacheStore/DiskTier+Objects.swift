@@ -79,7 +79,7 @@ extension DiskTier {
         }
         guard !ready.isEmpty else { return results }
         var overCapacity = false
-        switch self.commit(ready.map(\.item), now: now) {
+        switch self.commit(ready.map(\.item), now: now, retrying: ready.count > 1) {
         case .success(let outcome):
             for (entry, replaced) in zip(ready, outcome.replaced) {
                 self.committed(entry.item, replaced: replaced)
@@ -180,11 +180,18 @@ extension DiskTier {
 
     /// Commits the rows of `items` in one transaction; per item the rows it replaced (the same
     /// key and variant, and variants beyond `maxVariantsPerKey`), and whether the tier is now
-    /// over capacity. Nothing is committed if it fails.
-    private func commit(_ items: [PendingStore], now: Double) -> Result<(replaced: [[Int64]], overCapacity: Bool), any Error> {
+    /// over capacity. Nothing is committed if it fails. The items' ids stop being in flight
+    /// (their files may then be swept if no row names them), unless the commit failed and
+    /// `retrying` says they will be committed again.
+    private func commit(_ items: [PendingStore], now: Double, retrying: Bool = false)
+        -> Result<(replaced: [[Int64]], overCapacity: Bool), any Error>
+    {
         self.writer.withLock { state in
+            var committed = false
             defer {
-                for item in items { state.inFlight.remove(item.id) }
+                if committed || !retrying {
+                    for item in items { state.inFlight.remove(item.id) }
+                }
                 self.publish(state)
                 self.countWrite()
             }
@@ -201,6 +208,7 @@ extension DiskTier {
                         evicted += surplus.count
                     }
                 }
+                committed = true
                 state.counters.evictions += evicted
                 state.counters.inserts += items.count
                 state.diskFull = false
