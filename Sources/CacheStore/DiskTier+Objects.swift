@@ -79,28 +79,27 @@ extension DiskTier {
         }
         guard !ready.isEmpty else { return results }
         var overCapacity = false
-        switch self.commit(ready.map(\.item), now: now, retrying: ready.count > 1) {
-        case .success(let outcome):
-            for (entry, replaced) in zip(ready, outcome.replaced) {
-                self.committed(entry.item, replaced: replaced)
-                results[entry.index] = .success(true)
-            }
-            overCapacity = outcome.overCapacity
-        case .failure(let error) where ready.count == 1:
-            self.notCommitted(ready[0].item)
-            results[ready[0].index] = .failure(self.flagIfCorrupt(error))
-        case .failure:
-            // One by one: the objects that can be stored are, and each failure is its own.
-            for entry in ready {
-                switch self.commit([entry.item], now: now) {
-                case .success(let outcome):
-                    self.committed(entry.item, replaced: outcome.replaced[0])
+        /// Commits `entries` together and settles each on success; the error otherwise.
+        func commitTogether(_ entries: [(index: Int, item: PendingStore)], retrying: Bool) -> (any Error)? {
+            switch self.commit(entries.map(\.item), now: now, retrying: retrying) {
+            case .success(let outcome):
+                for (entry, replaced) in zip(entries, outcome.replaced) {
+                    self.committed(entry.item, replaced: replaced)
                     results[entry.index] = .success(true)
-                    overCapacity = overCapacity || outcome.overCapacity
-                case .failure(let error):
-                    self.notCommitted(entry.item)
-                    results[entry.index] = .failure(self.flagIfCorrupt(error))
                 }
+                overCapacity = overCapacity || outcome.overCapacity
+                return nil
+            case .failure(let error):
+                return error
+            }
+        }
+        if let error = commitTogether(ready, retrying: ready.count > 1) {
+            // One by one: the objects that can be stored are, and each failure is its own (a
+            // lone object's is the one just met).
+            for entry in ready {
+                guard let failure = ready.count == 1 ? error : commitTogether([entry], retrying: false) else { continue }
+                self.notCommitted(entry.item)
+                results[entry.index] = .failure(self.flagIfCorrupt(failure))
             }
         }
         if overCapacity {

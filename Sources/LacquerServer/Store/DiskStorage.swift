@@ -251,11 +251,8 @@ final class DiskStorage: Sendable {
                 return
             }
             if active, batch.count >= Self.backlogObjects { self.tier.useBacklogCache(true, now: self.clock()) }
-            var start = 0
-            while start < batch.count {
-                let end = min(start + Self.writeBatch, batch.count)
-                self.write(batch[start..<end], active: active)
-                start = end
+            for start in stride(from: 0, to: batch.count, by: Self.writeBatch) {
+                self.write(batch[start..<min(start + Self.writeBatch, batch.count)], active: active)
             }
         }
     }
