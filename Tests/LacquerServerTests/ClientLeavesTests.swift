@@ -191,7 +191,9 @@ struct ClientLeavesTests {
     func missLeaderLeavesMidBody() async throws {
         try await withLacquer { lacquer, port, origin in
             let length = 300_000
-            let target = "/slowbody/\(length)/30?cc=max-age%3D60"
+            // 60 ms between chunks: the fill lasts about a second, so the waiter joins it even
+            // when a loaded machine is slow to take its request.
+            let target = "/slowbody/\(length)/60?cc=max-age%3D60"
             let leader = try RawHTTPClient(port: port, timeout: 10)
             try leader.send(bytes: RawHTTPClient.serialize("GET", target))
             _ = try await runBlocking { try leader.readResponseHead() }
