@@ -207,7 +207,7 @@ struct ClientLeavesTests {
             let hit = try await runBlocking { try httpGet(port: port, target) }
             #expect(hit.header("X-Cache-Status") == "HIT")
             #expect(Self.difference(hit.body, FixtureOrigin.pattern(length)) == nil)
-            #expect(origin.requestCount(path: "/slowbody/\(length)/30") == 1)
+            #expect(origin.requestCount(path: "/slowbody/\(length)/60") == 1)
         }
     }
 
