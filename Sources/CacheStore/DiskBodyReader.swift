@@ -36,6 +36,8 @@ public final class DiskBodyReader: Sendable {
     private let state: Mutex<State>
     private let allocator: ByteBufferAllocator
     private let onFailure: @Sendable (CacheStoreError) -> Void
+    /// Called with the open file once its last block is verified (every block was, in order).
+    private let onVerifiedWhole: (@Sendable (CInt) -> Void)?
 
     init(
         head: DiskObjectHead,
@@ -43,12 +45,14 @@ public final class DiskBodyReader: Sendable {
         fd: Int32,
         fileNote: BodyFileNote?,
         allocator: ByteBufferAllocator,
+        onVerifiedWhole: (@Sendable (CInt) -> Void)? = nil,
         onFailure: @escaping @Sendable (CacheStoreError) -> Void
     ) {
         self.head = head
         self.path = path
         self.fileNote = fileNote
         self.allocator = allocator
+        self.onVerifiedWhole = onVerifiedWhole
         self.onFailure = onFailure
         self.state = Mutex(State(fd: fd, current: allocator.buffer(capacity: 0)))
     }
@@ -59,6 +63,7 @@ public final class DiskBodyReader: Sendable {
         self.path = path
         self.allocator = allocator
         self.onFailure = { _ in }
+        self.onVerifiedWhole = nil
         self.fileNote = nil
         self.state = Mutex(State(fd: -1, nextBlock: head.blockChecksums.count, current: verifiedBody))
     }
@@ -179,6 +184,9 @@ public final class DiskBodyReader: Sendable {
             return .bodyChecksumMismatch(key: key, path: self.path)
         }
         state.nextBlock += 1
+        if state.nextBlock == self.head.blockChecksums.count, let onVerifiedWhole = self.onVerifiedWhole {
+            onVerifiedWhole(fd)
+        }
         return nil
     }
 

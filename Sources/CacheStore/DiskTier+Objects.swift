@@ -379,11 +379,13 @@ extension DiskTier {
     /// Opens `head`'s body for streaming. The file's length is checked here; each block's
     /// checksum as it is read.
     ///
+    /// - Parameter keepVerifiedFile: once the reader has read the file whole with every checksum
+    ///   matching, keep it open for `openVerifiedIfCached` (later hits sent with sendfile).
     /// - Throws: `.bodyMissing` (no file or a short one) / `.bodyChecksumMismatch` (a long one):
     ///   the row and file are then dropped and counted. `.ioFailed` on other open errors.
-    public func openBody(_ head: DiskObjectHead, allocator: ByteBufferAllocator = ByteBufferAllocator()) throws
-        -> DiskBodyReader
-    {
+    public func openBody(
+        _ head: DiskObjectHead, allocator: ByteBufferAllocator = ByteBufferAllocator(), keepVerifiedFile: Bool = false
+    ) throws -> DiskBodyReader {
         if head.inlineBody {
             if let body = head.prefetchedBody {
                 return DiskBodyReader(head: head, path: self.inlineBodyPath(head), verifiedBody: body, allocator: allocator)
@@ -411,7 +413,14 @@ extension DiskTier {
                     : .bodyChecksumMismatch(key: head.key.description, path: path)
             )
         }
-        return DiskBodyReader(head: head, path: path, fd: fd, fileNote: note, allocator: allocator) { [weak self] error in
+        let verified: (@Sendable (CInt) -> Void)?
+        if keepVerifiedFile, let note {
+            verified = { [weak self] fd in self?.verifiedFiles.add(note, blockChecksums: head.blockChecksums, readThrough: fd) }
+        } else {
+            verified = nil
+        }
+        return DiskBodyReader(head: head, path: path, fd: fd, fileNote: note, allocator: allocator, onVerifiedWhole: verified) {
+            [weak self] error in
             try? self?.drop([head.fileID], missing: { if case .bodyMissing = error { true } else { false } }())
         }
     }

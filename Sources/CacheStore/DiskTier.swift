@@ -282,6 +282,8 @@ public final class DiskTier: Sendable {
     let nowaitDeclined = Atomic<Int>(0)
     /// Of those answered, the ones a reader's kept rows answered (`SnapshotRows`).
     let nowaitFromKeptRows = Atomic<Int>(0)
+    /// Body files of disk-only objects read whole and verified, held open for sendfile.
+    let verifiedFiles = VerifiedBodyFiles()
     let hits = Atomic<Int>(0)
     let misses = Atomic<Int>(0)
 
@@ -374,6 +376,7 @@ public final class DiskTier: Sendable {
         for reader in self.nowaitReaders {
             reader.close()
         }
+        self.verifiedFiles.removeAll()
         self.writer.withLock { state in
             guard let db = state.db else { return }
             try? self.flushTouches(&state, db)
@@ -405,7 +408,8 @@ public final class DiskTier: Sendable {
                 diskFull: state.diskFull,
                 lookupsWithoutWait: self.nowaitAnswered.load(ordering: .relaxed),
                 lookupsHandedOff: self.nowaitDeclined.load(ordering: .relaxed),
-                lookupsFromKeptRows: self.nowaitFromKeptRows.load(ordering: .relaxed)
+                lookupsFromKeptRows: self.nowaitFromKeptRows.load(ordering: .relaxed),
+                verifiedFilesOpen: self.verifiedFiles.count
             )
         }
     }
@@ -453,6 +457,15 @@ public final class DiskTier: Sendable {
         if [EAGAIN, EMFILE, ENFILE, ENOMEM, EINTR].contains(-result) { return .notCached }
         object.forgetBodyFile(note)
         return .gone
+    }
+
+    /// The body file of `head`, a disk-only object, open for sending when a disk hit has read it
+    /// whole with every checksum matching (`openBody(_:keepVerifiedFile:)`) and it is still that
+    /// version, linked, with every page in the page cache; see `VerifiedBodyFiles`. Callable from
+    /// an event loop: it takes no lock held across I/O and reads no page.
+    public func openVerifiedIfCached(_ head: DiskObjectHead) -> CachedBodyFile {
+        guard !head.inlineBody else { return .gone }
+        return self.verifiedFiles.open(fileID: head.fileID, bodyLength: head.bodyLength, blockChecksums: head.blockChecksums)
     }
 
     /// `lacquer_open_if_cached` on the file `note` names.
@@ -545,6 +558,8 @@ public final class DiskTier: Sendable {
         for id in ids {
             unlink(self.bodyPath(id))
         }
+        // After the unlinks: see `VerifiedBodyFiles` on why this order.
+        self.verifiedFiles.remove(ids)
     }
 }
 
@@ -585,4 +600,6 @@ public struct DiskTierStats: Sendable, Equatable {
     /// Of the lookups answered without waiting, those answered by rows the same read
     /// transaction had already read (`DiskTier.SnapshotRows`): no index search, no body copy.
     public var lookupsFromKeptRows: Int = 0
+    /// Body files of disk-only objects held open, verified, for sending (`openVerifiedIfCached`).
+    public var verifiedFilesOpen: Int = 0
 }

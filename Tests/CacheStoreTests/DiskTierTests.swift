@@ -845,3 +845,71 @@ struct DiskTierTests {
         }
     }
 }
+
+extension DiskTierTests {
+    @Test("a body file read whole through a keeping reader is held for sending until its object is replaced or removed; partial reads and loads keep nothing; the table is bounded")
+    func verifiedFilesKept() throws {
+        let dir = try DiskTestDirectory()
+        let tier = try DiskTier(configuration: self.configuration(dir))
+        defer { tier.close() }
+        let body = diskTestBytes(200_000, seed: 7)
+        let object = diskTestObject(target: "/v", body: body)
+        #expect(try tier.store(object))
+        let head = try #require(try tier.lookup(object.key).first)
+        guard case .gone = tier.openVerifiedIfCached(head) else { Issue.record("a file no read verified was offered"); return }
+
+        // Read in part, or loaded whole without asking to keep: nothing kept.
+        let partial = try tier.openBody(head, keepVerifiedFile: true)
+        _ = try partial.next(maxBytes: 65_536)
+        partial.close()
+        _ = try tier.load(head)
+        #expect(tier.stats.verifiedFilesOpen == 0)
+
+        // Read whole: kept, and offered for this head only.
+        #expect(try diskTestReadAll(tier.openBody(head, keepVerifiedFile: true)) == body)
+        #expect(tier.stats.verifiedFilesOpen == 1)
+        guard case .open(let file) = tier.openVerifiedIfCached(head) else { Issue.record("the verified file was not offered"); return }
+        var bytes = [UInt8](repeating: 0, count: body.count)
+        #expect(pread(file.descriptor, &bytes, bytes.count, 0) == body.count && bytes == body)
+
+        // Replaced by a newer copy: the old file is closed with its row; the new one is not
+        // offered until read whole itself.
+        let newer = diskTestObject(target: "/v", body: diskTestBytes(200_000, seed: 8), origin: 2_000)
+        #expect(try tier.store(newer))
+        #expect(tier.stats.verifiedFilesOpen == 0)
+        let newHead = try #require(try tier.lookup(object.key).first)
+        guard case .gone = tier.openVerifiedIfCached(newHead) else { Issue.record("an unread replacement was offered"); return }
+        guard case .gone = tier.openVerifiedIfCached(head) else { Issue.record("a replaced file was offered"); return }
+        _ = try diskTestReadAll(tier.openBody(newHead, keepVerifiedFile: true))
+        #expect(tier.stats.verifiedFilesOpen == 1)
+        #expect(try tier.remove(key: object.key) == 1)
+        #expect(tier.stats.verifiedFilesOpen == 0)
+
+        // Bounded: the oldest entries go first.
+        let table = VerifiedBodyFiles(capacity: 2)
+        var notes: [(BodyFileNote, CInt)] = []
+        for index in 0..<3 {
+            let stored = diskTestObject(target: "/b\(index)", body: diskTestBytes(100_000, seed: UInt64(index)))
+            #expect(try tier.store(stored))
+            let found = try #require(try tier.lookup(stored.key).first)
+            let fd = open(tier.bodyPath(found.fileID), O_RDONLY)
+            let note = try #require(BodyFileNote(id: found.fileID, fd: fd))
+            table.add(note, blockChecksums: found.blockChecksums, readThrough: fd)
+            notes.append((note, fd))
+        }
+        defer { for (_, fd) in notes { close(fd) } }
+        #expect(table.count == 2)
+        for (index, (note, _)) in notes.enumerated() {
+            let found = try #require(try tier.lookup(CacheKey(host: "example.com", target: "/b\(index)")).first)
+            let offered = table.open(fileID: note.id, bodyLength: found.bodyLength, blockChecksums: found.blockChecksums)
+            if case .open = offered { #expect(index > 0) } else { #expect(index == 0, "entry \(index) was dropped") }
+            // Another version's checksums never match an entry.
+            if index == 2 {
+                guard case .gone = table.open(fileID: note.id, bodyLength: found.bodyLength, blockChecksums: found.blockChecksums.reversed()) else {
+                    Issue.record("an entry answered other checksums"); continue
+                }
+                #expect(table.count == 1)
+            }
+        }
+    }
+}

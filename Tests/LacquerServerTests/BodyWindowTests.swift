@@ -59,4 +59,38 @@ struct BodyWindowTests {
             }
         }
     }
+
+    @Test("the segments of a window (a body sent from a file, a stored part starting inside it) give the bytes the window takes")
+    func segmentsMatchTake() {
+        let seed = SeededRandom.seed(fallback: 0x5E61)
+        var random = SeededRandom(seed: seed)
+        print("body window segments seed \(seed)")
+        for round in 0..<FuzzBudget.iterations(default: 300) {
+            let length = Int.random(in: 1...3000, using: &random)
+            let body = (0..<length).map { UInt8(truncatingIfNeeded: $0 &* 13 &+ 5) }
+            // The stored bytes begin at `start` (a stored part), and the ranges lie inside them.
+            let start = Int.random(in: 0..<length, using: &random)
+            var ranges: [ClosedRange<Int>] = []
+            var next = start
+            for _ in 0..<Int.random(in: 1...4, using: &random) where next < length {
+                let low = Int.random(in: next..<length, using: &random)
+                let high = Int.random(in: low..<min(length, low + 700), using: &random)
+                ranges.append(low...high)
+                next = high + 1
+            }
+            let multipart: (boundary: String, contentType: String?)? = ranges.count > 1 ? ("s\(round)", round % 3 == 0 ? "video/mp4" : nil) : nil
+            let want = Self.expected(body, ranges: ranges, multipart: multipart.map { ($0.boundary, $0.contentType) })
+            let window = BodyWindow(ranges: ranges, multipart: multipart, length: length, startingAt: start)
+            let stored = Array(body[start...])
+            var got: [UInt8] = []
+            for segment in window.segments() {
+                switch segment {
+                case .bytes(let text): got += Array(text.utf8)
+                case .body(let range): got += stored[range]
+                }
+            }
+            #expect(got == want, "seed \(seed) round \(round) start \(start) ranges \(ranges)")
+            #expect(got.count == window.contentLength, "seed \(seed) round \(round)")
+        }
+    }
 }

@@ -380,3 +380,161 @@ extension FileBodyTests {
     }
 }
 
+
+/// Objects too large for the memory tier, answered from the disk tier on every hit: the first
+/// hit reads the body file through the checksums; once it has read it whole with every checksum
+/// matching, later hits send that file with sendfile (`DiskTier.openVerifiedIfCached`).
+extension FileBodyTests {
+    /// Lacquer whose memory tier keeps nothing over 64 KiB, with a 300 KB object stored on disk.
+    static func withDiskOnlyObject(
+        length: Int = Self.length, _ body: (LacquerServer, Int, String, FixtureOrigin) async throws -> Void
+    ) async throws {
+        let target = "/bytes/\(length)?cc=max-age%3D600"
+        try await withLacquer(configure: { $0.memoryMaxObjectBytes = 64 << 10 }) { lacquer, port, origin in
+            try await Self.stored(lacquer, port: port, target)
+            #expect(lacquer.memory.stats.objects == 0, "the object was kept in memory")
+            try await body(lacquer, port, target, origin)
+        }
+    }
+
+    /// The multipart/byteranges body `ranges` of `body` make with `response`'s boundary.
+    static func multipartBody(_ response: RawHTTPResponse, of body: [UInt8], ranges: [ClosedRange<Int>], partType: String?) -> [UInt8]? {
+        guard let type = response.header("Content-Type"), let at = type.range(of: "boundary=") else { return nil }
+        return BodyWindowTests.expected(body, ranges: ranges, multipart: (String(type[at.upperBound...]), partType))
+    }
+
+    @Test("a disk-only large object is sent from its file once a hit has read it whole and verified it: whole, one range, several ranges")
+    func diskOnlySentFromVerifiedFile() async throws {
+        try await Self.withDiskOnlyObject { lacquer, port, target, origin in
+            let expected = FixtureOrigin.pattern(Self.length)
+            // Not the last block: a read that reaches it has read (and verified) every block.
+            let ranges = [0...9, 100_000...100_009, 200_000...200_009]
+            let rangeHeader = ("Range", "bytes=0-9,100000-100009,200000-200009")
+
+            // Before any whole read: several ranges through the checksummed reader.
+            let partsRead = try await runBlocking { try httpGet(port: port, target, headers: [rangeHeader], timeout: 20) }
+            #expect(partsRead.status == 206)
+            #expect(lacquer.diskStats?.verifiedFilesOpen == 0, "a partial read kept the file as verified")
+
+            // The first whole hit reads and verifies; it keeps the file.
+            let first = try await runBlocking { try httpGet(port: port, target, timeout: 20) }
+            #expect(first.header("Cache-Status")?.contains("detail=disk") == true)
+            #expect(ClientLeavesTests.difference(first.body, expected) == nil)
+            #expect(lacquer.counters[.bodySentFromFile] == 0)
+            #expect(try await eventually { lacquer.diskStats?.verifiedFilesOpen == 1 })
+            let partType = first.header("Content-Type")
+            #expect(Self.multipartBody(partsRead, of: expected, ranges: ranges, partType: partType) == partsRead.body)
+
+            // Then the file: the same bytes, and the same framing for ranges.
+            let second = try await runBlocking { try httpGet(port: port, target, timeout: 20) }
+            #expect(second.status == 200 && second.header("Cache-Status")?.contains("detail=disk") == true)
+            #expect(second.header("Content-Length") == String(Self.length))
+            #expect(ClientLeavesTests.difference(second.body, expected) == nil)
+            #expect(lacquer.counters[.bodySentFromFile] == 1)
+
+            let one = try await runBlocking { try httpGet(port: port, target, headers: [("Range", "bytes=70000-70099")], timeout: 20) }
+            #expect(one.status == 206 && one.header("Content-Range") == "bytes 70000-70099/\(Self.length)")
+            #expect(one.body == Array(expected[70_000...70_099]))
+            let parts = try await runBlocking { try httpGet(port: port, target, headers: [rangeHeader], timeout: 20) }
+            #expect(parts.status == 206)
+            #expect(Self.multipartBody(parts, of: expected, ranges: ranges, partType: partType) == parts.body)
+            #expect(lacquer.counters[.bodySentFromFile] == 3)
+
+            // Several on one keep-alive connection, and a HEAD between them.
+            try await runBlocking {
+                let client = try RawHTTPClient(port: port, timeout: 20)
+                defer { client.close() }
+                for method in ["GET", "HEAD", "GET"] {
+                    try client.send(bytes: RawHTTPClient.serialize(method, target))
+                    let response = try client.readResponse(isHead: method == "HEAD")
+                    #expect(response.status == 200)
+                    #expect(method == "HEAD" ? response.body.isEmpty : ClientLeavesTests.difference(response.body, expected) == nil)
+                }
+            }
+            #expect(lacquer.counters[.bodySentFromFile] == 5)
+            #expect(origin.requestCount(path: "/bytes/\(Self.length)") == 1)
+            // One descriptor is kept, not one per send.
+            #expect(OpenSockets.files(under: lacquer.configuration.storageDirectory + "/bodies") == 1)
+        }
+    }
+
+    @Test("a verified disk-only file rewritten in place is never sent: the hit reads it through the checksums, is cut, and the object is fetched again")
+    func diskOnlyFileRewritten() async throws {
+        try await Self.withDiskOnlyObject { lacquer, port, target, origin in
+            let expected = FixtureOrigin.pattern(Self.length)
+            _ = try await runBlocking { try httpGet(port: port, target, timeout: 20) }
+            #expect(try await eventually { lacquer.diskStats?.verifiedFilesOpen == 1 })
+            let path = try #require(Self.bodyFiles(lacquer.configuration.storageDirectory).first)
+            var data = try Data(contentsOf: URL(fileURLWithPath: path))
+            data[1000] ^= 0xFF
+            try data.write(to: URL(fileURLWithPath: path))
+
+            // The head may be out before the first block fails its check: the client sees a cut
+            // response, never the flipped byte in a complete one.
+            let received: [UInt8] = try await runBlocking {
+                let client = try RawHTTPClient(port: port, timeout: 10)
+                defer { client.close() }
+                try client.send(bytes: RawHTTPClient.serialize("GET", target))
+                guard (try? client.readResponseHead()) != nil else { return [] }
+                return (try? client.readToEOF(max: Self.length + 1)) ?? []
+            }
+            #expect(received.count < Self.length || received == expected)
+            #expect(!received.contains(expected[1000] ^ 0xFF) || received.count < 1001 || received[1000] == expected[1000])
+            #expect(lacquer.counters[.bodySentFromFile] == 0)
+            #expect(lacquer.diskStats?.verifiedFilesOpen == 0)
+            #expect(try await eventually { (lacquer.diskStats?.checksumFailures ?? 0) == 1 })
+
+            let again = try await runBlocking { try httpGet(port: port, target, timeout: 20) }
+            #expect(again.header("X-Cache-Status") == "MISS")
+            #expect(ClientLeavesTests.difference(again.body, expected) == nil)
+            #expect(origin.requestCount(path: "/bytes/\(Self.length)") == 2)
+        }
+    }
+
+    @Test("a purged disk-only object's kept file is closed and not sent; the next request is a miss")
+    func diskOnlyPurged() async throws {
+        try await Self.withDiskOnlyObject { lacquer, port, target, origin in
+            let bodies = lacquer.configuration.storageDirectory + "/bodies"
+            _ = try await runBlocking { try httpGet(port: port, target, timeout: 20) }
+            #expect(try await eventually { lacquer.diskStats?.verifiedFilesOpen == 1 })
+            _ = try await runBlocking { try httpGet(port: port, target, timeout: 20) }
+            #expect(lacquer.counters[.bodySentFromFile] == 1)
+
+            let purge = try await runBlocking { try httpGet(port: port, target, method: "PURGE") }
+            #expect(purge.status == 200)
+            #expect(try await eventually { lacquer.diskStats?.verifiedFilesOpen == 0 }, "the purged file is still held")
+            #expect(try await eventually { OpenSockets.files(under: bodies) == 0 }, "the purged file is still open")
+            let after = try await runBlocking { try httpGet(port: port, target, timeout: 20) }
+            #expect(after.header("X-Cache-Status") == "MISS")
+            #expect(ClientLeavesTests.difference(after.body, FixtureOrigin.pattern(Self.length)) == nil)
+            #expect(lacquer.counters[.bodySentFromFile] == 1)
+            #expect(origin.requestCount(path: "/bytes/\(Self.length)") == 2)
+        }
+    }
+
+    @Test("clients that leave while a disk-only file is being sent: only the kept descriptor stays open, the object stays")
+    func diskOnlyClientLeaves() async throws {
+        let length = 4_000_000
+        try await Self.withDiskOnlyObject(length: length) { lacquer, port, target, origin in
+            let bodies = lacquer.configuration.storageDirectory + "/bodies"
+            _ = try await runBlocking { try httpGet(port: port, target, timeout: 20) }
+            #expect(try await eventually { lacquer.diskStats?.verifiedFilesOpen == 1 })
+            for leaveAfter in [0, 1, 100_000] {
+                try await runBlocking {
+                    let client = try RawHTTPClient(port: port, timeout: 10)
+                    try client.send(bytes: RawHTTPClient.serialize("GET", target))
+                    if leaveAfter > 0 {
+                        _ = try client.readResponseHead()
+                        _ = try client.readToEOF(max: leaveAfter)
+                    }
+                    client.reset()
+                }
+            }
+            #expect(try await eventually { OpenSockets.files(under: bodies) == 1 }, "body files left open")
+            #expect(lacquer.counters[.bodySentFromFile] >= 2)
+            let whole = try await runBlocking { try httpGet(port: port, target, timeout: 20) }
+            #expect(ClientLeavesTests.difference(whole.body, FixtureOrigin.pattern(length)) == nil)
+            #expect(origin.requestCount(path: "/bytes/\(length)") == 1)
+        }
+    }
+}

@@ -12,6 +12,8 @@ struct BodyWindow {
     let multipart: (boundary: String, contentType: String?)?
     /// The full body's length (for the part headers' Content-Range).
     let length: Int
+    /// Where in the whole body the bytes given to the window begin.
+    let start: Int
     /// How many bytes of the whole body have gone by.
     private(set) var offset: Int
     /// The range the next bytes may fall in.
@@ -24,7 +26,30 @@ struct BodyWindow {
         self.ranges = ranges
         self.multipart = multipart
         self.length = length
+        self.start = startingAt
         self.offset = startingAt
+    }
+
+    /// What the client gets, for a body that is at hand as a whole from `start` on (a file):
+    /// the framing bytes (multipart part headers and closing) and, between them, the ranges of
+    /// the body to send, counted from `start`. The same bytes as `take` makes of the whole body.
+    enum Segment: Equatable {
+        case bytes(String)
+        case body(Range<Int>)
+    }
+
+    func segments() -> [Segment] {
+        var out: [Segment] = []
+        for range in self.ranges {
+            if let multipart = self.multipart {
+                out.append(.bytes(Multipart.partHeader(boundary: multipart.boundary, contentType: multipart.contentType, range: range, length: self.length)))
+            }
+            out.append(.body((range.lowerBound - self.start)..<(range.upperBound + 1 - self.start)))
+        }
+        if let multipart = self.multipart {
+            out.append(.bytes(Multipart.closing(boundary: multipart.boundary)))
+        }
+        return out
     }
 
     /// Moves to the first byte the client gets (for a reader that can start anywhere); returns

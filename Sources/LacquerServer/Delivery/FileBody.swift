@@ -34,20 +34,27 @@ enum FileBody {
         switch disk.tier.openIfCached(bodyOf: object) {
         case .open(let file):
             server.counters.increment(.bodySentFromFile)
-            // The region's handle borrows the descriptor `file` owns (it may be shared by sends on
-            // other loops: each passes its own offsets); `file` is held until the write is done.
-            let handle = NIOFileHandle(_deprecatedTakingOwnershipOfDescriptor: file.descriptor)
-            let written = loop.makePromise(of: Void.self)
-            written.futureResult.whenComplete { _ in
-                _ = try? handle.takeDescriptorOwnership()
-                withExtendedLifetime(file) {}
-            }
-            write(.fileRegion(FileRegion(fileHandle: handle, readerIndex: 0, endIndex: bytes.readableBytes)), written)
+            Self.writeRegion(of: file, offset: 0, count: bytes.readableBytes, loop: loop, write)
         case .notCached:
             server.counters.increment(.bodyFileNotCached)
             write(.byteBuffer(bytes), nil)
         case .gone:  // no file noted, or no longer the one noted
             write(.byteBuffer(bytes), nil)
         }
+    }
+
+    /// Writes `count` bytes of `file` from `offset` as a `FileRegion`. The region's handle borrows
+    /// the descriptor `file` owns (it may be shared by sends on other loops: each passes its own
+    /// offsets); `file` is held until the write completed or failed (a client that left fails it).
+    static func writeRegion(
+        of file: OpenBodyFile, offset: Int, count: Int, loop: any EventLoop, _ write: (IOData, EventLoopPromise<Void>?) -> Void
+    ) {
+        let handle = NIOFileHandle(_deprecatedTakingOwnershipOfDescriptor: file.descriptor)
+        let written = loop.makePromise(of: Void.self)
+        written.futureResult.whenComplete { _ in
+            _ = try? handle.takeDescriptorOwnership()
+            withExtendedLifetime(file) {}
+        }
+        write(.fileRegion(FileRegion(fileHandle: handle, readerIndex: offset, endIndex: offset + count)), written)
     }
 }

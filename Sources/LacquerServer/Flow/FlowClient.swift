@@ -26,6 +26,11 @@ protocol FlowClient: AnyObject {
     /// `writeFinalBody` for `object`'s large body, which a connection may send from the disk
     /// tier's file instead (`FileBody`).
     func writeStoredBody(_ buffer: ByteBuffer, of object: StoredObject)
+    /// Whether `writeBodyFile` sends (plain HTTP/1.1 with sendfile on; `FileBody`).
+    var sendsFiles: Bool { get }
+    /// Writes `count` bytes of `file` from `offset` as body bytes, sent with sendfile(2); only
+    /// called when `sendsFiles`. The file is held until the write is done.
+    func writeBodyFile(_ file: OpenBodyFile, offset: Int, count: Int)
     func flush()
     /// Ends the response; `close` ends the connection after it.
     func finishResponse(_ flow: RequestFlow, close: Bool)
@@ -45,6 +50,12 @@ extension FlowClient {
     /// Only a client connection sends files.
     func writeStoredBody(_ buffer: ByteBuffer, of object: StoredObject) {
         self.writeFinalBody(buffer)
+    }
+
+    var sendsFiles: Bool { false }
+
+    func writeBodyFile(_ file: OpenBodyFile, offset: Int, count: Int) {
+        assertionFailure("writeBodyFile on a client that does not send files")
     }
 }
 

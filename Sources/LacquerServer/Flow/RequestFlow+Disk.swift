@@ -34,40 +34,25 @@ extension RequestFlow {
             self.counters.increment(.cacheBypass)
             return self.dispatch(.codingUnavailable)
         }
-        disk.openBody(head, on: self.eventLoop).whenComplete { result in
+        let sendsFiles = self.client?.sendsFiles == true && head.bodyLength >= FileBody.minimumBytes
+        if sendsFiles {
+            switch disk.tier.openVerifiedIfCached(head) {
+            case .open(let file):
+                return self.deliverFromFile(head, file: file, xStatus: xStatus, detail: detail)
+            case .notCached:
+                if self.head.method != .HEAD { self.counters.increment(.bodyFileNotCached) }
+            case .gone:
+                break
+            }
+        }
+        disk.openBody(head, keepVerifiedFile: sendsFiles, on: self.eventLoop).whenComplete { result in
             let flow = loopBound.value
             switch result {
             case .success(let reader):
-                guard flow.client != nil else { return reader.close() }
-                let now = flow.server.clock()
-                let status = CacheStatusValue(
-                    hit: true, ttl: Int((head.origin + head.ttl - now).rounded(.down)), detail: detail ?? "disk")
-                // A stored part of a representation is presented as that representation's 206.
-                let part = flow.slice == nil ? StoredPart.range(status: head.status, headers: head.headers, bodyLength: Int(head.bodyLength)) : nil
-                var storedHeaders = head.headers
-                if part != nil { storedHeaders.remove(name: "content-range") }
-                let plan = flow.writeStoredHead(
-                    status: part == nil ? head.status : 200, reason: part == nil ? head.reason : "OK", storedHeaders: storedHeaders,
-                    bodyLength: part?.length ?? Int(head.bodyLength), age: max(0, now - head.origin),
-                    xStatus: xStatus, cacheStatus: status)
-                guard !flow.bodySuppressed else { return reader.close() }
-                switch plan {
-                case .full where part != nil:
-                    // The lookup took the part for this request's ranges only: never reached.
-                    reader.close()
-                    return flow.dispatch(.deliveryFailed)
-                case .window(let window) where part != nil:
-                    flow.diskWindow = BodyWindow(
-                        ranges: window.ranges, multipart: window.multipart, length: window.length, startingAt: part?.range.lowerBound ?? 0)
-                case .full where head.bodyLength > 0:
-                    let length = Int(head.bodyLength)
-                    flow.diskWindow = BodyWindow(ranges: [0...(length - 1)], multipart: nil, length: length)
-                case .window(let window):
-                    flow.diskWindow = window
-                default:
-                    reader.close()
-                    return flow.dispatch(.delivered)
+                guard flow.client != nil, let window = flow.writeDiskHead(head, xStatus: xStatus, detail: detail) else {
+                    return reader.close()
                 }
+                flow.diskWindow = window
                 flow.diskReader = reader
                 flow.dispatch(.headWritten(.disk))
                 flow.pumpDisk(disk)
@@ -76,6 +61,57 @@ extension RequestFlow {
                 flow.dispatch(.diskReadFailed(head.key))
             }
         }
+    }
+
+    /// Writes the response head of a disk object whose body is sent from its file; returns the
+    /// window of the body the client gets, or nil when no body follows (a HEAD, a 304, a body
+    /// vcl_deliver replaced; what follows then is dispatched here).
+    private func writeDiskHead(_ head: DiskObjectHead, xStatus: XCacheStatus, detail: String?) -> BodyWindow? {
+        let now = self.server.clock()
+        let status = CacheStatusValue(
+            hit: true, ttl: Int((head.origin + head.ttl - now).rounded(.down)), detail: detail ?? "disk")
+        // A stored part of a representation is presented as that representation's 206.
+        let part = self.slice == nil ? StoredPart.range(status: head.status, headers: head.headers, bodyLength: Int(head.bodyLength)) : nil
+        var storedHeaders = head.headers
+        if part != nil { storedHeaders.remove(name: "content-range") }
+        let plan = self.writeStoredHead(
+            status: part == nil ? head.status : 200, reason: part == nil ? head.reason : "OK", storedHeaders: storedHeaders,
+            bodyLength: part?.length ?? Int(head.bodyLength), age: max(0, now - head.origin),
+            xStatus: xStatus, cacheStatus: status)
+        guard !self.bodySuppressed else { return nil }
+        switch plan {
+        case .full where part != nil:
+            // The lookup took the part for this request's ranges only: never reached.
+            self.dispatch(.deliveryFailed)
+            return nil
+        case .window(let window) where part != nil:
+            return BodyWindow(
+                ranges: window.ranges, multipart: window.multipart, length: window.length, startingAt: part?.range.lowerBound ?? 0)
+        case .full where head.bodyLength > 0:
+            let length = Int(head.bodyLength)
+            return BodyWindow(ranges: [0...(length - 1)], multipart: nil, length: length)
+        case .window(let window):
+            return window
+        default:
+            self.dispatch(.delivered)
+            return nil
+        }
+    }
+
+    /// A disk-only object whose verified body file is open and cached: the head, then the
+    /// window's bytes sent from the file (sendfile), on this loop, with no read into memory.
+    private func deliverFromFile(_ head: DiskObjectHead, file: OpenBodyFile, xStatus: XCacheStatus, detail: String?) {
+        guard let client = self.client, let window = self.writeDiskHead(head, xStatus: xStatus, detail: detail) else { return }
+        self.counters.increment(.bodySentFromFile)
+        for segment in window.segments() {
+            switch segment {
+            case .bytes(let bytes):
+                client.writeFinalBody(self.allocator.buffer(string: bytes))
+            case .body(let range):
+                client.writeBodyFile(file, offset: range.lowerBound, count: range.count)
+            }
+        }
+        self.dispatch(.delivered)
     }
 
     /// A disk object read whole: promoted into memory, then delivered.

@@ -508,6 +508,14 @@ final class ClientChannelHandler: ChannelDuplexHandler, RemovableChannelHandler,
         }
     }
 
+    func writeBodyFile(_ file: OpenBodyFile, offset: Int, count: Int) {
+        guard let context = self.context else { return }
+        if self.logRecord != nil { self.logRecord?.bytes += count }
+        FileBody.writeRegion(of: file, offset: offset, count: count, loop: self.eventLoop) { part, promise in
+            context.write(self.wrapOutboundOut(.body(part)), promise: promise)
+        }
+    }
+
     /// Ends the current response; `close` ends the connection after it is flushed.
     func finishResponse(_ flow: RequestFlow, close: Bool) {
         self.nothingStored = nil  // a note its flow did not use is about no later request

@@ -577,6 +577,7 @@ public final class LacquerServer: Service, Sendable {
                 ("missing_bodies", disk.missingBodies), ("write_errors", disk.writeErrors), ("refused", disk.refused),
                 ("disk_full", disk.diskFull ? 1 : 0), ("lookups_without_wait", disk.lookupsWithoutWait),
                 ("lookups_handed_off", disk.lookupsHandedOff), ("lookups_from_kept_rows", disk.lookupsFromKeptRows),
+                ("verified_files_open", disk.verifiedFilesOpen),
             ]
         }
         var counters = self.counters.snapshot

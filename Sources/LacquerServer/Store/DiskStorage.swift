@@ -175,9 +175,11 @@ final class DiskStorage: Sendable {
         }
     }
 
-    func openBody(_ head: DiskObjectHead, on eventLoop: any EventLoop) -> EventLoopFuture<DiskBodyReader> {
+    /// A reader of `head`'s body; `keepVerifiedFile` keeps the file open once read whole and
+    /// verified, for `DiskTier.openVerifiedIfCached`.
+    func openBody(_ head: DiskObjectHead, keepVerifiedFile: Bool = false, on eventLoop: any EventLoop) -> EventLoopFuture<DiskBodyReader> {
         self.readers.runIfActive(eventLoop: eventLoop) { [tier] in
-            try tier.openBody(head)
+            try tier.openBody(head, keepVerifiedFile: keepVerifiedFile)
         }
     }
 
