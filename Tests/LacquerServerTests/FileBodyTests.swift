@@ -538,3 +538,32 @@ extension FileBodyTests {
         }
     }
 }
+
+extension FileBodyTests {
+    @Test("a drain lets a disk-only hit being sent from its verified file finish, to the last byte, then closes")
+    func drainFinishesDiskOnlyFileSend() async throws {
+        let length = 8_000_000
+        let target = "/bytes/\(length)?cc=max-age%3D600"
+        try await withLacquer(configure: {
+            $0.memoryMaxObjectBytes = 64 << 10
+            $0.drainTimeout = 30
+        }) { lacquer, port, _ in
+            try await Self.stored(lacquer, port: port, target)
+            _ = try await runBlocking { try httpGet(port: port, target, timeout: 20) }
+            #expect(try await eventually { lacquer.diskStats?.verifiedFilesOpen == 1 })
+            let download = try RawHTTPClient(port: port, timeout: 10)
+            try download.send(bytes: RawHTTPClient.serialize("GET", target))
+            let head = try download.readResponseHead()
+            #expect(head.header("Cache-Status")?.contains("detail=disk") == true)
+            try await Task.sleep(for: .milliseconds(200))
+            let drained = Task { await lacquer.drain() }
+            try await Task.sleep(for: .milliseconds(300))
+            let body = try await runBlocking { try download.readToEOF(max: length + 1) }
+            #expect(ClientLeavesTests.difference(body, FixtureOrigin.pattern(length)) == nil)
+            #expect(download.isClosedByPeer)
+            download.close()
+            await drained.value
+            #expect(lacquer.counters[.bodySentFromFile] == 1)
+        }
+    }
+}
