@@ -425,12 +425,26 @@ extension FileBodyTests {
             let partType = first.header("Content-Type")
             #expect(Self.multipartBody(partsRead, of: expected, ranges: ranges, partType: partType) == partsRead.body)
 
-            // Then the file: the same bytes, and the same framing for ranges.
+            // Then the file: the same bytes, and the same framing for ranges. A plain GET is
+            // answered by the hit lane, one the lane leaves to the flow (a request directive) by
+            // the flow, with the same head.
+            let lanesBefore = lacquer.counters[.cacheHitFast]
             let second = try await runBlocking { try httpGet(port: port, target, timeout: 20) }
             #expect(second.status == 200 && second.header("Cache-Status")?.contains("detail=disk") == true)
             #expect(second.header("Content-Length") == String(Self.length))
             #expect(ClientLeavesTests.difference(second.body, expected) == nil)
             #expect(lacquer.counters[.bodySentFromFile] == 1)
+            #expect(lacquer.counters[.cacheHitFast] == lanesBefore + 1)
+            let viaFlow = try await runBlocking {
+                try httpGet(port: port, target, headers: [("Cache-Control", "max-stale=0")], timeout: 20)
+            }
+            #expect(ClientLeavesTests.difference(viaFlow.body, expected) == nil)
+            #expect(lacquer.counters[.cacheHitFast] == lanesBefore + 1)
+            #expect(lacquer.counters[.bodySentFromFile] == 2)
+            for name in ["Content-Type", "Content-Length", "X-Cache-Status", "Accept-Ranges", "Via"] {
+                #expect(second.header(name) == viaFlow.header(name), "\(name)")
+            }
+            #expect(viaFlow.header("Cache-Status")?.contains("detail=disk") == true)
 
             let one = try await runBlocking { try httpGet(port: port, target, headers: [("Range", "bytes=70000-70099")], timeout: 20) }
             #expect(one.status == 206 && one.header("Content-Range") == "bytes 70000-70099/\(Self.length)")
@@ -438,7 +452,7 @@ extension FileBodyTests {
             let parts = try await runBlocking { try httpGet(port: port, target, headers: [rangeHeader], timeout: 20) }
             #expect(parts.status == 206)
             #expect(Self.multipartBody(parts, of: expected, ranges: ranges, partType: partType) == parts.body)
-            #expect(lacquer.counters[.bodySentFromFile] == 3)
+            #expect(lacquer.counters[.bodySentFromFile] == 4)
 
             // Several on one keep-alive connection, and a HEAD between them.
             try await runBlocking {
@@ -451,7 +465,7 @@ extension FileBodyTests {
                     #expect(method == "HEAD" ? response.body.isEmpty : ClientLeavesTests.difference(response.body, expected) == nil)
                 }
             }
-            #expect(lacquer.counters[.bodySentFromFile] == 5)
+            #expect(lacquer.counters[.bodySentFromFile] == 6)
             #expect(origin.requestCount(path: "/bytes/\(Self.length)") == 1)
             // One descriptor is kept, not one per send.
             #expect(OpenSockets.files(under: lacquer.configuration.storageDirectory + "/bodies") == 1)

@@ -12,9 +12,11 @@ package enum PlainHit {
     /// - Parameters:
     ///   - viaLine: `Via: 1.1 <name>\r\n` (`ServerContext.viaLine`).
     ///   - cacheName: this cache's Cache-Status member name (`ServerContext.cacheStatusName`).
+    ///   - fileLength: the body's length when it is sent from a file after the head (`object`
+    ///     then holds no body bytes).
     package static func encode(
         _ object: StoredObject, withBody: Bool, age: Double, xStatus: XCacheStatus, cacheStatus: CacheStatusValue,
-        close: Bool, viaLine: String, cacheName: String, allocator: ByteBufferAllocator
+        close: Bool, viaLine: String, cacheName: String, allocator: ByteBufferAllocator, fileLength: Int? = nil
     ) -> (head: ByteBuffer, largeBody: ByteBuffer?) {
         var buffer = allocator.buffer(capacity: 256 + (withBody ? object.plainBytes : object.plainFieldsLength))
         buffer.writeStaticString("HTTP/1.1 200 ")
@@ -26,7 +28,7 @@ package enum PlainHit {
         }
         object.writePlainFields(into: &buffer)
         buffer.writeStaticString("Accept-Ranges: bytes\r\nContent-Length: ")
-        Self.writeDecimal(object.bodyLength, into: &buffer)
+        Self.writeDecimal(fileLength ?? object.bodyLength, into: &buffer)
         buffer.writeStaticString("\r\nAge: ")
         Self.writeDecimal(Int(age), into: &buffer)
         buffer.writeStaticString("\r\n")
@@ -39,7 +41,7 @@ package enum PlainHit {
             buffer.writeStaticString("\r\nConnection: close")
         }
         buffer.writeStaticString("\r\n\r\n")
-        guard withBody, let largeBody = object.writeInlineBody(into: &buffer) else {
+        guard withBody, fileLength == nil, let largeBody = object.writeInlineBody(into: &buffer) else {
             return (buffer, nil)
         }
         return (buffer, largeBody.readableBytes > 0 ? largeBody : nil)

@@ -117,7 +117,7 @@ final class HTTP2HitLane: ChannelDuplexHandler {
         guard
             case .hit(let object, let status) = HitFastLane.laneHit(
                 server: server, key: CacheKey(host: request.authority, target: request.path),
-                acceptEncoding: request.acceptEncoding, now: now)
+                acceptEncoding: request.acceptEncoding, now: now, sendsFiles: false)
         else { return false }
         let started = NIODeadline.now()
         server.counters.increment(.http2Streams)

@@ -186,9 +186,12 @@ final class HitFastLane: ChannelInboundHandler {
         }
         let object: StoredObject
         let status: CacheStatusValue
-        switch Self.laneHit(server: server, key: key, acceptEncoding: acceptEncoding, now: now) {
+        var bodyFile: (file: OpenBodyFile, length: Int)?
+        switch Self.laneHit(server: server, key: key, acceptEncoding: acceptEncoding, now: now, sendsFiles: self.connection.sendsFiles) {
         case .hit(let found, let foundStatus):
             (object, status) = (found, foundStatus)
+        case .file(let found, let foundStatus, let file, let length):
+            (object, status, bodyFile) = (found, foundStatus, (file, length))
         case .nothingStored:
             // The flow this request is handed to need not ask the disk again.
             self.connection.noteNothingStored(key)
@@ -202,9 +205,14 @@ final class HitFastLane: ChannelInboundHandler {
         let (response, largeBody) = PlainHit.encode(
             object, withBody: !head.isHead, age: object.age(at: now), xStatus: .hit, cacheStatus: status,
             close: false, viaLine: server.viaLine, cacheName: server.cacheStatusName,
-            allocator: context.channel.allocator)
+            allocator: context.channel.allocator, fileLength: bodyFile?.length)
         context.write(NIOAny(response), promise: nil)
-        if let largeBody {
+        if let bodyFile, !head.isHead {
+            server.counters.increment(.bodySentFromFile)
+            FileBody.writeRegion(of: bodyFile.file, offset: 0, count: bodyFile.length, loop: context.eventLoop) {
+                context.write(NIOAny($0), promise: $1)
+            }
+        } else if let largeBody {
             FileBody.write(largeBody, of: object, allowed: self.connection.sendsFiles, server: server, loop: context.eventLoop) {
                 context.write(NIOAny($0), promise: $1)
             }
@@ -213,7 +221,7 @@ final class HitFastLane: ChannelInboundHandler {
         server.requestDurations.observe(.hit, seconds: duration)
         var record: AccessRecord?
         if server.accessLog.isCapturing {
-            record = Self.logRecord(head, in: buffer, time: now, object: object, client: self.connection)
+            record = Self.logRecord(head, in: buffer, time: now, object: object, bodyLength: bodyFile?.length, client: self.connection)
             record?.duration = duration
             record?.timeToFirstByte = duration
         }
@@ -224,7 +232,7 @@ final class HitFastLane: ChannelInboundHandler {
     /// The access log record of a request the lane answered (times are the lane's own: it
     /// answers in the same read that brought the request).
     private static func logRecord(
-        _ head: FastRequestHead, in buffer: ByteBuffer, time: Double, object: StoredObject, client: ClientChannelHandler
+        _ head: FastRequestHead, in buffer: ByteBuffer, time: Double, object: StoredObject, bodyLength: Int?, client: ClientChannelHandler
     ) -> AccessRecord {
         func text(_ range: Range<Int>?) -> String? {
             guard let range else { return nil }
@@ -234,7 +242,7 @@ final class HitFastLane: ChannelInboundHandler {
             time: time, client: client.logClientAddress, method: head.isHead ? "HEAD" : "GET", target: text(head.target) ?? "",
             proto: "HTTP/1.1")
         record.status = object.status
-        record.bytes = head.isHead ? 0 : object.bodyLength
+        record.bytes = head.isHead ? 0 : bodyLength ?? object.bodyLength
         record.cache = XCacheStatus.hit.rawValue
         record.host = text(head.host)
         record.userAgent = text(head.userAgent)
@@ -248,13 +256,17 @@ final class HitFastLane: ChannelInboundHandler {
         /// from disk (`diskResponse`: counted as a disk hit, noted for the disk LRU and promoted
         /// into memory, as `RequestFlow.deliverFromDisk` does), with its Cache-Status.
         case hit(StoredObject, CacheStatusValue)
+        /// A disk-only object (too large for memory) whose verified body file is open and cached
+        /// (`DiskTier.openVerifiedIfCached`): the object holds its head only, and the body of
+        /// `length` bytes is sent from `file`. Only for a connection that sends files.
+        case file(StoredObject, CacheStatusValue, OpenBodyFile, length: Int)
         /// Neither tier holds anything under the key (the disk said so without waiting).
         case nothingStored
         /// The flow decides.
         case flow
     }
 
-    static func laneHit(server: ServerContext, key: CacheKey, acceptEncoding: String?, now: Double) -> LaneAnswer {
+    static func laneHit(server: ServerContext, key: CacheKey, acceptEncoding: String?, now: Double, sendsFiles: Bool) -> LaneAnswer {
         let bansThrough = server.bans.newestSequence
         if let object = Self.storedResponse(
             memory: server.memory, key: key, acceptEncoding: acceptEncoding, now: now, bansThrough: bansThrough)
@@ -263,7 +275,8 @@ final class HitFastLane: ChannelInboundHandler {
         }
         guard let disk = server.disk else { return .flow }
         return Self.diskResponse(
-            server: server, disk: disk, key: key, rule: Rule(acceptEncoding: acceptEncoding, now: now, bansThrough: bansThrough))
+            server: server, disk: disk, key: key, rule: Rule(acceptEncoding: acceptEncoding, now: now, bansThrough: bansThrough),
+            sendsFiles: sendsFiles)
     }
 
     private static func cacheStatus(_ object: StoredObject, now: Double, detail: String?) -> CacheStatusValue {
@@ -283,16 +296,31 @@ final class HitFastLane: ChannelInboundHandler {
 
     /// The same answer from the disk tier, when the memory tier holds nothing under `key`: the
     /// lookup runs here only if it need not wait for the disk, and only a body read with its head
-    /// (kept in the index) is answered: counted, noted and promoted as the flow does.
-    private static func diskResponse(server: ServerContext, disk: DiskStorage, key: CacheKey, rule: Rule) -> LaneAnswer {
+    /// (kept in the index) is answered: counted, noted and promoted as the flow does. Or, on a
+    /// connection that `sendsFiles`, a disk-only object whose verified file is at hand, as the
+    /// flow sends it (`RequestFlow.deliverFromFile`).
+    private static func diskResponse(server: ServerContext, disk: DiskStorage, key: CacheKey, rule: Rule, sendsFiles: Bool) -> LaneAnswer {
         guard server.memory.holdsNothing(for: key), let heads = disk.lookupWithoutWaiting(key) else { return .flow }
         guard !heads.isEmpty else { return .nothingStored }
         var choice = MemoryTier.VariantChoice<DiskObjectHead>()
         for head in heads {
-            guard let body = head.prefetchedBody else { return .flow }
-            choice.consider(head, server.objectFromDisk(head, body: body), matching: rule.matching)
+            if let body = head.prefetchedBody {
+                choice.consider(head, server.objectFromDisk(head, body: body), matching: rule.matching)
+            } else if sendsFiles, head.bodyLength >= FileBody.minimumBytes, !server.memory.admits(bodyLength: Int(clamping: head.bodyLength)) {
+                // Its head only: enough to choose the variant and write the response head.
+                let object = head.storedObject(body: ByteBuffer(), hiddenFields: server.memory.surrogateKeyFields, kept: false)
+                choice.consider(head, object, matching: rule.matching)
+            } else {
+                return .flow
+            }
         }
         guard let chosen = choice.chosen(servable: rule.servable) else { return .flow }
+        if chosen.candidate.prefetchedBody == nil {
+            guard case .open(let file) = disk.tier.openVerifiedIfCached(chosen.candidate) else { return .flow }
+            server.servedFromDisk(chosen.candidate, disk: disk)
+            return .file(
+                chosen.object, Self.cacheStatus(chosen.object, now: rule.now, detail: "disk"), file, length: Int(chosen.candidate.bodyLength))
+        }
         server.servedFromDisk(chosen.candidate, disk: disk)
         server.promoteFromDisk(chosen.object, lookedUpAt: rule.now)
         return .hit(chosen.object, Self.cacheStatus(chosen.object, now: rule.now, detail: "disk"))
