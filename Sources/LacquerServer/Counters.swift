@@ -18,7 +18,7 @@ public enum Counter: Int, CaseIterable, Sendable {
     case clientGoneMidResponse, clientGoneMidUpload
     case gunzipped, gzippedOnStore, gzipCorrupt
     case coalescedWaiters, backgroundRefreshes, staleServed, updatingServed, waiterTimeouts
-    case diskHit, diskPromotions, diskStored, diskWriteDropped, diskWriteErrors, diskReadErrors
+    case diskHit, diskPromotions, diskStored, diskWriteDropped, diskWriteErrors, diskReadErrors, fillsWaitedForDisk
     case bodySentFromFile, bodyFileNotCached
     case vclFailures, restarts, vclReloads, vclReloadFailures
     case bansAdded, bansRefused, bannedObjects, bansExpired, proxyHeaderRefused
@@ -103,6 +103,7 @@ public enum Counter: Int, CaseIterable, Sendable {
         case .diskHit: "Hits served from the disk tier."
         case .diskPromotions: "Disk tier objects copied into the memory tier."
         case .diskStored: "Objects written to the disk tier."
+        case .fillsWaitedForDisk: "Fills that waited for the disk tier's write queue to come under its high mark before asking the origin."
         case .diskWriteDropped: "Disk tier writes dropped because the write queue was full."
         case .diskWriteErrors: "Disk tier writes that failed."
         case .diskReadErrors: "Disk tier reads that failed."
@@ -195,6 +196,7 @@ public enum Counter: Int, CaseIterable, Sendable {
         case .diskHit: "disk_hit"
         case .diskPromotions: "disk_promotions"
         case .diskStored: "disk_stored"
+        case .fillsWaitedForDisk: "fills_waited_for_disk"
         case .diskWriteDropped: "disk_write_dropped"
         case .diskWriteErrors: "disk_write_errors"
         case .diskReadErrors: "disk_read_errors"

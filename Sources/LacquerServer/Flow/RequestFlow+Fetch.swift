@@ -105,20 +105,30 @@ extension RequestFlow: BackendExchangeDelegate {
         let loopBound = NIOLoopBound(self, eventLoop: self.eventLoop)
         // bereq.connect_timeout, when vcl_backend_fetch set it, for a new connection.
         let connectTimeout = self.ctx.connectTimeout >= 0 ? TimeAmount.nanoseconds(Int64(self.ctx.connectTimeout * 1e9)) : nil
-        pool.acquire(connectTimeout: connectTimeout).whenComplete { result in
-            let flow = loopBound.value
-            switch result {
-            case .success(let lease):
-                flow.lease = lease
-                flow.dispatch(.backendConnected)
-                guard flow.machine.fetching, flow.lease != nil else { return }
-                lease.connection.startExchange(
-                    head: backendRequest, body: flow.outgoingBody(isFill ? nil : flow.requestBody), delegate: flow,
-                    firstByteTimeout: firstByteTimeout,
-                    betweenBytesTimeout: betweenBytesTimeout)
-            case .failure(let error):
-                flow.backendFailed(error as? BackendError ?? .connectFailed(BackendPool.describe(error)), beforeHead: true)
+        let acquire = {
+            pool.acquire(connectTimeout: connectTimeout).whenComplete { result in
+                let flow = loopBound.value
+                switch result {
+                case .success(let lease):
+                    flow.lease = lease
+                    flow.dispatch(.backendConnected)
+                    guard flow.machine.fetching, flow.lease != nil else { return }
+                    lease.connection.startExchange(
+                        head: backendRequest, body: flow.outgoingBody(isFill ? nil : flow.requestBody), delegate: flow,
+                        firstByteTimeout: firstByteTimeout,
+                        betweenBytesTimeout: betweenBytesTimeout)
+                case .failure(let error):
+                    flow.backendFailed(error as? BackendError ?? .connectFailed(BackendPool.describe(error)), beforeHead: true)
+                }
             }
+        }
+        // A fill waits while the disk tier's write queue is over its high mark (`FillGate`):
+        // what it fetches is written, not dropped. It fetches either way, as a fill whose
+        // client left does (the object is for the cache).
+        if isFill, let room = self.server.disk?.waitForRoom(on: self.eventLoop) {
+            room.assumeIsolated().whenComplete { _ in acquire() }
+        } else {
+            acquire()
         }
     }
 

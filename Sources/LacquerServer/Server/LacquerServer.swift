@@ -545,6 +545,9 @@ public final class LacquerServer: Service, Sendable {
         }
     }
 
+    /// The disk tier's driver, while running with one (tests).
+    var diskStorage: DiskStorage? { self.state.withLock { $0.disk } }
+
     /// The disk tier's figures, when it is enabled.
     public var diskStats: DiskTierStats? {
         self.state.withLock { $0.disk?.tier.stats }

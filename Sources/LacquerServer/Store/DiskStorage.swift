@@ -14,8 +14,11 @@ import Synchronization
 /// - lookups and body reads run on a small reader pool;
 /// - a purge or invalidation first records a tombstone (key → time), so until its disk commit is
 ///   done, lookups ignore disk copies stored before it: the purge wins even mid-flight.
-/// Stores are write-behind (the client never waits for the disk) with a bound on the bytes
-/// queued; beyond it a write is dropped and counted, never buffered without limit.
+/// Stores are write-behind (a response never waits for the disk) with a bound on the bytes
+/// queued; beyond it a write is dropped and counted, never buffered without limit. While the
+/// queue is over half its bound (or `fillGateObjects` objects), new fills wait before they ask
+/// the origin until the writer has caught up (`FillGate`, `waitForRoom`), so a miss storm is
+/// written, not dropped.
 final class DiskStorage: Sendable {
     let tier: DiskTier
     private let writer: NIOThreadPool
@@ -25,6 +28,10 @@ final class DiskStorage: Sendable {
     private let maxQueuedBytes: Int
     private let queuedBytes = Atomic<Int>(0)
     private let pendingWrites = Atomic<Int>(0)
+    /// Fills waiting for the write queue to come under its high mark.
+    private let fillGate: Mutex<FillGate<EventLoopPromise<Void>>>
+    private let fillGateObjects: Int
+    private let fillGateBytes: Int
     private let tombstones = Mutex<[CacheKey: Double]>([:])
     /// Purges by surrogate key still being carried out on disk. Lookups hide (soft: see as
     /// stale), and the writer does not write, the objects they cover.
@@ -105,9 +112,15 @@ final class DiskStorage: Sendable {
 
     init(
         tier: DiskTier, counters: Counters, logger: Logger, maxQueuedBytes: Int = 64 << 20,
-        clock: @escaping @Sendable () -> Double = DiskTier.wallClock
+        fillGateObjects: Int = 16_384, clock: @escaping @Sendable () -> Double = DiskTier.wallClock
     ) {
         self.clock = clock
+        self.fillGateObjects = fillGateObjects
+        self.fillGateBytes = maxQueuedBytes / 2
+        self.fillGate = Mutex(
+            FillGate(
+                highObjects: fillGateObjects, highBytes: maxQueuedBytes / 2, stallAfter: Self.fillStallAfter,
+                maxWait: Self.fillMaxWait, now: clock()))
         self.tier = tier
         self.counters = counters
         self.logger = logger
@@ -229,6 +242,42 @@ final class DiskStorage: Sendable {
         return true
     }
 
+    /// Nil when a fill may ask the origin now; else a future that completes (on `eventLoop`)
+    /// when it may: the write queue is over its high mark and the writer is making progress
+    /// (`FillGate`). Counted in `fills_waited_for_disk`.
+    func waitForRoom(on eventLoop: any EventLoop) -> EventLoopFuture<Void>? {
+        let objects = self.pendingWrites.load(ordering: .relaxed)
+        let bytes = self.queuedBytes.load(ordering: .relaxed)
+        guard objects >= self.fillGateObjects || bytes >= self.fillGateBytes else { return nil }
+        let promise = eventLoop.makePromise(of: Void.self)
+        let admission = self.fillGate.withLock { $0.fillStarting(promise, queuedObjects: objects, queuedBytes: bytes, now: self.clock()) }
+        guard admission == .wait else {
+            promise.succeed(())
+            return nil
+        }
+        self.counters.increment(.fillsWaitedForDisk)
+        // Timers for the gate's own limits: a stalled writer, the longest wait.
+        for delay in [Self.fillStallAfter, Self.fillMaxWait] {
+            eventLoop.scheduleTask(in: .milliseconds(Int64(delay * 1000) + 10)) { [self] in
+                for waiter in self.fillGate.withLock({ $0.tick(now: self.clock()) }) { waiter.succeed(()) }
+            }
+        }
+        return promise.futureResult
+    }
+
+    /// Seconds without a finished write after which waiting fills go (a stalled disk drops
+    /// writes rather than stall misses), and the longest a fill waits.
+    static let fillStallAfter = 1.0
+    static let fillMaxWait = 2.0
+
+    /// Runs `body` on the writer thread after what is queued there (tests: a busy writer).
+    func onWriter(_ body: @escaping @Sendable () -> Void) {
+        self.writer.submit { _ in body() }
+    }
+
+    /// Fills waiting (tests).
+    var fillsWaiting: Int { self.fillGate.withLock { $0.waiters.count } }
+
     /// Most objects written in one commit (`DiskTier.store(_:now:)` with a list).
     static let writeBatch = 256
 
@@ -265,6 +314,12 @@ final class DiskStorage: Sendable {
                 self.queuedBytes.wrappingSubtract(object.bodyLength, ordering: .relaxed)
                 self.pendingWrites.wrappingSubtract(1, ordering: .relaxed)
             }
+            let released = self.fillGate.withLock {
+                $0.progressed(
+                    queuedObjects: self.pendingWrites.load(ordering: .relaxed), queuedBytes: self.queuedBytes.load(ordering: .relaxed),
+                    now: self.clock())
+            }
+            for waiter in released { waiter.succeed(()) }
         }
         guard active else { return }
         // Checked for every object just before the commit, which runs on this thread: a purge
@@ -488,6 +543,7 @@ final class DiskStorage: Sendable {
 
     /// Waits (bounded) for queued writes, then closes the tier and its threads.
     func shutdown(drainTimeout: Double = 10) async {
+        for waiter in self.fillGate.withLock({ $0.releaseAll() }) { waiter.succeed(()) }
         let deadline = ContinuousClock.now.advanced(by: .milliseconds(Int(drainTimeout * 1000)))
         while self.pendingWriteCount > 0 && ContinuousClock.now < deadline {
             try? await Task.sleep(for: .milliseconds(10))
