@@ -43,6 +43,14 @@ enum FileBody {
         }
     }
 
+    /// Whether a disk hit on `head` may be sent from its verified body file
+    /// (`DiskTier.openVerifiedIfCached`): on a connection that sends files, a body of
+    /// `minimumBytes` or more that the memory tier does not take (one it takes is loaded into
+    /// memory and sent by `write`). The hit lane and the flow ask this same rule.
+    static func mayUseVerifiedFile(_ head: DiskObjectHead, connectionSendsFiles: Bool, memory: MemoryTier) -> Bool {
+        connectionSendsFiles && head.bodyLength >= Self.minimumBytes && !memory.admits(bodyLength: Int(clamping: head.bodyLength))
+    }
+
     /// Writes `count` bytes of `file` from `offset` as a `FileRegion`. The region's handle borrows
     /// the descriptor `file` owns (it may be shared by sends on other loops: each passes its own
     /// offsets); `file` is held until the write completed or failed (a client that left fails it).

@@ -34,7 +34,7 @@ extension RequestFlow {
             self.counters.increment(.cacheBypass)
             return self.dispatch(.codingUnavailable)
         }
-        let sendsFiles = self.client?.sendsFiles == true && head.bodyLength >= FileBody.minimumBytes
+        let sendsFiles = FileBody.mayUseVerifiedFile(head, connectionSendsFiles: self.client?.sendsFiles == true, memory: self.server.memory)
         if sendsFiles {
             switch disk.tier.openVerifiedIfCached(head) {
             case .open(let file):

@@ -306,7 +306,7 @@ final class HitFastLane: ChannelInboundHandler {
         for head in heads {
             if let body = head.prefetchedBody {
                 choice.consider(head, server.objectFromDisk(head, body: body), matching: rule.matching)
-            } else if sendsFiles, head.bodyLength >= FileBody.minimumBytes, !server.memory.admits(bodyLength: Int(clamping: head.bodyLength)) {
+            } else if FileBody.mayUseVerifiedFile(head, connectionSendsFiles: sendsFiles, memory: server.memory) {
                 // Its head only: enough to choose the variant and write the response head.
                 let object = head.storedObject(body: ByteBuffer(), hiddenFields: server.memory.surrogateKeyFields, kept: false)
                 choice.consider(head, object, matching: rule.matching)

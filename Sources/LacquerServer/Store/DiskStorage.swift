@@ -283,7 +283,9 @@ final class DiskStorage: Sendable {
 
     /// A drain that finds this many objects queued has a backlog: the tier writes it with its
     /// larger page cache (`DiskTier.useBacklogCache`), kept a while after the queue empties.
-    static let backlogObjects = 64
+    /// Four commits' worth: a storm, not a burst of fills the writer clears in a few commits
+    /// (whose 4 MiB of pages would be most of the memory those objects cost).
+    static let backlogObjects = 1024
 
     /// Writes queued objects until the queue is empty (on the writer thread), up to
     /// `writeBatch` in each commit: a miss storm's stores share their commits.
