@@ -50,6 +50,43 @@ struct FileBodyTests {
         }
     }
 
+    /// Clients that ask for `target` and leave (a reset) after 0, 1 and 100,000 bytes of the body.
+    static func clientsLeave(port: Int, _ target: String) async throws {
+        for leaveAfter in [0, 1, 100_000] {
+            try await runBlocking {
+                let client = try RawHTTPClient(port: port, timeout: 10)
+                try client.send(bytes: RawHTTPClient.serialize("GET", target))
+                if leaveAfter > 0 {
+                    _ = try client.readResponseHead()
+                    _ = try client.readToEOF(max: leaveAfter)
+                }
+                client.reset()
+            }
+        }
+    }
+
+    /// A download of `target` that has read only its head when a drain starts: it still gets
+    /// every byte, then the connection closes, and the drain ends when the client closes its end.
+    /// Returns the response head.
+    static func downloadThroughDrain(_ lacquer: LacquerServer, port: Int, _ target: String, length: Int) async throws -> RawHTTPResponse {
+        let download = try RawHTTPClient(port: port, timeout: 10)
+        try download.send(bytes: RawHTTPClient.serialize("GET", target))
+        let head = try download.readResponseHead()
+        // The client has read only the head: most of the body waits in the server's socket.
+        try await Task.sleep(for: .milliseconds(200))
+        let drained = Task { await lacquer.drain() }
+        try await Task.sleep(for: .milliseconds(300))
+        let body = try await runBlocking { try download.readToEOF(max: length + 1) }
+        #expect(ClientLeavesTests.difference(body, FixtureOrigin.pattern(length)) == nil)
+        #expect(download.isClosedByPeer)
+        // The client closes its end on EOF, as clients do: the drain ends then, not at its timeout.
+        let closed = Date()
+        download.close()
+        await drained.value
+        #expect(Date().timeIntervalSince(closed) < 10)
+        return head
+    }
+
     /// Stores `target` (a MISS) and waits for its disk write.
     static func stored(_ lacquer: LacquerServer, port: Int, _ target: String = Self.target) async throws {
         let miss = try await runBlocking { try httpGet(port: port, target, timeout: 20) }
@@ -187,17 +224,7 @@ struct FileBodyTests {
         try await withLacquer(configure: { $0.memoryMaxObjectBytes = 8 << 20 }) { lacquer, port, origin in
             try await Self.stored(lacquer, port: port, target)
             let bodies = lacquer.configuration.storageDirectory + "/bodies"
-            for leaveAfter in [0, 1, 100_000] {
-                try await runBlocking {
-                    let client = try RawHTTPClient(port: port, timeout: 10)
-                    try client.send(bytes: RawHTTPClient.serialize("GET", target))
-                    if leaveAfter > 0 {
-                        _ = try client.readResponseHead()
-                        _ = try client.readToEOF(max: leaveAfter)
-                    }
-                    client.reset()
-                }
-            }
+            try await Self.clientsLeave(port: port, target)
             // Only the descriptor the object keeps is open.
             #expect(try await eventually { OpenSockets.files(under: bodies) <= 1 }, "body files left open")
             #expect(lacquer.counters[.bodySentFromFile] >= 2)
@@ -262,22 +289,8 @@ extension FileBodyTests {
     @Test("a drain lets a large hit being sent from its file finish, to the last byte, then closes", arguments: [true, false])
     func drainFinishesFileSend(sendfile: Bool) async throws {
         try await Self.withLargeHit(sendfile: sendfile, { $0.drainTimeout = 30 }) { lacquer, port, target, length in
-            let download = try RawHTTPClient(port: port, timeout: 10)
-            try download.send(bytes: RawHTTPClient.serialize("GET", target))
-            let head = try download.readResponseHead()
+            let head = try await Self.downloadThroughDrain(lacquer, port: port, target, length: length)
             #expect(head.header("X-Cache-Status") == "HIT")
-            // The client has read only the head: most of the body waits in the server's socket.
-            try await Task.sleep(for: .milliseconds(200))
-            let drained = Task { await lacquer.drain() }
-            try await Task.sleep(for: .milliseconds(300))
-            let body = try await runBlocking { try download.readToEOF(max: length + 1) }
-            #expect(ClientLeavesTests.difference(body, FixtureOrigin.pattern(length)) == nil)
-            #expect(download.isClosedByPeer)
-            // The client closes its end on EOF, as clients do: the drain ends then, not at its timeout.
-            let closed = Date()
-            download.close()
-            await drained.value
-            #expect(Date().timeIntervalSince(closed) < 10)
             #expect(lacquer.counters[.bodySentFromFile] == (sendfile ? 1 : 0))
         }
     }
@@ -533,17 +546,7 @@ extension FileBodyTests {
             let bodies = lacquer.configuration.storageDirectory + "/bodies"
             _ = try await runBlocking { try httpGet(port: port, target, timeout: 20) }
             #expect(try await eventually { lacquer.diskStats?.verifiedFilesOpen == 1 })
-            for leaveAfter in [0, 1, 100_000] {
-                try await runBlocking {
-                    let client = try RawHTTPClient(port: port, timeout: 10)
-                    try client.send(bytes: RawHTTPClient.serialize("GET", target))
-                    if leaveAfter > 0 {
-                        _ = try client.readResponseHead()
-                        _ = try client.readToEOF(max: leaveAfter)
-                    }
-                    client.reset()
-                }
-            }
+            try await Self.clientsLeave(port: port, target)
             #expect(try await eventually { OpenSockets.files(under: bodies) == 1 }, "body files left open")
             #expect(lacquer.counters[.bodySentFromFile] >= 2)
             let whole = try await runBlocking { try httpGet(port: port, target, timeout: 20) }
@@ -565,18 +568,8 @@ extension FileBodyTests {
             try await Self.stored(lacquer, port: port, target)
             _ = try await runBlocking { try httpGet(port: port, target, timeout: 20) }
             #expect(try await eventually { lacquer.diskStats?.verifiedFilesOpen == 1 })
-            let download = try RawHTTPClient(port: port, timeout: 10)
-            try download.send(bytes: RawHTTPClient.serialize("GET", target))
-            let head = try download.readResponseHead()
+            let head = try await Self.downloadThroughDrain(lacquer, port: port, target, length: length)
             #expect(head.header("Cache-Status")?.contains("detail=disk") == true)
-            try await Task.sleep(for: .milliseconds(200))
-            let drained = Task { await lacquer.drain() }
-            try await Task.sleep(for: .milliseconds(300))
-            let body = try await runBlocking { try download.readToEOF(max: length + 1) }
-            #expect(ClientLeavesTests.difference(body, FixtureOrigin.pattern(length)) == nil)
-            #expect(download.isClosedByPeer)
-            download.close()
-            await drained.value
             #expect(lacquer.counters[.bodySentFromFile] == 1)
         }
     }
