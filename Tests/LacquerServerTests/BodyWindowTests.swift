@@ -20,6 +20,19 @@ struct BodyWindowTests {
         return out + Array(Multipart.closing(boundary: boundary).utf8)
     }
 
+    /// One to four ascending, non-overlapping ranges of at most 700 bytes in `start..<length`.
+    static func randomRanges(from start: Int, length: Int, using random: inout SeededRandom) -> [ClosedRange<Int>] {
+        var ranges: [ClosedRange<Int>] = []
+        var next = start
+        for _ in 0..<Int.random(in: 1...4, using: &random) where next < length {
+            let low = Int.random(in: next..<length, using: &random)
+            let high = Int.random(in: low..<min(length, low + 700), using: &random)
+            ranges.append(low...high)
+            next = high + 1
+        }
+        return ranges
+    }
+
     @Test("random ranges of a body cut into random parts come out as from the whole body; skipping ahead changes nothing")
     func randomParts() {
         let seed = SeededRandom.seed(fallback: 0xB0D1)
@@ -28,14 +41,7 @@ struct BodyWindowTests {
         for round in 0..<FuzzBudget.iterations(default: 400) {
             let length = Int.random(in: 1...3000, using: &random)
             let body = (0..<length).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ 7) }
-            var ranges: [ClosedRange<Int>] = []
-            var next = 0
-            for _ in 0..<Int.random(in: 1...4, using: &random) where next < length {
-                let low = Int.random(in: next..<length, using: &random)
-                let high = Int.random(in: low..<min(length, low + 700), using: &random)
-                ranges.append(low...high)
-                next = high + 1
-            }
+            let ranges = Self.randomRanges(from: 0, length: length, using: &random)
             let multipart: (String, String?)? = ranges.count > 1 ? ("b\(round)", round % 2 == 0 ? "text/plain" : nil) : nil
             let want = Self.expected(body, ranges: ranges, multipart: multipart)
             for skip in [false, true] {
@@ -70,14 +76,7 @@ struct BodyWindowTests {
             let body = (0..<length).map { UInt8(truncatingIfNeeded: $0 &* 13 &+ 5) }
             // The stored bytes begin at `start` (a stored part), and the ranges lie inside them.
             let start = Int.random(in: 0..<length, using: &random)
-            var ranges: [ClosedRange<Int>] = []
-            var next = start
-            for _ in 0..<Int.random(in: 1...4, using: &random) where next < length {
-                let low = Int.random(in: next..<length, using: &random)
-                let high = Int.random(in: low..<min(length, low + 700), using: &random)
-                ranges.append(low...high)
-                next = high + 1
-            }
+            let ranges = Self.randomRanges(from: start, length: length, using: &random)
             let multipart: (boundary: String, contentType: String?)? = ranges.count > 1 ? ("s\(round)", round % 3 == 0 ? "video/mp4" : nil) : nil
             let want = Self.expected(body, ranges: ranges, multipart: multipart.map { ($0.boundary, $0.contentType) })
             let window = BodyWindow(ranges: ranges, multipart: multipart, length: length, startingAt: start)
