@@ -453,10 +453,16 @@ public final class DiskTier: Sendable {
                 return .open(object.keepOpen(OpenBodyFile(descriptor: result, keep: true), for: note))
             }
         }
-        // Out of descriptors or memory is a moment's trouble, not a sign the file changed.
-        if [EAGAIN, EMFILE, ENFILE, ENOMEM, EINTR].contains(-result) { return .notCached }
-        object.forgetBodyFile(note)
-        return .gone
+        let failure = Self.cachedFileFailure(result)
+        if case .gone = failure { object.forgetBodyFile(note) }
+        return failure
+    }
+
+    /// What a failed `lacquer_check_if_cached` / `lacquer_open_if_cached` (a negative errno)
+    /// means: pages not cached, or out of descriptors or memory, is a moment's trouble
+    /// (`.notCached`); anything else says the file is gone or another version (`.gone`).
+    static func cachedFileFailure(_ result: CInt) -> CachedBodyFile {
+        [EAGAIN, EMFILE, ENFILE, ENOMEM, EINTR].contains(-result) ? .notCached : .gone
     }
 
     /// The body file of `head`, a disk-only object, open for sending when a disk hit has read it

@@ -93,9 +93,9 @@ final class VerifiedBodyFiles: Sendable {
         }
         let result = withUnsafePointer(to: entry.note.identity) { lacquer_check_if_cached(entry.open.descriptor, $0) }
         if result == 0 { return .open(entry.open) }
-        if [EAGAIN, ENOMEM, EINTR].contains(-result) { return .notCached }
-        self.remove([fileID])
-        return .gone
+        let failure = DiskTier.cachedFileFailure(result)
+        if case .gone = failure { self.remove([fileID]) }
+        return failure
     }
 
     /// Drops the entries of `ids` (their files were removed).

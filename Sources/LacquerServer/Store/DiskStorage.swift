@@ -16,7 +16,7 @@ import Synchronization
 ///   done, lookups ignore disk copies stored before it: the purge wins even mid-flight.
 /// Stores are write-behind (a response never waits for the disk) with a bound on the bytes
 /// queued; beyond it a write is dropped and counted, never buffered without limit. While the
-/// queue is over half its bound (or `fillGateObjects` objects), new fills wait before they ask
+/// queue is over half its bound (or `fillGateObjects` objects: `fillMarks`), new fills wait before they ask
 /// the origin until the writer has caught up (`FillGate`, `waitForRoom`), so a miss storm is
 /// written, not dropped.
 final class DiskStorage: Sendable {
@@ -30,8 +30,8 @@ final class DiskStorage: Sendable {
     private let pendingWrites = Atomic<Int>(0)
     /// Fills waiting for the write queue to come under its high mark.
     private let fillGate: Mutex<FillGate<EventLoopPromise<Void>>>
-    private let fillGateObjects: Int
-    private let fillGateBytes: Int
+    /// The gate's marks, read without its lock: a fill below them goes at once.
+    private let fillMarks: FillGate<EventLoopPromise<Void>>.Marks
     private let tombstones = Mutex<[CacheKey: Double]>([:])
     /// Purges by surrogate key still being carried out on disk. Lookups hide (soft: see as
     /// stale), and the writer does not write, the objects they cover.
@@ -115,12 +115,11 @@ final class DiskStorage: Sendable {
         fillGateObjects: Int = 16_384, clock: @escaping @Sendable () -> Double = DiskTier.wallClock
     ) {
         self.clock = clock
-        self.fillGateObjects = fillGateObjects
-        self.fillGateBytes = maxQueuedBytes / 2
-        self.fillGate = Mutex(
-            FillGate(
-                highObjects: fillGateObjects, highBytes: maxQueuedBytes / 2, stallAfter: Self.fillStallAfter,
-                maxWait: Self.fillMaxWait, now: clock()))
+        let gate = FillGate<EventLoopPromise<Void>>(
+            highObjects: fillGateObjects, highBytes: maxQueuedBytes / 2, stallAfter: Self.fillStallAfter,
+            maxWait: Self.fillMaxWait, now: clock())
+        self.fillMarks = gate.marks
+        self.fillGate = Mutex(gate)
         self.tier = tier
         self.counters = counters
         self.logger = logger
@@ -248,7 +247,7 @@ final class DiskStorage: Sendable {
     func waitForRoom(on eventLoop: any EventLoop) -> EventLoopFuture<Void>? {
         let objects = self.pendingWrites.load(ordering: .relaxed)
         let bytes = self.queuedBytes.load(ordering: .relaxed)
-        guard objects >= self.fillGateObjects || bytes >= self.fillGateBytes else { return nil }
+        guard self.fillMarks.backlogged(queuedObjects: objects, queuedBytes: bytes) else { return nil }
         let promise = eventLoop.makePromise(of: Void.self)
         let admission = self.fillGate.withLock { $0.fillStarting(promise, queuedObjects: objects, queuedBytes: bytes, now: self.clock()) }
         guard admission == .wait else {

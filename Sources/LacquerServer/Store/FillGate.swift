@@ -16,10 +16,18 @@
 /// A state machine: events in, what to do out; `DiskStorage` keeps it under a lock and carries
 /// the actions out (it completes the waiters' promises).
 struct FillGate<Waiter> {
-    /// Queued objects at which fills wait.
-    let highObjects: Int
-    /// Queued bytes at which fills wait.
-    let highBytes: Int
+    /// The queue's high mark: fills wait once it holds `objects` objects or `bytes` bytes.
+    struct Marks: Sendable {
+        let objects: Int
+        let bytes: Int
+
+        /// Whether the queue is over its high mark.
+        func backlogged(queuedObjects: Int, queuedBytes: Int) -> Bool {
+            queuedObjects >= self.objects || queuedBytes >= self.bytes
+        }
+    }
+
+    let marks: Marks
     /// Seconds without a finished write after which a backlog no longer holds fills.
     let stallAfter: Double
     /// The longest a fill waits.
@@ -30,16 +38,10 @@ struct FillGate<Waiter> {
     private(set) var lastProgress: Double
 
     init(highObjects: Int, highBytes: Int, stallAfter: Double = 1, maxWait: Double = 2, now: Double) {
-        self.highObjects = highObjects
-        self.highBytes = highBytes
+        self.marks = Marks(objects: highObjects, bytes: highBytes)
         self.stallAfter = stallAfter
         self.maxWait = maxWait
         self.lastProgress = now
-    }
-
-    /// Whether the queue is over its high mark.
-    func backlogged(queuedObjects: Int, queuedBytes: Int) -> Bool {
-        queuedObjects >= self.highObjects || queuedBytes >= self.highBytes
     }
 
     enum Admission: Equatable {
@@ -51,7 +53,7 @@ struct FillGate<Waiter> {
 
     /// A fill is about to ask the origin.
     mutating func fillStarting(_ waiter: Waiter, queuedObjects: Int, queuedBytes: Int, now: Double) -> Admission {
-        guard self.backlogged(queuedObjects: queuedObjects, queuedBytes: queuedBytes),
+        guard self.marks.backlogged(queuedObjects: queuedObjects, queuedBytes: queuedBytes),
             now - self.lastProgress < self.stallAfter
         else { return .go }
         self.waiters.append((waiter, now))
@@ -62,7 +64,7 @@ struct FillGate<Waiter> {
     /// queue is under its mark (each is one request in progress, so they are few).
     mutating func progressed(queuedObjects: Int, queuedBytes: Int, now: Double) -> [Waiter] {
         self.lastProgress = now
-        guard !self.waiters.isEmpty, !self.backlogged(queuedObjects: queuedObjects, queuedBytes: queuedBytes) else { return [] }
+        guard !self.waiters.isEmpty, !self.marks.backlogged(queuedObjects: queuedObjects, queuedBytes: queuedBytes) else { return [] }
         return self.releaseAll()
     }
 
