@@ -371,6 +371,80 @@ struct HTTP2Tests {
         }
     }
 
+    /// Frames read from `client` within its timeout, with their streams: (type, flags, stream,
+    /// payload), and whether the peer closed.
+    static func streamFrames(_ client: RawHTTPClient) -> (frames: [(type: UInt8, flags: UInt8, stream: UInt32, payload: [UInt8])], closed: Bool) {
+        var bytes: [UInt8] = []
+        var closed = false
+        for _ in 0..<10_000 {
+            guard let some = try? client.readSome() else { break }
+            if some.isEmpty {
+                closed = true
+                break
+            }
+            bytes += some
+        }
+        var frames: [(type: UInt8, flags: UInt8, stream: UInt32, payload: [UInt8])] = []
+        var index = 0
+        while index + 9 <= bytes.count {
+            let length = Int(bytes[index]) << 16 | Int(bytes[index + 1]) << 8 | Int(bytes[index + 2])
+            guard index + 9 + length <= bytes.count else { break }
+            let stream = bytes[(index + 5)...(index + 8)].reduce(UInt32(0)) { $0 << 8 | UInt32($1) } & 0x7FFF_FFFF
+            frames.append((bytes[index + 3], bytes[index + 4], stream, Array(bytes[(index + 9)..<(index + 9 + length)])))
+            index += 9 + length
+        }
+        return (frames, closed)
+    }
+
+    @Test("a lane hit larger than the client's 64 KiB stream window: WINDOW_UPDATE delivers the rest, RST_STREAM ends that stream only, the connection stays")
+    func laneHitUnderFlowControl() async throws {
+        try await TLSTests.withTLSLacquer { lacquer, _, plainPort, origin, _ in
+            let size = 300_000
+            let path = "/bytes/\(size)?cc=max-age%3D60"
+            #expect(try httpGet(port: plainPort, path, headers: [("Host", "a")]).body.count == size)  // stored, for the authority below
+            let fastBefore = lacquer.counters[.cacheHitFast]
+            let client = try RawHTTPClient(port: plainPort, timeout: 1)
+            defer { client.close() }
+            // Default settings: every stream, and the connection, may take 65,535 bytes.
+            let block: [UInt8] = [0x82, 0x86, 0x04, UInt8(path.utf8.count)] + Array(path.utf8) + [0x01, 0x01, UInt8(ascii: "a")]
+            try client.send(
+                bytes: ClientPipeline.http2Preface + Self.frame(type: 0x4, flags: 0, stream: 0)
+                    + Self.frame(type: 0x1, flags: 0x5, stream: 1, payload: block) + Self.frame(type: 0x1, flags: 0x5, stream: 3, payload: block))
+            var received: [UInt32: Int] = [:]
+            let first = Self.streamFrames(client)
+            for frame in first.frames where frame.type == 0x0 { received[frame.stream, default: 0] += frame.payload.count }
+            #expect(!first.closed && first.frames.filter { $0.type == 0x1 }.count == 2, "two HEADERS on an open connection")
+            #expect(received.values.reduce(0, +) == 65_535, "the connection window: \(received)")
+            #expect(lacquer.counters[.cacheHitFast] == fastBefore + 2, "both answered by the lane")
+            // Stream 1 is cancelled; stream 3 and the connection get 1 MiB more window.
+            let grant: [UInt8] = [0, 0x10, 0, 0]
+            try client.send(
+                bytes: Self.frame(type: 0x3, flags: 0, stream: 1, payload: [0, 0, 0, 0x8])
+                    + Self.frame(type: 0x8, flags: 0, stream: 3, payload: grant) + Self.frame(type: 0x8, flags: 0, stream: 0, payload: grant))
+            var ended = false
+            var closed = false
+            for _ in 0..<20 where !ended && !closed {
+                let more = Self.streamFrames(client)
+                closed = more.closed
+                for frame in more.frames {
+                    #expect(frame.type != 0x7, "GOAWAY")
+                    if frame.type == 0x0 && frame.stream == 3 {
+                        received[3, default: 0] += frame.payload.count
+                        if frame.flags & 0x1 != 0 { ended = true }
+                    }
+                }
+            }
+            #expect(ended && received[3] == size, "stream 3: \(received[3] ?? 0) of \(size) bytes, ended \(ended), closed \(closed)")
+            #expect((received[1] ?? 0) < size, "the cancelled stream went on")
+            // The connection still takes requests.
+            try client.send(bytes: Self.frame(type: 0x1, flags: 0x5, stream: 5, payload: Self.getHeaderBlock))
+            let after = Self.streamFrames(client)
+            #expect(!after.closed && after.frames.contains { $0.type == 0x1 && $0.stream == 5 }, "no answer on stream 5")
+            #expect(lacquer.counters[.http2ConnectionErrors] == 0)
+            #expect(origin.requestCount(path: "/bytes/\(size)") == 1)
+        }
+    }
+
     @Test("SETTINGS announce the stream and header list limits")
     func settingsAnnounceLimits() async throws {
         try await TLSTests.withTLSLacquer(configure: { $0.limits.http2MaxConcurrentStreams = 50 }) { _, _, plainPort, _, _ in

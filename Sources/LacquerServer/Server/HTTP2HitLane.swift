@@ -15,6 +15,11 @@ import NIOHTTP2
 ///
 /// NIO's connection manager, before it, learns of every stream (answered here or not) from the
 /// handler's stream events, for its idle timeout and graceful close.
+///
+/// A stream answered here stays open until its last DATA frame leaves, which a client's flow
+/// control may hold (a 64 KiB initial window, RFC 9113 §6.9.2): its WINDOW_UPDATE and
+/// RST_STREAM frames, which NIO's handler has already applied, stop here, as the multiplexer
+/// has no channel for them and would raise an error that ends the connection.
 final class HTTP2HitLane: ChannelDuplexHandler {
     typealias InboundIn = HTTP2Frame
     typealias InboundOut = HTTP2Frame
@@ -25,6 +30,9 @@ final class HTTP2HitLane: ChannelDuplexHandler {
     private let facts: ConnectionFacts
     /// The highest stream id a client opened (a HEADERS frame with a higher id opens a stream).
     private var highestStream: HTTP2StreamID = .rootStream
+    /// The streams answered here that NIO's handler has not closed yet (at most the
+    /// connection's concurrent streams).
+    private var openAnswers: Set<HTTP2StreamID> = []
     private var wroteAnswers = false
     /// The Via value (`1.1 <name>`).
     private let viaValue: String
@@ -40,11 +48,22 @@ final class HTTP2HitLane: ChannelDuplexHandler {
         if case .headers(let headers) = frame.payload, frame.streamID > self.highestStream {
             self.highestStream = frame.streamID
             if headers.endStream, self.answer(headers.headers, stream: frame.streamID, context: context) {
+                self.openAnswers.insert(frame.streamID)
                 return
             }
             self.server.counters.increment(.http2Streams)
+        } else if !self.openAnswers.isEmpty, self.openAnswers.contains(frame.streamID) {
+            return  // WINDOW_UPDATE or RST_STREAM for a stream answered here: NIO's handler applied it
         }
         context.fireChannelRead(data)
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        // NIO's handler sends this after the frames that closed the stream.
+        if !self.openAnswers.isEmpty, let closed = event as? StreamClosedEvent {
+            self.openAnswers.remove(closed.streamID)
+        }
+        context.fireUserInboundEventTriggered(event)
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
