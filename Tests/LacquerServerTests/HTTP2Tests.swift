@@ -445,6 +445,24 @@ struct HTTP2Tests {
         }
     }
 
+    @Test("a client that resets its socket in the middle of a body is not counted as a protocol error; Lacquer goes on")
+    func clientLeavingIsNoProtocolError() async throws {
+        try await TLSTests.withTLSLacquer { lacquer, _, plainPort, _, _ in
+            let path = "/bytes/300000?cc=max-age%3D60"
+            let block: [UInt8] = [0x82, 0x86, 0x04, UInt8(path.utf8.count)] + Array(path.utf8) + [0x01, 0x01, UInt8(ascii: "a")]
+            for round in 0..<2 {  // a miss (the flow), then a hit (the lane)
+                let client = try RawHTTPClient(port: plainPort, timeout: 1)
+                try client.send(bytes: ClientPipeline.http2Preface + Self.frame(type: 0x4, flags: 0, stream: 0) + Self.frame(type: 0x1, flags: 0x5, stream: 1, payload: block))
+                let first = Self.streamFrames(client)
+                #expect(first.frames.contains { $0.type == 0x0 }, "round \(round): no DATA")
+                client.reset()  // SO_LINGER 0: the kernel sends RST
+            }
+            try await Task.sleep(for: .milliseconds(300))
+            #expect(lacquer.counters[.http2ConnectionErrors] == 0)
+            #expect(try httpGet(port: plainPort, path, headers: [("Host", "a")]).body.count == 300_000)
+        }
+    }
+
     @Test("SETTINGS announce the stream and header list limits")
     func settingsAnnounceLimits() async throws {
         try await TLSTests.withTLSLacquer(configure: { $0.limits.http2MaxConcurrentStreams = 50 }) { _, _, plainPort, _, _ in

@@ -280,9 +280,12 @@ final class TLSFailureCounter: ChannelInboundHandler, RemovableChannelHandler {
 
 /// The end of an HTTP/2 connection's pipeline: a connection error NIO's handler raised (a
 /// protocol violation, a flood it refused) has been answered with GOAWAY; the connection closes.
+/// Any other error (the client reset the socket, TLS ended without close_notify) closes it too,
+/// but is not counted as a protocol error.
 final class HTTP2ConnectionErrorHandler: ChannelInboundHandler {
     typealias InboundIn = HTTP2Frame
     private let counters: Counters
+    private var counted = false
 
     init(counters: Counters) {
         self.counters = counters
@@ -291,7 +294,10 @@ final class HTTP2ConnectionErrorHandler: ChannelInboundHandler {
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {}
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        self.counters.increment(.http2ConnectionErrors)
+        if !self.counted, error is any NIOHTTP2Error {
+            self.counted = true  // one connection, one count
+            self.counters.increment(.http2ConnectionErrors)
+        }
         context.close(promise: nil)
     }
 }
