@@ -286,5 +286,10 @@ public struct ClientTimeouts: Sendable {
     public var sendIdle: TimeAmount = .seconds(60)
     /// Sending a response: longest time in all, from its head on (Varnish's send_timeout).
     public var sendTotal: TimeAmount = .seconds(600)
+    /// A lingering close (RFC 9112 §9.6): how long the rest of a request body is read and dropped
+    /// after a response that closes the connection, while bytes keep coming within
+    /// `lingerIdle` (nginx's lingering_time and lingering_timeout).
+    public var lingerTotal: TimeAmount = .seconds(30)
+    public var lingerIdle: TimeAmount = .seconds(5)
     public init() {}
 }

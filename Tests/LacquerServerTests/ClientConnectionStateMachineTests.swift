@@ -367,6 +367,40 @@ struct ClientConnectionStateMachineTests {
         }
     }
 
+    @Test("a close lingers only while the request body may still be arriving (RFC 9112 §9.6)")
+    func lingersOnClose() {
+        // Refused by its Content-Length: the body is on its way.
+        var refused = self.machine { limits, _ in limits.requestBodyBytes = 100 }
+        guard case .refuse(let refusal) = refused.requestHead(self.head(.POST, "/", [("Content-Length", "1000")]), now: Self.t0) else {
+            Issue.record("no refusal"); return
+        }
+        #expect(refusal.status == 413 && refused.lingersOnClose)
+        // A refused request without a body, or one whose body ended, does not linger.
+        var bodiless = self.machine()
+        _ = bodiless.requestHead(self.head(.GET, "/", [("Expect", "nonsense")]), now: Self.t0)
+        #expect(!bodiless.lingersOnClose)
+        var ended = self.machine()
+        let (flow, upload) = self.start(&ended, self.head(.POST, "/", [("Content-Length", "10")]))
+        _ = ended.requestBody(bytes: 10, now: Self.t0)
+        #expect(ended.lingersOnClose)
+        guard case .endBody(let same) = ended.requestEnd(now: Self.t0), same === upload else {
+            Issue.record("body not ended"); return
+        }
+        _ = ended.responseFinished(flow, close: true, now: Self.t0)
+        #expect(!ended.lingersOnClose)
+        // Answered and closed with the upload still coming: lingers.
+        var early = self.machine()
+        let (earlyFlow, _) = self.start(&early, self.head(.POST, "/", [("Content-Length", "10000000")]))
+        guard case .finishResponse(close: true, _, _) = early.responseFinished(earlyFlow, close: false, now: Self.t0) else {
+            Issue.record("expected a close"); return
+        }
+        #expect(early.lingersOnClose)
+        // An HTTP/2 stream never lingers.
+        var stream = Machine(limits: Limits(), timeouts: ClientTimeouts(), isHTTP2Stream: true)
+        _ = stream.requestHead(self.head(.POST, "/", [("Content-Length", "1000000000000")]), now: Self.t0)
+        #expect(!stream.lingersOnClose)
+    }
+
     @Test("answered before the body ended: a drainable rest is discarded, a long one closes")
     func earlyResponse() {
         var short = self.machine()

@@ -157,6 +157,61 @@ struct RequestBodyTests {
         }
     }
 
+    /// Sends a byte every `interval` seconds until a send fails (the server closed its side
+    /// fully) or `limit` seconds passed; the seconds it took, or nil if it never failed.
+    static func secondsUntilSendFails(_ client: RawHTTPClient, interval: Double, limit: Double) -> Double? {
+        let start = Date()
+        while Date().timeIntervalSince(start) < limit {
+            if (try? client.send("x")) == nil { return Date().timeIntervalSince(start) }
+            usleep(UInt32(interval * 1_000_000))
+        }
+        return nil
+    }
+
+    @Test("a 413 while the body is still coming is a lingering close (RFC 9112 §9.6): the upload goes on and is dropped, the client reads the 413 and a FIN; then idle and total limits close it")
+    func lingeringClose() async throws {
+        try await withLacquer(configure: {
+            $0.limits.requestBodyBytes = 64 * 1024
+            $0.clientTimeouts.lingerIdle = .seconds(1)
+            $0.clientTimeouts.lingerTotal = .seconds(3)
+        }) { lacquer, port, origin in
+            // A 16 MB upload refused by its Content-Length: every byte is taken, then the 413.
+            let whole = try await runBlocking { () throws -> (RawHTTPResponse, [UInt8]) in
+                let client = try RawHTTPClient(port: port, timeout: 10)
+                defer { client.close() }
+                let size = 16 << 20
+                try client.send("POST /upload HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: \(size)\r\n\r\n")
+                for n in 0..<(size / (1 << 20)) { try client.send(bytes: Self.chunk(n, count: 1 << 20)) }
+                let response = try client.readResponse()
+                return (response, try client.readToEOF())
+            }
+            #expect(whole.0.status == 413 && whole.0.header("Connection")?.lowercased() == "close")
+            #expect(whole.1.isEmpty, "bytes after the 413")
+            // A client that stops sending: closed once nothing came for lingerIdle.
+            let idle = try await runBlocking { () throws -> Double? in
+                let client = try RawHTTPClient(port: port, timeout: 10)
+                defer { client.close() }
+                try client.send("POST /upload HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 1000000\r\n\r\n")
+                try client.send(bytes: Self.chunk(0, count: 1000))
+                #expect(try client.readResponse().status == 413)
+                usleep(1_600_000)
+                return Self.secondsUntilSendFails(client, interval: 0.05, limit: 2)
+            }
+            #expect(idle.map { $0 < 0.5 } ?? false, "still open 1.6 s after the last byte: \(String(describing: idle))")
+            // A client that trickles: kept while bytes come, closed at lingerTotal.
+            let trickle = try await runBlocking { () throws -> Double? in
+                let client = try RawHTTPClient(port: port, timeout: 10)
+                defer { client.close() }
+                try client.send("POST /upload HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 1000000\r\n\r\n")
+                #expect(try client.readResponse().status == 413)
+                return Self.secondsUntilSendFails(client, interval: 0.2, limit: 8)
+            }
+            #expect(trickle.map { $0 > 2 && $0 < 5 } ?? false, "a trickling client closed after \(String(describing: trickle)) s, not at about 3")
+            #expect(lacquer.counters[.clientReq413] == 3)
+            #expect(origin.requestCount(path: "/upload") == 0)
+        }
+    }
+
     @Test("a client leaving mid-upload aborts the backend exchange; the next upload works")
     func clientGoneMidUpload() async throws {
         try await withLacquer { lacquer, port, origin in

@@ -599,7 +599,15 @@ final class ClientChannelHandler: ChannelDuplexHandler, RemovableChannelHandler,
             let channel = context.channel
             let done = context.eventLoop.makePromise(of: Void.self)
             context.writeAndFlush(self.wrapOutboundOut(.end(nil)), promise: done)
-            done.futureResult.whenComplete { _ in channel.close(promise: nil) }
+            let timeouts = self.state.lingersOnClose ? self.state.timeouts : nil
+            let now = self.now
+            done.futureResult.whenComplete { result in
+                if let timeouts, case .success = result {
+                    LingeringClose.start(on: channel, idle: timeouts.lingerIdle, total: timeouts.lingerTotal, now: now)
+                } else {
+                    channel.close(promise: nil)
+                }
+            }
         } else {
             context.writeAndFlush(self.wrapOutboundOut(.end(nil)), promise: nil)
         }

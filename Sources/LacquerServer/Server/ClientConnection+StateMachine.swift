@@ -117,6 +117,8 @@ struct ClientConnectionStateMachine<Flow: AnyObject, Upload: AnyObject> {
     private(set) var responseStarted = false
     private var bodyFraming: RequestBodyStream.Framing?
     private var bodyReceived = 0
+    /// The current request announced a body whose end has not been read (refused or not).
+    private var requestBodyOpen = false
     private var readingPaused = false
     private var readPending = false
     private var deadline: NIODeadline?
@@ -195,6 +197,7 @@ struct ClientConnectionStateMachine<Flow: AnyObject, Upload: AnyObject> {
             return .close(nil)
         }
         let headRequest = head.method == .HEAD
+        self.requestBodyOpen = Self.bodyFraming(head) != nil
         if let retryAfter {
             // Over the client's request rate (nginx's limit_req): 429, and the connection closes.
             return self.refuse(
@@ -297,6 +300,7 @@ struct ClientConnectionStateMachine<Flow: AnyObject, Upload: AnyObject> {
     }
 
     mutating func requestEnd(now: NIODeadline) -> Action {
+        self.requestBodyOpen = false
         switch self.state {
         case .head(let head, let host):
             self.deadline = nil
@@ -564,6 +568,13 @@ struct ClientConnectionStateMachine<Flow: AnyObject, Upload: AnyObject> {
         self.readingPaused = false
         defer { self.readPending = false }
         return self.readPending
+    }
+
+    /// Whether a close after the response must linger (RFC 9112 §9.6): the client may still be
+    /// sending the request body, and closing with unread bytes would send a reset that can make
+    /// it lose the response. An HTTP/2 stream never lingers (it ends with its own frames).
+    var lingersOnClose: Bool {
+        !self.isHTTP2Stream && self.requestBodyOpen
     }
 
     // MARK: Draining (SIGTERM)
