@@ -2,7 +2,7 @@
 """Origin chaos: an origin that cuts bodies at random bytes, answers 503, stalls, sends chunked,
 with short TTLs so objects expire and are refetched while clients wait together (coalescing).
 A client's complete response must be the true bytes; a cut one a prefix of them.
-Usage: origin.py BIN SECONDS [SEED] [extra lacquer args...]"""
+Usage: origin.py BIN SECONDS [SEED] [extra lacquer args...]; ORIGIN_TLS=1 for an HTTPS origin."""
 import hashlib, os, random, signal, socket, subprocess, sys, tempfile, threading, time, shutil
 import socketserver
 
@@ -20,9 +20,22 @@ ostats = {}; olock = threading.Lock()
 def onote(k):
     with olock: ostats[k] = ostats.get(k, 0) + 1
 
+ORIGIN_TLS = os.environ.get("ORIGIN_TLS") == "1"
+if ORIGIN_TLS:
+    import ssl
+    _certs = tempfile.mkdtemp(prefix="ochaos-cert.")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{_certs}/k.pem", "-out", f"{_certs}/c.pem",
+                    "-days", "2", "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1"], capture_output=True, check=True)
+    SERVER_CTX = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER); SERVER_CTX.load_cert_chain(f"{_certs}/c.pem", f"{_certs}/k.pem")
+
 class Origin(socketserver.BaseRequestHandler):
     def handle(self):
         s = self.request
+        if ORIGIN_TLS:
+            try:
+                s = SERVER_CTX.wrap_socket(s, server_side=True)
+            except (OSError, ssl.SSLError):
+                return
         rng = random.Random()
         buf = b""
         while True:
@@ -77,9 +90,9 @@ origin = TS(("127.0.0.1", OP), Origin)
 threading.Thread(target=origin.serve_forever, daemon=True).start()
 W = tempfile.mkdtemp(prefix="ochaos.")
 log = open(f"{W}/lacquer.log", "w")
-lq = subprocess.Popen([BIN, "--listen", f"127.0.0.1:{LP}", "--admin", f"127.0.0.1:{AP}", "--backend", f"http://127.0.0.1:{OP}",
+lq = subprocess.Popen([BIN, "--listen", f"127.0.0.1:{LP}", "--admin", f"127.0.0.1:{AP}", "--backend", f"{'https' if ORIGIN_TLS else 'http'}://127.0.0.1:{OP}",
                        "--threads", "2", "--log-level", "notice", "--access-log", "off", "--storage-dir", f"{W}/store",
-                       "--memory", "4MiB", "--disk-size", "64MiB", "--drain-timeout", "10"] + EXTRA, stdout=log, stderr=subprocess.STDOUT)
+                       "--memory", "4MiB", "--disk-size", "64MiB", "--drain-timeout", "10"] + (["--backend-no-verify"] if ORIGIN_TLS else []) + EXTRA, stdout=log, stderr=subprocess.STDOUT)
 for _ in range(100):
     try: socket.create_connection(("127.0.0.1", LP), timeout=0.2).close(); break
     except OSError: time.sleep(0.05)
