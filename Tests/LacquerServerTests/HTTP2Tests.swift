@@ -4,6 +4,7 @@ import Foundation
 import LacquerTesting
 import NIOCore
 import NIOHPACK
+import NIOHTTP2
 import Testing
 
 @testable import LacquerServer
@@ -200,11 +201,12 @@ struct HTTP2Tests {
             #expect(viaLane.status == 200 && viaLane.body == "ok /lane\n")
             let overHTTP1 = try httpGet(port: plainPort, "/lane?cc=max-age%3D60", headers: [("Host", "127.0.0.1:\(plainPort)")])
             #expect(lacquer.counters[.cacheHitFast] == fastBefore + 2)
-            // The same fields, names lowercased, Age aside (it may tick between the two).
-            let http1Fields = overHTTP1.headers.filter { $0.0.lowercased() != "age" }.map { ($0.0.lowercased(), $0.1) }
-            let http2Fields = viaLane.headers.filter { $0.0 != "age" }
+            // The same fields, names lowercased, Age and Date aside (either may tick between the two).
+            let ticking: Set<String> = ["age", "date"]
+            let http1Fields = overHTTP1.headers.filter { !ticking.contains($0.0.lowercased()) }.map { ($0.0.lowercased(), $0.1) }
+            let http2Fields = viaLane.headers.filter { !ticking.contains($0.0) }
             #expect(http1Fields.map { "\($0.0): \($0.1)" } == http2Fields.map { "\($0.0): \($0.1)" })
-            #expect(viaLane.header("age") != nil)
+            #expect(viaLane.header("age") != nil && viaLane.header("date") != nil)
             // HEAD: the head alone.
             let head = try ExternalTool.run("curl", ["-s", "-I", "--http2-prior-knowledge", url, "--max-time", "10"])
             #expect(head.output.hasPrefix("HTTP/2 200") && head.output.lowercased().contains("content-length: 9"), "\(head.output)")
@@ -443,6 +445,59 @@ struct HTTP2Tests {
             #expect(lacquer.counters[.http2ConnectionErrors] == 0)
             #expect(origin.requestCount(path: "/bytes/\(size)") == 1)
         }
+    }
+
+    @Test("a lane stream whose client never opens its window is reset (CANCEL) after the send-idle timeout; the connection goes on")
+    func stalledLaneStreamIsReset() async throws {
+        try await TLSTests.withTLSLacquer(configure: { $0.clientTimeouts.sendIdle = .seconds(1) }) { lacquer, _, plainPort, _, _ in
+            let path = "/bytes/300000?cc=max-age%3D60"
+            #expect(try httpGet(port: plainPort, path, headers: [("Host", "a")]).body.count == 300_000)
+            let timeoutsBefore = lacquer.counters[.sessClosedTimeout]
+            let client = try RawHTTPClient(port: plainPort, timeout: 0.5)
+            defer { client.close() }
+            // SETTINGS_INITIAL_WINDOW_SIZE = 0: the stream may get no DATA until a WINDOW_UPDATE, which never comes.
+            let block: [UInt8] = [0x82, 0x86, 0x04, UInt8(path.utf8.count)] + Array(path.utf8) + [0x01, 0x01, UInt8(ascii: "a")]
+            try client.send(
+                bytes: ClientPipeline.http2Preface + Self.frame(type: 0x4, flags: 0, stream: 0, payload: [0, 0x4, 0, 0, 0, 0])
+                    + Self.frame(type: 0x1, flags: 0x5, stream: 1, payload: block))
+            var frames: [(type: UInt8, flags: UInt8, stream: UInt32, payload: [UInt8])] = []
+            let start = Date()
+            while Date().timeIntervalSince(start) < 4, !frames.contains(where: { $0.type == 0x3 }) {
+                let more = Self.streamFrames(client)
+                frames += more.frames
+                if more.closed { break }
+            }
+            let reset = frames.first { $0.type == 0x3 && $0.stream == 1 }
+            #expect(reset?.payload == [0, 0, 0, 0x8], "no RST_STREAM CANCEL for the stalled stream: \(frames.map { ($0.type, $0.stream) })")
+            #expect(Date().timeIntervalSince(start) > 0.9, "reset before the send-idle timeout")
+            #expect(!frames.contains { $0.type == 0x0 && !$0.payload.isEmpty }, "DATA past a closed window")
+            #expect(lacquer.counters[.sessClosedTimeout] == timeoutsBefore + 1)
+            // The connection still answers.
+            try client.send(bytes: Self.frame(type: 0x8, flags: 0, stream: 0, payload: [0, 0x10, 0, 0]) + Self.frame(type: 0x1, flags: 0x5, stream: 3, payload: Self.getHeaderBlock))
+            let after = Self.streamFrames(client)
+            #expect(!after.closed && after.frames.contains { $0.type == 0x1 && $0.stream == 3 }, "no answer on stream 3")
+        }
+    }
+
+    @Test("the lane's send deadlines: idle from the last WINDOW_UPDATE (the stream's or the connection's), total from the answer")
+    func laneStreamDeadlines() {
+        let t0 = NIODeadline.uptimeNanoseconds(1_000_000_000)
+        var streams = LaneStreams()
+        let one = HTTP2StreamID(1), three = HTTP2StreamID(3)
+        streams.answered(one, now: t0)
+        streams.answered(three, now: t0 + .seconds(1))
+        #expect(streams.nextCheck(idle: .seconds(10), total: .seconds(100)) == t0 + .seconds(10))
+        streams.progressed(one, now: t0 + .seconds(5))
+        #expect(streams.expire(now: t0 + .seconds(11), idle: .seconds(10), total: .seconds(100)) == [three])
+        streams.progressed(nil, now: t0 + .seconds(14))  // a connection-level WINDOW_UPDATE
+        #expect(streams.expire(now: t0 + .seconds(20), idle: .seconds(10), total: .seconds(100)).isEmpty)
+        #expect(streams.nextCheck(idle: .seconds(10), total: .seconds(100)) == t0 + .seconds(24))
+        #expect(streams.nextCheck(idle: .seconds(10), total: .seconds(20)) == t0 + .seconds(20))
+        #expect(streams.expire(now: t0 + .seconds(20), idle: .seconds(10), total: .seconds(20)) == [one])
+        #expect(streams.isEmpty && streams.nextCheck(idle: .seconds(1), total: .seconds(1)) == nil)
+        streams.answered(three, now: t0)
+        streams.closed(three)
+        #expect(!streams.contains(three))
     }
 
     @Test("a client that resets its socket in the middle of a body is not counted as a protocol error; Lacquer goes on")

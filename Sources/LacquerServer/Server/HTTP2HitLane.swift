@@ -19,7 +19,10 @@ import NIOHTTP2
 /// A stream answered here stays open until its last DATA frame leaves, which a client's flow
 /// control may hold (a 64 KiB initial window, RFC 9113 §6.9.2): its WINDOW_UPDATE and
 /// RST_STREAM frames, which NIO's handler has already applied, stop here, as the multiplexer
-/// has no channel for them and would raise an error that ends the connection.
+/// has no channel for them and would raise an error that ends the connection. A client that
+/// holds such a stream without opening its window gets the send timeouts of every other
+/// response (`LaneStreams`): RST_STREAM (CANCEL) once no WINDOW_UPDATE came for `sendIdle`, or
+/// `sendTotal` passed, so a stalled stream does not keep its body buffered for ever.
 final class HTTP2HitLane: ChannelDuplexHandler {
     typealias InboundIn = HTTP2Frame
     typealias InboundOut = HTTP2Frame
@@ -31,15 +34,18 @@ final class HTTP2HitLane: ChannelDuplexHandler {
     /// The highest stream id a client opened (a HEADERS frame with a higher id opens a stream).
     private var highestStream: HTTP2StreamID = .rootStream
     /// The streams answered here that NIO's handler has not closed yet (at most the
-    /// connection's concurrent streams).
-    private var openAnswers: Set<HTTP2StreamID> = []
+    /// connection's concurrent streams), with their send deadlines.
+    private var openAnswers = LaneStreams()
+    private var stallTimer: Scheduled<Void>?
+    private let now: @Sendable () -> NIODeadline
     private var wroteAnswers = false
     /// The Via value (`1.1 <name>`).
     private let viaValue: String
 
-    init(server: ServerContext, facts: ConnectionFacts) {
+    init(server: ServerContext, facts: ConnectionFacts, now: @escaping @Sendable () -> NIODeadline = { .now() }) {
         self.server = server
         self.facts = facts
+        self.now = now
         self.viaValue = "1.1 \(server.configuration.viaName)"
     }
 
@@ -48,12 +54,19 @@ final class HTTP2HitLane: ChannelDuplexHandler {
         if case .headers(let headers) = frame.payload, frame.streamID > self.highestStream {
             self.highestStream = frame.streamID
             if headers.endStream, self.answer(headers.headers, stream: frame.streamID, context: context) {
-                self.openAnswers.insert(frame.streamID)
+                self.openAnswers.answered(frame.streamID, now: self.now())
+                if self.stallTimer == nil { self.scheduleStallCheck(context: context) }
                 return
             }
             self.server.counters.increment(.http2Streams)
-        } else if !self.openAnswers.isEmpty, self.openAnswers.contains(frame.streamID) {
-            return  // WINDOW_UPDATE or RST_STREAM for a stream answered here: NIO's handler applied it
+        } else if !self.openAnswers.isEmpty {
+            if frame.streamID == .rootStream {
+                if case .windowUpdate = frame.payload { self.openAnswers.progressed(nil, now: self.now()) }
+            } else if self.openAnswers.contains(frame.streamID) {
+                // WINDOW_UPDATE or RST_STREAM for a stream answered here: NIO's handler applied it.
+                if case .windowUpdate = frame.payload { self.openAnswers.progressed(frame.streamID, now: self.now()) }
+                return
+            }
         }
         context.fireChannelRead(data)
     }
@@ -61,9 +74,39 @@ final class HTTP2HitLane: ChannelDuplexHandler {
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         // NIO's handler sends this after the frames that closed the stream.
         if !self.openAnswers.isEmpty, let closed = event as? StreamClosedEvent {
-            self.openAnswers.remove(closed.streamID)
+            self.openAnswers.closed(closed.streamID)
         }
         context.fireUserInboundEventTriggered(event)
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        self.stallTimer?.cancel()
+        self.stallTimer = nil
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        self.stallTimer?.cancel()
+        self.stallTimer = nil
+        context.fireChannelInactive()
+    }
+
+    /// Resets the streams answered here whose client stopped taking their bytes (no window
+    /// for `sendIdle`, or longer than `sendTotal` in all), then looks again when the next may.
+    private func scheduleStallCheck(context: ChannelHandlerContext) {
+        let timeouts = self.server.connectionSettings.timeouts
+        guard let due = self.openAnswers.nextCheck(idle: timeouts.sendIdle, total: timeouts.sendTotal) else { return }
+        let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        self.stallTimer = context.eventLoop.scheduleTask(deadline: due) {
+            let (lane, context) = bound.value
+            lane.stallTimer = nil
+            let stalled = lane.openAnswers.expire(now: lane.now(), idle: timeouts.sendIdle, total: timeouts.sendTotal)
+            for stream in stalled {
+                lane.server.counters.increment(.sessClosedTimeout)
+                context.write(lane.wrapOutboundOut(HTTP2Frame(streamID: stream, payload: .rstStream(.cancel))), promise: nil)
+            }
+            if !stalled.isEmpty { context.flush() }
+            if !lane.openAnswers.isEmpty { lane.scheduleStallCheck(context: context) }
+        }
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
@@ -174,5 +217,47 @@ final class HTTP2HitLane: ChannelDuplexHandler {
             server.accessLog.record(record, shard: server.loopIndex(context.eventLoop))
         }
         return true
+    }
+}
+
+/// The streams `HTTP2HitLane` answered that are still open, with when each was answered and when
+/// its client last gave it window: the send-idle and send-total timeouts of a lane stream, as
+/// the connection's state machine keeps them for every other response. No I/O, no clock of its own.
+struct LaneStreams {
+    private var streams: [HTTP2StreamID: (answered: NIODeadline, progress: NIODeadline)] = [:]
+
+    var isEmpty: Bool { self.streams.isEmpty }
+
+    func contains(_ stream: HTTP2StreamID) -> Bool {
+        self.streams[stream] != nil
+    }
+
+    mutating func answered(_ stream: HTTP2StreamID, now: NIODeadline) {
+        self.streams[stream] = (now, now)
+    }
+
+    /// A WINDOW_UPDATE for `stream`, or for the connection (nil: every stream may go on).
+    mutating func progressed(_ stream: HTTP2StreamID?, now: NIODeadline) {
+        if let stream {
+            self.streams[stream]?.progress = now
+        } else {
+            for key in self.streams.keys { self.streams[key]?.progress = now }
+        }
+    }
+
+    mutating func closed(_ stream: HTTP2StreamID) {
+        self.streams[stream] = nil
+    }
+
+    /// When the earliest stream may run out of time, if any is open.
+    func nextCheck(idle: TimeAmount, total: TimeAmount) -> NIODeadline? {
+        self.streams.values.map { min($0.progress + idle, $0.answered + total) }.min()
+    }
+
+    /// Removes and returns the streams out of time at `now`.
+    mutating func expire(now: NIODeadline, idle: TimeAmount, total: TimeAmount) -> [HTTP2StreamID] {
+        let out = self.streams.filter { now >= min($0.value.progress + idle, $0.value.answered + total) }.map(\.key)
+        for stream in out { self.streams[stream] = nil }
+        return out.sorted()
     }
 }
