@@ -14,6 +14,9 @@ public enum CacheStoreError: Error, CustomStringConvertible, Sendable, Equatable
     case bodyChecksumMismatch(key: String, path: String)
     /// A body file is missing or shorter than the index says; the object has been dropped.
     case bodyMissing(key: String, path: String)
+    /// The object was replaced or removed (a newer version stored, a purge, a ban, eviction or
+    /// expiry) between its lookup and the opening of its body: not damage, the request fetches it.
+    case bodyGone(key: String)
     /// SQLite returned an error code.
     case sqlite(code: Int32, message: String, operation: String)
     /// The index database is damaged or not a Lacquer index.
@@ -40,6 +43,8 @@ public enum CacheStoreError: Error, CustomStringConvertible, Sendable, Equatable
         case .bodyMissing(let key, let path):
             return "cached body of '\(key)' is missing or truncated (file '\(path)'); "
                 + "the object was dropped and will be fetched again. Was the cache directory changed by hand?"
+        case .bodyGone(let key):
+            return "cached body of '\(key)' was replaced or removed while it was being opened; it is fetched again"
         case .sqlite(let code, let message, let operation):
             return "disk cache index error during \(operation): \(message) (SQLite code \(code))"
         case .indexCorrupt(let path, let reason):

@@ -421,7 +421,7 @@ extension DiskTier {
         }
         return DiskBodyReader(head: head, path: path, fd: fd, fileNote: note, allocator: allocator, onVerifiedWhole: verified) {
             [weak self] error in
-            try? self?.drop([head.fileID], missing: { if case .bodyMissing = error { true } else { false } }())
+            _ = try? self?.drop([head.fileID], missing: { if case .bodyMissing = error { true } else { false } }())
         }
     }
 
@@ -478,17 +478,23 @@ extension DiskTier {
         self.directory + "/" + DiskIndexSchema.fileName + "#" + String(head.fileID)
     }
 
-    /// Drops the object and throws `error`.
+    /// Drops the object and throws `error`; `.bodyGone` instead when its row was already gone
+    /// (replaced, purged, banned, evicted or expired since the lookup, which unlinked the file):
+    /// a race with the writer, not damage.
     private func bodyFailed(_ head: DiskObjectHead, _ error: CacheStoreError) throws -> Never {
         let missing: Bool
         if case .bodyMissing = error { missing = true } else { missing = false }
-        try self.drop([head.fileID], missing: missing)
+        guard try self.drop([head.fileID], missing: missing) > 0 else {
+            throw CacheStoreError.bodyGone(key: head.key.description)
+        }
         throw error
     }
 
     /// Deletes rows that failed verification and their files; counts those that were still there
-    /// (a row already removed by a purge or eviction racing the read is not a failure).
-    func drop(_ ids: [Int64], missing: Bool) throws {
+    /// (a row already removed by a purge or eviction racing the read is not a failure) and
+    /// returns how many there were.
+    @discardableResult
+    func drop(_ ids: [Int64], missing: Bool) throws -> Int {
         let dropped = try self.withWriter { state, db in
             var dropped: [Int64] = []
             try db.transaction("drop damaged objects") {
@@ -500,6 +506,7 @@ extension DiskTier {
             return dropped
         }
         self.unlinkBodies(dropped)
+        return dropped.count
     }
 
     /// Re-reads the totals the triggers maintain (one row).

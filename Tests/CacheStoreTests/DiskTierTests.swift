@@ -272,6 +272,24 @@ struct DiskTierTests {
         #expect(tier.stats.checksumFailures == 1 && tier.stats.missingBodies == 1)
     }
 
+    @Test("an object replaced or purged between its lookup and the opening of its body → bodyGone, nothing counted as damage")
+    func replacedBeforeOpenIsNoDamage() throws {
+        let dir = try DiskTestDirectory()
+        let tier = try DiskTier(configuration: self.configuration(dir))
+        defer { tier.close() }
+        try tier.store(diskTestObject(body: diskTestBytes(100_000, seed: 1)))
+        let old = try #require(try tier.lookup(diskTestObject().key).first)
+        try tier.store(diskTestObject(body: diskTestBytes(100_000, seed: 2)))  // a newer version: the old file goes
+        #expect(!diskTestFileExists(tier.bodyPath(old.fileID)))
+        #expect(throws: CacheStoreError.bodyGone(key: old.key.description)) { try tier.openBody(old) }
+        #expect(throws: CacheStoreError.bodyGone(key: old.key.description)) { try tier.load(old) }
+        #expect(tier.stats.checksumFailures == 0 && tier.stats.missingBodies == 0)
+        // The new version is untouched.
+        let new = try #require(try tier.lookup(diskTestObject().key).first)
+        #expect(new.fileID != old.fileID)
+        #expect(Array(try tier.load(new).body.readableBytesView) == diskTestBytes(100_000, seed: 2))
+    }
+
     @Test("a truncated body file → bodyMissing at open")
     func truncatedBodyIsDetected() throws {
         let dir = try DiskTestDirectory()

@@ -507,7 +507,13 @@ final class DiskStorage: Sendable {
     }
 
     /// Drops a row whose body failed its checksum or went missing (the tier already did; count it).
+    /// An object replaced or removed since its lookup (`bodyGone`) is no failure: the request
+    /// fetches it, and nothing is counted or logged above debug.
     func noteReadFailure(_ error: any Error, key: CacheKey) {
+        if case .bodyGone? = error as? CacheStoreError {
+            self.logger.debug("disk tier object gone before its body was opened", metadata: ["key": "\(key)"])
+            return
+        }
         self.counters.increment(.diskReadErrors)
         self.logger.warning("disk tier object dropped", metadata: ["key": "\(key)", "error": "\(error)"])
     }
