@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
 """Origin chaos: an origin that cuts bodies at random bytes, answers 503, stalls, sends chunked,
+closes keep-alive connections without a word after an answer,
 with short TTLs so objects expire and are refetched while clients wait together (coalescing).
 A client's complete response must be the true bytes; a cut one a prefix of them.
 Usage: origin.py BIN SECONDS [SEED] [extra lacquer args...]; ORIGIN_TLS=1 for an HTTPS origin."""
@@ -80,6 +81,8 @@ class Origin(socketserver.BaseRequestHandler):
                     out.append(b"0\r\n\r\n"); s.sendall(b"".join(out)); continue
                 onote("ok")
                 s.sendall(f"HTTP/1.1 200 OK\r\nContent-Length: {len(body)}\r\nETag: {etag}\r\nCache-Control: {cc}\r\n\r\n".encode() + body)
+                if rng.random() < 0.15:
+                    onote("keep-alive closed"); return  # a reused connection the origin has just closed
             except OSError:
                 return
 
@@ -187,6 +190,7 @@ try:
 except subprocess.TimeoutExpired:
     fail("no exit after SIGTERM"); lq.kill()
 txt = open(f"{W}/lacquer.log").read()
+if "disk tier object dropped" in txt: fail("a disk read failure was reported (no file was damaged)")
 for pat in ("Fatal error", "Crash", "precondition"):
     if pat in txt: fail(f"log has {pat}")
 print("errors", len(errors), "seed", SEED)
