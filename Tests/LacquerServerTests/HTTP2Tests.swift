@@ -311,25 +311,8 @@ struct HTTP2Tests {
     /// Frames read from `client` until the peer closes or stays silent for the client's
     /// timeout: (type, flags, payload), and whether it closed.
     static func readFrames(_ client: RawHTTPClient) -> (frames: [(UInt8, UInt8, [UInt8])], closed: Bool) {
-        var bytes: [UInt8] = []
-        var closed = false
-        for _ in 0..<10_000 {
-            guard let some = try? client.readSome() else { break }
-            if some.isEmpty {
-                closed = true
-                break
-            }
-            bytes += some
-        }
-        var frames: [(UInt8, UInt8, [UInt8])] = []
-        var index = 0
-        while index + 9 <= bytes.count {
-            let length = Int(bytes[index]) << 16 | Int(bytes[index + 1]) << 8 | Int(bytes[index + 2])
-            guard index + 9 + length <= bytes.count else { break }
-            frames.append((bytes[index + 3], bytes[index + 4], Array(bytes[(index + 9)..<(index + 9 + length)])))
-            index += 9 + length
-        }
-        return (frames, closed)
+        let read = Self.streamFrames(client)
+        return (read.frames.map { ($0.type, $0.flags, $0.payload) }, read.closed)
     }
 
     static func goAwayCode(_ frames: [(UInt8, UInt8, [UInt8])]) -> UInt32? {
@@ -373,8 +356,8 @@ struct HTTP2Tests {
         }
     }
 
-    /// Frames read from `client` within its timeout, with their streams: (type, flags, stream,
-    /// payload), and whether the peer closed.
+    /// Frames read from `client` until the peer closes or stays silent for the client's timeout,
+    /// with their streams: (type, flags, stream, payload), and whether it closed.
     static func streamFrames(_ client: RawHTTPClient) -> (frames: [(type: UInt8, flags: UInt8, stream: UInt32, payload: [UInt8])], closed: Bool) {
         var bytes: [UInt8] = []
         var closed = false
