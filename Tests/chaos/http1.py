@@ -6,6 +6,8 @@ the origin's file. Then: purge a third of the objects, change them at the origin
 check purged objects come back new and the rest are still hits from disk.
 Usage: http1.py BIN SECONDS [SEED]; TLS=1 for the TLS listener; LQ_EXTRA="..." adds Lacquer options."""
 import hashlib, os, random, re, shutil, signal, socket, struct, subprocess, sys, tempfile, threading, time
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import Tally, wait_listening
 
 BIN = sys.argv[1]
 SECONDS = float(sys.argv[2])
@@ -52,13 +54,9 @@ def start_lacquer(tag):
     p = subprocess.Popen([BIN] + listen + [ "--admin", f"127.0.0.1:{AP}", "--backend", f"http://127.0.0.1:{OP}",
                           "--threads", "2", "--log-level", "notice", "--access-log", "off", "--storage-dir", os.path.join(W, "store"),
                           "--memory", "3MiB", "--disk-size", "64MiB", "--drain-timeout", "5"] + os.environ.get("LQ_EXTRA", "").split(), stdout=log, stderr=subprocess.STDOUT)
-    for _ in range(100):
-        try:
-            socket.create_connection(("127.0.0.1", LP), timeout=0.2).close()
-            return p
-        except OSError:
-            time.sleep(0.05)
-    raise SystemExit("lacquer did not listen")
+    if not wait_listening(LP):
+        raise SystemExit("lacquer did not listen")
+    return p
 
 def read_response(s, head_only=False, limit=None):
     """Reads one response; returns (status, headers dict (lowercase), body) or raises."""
@@ -108,15 +106,8 @@ def read_response(s, head_only=False, limit=None):
         body += d
     return status, hdrs, body, b""
 
-errors = []
-stats = {}
-lock = threading.Lock()
-def note(k):
-    with lock: stats[k] = stats.get(k, 0) + 1
-def fail(msg):
-    with lock:
-        errors.append(msg)
-        if len(errors) <= 20: print("FAIL", msg, flush=True)
+tally = Tally()
+stats, errors, note, fail = tally.stats, tally.errors, tally.note, tally.fail
 
 def check_multipart(hdrs, body, data, ranges):
     m = re.search(r'boundary=("?)([^";]+)\1', hdrs.get("content-type", ""))

@@ -4,6 +4,8 @@ random bytes, connections dropped mid-body, windows never opened, PURGE between;
 Needs the h2 package (pip install h2). Usage: http2.py BIN SECONDS [SEED]; LQ_EXTRA="..." adds Lacquer options."""
 import os, random, shutil, signal, socket, ssl, subprocess, sys, tempfile, threading, time
 import h2.connection, h2.config, h2.events, h2.exceptions
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import Tally, wait_listening
 
 BIN = sys.argv[1]; SECONDS = float(sys.argv[2]); SEED = int(sys.argv[3]) if len(sys.argv) > 3 else int(time.time())
 print("seed", SEED, flush=True)
@@ -29,17 +31,10 @@ lq = subprocess.Popen([BIN, "--listen", f"127.0.0.1:{LP},h2c", "--listen-tls", f
                        "--tls-key", f"{W}/k.pem", "--admin", f"127.0.0.1:{AP}", "--backend", f"http://127.0.0.1:{OP}", "--threads", "2",
                        "--log-level", "notice", "--access-log", "off", "--storage-dir", f"{W}/store", "--memory", "3MiB",
                        "--disk-size", "64MiB", "--drain-timeout", "5"] + os.environ.get("LQ_EXTRA", "").split(), stdout=log, stderr=subprocess.STDOUT)
-for _ in range(100):
-    try: socket.create_connection(("127.0.0.1", TP), timeout=0.2).close(); break
-    except OSError: time.sleep(0.05)
+wait_listening(TP)
 
-errors, stats, lock = [], {}, threading.Lock()
-def note(k):
-    with lock: stats[k] = stats.get(k, 0) + 1
-def fail(m):
-    with lock:
-        errors.append(m)
-        if len(errors) <= 20: print("FAIL", m, flush=True)
+tally = Tally()
+stats, errors, note, fail = tally.stats, tally.errors, tally.note, tally.fail
 
 def connect(tls):
     s = socket.create_connection(("127.0.0.1", TP if tls else LP), timeout=10)

@@ -6,6 +6,8 @@ A client's complete response must be the true bytes; a cut one a prefix of them.
 Usage: origin.py BIN SECONDS [SEED] [extra lacquer args...]; ORIGIN_TLS=1 for an HTTPS origin."""
 import hashlib, os, random, signal, socket, subprocess, sys, tempfile, threading, time, shutil
 import socketserver
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import Tally, wait_listening
 
 BIN = sys.argv[1]; SECONDS = float(sys.argv[2]); SEED = int(sys.argv[3]) if len(sys.argv) > 3 else int(time.time())
 EXTRA = sys.argv[4:]
@@ -96,17 +98,10 @@ log = open(f"{W}/lacquer.log", "w")
 lq = subprocess.Popen([BIN, "--listen", f"127.0.0.1:{LP}", "--admin", f"127.0.0.1:{AP}", "--backend", f"{'https' if ORIGIN_TLS else 'http'}://127.0.0.1:{OP}",
                        "--threads", "2", "--log-level", "notice", "--access-log", "off", "--storage-dir", f"{W}/store",
                        "--memory", "4MiB", "--disk-size", "64MiB", "--drain-timeout", "10"] + (["--backend-no-verify"] if ORIGIN_TLS else []) + EXTRA, stdout=log, stderr=subprocess.STDOUT)
-for _ in range(100):
-    try: socket.create_connection(("127.0.0.1", LP), timeout=0.2).close(); break
-    except OSError: time.sleep(0.05)
+wait_listening(LP)
 
-errors, stats, lock = [], {}, threading.Lock()
-def note(k):
-    with lock: stats[k] = stats.get(k, 0) + 1
-def fail(m):
-    with lock:
-        errors.append(m)
-        if len(errors) <= 20: print("FAIL", m, flush=True)
+tally = Tally()
+stats, errors, note, fail = tally.stats, tally.errors, tally.note, tally.fail
 
 def get(s, name, extra=""):
     s.sendall(f"GET /{name} HTTP/1.1\r\nHost: x\r\n{extra}\r\n".encode())

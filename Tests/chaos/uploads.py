@@ -4,6 +4,8 @@ limit some), leave at random bytes (FIN or RST); an origin of its own answers th
 or cuts its answer. Complete answers must match the bytes sent; bodies over the limit must get
 a readable 413 (the lingering close). Usage: uploads.py BIN SECONDS [SEED]"""
 import hashlib, os, random, signal, socket, socketserver, subprocess, sys, tempfile, threading, time, shutil, struct
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import Tally, wait_listening
 BIN = sys.argv[1]; SECONDS = float(sys.argv[2]); SEED = int(sys.argv[3]) if len(sys.argv) > 3 else 1
 rng0 = random.Random(SEED); print("seed", SEED)
 class Origin(socketserver.BaseRequestHandler):
@@ -52,14 +54,9 @@ origin = TS(("127.0.0.1", OP), Origin); threading.Thread(target=origin.serve_for
 W = tempfile.mkdtemp(prefix="post.")
 lq = subprocess.Popen([BIN, "--listen", f"127.0.0.1:{LP}", "--admin", "off", "--backend", f"http://127.0.0.1:{OP}", "--access-log", "off",
                        "--storage-dir", f"{W}/s", "--threads", "2", "--max-request-body", "4MiB"], stdout=open(f"{W}/l.log", "w"), stderr=subprocess.STDOUT)
-time.sleep(1.5)
-stats, errors, lock = {}, [], threading.Lock()
-def note(k):
-    with lock: stats[k] = stats.get(k, 0) + 1
-def fail(m):
-    with lock:
-        errors.append(m)
-        if len(errors) < 15: print("FAIL", m, flush=True)
+wait_listening(LP)
+tally = Tally()
+stats, errors, note, fail = tally.stats, tally.errors, tally.note, tally.fail
 def worker(i, stop):
     rng = random.Random(SEED * 31 + i)
     while time.time() < stop:
