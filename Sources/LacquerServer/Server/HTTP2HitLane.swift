@@ -251,12 +251,17 @@ struct LaneStreams {
 
     /// When the earliest stream may run out of time, if any is open.
     func nextCheck(idle: TimeAmount, total: TimeAmount) -> NIODeadline? {
-        self.streams.values.map { min($0.progress + idle, $0.answered + total) }.min()
+        self.streams.values.map { Self.deadline($0, idle: idle, total: total) }.min()
+    }
+
+    /// A stream runs out of time `idle` after its last window, or `total` after its answer.
+    private static func deadline(_ stream: (answered: NIODeadline, progress: NIODeadline), idle: TimeAmount, total: TimeAmount) -> NIODeadline {
+        min(stream.progress + idle, stream.answered + total)
     }
 
     /// Removes and returns the streams out of time at `now`.
     mutating func expire(now: NIODeadline, idle: TimeAmount, total: TimeAmount) -> [HTTP2StreamID] {
-        let out = self.streams.filter { now >= min($0.value.progress + idle, $0.value.answered + total) }.map(\.key)
+        let out = self.streams.filter { now >= Self.deadline($0.value, idle: idle, total: total) }.map(\.key)
         for stream in out { self.streams[stream] = nil }
         return out.sorted()
     }

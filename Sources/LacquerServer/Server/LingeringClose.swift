@@ -20,7 +20,6 @@ final class LingeringClose: ChannelDuplexHandler, RemovableChannelHandler {
     private let now: @Sendable () -> NIODeadline
     private var lastByte: NIODeadline
     private var timer: Scheduled<Void>?
-    private(set) var droppedBytes = 0
 
     init(idle: TimeAmount, total: TimeAmount, now: @escaping @Sendable () -> NIODeadline) {
         let start = now()
@@ -55,8 +54,7 @@ final class LingeringClose: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        self.droppedBytes += self.unwrapInboundIn(data).readableBytes
-        self.lastByte = self.now()
+        self.lastByte = self.now()  // the bytes are dropped
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
@@ -79,15 +77,19 @@ final class LingeringClose: ChannelDuplexHandler, RemovableChannelHandler {
         context.fireChannelInactive()
     }
 
-    /// One timer, moved lazily: it fires at the earlier of the idle and total deadlines as last
-    /// computed, and a firing that finds a byte came since schedules the next one.
+    /// When lingering ends if no byte comes before.
+    private var deadline: NIODeadline {
+        min(self.lastByte + self.idle, self.endsAt)
+    }
+
+    /// One timer, moved lazily: it fires at the deadline as last computed, and a firing that finds
+    /// a byte came since schedules the next one.
     private func schedule(context: ChannelHandlerContext) {
-        let due = min(self.lastByte + self.idle, self.endsAt)
         let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
-        self.timer = context.eventLoop.scheduleTask(deadline: due) {
+        self.timer = context.eventLoop.scheduleTask(deadline: self.deadline) {
             let (handler, context) = bound.value
             handler.timer = nil
-            if handler.now() >= min(handler.lastByte + handler.idle, handler.endsAt) {
+            if handler.now() >= handler.deadline {
                 context.close(promise: nil)
             } else {
                 handler.schedule(context: context)
