@@ -5,7 +5,7 @@ Needs the h2 package (pip install h2). Usage: http2.py BIN SECONDS [SEED]; LQ_EX
 import os, random, shutil, signal, socket, ssl, subprocess, sys, tempfile, threading, time
 import h2.connection, h2.config, h2.events, h2.exceptions
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import Tally, wait_listening
+from common import Tally, drain_and_check, wait_listening
 
 BIN = sys.argv[1]; SECONDS = float(sys.argv[2]); SEED = int(sys.argv[3]) if len(sys.argv) > 3 else int(time.time())
 print("seed", SEED, flush=True)
@@ -144,16 +144,8 @@ try:
     print("server", {k: v for k, v in st.get("counters", st).items() if "http2" in k or "error" in k or "closed" in k} if isinstance(st.get("counters", st), dict) else st)
 except Exception as e:
     print("stats failed", e)
-lq.send_signal(signal.SIGTERM)
-try:
-    rc = lq.wait(30)
-    if rc != 0: fail(f"exit code {rc}")
-except subprocess.TimeoutExpired:
-    fail("no exit after SIGTERM"); lq.kill()
+drain_and_check(lq, f"{W}/lacquer.log", fail)
 ng.terminate(); ng.wait()
-txt = open(f"{W}/lacquer.log").read()
-for pat in ("Fatal error", "Crash", "precondition"):
-    if pat in txt: fail(f"log has {pat}")
 print("errors", len(errors), "seed", SEED)
 if errors: print("kept", W)
 else: shutil.rmtree(W)

@@ -5,7 +5,7 @@ or cuts its answer. Complete answers must match the bytes sent; bodies over the 
 a readable 413 (the lingering close). Usage: uploads.py BIN SECONDS [SEED]"""
 import hashlib, os, random, signal, socket, socketserver, subprocess, sys, tempfile, threading, time, shutil, struct
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import Tally, wait_listening
+from common import Tally, threaded_server, wait_listening
 BIN = sys.argv[1]; SECONDS = float(sys.argv[2]); SEED = int(sys.argv[3]) if len(sys.argv) > 3 else 1
 rng0 = random.Random(SEED); print("seed", SEED)
 class Origin(socketserver.BaseRequestHandler):
@@ -47,10 +47,8 @@ class Origin(socketserver.BaseRequestHandler):
                 s.sendall(b"HTTP/1.1 200 OK\r\nCache-Control: no-store\r\nContent-Length: %d\r\n\r\n" % len(out) + out)
             except OSError:
                 return
-class TS(socketserver.ThreadingMixIn, socketserver.TCPServer):
-    daemon_threads = True; allow_reuse_address = True
 OP, LP = 18000 + rng0.randrange(900), 19000 + rng0.randrange(900)
-origin = TS(("127.0.0.1", OP), Origin); threading.Thread(target=origin.serve_forever, daemon=True).start()
+origin = threaded_server(OP, Origin)
 W = tempfile.mkdtemp(prefix="post.")
 lq = subprocess.Popen([BIN, "--listen", f"127.0.0.1:{LP}", "--admin", "off", "--backend", f"http://127.0.0.1:{OP}", "--access-log", "off",
                        "--storage-dir", f"{W}/s", "--threads", "2", "--max-request-body", "4MiB"], stdout=open(f"{W}/l.log", "w"), stderr=subprocess.STDOUT)
